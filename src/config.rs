@@ -1,0 +1,1 @@
+//! The run configuration (TOML), assembled from each module's section.

@@ -1,0 +1,1 @@
+//! Datasets, prompt building and the built-in task.

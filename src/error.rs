@@ -1,0 +1,93 @@
+//! The library's error type.
+//!
+//! One enum for the crate, with structured fields so a message can name the
+//! file, line, key or tensor at fault. Each module appends its variants in its
+//! own section below; `anyhow` is used only in `main`, examples and tests.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong inside `rlsd`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- shared ---------------------------------------------------------
+    /// A libtorch call failed.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A configuration key has a bad or unknown value.
+    #[error("config key `{key}`: {msg}")]
+    Config {
+        /// Dotted key, e.g. `algo.lambda0`.
+        key: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A tensor has the wrong shape.
+    #[error("tensor `{name}`: expected shape {expected:?}, found {got:?}")]
+    ShapeMismatch {
+        /// Tensor name (a safetensors key where there is one).
+        name: String,
+        /// Shape the code needs.
+        expected: Vec<i64>,
+        /// Shape it got.
+        got: Vec<i64>,
+    },
+    /// Input that the caller passed is inconsistent (lengths, ranges).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    // ---- model (src/model/) ---------------------------------------------
+    /// A model folder or file is unusable.
+    #[error("{path}: {msg}")]
+    Model {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+
+    // ---- data (src/data/) and verifiers (src/verify/) -------------------
+    /// A dataset row is malformed.
+    #[error("{path}:{line}: {msg}")]
+    Data {
+        /// The dataset file.
+        path: PathBuf,
+        /// 1-based line (JSONL) or row (Parquet) number.
+        line: usize,
+        /// What is wrong with the row.
+        msg: String,
+    },
+
+    // ---- runtime (src/actors/, src/checkpoint.rs) -------------------------
+    /// The actor runtime failed.
+    #[error("runtime: {0}")]
+    Runtime(String),
+}
+
+impl Error {
+    /// Wrap an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A configuration error naming `key`.
+    pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            msg: msg.into(),
+        }
+    }
+}

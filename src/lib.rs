@@ -1,0 +1,51 @@
+//! `rlsd`: reinforcement learning from verifiable rewards with self-distilled
+//! token credit, as an actor runtime on libtorch.
+//!
+//! The verifier's reward decides the *direction* of every token's update; the
+//! same model, shown privileged information (the reference answer), decides
+//! its *magnitude* through a clipped, stop-gradient weight
+//! `exp(sign(A) * (logp_teacher - logp_student))` ("Self-Distilled RLVR",
+//! arXiv 2604.03128). GRPO, OPSD and CEPO run in the same template.
+//!
+//! # Layout
+//!
+//! - [`error`]: the crate's error enum; messages name the file, line, key or tensor.
+//! - [`device`]: `cpu` / `cuda:N` / `auto` from config strings; libtorch facts.
+//! - [`logging`]: `tracing-subscriber` set up from `RLSD_LOG` or `RUST_LOG`.
+//! - [`policy`]: the [`policy::Policy`] trait the train step scores responses with.
+//! - [`model`]: Llama / Qwen2 / Qwen3 decoders loading Hugging Face checkpoints,
+//!   KV cache, batched generation, token log-probs, tokenizer and chat template.
+//! - [`rlsd`]: every formula of the spec, once: group advantages, token credit,
+//!   the clipped surrogate, the lambda and learning-rate schedules.
+//! - [`data`]: JSONL / Parquet datasets, the data cursor, prompt building, and
+//!   the built-in arithmetic task.
+//! - [`verify`]: the `Verifier` trait and the math, exact, regex and command verifiers.
+//! - [`stats`]: `StepStats`, what a step reports (losses, credit, timings).
+//! - [`optim`]: AdamW whose state can be checkpointed.
+//! - [`train`]: `train_step`: forward, loss, backward, clip, AdamW; no actors.
+//! - [`pretrain`]: supervised warm-up that makes the built-in task's base model.
+//! - [`config`]: the TOML run configuration; unknown keys are errors.
+//! - [`actors`]: the six supervised actors and their messages.
+//!
+//! Build notes: `tch` is pinned to 0.24.0 (libtorch 2.11.0), provisioned by
+//! `scripts/setup.sh`; `build.rs` embeds an rpath so binaries run without
+//! `LD_LIBRARY_PATH` and keeps `libtorch_cuda.so` linked on CUDA builds.
+
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod actors;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod logging;
+pub mod model;
+pub mod optim;
+pub mod policy;
+pub mod pretrain;
+pub mod rlsd;
+pub mod stats;
+pub mod train;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! Decoder-only transformers that load Hugging Face checkpoints (see issue: models).

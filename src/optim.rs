@@ -1,0 +1,1 @@
+//! AdamW with checkpointable state.

@@ -1,0 +1,1 @@
+//! Supervised warm-up that produces the built-in task's base policy.

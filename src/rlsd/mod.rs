@@ -1,0 +1,1 @@
+//! The RLSD math: advantages, token credit, losses, schedules (see RLSD-SPEC.md).

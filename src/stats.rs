@@ -1,0 +1,1 @@
+//! `StepStats`: what one training step reports.

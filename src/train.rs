@@ -1,0 +1,1 @@
+//! The train step: forward, RLSD loss, backward, clip, AdamW (see issue: RLSD math).

@@ -1,0 +1,1 @@
+//! Verifiers: reward functions behind the `Verifier` trait.
