@@ -149,9 +149,11 @@ pub fn render_credit_html(
          body{font-family:system-ui,sans-serif;margin:24px;max-width:960px;color:#222}\n\
          .resp{font-family:ui-monospace,'DejaVu Sans Mono',monospace;font-size:15px;line-height:1.9;\
          white-space:pre-wrap;border:1px solid #ccc;padding:12px;border-radius:6px}\n\
-         .tok{padding:1px 0;border-radius:3px;cursor:default}\n\
+         .tok{padding:1px 0;border-radius:3px;cursor:default;box-shadow:inset -1px 0 rgba(0,0,0,.12)}\n\
+         h3{font-size:15px;margin:18px 0 6px}.num{text-align:right;font-variant-numeric:tabular-nums}\n\
          .tok:hover{outline:2px solid #222}\n\
-         .legend{display:flex;gap:18px;align-items:center;margin:10px 0 14px;font-size:14px}\n\
+         .legend{display:flex;flex-wrap:wrap;gap:6px 22px;align-items:center;margin:10px 0 14px;font-size:14px}\n\
+         .legend>span{white-space:nowrap}.note{color:#555;font-size:13px;flex-basis:100%}\n\
          .sw{display:inline-block;width:90px;height:14px;vertical-align:middle;border:1px solid #aaa}\n\
          table{border-collapse:collapse;font-size:14px}td{padding:2px 12px 2px 0}\n\
          </style></head><body>\n<h2>Token credit</h2>\n",
@@ -185,7 +187,7 @@ pub fn render_credit_html(
         "<div class=\"legend\"><span><span class=\"sw\" style=\"background:linear-gradient(90deg,rgb({},{},{}),#fff)\"></span> \
          Ahat/A &lt; 1: {less}</span><span>white: Ahat = A (plain GRPO)</span>\
          <span><span class=\"sw\" style=\"background:linear-gradient(90deg,#fff,rgb({},{},{}))\"></span> Ahat/A &gt; 1: {more}</span>\
-         <span>full colour = |Ahat/A &minus; 1| of {scale:.3}; grey: not finite. Hover a token for its numbers.</span></div>",
+         <span class=\"note\">full colour = |Ahat/A &minus; 1| of {scale:.3}; grey: not finite. Hover a token for its numbers.</span></div>",
         c0.0, c0.1, c0.2, w0.0, w0.1, w0.2
     );
     h.push_str("<div class=\"resp\">");
@@ -203,8 +205,46 @@ pub fn render_credit_html(
             xml_escape(&visible(t.text))
         );
     }
-    h.push_str("</div>\n</body></html>\n");
+    h.push_str("</div>\n");
+    top_tokens_table(&mut h, &toks);
+    h.push_str("</body></html>\n");
     Ok(h)
+}
+
+/// How many tokens the "largest shifts" table lists.
+const TOP_N: usize = 8;
+
+/// A table of the tokens whose `Ahat / A` is furthest from 1, so the page
+/// says where the teacher moved credit without hovering.
+fn top_tokens_table(h: &mut String, toks: &[TokenCredit<'_>]) {
+    let mut idx: Vec<usize> = (0..toks.len())
+        .filter(|&i| toks[i].ratio.is_some_and(|r| r != 1.0))
+        .collect();
+    if idx.is_empty() {
+        return;
+    }
+    let dev = |i: usize| toks[i].ratio.map_or(0.0, |r| (r - 1.0).abs());
+    idx.sort_by(|&a, &b| dev(b).total_cmp(&dev(a)).then(a.cmp(&b)));
+    idx.truncate(TOP_N);
+    h.push_str(
+        "<h3>Largest shifts from the sequence advantage</h3>\n<table><tr><th>#</th><th>token</th>\
+         <th class=\"num\">Ahat</th><th class=\"num\">Ahat/A</th><th class=\"num\">w</th>\
+         <th class=\"num\">delta</th></tr>\n",
+    );
+    for i in idx {
+        let t = &toks[i];
+        let _ = writeln!(
+            h,
+            "<tr><td>{i}</td><td><code>{}</code></td><td class=\"num\">{:+.4}</td><td class=\"num\">{:.4}</td>\
+             <td class=\"num\">{:.4}</td><td class=\"num\">{:+.4}</td></tr>",
+            xml_escape(&visible(t.text)),
+            t.ahat,
+            t.ratio.unwrap_or(f32::NAN),
+            t.weight,
+            t.delta
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 /// The same view for a terminal: 24-bit background colours, a legend line

@@ -360,8 +360,32 @@ pub fn metrics_series(records: &[serde_json::Value], keys: &[&str]) -> Vec<Serie
 }
 
 /// Read `metrics_jsonl` and write an SVG chart of `keys` against the step
-/// to `out_svg`. A key that no record has is an error naming it.
+/// to `out_svg`, titled after the run folder holding the log. A key that no
+/// record has is an error naming it.
 pub fn metrics_svg(metrics_jsonl: &Path, out_svg: &Path, keys: &[&str]) -> Result<()> {
+    let run = metrics_jsonl.canonicalize().ok().and_then(|p| {
+        p.parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    });
+    let title = match run {
+        Some(run) => format!("{run}: metrics by step"),
+        None => "metrics by step".to_string(),
+    };
+    let opts = ChartOptions {
+        title,
+        ..ChartOptions::default()
+    };
+    metrics_svg_with(metrics_jsonl, out_svg, keys, &opts)
+}
+
+/// [`metrics_svg`] with a caller-chosen title, labels and size.
+pub fn metrics_svg_with(
+    metrics_jsonl: &Path,
+    out_svg: &Path,
+    keys: &[&str],
+    opts: &ChartOptions,
+) -> Result<()> {
     let records = read_metrics(metrics_jsonl)?;
     for key in keys {
         if !records.iter().any(|r| lookup_number(r, key).is_some()) {
@@ -372,17 +396,7 @@ pub fn metrics_svg(metrics_jsonl: &Path, out_svg: &Path, keys: &[&str]) -> Resul
             });
         }
     }
-    let series = metrics_series(&records, keys);
-    let title = metrics_jsonl
-        .parent()
-        .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let opts = ChartOptions {
-        title,
-        ..ChartOptions::default()
-    };
-    let svg = line_chart_svg(&series, &opts);
+    let svg = line_chart_svg(&metrics_series(&records, keys), opts);
     if let Some(dir) = out_svg.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }

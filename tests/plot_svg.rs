@@ -7,7 +7,9 @@ use std::path::Path;
 
 use anyhow::Result;
 use rlsd::inspect::{render_credit_ansi, render_credit_html};
-use rlsd::plot::{line_chart_svg, metrics_series, metrics_svg, ChartOptions, Series};
+use rlsd::plot::{
+    line_chart_svg, metrics_series, metrics_svg, metrics_svg_with, ChartOptions, Series,
+};
 use serde_json::json;
 
 fn count(haystack: &str, needle: &str) -> usize {
@@ -147,6 +149,12 @@ fn metrics_svg_draws_the_chosen_keys() -> Result<()> {
         &["reward_mean", "accuracy", "lambda", "timings.generate"],
     )?;
     let svg = std::fs::read_to_string(&out)?;
+    let run = dir.path().canonicalize()?;
+    let run = run.file_name().unwrap().to_string_lossy();
+    assert!(
+        svg.contains(&format!("{run}: metrics by step")),
+        "title names the run folder"
+    );
     assert_eq!(count(&svg, "<polyline"), 4);
     assert_eq!(count(&svg, r#"data-points="60""#), 4);
     assert_eq!(count(&svg, "<circle"), 4 * 60);
@@ -173,11 +181,12 @@ fn metrics_svg_draws_the_chosen_keys() -> Result<()> {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
         let jsonl = docs.join("metrics-example.jsonl");
         example_metrics(&jsonl)?;
-        metrics_svg(
-            &jsonl,
-            &docs.join("metrics-example.svg"),
-            &["reward_mean", "accuracy", "lambda"],
-        )?;
+        let opts = ChartOptions {
+            title: "Example (synthetic numbers): reward, accuracy and lambda by step".into(),
+            ..Default::default()
+        };
+        let keys = ["reward_mean", "accuracy", "lambda"];
+        metrics_svg_with(&jsonl, &docs.join("metrics-example.svg"), &keys, &opts)?;
     }
     Ok(())
 }
