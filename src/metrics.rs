@@ -102,7 +102,13 @@ fn create_parent(path: &Path) -> Result<()> {
 
 /// The `step` of a parsed record, if it has a non-negative integer one.
 fn record_step(v: &serde_json::Value) -> Option<u64> {
-    v.get(STEP_KEY).and_then(serde_json::Value::as_u64)
+    let s = v.get(STEP_KEY)?;
+    s.as_u64().or_else(|| {
+        // `3.0` counts as step 3 (a writer may serialise steps as floats).
+        s.as_f64()
+            .filter(|x| *x >= 0.0 && x.fract() == 0.0 && *x < 2f64.powi(53))
+            .map(|x| x as u64)
+    })
 }
 
 /// Rewrite `path` without the records after `resumed_step` (see

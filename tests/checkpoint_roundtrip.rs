@@ -336,3 +336,70 @@ fn duplicate_optimizer_names_are_rejected() {
     assert!(err.contains("`m` appears twice"), "{err}");
     assert_eq!(latest_checkpoint(root.path()).unwrap(), None);
 }
+
+/// Env var that turns the test binary into the writer the next test kills.
+const CHILD_ENV: &str = "RLSD_CKPT_KILL_CHILD_ROOT";
+
+#[test]
+fn writer_killed_mid_write_leaves_previous_checkpoint_latest() -> Result<()> {
+    if let Some(root) = std::env::var_os(CHILD_ENV) {
+        // Child: start step 2 and hang inside the model writer until killed.
+        let opt = optimizer_state(2);
+        let state = json!({"step": 2});
+        let hang = |dir: &Path| -> rlsd::Result<()> {
+            std::fs::write(dir.join("config.json"), b"{\"half\":").unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
+        };
+        let ckpt = NewCheckpoint {
+            step: 2,
+            write_model: &hang,
+            optimizer: &opt,
+            state: &state,
+            config_toml: "",
+        };
+        save_checkpoint(Path::new(&root), &ckpt, 0)?;
+        return Ok(());
+    }
+    let root = tempfile::tempdir()?;
+    let first = save(root.path(), 1, 0)?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "--exact",
+            "writer_killed_mid_write_leaves_previous_checkpoint_latest",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Wait until the child is inside the write, then kill it (SIGKILL).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let tmp = loop {
+        let found = std::fs::read_dir(root.path())?
+            .map(|e| e.unwrap().path())
+            .find(|p| p.join("model/config.json").exists() && p != &first);
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    child.kill()?;
+    child.wait()?;
+    assert!(tmp
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with(".tmp-step-000002"));
+    assert_eq!(latest_checkpoint(root.path())?, Some(first.clone()));
+    assert_eq!(load_latest_valid(root.path())?.unwrap().step, 1);
+    // The next writer cleans up and carries on.
+    save(root.path(), 2, 0)?;
+    assert!(!tmp.exists());
+    assert_eq!(load_latest_valid(root.path())?.unwrap().step, 2);
+    Ok(())
+}

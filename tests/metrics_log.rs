@@ -38,9 +38,11 @@ fn resume_drops_later_steps_and_torn_line_but_keeps_the_rest() -> Result<()> {
     {
         let mut w = MetricsWriter::create(&path)?;
         w.write(&json!({"event": "start", "seed": 1}))?;
-        for step in 1..=5 {
+        for step in 1..=4 {
             w.write(&json!({"step": step, "reward_mean": 0.1 * step as f64}))?;
         }
+        // A step written as a float still counts as a step.
+        w.write(&json!({"step": 5.0, "note": "float step"}))?;
     }
     // The crash tore the line of step 6.
     let mut text = std::fs::read_to_string(&path)?;

@@ -290,6 +290,8 @@ fn credit_html_escapes_tokens_and_colours_by_ratio() -> Result<()> {
     if std::env::var_os("RLSD_WRITE_DOCS").is_some() {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
         std::fs::write(docs.join("credit-example.html"), html)?;
+        let ansi = render_credit_ansi(&tokens, &ahat, &w, &delta, 0.8)?;
+        std::fs::write(docs.join("credit-example.ansi.txt"), ansi)?;
     }
     Ok(())
 }
