@@ -68,7 +68,7 @@ impl MetricsWriter {
     }
 
     /// Append `record` as one line and flush it to the OS.
-    pub fn write<T: Serialize + ?Sized>(&mut self, record: &T) -> Result<()> {
+    pub fn append<T: Serialize + ?Sized>(&mut self, record: &T) -> Result<()> {
         // serde_json's compact form never contains a raw newline.
         let line = serde_json::to_string(record).map_err(|e| Error::Metrics {
             path: self.path.clone(),
@@ -83,7 +83,7 @@ impl MetricsWriter {
         Ok(())
     }
 
-    /// Flush and fsync (for shutdown; `write` already flushes every line).
+    /// Flush and fsync (for shutdown; `append` already flushes every line).
     pub fn sync(&mut self) -> Result<()> {
         let io = |e| Error::io(&self.path, e);
         self.out.flush().map_err(io)?;

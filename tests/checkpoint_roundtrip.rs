@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use rlsd::checkpoint::{
     latest_checkpoint, list_checkpoints, load_checkpoint, load_latest_valid, save_checkpoint,
-    NewCheckpoint, MANIFEST_FILE,
+    MANIFEST_FILE,
 };
 use serde_json::json;
 use tch::{Kind, Tensor};
@@ -61,14 +61,15 @@ fn bytes_of(t: &Tensor) -> Vec<u8> {
 fn save(root: &Path, step: u64, keep_last: usize) -> rlsd::Result<std::path::PathBuf> {
     let opt = optimizer_state(step as i64);
     let state = json!({"step": step, "policy_version": step, "rng": [1, 2, 3], "cursor": {"epoch": 0, "index": step * 8}});
-    let ckpt = NewCheckpoint {
+    save_checkpoint(
+        root,
         step,
-        write_model: &write_model,
-        optimizer: &opt,
-        state: &state,
-        config_toml: "[algo]\nname = \"rlsd\"\n",
-    };
-    save_checkpoint(root, &ckpt, keep_last)
+        &write_model,
+        &opt,
+        &state,
+        "[algo]\nname = \"rlsd\"\n",
+        keep_last,
+    )
 }
 
 #[test]
@@ -78,14 +79,7 @@ fn round_trip_is_bit_identical() -> Result<()> {
     let state =
         json!({"step": 123, "seeds": {"sampler": 9_007_199_254_740_993u64}, "cursor": [0, 17]});
     let cfg = "[algo]\nname = \"rlsd\"\nlambda0 = 0.5\n";
-    let ckpt = NewCheckpoint {
-        step: 123,
-        write_model: &write_model,
-        optimizer: &opt,
-        state: &state,
-        config_toml: cfg,
-    };
-    let dir = save_checkpoint(root.path(), &ckpt, 3)?;
+    let dir = save_checkpoint(root.path(), 123, &write_model, &opt, &state, cfg, 3)?;
     assert_eq!(dir.file_name().unwrap(), "step-000123");
     assert_eq!(latest_checkpoint(root.path())?, Some(dir.clone()));
 
@@ -139,14 +133,7 @@ fn interrupted_write_leaves_previous_checkpoint_latest() -> Result<()> {
         std::fs::write(dir.join("config.json"), b"{").unwrap();
         Err(rlsd::Error::Runtime("disk full (simulated)".into()))
     };
-    let ckpt = NewCheckpoint {
-        step: 2,
-        write_model: &failing,
-        optimizer: &opt,
-        state: &state,
-        config_toml: "",
-    };
-    let err = save_checkpoint(root.path(), &ckpt, 0).unwrap_err();
+    let err = save_checkpoint(root.path(), 2, &failing, &opt, &state, "", 0).unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");
     assert_eq!(latest_checkpoint(root.path())?, Some(first.clone()));
     assert_eq!(
@@ -160,12 +147,8 @@ fn interrupted_write_leaves_previous_checkpoint_latest() -> Result<()> {
         std::fs::write(dir.join("config.json"), b"{").unwrap();
         panic!("killed mid-write (simulated)");
     };
-    let ckpt = NewCheckpoint {
-        write_model: &panicking,
-        ..ckpt
-    };
     let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        save_checkpoint(root.path(), &ckpt, 0)
+        save_checkpoint(root.path(), 2, &panicking, &opt, &state, "", 0)
     }));
     assert!(crashed.is_err());
     let leftovers: Vec<String> = std::fs::read_dir(root.path())?
@@ -323,14 +306,7 @@ fn duplicate_optimizer_names_are_rejected() {
     let t = Tensor::from(1.0f32);
     let opt = vec![("m".to_string(), t.shallow_clone()), ("m".to_string(), t)];
     let state = json!({});
-    let ckpt = NewCheckpoint {
-        step: 1,
-        write_model: &|_: &Path| Ok(()),
-        optimizer: &opt,
-        state: &state,
-        config_toml: "",
-    };
-    let err = save_checkpoint(root.path(), &ckpt, 0)
+    let err = save_checkpoint(root.path(), 1, &|_: &Path| Ok(()), &opt, &state, "", 0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("`m` appears twice"), "{err}");
@@ -351,14 +327,7 @@ fn writer_killed_mid_write_leaves_previous_checkpoint_latest() -> Result<()> {
             std::thread::sleep(std::time::Duration::from_secs(60));
             Ok(())
         };
-        let ckpt = NewCheckpoint {
-            step: 2,
-            write_model: &hang,
-            optimizer: &opt,
-            state: &state,
-            config_toml: "",
-        };
-        save_checkpoint(Path::new(&root), &ckpt, 0)?;
+        save_checkpoint(Path::new(&root), 2, &hang, &opt, &state, "", 0)?;
         return Ok(());
     }
     let root = tempfile::tempdir()?;

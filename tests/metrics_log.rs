@@ -17,7 +17,7 @@ fn every_line_is_visible_immediately() -> Result<()> {
     let path = dir.path().join("run/metrics.jsonl");
     let mut w = MetricsWriter::create(&path)?;
     for step in 1..=3 {
-        w.write(&Rec {
+        w.append(&Rec {
             step,
             reward_mean: step as f32 / 4.0,
         })?;
@@ -37,12 +37,12 @@ fn resume_drops_later_steps_and_torn_line_but_keeps_the_rest() -> Result<()> {
     let path = dir.path().join("metrics.jsonl");
     {
         let mut w = MetricsWriter::create(&path)?;
-        w.write(&json!({"event": "start", "seed": 1}))?;
+        w.append(&json!({"event": "start", "seed": 1}))?;
         for step in 1..=4 {
-            w.write(&json!({"step": step, "reward_mean": 0.1 * step as f64}))?;
+            w.append(&json!({"step": step, "reward_mean": 0.1 * step as f64}))?;
         }
         // A step written as a float still counts as a step.
-        w.write(&json!({"step": 5.0, "note": "float step"}))?;
+        w.append(&json!({"step": 5.0, "note": "float step"}))?;
     }
     // The crash tore the line of step 6.
     let mut text = std::fs::read_to_string(&path)?;
@@ -63,7 +63,7 @@ fn resume_drops_later_steps_and_torn_line_but_keeps_the_rest() -> Result<()> {
         .map(|l| format!("{l}\n"))
         .collect();
     assert_eq!(kept, expected, "earlier lines must survive byte for byte");
-    w.write(&json!({"step": 4, "reward_mean": 0.45}))?;
+    w.append(&json!({"step": 4, "reward_mean": 0.45}))?;
     drop(w);
     let steps: Vec<u64> = read_metrics(&path)?
         .iter()
@@ -83,7 +83,7 @@ fn resume_with_nothing_to_drop_leaves_file_untouched() -> Result<()> {
     std::fs::write(&path, original)?;
     let mut w = MetricsWriter::resume(&path, 2)?;
     assert_eq!(std::fs::read_to_string(&path)?, original);
-    w.write(&json!({"step": 3}))?;
+    w.append(&json!({"step": 3}))?;
     w.sync()?;
     assert_eq!(
         std::fs::read_to_string(&path)?,
@@ -102,7 +102,7 @@ fn resume_creates_a_missing_log_and_reading_a_missing_log_names_it() -> Result<(
     let err = read_metrics(&path).unwrap_err().to_string();
     assert!(err.contains("metrics.jsonl"), "{err}");
     let mut w = MetricsWriter::resume(&path, 10)?;
-    w.write(&json!({"step": 11}))?;
+    w.append(&json!({"step": 11}))?;
     assert_eq!(read_metrics(&path)?, [json!({"step": 11})]);
     Ok(())
 }

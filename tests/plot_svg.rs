@@ -122,7 +122,7 @@ fn example_metrics(path: &Path) -> Result<()> {
         // Deterministic wiggle standing in for sampling noise.
         let noise = ((s * 12.9898).sin() * 43758.5453).fract() * 0.08;
         let reward = 0.25 + 0.45 * (1.0 - (-s / 25.0).exp()) + noise;
-        w.write(&json!({
+        w.append(&json!({
             "step": step,
             "reward_mean": reward,
             "accuracy": (reward - 0.03).clamp(0.0, 1.0),

@@ -88,33 +88,6 @@ impl CheckpointConfig {
     }
 }
 
-/// What [`save_checkpoint`] writes.
-pub struct NewCheckpoint<'a> {
-    /// Training step the checkpoint is taken after.
-    pub step: u64,
-    /// Writes the model in Hugging Face format into the given (existing,
-    /// empty) directory.
-    pub write_model: &'a dyn Fn(&Path) -> Result<()>,
-    /// Optimizer state as named tensors (any device; saved from CPU copies).
-    pub optimizer: &'a [(String, Tensor)],
-    /// Caller run state: step, policy version, RNG seeds, data cursor...
-    pub state: &'a serde_json::Value,
-    /// The resolved run configuration, as TOML text.
-    pub config_toml: &'a str,
-}
-
-impl std::fmt::Debug for NewCheckpoint<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.optimizer.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("NewCheckpoint")
-            .field("step", &self.step)
-            .field("optimizer", &names)
-            .field("state", &self.state)
-            .field("config_toml_bytes", &self.config_toml.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// A checkpoint read back and verified by [`load_checkpoint`].
 #[derive(Debug)]
 pub struct LoadedCheckpoint {
@@ -149,32 +122,60 @@ fn parse_step_name(name: &str) -> Option<u64> {
 }
 
 /// Write a checkpoint into `root` atomically, then keep only the newest
-/// `keep_last` (0 = all). Returns the final directory. If the step already
-/// has a checkpoint it is replaced. On error the temporary directory is
-/// removed and earlier checkpoints are untouched.
-pub fn save_checkpoint(root: &Path, ckpt: &NewCheckpoint<'_>, keep_last: usize) -> Result<PathBuf> {
+/// `keep_last` (0 = all). Returns the final directory.
+///
+/// - `step`: the training step the checkpoint is taken after;
+/// - `write_model`: writes the model in Hugging Face format into the given
+///   (existing, empty) directory;
+/// - `optimizer`: optimizer state as named tensors (any device; saved from
+///   CPU copies; names must be unique);
+/// - `state`: caller run state (step, policy version, RNG seeds, data cursor...);
+/// - `config_toml`: the resolved run configuration.
+///
+/// If the step already has a checkpoint it is replaced. On error the
+/// temporary directory is removed and earlier checkpoints are untouched.
+pub fn save_checkpoint(
+    root: &Path,
+    step: u64,
+    write_model: &dyn Fn(&Path) -> Result<()>,
+    optimizer: &[(String, Tensor)],
+    state: &serde_json::Value,
+    config_toml: &str,
+    keep_last: usize,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     remove_stale(root)?;
-    let name = checkpoint_dir_name(ckpt.step);
-    let tmp = root.join(format!(
-        "{TMP_PREFIX}{:06}-{}",
-        ckpt.step,
-        std::process::id()
-    ));
+    let tmp = root.join(format!("{TMP_PREFIX}{step:06}-{}", std::process::id()));
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = write_contents(&tmp, ckpt) {
+    let contents = Contents {
+        step,
+        write_model,
+        optimizer,
+        state,
+        config_toml,
+    };
+    if let Err(e) = write_contents(&tmp, &contents) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let final_dir = root.join(&name);
-    publish(root, &tmp, &final_dir, ckpt.step)?;
+    let final_dir = root.join(checkpoint_dir_name(step));
+    publish(root, &tmp, &final_dir, step)?;
     prune_checkpoints(root, keep_last)?;
-    tracing::info!(dir = %final_dir.display(), step = ckpt.step, "checkpoint saved");
+    tracing::info!(dir = %final_dir.display(), step, "checkpoint saved");
     Ok(final_dir)
 }
 
+/// The arguments of [`save_checkpoint`] that end up in files.
+struct Contents<'a> {
+    step: u64,
+    write_model: &'a dyn Fn(&Path) -> Result<()>,
+    optimizer: &'a [(String, Tensor)],
+    state: &'a serde_json::Value,
+    config_toml: &'a str,
+}
+
 /// Fill the temporary directory: payload files, fsync, then the manifest.
-fn write_contents(tmp: &Path, ckpt: &NewCheckpoint<'_>) -> Result<()> {
+fn write_contents(tmp: &Path, ckpt: &Contents<'_>) -> Result<()> {
     let model_dir = tmp.join(MODEL_DIR);
     std::fs::create_dir(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
     (ckpt.write_model)(&model_dir)?;
