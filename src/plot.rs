@@ -152,6 +152,43 @@ fn finite_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 
 /// Draw `series` as an SVG line chart (a complete `<svg>` document).
 pub fn line_chart_svg(series: &[Series], opts: &ChartOptions) -> String {
+    render_chart(series, opts, "plot-area", None)
+}
+
+/// Charts stacked top to bottom in one SVG document (e.g. rewards in one
+/// panel, timings in another, each with its own y axis).
+pub fn panels_svg(panels: &[(ChartOptions, Vec<Series>)]) -> String {
+    let width = panels
+        .iter()
+        .map(|(o, _)| o.width.max(200))
+        .max()
+        .unwrap_or(800);
+    let height: u32 = panels.iter().map(|(o, _)| o.height.max(150)).sum();
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n"
+    );
+    let mut y = 0u32;
+    for (i, (opts, series)) in panels.iter().enumerate() {
+        s.push_str(&render_chart(
+            series,
+            opts,
+            &format!("plot-area-{i}"),
+            Some(y),
+        ));
+        y += opts.height.max(150);
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The chart as an `<svg>` element; `clip_id` must be unique in the
+/// document; `y_offset` places it inside an enclosing `<svg>`.
+fn render_chart(
+    series: &[Series],
+    opts: &ChartOptions,
+    clip_id: &str,
+    y_offset: Option<u32>,
+) -> String {
     let (w, h) = (opts.width.max(200) as f64, opts.height.max(150) as f64);
     let finite = |&&(x, y): &&(f64, f64)| x.is_finite() && y.is_finite();
     let pts = || series.iter().flat_map(|s| s.points.iter().filter(finite));
@@ -177,7 +214,8 @@ pub fn line_chart_svg(series: &[Series], opts: &ChartOptions) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg"{} width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#,
+        y_offset.map_or(String::new(), |y| format!(r#" x="0" y="{y}""#))
     );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
     if !opts.title.is_empty() {
@@ -256,7 +294,7 @@ pub fn line_chart_svg(series: &[Series], opts: &ChartOptions) -> String {
     // Lines and dots, clipped to the plot area.
     let _ = writeln!(
         s,
-        r#"<clipPath id="plot-area"><rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}"/></clipPath><g clip-path="url(#plot-area)">"#,
+        r#"<clipPath id="{clip_id}"><rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}"/></clipPath><g clip-path="url(#{clip_id})">"#,
         left - 4.0,
         top - 4.0,
         pw + 8.0,
@@ -379,6 +417,44 @@ pub fn metrics_svg(metrics_jsonl: &Path, out_svg: &Path, keys: &[&str]) -> Resul
     metrics_svg_with(metrics_jsonl, out_svg, keys, &opts)
 }
 
+/// Read `metrics_jsonl` and write one panel per group of keys to `out_svg`,
+/// stacked with a shared step axis, e.g.
+/// `&[&["reward_mean", "accuracy"], &["timings.generate_s", "timings.train_s"]]`.
+pub fn metrics_panels_svg(metrics_jsonl: &Path, out_svg: &Path, groups: &[&[&str]]) -> Result<()> {
+    let records = read_metrics(metrics_jsonl)?;
+    let mut panels = Vec::with_capacity(groups.len());
+    for keys in groups {
+        check_keys(metrics_jsonl, &records, keys)?;
+        let opts = ChartOptions {
+            height: 300,
+            ..ChartOptions::default()
+        };
+        panels.push((opts, metrics_series(&records, keys)));
+    }
+    write_svg(out_svg, &panels_svg(&panels))
+}
+
+/// Every key must be a number in at least one record.
+fn check_keys(path: &Path, records: &[serde_json::Value], keys: &[&str]) -> Result<()> {
+    for key in keys {
+        if !records.iter().any(|r| lookup_number(r, key).is_some()) {
+            return Err(Error::Metrics {
+                path: path.to_path_buf(),
+                line: 0,
+                msg: format!("no record has a numeric `{key}`"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_svg(out_svg: &Path, svg: &str) -> Result<()> {
+    if let Some(dir) = out_svg.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::write(out_svg, svg).map_err(|e| Error::io(out_svg, e))
+}
+
 /// [`metrics_svg`] with a caller-chosen title, labels and size.
 pub fn metrics_svg_with(
     metrics_jsonl: &Path,
@@ -387,20 +463,11 @@ pub fn metrics_svg_with(
     opts: &ChartOptions,
 ) -> Result<()> {
     let records = read_metrics(metrics_jsonl)?;
-    for key in keys {
-        if !records.iter().any(|r| lookup_number(r, key).is_some()) {
-            return Err(Error::Metrics {
-                path: metrics_jsonl.to_path_buf(),
-                line: 0,
-                msg: format!("no record has a numeric `{key}`"),
-            });
-        }
-    }
-    let svg = line_chart_svg(&metrics_series(&records, keys), opts);
-    if let Some(dir) = out_svg.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::write(out_svg, svg).map_err(|e| Error::io(out_svg, e))
+    check_keys(metrics_jsonl, &records, keys)?;
+    write_svg(
+        out_svg,
+        &line_chart_svg(&metrics_series(&records, keys), opts),
+    )
 }
 
 #[cfg(test)]

@@ -297,6 +297,15 @@ fn keep_last_prunes_oldest_and_replacing_a_step_works() -> Result<()> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
+    // Saving an earlier step (a run resumed from an older checkpoint) never
+    // prunes the checkpoint just written.
+    let older = save(root.path(), 75, 1)?;
+    let steps: Vec<u64> = list_checkpoints(root.path())?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, [75, 80]);
+    assert!(older.is_dir());
     Ok(())
 }
 

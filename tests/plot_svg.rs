@@ -8,7 +8,8 @@ use std::path::Path;
 use anyhow::Result;
 use rlsd::inspect::{render_credit_ansi, render_credit_html};
 use rlsd::plot::{
-    line_chart_svg, metrics_series, metrics_svg, metrics_svg_with, ChartOptions, Series,
+    line_chart_svg, metrics_panels_svg, metrics_series, metrics_svg, metrics_svg_with,
+    ChartOptions, Series,
 };
 use serde_json::json;
 
@@ -165,6 +166,25 @@ fn metrics_svg_draws_the_chosen_keys() -> Result<()> {
     assert!(
         err.contains("no_such_key") && err.contains("metrics.jsonl"),
         "{err}"
+    );
+
+    // Panels: one chart per group, unique clip ids, all series drawn.
+    let out = dir.path().join("panels.svg");
+    metrics_panels_svg(
+        &jsonl,
+        &out,
+        &[
+            &["reward_mean", "accuracy", "lambda"],
+            &["timings.generate"],
+        ],
+    )?;
+    let svg = std::fs::read_to_string(&out)?;
+    assert_eq!(count(&svg, "<polyline"), 4);
+    assert_eq!(count(&svg, "<clipPath id=\"plot-area-0\""), 1);
+    assert_eq!(count(&svg, "<clipPath id=\"plot-area-1\""), 1);
+    assert!(
+        svg.contains(r#"x="0" y="300""#),
+        "second panel sits below the first"
     );
 
     // Records without the key are gaps, not zeros.

@@ -160,7 +160,14 @@ pub fn save_checkpoint(
     }
     let final_dir = root.join(checkpoint_dir_name(step));
     publish(root, &tmp, &final_dir, step)?;
-    prune_checkpoints(root, keep_last)?;
+    if let Some((newer, dir)) = list_checkpoints(root)?.pop().filter(|(s, _)| *s > step) {
+        tracing::warn!(
+            newer = %dir.display(),
+            step,
+            "a checkpoint of a later step ({newer}) exists in this root; latest_checkpoint will pick it, not this one"
+        );
+    }
+    prune(root, keep_last, Some(&final_dir))?;
     tracing::info!(dir = %final_dir.display(), step, "checkpoint saved");
     Ok(final_dir)
 }
@@ -306,7 +313,15 @@ pub fn load_latest_valid(root: &Path) -> Result<Option<LoadedCheckpoint>> {
 
 /// Delete all but the newest `keep_last` complete checkpoints (0 keeps all;
 /// the newest is always kept). Returns the deleted directories.
+/// [`save_checkpoint`] prunes after writing and never deletes the
+/// checkpoint it just wrote, even if later steps exist.
 pub fn prune_checkpoints(root: &Path, keep_last: usize) -> Result<Vec<PathBuf>> {
+    prune(root, keep_last, None)
+}
+
+/// [`prune_checkpoints`], never deleting `protect` (the checkpoint just
+/// written, even when later steps exist in the root).
+fn prune(root: &Path, keep_last: usize, protect: Option<&Path>) -> Result<Vec<PathBuf>> {
     if keep_last == 0 {
         return Ok(Vec::new());
     }
@@ -314,6 +329,9 @@ pub fn prune_checkpoints(root: &Path, keep_last: usize) -> Result<Vec<PathBuf>> 
     let n_delete = all.len().saturating_sub(keep_last);
     let mut removed = Vec::new();
     for (step, dir) in all.into_iter().take(n_delete) {
+        if protect.is_some_and(|p| p == dir) {
+            continue;
+        }
         // Rename first so a half-deleted directory never looks like a checkpoint.
         let doomed = root.join(format!("{DEL_PREFIX}{step:06}-{}", std::process::id()));
         std::fs::rename(&dir, &doomed).map_err(|e| Error::io(&dir, e))?;
