@@ -381,3 +381,22 @@ fn writer_killed_mid_write_leaves_previous_checkpoint_latest() -> Result<()> {
     assert_eq!(load_latest_valid(root.path())?.unwrap().step, 2);
     Ok(())
 }
+
+#[test]
+fn empty_optimizer_state_round_trips() -> Result<()> {
+    // E.g. a checkpoint taken before the first optimizer step.
+    let root = tempfile::tempdir()?;
+    let dir = save_checkpoint(
+        root.path(),
+        0,
+        &write_model,
+        &[],
+        &json!({"step": 0}),
+        "",
+        1,
+    )?;
+    let loaded = load_checkpoint(&dir)?;
+    assert!(loaded.optimizer.is_empty());
+    assert_eq!(loaded.step, 0);
+    Ok(())
+}
