@@ -5,10 +5,11 @@ Needs torch 2.11, transformers (4 or 5) and tokenizers; the team's interpreter i
 the one named in `<repo>/.libtorch-python`. Run by hand, not in CI:
 
     python scripts/make_model_goldens.py            # writes tests/fixtures/models/
-    python scripts/make_model_goldens.py check-saved DIR
-        # DIR holds a model saved by rlsd plus rlsd_logits.json (written by
-        # `RLSD_SAVE_DIR=DIR cargo test --test model_save`); loads it with
-        # transformers and compares the logits.
+    python scripts/make_model_goldens.py check-saved DIR...
+        # each DIR holds a model saved by rlsd plus rlsd_logits.json (written by
+        # `RLSD_SAVE_DIR=OUT cargo test --test model_io saved_model_round_trips`
+        # into OUT/{llama,qwen2,qwen3,random}); loads it with transformers and
+        # compares the logits (fails above 1e-4).
 
 What it writes, per model (llama, qwen2, qwen3), under tests/fixtures/models/NAME/:
 config.json, weights (llama: f32 single file, qwen2: bf16 single file, qwen3: f16
@@ -185,15 +186,22 @@ def check_saved(d):
         for ids, logits in zip(ref["ids"], ref["logits"]):
             got = model(torch.tensor([ids])).logits[0]
             worst = max(worst, (got - torch.tensor(logits)).abs().max().item())
+    tok_note = ""
+    if os.path.exists(os.path.join(d, "tokenizer.json")):
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(d)
+        tok_note = f", tokenizer {type(tok).__name__} (chat template: {tok.chat_template is not None})"
     print(f"transformers {__import__('transformers').__version__} loaded {d}: "
-          f"class {type(model).__name__}, max |logit diff| vs rlsd = {worst:.3e}")
+          f"class {type(model).__name__}, max |logit diff| vs rlsd = {worst:.3e}{tok_note}")
     if worst > 1e-4:
         sys.exit(1)
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "check-saved":
-        return check_saved(sys.argv[2])
+    if len(sys.argv) >= 3 and sys.argv[1] == "check-saved":
+        for d in sys.argv[2:]:
+            check_saved(d)
+        return
     tok = train_tokenizer()
     common = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=12,

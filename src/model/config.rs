@@ -325,7 +325,8 @@ impl Config {
                 "factor": s.factor,
                 "low_freq_factor": s.low_freq_factor,
                 "high_freq_factor": s.high_freq_factor,
-                "original_max_position_embeddings": s.original_max_position_embeddings,
+                // transformers insists on an integer here.
+                "original_max_position_embeddings": s.original_max_position_embeddings.round() as i64,
             })
         });
         if let Some(s) = &scaling {
