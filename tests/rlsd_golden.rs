@@ -292,7 +292,7 @@ fn adamw_matches_torch() {
             let gdat: Vec<f32> = f64s(&grads[name]).iter().map(|&x| x as f32).collect();
             let p = &vars[name];
             let gt = Tensor::from_slice(&gdat).view(p.size().as_slice());
-            loss = loss + (p * gt).sum(Kind::Float);
+            loss += (p * gt).sum(Kind::Float);
         }
         loss.backward();
         opt.step(*lr).unwrap();
