@@ -404,3 +404,27 @@ fn bad_batches_are_errors() {
     .to_string();
     assert!(err.contains("algo.eps_w"), "{err}");
 }
+
+#[test]
+fn kl_and_entropy_terms_run_through_the_step() {
+    let cfg = AlgoConfig {
+        kl_coef: 0.1,
+        entropy_coef: 0.01,
+        ..AlgoConfig::default()
+    };
+    let mut tr = trainer(cfg, optim(3), 12);
+    let mut plain = trainer(AlgoConfig::default(), optim(3), 12);
+    let mut batch = batch_for(&tr.policy, 0.5, 0.0);
+    // Reference = the initial policy: KL starts at exactly 0 and grows.
+    batch.ref_logprobs = Some(tr.policy.logprobs(&batch.samples));
+    let s1 = train_step(&mut tr, &batch).unwrap();
+    assert!(s1.kl.abs() < 1e-6, "{}", s1.kl);
+    assert!((s1.loss - (s1.pg_loss - 0.01 * s1.entropy)).abs() < 1e-6);
+    let p1 = train_step(&mut plain, &batch).unwrap();
+    assert_eq!(p1.kl, 0.0);
+    // The entropy bonus changes the gradient.
+    assert_ne!(tr.policy.weights(), plain.policy.weights());
+    let s2 = train_step(&mut tr, &batch).unwrap();
+    assert!(s2.kl > 0.0);
+    assert!((s2.loss - (s2.pg_loss + 0.1 * s2.kl - 0.01 * s2.entropy)).abs() < 1e-9);
+}
