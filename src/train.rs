@@ -78,7 +78,8 @@ impl<P: Policy> Trainer<P> {
 }
 
 /// Sums over the batch of the per-token and per-step quantities logged in
-/// [`StepStats`]; order matches [`Accum::FIELDS`].
+/// [`StepStats`], in this order: loss, pg, kl, entropy, Ahat, |Ahat|, delta,
+/// |delta|, w, w clipped, ratio, ratio clipped, dual clipped, tokens with a delta.
 #[derive(Debug, Default)]
 struct Accum {
     v: [f64; Accum::N],
@@ -86,8 +87,6 @@ struct Accum {
 
 impl Accum {
     const N: usize = 14;
-    // loss, pg, kl, entropy_sum, ahat, |ahat|, delta, |delta|, w, w_clipped,
-    // ratio, ratio_clipped, dual_clipped, delta_tokens
     fn add(&mut self, vals: &[f64]) {
         for (a, b) in self.v.iter_mut().zip(vals) {
             *a += b;
