@@ -186,6 +186,58 @@ def adamw_case():
     }
 
 
+def train_case():
+    """Two full train steps of a bigram policy (logits = table[previous token]):
+    forward in float32, RLSD loss in float64, backward, grad-norm clip, AdamW."""
+    V = 8
+    table = torch.randn(V, V).mul(0.5).requires_grad_(True)
+    init = table.detach().clone()
+    samples = [([1, 2], [3, 4, 5]), ([1, 2], [6, 6]), ([1, 2], [7, 1, 2, 3, 4]), ([1, 2], [0]),
+               ([5], [2, 2, 2, 2]), ([5], [1, 3]), ([5], [4, 4, 0, 1, 7, 7]), ([5], [6, 5, 4])]
+    rewards = [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    lens = [len(r) for _, r in samples]
+    L = max(lens)
+    mask = pad([[1.0] * n for n in lens], L)
+    A = torch.tensor(advantages(rewards, 4, True), dtype=torch.float32).double()
+
+    def scores(tab, temp):
+        lps, ents = [], []
+        for prompt, resp in samples:
+            prev = torch.tensor([prompt[-1]] + resp[:-1])
+            logp = torch.log_softmax(tab[prev] / temp, -1)
+            lps.append(logp.gather(-1, torch.tensor(resp)[:, None]).squeeze(-1))
+            ents.append(-(logp.exp() * logp).sum(-1))
+        padded = lambda xs: torch.stack([torch.cat([x, x.new_zeros(L - len(x))]) for x in xs])
+        return padded(lps), padded(ents)
+
+    temp = 0.9
+    with torch.no_grad():
+        lp0, _ = scores(table, temp)
+    rows = lambda t: [t[i, :n].tolist() for i, n in enumerate(lens)]
+    sampling = f32([[x + 0.3 * (((i * 7 + j * 3) % 5) - 2) for j, x in enumerate(r)]
+                    for i, r in enumerate(rows(lp0))])
+    teacher = f32([[x + float(torch.randn(1) * 0.3) for x in r] for r in rows(lp0)])
+    lam, max_norm, lr = 0.4, 0.1, 0.05
+    opt = torch.optim.AdamW([table], lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    steps = []
+    for _ in range(2):
+        opt.zero_grad()
+        lp, ent = scores(table, temp)
+        logp_new = lp.double() * mask
+        old = pad(sampling, L)
+        delta = (pad(teacher, L) - logp_new.detach()) * mask
+        ahat, _ = credit("rlsd", A, delta, lam, 0.2, mask)
+        loss = agg(ppo(logp_new, old, ahat, mask, 0.2, 0.28, 3.0), mask, "token-mean")
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_([table], max_norm)
+        opt.step()
+        steps.append({"loss": float(loss.detach()), "grad_norm": float(norm),
+                      "table": table.detach().flatten().tolist()})
+    return {"vocab": V, "init": init.flatten().tolist(), "samples": samples, "rewards": rewards,
+            "temperature": temp, "sampling": sampling, "teacher": teacher, "lambda": lam,
+            "max_grad_norm": max_norm, "lr": lr, "steps": steps}
+
+
 def main():
     rewards_cases = []
     for rewards, g in [
@@ -222,7 +274,7 @@ def main():
                          "min_lr_ratio": mr, "steps": steps,
                          "expected": [lr_at(s, lr, wu, sched, total, mr) for s in steps]})
     out = {"torch_version": torch.__version__, "advantages": rewards_cases, "loss": loss_cases,
-           "lambda": lambda_cases, "lr": lr_cases, "adamw": adamw_case()}
+           "lambda": lambda_cases, "lr": lr_cases, "adamw": adamw_case(), "train": train_case()}
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "..", "tests", "fixtures", "rlsd_golden.json")
     with open(path, "w") as f:

@@ -29,10 +29,14 @@ impl Bigram {
         let init: Vec<f32> = (0..VOCAB * VOCAB)
             .map(|_| rng.random_range(-1.0f32..1.0))
             .collect();
+        Self::from_table(&init)
+    }
+
+    fn from_table(init: &[f32]) -> Self {
         let vs = nn::VarStore::new(Device::Cpu);
         let table = vs
             .root()
-            .var_copy("table", &Tensor::from_slice(&init).view([VOCAB, VOCAB]));
+            .var_copy("table", &Tensor::from_slice(init).view([VOCAB, VOCAB]));
         Bigram {
             vs,
             table,
@@ -427,4 +431,90 @@ fn kl_and_entropy_terms_run_through_the_step() {
     let s2 = train_step(&mut tr, &batch).unwrap();
     assert!(s2.kl > 0.0);
     assert!((s2.loss - (s2.pg_loss + 0.1 * s2.kl - 0.01 * s2.entropy)).abs() < 1e-9);
+}
+
+/// Two whole train steps (forward, RLSD loss, backward, clip, AdamW) against
+/// the PyTorch reference in scripts/rlsd_reference.py, here in micro-batches of 3.
+#[test]
+fn train_step_matches_pytorch() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rlsd_golden.json"
+    );
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let case = &g["train"];
+    let f32s = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let rows = |v: &serde_json::Value| -> Vec<Vec<f32>> {
+        v.as_array().unwrap().iter().map(f32s).collect()
+    };
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(case["vocab"].as_i64().unwrap(), VOCAB);
+    let samples: Vec<PromptResponse> = case["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pr| sample(&ids(&pr[0]), &ids(&pr[1])))
+        .collect();
+    let rewards = f32s(&case["rewards"]);
+    let lr = case["lr"].as_f64().unwrap();
+    let optim = OptimConfig {
+        lr,
+        max_grad_norm: case["max_grad_norm"].as_f64().unwrap(),
+        micro_batch_size: 3,
+        ..OptimConfig::default()
+    };
+    let mut tr = Trainer::new(
+        Bigram::from_table(&f32s(&case["init"])),
+        AlgoConfig::default(),
+        optim,
+    )
+    .unwrap();
+    let batch = TrainBatch {
+        samples,
+        sampling_logprobs: rows(&case["sampling"]),
+        teacher_logprobs: Some(rows(&case["teacher"])),
+        teacher_neg_logprobs: None,
+        ref_logprobs: None,
+        advantages: group_advantages(&rewards, 4, true).unwrap(),
+        step: 1,
+        lambda: case["lambda"].as_f64().unwrap(),
+        lr,
+        temperature: case["temperature"].as_f64().unwrap(),
+    };
+    for (k, want) in case["steps"].as_array().unwrap().iter().enumerate() {
+        let s = train_step(&mut tr, &batch).unwrap();
+        assert!(!s.skipped);
+        let wl = want["loss"].as_f64().unwrap();
+        let wn = want["grad_norm"].as_f64().unwrap();
+        assert!(
+            (s.loss - wl).abs() < 1e-6,
+            "step {k}: loss {} vs {wl}",
+            s.loss
+        );
+        assert!(
+            (s.grad_norm - wn).abs() < 1e-6,
+            "step {k}: grad norm {} vs {wn}",
+            s.grad_norm
+        );
+        assert!(s.grad_norm > tr.optim.max_grad_norm, "clipping exercised");
+        let d = max_abs_diff(&tr.policy.weights(), &f32s(&want["table"]));
+        eprintln!(
+            "step {k}: max |w - w_torch| = {d:e}, loss diff {:e}",
+            (s.loss - wl).abs()
+        );
+        assert!(d < 1e-6, "step {k}: weights differ from PyTorch by {d}");
+    }
 }
