@@ -153,7 +153,9 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimiser for every variable of `vs` that requires grad.
+    /// An optimiser for every variable of `vs` that requires grad. It keeps
+    /// handles to those tensors: load new weights into them in place
+    /// (`VarStore::copy`, `Tensor::copy_`), not by replacing them.
     pub fn new(vs: &nn::VarStore, cfg: &OptimConfig) -> Self {
         let mut params: Vec<(String, Tensor)> = vs
             .variables()
@@ -192,15 +194,18 @@ impl AdamW {
 
     /// Global L2 norm of all gradients (f64; NaN/inf if any gradient is).
     pub fn grad_norm(&self) -> Result<f64> {
-        let mut sq = 0.0f64;
+        let mut norms = Vec::with_capacity(self.params.len());
         for (_, p) in &self.params {
             let g = p.grad();
             if g.defined() {
-                let n = f64::try_from(g.f_to_kind(Kind::Double)?.f_norm()?)?;
-                sq += n * n;
+                norms.push(g.f_to_kind(Kind::Double)?.f_norm()?);
             }
         }
-        Ok(sq.sqrt())
+        if norms.is_empty() {
+            return Ok(0.0);
+        }
+        // One device sync for all parameters.
+        Ok(f64::try_from(Tensor::f_stack(&norms, 0)?.f_norm()?)?)
     }
 
     /// Scale gradients so their global norm is at most `max_norm` (no-op for

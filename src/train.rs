@@ -10,9 +10,11 @@ use crate::error::{Error, Result};
 use crate::optim::{AdamW, OptimConfig};
 use crate::policy::{Policy, PromptResponse};
 use crate::rlsd::{
-    policy_loss, token_advantages, token_delta, Algo, AlgoConfig, LossNorm, StudentLogprobs,
+    policy_loss, token_advantages, token_delta, Algo, AlgoConfig, LossNorm, PolicyLoss,
+    StudentLogprobs, TokenCredit,
 };
 use crate::stats::StepStats;
+use std::ops::Range;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -76,7 +78,8 @@ impl<P: Policy> Trainer<P> {
 }
 
 /// Sums over the batch of the per-token and per-step quantities logged in
-/// [`StepStats`]; order matches [`Accum::FIELDS`].
+/// [`StepStats`], in this order: loss, pg, kl, entropy, Ahat, |Ahat|, delta,
+/// |delta|, w, w clipped, ratio, ratio clipped, dual clipped, tokens with a delta.
 #[derive(Debug, Default)]
 struct Accum {
     v: [f64; Accum::N],
@@ -84,8 +87,6 @@ struct Accum {
 
 impl Accum {
     const N: usize = 14;
-    // loss, pg, kl, entropy_sum, ahat, |ahat|, delta, |delta|, w, w_clipped,
-    // ratio, ratio_clipped, dual_clipped, delta_tokens
     fn add(&mut self, vals: &[f64]) {
         for (a, b) in self.v.iter_mut().zip(vals) {
             *a += b;
@@ -219,6 +220,150 @@ fn skip<P: Policy>(trainer: &mut Trainer<P>, mut stats: StepStats, reason: Strin
     stats
 }
 
+/// Which credit a step really uses: `cfg.algo`, except that RLSD with
+/// `lambda == 0` and no teacher log-probs is run as GRPO (it is exactly GRPO).
+/// Errors when the batch lacks what the algorithm needs.
+pub fn effective_algo(cfg: &AlgoConfig, batch: &TrainBatch) -> Result<Algo> {
+    let algo = match (cfg.algo, &batch.teacher_logprobs) {
+        (Algo::Rlsd, None) if batch.lambda == 0.0 => Algo::Grpo,
+        (a, None) if a.needs_teacher() => {
+            return Err(invalid(format!("`{}` needs teacher_logprobs", a.name())))
+        }
+        (a, _) => a,
+    };
+    if algo == Algo::Cepo && batch.teacher_neg_logprobs.is_none() {
+        return Err(invalid("`cepo` needs teacher_neg_logprobs".into()));
+    }
+    if cfg.kl_coef > 0.0 && batch.ref_logprobs.is_none() {
+        return Err(invalid("kl_coef > 0 needs ref_logprobs".into()));
+    }
+    Ok(algo)
+}
+
+impl LossNorm {
+    /// The whole batch's response-token and response counts.
+    pub fn of_batch(batch: &TrainBatch) -> LossNorm {
+        LossNorm {
+            total_tokens: batch
+                .samples
+                .iter()
+                .map(|s| s.response.len())
+                .sum::<usize>() as f64,
+            total_seqs: batch.samples.len() as f64,
+        }
+    }
+}
+
+/// The loss of one micro-batch and the credit behind it.
+#[derive(Debug)]
+pub struct MicroBatchLoss {
+    /// The loss (normalised by the whole batch) and its parts.
+    pub loss: PolicyLoss,
+    /// `Ahat_t` and token weights.
+    pub credit: TokenCredit,
+    /// `delta_t`, where a teacher was given.
+    pub delta: Option<Tensor>,
+    /// `[b, L]` response mask (f64).
+    pub mask: Tensor,
+    /// `[b, L]` masked entropy (f64).
+    pub entropy: Tensor,
+}
+
+/// Credit and loss of samples `range` of `batch`, given the policy's current
+/// log-probs `logp_new` (`[b, L]`, carrying gradient, `L` at least the longest
+/// response) and entropies of those samples. Builds `delta_t` from the
+/// teacher (CEPO: `logp_Tpos - logp_Tneg`, `Tneg` falling back to `logp_S`
+/// where the group has no wrong response), then `Ahat_t`, then the loss.
+pub fn micro_batch_loss(
+    cfg: &AlgoConfig,
+    algo: Algo,
+    batch: &TrainBatch,
+    range: Range<usize>,
+    logp_new: &Tensor,
+    entropy: &Tensor,
+    norm: LossNorm,
+) -> Result<MicroBatchLoss> {
+    let (start, end) = (range.start, range.end);
+    let lens: Vec<usize> = batch.samples[range.clone()]
+        .iter()
+        .map(|s| s.response.len())
+        .collect();
+    let size = logp_new.size();
+    let max_len = lens.iter().copied().max().unwrap_or(0);
+    if size.len() != 2 || size[0] != lens.len() as i64 || (size[1] as usize) < max_len {
+        return Err(Error::ShapeMismatch {
+            name: "policy response log-probs".into(),
+            expected: vec![lens.len() as i64, max_len as i64],
+            got: size,
+        });
+    }
+    let device = logp_new.device();
+    let len = size[1] as usize;
+    let mask = length_mask(&lens, len, device)?;
+    let logp_new = logp_new.f_to_kind(Kind::Double)?.f_mul(&mask)?;
+    let entropy = entropy.f_to_kind(Kind::Double)?.f_mul(&mask)?;
+    let rows =
+        |v: &'_ [Vec<f32>]| pad_rows(v[start..end].iter().map(|r| r.as_slice()), len, device);
+    let logp_old = rows(&batch.sampling_logprobs)?;
+    let logp_s = match cfg.student_logprobs {
+        StudentLogprobs::Current => logp_new.detach(),
+        StudentLogprobs::Sampling => logp_old.shallow_clone(),
+    };
+    let teacher = batch.teacher_logprobs.as_deref().map(rows).transpose()?;
+    let delta = match (&teacher, algo) {
+        (None, _) => None,
+        (Some(t), Algo::Cepo) => {
+            let negs = batch
+                .teacher_neg_logprobs
+                .as_ref()
+                .ok_or_else(|| invalid("`cepo` needs teacher_neg_logprobs".into()))?;
+            let negs = &negs[start..end];
+            let empty: &[f32] = &[];
+            let neg = pad_rows(
+                negs.iter().map(|r| r.as_deref().unwrap_or(empty)),
+                len,
+                device,
+            )?;
+            let has: Vec<f64> = negs
+                .iter()
+                .map(|r| f64::from(u8::from(r.is_some())))
+                .collect();
+            let has = Tensor::f_from_slice(&has)?
+                .f_to_device(device)?
+                .f_unsqueeze(-1)?
+                .f_gt(0.5)?;
+            // With no wrong response in the group, Tneg falls back to the student.
+            let t_neg = neg.f_where_self(&has, &logp_s)?;
+            Some(token_delta(t, &t_neg)?.f_mul(&mask)?)
+        }
+        (Some(t), _) => Some(token_delta(t, &logp_s)?.f_mul(&mask)?),
+    };
+    let adv: Vec<f64> = batch.advantages[start..end]
+        .iter()
+        .map(|&a| f64::from(a))
+        .collect();
+    let adv = Tensor::f_from_slice(&adv)?.f_to_device(device)?;
+    let credit = token_advantages(algo, &adv, delta.as_ref(), batch.lambda, cfg.eps_w, &mask)?;
+    let logp_ref = batch.ref_logprobs.as_deref().map(rows).transpose()?;
+    let loss = policy_loss(
+        &logp_new,
+        &logp_old,
+        &credit.ahat,
+        &mask,
+        logp_ref.as_ref(),
+        Some(&entropy),
+        cfg,
+        norm,
+    )?;
+    Ok(MicroBatchLoss {
+        loss,
+        credit,
+        delta,
+        mask,
+        entropy,
+    })
+}
+
 /// One optimizer step on `batch` (see the module docs). The loss is
 /// aggregated with the whole batch's token / sequence counts, so any
 /// `micro_batch_size` gives the same update as one big batch.
@@ -261,23 +406,8 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
         return Ok(skip(trainer, stats, "batch has no response tokens".into()));
     }
 
-    // Which credit this step really uses: RLSD with lambda = 0 is exactly GRPO,
-    // so it does not need the teacher.
-    let algo = match (cfg.algo, &batch.teacher_logprobs) {
-        (Algo::Rlsd, None) if batch.lambda == 0.0 => Algo::Grpo,
-        (a, None) if a.needs_teacher() => {
-            return Err(invalid(format!("`{}` needs teacher_logprobs", a.name())))
-        }
-        (a, _) => a,
-    };
-    if cfg.kl_coef > 0.0 && batch.ref_logprobs.is_none() {
-        return Err(invalid("kl_coef > 0 needs ref_logprobs".into()));
-    }
-
-    let norm = LossNorm {
-        total_tokens: total_tokens as f64,
-        total_seqs: b as f64,
-    };
+    let algo = effective_algo(&cfg, batch)?;
+    let norm = LossNorm::of_batch(batch);
     let micro = match trainer.optim.micro_batch_size {
         0 => b,
         m => m,
@@ -289,70 +419,19 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
         let end = (start + micro).min(b);
         let chunk = &batch.samples[start..end];
         let scores = trainer.policy.response_scores(chunk, batch.temperature)?;
-        let size = scores.logprobs.size();
-        let max_len = lens[start..end].iter().copied().max().unwrap_or(0);
-        if size.len() != 2 || size[0] != chunk.len() as i64 || (size[1] as usize) < max_len {
-            return Err(Error::ShapeMismatch {
-                name: "policy response log-probs".into(),
-                expected: vec![chunk.len() as i64, max_len as i64],
-                got: size,
-            });
-        }
-        let len = size[1] as usize;
-        let mask = length_mask(&lens[start..end], len, device)?;
-        let logp_new = scores.logprobs.f_to_kind(Kind::Double)?.f_mul(&mask)?;
-        let entropy = scores.entropy.f_to_kind(Kind::Double)?.f_mul(&mask)?;
-        let rows =
-            |v: &'_ [Vec<f32>]| pad_rows(v[start..end].iter().map(|r| r.as_slice()), len, device);
-        let logp_old = rows(&batch.sampling_logprobs)?;
-        let logp_s = match cfg.student_logprobs {
-            StudentLogprobs::Current => logp_new.detach(),
-            StudentLogprobs::Sampling => logp_old.shallow_clone(),
-        };
-        let teacher = batch.teacher_logprobs.as_deref().map(rows).transpose()?;
-        let delta = match (&teacher, algo) {
-            (None, _) => None,
-            (Some(t), Algo::Cepo) => {
-                let negs = batch
-                    .teacher_neg_logprobs
-                    .as_ref()
-                    .ok_or_else(|| invalid("`cepo` needs teacher_neg_logprobs".into()))?;
-                let negs = &negs[start..end];
-                let empty: &[f32] = &[];
-                let neg = pad_rows(
-                    negs.iter().map(|r| r.as_deref().unwrap_or(empty)),
-                    len,
-                    device,
-                )?;
-                let has: Vec<f64> = negs
-                    .iter()
-                    .map(|r| f64::from(u8::from(r.is_some())))
-                    .collect();
-                let has = Tensor::f_from_slice(&has)?
-                    .f_to_device(device)?
-                    .f_unsqueeze(-1)?
-                    .f_gt(0.5)?;
-                // With no wrong response in the group, Tneg falls back to the student.
-                let t_neg = neg.f_where_self(&has, &logp_s)?;
-                Some(token_delta(t, &t_neg)?)
-            }
-            (Some(t), _) => Some(token_delta(t, &logp_s)?),
-        };
-        let adv: Vec<f64> = batch.advantages[start..end]
-            .iter()
-            .map(|&a| f64::from(a))
-            .collect();
-        let adv = Tensor::f_from_slice(&adv)?.f_to_device(device)?;
-        let credit = token_advantages(algo, &adv, delta.as_ref(), batch.lambda, cfg.eps_w, &mask)?;
-        let logp_ref = batch.ref_logprobs.as_deref().map(rows).transpose()?;
-        let pl = policy_loss(
-            &logp_new,
-            &logp_old,
-            &credit.ahat,
-            &mask,
-            logp_ref.as_ref(),
-            Some(&entropy),
+        let MicroBatchLoss {
+            loss: pl,
+            credit,
+            delta,
+            mask,
+            entropy,
+        } = micro_batch_loss(
             &cfg,
+            algo,
+            batch,
+            start..end,
+            &scores.logprobs,
+            &scores.entropy,
             norm,
         )?;
         let zero = || Tensor::f_zeros([], (Kind::Double, device));

@@ -80,7 +80,13 @@ pub fn token_advantages(
         Algo::Rlsd | Algo::Cepo => {
             let w = token_weights(advantages, need_delta()?)?;
             let w_clip = clip_token_weights(&w, eps_w)?;
-            let scale = w_clip.f_mul_scalar(lambda)?.f_add_scalar(1.0 - lambda)?;
+            // (1 - lambda) + lambda * w_clip, written as 1 + lambda * (w_clip - 1) so that
+            // lambda = 0 or w_clip = 1 gives a factor of exactly 1 (RLSD reduces to GRPO
+            // bit for bit, not just up to rounding).
+            let scale = w_clip
+                .f_sub_scalar(1.0)?
+                .f_mul_scalar(lambda)?
+                .f_add_scalar(1.0)?;
             let ahat = a.f_mul(&scale)?.f_mul(mask)?;
             let clipped = w
                 .f_lt(1.0 - eps_w)?

@@ -150,13 +150,13 @@ pub fn policy_loss(
         _ => None,
     };
     let entropy = match entropy {
-        Some(h) => {
+        Some(h) if cfg.entropy_coef != 0.0 => {
             let h = aggregate(h, mask, cfg.loss_agg, norm)?;
-            if cfg.entropy_coef != 0.0 {
-                loss = loss.f_sub(&h.f_mul_scalar(cfg.entropy_coef)?)?;
-            }
+            loss = loss.f_sub(&h.f_mul_scalar(cfg.entropy_coef)?)?;
             Some(h)
         }
+        // Logged only: keep it out of the autograd graph.
+        Some(h) => Some(aggregate(&h.detach(), mask, cfg.loss_agg, norm)?),
         None => None,
     };
     Ok(PolicyLoss {
