@@ -15,10 +15,14 @@ struct Row {
 }
 
 fn rows() -> Vec<Row> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/verify/math_table.jsonl"
-    );
+    // RLSD_MATH_TABLE scores another table of the same format instead.
+    let path = std::env::var("RLSD_MATH_TABLE").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/verify/math_table.jsonl"
+        )
+        .to_string()
+    });
     let text = std::fs::read_to_string(path).expect("read math_table.jsonl");
     text.lines()
         .enumerate()
@@ -33,12 +37,14 @@ fn rows() -> Vec<Row> {
 fn math_verifier_agrees_with_the_human_verdicts() {
     let v = MathVerifier::new(MathConfig::default()).unwrap();
     let rows = rows();
-    assert!(rows.len() >= 300, "table has only {} rows", rows.len());
-    let both = rows.iter().filter(|r| r.correct).count();
-    assert!(
-        both > 100 && rows.len() - both > 100,
-        "table must hold both verdicts"
-    );
+    if std::env::var("RLSD_MATH_TABLE").is_err() {
+        assert!(rows.len() >= 300, "table has only {} rows", rows.len());
+        let right = rows.iter().filter(|r| r.correct).count();
+        assert!(
+            right > 100 && rows.len() - right > 100,
+            "table must hold both verdicts"
+        );
+    }
     let mut misses = Vec::new();
     for r in &rows {
         let verdict = v.judge(&r.gold, &r.prediction);

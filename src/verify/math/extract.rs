@@ -38,6 +38,7 @@ fn number_re() -> &'static Regex {
         | [-−]?\d*\\sqrt\s*\{[^{}]*\}
         | [-−]?\d*\\sqrt\s*\d+
         | [-−]?\d{1,3}(?:(?:,|\\,|\{,\})\d{3})+(?:\.\d+)?%?
+        | [-−]?\d+(?:\.\d+)?\s(?:thousand|million|billion)\b
         | [-−]?\d+(?:\.\d+)?(?:\s*\\pi|π)?(?:/\d+)?%?
         | [-−]?\.\d+%?",
     )
@@ -115,7 +116,17 @@ fn answer_tail(tail: &str) -> Option<String> {
             }
         }
     }
-    let head = head.trim().trim_end_matches([',', ';', '!']);
+    let mut head = head.trim().trim_end_matches([',', ';', '!']);
+    // `1000 (one thousand)`: a closing parenthetical remark is not the answer.
+    if let (Some(open), true) = (head.rfind(" ("), head.ends_with(')')) {
+        let remark = &head[open + 2..head.len() - 1];
+        let wordy = remark
+            .split(|c: char| !c.is_alphabetic())
+            .any(|w| w.chars().count() >= 3);
+        if wordy && !remark.contains(['(', ',']) {
+            head = head[..open].trim_end();
+        }
+    }
     (!head.is_empty()).then(|| head.to_string())
 }
 
@@ -170,13 +181,29 @@ fn last_number(s: &str) -> Option<String> {
     let m = number_re()
         .find_iter(s)
         .filter(|m| {
-            let before = s[..m.start()].as_bytes();
+            let before = &s.as_bytes()[..m.start()];
             let n = before.len();
             let marks = |b: u8| b == b'^' || b == b'_';
             !(n >= 1 && marks(before[n - 1])
                 || n >= 2 && before[n - 1] == b'{' && marks(before[n - 2]))
         })
         .last()?;
+    // `is − 8`: a minus sign set off by a space after a word, `=` or `:`.
+    let text = m.as_str();
+    if !text.starts_with(['-', '−']) {
+        let before = s[..m.start()].trim_end_matches(' ');
+        if let Some(rest) = before.strip_suffix(['-', '−']) {
+            let rest = rest.trim_end();
+            let prev: String = rest
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphabetic())
+                .collect();
+            if rest.is_empty() || rest.ends_with(['=', ':']) || prev.chars().count() >= 2 {
+                return Some(format!("-{text}"));
+            }
+        }
+    }
     // A number inside a final tuple `(-1, 4)` or interval `[2, 5)` means the tuple.
     if let Some(t) = tuple_re().find_iter(s).last() {
         if t.start() <= m.start() && m.end() <= t.end() && !inside_math(s, t.start()) {

@@ -65,7 +65,14 @@ fn split_top<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
             b')' | b']' | b'}' => depth -= 1,
             _ => {}
         }
-        if depth == 0 && s.is_char_boundary(i) && s[i..].starts_with(sep) {
+        // A command separator (`\in`, `\cup`) must not be the start of a
+        // longer command (`\infty`).
+        let at_sep = depth == 0 && s.is_char_boundary(i) && s[i..].starts_with(sep);
+        let whole_word = || {
+            !sep.ends_with(|c: char| c.is_ascii_alphabetic())
+                || !s[i + sep.len()..].starts_with(|c: char| c.is_ascii_alphabetic())
+        };
+        if at_sep && whole_word() {
             parts.push(&s[start..i]);
             i += sep.len();
             start = i;
@@ -166,9 +173,29 @@ fn strip_units(s: &str) -> Option<&str> {
     (!head.is_empty() && letters >= 2).then_some(head)
 }
 
-/// Parse a cleaned answer.
+/// Longest answer, and deepest bracket nesting, that is parsed as math;
+/// anything bigger is compared as text (and keeps the recursive parser's
+/// stack small whatever a model prints).
+const MAX_LEN: usize = 2000;
+const MAX_DEPTH: usize = 32;
+
+/// Parse a raw answer (cleaned here).
 pub(crate) fn parse_value(raw: &str) -> Value {
-    parse_clean(&repeating_decimals(&clean(raw)))
+    let s = repeating_decimals(&clean(raw));
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    for c in s.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        deepest = deepest.max(depth);
+    }
+    if s.len() > MAX_LEN || deepest > MAX_DEPTH {
+        return Value::Text(normalize_text(&s));
+    }
+    parse_clean(&s)
 }
 
 /// Rewrite repeating decimals `0.\overline{3}`, `1.2\overline{45}` as exact
@@ -251,6 +278,9 @@ fn parse_clean(s: &str) -> Value {
             return Value::Set(items.iter().map(|p| parse_clean(p)).collect());
         }
     }
+    if let Some(v) = inequality(s) {
+        return v;
+    }
     // `x = 5`, `y \approx 2.3`, `x \in [1, 2]`: the answer is the last side.
     for sep in ["=", "\\in"] {
         let sides = split_top(s, sep);
@@ -262,6 +292,79 @@ fn parse_clean(s: &str) -> Value {
         }
     }
     scalar(s)
+}
+
+/// `0 \le x < 1`, `x > 2`, `3 \ge x`: the interval an inequality describes.
+fn inequality(s: &str) -> Option<Value> {
+    let t = s
+        .replace("\\le", "\u{2264}")
+        .replace("<=", "\u{2264}")
+        .replace("\\lt", "<")
+        .replace("\\ge", "\u{2265}")
+        .replace(">=", "\u{2265}")
+        .replace("\\gt", ">");
+    let mut parts = vec![String::new()];
+    let mut ops = Vec::new();
+    let mut depth = 0i32;
+    for c in t.chars() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 && matches!(c, '<' | '>' | '\u{2264}' | '\u{2265}') {
+            ops.push(c);
+            parts.push(String::new());
+        } else if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+    }
+    let is_var = |p: &str| {
+        let p = p.trim();
+        p.chars().count() == 1 && p.chars().all(char::is_alphabetic)
+            || matches!(p, "\\theta" | "\\alpha")
+    };
+    let less = |c: char| matches!(c, '<' | '\u{2264}');
+    let closed = |c: char| matches!(c, '\u{2264}' | '\u{2265}');
+    let bound = |p: &str| match parse_clean(p) {
+        Value::Scalar { expr, .. } => Some(expr),
+        _ => None,
+    };
+    let interval = |lo: Expr, lo_closed: bool, hi: Expr, hi_closed: bool| Value::Seq {
+        open: if lo_closed { '[' } else { '(' },
+        close: if hi_closed { ']' } else { ')' },
+        items: vec![
+            Value::Scalar {
+                expr: lo,
+                percent: false,
+            },
+            Value::Scalar {
+                expr: hi,
+                percent: false,
+            },
+        ],
+    };
+    let inf = || Expr::Num(f64::INFINITY);
+    let neg_inf = || Expr::Neg(Box::new(Expr::Num(f64::INFINITY)));
+    match (parts.as_slice(), ops.as_slice()) {
+        ([a, b], [op]) if is_var(a) => Some(if less(*op) {
+            interval(neg_inf(), false, bound(b)?, closed(*op))
+        } else {
+            interval(bound(b)?, closed(*op), inf(), false)
+        }),
+        ([a, b], [op]) if is_var(b) => Some(if less(*op) {
+            interval(bound(a)?, closed(*op), inf(), false)
+        } else {
+            interval(neg_inf(), false, bound(a)?, closed(*op))
+        }),
+        ([lo, x, hi], [o1, o2]) if is_var(x) && less(*o1) && less(*o2) => {
+            Some(interval(bound(lo)?, closed(*o1), bound(hi)?, closed(*o2)))
+        }
+        ([hi, x, lo], [o1, o2]) if is_var(x) && !less(*o1) && !less(*o2) => {
+            Some(interval(bound(lo)?, closed(*o2), bound(hi)?, closed(*o1)))
+        }
+        _ => None,
+    }
 }
 
 fn split_list(s: &str) -> Vec<&str> {
@@ -358,7 +461,9 @@ pub(crate) fn values_equal(gold: &Value, pred: &Value, rel_tol: f64) -> bool {
             },
             Set(pi),
         ) => seq_equal(gi, pi, rel_tol),
-        (Set(gi), Set(pi)) | (Union(gi), Union(pi)) => set_equal(gi, pi, rel_tol),
+        (Set(gi), Set(pi)) | (Union(gi), Union(pi)) | (Union(gi), Set(pi)) => {
+            set_equal(gi, pi, rel_tol)
+        }
         (Set(gi), p) if gi.len() == 1 => values_equal(&gi[0], p, rel_tol),
         (g, Set(pi)) if pi.len() == 1 => values_equal(g, &pi[0], rel_tol),
         (Text(g), Text(p)) => g == p,
@@ -420,5 +525,9 @@ mod tests {
         assert!(eq(r"\frac{1}{3}", r"0.\overline{3}"));
         assert!(eq(r"\frac{41}{33}", r"1.\overline{24}"));
         assert!(eq("-1, 1", r"\pm 1"));
+        assert!(eq("[0, 1]", r"0 \le x \le 1"));
+        assert!(eq(r"(2, \infty)", "x > 2"));
+        assert!(eq(r"(-\infty, 3]", r"3 \geq x"));
+        assert!(!eq("[0, 1]", "0 < x < 1"));
     }
 }

@@ -91,6 +91,12 @@ pub(crate) fn parse_number_words(s: &str) -> Option<f64> {
     if words.is_empty() {
         return None;
     }
+    // "3 million", "2.5 thousand".
+    if let [num, scale] = words {
+        if let (Ok(n), Some(m)) = (num.parse::<f64>(), lookup(SCALES, scale)) {
+            return Some(sign * n * m);
+        }
+    }
     // "one half", "a third", "three quarters".
     if let Some(den) = lookup(DENOMS, words[words.len() - 1]) {
         let num = match &words[..words.len() - 1] {
@@ -141,6 +147,7 @@ mod tests {
         assert_eq!(parse_number_words("one half"), Some(0.5));
         assert_eq!(parse_number_words("three quarters"), Some(0.75));
         assert_eq!(parse_number_words("a dozen"), None);
+        assert_eq!(parse_number_words("2.5 million"), Some(2.5e6));
         assert_eq!(parse_number_words("seven apples"), None);
     }
 }
