@@ -55,6 +55,18 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+    /// A parameter the model needs is absent from the checkpoint.
+    #[error(
+        "{path}: tensor `{name}` (expected shape {expected:?}) is missing from the checkpoint"
+    )]
+    MissingTensor {
+        /// The checkpoint folder or file.
+        path: PathBuf,
+        /// The safetensors key the model looked for.
+        name: String,
+        /// Shape the model needs.
+        expected: Vec<i64>,
+    },
 
     // ---- data (src/data/) and verifiers (src/verify/) -------------------
     /// A dataset row is malformed.

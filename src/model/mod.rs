@@ -1,1 +1,168 @@
-//! Decoder-only transformers that load Hugging Face checkpoints (see issue: models).
+//! Decoder-only transformers that load Hugging Face checkpoints directly.
+//!
+//! A checkpoint folder holds `config.json` ([`Config`], both transformers-4 and
+//! -5 forms), `model.safetensors` or a sharded index ([`weights`]), and
+//! `tokenizer.json` with its chat template ([`Tokenizer`]). [`LoadedModel`]
+//! bundles the var store, the network ([`CausalLm`]), the config and the
+//! tokenizer; it saves back in the same format so transformers can load a
+//! model trained here.
+//!
+//! What the rest of the crate uses:
+//! - [`CausalLm::forward_all`]: logits `[B, T, V]` for training and teacher scoring;
+//! - [`token_logprobs`]: log-prob of every response token (no grad);
+//! - [`generate`]: batched, left-padded, KV-cached sampling from a seeded RNG,
+//!   returning the sampling log-prob of each token;
+//! - `impl Policy for LoadedModel`: response log-probs and entropies with grad;
+//! - [`WeightSnapshot`]: versioned deep copies of the weights.
+
+pub mod attention;
+pub mod chat_template;
+pub mod config;
+pub mod generate;
+pub mod kv_cache;
+pub mod layers;
+pub mod logprobs;
+pub mod sampling;
+pub mod snapshot;
+pub mod tokenizer;
+pub mod transformer;
+pub mod weights;
+
+pub use chat_template::{ChatMessage, ChatTemplate};
+pub use config::{Arch, Config, Llama3RopeScaling};
+pub use generate::{generate, GenerateOptions, Generation};
+pub use kv_cache::KvCache;
+pub use logprobs::{score_responses, token_logprobs};
+pub use snapshot::WeightSnapshot;
+pub use tokenizer::Tokenizer;
+pub use transformer::CausalLm;
+pub use weights::parse_kind;
+
+use crate::error::{Error, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+/// A model with its parameters, configuration and (optional) tokenizer.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Owns every parameter; names are the safetensors keys.
+    pub vs: nn::VarStore,
+    /// The network, holding handles into `vs`.
+    pub lm: CausalLm,
+    /// The configuration it was built from.
+    pub config: Config,
+    /// The tokenizer, when the checkpoint has a `tokenizer.json`.
+    pub tokenizer: Option<Tokenizer>,
+}
+
+impl LoadedModel {
+    /// A float32 model with seeded random weights (normal, std 0.02, for
+    /// matrices; ones for norms; zeros for biases), independent of torch's
+    /// global RNG and of the device.
+    pub fn random(config: Config, device: Device, seed: u64) -> Result<LoadedModel> {
+        let vs = nn::VarStore::new(device);
+        let lm = CausalLm::new(&vs.root(), &config)?;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in vars {
+                if name.ends_with("norm.weight") || name.ends_with(".bias") {
+                    continue; // ones / zeros from construction
+                }
+                let n = var.numel();
+                let values: Vec<f32> = (0..n).map(|_| 0.02 * standard_normal(&mut rng)).collect();
+                let t = Tensor::from_slice(&values).f_view(var.size().as_slice())?;
+                var.shallow_clone().f_copy_(&t)?;
+            }
+            Ok(())
+        })?;
+        Ok(LoadedModel {
+            vs,
+            lm,
+            config,
+            tokenizer: None,
+        })
+    }
+
+    /// Load a Hugging Face checkpoint folder onto `device`, cast to `kind`
+    /// (`Kind::Float`, `Kind::BFloat16` or `Kind::Half`).
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<LoadedModel> {
+        if !matches!(
+            kind,
+            Kind::Float | Kind::BFloat16 | Kind::Half | Kind::Double
+        ) {
+            return Err(Error::InvalidInput(format!(
+                "model kind must be floating point, got {kind:?}"
+            )));
+        }
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let mut vs = nn::VarStore::new(device);
+        let lm = CausalLm::new(&vs.root(), &config)?;
+        vs.set_kind(kind);
+        weights::load_weights(&vs, dir)?;
+        let tokenizer = Tokenizer::from_dir(dir, &config.eos_token_id, config.pad_token_id)?;
+        Ok(LoadedModel {
+            vs,
+            lm,
+            config,
+            tokenizer,
+        })
+    }
+
+    /// Write `config.json`, `generation_config.json`, `model.safetensors` (in
+    /// the parameters' kind) and the tokenizer files into `dir` (created if needed).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let kind = self.lm.kind();
+        let write_json = |name: &str, v: &serde_json::Value| -> Result<()> {
+            let p = dir.join(name);
+            let text = serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string());
+            std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+        };
+        write_json(
+            "config.json",
+            &self.config.to_hf_json(weights::dtype_name(kind)),
+        )?;
+        write_json(
+            "generation_config.json",
+            &serde_json::json!({
+                "bos_token_id": self.config.bos_token_id,
+                "eos_token_id": self.eos_ids(),
+                "pad_token_id": self.pad_id(),
+            }),
+        )?;
+        weights::save_weights(&self.vs, &dir.join("model.safetensors"))?;
+        if let Some(t) = &self.tokenizer {
+            t.save(dir)?;
+        }
+        Ok(())
+    }
+
+    /// End-of-sequence ids: the tokenizer's (which include `config.json`'s), else `config.json`'s.
+    pub fn eos_ids(&self) -> Vec<i64> {
+        match &self.tokenizer {
+            Some(t) if !t.eos_ids().is_empty() => t.eos_ids().to_vec(),
+            _ => self.config.eos_token_id.clone(),
+        }
+    }
+
+    /// Padding id: the tokenizer's, `config.json`'s, the first EOS id, or 0.
+    pub fn pad_id(&self) -> i64 {
+        self.tokenizer
+            .as_ref()
+            .and_then(Tokenizer::pad_id)
+            .or(self.config.pad_token_id)
+            .or_else(|| self.eos_ids().first().copied())
+            .unwrap_or(0)
+    }
+}
+
+/// One draw from N(0, 1) by the Box-Muller transform.
+fn standard_normal(rng: &mut StdRng) -> f32 {
+    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2: f64 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}

@@ -1,0 +1,125 @@
+//! Grouped-query self-attention with rotary embeddings, optional q/k/v biases
+//! (Qwen2) and optional per-head RMSNorm on queries and keys (Qwen3).
+//!
+//! Mirrors the attention of transformers' `modeling_llama.py`,
+//! `modeling_qwen2.py` and `modeling_qwen3.py`; the product itself is
+//! libtorch's `scaled_dot_product_attention` with `enable_gqa`, so key/value
+//! heads are never materialised per query head.
+
+use super::config::Config;
+use super::kv_cache::KvCache;
+use super::layers::{apply_rope, Linear, RmsNorm};
+use crate::error::Result;
+use tch::{nn, Tensor};
+
+/// Which positions a query may attend to.
+#[derive(Debug, Clone, Copy)]
+pub enum AttnMask<'a> {
+    /// Causal over the whole key sequence, no padding (query `i` of `T` sees keys `..= S - T + i`).
+    Causal,
+    /// An explicit boolean mask `[B, 1, T, S]`, true where attention is allowed.
+    Explicit(&'a Tensor),
+}
+
+/// One attention block: `q_proj`, `k_proj`, `v_proj`, `o_proj` (+ `q_norm`, `k_norm`).
+#[derive(Debug)]
+pub struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    num_heads: i64,
+    num_kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    /// Create the projections under `path` (`model.layers.N.self_attn`).
+    pub fn new(path: nn::Path, cfg: &Config) -> Result<Attention> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let (nq, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let (q_norm, k_norm) = if cfg.qk_norm {
+            (
+                Some(RmsNorm::new(&path / "q_norm", d, cfg.rms_norm_eps)?),
+                Some(RmsNorm::new(&path / "k_norm", d, cfg.rms_norm_eps)?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Attention {
+            q_proj: Linear::new(&path / "q_proj", h, nq * d, cfg.qkv_bias)?,
+            k_proj: Linear::new(&path / "k_proj", h, nkv * d, cfg.qkv_bias)?,
+            v_proj: Linear::new(&path / "v_proj", h, nkv * d, cfg.qkv_bias)?,
+            o_proj: Linear::new(&path / "o_proj", nq * d, h, cfg.o_bias)?,
+            q_norm,
+            k_norm,
+            num_heads: nq,
+            num_kv_heads: nkv,
+            head_dim: d,
+        })
+    }
+
+    /// `x [B, T, hidden]` -> `[B, T, hidden]`. With a cache, the new keys and
+    /// values are appended to layer `layer` and attention spans the whole cache.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: AttnMask<'_>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let size = x.size();
+        let (b, t) = (size[0], size[1]);
+        let heads = |lin: &Linear, n: i64, norm: &Option<RmsNorm>| -> Result<Tensor> {
+            let y = lin.forward(x)?.f_view([b, t, n, self.head_dim])?;
+            let y = match norm {
+                Some(norm) => norm.forward(&y)?,
+                None => y,
+            };
+            Ok(y.f_transpose(1, 2)?) // [B, n, T, D]
+        };
+        let q = apply_rope(
+            &heads(&self.q_proj, self.num_heads, &self.q_norm)?,
+            cos,
+            sin,
+        )?;
+        let k = apply_rope(
+            &heads(&self.k_proj, self.num_kv_heads, &self.k_norm)?,
+            cos,
+            sin,
+        )?;
+        let v = heads(&self.v_proj, self.num_kv_heads, &None)?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        let s = k.size()[2];
+        let gqa = self.num_heads != self.num_kv_heads;
+        let out = match mask {
+            // A single query (or a fresh sequence) needs no explicit mask.
+            AttnMask::Causal if t == 1 => Tensor::f_scaled_dot_product_attention::<Tensor>(
+                &q, &k, &v, None, 0.0, false, None, gqa,
+            )?,
+            AttnMask::Causal if t == s => Tensor::f_scaled_dot_product_attention::<Tensor>(
+                &q, &k, &v, None, 0.0, true, None, gqa,
+            )?,
+            AttnMask::Causal => {
+                // Queries sit at the end of the key sequence.
+                let m = Tensor::f_ones([t, s], (tch::Kind::Bool, x.device()))?.f_tril(s - t)?;
+                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&m), 0.0, false, None, gqa)?
+            }
+            AttnMask::Explicit(m) => {
+                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, gqa)?
+            }
+        };
+        let out = out.f_transpose(1, 2)?.f_contiguous()?.f_view([
+            b,
+            t,
+            self.num_heads * self.head_dim,
+        ])?;
+        self.o_proj.forward(&out)
+    }
+}

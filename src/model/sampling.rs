@@ -1,0 +1,143 @@
+//! Choosing the next token from logits: greedy, or sampling at a temperature
+//! after optional top-k and top-p (nucleus) truncation, driven by a seeded
+//! `StdRng` so that a rollout can be reproduced.
+//!
+//! The returned log-prob is always `log_softmax(logits / temperature)` over the
+//! full vocabulary at the chosen token (what training uses as `logp_old`);
+//! top-k and top-p only restrict where the token is drawn from.
+
+use crate::error::Result;
+use rand::rngs::StdRng;
+use rand::Rng;
+use tch::{Kind, Tensor};
+
+/// How to pick tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingParams {
+    /// Take the arg-max instead of sampling.
+    pub greedy: bool,
+    /// Logits are divided by this before the softmax (also for the returned log-probs).
+    pub temperature: f64,
+    /// Keep only the `top_k` most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (1.0 = all).
+    pub top_p: f64,
+}
+
+/// Pick one token per row of `logits [B, V]`; returns `(ids [B] int64,
+/// logprobs [B] float32)` on the logits' device. Draws `B` uniforms from
+/// `rng` when sampling, none when greedy.
+pub fn sample_next(
+    logits: &Tensor,
+    p: &SamplingParams,
+    rng: &mut StdRng,
+) -> Result<(Tensor, Tensor)> {
+    let scaled = logits.f_to_kind(Kind::Float)?.f_div_scalar(p.temperature)?;
+    let logp = scaled.f_log_softmax(-1, Kind::Float)?;
+    let ids = if p.greedy {
+        scaled.f_argmax(-1, true)?
+    } else {
+        let filtered = truncate(&scaled, p.top_k, p.top_p)?;
+        let probs = filtered.f_softmax(-1, Kind::Float)?;
+        let cdf = probs.f_cumsum(-1, Kind::Float)?;
+        let b = cdf.size()[0];
+        let v = cdf.size()[1];
+        let u: Vec<f32> = (0..b).map(|_| rng.random::<f32>()).collect();
+        let u = Tensor::from_slice(&u)
+            .f_to_device(cdf.device())?
+            .f_view([b, 1])?;
+        let target = u.f_mul(&cdf.f_narrow(1, v - 1, 1)?)?;
+        // Index of the first entry whose cumulative probability exceeds u.
+        cdf.f_le_tensor(&target)?
+            .f_sum_dim_intlist(-1, true, Kind::Int64)?
+            .f_clamp_max(v - 1)?
+    };
+    let lp = logp.f_gather(1, &ids, false)?.f_squeeze_dim(1)?;
+    Ok((ids.f_squeeze_dim(1)?, lp))
+}
+
+/// Set logits outside the top-k / top-p sets to `-inf`.
+fn truncate(scaled: &Tensor, top_k: usize, top_p: f64) -> Result<Tensor> {
+    let v = scaled.size()[1];
+    let mut out = scaled.shallow_clone();
+    if top_k > 0 && (top_k as i64) < v {
+        let (vals, _) = out.f_topk(top_k as i64, -1, true, true)?;
+        let kth = vals.f_narrow(1, top_k as i64 - 1, 1)?;
+        out = out.f_masked_fill(&out.f_lt_tensor(&kth)?, f64::NEG_INFINITY)?;
+    }
+    if top_p < 1.0 {
+        let (sorted, idx) = out.f_sort(-1, true)?;
+        let probs = sorted.f_softmax(-1, Kind::Float)?;
+        let before = probs.f_cumsum(-1, Kind::Float)?.f_sub(&probs)?;
+        // Drop a token when the more likely ones already reach top_p (the first always stays).
+        let drop = before.f_ge(top_p.max(0.0))?;
+        let drop = drop.f_index_fill(
+            1,
+            &Tensor::from_slice(&[0i64]).f_to_device(drop.device())?,
+            0,
+        )?;
+        let kept = sorted.f_masked_fill(&drop, f64::NEG_INFINITY)?;
+        out = out.f_scatter(1, &idx, &kept)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn params(greedy: bool, top_k: usize, top_p: f64) -> SamplingParams {
+        SamplingParams {
+            greedy,
+            temperature: 1.0,
+            top_k,
+            top_p,
+        }
+    }
+
+    #[test]
+    fn greedy_takes_argmax_and_full_vocab_logprob() {
+        let logits = Tensor::from_slice(&[0.0f32, 2.0, 1.0]).view([1, 3]);
+        let mut rng = StdRng::seed_from_u64(0);
+        let (ids, lp) = sample_next(&logits, &params(true, 0, 1.0), &mut rng).unwrap();
+        assert_eq!(ids.int64_value(&[0]), 1);
+        // log(e^2 / (1 + e^2 + e)) = 2 - ln(1 + e + e^2) = -0.407606
+        assert!((lp.double_value(&[0]) + 0.407606).abs() < 1e-5);
+    }
+
+    #[test]
+    fn top_k_and_top_p_restrict_the_draw() {
+        // probs ~ [0.05, 0.6, 0.3, 0.05]: top_k = 2 and top_p = 0.7 both keep {1, 2}.
+        let p = [0.05f32, 0.6, 0.3, 0.05];
+        let logits = Tensor::from_slice(&p.map(f32::ln))
+            .view([1, 4])
+            .repeat([256, 1]);
+        for (k, tp) in [(2, 1.0), (0, 0.7)] {
+            let mut rng = StdRng::seed_from_u64(1);
+            let (ids, lp) = sample_next(&logits, &params(false, k, tp), &mut rng).unwrap();
+            let ids: Vec<i64> = Vec::try_from(ids).unwrap();
+            assert!(ids.iter().all(|&i| i == 1 || i == 2), "{ids:?}");
+            let ones = ids.iter().filter(|&&i| i == 1).count();
+            assert!(
+                (150..=210).contains(&ones),
+                "token 1 drawn {ones}/256 times (expect ~171)"
+            );
+            // Log-probs are over the full vocabulary.
+            let lp: Vec<f32> = Vec::try_from(lp).unwrap();
+            for (i, l) in ids.iter().zip(lp) {
+                assert!((l - p[*i as usize].ln()).abs() < 1e-5);
+            }
+        }
+        // Same seed, same draws.
+        let mut r1 = StdRng::seed_from_u64(7);
+        let mut r2 = StdRng::seed_from_u64(7);
+        let a = sample_next(&logits, &params(false, 0, 1.0), &mut r1)
+            .unwrap()
+            .0;
+        let b = sample_next(&logits, &params(false, 0, 1.0), &mut r2)
+            .unwrap()
+            .0;
+        assert!(a.equal(&b));
+    }
+}
