@@ -1,1 +1,391 @@
-//! Supervised warm-up that produces the built-in task's base policy.
+//! `rlsd pretrain`: supervised warm-up that makes the built-in task's base
+//! policy.
+//!
+//! A tiny Qwen2-style model with the character-level tokenizer is trained on
+//! worked solutions of generated arithmetic problems (a configurable fraction
+//! of them with one deliberate slip), by minimising the mean negative
+//! log-likelihood of the solution tokens:
+//!
+//! `loss = -(1 / N) * sum_i sum_t log p(y_{i,t} | x_i, y_{i,<t})`, N = number of
+//! solution tokens in the batch (EOS included),
+//!
+//! with AdamW and a warm-up + cosine learning rate. The step or time budget is
+//! meant to stop it *before* it masters the task: reinforcement learning needs
+//! a base model whose held-out accuracy is low but not zero. Held-out accuracy
+//! is measured by greedy decoding on problems never shown in training and
+//! comparing the number after `Answer:`. The result is saved in the Hugging
+//! Face format (config.json, model.safetensors, tokenizer files).
+
+use crate::data::char_tokenizer::{self, write_char_tokenizer, EOS_ID, PAD_ID};
+use crate::data::task::{extract_answer, ArithmeticTask, Problem, TaskConfig};
+use crate::error::{Error, Result};
+use crate::model::{generate, ChatMessage, Config, GenerateOptions, LoadedModel, Tokenizer};
+use crate::policy::{Policy, PromptResponse};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+/// Salt mixed into the seed of the held-out problems, so they differ from
+/// the training stream for every seed.
+const HELD_OUT_SALT: u64 = 0x5EED_0F4E_1D00;
+
+/// Shape of the base model (the rest comes from [`Config::tiny`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelShape {
+    /// Width of the residual stream.
+    pub hidden_size: i64,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: i64,
+    /// Number of decoder layers.
+    pub num_hidden_layers: i64,
+    /// Query heads.
+    pub num_attention_heads: i64,
+    /// Key/value heads (grouped-query attention).
+    pub num_key_value_heads: i64,
+}
+
+impl Default for ModelShape {
+    fn default() -> Self {
+        ModelShape {
+            hidden_size: 64,
+            intermediate_size: 192,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+        }
+    }
+}
+
+/// Settings of `rlsd pretrain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    /// Folder the model is written to (Hugging Face layout).
+    pub out_dir: PathBuf,
+    /// Problems to train and evaluate on.
+    pub task: TaskConfig,
+    /// Model size.
+    pub model: ModelShape,
+    /// Seed of the initial weights, the training stream and the held-out set.
+    pub seed: u64,
+    /// Most optimizer steps.
+    pub max_steps: usize,
+    /// Wall-clock budget for training in seconds (0 = none); whichever of
+    /// this and `max_steps` comes first stops training.
+    pub max_seconds: f64,
+    /// Worked solutions per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warm-up steps before the cosine decay.
+    pub warmup_steps: usize,
+    /// Learning rate at the end of the cosine, as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Gradient-norm clip.
+    pub grad_clip: f64,
+    /// Fraction of training solutions with one deliberate arithmetic slip.
+    pub flawed_fraction: f64,
+    /// Held-out problems for the accuracy check (0 skips it).
+    pub eval_problems: usize,
+    /// Token budget of a held-out answer.
+    pub eval_max_new_tokens: usize,
+    /// Log the loss every this many steps (0 = never).
+    pub log_every: usize,
+}
+
+impl Default for PretrainConfig {
+    fn default() -> Self {
+        PretrainConfig {
+            out_dir: PathBuf::from("assets/tiny-arith"),
+            task: TaskConfig::default(),
+            model: ModelShape::default(),
+            seed: 0,
+            max_steps: 1500,
+            max_seconds: 600.0,
+            batch_size: 32,
+            lr: 3e-3,
+            warmup_steps: 30,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.01,
+            grad_clip: 1.0,
+            flawed_fraction: 0.25,
+            eval_problems: 200,
+            eval_max_new_tokens: 64,
+            log_every: 50,
+        }
+    }
+}
+
+/// What a pretraining run did and how good the result is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PretrainReport {
+    /// Where the model was saved.
+    pub out_dir: PathBuf,
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Solutions trained on.
+    pub examples_seen: usize,
+    /// Mean loss over the last (up to) 20 steps.
+    pub final_loss: f64,
+    /// Number of parameters.
+    pub parameters: i64,
+    /// Greedy accuracy on held-out problems (NaN when `eval_problems` is 0).
+    pub heldout_accuracy: f64,
+    /// Held-out problems evaluated.
+    pub heldout_problems: usize,
+    /// Seconds spent training.
+    pub train_seconds: f64,
+    /// Seconds spent on the held-out check.
+    pub eval_seconds: f64,
+    /// Seconds for the whole run, saving included.
+    pub wall_seconds: f64,
+}
+
+impl PretrainConfig {
+    /// Check the values that would make training meaningless.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, msg: &str| Err(Error::config(format!("pretrain.{key}"), msg));
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr", "must be a positive number");
+        }
+        if !(0.0..=1.0).contains(&self.flawed_fraction) {
+            return bad("flawed_fraction", "must lie in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return bad("min_lr_ratio", "must lie in [0, 1]");
+        }
+        if self.max_seconds.is_nan() || self.max_seconds < 0.0 {
+            return bad("max_seconds", "must be >= 0");
+        }
+        if self.grad_clip.is_nan() || self.grad_clip <= 0.0 {
+            return bad("grad_clip", "must be positive");
+        }
+        ArithmeticTask::new(self.task.clone()).map(|_| ())
+    }
+
+    /// Learning rate at `step`: linear warm-up to `lr`, then a cosine down to
+    /// `min_lr_ratio * lr` at `max_steps`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.max_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+        self.lr * (self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine)
+    }
+}
+
+/// The base model's configuration: [`Config::tiny`] with the given shape and
+/// the character tokenizer's vocabulary and special ids.
+pub fn base_model_config(shape: &ModelShape) -> Config {
+    let mut config = Config::tiny();
+    config.vocab_size = char_tokenizer::vocab_size() as i64;
+    config.hidden_size = shape.hidden_size;
+    config.intermediate_size = shape.intermediate_size;
+    config.num_hidden_layers = shape.num_hidden_layers;
+    config.num_attention_heads = shape.num_attention_heads;
+    config.num_key_value_heads = shape.num_key_value_heads;
+    config.head_dim = shape.hidden_size / shape.num_attention_heads.max(1);
+    config.eos_token_id = vec![EOS_ID];
+    config.pad_token_id = Some(PAD_ID);
+    config.bos_token_id = None;
+    config
+}
+
+/// Token ids of a user prompt rendered through the tokenizer's chat template,
+/// ending with the assistant marker.
+pub fn encode_prompt(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<i64>> {
+    let text = tokenizer.apply_chat_template(&[ChatMessage::new("user", prompt)], true)?;
+    tokenizer.encode(&text, false)
+}
+
+/// Train the base model, check it on held-out problems and save it.
+pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let task = ArithmeticTask::new(cfg.task.clone())?;
+    let out = cfg.out_dir.as_path();
+    write_char_tokenizer(out)?;
+    let mut model = LoadedModel::random(base_model_config(&cfg.model), Device::Cpu, cfg.seed)?;
+    model.tokenizer = Tokenizer::from_dir(out, &[EOS_ID], Some(PAD_ID))?;
+    let tokenizer = model.tokenizer.as_ref().ok_or_else(|| Error::Model {
+        path: out.join("tokenizer.json"),
+        msg: "the character tokenizer just written could not be read back".into(),
+    })?;
+
+    // Held-out problems first; training never shows their expressions.
+    let mut held_out_rng = StdRng::seed_from_u64(cfg.seed ^ HELD_OUT_SALT);
+    let held_out: Vec<Problem> = (0..cfg.eval_problems)
+        .map(|_| task.problem(&mut held_out_rng))
+        .collect();
+    let held_out_exprs: HashSet<String> = held_out.iter().map(Problem::expression).collect();
+
+    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1));
+    let mut opt = nn::AdamW {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(&model.vs, cfg.lr)?;
+    let mut losses: Vec<f64> = Vec::with_capacity(cfg.max_steps);
+    let mut steps = 0;
+    while steps < cfg.max_steps {
+        if cfg.max_seconds > 0.0 && started.elapsed().as_secs_f64() >= cfg.max_seconds {
+            tracing::info!(steps, "pretrain time budget reached");
+            break;
+        }
+        let batch = training_batch(cfg, &task, tokenizer, &held_out_exprs, &mut rng)?;
+        opt.set_lr(cfg.lr_at(steps));
+        let loss = solution_nll(&model, &batch)?;
+        let value = loss.f_double_value(&[])?;
+        if !value.is_finite() {
+            return Err(Error::InvalidInput(format!(
+                "pretrain loss became {value} at step {steps}; lower pretrain.lr"
+            )));
+        }
+        opt.backward_step_clip_norm(&loss, cfg.grad_clip);
+        losses.push(value);
+        steps += 1;
+        if cfg.log_every > 0 && steps % cfg.log_every == 0 {
+            tracing::info!(
+                step = steps,
+                loss = value,
+                lr = cfg.lr_at(steps),
+                "pretrain"
+            );
+        }
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    let eval_started = Instant::now();
+    let heldout_accuracy = if held_out.is_empty() {
+        f64::NAN
+    } else {
+        heldout_accuracy(&model, &held_out, cfg.eval_max_new_tokens)?
+    };
+    let eval_seconds = eval_started.elapsed().as_secs_f64();
+    model.save(out)?;
+
+    let tail = &losses[losses.len().saturating_sub(20)..];
+    let final_loss = if tail.is_empty() {
+        f64::NAN
+    } else {
+        tail.iter().sum::<f64>() / tail.len() as f64
+    };
+    let parameters = model
+        .vs
+        .variables()
+        .values()
+        .map(Tensor::numel)
+        .sum::<usize>() as i64;
+    let report = PretrainReport {
+        out_dir: out.to_path_buf(),
+        steps,
+        examples_seen: steps * cfg.batch_size,
+        final_loss,
+        parameters,
+        heldout_accuracy,
+        heldout_problems: held_out.len(),
+        train_seconds,
+        eval_seconds,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    tracing::info!(?report, "pretrain done");
+    Ok(report)
+}
+
+/// One batch of (prompt, worked solution + EOS) pairs, none of them held out.
+fn training_batch(
+    cfg: &PretrainConfig,
+    task: &ArithmeticTask,
+    tokenizer: &Tokenizer,
+    held_out: &HashSet<String>,
+    rng: &mut StdRng,
+) -> Result<Vec<PromptResponse>> {
+    let mut batch = Vec::with_capacity(cfg.batch_size);
+    let mut draws = 0usize;
+    while batch.len() < cfg.batch_size {
+        draws += 1;
+        if draws > 1000 * cfg.batch_size {
+            return Err(Error::config(
+                "pretrain.task",
+                "the task is too small: almost every problem is held out",
+            ));
+        }
+        let problem = task.problem(rng);
+        if held_out.contains(&problem.expression()) {
+            continue;
+        }
+        let solution = if rng.random_bool(cfg.flawed_fraction) {
+            problem.flawed_solution(rng).0
+        } else {
+            problem.solution()
+        };
+        let mut response = tokenizer.encode(&solution, false)?;
+        response.push(EOS_ID);
+        batch.push(PromptResponse {
+            prompt: encode_prompt(tokenizer, &problem.prompt())?,
+            response,
+        });
+    }
+    Ok(batch)
+}
+
+/// Mean negative log-likelihood of the response tokens (padding excluded).
+fn solution_nll(model: &LoadedModel, batch: &[PromptResponse]) -> Result<Tensor> {
+    let scores = model.response_scores(batch, 1.0)?;
+    let total = scores.logprobs.f_mul(&scores.mask)?.f_sum(Kind::Float)?;
+    let count = scores.mask.f_sum(Kind::Float)?.f_clamp_min(1.0)?;
+    Ok(total.f_div(&count)?.f_neg()?)
+}
+
+/// Fraction of `problems` whose greedy answer (the number after `Answer:`)
+/// equals the true value. Decodes in batches of 64.
+pub fn heldout_accuracy(
+    model: &LoadedModel,
+    problems: &[Problem],
+    max_new_tokens: usize,
+) -> Result<f64> {
+    let tokenizer = model
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| Error::InvalidInput("the model has no tokenizer to evaluate with".into()))?;
+    let opts = GenerateOptions {
+        max_new_tokens,
+        greedy: true,
+        eos_ids: model.eos_ids(),
+        pad_id: Some(model.pad_id()),
+        ..GenerateOptions::default()
+    };
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut correct = 0usize;
+    for chunk in problems.chunks(64) {
+        let prompts = chunk
+            .iter()
+            .map(|p| encode_prompt(tokenizer, &p.prompt()))
+            .collect::<Result<Vec<_>>>()?;
+        let generations = tch::no_grad(|| generate(&model.lm, &prompts, &opts, &mut rng))?;
+        for (problem, generation) in chunk.iter().zip(&generations) {
+            let text = tokenizer.decode(&generation.tokens, true)?;
+            if extract_answer(&text) == Some(problem.answer) {
+                correct += 1;
+            }
+        }
+    }
+    Ok(correct as f64 / problems.len().max(1) as f64)
+}
+
+/// Load a saved base model from `dir` on the CPU in f32.
+pub fn load_base_model(dir: &Path) -> Result<LoadedModel> {
+    LoadedModel::load(dir, Device::Cpu, Kind::Float)
+}

@@ -1,4 +1,26 @@
 //! Datasets, prompt building and the built-in task.
+//!
+//! - [`config`]: the `[data]` config section ([`DataConfig`]).
+//! - [`jsonl`], [`parquet`]: file readers; a bad row names its file and line/row.
+//! - [`dataset`]: [`Dataset`] with seeded per-epoch shuffling and the
+//!   [`DataCursor`] a checkpoint saves.
+//! - [`prompt`]: the student prompt and the teacher prompt template.
+//! - [`task`]: the built-in multi-step arithmetic task.
+//! - [`char_tokenizer`]: the built-in model's character-level `tokenizer.json`.
 
 mod example;
 pub use example::Example;
+
+pub mod char_tokenizer;
+pub mod config;
+pub mod dataset;
+pub mod jsonl;
+pub mod parquet;
+pub mod prompt;
+mod row;
+pub mod task;
+
+pub use config::{Columns, DataConfig, DataFormat, OnBadRow};
+pub use dataset::{DataCursor, Dataset};
+pub use prompt::{TeacherPrompt, DEFAULT_TEACHER_TEMPLATE};
+pub use task::{ArithmeticTask, TaskConfig};

@@ -1,0 +1,285 @@
+//! A dataset in memory, its per-epoch seeded order, and the cursor that a
+//! checkpoint saves so a resumed run continues with the next unseen prompt.
+//!
+//! The order of epoch `e` is a pure function of `(seed, e, len)`, so a
+//! [`DataCursor`] of a few integers is all the state there is: restoring it
+//! into a dataset built from the same file gives exactly the examples that
+//! the interrupted run had not yet handed out.
+
+use super::config::{DataConfig, DataFormat, OnBadRow};
+use super::jsonl::read_jsonl;
+use super::parquet::read_parquet;
+use super::task::ArithmeticTask;
+use super::Example;
+use crate::error::{Error, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Position in the stream of examples: which epoch, and how many examples of
+/// it were already handed out. Saved in checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataCursor {
+    /// Seed of the per-epoch shuffle.
+    pub seed: u64,
+    /// Whether epochs are shuffled.
+    pub shuffle: bool,
+    /// Current epoch, from 0.
+    pub epoch: u64,
+    /// Examples of the current epoch already handed out.
+    pub position: usize,
+    /// Number of examples in the dataset (checked on restore).
+    pub len: usize,
+    /// Passes over the data; 0 repeats forever.
+    pub epochs: u64,
+}
+
+impl DataCursor {
+    /// Whether every epoch has been handed out.
+    pub fn is_exhausted(&self) -> bool {
+        self.epochs != 0 && self.epoch >= self.epochs
+    }
+
+    /// Examples handed out since the start, over all epochs.
+    pub fn consumed(&self) -> u64 {
+        self.epoch * self.len as u64 + self.position as u64
+    }
+}
+
+/// The examples of a run with their order and a cursor.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Where the examples came from (a path, or the built-in task), for messages.
+    source: String,
+    /// All examples, in file order.
+    examples: Vec<Example>,
+    /// Where the next example comes from.
+    cursor: DataCursor,
+    /// `order[i]` is the index of the i-th example of `cursor.epoch`.
+    order: Vec<usize>,
+    /// Malformed rows skipped while loading (`on_bad_row = "skip"`).
+    skipped: usize,
+}
+
+impl Dataset {
+    /// Build from examples already in memory. An empty list is an error.
+    pub fn from_examples(
+        source: impl Into<String>,
+        examples: Vec<Example>,
+        seed: u64,
+        shuffle: bool,
+        epochs: u64,
+    ) -> Result<Self> {
+        let source = source.into();
+        if examples.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "dataset {source} has no examples"
+            )));
+        }
+        let cursor = DataCursor {
+            seed,
+            shuffle,
+            epoch: 0,
+            position: 0,
+            len: examples.len(),
+            epochs,
+        };
+        let order = epoch_order(&cursor);
+        Ok(Dataset {
+            source,
+            examples,
+            cursor,
+            order,
+            skipped: 0,
+        })
+    }
+
+    /// Load the dataset a config names: a JSONL or Parquet file, or the
+    /// built-in arithmetic task when `path` is unset.
+    pub fn from_config(cfg: &DataConfig) -> Result<Self> {
+        let Some(path) = &cfg.path else {
+            let task = ArithmeticTask::new(cfg.task.clone())?;
+            let examples = task.examples(cfg.task.num_examples, cfg.task.seed);
+            return Dataset::from_examples(
+                "built-in arithmetic task",
+                examples,
+                cfg.seed,
+                cfg.shuffle,
+                cfg.epochs,
+            );
+        };
+        let rows = match resolve_format(path, cfg.format)? {
+            DataFormat::Parquet => read_parquet(path, &cfg.columns)?,
+            _ => read_jsonl(path, &cfg.columns)?,
+        };
+        let (examples, skipped) = collect_rows(rows, cfg.on_bad_row)?;
+        if skipped > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                skipped,
+                kept = examples.len(),
+                "skipped malformed dataset rows"
+            );
+        }
+        let mut dataset = Dataset::from_examples(
+            path.display().to_string(),
+            examples,
+            cfg.seed,
+            cfg.shuffle,
+            cfg.epochs,
+        )?;
+        dataset.skipped = skipped;
+        Ok(dataset)
+    }
+
+    /// Number of examples in one epoch.
+    pub fn len(&self) -> usize {
+        self.examples.len()
+    }
+
+    /// Always false: an empty dataset cannot be built.
+    pub fn is_empty(&self) -> bool {
+        self.examples.is_empty()
+    }
+
+    /// Where the examples came from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Malformed rows skipped while loading.
+    pub fn skipped_rows(&self) -> usize {
+        self.skipped
+    }
+
+    /// All examples in file order.
+    pub fn examples(&self) -> &[Example] {
+        &self.examples
+    }
+
+    /// The current cursor (save it to resume later).
+    pub fn cursor(&self) -> &DataCursor {
+        &self.cursor
+    }
+
+    /// Whether every epoch has been handed out.
+    pub fn is_exhausted(&self) -> bool {
+        self.cursor.is_exhausted()
+    }
+
+    /// Continue from a saved cursor. It must come from a dataset of the same
+    /// size, and its position must lie inside the epoch.
+    pub fn restore(&mut self, cursor: DataCursor) -> Result<()> {
+        if cursor.len != self.examples.len() {
+            return Err(Error::InvalidInput(format!(
+                "data cursor was saved for {} examples but {} has {}",
+                cursor.len,
+                self.source,
+                self.examples.len()
+            )));
+        }
+        if cursor.position >= cursor.len {
+            return Err(Error::InvalidInput(format!(
+                "data cursor position {} is outside an epoch of {} examples",
+                cursor.position, cursor.len
+            )));
+        }
+        self.order = epoch_order(&cursor);
+        self.cursor = cursor;
+        Ok(())
+    }
+
+    /// The next example, or `None` once every epoch has been handed out.
+    pub fn next_example(&mut self) -> Option<Example> {
+        if self.cursor.is_exhausted() {
+            return None;
+        }
+        let example = self.examples[self.order[self.cursor.position]].clone();
+        self.cursor.position += 1;
+        if self.cursor.position == self.cursor.len {
+            self.cursor.epoch += 1;
+            self.cursor.position = 0;
+            if !self.cursor.is_exhausted() {
+                self.order = epoch_order(&self.cursor);
+            }
+        }
+        Some(example)
+    }
+
+    /// Up to `n` next examples (crossing epoch boundaries); fewer only when
+    /// the last epoch ends, empty once the data is exhausted.
+    pub fn next_batch(&mut self, n: usize) -> Vec<Example> {
+        let mut batch = Vec::with_capacity(n);
+        while batch.len() < n {
+            match self.next_example() {
+                Some(example) => batch.push(example),
+                None => break,
+            }
+        }
+        batch
+    }
+}
+
+/// The order of the examples in the cursor's epoch: the identity without
+/// shuffling, otherwise a Fisher-Yates permutation seeded by `(seed, epoch)`.
+pub fn epoch_order(cursor: &DataCursor) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..cursor.len).collect();
+    if cursor.shuffle {
+        // Mix epoch into the seed (splitmix64 step) so epochs differ.
+        let mut z = cursor.seed.wrapping_add(
+            cursor
+                .epoch
+                .wrapping_add(1)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let mut rng = StdRng::seed_from_u64(z ^ (z >> 31));
+        for i in (1..order.len()).rev() {
+            let j = rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+    }
+    order
+}
+
+/// Pick the reader from the config, or from the extension when `auto`.
+fn resolve_format(path: &Path, format: DataFormat) -> Result<DataFormat> {
+    if format != DataFormat::Auto {
+        return Ok(format);
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jsonl" | "json" | "ndjson" => Ok(DataFormat::Jsonl),
+        "parquet" | "pq" => Ok(DataFormat::Parquet),
+        _ => Err(Error::config(
+            "data.format",
+            format!(
+                "cannot tell the format of {} from its extension; set `jsonl` or `parquet`",
+                PathBuf::from(path).display()
+            ),
+        )),
+    }
+}
+
+/// Keep the good rows; on a bad row stop with its error or skip and count it.
+fn collect_rows(rows: Vec<Result<Example>>, on_bad_row: OnBadRow) -> Result<(Vec<Example>, usize)> {
+    let mut examples = Vec::with_capacity(rows.len());
+    let mut skipped = 0;
+    for row in rows {
+        match row {
+            Ok(example) => examples.push(example),
+            Err(e) if on_bad_row == OnBadRow::Skip => {
+                tracing::warn!("skipping dataset row: {e}");
+                skipped += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((examples, skipped))
+}

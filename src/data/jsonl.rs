@@ -1,0 +1,70 @@
+//! JSONL reader: one JSON object per line, blank lines ignored.
+//!
+//! Each line is decoded on its own, so a broken line is reported with its
+//! 1-based line number and (in skip mode) does not hide the rows after it.
+
+use super::config::Columns;
+use super::row::{example_from_row, Cell};
+use super::Example;
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// Read every row of a JSONL file: one result per non-blank line, in order.
+/// The outer error is for an unreadable file; the inner ones are per row.
+pub fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut rows = Vec::new();
+    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = index + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        rows.push(parse_line(path, line, raw, columns));
+    }
+    Ok(rows)
+}
+
+fn parse_line(path: &Path, line: usize, raw: &[u8], columns: &Columns) -> Result<Example> {
+    let bad = |msg: String| Error::Data {
+        path: path.to_path_buf(),
+        line,
+        msg,
+    };
+    let text = std::str::from_utf8(raw).map_err(|e| bad(format!("invalid UTF-8: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| bad(format!("broken JSON: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(bad(format!(
+            "expected a JSON object, found {}",
+            json_type(&value)
+        )));
+    };
+    example_from_row(columns, path, line, |name| match object.get(name) {
+        None => Cell::Missing,
+        Some(v) => json_cell(v),
+    })
+}
+
+fn json_cell(value: &Value) -> Cell {
+    match value {
+        Value::Null => Cell::Null,
+        Value::String(s) => Cell::Str(s.clone()),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Cell::Int(i),
+            None => n.as_f64().map(Cell::Float).unwrap_or(Cell::Other("number")),
+        },
+        other => Cell::Other(json_type(other)),
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}

@@ -1,0 +1,110 @@
+//! Parquet reader (the format Hugging Face datasets are stored in), through
+//! the `parquet` crate's row API.
+//!
+//! Rows are numbered from 1 across all row groups. String columns become
+//! text; binary columns are accepted when their bytes are valid UTF-8.
+
+use super::config::Columns;
+use super::row::{example_from_row, Cell};
+use super::Example;
+use crate::error::{Error, Result};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::{Field, Row};
+use std::fs::File;
+use std::path::Path;
+
+/// Read every row of a Parquet file, one result per row, in order.
+/// The outer error is for an unreadable file; the inner ones are per row.
+pub fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| Error::Data {
+        path: path.to_path_buf(),
+        line: 0,
+        msg: format!("not a readable Parquet file: {e}"),
+    })?;
+    let meta = reader.metadata();
+    let expected = usize::try_from(meta.file_metadata().num_rows()).unwrap_or(0);
+    let mut rows = Vec::with_capacity(expected);
+    // Row groups are read one at a time: after a row fails to decode, the
+    // row iterator of its group cannot move past it, so the rest of that group
+    // is reported as unreadable and reading resumes at the next group.
+    for group in 0..reader.num_row_groups() {
+        let group_rows = usize::try_from(meta.row_group(group).num_rows()).unwrap_or(0);
+        let first = rows.len() + 1;
+        let unreadable = |line: usize, msg: String| Error::Data {
+            path: path.to_path_buf(),
+            line,
+            msg,
+        };
+        let group_reader = reader
+            .get_row_group(group)
+            .map_err(|e| unreadable(first, format!("cannot read row group {group}: {e}")))?;
+        let iter = group_reader
+            .get_row_iter(None)
+            .map_err(|e| unreadable(first, format!("cannot read row group {group}: {e}")))?;
+        let mut failed_at = None;
+        for row in iter {
+            let line = rows.len() + 1;
+            match row {
+                Ok(row) => rows.push(example_from_row(columns, path, line, |name| {
+                    cell(&row, name)
+                })),
+                Err(e) => {
+                    rows.push(Err(unreadable(line, describe(&e))));
+                    failed_at = Some(line);
+                    break;
+                }
+            }
+        }
+        if let Some(bad) = failed_at {
+            for line in rows.len() + 1..first + group_rows {
+                rows.push(Err(unreadable(
+                    line,
+                    format!("not readable after the error at row {bad} in the same row group"),
+                )));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// A row-decoding error in words a dataset author recognises.
+fn describe(e: &parquet::errors::ParquetError) -> String {
+    let text = e.to_string();
+    if text.contains("as String") {
+        "invalid UTF-8 in a string column".to_string()
+    } else {
+        format!("unreadable row: {text}")
+    }
+}
+
+fn cell(row: &Row, name: &str) -> Cell {
+    let Some((_, field)) = row.get_column_iter().find(|(n, _)| n.as_str() == name) else {
+        return Cell::Missing;
+    };
+    match field {
+        Field::Null => Cell::Null,
+        Field::Str(s) => Cell::Str(s.clone()),
+        Field::Bytes(b) => match std::str::from_utf8(b.data()) {
+            Ok(s) => Cell::Str(s.to_string()),
+            Err(e) => Cell::BadUtf8(e.to_string()),
+        },
+        Field::Byte(v) => Cell::Int(i64::from(*v)),
+        Field::Short(v) => Cell::Int(i64::from(*v)),
+        Field::Int(v) => Cell::Int(i64::from(*v)),
+        Field::Long(v) => Cell::Int(*v),
+        Field::UByte(v) => Cell::Int(i64::from(*v)),
+        Field::UShort(v) => Cell::Int(i64::from(*v)),
+        Field::UInt(v) => Cell::Int(i64::from(*v)),
+        Field::ULong(v) => i64::try_from(*v)
+            .map(Cell::Int)
+            .unwrap_or(Cell::Other("unsigned 64-bit integer")),
+        Field::Float(v) => Cell::Float(f64::from(*v)),
+        Field::Double(v) => Cell::Float(*v),
+        Field::Bool(_) => Cell::Other("boolean"),
+        Field::Group(_) => Cell::Other("struct"),
+        Field::ListInternal(_) => Cell::Other("list"),
+        Field::MapInternal(_) => Cell::Other("map"),
+        _ => Cell::Other("non-text value"),
+    }
+}
