@@ -84,6 +84,12 @@ pub struct StepStats {
     pub grad_norm: f64,
     /// Policy version lag of the batch (runtime-filled).
     pub version_lag: u64,
+    /// Policy version that generated the batch (filled by the runtime).
+    #[serde(default)]
+    pub policy_version: u64,
+    /// Teacher weights version that scored the batch (filled by the runtime).
+    #[serde(default)]
+    pub teacher_version: u64,
     /// Wall time per stage (runtime-filled, except `train_s`).
     pub timings: StageTimings,
 }
