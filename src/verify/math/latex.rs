@@ -2,6 +2,10 @@
 //! symbols, math delimiters, LaTeX spacing and formatting commands, degree
 //! signs, markdown emphasis.
 
+use std::sync::OnceLock;
+
+use regex::Regex;
+
 /// Index just past the brace group opening at `open` (which must be `{`),
 /// or `None` when the braces do not balance.
 pub(crate) fn brace_end(s: &str, open: usize) -> Option<usize> {
@@ -148,6 +152,15 @@ pub(crate) fn clean(s: &str) -> String {
             "operatorname",
         ],
     );
+    // Degrees inside trigonometric functions become radians: `\sin 60^\circ`.
+    if ["\\sin", "\\cos", "\\tan"].iter().any(|f| s.contains(f)) {
+        static DEG: OnceLock<Regex> = OnceLock::new();
+        let deg = DEG.get_or_init(|| {
+            Regex::new(r"(\d+(?:\.\d+)?)\s*\^\s*\{?\\circ\}?")
+                .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
+        });
+        s = deg.replace_all(&s, "($1\\pi/180)").into_owned();
+    }
     for d in DROP {
         s = s.replace(d, " ");
     }

@@ -28,6 +28,14 @@ pub(crate) enum Value {
     Set(Vec<Value>),
     /// A union of intervals.
     Union(Vec<Value>),
+    /// An equation in its variables, `y = 2x + 3`, held as `lhs - rhs`;
+    /// `solved` is the right side when the left is a lone variable.
+    Equation {
+        /// `lhs - rhs`.
+        diff: Expr,
+        /// The right side of `var = rhs`.
+        solved: Option<Expr>,
+    },
     /// Anything else, compared as normalised text.
     Text(String),
 }
@@ -282,6 +290,9 @@ fn parse_clean(s: &str) -> Value {
         return v;
     }
     // `x = 5`, `y \approx 2.3`, `x \in [1, 2]`: the answer is the last side.
+    if let Some(v) = equation(s) {
+        return v;
+    }
     for sep in ["=", "\\in"] {
         let sides = split_top(s, sep);
         if sides.len() > 1 {
@@ -292,6 +303,42 @@ fn parse_clean(s: &str) -> Value {
         }
     }
     scalar(s)
+}
+
+/// A lone variable name: `x`, `y_1`, `\theta`.
+fn is_variable(s: &str) -> bool {
+    let s = s.trim();
+    let base = s.split('_').next().unwrap_or("");
+    let one_letter = base.chars().count() == 1 && base.chars().all(char::is_alphabetic);
+    one_letter || matches!(base, "\\theta" | "\\alpha" | "\\beta" | "\\lambda")
+}
+
+/// `y = 2x + 3`, `x^2 + y^2 = 9`: an equation between expressions with
+/// variables. `x = 5` and `2 + 3 = 5` are not (their answer is the last side).
+fn equation(s: &str) -> Option<Value> {
+    let sides = split_top(s, "=");
+    let [lhs, rhs] = sides.as_slice() else {
+        return None;
+    };
+    let (l, r) = (parse_expr(lhs.trim())?, parse_expr(rhs.trim())?);
+    let mut lv = std::collections::BTreeSet::new();
+    let mut rv = std::collections::BTreeSet::new();
+    l.vars(&mut lv);
+    r.vars(&mut rv);
+    let lone = is_variable(lhs);
+    // `P(A) = 3/5`, `AB = 5`, `f(2) = 7`: a named quantity, not an equation
+    // to solve (unlike `2x = 10` or `x^2 = 4`).
+    let lhs_t = lhs.trim();
+    let named = !lhs_t.starts_with(|c: char| c.is_ascii_digit())
+        && !lhs_t.contains(['+', '-', '*', '/', '^', '\\']);
+    if rv.is_empty() && (lone || named || lv.is_empty()) {
+        return None;
+    }
+    let solved = (lone && !rv.contains(lhs.trim())).then(|| r.clone());
+    Some(Value::Equation {
+        diff: Expr::Sub(Box::new(l), Box::new(r)),
+        solved,
+    })
 }
 
 /// `0 \le x < 1`, `x > 2`, `3 \ge x`: the interval an inequality describes.
@@ -384,6 +431,22 @@ fn scalar(s: &str) -> Value {
         Some(b) => (b.trim(), true),
         None => (s, false),
     };
+    static MIXED: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let mixed = MIXED.get_or_init(|| {
+        regex::Regex::new(r"^(-?)(\d+)\s+(\d+)/(\d+)$|^(.+?)\s+[xX]\s+(10\^.+)$")
+            .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
+    });
+    if let Some(c) = mixed.captures(body) {
+        // `2 1/2` is the mixed number 2 1/2; `3 x 10^8` is a product.
+        let rewritten = match (c.get(2), c.get(5)) {
+            (Some(int), _) => format!("{}({}+{}/{})", &c[1], int.as_str(), &c[3], &c[4]),
+            (None, Some(m)) => format!("{}*{}", m.as_str(), &c[6]),
+            _ => body.to_string(),
+        };
+        if let Some(expr) = parse_expr(&rewritten) {
+            return Value::Scalar { expr, percent };
+        }
+    }
     if let Some(expr) = parse_expr(body) {
         return Value::Scalar { expr, percent };
     }
@@ -467,8 +530,59 @@ pub(crate) fn values_equal(gold: &Value, pred: &Value, rel_tol: f64) -> bool {
         (Set(gi), p) if gi.len() == 1 => values_equal(&gi[0], p, rel_tol),
         (g, Set(pi)) if pi.len() == 1 => values_equal(g, &pi[0], rel_tol),
         (Text(g), Text(p)) => g == p,
+        (Equation { diff: g, .. }, Equation { diff: p, .. }) => proportional(g, p, rel_tol),
+        // `y = 2x + 3` answers `2x + 3` and the other way round.
+        (
+            Scalar { expr: g, .. },
+            Equation {
+                solved: Some(p), ..
+            },
+        )
+        | (
+            Equation {
+                solved: Some(g), ..
+            },
+            Scalar { expr: p, .. },
+        ) => expr_equal(g, p, rel_tol),
         _ => false,
     }
+}
+
+/// Whether `g = k p` for one non-zero constant `k` (the same equation).
+fn proportional(g: &Expr, p: &Expr, rel_tol: f64) -> bool {
+    let mut vars = std::collections::BTreeSet::new();
+    g.vars(&mut vars);
+    p.vars(&mut vars);
+    let mut ratio: Option<f64> = None;
+    for k in 0..7 {
+        let env: Vec<(String, f64)> = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    v.clone(),
+                    0.37 + 0.61 * k as f64 + 1.13 * i as f64 * (k as f64 - 2.5),
+                )
+            })
+            .collect();
+        let (a, b) = (g.eval(&env), p.eval(&env));
+        if !a.is_finite() || !b.is_finite() {
+            continue;
+        }
+        if b.abs() < 1e-12 || a.abs() < 1e-12 {
+            if a.abs() < 1e-12 && b.abs() < 1e-12 {
+                continue;
+            }
+            return false;
+        }
+        let r = a / b;
+        match ratio {
+            None => ratio = Some(r),
+            Some(r0) if super::expr::close(r0, r, rel_tol.max(1e-9)) => {}
+            Some(_) => return false,
+        }
+    }
+    ratio.is_some()
 }
 
 fn seq_equal(g: &[Value], p: &[Value], rel_tol: f64) -> bool {
@@ -529,5 +643,11 @@ mod tests {
         assert!(eq(r"(2, \infty)", "x > 2"));
         assert!(eq(r"(-\infty, 3]", r"3 \geq x"));
         assert!(!eq("[0, 1]", "0 < x < 1"));
+        assert!(eq("y = 2x + 3", "2x - y + 3 = 0"));
+        assert!(eq("y = 2x + 3", "2x + 3"));
+        assert!(!eq("(x-1)^2 + y^2 = 9", "x^2 + y^2 = 9"));
+        assert!(!eq("x + y = 5", "x - y = 5"));
+        assert!(eq("x = 5", "5"));
+        assert!(eq("5", "2 + 3 = 5"));
     }
 }
