@@ -172,6 +172,13 @@ fn whole_answer(s: &str) -> Option<String> {
                 "and" | "negative" | "minus" | "sqrt" | "sin" | "cos" | "tan" | "log" | "exp"
             )
     });
+    // Short English words are prose too (`so`, `is`); `or` joins solutions.
+    static SHORT: OnceLock<Regex> = OnceLock::new();
+    let short = re(
+        &SHORT,
+        r"(?i)\b(?:so|is|it|we|to|be|as|at|by|if|of|on|an|the)\b",
+    );
+    let prose = prose || short.is_match(t);
     if prose {
         return None;
     }

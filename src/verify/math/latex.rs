@@ -108,7 +108,6 @@ const DROP: &[&str] = &[
     "\\degree",
     "\\qquad",
     "\\quad",
-    "\\!",
     "\\,",
     "\\;",
     "\\:",
@@ -117,7 +116,17 @@ const DROP: &[&str] = &[
 
 /// Clean an extracted answer into the form [`super::value`] parses.
 pub(crate) fn clean(s: &str) -> String {
-    let mut s = s.to_string();
+    // `\!` is a negative thin space: `32,\!348` is 32,348.
+    let mut s = s.replace("\\!", "");
+    // Mixed numbers with vulgar fractions: `3½` is 3 + 1/2.
+    if s.contains(['\u{00bd}', '\u{00bc}', '\u{00be}', '\u{2153}', '\u{2154}']) {
+        static MIXED: OnceLock<Regex> = OnceLock::new();
+        let mixed = MIXED.get_or_init(|| {
+            Regex::new(r"(\d+)\s*([\x{00bd}\x{00bc}\x{00be}\x{2153}\x{2154}])")
+                .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
+        });
+        s = mixed.replace_all(&s, "($1+$2)").into_owned();
+    }
     for (from, to) in UNICODE {
         s = s.replace(from, to);
     }

@@ -26,7 +26,8 @@ pub use extract::extract_final_answer;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MathConfig {
-    /// Relative tolerance of numeric equality (absolute below magnitude 1e-6).
+    /// Relative tolerance of numeric equality (floating-point noise, not
+    /// rounding: `3.14159` is not `\pi`).
     pub rel_tol: f64,
     /// Treat a gold answer that is a single letter `A`..`J` (optionally in
     /// parentheses) as a multiple-choice letter.
@@ -36,7 +37,7 @@ pub struct MathConfig {
 impl Default for MathConfig {
     fn default() -> Self {
         MathConfig {
-            rel_tol: 1e-6,
+            rel_tol: 1e-9,
             choice_letters: true,
         }
     }
