@@ -17,9 +17,10 @@
 //! Face format (config.json, model.safetensors, tokenizer files).
 
 use crate::data::char_tokenizer::{self, write_char_tokenizer, EOS_ID, PAD_ID};
+use crate::data::prompt::chat_prompt_ids;
 use crate::data::task::{extract_answer, ArithmeticTask, Problem, TaskConfig};
 use crate::error::{Error, Result};
-use crate::model::{generate, ChatMessage, Config, GenerateOptions, LoadedModel, Tokenizer};
+use crate::model::{generate, Config, GenerateOptions, LoadedModel, Tokenizer};
 use crate::policy::{Policy, PromptResponse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -215,8 +216,7 @@ pub fn base_model_config(shape: &ModelShape) -> Config {
 /// Token ids of a user prompt rendered through the tokenizer's chat template,
 /// ending with the assistant marker.
 pub fn encode_prompt(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<i64>> {
-    let text = tokenizer.apply_chat_template(&[ChatMessage::new("user", prompt)], true)?;
-    tokenizer.encode(&text, false)
+    chat_prompt_ids(tokenizer, prompt)
 }
 
 /// Train the base model, check it on held-out problems and save it.
