@@ -1,1 +1,375 @@
-//! The run configuration (TOML), assembled from each module's section.
+//! The run configuration: one TOML file describes a run.
+//!
+//! Each module owns its section's struct (`[algo]` is [`crate::rlsd::AlgoConfig`],
+//! `[optim]` is [`crate::optim::OptimConfig`], ...); this file assembles them,
+//! applies `--set key=value` overrides, and turns serde's complaints into errors
+//! that name the dotted key (`algo.lambda0`). Every struct denies unknown keys
+//! and defaults to the paper's values, so an empty file is a valid run.
+
+use crate::checkpoint::CheckpointConfig;
+use crate::data::DataConfig;
+use crate::error::{Error, Result};
+use crate::optim::OptimConfig;
+use crate::rlsd::AlgoConfig;
+use crate::verify::VerifierConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The built-in default run (`rlsd train` with no `--config`).
+pub const BUILTIN_TOML: &str = include_str!("../configs/builtin.toml");
+
+/// A whole run, as read from TOML.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Which model to train and where its parts live.
+    pub model: ModelConfig,
+    /// Prompts: a dataset file, or the built-in arithmetic task when `data.path`
+    /// is unset; also the teacher prompt template.
+    pub data: DataConfig,
+    /// How responses are rewarded.
+    pub verifier: VerifierConfig,
+    /// The credit-assignment algorithm and its constants.
+    pub algo: AlgoConfig,
+    /// AdamW and the learning-rate schedule.
+    pub optim: OptimConfig,
+    /// Sampling: batch shape and decoding settings.
+    pub rollout: RolloutConfig,
+    /// Actor runtime: steps, staleness, devices, supervision.
+    pub runtime: RuntimeConfig,
+    /// Where and how often checkpoints are written.
+    pub checkpoint: CheckpointConfig,
+}
+
+/// `[model]`: the policy's weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A Hugging Face model folder, or `builtin` for the built-in task's base model.
+    pub path: String,
+    /// Parameter dtype: `f32`, `bf16` or `f16`.
+    pub dtype: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            path: "builtin".into(),
+            dtype: "f32".into(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// The folder holding the model files (`builtin` resolves to the shipped base model).
+    pub fn resolved_path(&self) -> PathBuf {
+        if self.path == "builtin" {
+            builtin_model_dir()
+        } else {
+            PathBuf::from(&self.path)
+        }
+    }
+}
+
+/// Folder of the built-in task's base model shipped with the crate.
+pub fn builtin_model_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-arith")
+}
+
+/// `[rollout]`: what the sampler generates for each step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// Prompts per step (`B`).
+    pub batch_prompts: usize,
+    /// Responses per prompt (`G`).
+    pub group_size: usize,
+    /// Maximum generated tokens per response.
+    pub max_new_tokens: usize,
+    /// Sampling temperature (the spec trains at 1.0); the teacher scores at the same one.
+    pub temperature: f64,
+    /// Nucleus sampling mass; 1.0 disables it.
+    pub top_p: f64,
+    /// Top-k cut-off; 0 disables it.
+    pub top_k: usize,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            batch_prompts: 8,
+            group_size: 8,
+            max_new_tokens: 48,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+        }
+    }
+}
+
+/// `[runtime]`: the actor tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Training steps to run.
+    pub steps: u64,
+    /// Seed for sampling and data order.
+    pub seed: u64,
+    /// How many policy versions the sampler may run ahead of the optimizer
+    /// (0 = strictly on-policy; 1 = generation of step k+1 overlaps training of step k).
+    pub max_staleness: u64,
+    /// Refresh the teacher's weights every this many steps (1 = the live policy).
+    pub teacher_sync_interval: u64,
+    /// Device of the sampler's policy replica (`cpu`, `cuda:N`, `auto`).
+    pub sampler_device: String,
+    /// Device of the teacher replica.
+    pub teacher_device: String,
+    /// Device of the trainable policy and optimizer state.
+    pub optimizer_device: String,
+    /// Parallel verifier workers.
+    pub verifier_workers: usize,
+    /// Seconds a single verification may take before it scores 0.
+    pub verifier_timeout_s: f64,
+    /// Restarts allowed within `restart_window_s` before the run stops.
+    pub max_restarts: u32,
+    /// Window of the restart budget, in seconds.
+    pub restart_window_s: f64,
+    /// Injected failures for rehearsal, e.g. `["sampler@3", "optimizer@5:panic"]`.
+    pub faults: Vec<String>,
+    /// Folder for metrics, drawings and checkpoints of this run.
+    pub out_dir: PathBuf,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            steps: 40,
+            seed: 0,
+            max_staleness: 1,
+            teacher_sync_interval: 10,
+            sampler_device: "auto".into(),
+            teacher_device: "auto".into(),
+            optimizer_device: "auto".into(),
+            verifier_workers: 2,
+            verifier_timeout_s: 10.0,
+            max_restarts: 5,
+            restart_window_s: 60.0,
+            faults: Vec::new(),
+            out_dir: PathBuf::from("runs/default"),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Read a TOML file (or, with `None`, the built-in default run
+    /// `configs/builtin.toml`), then apply `key=value` overrides (values in
+    /// TOML syntax; bare words are taken as strings).
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
+                p.display().to_string(),
+            ),
+            None => (BUILTIN_TOML.to_string(), "configs/builtin.toml".to_string()),
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            Error::config(origin.clone(), format!("not valid TOML: {e}"))
+        })?;
+        for ov in overrides {
+            apply_override(&mut table, ov)?;
+        }
+        let cfg = Self::from_table(table, &origin)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse a TOML string (tests, embedding).
+    pub fn from_toml_str(text: &str) -> Result<Self> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            Error::config("<string>", format!("not valid TOML: {e}"))
+        })?;
+        let cfg = Self::from_table(table, "<string>")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn from_table(table: toml::Table, origin: &str) -> Result<Self> {
+        from_table(table, origin)
+    }
+
+    /// The resolved configuration as TOML (written into checkpoints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialise: {e}\n"))
+    }
+
+    /// Cross-field checks serde cannot express.
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.rollout;
+        if r.batch_prompts == 0 {
+            return Err(Error::config("rollout.batch_prompts", "must be at least 1"));
+        }
+        if r.group_size == 0 {
+            return Err(Error::config("rollout.group_size", "must be at least 1"));
+        }
+        if r.max_new_tokens == 0 {
+            return Err(Error::config(
+                "rollout.max_new_tokens",
+                "must be at least 1",
+            ));
+        }
+        if !(r.temperature > 0.0 && r.temperature.is_finite()) {
+            return Err(Error::config(
+                "rollout.temperature",
+                "must be a positive number",
+            ));
+        }
+        if !(r.top_p > 0.0 && r.top_p <= 1.0) {
+            return Err(Error::config("rollout.top_p", "must be in (0, 1]"));
+        }
+        let rt = &self.runtime;
+        if rt.teacher_sync_interval == 0 {
+            return Err(Error::config(
+                "runtime.teacher_sync_interval",
+                "must be at least 1 (1 = the live policy)",
+            ));
+        }
+        if rt.verifier_workers == 0 {
+            return Err(Error::config(
+                "runtime.verifier_workers",
+                "must be at least 1",
+            ));
+        }
+        if rt.verifier_timeout_s.is_nan() || rt.verifier_timeout_s <= 0.0 {
+            return Err(Error::config(
+                "runtime.verifier_timeout_s",
+                "must be positive",
+            ));
+        }
+        for (key, dev) in [
+            ("runtime.sampler_device", &rt.sampler_device),
+            ("runtime.teacher_device", &rt.teacher_device),
+            ("runtime.optimizer_device", &rt.optimizer_device),
+        ] {
+            crate::device::parse_device(dev).map_err(|e| Error::config(key, e.to_string()))?;
+        }
+        crate::actors::fault::FaultPlan::parse(&rt.faults)?;
+        self.algo.validate()?;
+        self.optim.validate()?;
+        crate::model::parse_kind(&self.model.dtype)
+            .map_err(|e| Error::config("model.dtype", e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Deserialize any config struct from a TOML table, naming the dotted key of
+/// the first problem.
+fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table, origin: &str) -> Result<T> {
+    let value = toml::Value::Table(table);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { origin.to_string() } else { key };
+        Error::config(key, e.inner().to_string())
+    })
+}
+
+/// Read any config struct from an optional TOML file plus `key=value`
+/// overrides (used by `rlsd pretrain`); errors name the file or dotted key.
+pub fn load_toml<T: serde::de::DeserializeOwned>(
+    path: Option<&Path>,
+    overrides: &[String],
+) -> Result<T> {
+    let (text, origin) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
+            p.display().to_string(),
+        ),
+        None => (String::new(), "<defaults>".to_string()),
+    };
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Error::config(origin.clone(), format!("not valid TOML: {e}"))
+    })?;
+    for ov in overrides {
+        apply_override(&mut table, ov)?;
+    }
+    from_table(table, &origin)
+}
+
+/// Set `a.b.c = value` in a TOML table from a `--set a.b.c=value` argument.
+fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| Error::config(spec, "an override must look like key=value"))?;
+    let key = key.trim();
+    let value = parse_value(raw.trim());
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| Error::config(key, "empty key"))?;
+    let mut cur = table;
+    for p in parts {
+        let entry = cur
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| Error::config(key, format!("`{p}` is not a table")))?;
+    }
+    cur.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let cfg = RunConfig::from_toml_str("").unwrap();
+        assert_eq!(cfg.rollout.group_size, 8);
+        assert_eq!(cfg.model.path, "builtin");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = RunConfig::from_toml_str("[algo]\nlamda0 = 0.3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lamda0"), "{err}");
+        let err = RunConfig::from_toml_str("[rollout]\ngroup_size = \"eight\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rollout.group_size"), "{err}");
+    }
+
+    #[test]
+    fn overrides_set_nested_keys() {
+        let mut t = toml::Table::new();
+        apply_override(&mut t, "rollout.group_size=4").unwrap();
+        apply_override(&mut t, "model.path=some/dir").unwrap();
+        let cfg = RunConfig::from_table(t, "x").unwrap();
+        assert_eq!(cfg.rollout.group_size, 4);
+        assert_eq!(cfg.model.path, "some/dir");
+        assert!(apply_override(&mut toml::Table::new(), "novalue").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_their_key() {
+        let err = RunConfig::from_toml_str("[runtime]\nteacher_sync_interval = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.teacher_sync_interval"), "{err}");
+        let err = RunConfig::from_toml_str("[runtime]\nsampler_device = \"tpu\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.sampler_device"), "{err}");
+    }
+}

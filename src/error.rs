@@ -84,6 +84,26 @@ pub enum Error {
     /// The actor runtime failed.
     #[error("runtime: {0}")]
     Runtime(String),
+
+    // ---- checkpoints, metrics, drawings (src/checkpoint/, src/metrics.rs, src/plot.rs)
+    /// A checkpoint file is missing, corrupt or unreadable.
+    #[error("{path}: {msg}")]
+    Checkpoint {
+        /// The file or folder at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// A metrics log line could not be written or parsed.
+    #[error("{path}:{line}: {msg}")]
+    Metrics {
+        /// The `metrics.jsonl` file.
+        path: PathBuf,
+        /// 1-based line number (0 when not about one line).
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
 }
 
 impl Error {

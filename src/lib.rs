@@ -26,6 +26,10 @@
 //! - [`pretrain`]: supervised warm-up that makes the built-in task's base model.
 //! - [`config`]: the TOML run configuration; unknown keys are errors.
 //! - [`actors`]: the six supervised actors and their messages.
+//! - [`checkpoint`]: atomic, checksummed checkpoint directories; keep-last pruning.
+//! - [`metrics`]: `metrics.jsonl` writer (resume-safe) and a tolerant reader.
+//! - [`plot`]: hand-written SVG line charts of metrics against the step.
+//! - [`inspect`]: per-token credit (`Ahat_t` vs `A`) as HTML or ANSI text.
 //!
 //! Build notes: `tch` is pinned to 0.24.0 (libtorch 2.11.0), provisioned by
 //! `scripts/setup.sh`; `build.rs` embeds an rpath so binaries run without
@@ -34,13 +38,17 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod actors;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod inspect;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod policy;
 pub mod pretrain;
 pub mod rlsd;

@@ -1,1 +1,412 @@
-//! AdamW with checkpointable state.
+//! AdamW on tch tensors, with state that checkpoints by name.
+//!
+//! The update is PyTorch's `torch.optim.AdamW` (decoupled weight decay):
+//!
+//! ```text
+//! p   <- p * (1 - lr * wd)
+//! m   <- b1 m + (1 - b1) g            v <- b2 v + (1 - b2) g^2
+//! p   <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+//! ```
+//!
+//! Moments are kept in f32 whatever the parameter dtype. A bf16 / f16
+//! parameter also gets an f32 master copy that takes the update and is rounded
+//! into the parameter, so that updates far below the parameter's precision
+//! (lr 1e-6 on bf16 weights) accumulate instead of vanishing. A parameter with
+//! no gradient this step is left alone (no decay either), as in PyTorch.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{nn, Kind, Tensor};
+
+/// Shape of the learning rate over steps (see [`crate::rlsd::lr_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// `lr` after the warm-up.
+    #[default]
+    Constant,
+    /// Linear decay from `lr` to `min_lr_ratio * lr` at `total_steps`.
+    Linear,
+    /// Cosine decay from `lr` to `min_lr_ratio * lr` at `total_steps`.
+    Cosine,
+}
+
+/// Optimiser and train-step settings (the `[optim]` TOML section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Peak learning rate (paper: 1e-6 for an 8B model).
+    pub lr: f64,
+    /// Adam `beta1`.
+    pub beta1: f64,
+    /// Adam `beta2`.
+    pub beta2: f64,
+    /// Adam `eps`.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// Gradient-norm clip (global L2 norm); 0 disables clipping.
+    pub max_grad_norm: f64,
+    /// Linear learning-rate warm-up steps (0 = none).
+    pub warmup_steps: u64,
+    /// Learning-rate schedule after the warm-up.
+    pub lr_schedule: LrSchedule,
+    /// Last step of a decaying schedule.
+    pub total_steps: u64,
+    /// Floor of a decaying schedule, as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Responses per forward/backward pass; gradients accumulate over the
+    /// batch (0 = the whole batch at once).
+    pub micro_batch_size: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            lr: 1e-6,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            warmup_steps: 0,
+            lr_schedule: LrSchedule::Constant,
+            total_steps: 0,
+            min_lr_ratio: 0.0,
+            micro_batch_size: 0,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Check value ranges; the error names the key (`optim.<field>`).
+    pub fn validate(&self) -> Result<()> {
+        let check = |ok: bool, key: &str, msg: &str| -> Result<()> {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::config(format!("optim.{key}"), msg))
+            }
+        };
+        check(
+            self.lr.is_finite() && self.lr >= 0.0,
+            "lr",
+            "must be finite and >= 0",
+        )?;
+        check(
+            (0.0..1.0).contains(&self.beta1),
+            "beta1",
+            "must lie in [0, 1)",
+        )?;
+        check(
+            (0.0..1.0).contains(&self.beta2),
+            "beta2",
+            "must lie in [0, 1)",
+        )?;
+        check(
+            self.eps > 0.0 && self.eps.is_finite(),
+            "eps",
+            "must be finite and > 0",
+        )?;
+        check(
+            self.weight_decay >= 0.0 && self.weight_decay.is_finite(),
+            "weight_decay",
+            "must be finite and >= 0",
+        )?;
+        check(
+            self.max_grad_norm >= 0.0 && self.max_grad_norm.is_finite(),
+            "max_grad_norm",
+            "must be finite and >= 0",
+        )?;
+        check(
+            (0.0..=1.0).contains(&self.min_lr_ratio),
+            "min_lr_ratio",
+            "must lie in [0, 1]",
+        )?;
+        check(
+            self.lr_schedule == LrSchedule::Constant || self.total_steps > self.warmup_steps,
+            "total_steps",
+            "a decaying lr_schedule needs total_steps > warmup_steps",
+        )?;
+        Ok(())
+    }
+}
+
+/// First and second moments of one parameter, and its f32 master copy when
+/// the parameter itself is lower precision.
+#[derive(Debug)]
+struct Moments {
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    master: Option<Tensor>,
+}
+
+/// Whether a parameter of this dtype gets an f32 master copy.
+fn needs_master(kind: Kind) -> bool {
+    matches!(kind, Kind::BFloat16 | Kind::Half)
+}
+
+/// AdamW over the trainable variables of a [`nn::VarStore`], keyed by name.
+#[derive(Debug)]
+pub struct AdamW {
+    /// Trainable parameters, sorted by name (shallow clones sharing storage).
+    params: Vec<(String, Tensor)>,
+    /// Moments, parallel to `params`; created on first use.
+    moments: Vec<Option<Moments>>,
+    /// Number of updates taken (Adam's `t`).
+    step: u64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl AdamW {
+    /// An optimiser for every variable of `vs` that requires grad. It keeps
+    /// handles to those tensors: load new weights into them in place
+    /// (`VarStore::copy`, `Tensor::copy_`), not by replacing them.
+    pub fn new(vs: &nn::VarStore, cfg: &OptimConfig) -> Self {
+        let mut params: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let moments = params.iter().map(|_| None).collect();
+        AdamW {
+            params,
+            moments,
+            step: 0,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        }
+    }
+
+    /// Re-read the f32 master copies of bf16 / f16 parameters from the
+    /// parameters themselves. Call it after overwriting the weights of a
+    /// policy that has already taken steps (otherwise the next step would
+    /// write the stale master copy back).
+    pub fn sync_masters_from_params(&mut self) -> Result<()> {
+        for ((_, p), slot) in self.params.iter().zip(self.moments.iter_mut()) {
+            if let Some(m) = slot {
+                if m.master.is_some() {
+                    m.master = Some(p.detach().f_to_kind(Kind::Float)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Updates taken so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Names of the parameters this optimiser updates, sorted.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Reset every gradient to zero.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// Global L2 norm of all gradients (f64; NaN/inf if any gradient is).
+    pub fn grad_norm(&self) -> Result<f64> {
+        let mut norms = Vec::with_capacity(self.params.len());
+        for (_, p) in &self.params {
+            let g = p.grad();
+            if g.defined() {
+                norms.push(g.f_to_kind(Kind::Double)?.f_norm()?);
+            }
+        }
+        if norms.is_empty() {
+            return Ok(0.0);
+        }
+        // One device sync for all parameters.
+        Ok(f64::try_from(Tensor::f_stack(&norms, 0)?.f_norm()?)?)
+    }
+
+    /// Scale gradients so their global norm is at most `max_norm` (no-op for
+    /// `max_norm <= 0`); returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f64) -> Result<f64> {
+        let norm = self.grad_norm()?;
+        if max_norm > 0.0 && norm.is_finite() && norm > max_norm {
+            let scale = max_norm / (norm + 1e-6);
+            tch::no_grad(|| -> Result<()> {
+                for (_, p) in &self.params {
+                    let mut g = p.grad();
+                    if g.defined() {
+                        let _ = g.f_mul_scalar_(scale)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(norm)
+    }
+
+    /// One AdamW update with learning rate `lr` from the current gradients.
+    pub fn step(&mut self, lr: f64) -> Result<()> {
+        self.step += 1;
+        let t = self.step as i32;
+        let bc1 = 1.0 - self.beta1.powi(t);
+        let bc2 = 1.0 - self.beta2.powi(t);
+        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
+        tch::no_grad(|| -> Result<()> {
+            for ((_, p), slot) in self.params.iter_mut().zip(self.moments.iter_mut()) {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let g = g.f_to_kind(Kind::Float)?;
+                if slot.is_none() {
+                    let master = if needs_master(p.kind()) {
+                        Some(p.detach().f_to_kind(Kind::Float)?)
+                    } else {
+                        None
+                    };
+                    *slot = Some(Moments {
+                        exp_avg: g.zeros_like(),
+                        exp_avg_sq: g.zeros_like(),
+                        master,
+                    });
+                }
+                let Some(m) = slot.as_mut() else { continue };
+                let _ = m
+                    .exp_avg
+                    .f_mul_scalar_(b1)?
+                    .f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
+                let _ = m
+                    .exp_avg_sq
+                    .f_mul_scalar_(b2)?
+                    .f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?;
+                let denom = m
+                    .exp_avg_sq
+                    .f_sqrt()?
+                    .f_div_scalar(bc2.sqrt())?
+                    .f_add_scalar(eps)?;
+                let update = m.exp_avg.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
+                match &mut m.master {
+                    Some(master) => {
+                        let _ = master.f_mul_scalar_(1.0 - lr * wd)?.f_sub_(&update)?;
+                        p.f_copy_(master)?;
+                    }
+                    None => {
+                        let new = p
+                            .f_to_kind(Kind::Float)?
+                            .f_mul_scalar(1.0 - lr * wd)?
+                            .f_sub(&update)?;
+                        p.f_copy_(&new.f_to_kind(p.kind())?)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The state as named tensors: `step` (i64 scalar), `exp_avg.<param>` and
+    /// `exp_avg_sq.<param>` for every parameter that has moments, and
+    /// `master.<param>` for the f32 master copies of bf16 / f16 parameters.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![("step".to_string(), Tensor::from(self.step as i64))];
+        for ((name, _), slot) in self.params.iter().zip(&self.moments) {
+            if let Some(m) = slot {
+                out.push((format!("exp_avg.{name}"), m.exp_avg.detach().copy()));
+                out.push((format!("exp_avg_sq.{name}"), m.exp_avg_sq.detach().copy()));
+                if let Some(master) = &m.master {
+                    out.push((format!("master.{name}"), master.detach().copy()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Restore from [`AdamW::state_tensors`]. Errors name a missing `step`, a
+    /// moment for an unknown parameter, or a moment of the wrong shape.
+    pub fn load_state_tensors(&mut self, tensors: &[(String, Tensor)]) -> Result<()> {
+        let find = |key: &str| tensors.iter().find(|(n, _)| n == key).map(|(_, t)| t);
+        let step = find("step")
+            .ok_or_else(|| Error::InvalidInput("optimizer state has no `step` tensor".into()))?;
+        let step = i64::try_from(step)?;
+        let known: std::collections::HashSet<&str> =
+            self.params.iter().map(|(n, _)| n.as_str()).collect();
+        for (n, _) in tensors {
+            let p = n
+                .strip_prefix("exp_avg.")
+                .or_else(|| n.strip_prefix("exp_avg_sq."))
+                .or_else(|| n.strip_prefix("master."));
+            if let Some(p) = p {
+                if !known.contains(p) {
+                    return Err(Error::InvalidInput(format!(
+                        "optimizer state has `{n}` for a parameter the model does not have"
+                    )));
+                }
+            }
+        }
+        let mut moments = Vec::with_capacity(self.params.len());
+        for (name, p) in &self.params {
+            let m = find(&format!("exp_avg.{name}"));
+            let v = find(&format!("exp_avg_sq.{name}"));
+            moments.push(match (m, v) {
+                (Some(m), Some(v)) => {
+                    let master = find(&format!("master.{name}"));
+                    for (key, t) in [
+                        ("exp_avg", Some(m)),
+                        ("exp_avg_sq", Some(v)),
+                        ("master", master),
+                    ] {
+                        let Some(t) = t else { continue };
+                        if t.size() != p.size() {
+                            return Err(Error::ShapeMismatch {
+                                name: format!("{key}.{name}"),
+                                expected: p.size(),
+                                got: t.size(),
+                            });
+                        }
+                    }
+                    // A state saved without a master copy (or from an f32 run)
+                    // starts the master from the current parameter.
+                    let master = match (needs_master(p.kind()), master) {
+                        (false, _) => None,
+                        (true, Some(t)) => Some(t.f_to_kind(Kind::Float)?.f_to_device(p.device())?),
+                        (true, None) => Some(p.detach().f_to_kind(Kind::Float)?),
+                    };
+                    Some(Moments {
+                        exp_avg: m.f_to_kind(Kind::Float)?.f_to_device(p.device())?,
+                        exp_avg_sq: v.f_to_kind(Kind::Float)?.f_to_device(p.device())?,
+                        master,
+                    })
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(Error::InvalidInput(format!(
+                        "optimizer state for `{name}` has only one of exp_avg / exp_avg_sq"
+                    )))
+                }
+            });
+        }
+        self.moments = moments;
+        self.step = u64::try_from(step).unwrap_or(0);
+        Ok(())
+    }
+
+    /// Write the state to a safetensors file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let tensors = self.state_tensors();
+        Tensor::write_safetensors(&tensors, path.as_ref())?;
+        Ok(())
+    }
+
+    /// Read the state from a safetensors file written by [`AdamW::save`].
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let tensors = Tensor::read_safetensors(path.as_ref())?;
+        self.load_state_tensors(&tensors)
+    }
+}

@@ -1,1 +1,95 @@
-//! `StepStats`: what one training step reports.
+//! `StepStats`: what one training step reports (RLSD-SPEC.md, "Quantities
+//! worth logging"). The train step fills the loss and credit fields; the
+//! runtime fills rewards, accuracy, version lag and stage timings.
+
+use serde::{Deserialize, Serialize};
+
+/// Wall time of each pipeline stage for one step, in seconds (runtime-filled).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageTimings {
+    /// Sampling responses.
+    pub generate_s: f64,
+    /// Verifying responses.
+    pub verify_s: f64,
+    /// Teacher scoring pass(es).
+    pub teacher_s: f64,
+    /// Advantages and token credit.
+    pub credit_s: f64,
+    /// Forward, backward and optimizer update.
+    pub train_s: f64,
+    /// Time the optimizer waited for a batch.
+    pub idle_s: f64,
+}
+
+/// Everything one training step reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    /// Step number (from 1), as given by the caller.
+    pub step: u64,
+    /// Algorithm name (`grpo`, `rlsd`, `opsd`, `cepo`).
+    pub algo: String,
+    /// True when this step was skipped (non-finite input, loss or gradient).
+    pub skipped: bool,
+    /// Why the step was skipped.
+    pub skip_reason: Option<String>,
+    /// Steps skipped so far by this trainer (this one included).
+    pub skipped_steps: u64,
+    /// Total loss that was back-propagated.
+    pub loss: f64,
+    /// The clipped-surrogate part of the loss.
+    pub pg_loss: f64,
+    /// Aggregated k3 KL to the reference (0 when off).
+    pub kl: f64,
+    /// Mean policy entropy over response tokens.
+    pub entropy: f64,
+    /// Mean reward of the batch (runtime-filled).
+    pub reward_mean: f64,
+    /// Fraction of responses judged correct (runtime-filled).
+    pub accuracy: f64,
+    /// Responses in the batch.
+    pub num_responses: usize,
+    /// Response tokens in the batch.
+    pub num_tokens: usize,
+    /// Mean response length in tokens.
+    pub response_len_mean: f64,
+    /// Longest response in tokens.
+    pub response_len_max: usize,
+    /// Lambda used for this step.
+    pub lambda: f64,
+    /// Learning rate used for this step.
+    pub lr: f64,
+    /// Mean of the sequence advantages `A_i`.
+    pub adv_mean: f64,
+    /// Mean of `|A_i|`.
+    pub adv_abs_mean: f64,
+    /// Mean of `Ahat_t` over response tokens.
+    pub ahat_mean: f64,
+    /// Mean of `|Ahat_t|` over response tokens.
+    pub ahat_abs_mean: f64,
+    /// Mean of `delta_t` over response tokens (0 without a teacher).
+    pub delta_mean: f64,
+    /// Mean of `|delta_t|` over response tokens.
+    pub delta_abs_mean: f64,
+    /// Mean raw token weight `w_t` (rlsd / cepo).
+    pub weight_mean: f64,
+    /// Fraction of response tokens whose `w_t` was clipped (paper: 3-6%).
+    pub weight_clip_frac: f64,
+    /// Mean PPO ratio over response tokens.
+    pub ratio_mean: f64,
+    /// Fraction of response tokens where the PPO clip was active.
+    pub ratio_clip_frac: f64,
+    /// Fraction of response tokens where the dual clip was active.
+    pub dual_clip_frac: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Policy version lag of the batch (runtime-filled).
+    pub version_lag: u64,
+    /// Policy version that generated the batch (filled by the runtime).
+    #[serde(default)]
+    pub policy_version: u64,
+    /// Teacher weights version that scored the batch (filled by the runtime).
+    #[serde(default)]
+    pub teacher_version: u64,
+    /// Wall time per stage (runtime-filled, except `train_s`).
+    pub timings: StageTimings,
+}

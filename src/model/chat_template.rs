@@ -28,7 +28,7 @@ impl ChatMessage {
 }
 
 /// A compiled chat template.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
     /// The Jinja source, kept for saving.

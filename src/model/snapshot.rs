@@ -14,7 +14,32 @@ pub struct WeightSnapshot {
     pub tensors: Vec<(String, Tensor)>,
 }
 
+impl WeightSnapshot {
+    /// An independent copy (the optimizer keeps one to re-send after a restart).
+    pub fn deep_copy(&self) -> Result<WeightSnapshot> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), t.f_detach_copy()?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WeightSnapshot {
+            version: self.version,
+            tensors,
+        })
+    }
+}
+
 impl LoadedModel {
+    /// A replica of this model on `device`: same config, tokenizer, dtype and
+    /// weights (deep copies).
+    pub fn replicate(&self, device: tch::Device) -> Result<LoadedModel> {
+        let mut m = LoadedModel::random(self.config.clone(), device, 0)?;
+        m.vs.set_kind(self.lm.kind());
+        m.tokenizer = self.tokenizer.clone();
+        m.load_snapshot(&self.snapshot(0)?)?;
+        Ok(m)
+    }
+
     /// Deep copies of every parameter, detached from autograd, tagged `version`.
     pub fn snapshot(&self, version: u64) -> Result<WeightSnapshot> {
         let mut tensors = self

@@ -17,6 +17,7 @@ const TOKENIZER_FILES: [&str; 4] = [
 ];
 
 /// Text <-> token ids, chat formatting and special ids.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     chat_template: Option<ChatTemplate>,

@@ -1,0 +1,92 @@
+//! Verifier pool: scores every response of a batch on up to
+//! `verifier_workers` blocking threads at once. A verification that panics or
+//! runs past `verifier_timeout_s` scores 0 with the reason recorded; it never
+//! stops the run.
+
+use super::ctx::Ctx;
+use super::fault::Role;
+use super::messages::{TeacherMsg, VerifierMsg};
+use super::stages::{apply_verdict, verify_one};
+use crate::verify::Verdict;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// The verifier actor.
+#[derive(Debug)]
+pub struct VerifierPool;
+
+/// Verifier state.
+#[derive(Debug)]
+pub struct VerifierState {
+    ctx: Arc<Ctx>,
+    /// Bounds concurrent verifications.
+    workers: Arc<Semaphore>,
+}
+
+impl Actor for VerifierPool {
+    type Msg = VerifierMsg;
+    type State = VerifierState;
+    type Arguments = Arc<Ctx>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        ctx: Arc<Ctx>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let workers = Arc::new(Semaphore::new(ctx.cfg.runtime.verifier_workers));
+        Ok(VerifierState { ctx, workers })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let VerifierMsg::Verify(mut batch) = msg;
+        let ctx = st.ctx.clone();
+        ctx.faults.check(Role::Verifier, batch.plan.step)?;
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs_f64(ctx.cfg.runtime.verifier_timeout_s);
+        let mut tasks = Vec::with_capacity(batch.samples.len());
+        for s in &batch.samples {
+            let permit = st.workers.clone().acquire_owned().await?;
+            let verifier = ctx.verifier.clone();
+            let ex = batch.plan.examples[s.group].clone();
+            let text = s.response_text.clone();
+            tasks.push(tokio::spawn(async move {
+                let job = tokio::task::spawn_blocking(move || {
+                    let v = verify_one(verifier.as_ref(), &ex, &text);
+                    drop(permit);
+                    v
+                });
+                match tokio::time::timeout(timeout, job).await {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => Verdict {
+                        reward: 0.0,
+                        correct: false,
+                        reason: format!("verifier task failed: {e}"),
+                    },
+                    Err(_) => Verdict {
+                        reward: 0.0,
+                        correct: false,
+                        reason: format!("verifier timed out after {:.1}s", timeout.as_secs_f64()),
+                    },
+                }
+            }));
+        }
+        for (s, t) in batch.samples.iter_mut().zip(tasks) {
+            let v = t.await.unwrap_or_else(|e| Verdict {
+                reward: 0.0,
+                correct: false,
+                reason: format!("verifier task failed: {e}"),
+            });
+            apply_verdict(s, v);
+        }
+        batch.timings.verify_s = t0.elapsed().as_secs_f64();
+        ctx.send(|p| p.teacher.clone(), TeacherMsg::Score(batch));
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! The `command` verifier: an external process judges each response.
+//!
+//! Protocol (one process per response, documented in docs/VERIFIERS.md):
+//! stdin receives one JSON object
+//! `{"id", "prompt", "answer", "privileged", "response"}` and is then closed;
+//! the process writes one JSON object `{"reward": <number>, "correct": <bool,
+//! optional>, "reason": <string, optional>}` to stdout and exits 0. A failure
+//! to start, a non-zero exit, a reply that is not such JSON, a non-finite
+//! reward, or running past `timeout_ms` scores 0 with the cause as the reason;
+//! the process (and its process group) is killed on timeout.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Verdict, Verifier};
+use crate::data::Example;
+use crate::{Error, Result};
+
+/// Settings of the `command` verifier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandConfig {
+    /// Program to run (looked up in `PATH` when it has no slash).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// Wall-clock limit per response, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for CommandConfig {
+    fn default() -> Self {
+        CommandConfig {
+            program: String::new(),
+            args: Vec::new(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Verifier that delegates to an external process.
+#[derive(Debug, Clone)]
+pub struct CommandVerifier {
+    cfg: CommandConfig,
+}
+
+/// What the process must print.
+#[derive(Debug, Deserialize)]
+struct Reply {
+    reward: f64,
+    correct: Option<bool>,
+    reason: Option<String>,
+}
+
+/// Most bytes read from the process's stdout or stderr.
+const MAX_OUTPUT: u64 = 1 << 20;
+
+impl CommandVerifier {
+    /// Check the settings; the program itself is only run per response.
+    pub fn new(cfg: CommandConfig) -> Result<Self> {
+        if cfg.program.trim().is_empty() {
+            return Err(Error::config("verifier.command.program", "empty program"));
+        }
+        if cfg.timeout_ms == 0 {
+            return Err(Error::config("verifier.command.timeout_ms", "must be > 0"));
+        }
+        Ok(CommandVerifier { cfg })
+    }
+
+    fn spawn(&self) -> std::io::Result<Child> {
+        let mut cmd = Command::new(&self.cfg.program);
+        cmd.args(&self.cfg.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group, so a timeout can kill what it started too.
+            cmd.process_group(0);
+        }
+        cmd.spawn()
+    }
+
+    fn run(&self, input: String) -> Verdict {
+        let mut child = match self.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Verdict::wrong(format!(
+                    "command `{}` failed to start: {e}",
+                    self.cfg.program
+                ))
+            }
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            // A process that exits without reading its input is not an error here.
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(input.as_bytes());
+            });
+        }
+        let stdout = collect(child.stdout.take());
+        let stderr = collect(child.stderr.take());
+        let timeout = Duration::from_millis(self.cfg.timeout_ms);
+        let start = Instant::now();
+        let mut nap = Duration::from_millis(1);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if start.elapsed() >= timeout => {
+                    kill(&mut child);
+                    return Verdict::wrong(format!("timed out after {} ms", self.cfg.timeout_ms));
+                }
+                Ok(None) => {
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    kill(&mut child);
+                    return Verdict::wrong(format!("waiting for command failed: {e}"));
+                }
+            }
+        };
+        // The pipes close when the process exits, unless a child of it holds them.
+        let grace = timeout.saturating_sub(start.elapsed()) + Duration::from_millis(100);
+        let out = stdout.recv_timeout(grace).unwrap_or_default();
+        if !status.success() {
+            let err = stderr
+                .recv_timeout(Duration::from_millis(100))
+                .unwrap_or_default();
+            let tail: String = err.trim().chars().rev().take(200).collect();
+            let tail: String = tail.chars().rev().collect();
+            return Verdict::wrong(format!("command exited with {status}: {tail}"));
+        }
+        parse_reply(&out)
+    }
+}
+
+fn collect<R: Read + Send + 'static>(pipe: Option<R>) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    if let Some(pipe) = pipe {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.take(MAX_OUTPUT).read_to_end(&mut buf);
+            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
+        });
+    }
+    rx
+}
+
+fn kill(child: &mut Child) {
+    #[cfg(unix)]
+    {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            // SAFETY: kill(2) with a negative pid signals the process group the
+            // child leads (set by `process_group(0)`); no memory is involved.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn parse_reply(out: &str) -> Verdict {
+    let text = out.trim();
+    // The whole output, or else its last line (so a checker may log above it).
+    let reply: Option<Reply> = serde_json::from_str(text).ok().or_else(|| {
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .and_then(|l| serde_json::from_str(l.trim()).ok())
+    });
+    let Some(reply) = reply else {
+        let shown: String = text.chars().take(80).collect();
+        return Verdict::wrong(format!("command reply is not the expected JSON: `{shown}`"));
+    };
+    if !reply.reward.is_finite() {
+        return Verdict::wrong(format!("command reward is not finite: {}", reply.reward));
+    }
+    Verdict {
+        reward: reply.reward as f32,
+        correct: reply.correct.unwrap_or(reply.reward >= 1.0),
+        reason: reply.reason.unwrap_or_else(|| "command".to_string()),
+    }
+}
+
+impl Verifier for CommandVerifier {
+    fn verify(&self, example: &Example, response: &str) -> Verdict {
+        let input = serde_json::json!({
+            "id": example.id,
+            "prompt": example.prompt,
+            "answer": example.answer,
+            "privileged": example.privileged,
+            "response": response,
+        });
+        self.run(input.to_string())
+    }
+}
