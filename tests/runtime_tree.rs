@@ -37,15 +37,17 @@ fn config(
 /// Rewards `(characters mod 3) / 2`: varied enough on the tiny model that
 /// every step has non-zero advantages (so the weights really move).
 #[derive(Debug)]
-struct LengthMod3;
+/// Reward from the byte sum mod 3: spread enough over a group that every step has
+/// a non-zero advantage, whatever the base model writes.
+struct ByteSumMod3;
 
-impl Verifier for LengthMod3 {
+impl Verifier for ByteSumMod3 {
     fn verify(&self, _example: &Example, response: &str) -> Verdict {
-        let r = (response.chars().count() % 3) as f32 / 2.0;
+        let r = (response.bytes().map(u64::from).sum::<u64>() % 3) as f32 / 2.0;
         Verdict {
             reward: r,
             correct: r == 1.0,
-            reason: "length mod 3".into(),
+            reason: "byte sum mod 3".into(),
         }
     }
 }
@@ -84,7 +86,7 @@ fn whole_tree_runs_every_algorithm() {
 fn staleness_zero_matches_the_sequential_loop_exactly() {
     let (cfg, _dir) = config("rlsd", 3, 0, &[]);
     let report = runtime()
-        .block_on(Runtime::builder(cfg.clone()).verifier(LengthMod3).run())
+        .block_on(Runtime::builder(cfg.clone()).verifier(ByteSumMod3).run())
         .unwrap();
     assert!(!report.failed, "{}", report.reason);
     assert!(
@@ -102,7 +104,7 @@ fn staleness_zero_matches_the_sequential_loop_exactly() {
         &cfg,
         policy,
         teacher,
-        &LengthMod3,
+        &ByteSumMod3,
         source.as_mut(),
         &template,
     )

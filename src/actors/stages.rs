@@ -6,13 +6,12 @@
 
 use super::messages::{Batch, Sample, StepPlan};
 use crate::config::RolloutConfig;
+use crate::data::prompt::student_prompt_ids;
 use crate::data::Example;
 use crate::data::TeacherPrompt;
 use crate::error::Error;
 use crate::error::Result;
-use crate::model::{
-    generate, token_logprobs, ChatMessage, GenerateOptions, LoadedModel, Tokenizer,
-};
+use crate::model::{generate, token_logprobs, GenerateOptions, LoadedModel, Tokenizer};
 use crate::policy::PromptResponse;
 use crate::rlsd::{cepo_negatives, group_advantages, AlgoConfig};
 use crate::stats::StepStats;
@@ -37,22 +36,6 @@ pub fn tokenizer_of(model: &LoadedModel) -> Result<&Tokenizer> {
     })
 }
 
-/// A user message through the chat template (or plain encoding when the
-/// tokenizer has no template), ending where the assistant's answer starts.
-pub fn encode_user_message(tok: &Tokenizer, text: &str) -> Result<Vec<i64>> {
-    if tok.has_chat_template() {
-        let rendered = tok.apply_chat_template(&[ChatMessage::new("user", text)], true)?;
-        tok.encode(&rendered, false)
-    } else {
-        tok.encode(text, true)
-    }
-}
-
-/// The student's prompt: the question through the model's chat template.
-pub fn student_prompt_ids(tok: &Tokenizer, ex: &Example) -> Result<Vec<i64>> {
-    encode_user_message(tok, &ex.prompt)
-}
-
 /// The teacher's prompt: the question with the privileged text inserted.
 pub fn teacher_prompt_ids(
     tok: &Tokenizer,
@@ -64,7 +47,7 @@ pub fn teacher_prompt_ids(
         privileged: privileged.to_string(),
         ..ex.clone()
     };
-    encode_user_message(tok, &template.render(&shown))
+    template.ids(tok, &shown)
 }
 
 /// Sampler: `G` responses for each of the plan's prompts, prompt-major.
