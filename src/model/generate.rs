@@ -131,7 +131,8 @@ pub fn generate(
             .f_view([b_i, w_i])?
             .f_to_device(device)?;
         let positions = positions_from_mask(&mask)?;
-        let mut cache = lm.new_cache(w_i + opts.max_new_tokens as i64);
+        // Sized for the whole run, up to 4096 new positions (it grows beyond).
+        let mut cache = lm.new_cache(w_i + (opts.max_new_tokens as i64).min(4096));
         let mut logits = lm.forward(&ids, &positions, padded.then_some(&mask), &mut cache)?;
         let mut pos = positions.f_narrow(1, w_i - 1, 1)?; // [rows, 1]
                                                           // Batch row -> prompt index; finished rows are dropped from the batch.
