@@ -116,6 +116,50 @@ fn greedy_continuations_match_transformers_one_by_one_and_batched() -> Result<()
 }
 
 #[test]
+fn rows_stopping_early_do_not_disturb_the_others() -> Result<()> {
+    for name in MODELS {
+        let g = golden(name);
+        let m = LoadedModel::load(&dir(name), Device::Cpu, Kind::Float)?;
+        let prompts: Vec<Vec<i64>> = g["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| ids(&p["ids"]))
+            .collect();
+        let full: Vec<Vec<i64>> = g["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| ids(&p["greedy"]))
+            .collect();
+        // Make the 4th greedy token of prompt 0 a stop token: row 0 stops there,
+        // every row stops at its first occurrence, the rest run on unchanged.
+        let stop = full[0][3];
+        let want: Vec<Vec<i64>> = full
+            .iter()
+            .map(|f| match f.iter().position(|&t| t == stop) {
+                Some(i) => f[..=i].to_vec(),
+                None => f.clone(),
+            })
+            .collect();
+        let got = generate(
+            &m.lm,
+            &prompts,
+            &greedy(12, vec![stop]),
+            &mut StdRng::seed_from_u64(0),
+        )?;
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(&g.tokens, w, "{name}: early stop");
+            assert_eq!(g.stopped_on_eos, w.last() == Some(&stop));
+            assert_eq!(g.logprobs.len(), g.tokens.len());
+        }
+        // Row 0 stopped early while another row ran to the limit.
+        assert!(got[0].tokens.len() <= 4 && got.iter().any(|g| g.tokens.len() == 12));
+    }
+    Ok(())
+}
+
+#[test]
 fn left_padded_forward_equals_unpadded() -> Result<()> {
     let m = LoadedModel::load(&dir("qwen3"), Device::Cpu, Kind::Float)?;
     let seqs: [&[i64]; 3] = [&[5, 9, 17, 3, 44, 8, 2], &[12, 7], &[60, 61, 62, 63]];
@@ -184,7 +228,8 @@ fn sampled_logprobs_equal_token_logprobs() -> Result<()> {
             temperature: 0.7,
             top_k: 20,
             top_p: 0.95,
-            eos_ids: m.eos_ids(),
+            // Extra stop tokens so that rows finish at different steps.
+            eos_ids: [m.eos_ids(), (3..13).collect()].concat(),
             ..Default::default()
         };
         let mut rng = StdRng::seed_from_u64(11);

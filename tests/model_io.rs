@@ -242,6 +242,10 @@ fn snapshots_are_deep_copies_that_load_back() -> Result<()> {
     // ...and loading it restores the outputs exactly.
     m.load_snapshot(&snap)?;
     assert!(m.lm.forward_all(&x, None)?.equal(&before));
+    // An empty model (no init) becomes the same model by loading the snapshot.
+    let mut replica = LoadedModel::empty(Config::tiny(), Device::Cpu)?;
+    replica.load_snapshot(&snap)?;
+    assert!(replica.lm.forward_all(&x, None)?.equal(&before));
     // A snapshot of another shape is refused with the tensor's name.
     let other = LoadedModel::random(
         Config {

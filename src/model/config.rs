@@ -283,6 +283,11 @@ impl Config {
                 return Err(bad(format!("unsupported hidden_act {act:?} (only silu)")));
             }
         }
+        if boolean("use_sliding_window", false)? {
+            return Err(bad(
+                "use_sliding_window = true is not supported (full attention only)".into(),
+            ));
+        }
         let attention_bias = boolean("attention_bias", false)?;
         let eos_token_id = match obj.get("eos_token_id") {
             None | Some(Value::Null) => vec![],
@@ -302,7 +307,8 @@ impl Config {
             rope_theta,
             rope_scaling,
             max_position_embeddings: int("max_position_embeddings")?.unwrap_or(4096),
-            tie_word_embeddings: boolean("tie_word_embeddings", arch == Arch::Qwen2)?,
+            // transformers' default is false for all three config classes.
+            tie_word_embeddings: boolean("tie_word_embeddings", false)?,
             qkv_bias: arch == Arch::Qwen2 || attention_bias,
             o_bias: arch != Arch::Qwen2 && attention_bias,
             mlp_bias: boolean("mlp_bias", false)?,
@@ -452,10 +458,16 @@ mod tests {
     #[test]
     fn arch_specific_flags() {
         let q2 = parse(&format!(
-            r#"{{"architectures": ["Qwen2ForCausalLM"], {BASE}}}"#
+            r#"{{"architectures": ["Qwen2ForCausalLM"], {BASE}, "tie_word_embeddings": true}}"#
         ))
         .unwrap();
         assert!(q2.qkv_bias && !q2.o_bias && !q2.qk_norm && q2.tie_word_embeddings);
+        let e = parse(&format!(
+            r#"{{"architectures": ["Qwen2ForCausalLM"], {BASE}, "use_sliding_window": true}}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("use_sliding_window"), "{e}");
         let q3 = parse(&format!(
             r#"{{"model_type": "qwen3", {BASE}, "head_dim": 32}}"#
         ))

@@ -4,7 +4,8 @@
 //! in the same column; positions restart at 0 on each row's first real token
 //! (`cumsum(mask) - 1`) and padding is masked out, so a row's tokens do not
 //! depend on the other rows. Generation stops per row on an EOS id (which is
-//! kept, with its log-prob) or after `max_new_tokens`.
+//! kept, with its log-prob) or after `max_new_tokens`; finished rows leave the
+//! batch (their cache rows are dropped) so they cost nothing afterwards.
 
 use super::sampling::{sample_next, SamplingParams};
 use super::transformer::{positions_from_mask, CausalLm};
@@ -130,36 +131,46 @@ pub fn generate(
             .f_view([b_i, w_i])?
             .f_to_device(device)?;
         let positions = positions_from_mask(&mask)?;
-        let mut cache = lm.new_cache(w_i + opts.max_new_tokens as i64);
+        // Sized for the whole run, up to 4096 new positions (it grows beyond).
+        let mut cache = lm.new_cache(w_i + (opts.max_new_tokens as i64).min(4096));
         let mut logits = lm.forward(&ids, &positions, padded.then_some(&mask), &mut cache)?;
-        let mut pos = positions.f_narrow(1, w_i - 1, 1)?; // [B, 1]
-        let ones = Tensor::f_ones([b_i, 1], (Kind::Int64, device))?;
-        let mut done = vec![false; b];
+        let mut pos = positions.f_narrow(1, w_i - 1, 1)?; // [rows, 1]
+                                                          // Batch row -> prompt index; finished rows are dropped from the batch.
+        let mut active: Vec<usize> = (0..b).collect();
 
         for step in 0..opts.max_new_tokens {
             let (next, lp) = sample_next(&logits, &params, rng)?;
             let next_v: Vec<i64> = Vec::try_from(&next.f_to_device(tch::Device::Cpu)?)?;
             let lp_v: Vec<f32> = Vec::try_from(&lp.f_to_device(tch::Device::Cpu)?)?;
-            for r in 0..b {
-                if done[r] {
-                    continue;
-                }
-                out[r].tokens.push(next_v[r]);
-                out[r].logprobs.push(lp_v[r]);
-                if eos.contains(&next_v[r]) {
-                    out[r].stopped_on_eos = true;
-                    done[r] = true;
+            let mut keep = Vec::with_capacity(active.len());
+            for (row, &i) in active.iter().enumerate() {
+                out[i].tokens.push(next_v[row]);
+                out[i].logprobs.push(lp_v[row]);
+                if eos.contains(&next_v[row]) {
+                    out[i].stopped_on_eos = true;
+                } else {
+                    keep.push(row as i64);
                 }
             }
-            if done.iter().all(|&d| d) || step + 1 == opts.max_new_tokens {
+            if keep.is_empty() || step + 1 == opts.max_new_tokens {
                 break;
             }
-            // Finished rows keep decoding (their outputs are ignored) so shapes stay fixed.
+            let mut step_ids = next.f_view([-1, 1])?;
+            if keep.len() < active.len() {
+                let rows = Tensor::from_slice(&keep).f_to_device(device)?;
+                cache.select_rows(&rows)?;
+                step_ids = step_ids.f_index_select(0, &rows)?;
+                pos = pos.f_index_select(0, &rows)?;
+                if padded {
+                    mask = mask.f_index_select(0, &rows)?;
+                }
+                active = keep.iter().map(|&r| active[r as usize]).collect();
+            }
             pos = pos.f_add_scalar(1)?;
             if padded {
+                let ones = Tensor::f_ones([active.len() as i64, 1], (Kind::Int64, device))?;
                 mask = Tensor::f_cat(&[&mask, &ones], 1)?;
             }
-            let step_ids = next.f_view([b_i, 1])?;
             logits = lm.forward(&step_ids, &pos, padded.then_some(&mask), &mut cache)?;
         }
         Ok(())

@@ -100,6 +100,16 @@ impl KvCache {
         Ok((kb.f_narrow(2, 0, needed)?, vb.f_narrow(2, 0, needed)?))
     }
 
+    /// Keep only the batch rows `rows` (int64 indices, in the new order): used
+    /// to drop finished sequences from a generation batch.
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        for (kb, vb) in self.layers.iter_mut().flatten() {
+            *kb = kb.f_index_select(0, rows)?;
+            *vb = vb.f_index_select(0, rows)?;
+        }
+        Ok(())
+    }
+
     /// Mark `t` more positions as written; called once per forward, after all layers.
     pub fn advance(&mut self, t: i64) {
         self.len += t;

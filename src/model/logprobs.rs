@@ -79,11 +79,13 @@ pub fn score_responses(
     let ids = Tensor::from_slice(&ids)
         .f_view([b, s as i64])?
         .f_to_device(device)?;
-    let logits = lm.forward_all(&ids, None)?; // [B, S, V]
+    let hidden = lm.hidden_all(&ids, None)?; // [B, S, H]
+    let width = hidden.size()[2];
     let index = Tensor::from_slice(&index)
         .f_view([b, l, 1])?
         .f_to_device(device)?;
-    let picked = logits.f_gather(1, &index.f_expand([b, l, vocab], false)?, false)?; // [B, L, V]
+    // Only the positions that predict response tokens go through the head.
+    let picked = lm.head(&hidden.f_gather(1, &index.f_expand([b, l, width], false)?, false)?)?; // [B, L, V]
     let logp = picked
         .f_to_kind(Kind::Float)?
         .f_div_scalar(temperature)?

@@ -62,10 +62,9 @@ impl LoadedModel {
     /// matrices; ones for norms; zeros for biases), independent of torch's
     /// global RNG and of the device.
     pub fn random(config: Config, device: Device, seed: u64) -> Result<LoadedModel> {
-        let vs = nn::VarStore::new(device);
-        let lm = CausalLm::new(&vs.root(), &config)?;
+        let model = LoadedModel::empty(config, device)?;
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let mut vars: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| -> Result<()> {
             for (name, var) in vars {
@@ -79,6 +78,14 @@ impl LoadedModel {
             }
             Ok(())
         })?;
+        Ok(model)
+    }
+
+    /// A float32 model whose matrices are zero (norm scales one), with no
+    /// random init: the cheap start for a replica that will load a snapshot.
+    pub fn empty(config: Config, device: Device) -> Result<LoadedModel> {
+        let vs = nn::VarStore::new(device);
+        let lm = CausalLm::new(&vs.root(), &config)?;
         Ok(LoadedModel {
             vs,
             lm,

@@ -119,20 +119,27 @@ impl CausalLm {
     /// never attended to. Right padding needs no mask (causal attention never
     /// looks ahead), so `None` is right for right-padded or unpadded batches.
     pub fn forward_all(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let hidden = self.hidden_all(ids, attention_mask)?;
+        self.head(&hidden)
+    }
+
+    /// The final-norm hidden states `[B, T, hidden]` of [`CausalLm::forward_all`],
+    /// before the output head; [`CausalLm::head`] maps any subset of them to
+    /// logits (scoring uses this to skip the head on prompt positions).
+    pub fn hidden_all(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t) = self.check_ids(ids)?;
-        let hidden = match attention_mask {
+        match attention_mask {
             None => {
                 let pos =
                     Tensor::f_arange(t, (Kind::Int64, self.device))?.f_expand([b, t], true)?;
-                self.hidden(ids, &pos, AttnMask::Causal, None)?
+                self.hidden(ids, &pos, AttnMask::Causal, None)
             }
             Some(mask) => {
                 let pos = positions_from_mask(mask)?;
                 let m = attention_bool_mask(mask, t)?;
-                self.hidden(ids, &pos, AttnMask::Explicit(&m), None)?
+                self.hidden(ids, &pos, AttnMask::Explicit(&m), None)
             }
-        };
-        self.head(&hidden)
+        }
     }
 
     /// One cached step: run `ids [B, T]` at `positions [B, T]` after the
@@ -192,7 +199,8 @@ impl CausalLm {
         self.norm.forward(&x)
     }
 
-    fn head(&self, hidden: &Tensor) -> Result<Tensor> {
+    /// Logits `[.., V]` of final-norm hidden states `[.., hidden]` (tied or untied head).
+    pub fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => Ok(hidden.f_linear::<Tensor>(&self.embed_tokens, None)?),
