@@ -119,9 +119,9 @@ impl MathVerifier {
             value::Value::Text(word) if !word.is_empty() && how == "short response" => {
                 let said = latex::normalize_words(&answer);
                 // "Monday or Tuesday", "not Monday": no credit for hedging.
-                let hedged = said
-                    .iter()
-                    .any(|w| matches!(w.as_str(), "or" | "not" | "isn" | "no" | "never"));
+                let hedged = said.iter().any(|w| {
+                    w != word && matches!(w.as_str(), "or" | "not" | "isn" | "no" | "never")
+                });
                 if said.iter().any(|w| w == word) && !hedged {
                     return Verdict::correct(format!("{how}: says `{word}`"));
                 }
@@ -211,6 +211,7 @@ mod tests {
         assert!(v.judge("Monday", "It is on Monday.").correct);
         assert!(!v.judge("Monday", "Monday or Tuesday.").correct);
         assert!(!v.judge("Monday", "It is not Monday.").correct);
+        assert!(v.judge("no", "No, it is not.").correct);
     }
 
     #[test]
