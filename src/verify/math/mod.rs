@@ -122,7 +122,8 @@ impl MathVerifier {
                 let hedged = said.iter().any(|w| {
                     w != word && matches!(w.as_str(), "or" | "not" | "isn" | "no" | "never")
                 });
-                if said.iter().any(|w| w == word) && !hedged {
+                let leads = said.first() == Some(word) && !said.iter().any(|w| w == "or");
+                if leads || (said.iter().any(|w| w == word) && !hedged) {
                     return Verdict::correct(format!("{how}: says `{word}`"));
                 }
             }
