@@ -271,3 +271,28 @@ fn huge_or_deeply_nested_answers_are_handled() {
     let shallow = format!("\\boxed{{{}1{}}}", "(".repeat(10), ")".repeat(10));
     assert!(v.judge("1", &shallow).correct);
 }
+
+#[test]
+fn choice_answers_use_the_options_in_the_prompt() {
+    let v = build("");
+    let mc = |answer: &str| Example {
+        id: "mc".into(),
+        prompt: "What is 6 * 3?\n(A) 12 (B) 15 (C) 18 (D) 21".into(),
+        answer: answer.into(),
+        privileged: answer.into(),
+    };
+    // Gold letter, response gives the content.
+    assert!(v.verify(&mc("C"), "6 * 3 = 18").correct);
+    assert!(!v.verify(&mc("C"), "6 * 3 = 15").correct);
+    assert!(!v.verify(&mc("C"), "6 * 3 = 19").correct);
+    // Gold content, response gives the letter.
+    assert!(v.verify(&mc("18"), "The answer is (C).").correct);
+    assert!(!v.verify(&mc("18"), "The answer is (B).").correct);
+    // A response that lists every option without choosing earns nothing.
+    assert!(
+        !v.verify(&mc("C"), "It could be (A), (B), (C) or (D).")
+            .correct
+    );
+    // Without options in the prompt a bare letter stays a letter.
+    assert!(!v.verify(&ex("18"), "C").correct);
+}

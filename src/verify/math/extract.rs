@@ -9,14 +9,14 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use super::latex::{brace_end, clean};
+use super::latex::brace_end;
 use super::value::{parse_value, Value};
 use super::words::is_number_word;
 
 /// How an answer was found; reported in the verdict's reason.
 pub(crate) type Method = &'static str;
 
-fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
+pub(crate) fn re(cell: &'static OnceLock<Regex>, pattern: &str) -> &'static Regex {
     cell.get_or_init(|| Regex::new(pattern).unwrap_or_else(|e| unreachable!("bad regex: {e}")))
 }
 
@@ -137,7 +137,7 @@ fn answer_tail(tail: &str) -> Option<String> {
     (!head.is_empty()).then(|| head.to_string())
 }
 
-fn phrase_answer(s: &str) -> Option<String> {
+pub(crate) fn phrase_answer(s: &str) -> Option<String> {
     let plain = s.replace("**", "");
     let m = phrase_re().find_iter(&plain).last()?;
     answer_tail(&plain[m.end()..])
@@ -304,75 +304,6 @@ pub fn extract_final_answer(response: &str) -> Option<String> {
     extract(response).map(|(a, _)| a)
 }
 
-fn choice_re() -> &'static Regex {
-    static CELL: OnceLock<Regex> = OnceLock::new();
-    re(
-        &CELL,
-        r"^(?:(?i:option|choice)\s*)?[(\[]?([A-J])[)\]]?(?:[.:)]|\s|$)",
-    )
-}
-
-/// A multiple-choice letter written alone: `C`, `(C)`, `C.`, `\text{(C)}`.
-pub(crate) fn parse_choice(gold: &str) -> Option<char> {
-    let g = clean(gold);
-    let g = g.trim();
-    let caps = choice_re().captures(g)?;
-    let letter = caps.get(1)?;
-    // Only the letter and its brackets: `C) 42` is not a bare gold letter.
-    let rest = g[caps.get(0)?.end()..].trim();
-    rest.is_empty().then(|| letter.as_str().chars().next())?
-}
-
-fn leading_choice(s: &str) -> Option<char> {
-    let c = clean(s);
-    let caps = choice_re().captures(c.trim())?;
-    caps.get(1)?.as_str().chars().next()
-}
-
-/// The option letter a response chose, if it names one.
-pub(crate) fn extract_choice(response: &str) -> Option<char> {
-    if let Some(b) = last_boxed(response) {
-        return leading_choice(&b);
-    }
-    if let Some(a) = phrase_answer(response) {
-        if let Some(c) = leading_choice(&a) {
-            return Some(c);
-        }
-    }
-    static IS_RIGHT: OnceLock<Regex> = OnceLock::new();
-    let is_right = re(
-        &IS_RIGHT,
-        r"\(([A-J])\)\s+is\s+(?:the\s+)?(?:right|correct|best|true)\b",
-    );
-    if let Some(c) = is_right.captures_iter(response).last() {
-        return c.get(1)?.as_str().chars().next();
-    }
-    // A lone letter in either case: `e`, `(e)`, `E.`.
-    let bare = response
-        .trim()
-        .trim_end_matches('.')
-        .trim_start_matches('(')
-        .trim_end_matches(')');
-    if bare.len() == 1 && bare.chars().all(|c| c.is_ascii_alphabetic()) {
-        let c = bare.chars().next()?.to_ascii_uppercase();
-        return ('A'..='J').contains(&c).then_some(c);
-    }
-    static OPTION: OnceLock<Regex> = OnceLock::new();
-    let option = re(&OPTION, r"(?i:option|choice)\s*\(?([A-J])\b");
-    if let Some(c) = option.captures_iter(response).last() {
-        return c.get(1)?.as_str().chars().next();
-    }
-    if let Some(c) = leading_choice(response.trim()) {
-        if response.trim().len() <= 80 {
-            return Some(c);
-        }
-    }
-    static PAREN: OnceLock<Regex> = OnceLock::new();
-    let paren = re(&PAREN, r"\(([A-J])\)");
-    let c = paren.captures_iter(response).last()?;
-    c.get(1)?.as_str().chars().next()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,16 +331,5 @@ mod tests {
         let prose =
             "There is nothing to compute here, and no number appears anywhere in this long reply.";
         assert_eq!(extract_final_answer(prose), None);
-    }
-
-    #[test]
-    fn choices() {
-        assert_eq!(parse_choice("(C)"), Some('C'));
-        assert_eq!(parse_choice("C"), Some('C'));
-        assert_eq!(parse_choice("42"), None);
-        assert_eq!(extract_choice("The answer is (B)."), Some('B'));
-        assert_eq!(extract_choice(r"\boxed{D}"), Some('D'));
-        assert_eq!(extract_choice("A"), Some('A'));
-        assert_eq!(extract_choice("I pick option C because"), Some('C'));
     }
 }

@@ -2,13 +2,15 @@
 //! whether it equals the gold answer as a grader would.
 //!
 //! - [`extract`]: where the answer is (`\boxed`, `####`, "the answer is",
-//!   a bare answer, the last number or number words), and multiple-choice letters.
+//!   a bare answer, the last number or number words).
+//! - [`choice`]: multiple-choice letters, and the options a prompt lists.
 //! - [`latex`]: clean-up of Unicode symbols, delimiters and LaTeX formatting.
 //! - [`value`]: scalars, tuples, intervals, sets and text, and their equality.
 //! - [`relation`]: equations and inequalities as answers.
 //! - [`expr`]: the scalar expression parser and numeric evaluator.
 //! - [`words`]: English number words.
 
+mod choice;
 mod expr;
 mod extract;
 mod latex;
@@ -75,18 +77,27 @@ impl MathVerifier {
 
     /// Judge a whole response against a gold answer string.
     pub fn judge(&self, gold: &str, response: &str) -> Verdict {
+        self.judge_with_prompt(gold, "", response)
+    }
+
+    /// Judge a response, reading multiple-choice options from the prompt:
+    /// an answer given as an option's content counts as that option's letter.
+    pub fn judge_with_prompt(&self, gold: &str, prompt: &str, response: &str) -> Verdict {
         if self.cfg.choice_letters {
-            if let Some(letter) = extract::parse_choice(gold) {
-                return match extract::extract_choice(response) {
-                    Some(c) if c == letter => Verdict::correct(format!("chose ({c})")),
-                    Some(c) => Verdict::wrong(format!("chose ({c}), gold ({letter})")),
-                    None => Verdict::wrong("no option letter found"),
-                };
+            if let Some(letter) = choice::parse_choice(gold) {
+                return self.judge_choice(letter, prompt, response);
             }
         }
-        let Some((answer, how)) = extract::extract(response) else {
+        let Some((mut answer, how)) = extract::extract(response) else {
             return Verdict::wrong("no final answer found");
         };
+        // A bare letter answering a gold that is an option's content.
+        if let Some(letter) = choice::parse_choice(&answer) {
+            let options = choice::prompt_options(prompt);
+            if let Some((_, text)) = options.iter().find(|(l, _)| *l == letter) {
+                answer = text.clone();
+            }
+        }
         let shown = shorten(&answer);
         if self.answers_equal(gold, &answer) {
             return Verdict::correct(format!("{how}: `{shown}` equals gold"));
@@ -107,13 +118,49 @@ impl MathVerifier {
             // A word answer stated in a sentence: "The meeting is on Monday."
             value::Value::Text(word) if !word.is_empty() && how == "short response" => {
                 let said = latex::normalize_words(&answer);
-                if said.iter().any(|w| w == word) {
+                // "Monday or Tuesday", "not Monday": no credit for hedging.
+                let hedged = said.iter().any(|w| {
+                    w != word && matches!(w.as_str(), "or" | "not" | "isn" | "no" | "never")
+                });
+                let leads = said.first() == Some(word) && !said.iter().any(|w| w == "or");
+                if leads || (said.iter().any(|w| w == word) && !hedged) {
                     return Verdict::correct(format!("{how}: says `{word}`"));
                 }
             }
             _ => {}
         }
         Verdict::wrong(format!("{how}: `{shown}` != gold `{}`", shorten(gold)))
+    }
+}
+
+impl MathVerifier {
+    fn judge_choice(&self, letter: char, prompt: &str, response: &str) -> Verdict {
+        if let Some(c) = choice::extract_choice(response) {
+            return if c == letter {
+                Verdict::correct(format!("chose ({c})"))
+            } else {
+                Verdict::wrong(format!("chose ({c}), gold ({letter})"))
+            };
+        }
+        // No letter: maybe the response gave an option's content instead.
+        let options = choice::prompt_options(prompt);
+        if let Some((answer, _)) = extract::extract(response) {
+            let hits: Vec<char> = options
+                .iter()
+                .filter(|(_, text)| !text.is_empty() && self.answers_equal(text, &answer))
+                .map(|(l, _)| *l)
+                .collect();
+            if let [only] = hits.as_slice() {
+                return if *only == letter {
+                    Verdict::correct(format!("answered option ({only})'s content"))
+                } else {
+                    Verdict::wrong(format!(
+                        "answered option ({only})'s content, gold ({letter})"
+                    ))
+                };
+            }
+        }
+        Verdict::wrong("no option letter found")
     }
 }
 
@@ -140,7 +187,7 @@ fn shorten(s: &str) -> String {
 
 impl Verifier for MathVerifier {
     fn verify(&self, example: &Example, response: &str) -> Verdict {
-        self.judge(&example.answer, response)
+        self.judge_with_prompt(&example.answer, &example.prompt, response)
     }
 }
 
@@ -162,6 +209,10 @@ mod tests {
         assert!(!v.judge("C", "The answer is (B).").correct);
         assert!(v.judge("#### 10000", r"$10\,000$").correct);
         assert!(!v.judge("5", "I don't know.").correct);
+        assert!(v.judge("Monday", "It is on Monday.").correct);
+        assert!(!v.judge("Monday", "Monday or Tuesday.").correct);
+        assert!(!v.judge("Monday", "It is not Monday.").correct);
+        assert!(v.judge("no", "No, it is not.").correct);
     }
 
     #[test]
