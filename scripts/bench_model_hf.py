@@ -45,28 +45,30 @@ def main():
               temperature=1.0, top_k=0, top_p=1.0, pad_token_id=0, eos_token_id=None)
     with torch.no_grad():
         model.generate(prompts, **kw)
-        times = []
+        times, cpu = [], []
         for _ in range(a.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             out = model.generate(prompts, **kw)
             sync(a.device)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             assert out.shape == (BATCH, PROMPT + NEW), out.shape
     gen_s = statistics.median(times)
 
     model.train(False)
     ids = torch.randint(0, vocab, (BATCH, TRAIN_T), device=a.device)
     half = TRAIN_T // 2
-    fb = []
+    fb, fb_cpu = [], []
     for i in range(a.repeats + 1):
         model.zero_grad(set_to_none=False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         logits = model(ids).logits[:, half - 1:-1]
         lp = torch.log_softmax(logits.float(), -1).gather(-1, ids[:, half:, None]).sum()
         lp.backward()
         sync(a.device)
         if i > 0:
             fb.append(time.perf_counter() - t0)
+            fb_cpu.append(time.process_time() - c0)
     print(json.dumps({
         "transformers_version": __import__("transformers").__version__,
         "torch_version": torch.__version__,
@@ -74,6 +76,8 @@ def main():
         "generate_seconds": gen_s,
         "generate_tokens_per_s": BATCH * NEW / gen_s,
         "forward_backward_seconds": statistics.median(fb),
+        "generate_cpu_seconds": statistics.median(cpu),
+        "forward_backward_cpu_seconds": statistics.median(fb_cpu),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
     }))
 

@@ -68,6 +68,36 @@ fn bench_config() -> Config {
     }
 }
 
+/// CPU seconds (user + system) used by this process so far, from
+/// `/proc/self/stat` (clock ticks of 1/100 s). With one intra-op thread this
+/// is the work done, unaffected by other processes taking the cores.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Wall-clock and CPU seconds since `start`.
+struct Stopwatch {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Stopwatch {
+    fn start() -> Stopwatch {
+        Stopwatch {
+            wall: Instant::now(),
+            cpu: cpu_seconds(),
+        }
+    }
+    fn stop(&self) -> (f64, f64) {
+        (self.wall.elapsed().as_secs_f64(), cpu_seconds() - self.cpu)
+    }
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
@@ -84,7 +114,7 @@ fn peak_rss_mib() -> Option<f64> {
 /// Seconds the generation workload spends in its weight matmuls alone (the
 /// same `linear` calls on random inputs: prefill of 64 x 16 tokens, then 47
 /// steps of 64 tokens), a floor no implementation in float32 gets under.
-fn matmul_floor(model: &LoadedModel, device: Device, repeats: usize) -> Result<f64> {
+fn matmul_floor(model: &LoadedModel, device: Device, repeats: usize) -> Result<(f64, f64)> {
     let vars = model.vs.variables();
     let mut weights = vec![];
     for l in 0..model.config.num_hidden_layers {
@@ -110,18 +140,20 @@ fn matmul_floor(model: &LoadedModel, device: Device, repeats: usize) -> Result<f
         let x = tch::Tensor::ones([BATCH as i64, head.size()[1]], (Kind::Float, device));
         let _ = x.linear::<tch::Tensor>(&head, None);
     };
-    let mut times = vec![];
+    let (mut wall, mut cpu) = (vec![], vec![]);
     for i in 0..=repeats {
-        let t0 = Instant::now();
+        let sw = Stopwatch::start();
         run((BATCH * PROMPT) as i64);
         for _ in 1..NEW {
             run(BATCH as i64);
         }
         if i > 0 {
-            times.push(t0.elapsed().as_secs_f64());
+            let (w, c) = sw.stop();
+            wall.push(w);
+            cpu.push(c);
         }
     }
-    Ok(median(times))
+    Ok((median(wall), median(cpu)))
 }
 
 fn main() -> Result<()> {
@@ -149,22 +181,25 @@ fn main() -> Result<()> {
     };
     // Warm-up, then timed runs.
     generate(&model.lm, &prompts, &opts, &mut rng)?;
-    let mut gen_times = vec![];
+    let (mut gen_times, mut gen_cpu) = (vec![], vec![]);
     for _ in 0..repeats {
-        let t0 = Instant::now();
+        let sw = Stopwatch::start();
         let out = generate(&model.lm, &prompts, &opts, &mut rng)?;
         if device.is_cuda() {
             tch::Cuda::synchronize(0);
         }
-        gen_times.push(t0.elapsed().as_secs_f64());
+        let (w, c) = sw.stop();
+        gen_times.push(w);
+        gen_cpu.push(c);
         anyhow::ensure!(
             out.iter().all(|g| g.tokens.len() == NEW),
             "a row stopped early"
         );
     }
     let gen_s = median(gen_times);
+    let gen_cpu_s = median(gen_cpu);
     let gen_tok_s = (BATCH * NEW) as f64 / gen_s;
-    let floor_s = matmul_floor(&model, device, repeats)?;
+    let (floor_s, floor_cpu_s) = matmul_floor(&model, device, repeats)?;
 
     let batch: Vec<PromptResponse> = (0..BATCH)
         .map(|_| PromptResponse {
@@ -172,7 +207,7 @@ fn main() -> Result<()> {
             response: (0..TRAIN_T / 2).map(|_| rng.random_range(0..64)).collect(),
         })
         .collect();
-    let mut fb_times = vec![];
+    let (mut fb_times, mut fb_cpu) = (vec![], vec![]);
     for i in 0..=repeats {
         model.vs.variables().values().for_each(|v| {
             let mut g = v.grad();
@@ -180,28 +215,38 @@ fn main() -> Result<()> {
                 let _ = g.zero_();
             }
         });
-        let t0 = Instant::now();
+        let sw = Stopwatch::start();
         let scores = model.response_scores(&batch, 1.0)?;
         scores.logprobs.sum(Kind::Float).backward();
         if device.is_cuda() {
             tch::Cuda::synchronize(0);
         }
         if i > 0 {
-            fb_times.push(t0.elapsed().as_secs_f64());
+            let (w, c) = sw.stop();
+            fb_times.push(w);
+            fb_cpu.push(c);
         }
     }
     let fb_s = median(fb_times);
+    let fb_cpu_s = median(fb_cpu);
     let rust = json!({
         "generate_seconds": gen_s,
         "generate_tokens_per_s": gen_tok_s,
         "forward_backward_seconds": fb_s,
         "peak_rss_mib": peak_rss_mib(),
+        "generate_cpu_seconds": gen_cpu_s,
+        "forward_backward_cpu_seconds": fb_cpu_s,
         "generate_matmul_floor_seconds": floor_s,
+        "generate_matmul_floor_cpu_seconds": floor_cpu_s,
         "generate_matmul_floor_tokens_per_s": (BATCH * NEW) as f64 / floor_s,
     });
-    println!("rlsd:         generate {gen_tok_s:8.0} tok/s ({gen_s:.3} s)   fwd+bwd {fb_s:.4} s");
     println!(
-        "matmul floor: generate {:8.0} tok/s ({floor_s:.3} s): the weight matmuls alone",
+        "rlsd:         generate {gen_tok_s:6.0} tok/s ({gen_s:.3} s wall, {gen_cpu_s:.2} s cpu)   \
+         fwd+bwd {fb_s:.3} s wall, {fb_cpu_s:.2} s cpu"
+    );
+    println!(
+        "matmul floor: generate {:6.0} tok/s ({floor_s:.3} s wall, {floor_cpu_s:.2} s cpu): \
+         the weight matmuls alone",
         (BATCH * NEW) as f64 / floor_s
     );
 
@@ -239,13 +284,22 @@ fn main() -> Result<()> {
             .context("transformers side printed no JSON")?;
         let hf_tok_s = hf["generate_tokens_per_s"].as_f64().unwrap_or(f64::NAN);
         let hf_fb = hf["forward_backward_seconds"].as_f64().unwrap_or(f64::NAN);
+        let num = |k: &str| hf[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "transformers: generate {hf_tok_s:8.0} tok/s ({:.3} s)   fwd+bwd {hf_fb:.4} s",
-            hf["generate_seconds"].as_f64().unwrap_or(f64::NAN)
+            "transformers: generate {hf_tok_s:6.0} tok/s ({:.3} s wall, {:.2} s cpu)   \
+             fwd+bwd {hf_fb:.3} s wall, {:.2} s cpu",
+            num("generate_seconds"),
+            num("generate_cpu_seconds"),
+            num("forward_backward_cpu_seconds")
         );
         let gen_ratio = gen_tok_s / hf_tok_s;
         let fb_ratio = hf_fb / fb_s;
-        println!("ratio (rlsd / transformers): generate {gen_ratio:.2}x (target >= 2), fwd+bwd speed {fb_ratio:.2}x (target >= 1)");
+        let gen_cpu_ratio = num("generate_cpu_seconds") / gen_cpu_s;
+        let fb_cpu_ratio = num("forward_backward_cpu_seconds") / fb_cpu_s;
+        println!(
+            "speed-up rlsd vs transformers (wall / cpu): generate {gen_ratio:.2}x / \
+             {gen_cpu_ratio:.2}x (target >= 2), fwd+bwd {fb_ratio:.2}x / {fb_cpu_ratio:.2}x (target >= 1)"
+        );
         println!(
             "peak RSS MiB: rlsd {:.0}, transformers {:.0}",
             rust["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),

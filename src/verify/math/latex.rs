@@ -187,6 +187,92 @@ pub(crate) fn clean(s: &str) -> String {
         .to_string()
 }
 
+/// Remove thousands separators (`,` or a space) from digit groups such as
+/// `10,000`, `1 234 567` or `12,345.5`; leaves `1,2` and `(3, 4)` alone.
+pub(crate) fn strip_thousands(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_number = chars[i].is_ascii_digit()
+            && (i == 0 || !(chars[i - 1].is_ascii_digit() || chars[i - 1] == '.'));
+        if starts_number {
+            let mut j = i;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            let lead = j - i;
+            let mut groups = Vec::new();
+            let mut k = j;
+            while let Some(&sep) = chars.get(k) {
+                let same_sep = groups.is_empty() || sep == chars[groups[0]];
+                let group_ok = k + 4 <= chars.len()
+                    && chars[k + 1..k + 4].iter().all(|c| c.is_ascii_digit())
+                    && !chars.get(k + 4).is_some_and(|c| c.is_ascii_digit());
+                if !(sep == ',' || sep == ' ') || !same_sep || !group_ok {
+                    break;
+                }
+                groups.push(k);
+                k += 4;
+            }
+            if (1..=3).contains(&lead) && !groups.is_empty() {
+                for (idx, c) in chars.iter().enumerate().take(k).skip(i) {
+                    if !groups.contains(&idx) {
+                        out.push(*c);
+                    }
+                }
+                i = k;
+                continue;
+            }
+            out.extend(&chars[i..j]);
+            i = j;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Drop a trailing unit or word list: `5 cm`, `12 apples`, `3 km/h`, `40 m^2`.
+pub(crate) fn strip_units(s: &str) -> Option<&str> {
+    let bytes = s.as_bytes();
+    let mut end = s.len();
+    // Walk back over letters, spaces, `/`, `^` and exponent digits that follow a letter.
+    while end > 0 {
+        let c = bytes[end - 1];
+        let exponent_digit = c.is_ascii_digit() && end >= 2 && bytes[end - 2] == b'^';
+        if c.is_ascii_alphabetic() || c == b' ' || c == b'/' || c == b'^' || exponent_digit {
+            end -= if exponent_digit { 2 } else { 1 };
+        } else {
+            break;
+        }
+    }
+    let head = s[..end].trim_end();
+    let tail = s[end..].trim();
+    let letters = tail.chars().filter(|c| c.is_ascii_alphabetic()).count();
+    (!head.is_empty() && letters >= 2).then_some(head)
+}
+
+/// Rewrite repeating decimals `0.\overline{3}`, `1.2\overline{45}` as exact
+/// fractions `(N/D)`.
+pub(crate) fn repeating_decimals(s: &str) -> String {
+    static RE: OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(r"(\d*)\.(\d*)\\overline\{(\d{1,9})\}")
+            .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
+    });
+    re.replace_all(s, |c: &regex::Captures<'_>| {
+        let (int, fixed, rep) = (&c[1], &c[2], &c[3]);
+        // x = int.fixed(rep)... = (int fixed rep - int fixed) / ((10^|rep| - 1) 10^|fixed|)
+        let all: f64 = format!("{int}{fixed}{rep}").parse().unwrap_or(f64::NAN);
+        let head: f64 = format!("0{int}{fixed}").parse().unwrap_or(f64::NAN);
+        let den = (10f64.powi(rep.len() as i32) - 1.0) * 10f64.powi(fixed.len() as i32);
+        format!("(({})/({}))", all - head, den)
+    })
+    .into_owned()
+}
+
 /// Canonical form of a textual answer: lowercase, no spaces or final period.
 pub(crate) fn normalize_text(s: &str) -> String {
     clean(s)

@@ -5,12 +5,14 @@
 //!   a bare answer, the last number or number words), and multiple-choice letters.
 //! - [`latex`]: clean-up of Unicode symbols, delimiters and LaTeX formatting.
 //! - [`value`]: scalars, tuples, intervals, sets and text, and their equality.
+//! - [`relation`]: equations and inequalities as answers.
 //! - [`expr`]: the scalar expression parser and numeric evaluator.
 //! - [`words`]: English number words.
 
 mod expr;
 mod extract;
 mod latex;
+mod relation;
 mod value;
 mod words;
 
