@@ -24,7 +24,11 @@ fn make_base_model() {
         Ok(out) => PathBuf::from(out),
         Err(_) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-arith"),
     };
-    let report = pretrain(&cfg).unwrap();
+    let mut report = pretrain(&cfg).unwrap();
+    // Record the folder relative to the repository, not this machine's path.
+    if let Ok(rel) = report.out_dir.strip_prefix(env!("CARGO_MANIFEST_DIR")) {
+        report.out_dir = rel.to_path_buf();
+    }
     let json = serde_json::to_string_pretty(&report).unwrap();
     println!("{json}");
     std::fs::write(cfg.out_dir.join("pretrain_report.json"), json + "\n").unwrap();
