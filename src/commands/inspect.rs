@@ -38,6 +38,8 @@ pub struct InspectedResponse {
     pub group: usize,
     /// The response text (special tokens skipped).
     pub text: String,
+    /// The response's token ids.
+    pub response_ids: Vec<i64>,
     /// Each response token decoded on its own.
     pub tokens: Vec<String>,
     /// Verifier reward.
@@ -175,6 +177,7 @@ pub fn inspect_step(
         out.push(InspectedResponse {
             group: s.group,
             text: s.response_text.clone(),
+            response_ids: s.response_ids.clone(),
             tokens,
             reward: s.reward,
             correct: s.correct,
