@@ -265,10 +265,10 @@ pub fn render_page(ins: &Inspection, title: &str) -> Result<String> {
     let mut style = String::new();
     let mut sections = String::new();
     for (g, ex) in ins.examples.iter().enumerate() {
-        let _ = write!(
+        let _ = writeln!(
             sections,
             "<section class=\"prompt\"><h2>Prompt {} <span class=\"id\">{}</span></h2>\
-             <pre class=\"q\">{}</pre><p>reference answer: <code>{}</code></p>\n",
+             <pre class=\"q\">{}</pre><p>reference answer: <code>{}</code></p>",
             g + 1,
             xml_escape(&ex.id),
             xml_escape(&ex.prompt),
@@ -309,12 +309,12 @@ pub fn render_page(ins: &Inspection, title: &str) -> Result<String> {
         style,
         xml_escape(title)
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<table><tr><td>algorithm</td><td><b>{}</b></td></tr><tr><td>step</td><td>{}</td></tr>\
          <tr><td>lambda</td><td>{:.4}</td></tr><tr><td>eps_w</td><td>{}</td></tr>\
          <tr><td>prompts x responses</td><td>{} x {}</td></tr>\
-         <tr><td>accuracy</td><td>{:.3}</td></tr><tr><td>mean reward</td><td>{:.3}</td></tr></table>\n",
+         <tr><td>accuracy</td><td>{:.3}</td></tr><tr><td>mean reward</td><td>{:.3}</td></tr></table>",
         xml_escape(&ins.algo),
         ins.step,
         ins.lambda,
