@@ -303,7 +303,7 @@ pub fn render_page(ins: &Inspection, title: &str) -> Result<String> {
          section.prompt{{border-top:3px solid #444;margin-top:28px}}\
          pre.q{{background:#f4f4f4;padding:8px;white-space:pre-wrap}}\
          .response{{margin:10px 0 24px 12px}}.response.ok h3{{color:#1a7f37}}.response.bad h3{{color:#b42318}}\
-         .reason{{color:#555;font-size:13px;margin:2px 0}}.id{{color:#888;font-size:13px;font-weight:normal}}\n\
+         .reason{{color:#555;font-size:13px;margin:2px 0}}.response~.response .legend{{display:none}}.id{{color:#888;font-size:13px;font-weight:normal}}\n\
          </style></head><body>\n<h1>{}</h1>\n",
         xml_escape(title),
         style,
