@@ -322,3 +322,48 @@ fn bad_input_gives_a_clear_error_and_a_non_zero_exit() {
         &["--top-p"],
     );
 }
+
+#[test]
+fn eval_reads_a_checkpoint_like_its_model_folder() {
+    let model_dir = tiny_model();
+    let model =
+        rlsd::model::LoadedModel::load(model_dir, tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let write_model = |dir: &Path| model.save(dir);
+    let ck = rlsd::checkpoint::save_checkpoint(
+        root.path(),
+        7,
+        &write_model,
+        &[],
+        &serde_json::json!({}),
+        "",
+        1,
+    )
+    .unwrap();
+    let args = |flag: &'static str, dir: &Path| -> String {
+        ok(&[
+            "eval",
+            flag,
+            dir.to_str().unwrap(),
+            "--n",
+            "3",
+            "--max-new-tokens",
+            "8",
+        ])
+    };
+    // Same numbers either way; only the model path and the timing differ.
+    let strip = |s: String| -> String {
+        let from = s.find("accuracy ").expect("an accuracy");
+        let to = s.find(" stopped on EOS").expect("the EOS share");
+        s[from..to].to_string()
+    };
+    assert_eq!(
+        strip(args("--checkpoint", &ck)),
+        strip(args("--model", model_dir))
+    );
+    let from_ck = args("--checkpoint", &ck);
+    assert!(
+        from_ck.contains(&ck.join("model").display().to_string()),
+        "{from_ck}"
+    );
+}
