@@ -30,6 +30,7 @@
 //! - [`metrics`]: `metrics.jsonl` writer (resume-safe) and a tolerant reader.
 //! - [`plot`]: hand-written SVG line charts of metrics against the step.
 //! - [`inspect`]: per-token credit (`Ahat_t` vs `A`) as HTML or ANSI text.
+//! - [`commands`]: the work behind `rlsd inspect`, `eval`, `generate` and `plot`.
 //!
 //! Build notes: `tch` is pinned to 0.24.0 (libtorch 2.11.0), provisioned by
 //! `scripts/setup.sh`; `build.rs` embeds an rpath so binaries run without
@@ -39,6 +40,7 @@
 
 pub mod actors;
 pub mod checkpoint;
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use rlsd::commands::ModelChoice;
+use std::path::{Path, PathBuf};
 
 /// Train language models with RL from verifiable rewards and self-distilled token credit (RLSD).
 #[derive(Debug, Parser)]
@@ -36,6 +37,106 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Show where one train step would put its credit: roll out a step's
+    /// prompts, verify, score with the teacher, and colour every response token
+    /// by `Ahat_t / A` (an HTML page, and ANSI text on the terminal).
+    Inspect {
+        /// Run configuration (TOML); defaults to the built-in run.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. `--set algo.lambda0=0.3` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Model folder instead of the config's `model.path`.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// Checkpoint folder (from `rlsd train`) whose model to inspect.
+        #[arg(long, value_name = "DIR", conflicts_with = "model")]
+        checkpoint: Option<PathBuf>,
+        /// Prompts to roll out (default: one step's worth, `rollout.batch_prompts`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        prompts: Option<u64>,
+        /// The step the batch stands for (sets lambda and the sampling seed).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        step: u64,
+        /// Where to write the HTML page.
+        #[arg(long, value_name = "FILE.html", default_value = "inspect.html")]
+        out: PathBuf,
+        /// Also write the numbers (tokens, Ahat, w, delta per response) as JSON.
+        #[arg(long, value_name = "FILE.json")]
+        json: Option<PathBuf>,
+        /// Don't print the coloured tokens to the terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Greedy accuracy and mean reward on N prompts of the configured data.
+    Eval {
+        /// Run configuration (TOML); its `[data]` and `[verifier]` are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Model folder instead of the config's `model.path`.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// Checkpoint folder (from `rlsd train`) whose model to evaluate.
+        #[arg(long, value_name = "DIR", conflicts_with = "model")]
+        checkpoint: Option<PathBuf>,
+        /// Prompts to evaluate (the first N of the data, in file order).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+        n: u64,
+        /// Sequences generated together.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+        batch_size: u64,
+        /// Most new tokens per response (default: `rollout.max_new_tokens`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_new_tokens: Option<u64>,
+        /// Write the report (summary and every response) as JSON.
+        #[arg(long, value_name = "FILE.json")]
+        out: Option<PathBuf>,
+    },
+    /// Sample responses to a prompt through the model's chat template.
+    Generate {
+        /// Run configuration (TOML), for `model.path`, dtype and device.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Model folder instead of the config's `model.path`.
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// Checkpoint folder (from `rlsd train`) whose model to sample.
+        #[arg(long, value_name = "DIR", conflicts_with = "model")]
+        checkpoint: Option<PathBuf>,
+        /// The user message.
+        #[arg(long)]
+        prompt: String,
+        /// Responses to sample.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        n: u64,
+        /// Sampling temperature; 0 decodes greedily.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f64,
+        /// Most new tokens per response (default: `rollout.max_new_tokens`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_new_tokens: Option<u64>,
+        /// Top-k cut-off (0 = off).
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        /// Nucleus mass (1.0 = off).
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// Sampling seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Redraw a run's reward.svg and panels.svg (with stage timings) from its metrics.jsonl.
+    Plot {
+        /// The run's output folder (`runtime.out_dir`).
+        run_dir: PathBuf,
+    },
     /// Print the libtorch build, visible devices, and run a tensor self-check.
     Info,
 }
@@ -57,8 +158,200 @@ fn run(cli: Cli) -> Result<()> {
             resume,
         } => train(config, set, resume),
         Command::Pretrain { config, set } => pretrain(config, set),
+        Command::Inspect {
+            config,
+            set,
+            model,
+            checkpoint,
+            prompts,
+            step,
+            out,
+            json,
+            quiet,
+        } => {
+            let cfg = rlsd::config::RunConfig::load(config.as_deref(), &set)?;
+            let choice = ModelChoice::from_flags(model, checkpoint)?;
+            inspect(&cfg, &choice, prompts, step, &out, json.as_deref(), quiet)
+        }
+        Command::Eval {
+            config,
+            set,
+            model,
+            checkpoint,
+            n,
+            batch_size,
+            max_new_tokens,
+            out,
+        } => {
+            let cfg = rlsd::config::RunConfig::load(config.as_deref(), &set)?;
+            let choice = ModelChoice::from_flags(model, checkpoint)?;
+            let max_new = max_new_tokens.map_or(cfg.rollout.max_new_tokens, |m| m as usize);
+            eval(
+                &cfg,
+                &choice,
+                n as usize,
+                batch_size as usize,
+                max_new,
+                out.as_deref(),
+            )
+        }
+        Command::Generate {
+            config,
+            set,
+            model,
+            checkpoint,
+            prompt,
+            n,
+            temperature,
+            max_new_tokens,
+            top_k,
+            top_p,
+            seed,
+        } => {
+            let cfg = rlsd::config::RunConfig::load(config.as_deref(), &set)?;
+            let choice = ModelChoice::from_flags(model, checkpoint)?;
+            let req = rlsd::commands::generate::GenerateRequest {
+                prompt,
+                n: n as usize,
+                temperature,
+                max_new_tokens: max_new_tokens.map_or(cfg.rollout.max_new_tokens, |m| m as usize),
+                top_k,
+                top_p,
+                seed,
+            };
+            generate(&cfg, &choice, &req)
+        }
+        Command::Plot { run_dir } => {
+            for path in rlsd::commands::plot::plot_run(&run_dir)? {
+                println!("wrote {}", path.display());
+            }
+            Ok(())
+        }
         Command::Info => info(),
     }
+}
+
+fn inspect(
+    cfg: &rlsd::config::RunConfig,
+    choice: &ModelChoice,
+    prompts: Option<u64>,
+    step: u64,
+    out: &Path,
+    json: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
+    use rlsd::commands::inspect::{inspect_step, render_page, render_terminal};
+    let model = rlsd::commands::load_model(cfg, choice, &cfg.runtime.sampler_device)?;
+    let verifier = rlsd::verify::build_verifier(&cfg.verifier)?;
+    let mut source = rlsd::actors::source::from_config(cfg)?;
+    let n = prompts.map_or(cfg.rollout.batch_prompts, |p| p as usize);
+    let examples = source.next_batch(n)?;
+    let ins = inspect_step(cfg, &model, &model, verifier.as_ref(), examples, step)?;
+    if !quiet {
+        print!("{}", render_terminal(&ins)?);
+    }
+    let title = format!(
+        "RLSD token credit: {} at step {} ({})",
+        ins.algo,
+        step,
+        choice.model_dir(cfg)?.display()
+    );
+    write_file(out, &render_page(&ins, &title)?)?;
+    if let Some(path) = json {
+        write_file(path, &serde_json::to_string_pretty(&ins)?)?;
+    }
+    println!(
+        "{} responses to {} prompts: accuracy {:.3}, mean reward {:.3}; page: {}",
+        ins.responses.len(),
+        ins.examples.len(),
+        ins.accuracy(),
+        ins.reward_mean(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn eval(
+    cfg: &rlsd::config::RunConfig,
+    choice: &ModelChoice,
+    n: usize,
+    batch_size: usize,
+    max_new_tokens: usize,
+    out: Option<&Path>,
+) -> Result<()> {
+    use rlsd::commands::eval::{evaluate, progress_bar};
+    let model = rlsd::commands::load_model(cfg, choice, &cfg.runtime.sampler_device)?;
+    let verifier = rlsd::verify::build_verifier(&cfg.verifier)?;
+    let data = rlsd::data::Dataset::from_config(&cfg.data)?;
+    let take = n.min(data.len());
+    if take < n {
+        eprintln!(
+            "note: {} has {} examples; evaluating all of them",
+            data.source(),
+            data.len()
+        );
+    }
+    let examples = &data.examples()[..take];
+    let bar = progress_bar(take);
+    let mut report = evaluate(
+        &model,
+        examples,
+        verifier.as_ref(),
+        max_new_tokens,
+        batch_size,
+        Some(&bar),
+    )?;
+    bar.finish_and_clear();
+    report.model = choice.model_dir(cfg)?.display().to_string();
+    report.data = data.source().to_string();
+    println!(
+        "eval: {} prompts of {} with {}: accuracy {:.4}, mean reward {:.4}, mean length {:.1} tokens, {:.0}% stopped on EOS, {:.1}s",
+        report.n,
+        report.data,
+        report.model,
+        report.accuracy,
+        report.reward_mean,
+        report.response_len_mean,
+        100.0 * report.stopped_on_eos_frac,
+        report.wall_s
+    );
+    if let Some(path) = out {
+        write_file(path, &serde_json::to_string_pretty(&report)?)?;
+        println!("report: {}", path.display());
+    }
+    Ok(())
+}
+
+fn generate(
+    cfg: &rlsd::config::RunConfig,
+    choice: &ModelChoice,
+    req: &rlsd::commands::generate::GenerateRequest,
+) -> Result<()> {
+    let model = rlsd::commands::load_model(cfg, choice, &cfg.runtime.sampler_device)?;
+    let outs = rlsd::commands::generate::generate_text(&model, req)?;
+    for (i, g) in outs.iter().enumerate() {
+        println!(
+            "--- response {} ({} tokens, {}, logprob {:.3})",
+            i + 1,
+            g.tokens,
+            if g.stopped_on_eos {
+                "eos"
+            } else {
+                "max tokens"
+            },
+            g.logprob
+        );
+        println!("{}", g.text);
+    }
+    Ok(())
+}
+
+/// Write a file, creating its folder; errors name the path.
+fn write_file(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>) -> Result<()> {

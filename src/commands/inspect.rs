@@ -1,0 +1,375 @@
+//! `rlsd inspect`: where would one train step put its credit?
+//!
+//! Runs the stages of one step on a fresh batch, exactly as the runtime
+//! does (the functions in [`crate::actors::stages`]): draw the step's prompts,
+//! sample `G` responses each, verify, score with the teacher (the policy shown
+//! the privileged text), compute group advantages. Then the token credit
+//! `Ahat_t` comes from [`crate::train::micro_batch_loss`], the train step's
+//! own code, fed the current policy's detached log-probs from
+//! [`crate::model::token_logprobs`]. Nothing is trained.
+//!
+//! The result renders as one HTML page (every response's tokens coloured by
+//! `Ahat_t / A` with [`crate::inspect::render_credit_html`], grouped by prompt
+//! with the reward and advantage) and as ANSI text for a terminal.
+
+use crate::actors::messages::{Batch, StepPlan};
+use crate::actors::stages::{
+    apply_verdict, assign_advantages, rollout, step_seed, teacher_pass, tokenizer_of, train_batch,
+    verify_one,
+};
+use crate::config::RunConfig;
+use crate::data::{Example, TeacherPrompt};
+use crate::error::{Error, Result};
+use crate::inspect::{render_credit_ansi, render_credit_html};
+use crate::model::{token_logprobs, LoadedModel};
+use crate::plot::xml_escape;
+use crate::rlsd::{lambda_at, lr_at, LossNorm};
+use crate::stats::StageTimings;
+use crate::train::{effective_algo, micro_batch_loss};
+use crate::verify::Verifier;
+use serde::Serialize;
+use std::fmt::Write as _;
+use tch::{Kind, Tensor};
+
+/// One response with its verdict and the credit of each of its tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct InspectedResponse {
+    /// Index of the prompt in the step.
+    pub group: usize,
+    /// The response text (special tokens skipped).
+    pub text: String,
+    /// The response's token ids.
+    pub response_ids: Vec<i64>,
+    /// Each response token decoded on its own.
+    pub tokens: Vec<String>,
+    /// Verifier reward.
+    pub reward: f32,
+    /// Verifier verdict.
+    pub correct: bool,
+    /// The verifier's short reason.
+    pub reason: String,
+    /// Group-relative advantage `A_i`.
+    pub advantage: f32,
+    /// `Ahat_t` per token.
+    pub ahat: Vec<f32>,
+    /// Raw weight `w_t = exp(sign(A) delta_t)` per token (1 where the algorithm has none).
+    pub weights: Vec<f32>,
+    /// `delta_t` per token (0 where the algorithm has no teacher).
+    pub delta: Vec<f32>,
+}
+
+/// One step's prompts, responses and credit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// The algorithm whose credit is shown (after the train step's own fallbacks).
+    pub algo: String,
+    /// The step the batch stands for (sets lambda and the sampling seed).
+    pub step: u64,
+    /// `lambda` at that step.
+    pub lambda: f64,
+    /// `eps_w`, the weight clip.
+    pub eps_w: f64,
+    /// The step's prompts.
+    pub examples: Vec<Example>,
+    /// Every response, prompt-major.
+    pub responses: Vec<InspectedResponse>,
+}
+
+impl Inspection {
+    /// Fraction of responses the verifier marked correct.
+    pub fn accuracy(&self) -> f64 {
+        let n = self.responses.len().max(1) as f64;
+        self.responses.iter().filter(|r| r.correct).count() as f64 / n
+    }
+
+    /// Mean reward over the responses.
+    pub fn reward_mean(&self) -> f64 {
+        let n = self.responses.len().max(1) as f64;
+        self.responses
+            .iter()
+            .map(|r| f64::from(r.reward))
+            .sum::<f64>()
+            / n
+    }
+}
+
+/// Run one step's stages on `examples` and compute the train step's token
+/// credit without training. `teacher` is the teacher replica (at step 1 of a
+/// run it equals the policy; pass the policy itself).
+pub fn inspect_step(
+    cfg: &RunConfig,
+    policy: &LoadedModel,
+    teacher: &LoadedModel,
+    verifier: &dyn Verifier,
+    examples: Vec<Example>,
+    step: u64,
+) -> Result<Inspection> {
+    if examples.is_empty() {
+        return Err(Error::InvalidInput(
+            "inspect needs at least one prompt".into(),
+        ));
+    }
+    let temperature = cfg.rollout.temperature;
+    let plan = StepPlan {
+        step,
+        examples,
+        lambda: lambda_at(step, &cfg.algo),
+        lr: lr_at(step, &cfg.optim),
+        min_version: step.saturating_sub(1),
+        seed: step_seed(cfg.runtime.seed, step),
+        cursor_after: serde_json::Value::Null,
+    };
+    let mut samples = rollout(policy, &plan, &cfg.rollout)?;
+    for s in samples.iter_mut() {
+        let v = verify_one(verifier, &plan.examples[s.group], &s.response_text);
+        apply_verdict(s, v);
+    }
+    let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+    teacher_pass(
+        teacher,
+        &template,
+        &plan.examples,
+        &mut samples,
+        &cfg.algo,
+        temperature,
+    )?;
+    assign_advantages(&mut samples, cfg.rollout.group_size, &cfg.algo)?;
+    let batch = Batch {
+        plan,
+        policy_version: step.saturating_sub(1),
+        teacher_version: 0,
+        samples,
+        timings: StageTimings::default(),
+    };
+    let tb = train_batch(&batch, &cfg.algo, temperature);
+    let algo = effective_algo(&cfg.algo, &tb)?;
+
+    // The current policy's log-probs, detached: the train step's `logp_S`.
+    let prompts: Vec<Vec<i64>> = tb.samples.iter().map(|s| s.prompt.clone()).collect();
+    let responses: Vec<Vec<i64>> = tb.samples.iter().map(|s| s.response.clone()).collect();
+    let logp = token_logprobs(&policy.lm, &prompts, &responses, temperature)?;
+    let len = responses.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let logp_new = padded(&logp, len)?;
+    let entropy = logp_new.f_zeros_like()?;
+    let n = tb.samples.len();
+    let mbl = micro_batch_loss(
+        &cfg.algo,
+        algo,
+        &tb,
+        0..n,
+        &logp_new,
+        &entropy,
+        LossNorm::of_batch(&tb),
+    )?;
+    let ahat = rows(&mbl.credit.ahat)?;
+    let weights = mbl.credit.weights.as_ref().map(rows).transpose()?;
+    let delta = mbl.delta.as_ref().map(rows).transpose()?;
+
+    let tok = tokenizer_of(policy)?;
+    let mut out = Vec::with_capacity(n);
+    for (i, s) in batch.samples.iter().enumerate() {
+        let l = s.response_ids.len();
+        let tokens = s
+            .response_ids
+            .iter()
+            .map(|&id| tok.decode(&[id], false))
+            .collect::<Result<Vec<_>>>()?;
+        out.push(InspectedResponse {
+            group: s.group,
+            text: s.response_text.clone(),
+            response_ids: s.response_ids.clone(),
+            tokens,
+            reward: s.reward,
+            correct: s.correct,
+            reason: s.reason.clone(),
+            advantage: s.advantage,
+            ahat: ahat[i][..l].to_vec(),
+            weights: weights
+                .as_ref()
+                .map_or_else(|| vec![1.0; l], |w| w[i][..l].to_vec()),
+            delta: delta
+                .as_ref()
+                .map_or_else(|| vec![0.0; l], |d| d[i][..l].to_vec()),
+        });
+    }
+    Ok(Inspection {
+        algo: algo.name().to_string(),
+        step,
+        lambda: batch.plan.lambda,
+        eps_w: cfg.algo.eps_w,
+        examples: batch.plan.examples,
+        responses: out,
+    })
+}
+
+/// Right-pad per-response log-probs into a `[B, len]` f64 tensor.
+fn padded(rows: &[Vec<f32>], len: usize) -> Result<Tensor> {
+    let mut flat = vec![0f64; rows.len() * len];
+    for (i, r) in rows.iter().enumerate() {
+        for (j, &x) in r.iter().enumerate() {
+            flat[i * len + j] = f64::from(x);
+        }
+    }
+    Ok(Tensor::f_from_slice(&flat)?.f_view([rows.len() as i64, len as i64])?)
+}
+
+/// A `[B, L]` tensor as `B` rows of f32.
+fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let size = t.size();
+    let (b, l) = match size.as_slice() {
+        [b, l] => (*b as usize, *l as usize),
+        _ => {
+            return Err(Error::ShapeMismatch {
+                name: "token credit".into(),
+                expected: vec![-1, -1],
+                got: size,
+            })
+        }
+    };
+    let flat: Vec<f32> = Vec::try_from(
+        &t.f_to_device(tch::Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?
+            .f_view([-1])?,
+    )?;
+    Ok((0..b).map(|i| flat[i * l..(i + 1) * l].to_vec()).collect())
+}
+
+/// Split a page from [`render_credit_html`] into its `<style>` block and its
+/// body without the page heading, so that several responses share one page.
+fn page_parts(page: &str) -> Result<(&str, &str)> {
+    let part = |start: &str, end: &str| -> Option<&str> {
+        let a = page.find(start)? + start.len();
+        let b = page[a..].find(end)? + a;
+        Some(&page[a..b])
+    };
+    let style = part("<style>", "</style>");
+    let body = part("<body>", "</body>");
+    match (style, body) {
+        (Some(style), Some(body)) => {
+            let body = body
+                .trim_start()
+                .strip_prefix("<h2>Token credit</h2>")
+                .unwrap_or(body);
+            Ok((style, body))
+        }
+        _ => Err(Error::InvalidInput(
+            "render_credit_html returned a page without <style> or <body>".into(),
+        )),
+    }
+}
+
+/// One HTML page for the whole step: a summary, then per prompt its text and
+/// reference answer, then each response's verdict and coloured tokens.
+pub fn render_page(ins: &Inspection, title: &str) -> Result<String> {
+    let mut style = String::new();
+    let mut sections = String::new();
+    for (g, ex) in ins.examples.iter().enumerate() {
+        let _ = writeln!(
+            sections,
+            "<section class=\"prompt\"><h2>Prompt {} <span class=\"id\">{}</span></h2>\
+             <pre class=\"q\">{}</pre><p>reference answer: <code>{}</code></p>",
+            g + 1,
+            xml_escape(&ex.id),
+            xml_escape(&ex.prompt),
+            xml_escape(&ex.answer)
+        );
+        for (j, r) in ins.responses.iter().filter(|r| r.group == g).enumerate() {
+            let page = render_credit_html(&r.tokens, &r.ahat, &r.weights, &r.delta, r.advantage)?;
+            let (st, body) = page_parts(&page)?;
+            if style.is_empty() {
+                style = st.to_string();
+            }
+            let _ = write!(
+                sections,
+                "<div class=\"response {}\"><h3>Response {}.{}: reward {:.3} ({}), A = {:+.4}</h3>\
+                 <p class=\"reason\">verifier: {}</p>\n{}</div>\n",
+                if r.correct { "ok" } else { "bad" },
+                g + 1,
+                j + 1,
+                r.reward,
+                if r.correct { "correct" } else { "wrong" },
+                r.advantage,
+                xml_escape(&r.reason),
+                body
+            );
+        }
+        sections.push_str("</section>\n");
+    }
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>{}</title>\n<style>\n{}\n\
+         section.prompt{{border-top:3px solid #444;margin-top:28px}}\
+         pre.q{{background:#f4f4f4;padding:8px;white-space:pre-wrap}}\
+         .response{{margin:10px 0 24px 12px}}.response.ok h3{{color:#1a7f37}}.response.bad h3{{color:#b42318}}\
+         .reason{{color:#555;font-size:13px;margin:2px 0}}.response~.response .legend{{display:none}}.id{{color:#888;font-size:13px;font-weight:normal}}\n\
+         </style></head><body>\n<h1>{}</h1>\n",
+        xml_escape(title),
+        style,
+        xml_escape(title)
+    );
+    let _ = writeln!(
+        h,
+        "<table><tr><td>algorithm</td><td><b>{}</b></td></tr><tr><td>step</td><td>{}</td></tr>\
+         <tr><td>lambda</td><td>{:.4}</td></tr><tr><td>eps_w</td><td>{}</td></tr>\
+         <tr><td>prompts x responses</td><td>{} x {}</td></tr>\
+         <tr><td>accuracy</td><td>{:.3}</td></tr><tr><td>mean reward</td><td>{:.3}</td></tr></table>",
+        xml_escape(&ins.algo),
+        ins.step,
+        ins.lambda,
+        ins.eps_w,
+        ins.examples.len(),
+        ins.responses.len() / ins.examples.len().max(1),
+        ins.accuracy(),
+        ins.reward_mean()
+    );
+    h.push_str(&sections);
+    h.push_str("</body></html>\n");
+    Ok(h)
+}
+
+/// The terminal view: per response a header line and
+/// [`render_credit_ansi`]'s coloured tokens.
+pub fn render_terminal(ins: &Inspection) -> Result<String> {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} credit at step {} (lambda {:.4}, eps_w {}): accuracy {:.3}, mean reward {:.3}",
+        ins.algo,
+        ins.step,
+        ins.lambda,
+        ins.eps_w,
+        ins.accuracy(),
+        ins.reward_mean()
+    );
+    for (g, ex) in ins.examples.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "\n=== prompt {} [{}] (answer {}):\n{}",
+            g + 1,
+            ex.id.escape_debug(),
+            ex.answer.escape_debug(),
+            ex.prompt.escape_debug()
+        );
+        for (j, r) in ins.responses.iter().filter(|r| r.group == g).enumerate() {
+            let _ = writeln!(
+                s,
+                "--- response {}.{}: reward {:.3} ({}; {})",
+                g + 1,
+                j + 1,
+                r.reward,
+                if r.correct { "correct" } else { "wrong" },
+                r.reason.escape_debug()
+            );
+            s.push_str(&render_credit_ansi(
+                &r.tokens,
+                &r.ahat,
+                &r.weights,
+                &r.delta,
+                r.advantage,
+            )?);
+        }
+    }
+    Ok(s)
+}
