@@ -8,8 +8,11 @@
 //! p   <- p - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 //! ```
 //!
-//! Moments are kept in f32 whatever the parameter dtype. A parameter with no
-//! gradient this step is left alone (no decay either), as in PyTorch.
+//! Moments are kept in f32 whatever the parameter dtype. A bf16 / f16
+//! parameter also gets an f32 master copy that takes the update and is rounded
+//! into the parameter, so that updates far below the parameter's precision
+//! (lr 1e-6 on bf16 weights) accumulate instead of vanishing. A parameter with
+//! no gradient this step is left alone (no decay either), as in PyTorch.
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -130,11 +133,18 @@ impl OptimConfig {
     }
 }
 
-/// First and second moments of one parameter.
+/// First and second moments of one parameter, and its f32 master copy when
+/// the parameter itself is lower precision.
 #[derive(Debug)]
 struct Moments {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    master: Option<Tensor>,
+}
+
+/// Whether a parameter of this dtype gets an f32 master copy.
+fn needs_master(kind: Kind) -> bool {
+    matches!(kind, Kind::BFloat16 | Kind::Half)
 }
 
 /// AdamW over the trainable variables of a [`nn::VarStore`], keyed by name.
@@ -173,6 +183,21 @@ impl AdamW {
             eps: cfg.eps,
             weight_decay: cfg.weight_decay,
         }
+    }
+
+    /// Re-read the f32 master copies of bf16 / f16 parameters from the
+    /// parameters themselves. Call it after overwriting the weights of a
+    /// policy that has already taken steps (otherwise the next step would
+    /// write the stale master copy back).
+    pub fn sync_masters_from_params(&mut self) -> Result<()> {
+        for ((_, p), slot) in self.params.iter().zip(self.moments.iter_mut()) {
+            if let Some(m) = slot {
+                if m.master.is_some() {
+                    m.master = Some(p.detach().f_to_kind(Kind::Float)?);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Updates taken so far.
@@ -241,10 +266,19 @@ impl AdamW {
                     continue;
                 }
                 let g = g.f_to_kind(Kind::Float)?;
-                let m = slot.get_or_insert_with(|| Moments {
-                    exp_avg: g.zeros_like(),
-                    exp_avg_sq: g.zeros_like(),
-                });
+                if slot.is_none() {
+                    let master = if needs_master(p.kind()) {
+                        Some(p.detach().f_to_kind(Kind::Float)?)
+                    } else {
+                        None
+                    };
+                    *slot = Some(Moments {
+                        exp_avg: g.zeros_like(),
+                        exp_avg_sq: g.zeros_like(),
+                        master,
+                    });
+                }
+                let Some(m) = slot.as_mut() else { continue };
                 let _ = m
                     .exp_avg
                     .f_mul_scalar_(b1)?
@@ -259,22 +293,36 @@ impl AdamW {
                     .f_div_scalar(bc2.sqrt())?
                     .f_add_scalar(eps)?;
                 let update = m.exp_avg.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
-                let pf = p.f_to_kind(Kind::Float)?;
-                let new = pf.f_mul_scalar(1.0 - lr * wd)?.f_sub(&update)?;
-                p.f_copy_(&new.f_to_kind(p.kind())?)?;
+                match &mut m.master {
+                    Some(master) => {
+                        let _ = master.f_mul_scalar_(1.0 - lr * wd)?.f_sub_(&update)?;
+                        p.f_copy_(master)?;
+                    }
+                    None => {
+                        let new = p
+                            .f_to_kind(Kind::Float)?
+                            .f_mul_scalar(1.0 - lr * wd)?
+                            .f_sub(&update)?;
+                        p.f_copy_(&new.f_to_kind(p.kind())?)?;
+                    }
+                }
             }
             Ok(())
         })
     }
 
     /// The state as named tensors: `step` (i64 scalar), `exp_avg.<param>` and
-    /// `exp_avg_sq.<param>` for every parameter that has moments.
+    /// `exp_avg_sq.<param>` for every parameter that has moments, and
+    /// `master.<param>` for the f32 master copies of bf16 / f16 parameters.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("step".to_string(), Tensor::from(self.step as i64))];
         for ((name, _), slot) in self.params.iter().zip(&self.moments) {
             if let Some(m) = slot {
                 out.push((format!("exp_avg.{name}"), m.exp_avg.detach().copy()));
                 out.push((format!("exp_avg_sq.{name}"), m.exp_avg_sq.detach().copy()));
+                if let Some(master) = &m.master {
+                    out.push((format!("master.{name}"), master.detach().copy()));
+                }
             }
         }
         out
@@ -292,7 +340,8 @@ impl AdamW {
         for (n, _) in tensors {
             let p = n
                 .strip_prefix("exp_avg.")
-                .or_else(|| n.strip_prefix("exp_avg_sq."));
+                .or_else(|| n.strip_prefix("exp_avg_sq."))
+                .or_else(|| n.strip_prefix("master."));
             if let Some(p) = p {
                 if !known.contains(p) {
                     return Err(Error::InvalidInput(format!(
@@ -307,7 +356,13 @@ impl AdamW {
             let v = find(&format!("exp_avg_sq.{name}"));
             moments.push(match (m, v) {
                 (Some(m), Some(v)) => {
-                    for (key, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
+                    let master = find(&format!("master.{name}"));
+                    for (key, t) in [
+                        ("exp_avg", Some(m)),
+                        ("exp_avg_sq", Some(v)),
+                        ("master", master),
+                    ] {
+                        let Some(t) = t else { continue };
                         if t.size() != p.size() {
                             return Err(Error::ShapeMismatch {
                                 name: format!("{key}.{name}"),
@@ -316,9 +371,17 @@ impl AdamW {
                             });
                         }
                     }
+                    // A state saved without a master copy (or from an f32 run)
+                    // starts the master from the current parameter.
+                    let master = match (needs_master(p.kind()), master) {
+                        (false, _) => None,
+                        (true, Some(t)) => Some(t.f_to_kind(Kind::Float)?.f_to_device(p.device())?),
+                        (true, None) => Some(p.detach().f_to_kind(Kind::Float)?),
+                    };
                     Some(Moments {
                         exp_avg: m.f_to_kind(Kind::Float)?.f_to_device(p.device())?,
                         exp_avg_sq: v.f_to_kind(Kind::Float)?.f_to_device(p.device())?,
+                        master,
                     })
                 }
                 (None, None) => None,

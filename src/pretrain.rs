@@ -17,9 +17,10 @@
 //! Face format (config.json, model.safetensors, tokenizer files).
 
 use crate::data::char_tokenizer::{self, write_char_tokenizer, EOS_ID, PAD_ID};
+use crate::data::prompt::chat_prompt_ids;
 use crate::data::task::{extract_answer, ArithmeticTask, Problem, TaskConfig};
 use crate::error::{Error, Result};
-use crate::model::{generate, ChatMessage, Config, GenerateOptions, LoadedModel, Tokenizer};
+use crate::model::{generate, Config, GenerateOptions, LoadedModel, Tokenizer};
 use crate::policy::{Policy, PromptResponse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -98,6 +99,11 @@ pub struct PretrainConfig {
     pub eval_max_new_tokens: usize,
     /// Log the loss every this many steps (0 = never).
     pub log_every: usize,
+    /// libtorch intra-op CPU threads for the process (0 = libtorch's
+    /// default). One is fastest for a model this small: with more, the
+    /// threads spend their time synchronising on tiny matrices (measured in
+    /// docs/DATA.md). The result does not depend on it.
+    pub threads: usize,
 }
 
 impl Default for PretrainConfig {
@@ -119,6 +125,7 @@ impl Default for PretrainConfig {
             eval_problems: 200,
             eval_max_new_tokens: 64,
             log_every: 50,
+            threads: 1,
         }
     }
 }
@@ -138,6 +145,9 @@ pub struct PretrainReport {
     pub parameters: i64,
     /// Greedy accuracy on held-out problems (NaN when `eval_problems` is 0).
     pub heldout_accuracy: f64,
+    /// Accuracy on the same problems when sampling at temperature 1 (what an
+    /// RL run starts from; NaN when `eval_problems` is 0).
+    pub heldout_sampled_accuracy: f64,
     /// Held-out problems evaluated.
     pub heldout_problems: usize,
     /// Seconds spent training.
@@ -206,14 +216,16 @@ pub fn base_model_config(shape: &ModelShape) -> Config {
 /// Token ids of a user prompt rendered through the tokenizer's chat template,
 /// ending with the assistant marker.
 pub fn encode_prompt(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<i64>> {
-    let text = tokenizer.apply_chat_template(&[ChatMessage::new("user", prompt)], true)?;
-    tokenizer.encode(&text, false)
+    chat_prompt_ids(tokenizer, prompt)
 }
 
 /// Train the base model, check it on held-out problems and save it.
 pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     cfg.validate()?;
     let started = Instant::now();
+    if cfg.threads > 0 {
+        tch::set_num_threads(i32::try_from(cfg.threads).unwrap_or(i32::MAX));
+    }
     let task = ArithmeticTask::new(cfg.task.clone())?;
     let out = cfg.out_dir.as_path();
     write_char_tokenizer(out)?;
@@ -225,10 +237,7 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     })?;
 
     // Held-out problems first; training never shows their expressions.
-    let mut held_out_rng = StdRng::seed_from_u64(cfg.seed ^ HELD_OUT_SALT);
-    let held_out: Vec<Problem> = (0..cfg.eval_problems)
-        .map(|_| task.problem(&mut held_out_rng))
-        .collect();
+    let held_out = held_out_problems(&task, cfg.eval_problems, cfg.seed);
     let held_out_exprs: HashSet<String> = held_out.iter().map(Problem::expression).collect();
 
     let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1));
@@ -268,10 +277,13 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     let train_seconds = started.elapsed().as_secs_f64();
 
     let eval_started = Instant::now();
-    let heldout_accuracy = if held_out.is_empty() {
-        f64::NAN
+    let (heldout_accuracy, heldout_sampled_accuracy) = if held_out.is_empty() {
+        (f64::NAN, f64::NAN)
     } else {
-        heldout_accuracy(&model, &held_out, cfg.eval_max_new_tokens)?
+        (
+            heldout_accuracy(&model, &held_out, cfg.eval_max_new_tokens, None)?,
+            heldout_accuracy(&model, &held_out, cfg.eval_max_new_tokens, Some(cfg.seed))?,
+        )
     };
     let eval_seconds = eval_started.elapsed().as_secs_f64();
     model.save(out)?;
@@ -295,6 +307,7 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
         final_loss,
         parameters,
         heldout_accuracy,
+        heldout_sampled_accuracy,
         heldout_problems: held_out.len(),
         train_seconds,
         eval_seconds,
@@ -302,6 +315,13 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     };
     tracing::info!(?report, "pretrain done");
     Ok(report)
+}
+
+/// The held-out problems of a pretraining run with `seed`: drawn from a
+/// stream of their own, and never used for training.
+pub fn held_out_problems(task: &ArithmeticTask, n: usize, seed: u64) -> Vec<Problem> {
+    let mut rng = StdRng::seed_from_u64(seed ^ HELD_OUT_SALT);
+    (0..n).map(|_| task.problem(&mut rng)).collect()
 }
 
 /// One batch of (prompt, worked solution + EOS) pairs, none of them held out.
@@ -349,12 +369,14 @@ fn solution_nll(model: &LoadedModel, batch: &[PromptResponse]) -> Result<Tensor>
     Ok(total.f_div(&count)?.f_neg()?)
 }
 
-/// Fraction of `problems` whose greedy answer (the number after `Answer:`)
-/// equals the true value. Decodes in batches of 64.
+/// Fraction of `problems` whose answer (the number after `Answer:`) equals
+/// the true value: greedy decoding when `sample_seed` is `None`, otherwise
+/// sampling at temperature 1 from that seed. Decodes in batches of 64.
 pub fn heldout_accuracy(
     model: &LoadedModel,
     problems: &[Problem],
     max_new_tokens: usize,
+    sample_seed: Option<u64>,
 ) -> Result<f64> {
     let tokenizer = model
         .tokenizer
@@ -362,12 +384,12 @@ pub fn heldout_accuracy(
         .ok_or_else(|| Error::InvalidInput("the model has no tokenizer to evaluate with".into()))?;
     let opts = GenerateOptions {
         max_new_tokens,
-        greedy: true,
+        greedy: sample_seed.is_none(),
         eos_ids: model.eos_ids(),
         pad_id: Some(model.pad_id()),
         ..GenerateOptions::default()
     };
-    let mut rng = StdRng::seed_from_u64(0);
+    let mut rng = StdRng::seed_from_u64(sample_seed.unwrap_or(0));
     let mut correct = 0usize;
     for chunk in problems.chunks(64) {
         let prompts = chunk

@@ -29,3 +29,21 @@ fn make_base_model() {
     println!("{json}");
     std::fs::write(cfg.out_dir.join("pretrain_report.json"), json + "\n").unwrap();
 }
+
+/// The committed base model loads, carries the character tokenizer, and is
+/// weak but not useless on its own held-out problems (greedy decoding).
+#[test]
+fn committed_base_model_is_weak_but_not_zero() {
+    use rlsd::data::task::ArithmeticTask;
+    use rlsd::pretrain::{held_out_problems, heldout_accuracy, load_base_model};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-arith");
+    let model = load_base_model(&dir).unwrap();
+    let cfg = PretrainConfig::default();
+    let task = ArithmeticTask::new(cfg.task.clone()).unwrap();
+    let problems = held_out_problems(&task, 64, cfg.seed);
+    let accuracy = heldout_accuracy(&model, &problems, cfg.eval_max_new_tokens, None).unwrap();
+    assert!(
+        (0.05..=0.7).contains(&accuracy),
+        "greedy held-out accuracy {accuracy} is outside the base model's range"
+    );
+}

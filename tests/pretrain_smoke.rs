@@ -131,3 +131,39 @@ fn learning_rate_schedule() {
     assert!((cfg.lr_at(14) - 0.1).abs() < 1e-12);
     assert!((cfg.lr_at(100) - 0.1).abs() < 1e-12);
 }
+
+#[test]
+fn student_and_teacher_prompt_ids_go_through_the_chat_template() {
+    use rlsd::data::prompt::{chat_prompt_ids, student_prompt_ids};
+    use rlsd::data::{Example, TeacherPrompt};
+    let dir = tempfile::tempdir().unwrap();
+    rlsd::data::char_tokenizer::write_char_tokenizer(dir.path()).unwrap();
+    let tok = rlsd::model::Tokenizer::from_dir(dir.path(), &[EOS_ID], Some(PAD_ID))
+        .unwrap()
+        .unwrap();
+    let example = Example {
+        id: "x".into(),
+        prompt: "What is 1+2?".into(),
+        answer: "3".into(),
+        privileged: "3".into(),
+    };
+    let student = student_prompt_ids(&tok, &example).unwrap();
+    assert_eq!(
+        tok.decode(&student, false).unwrap(),
+        "<|user|>What is 1+2?<|assistant|>"
+    );
+    let teacher = TeacherPrompt::new("{question} Reference: {answer}").unwrap();
+    let ids = teacher.ids(&tok, &example).unwrap();
+    assert_eq!(
+        tok.decode(&ids, false).unwrap(),
+        "<|user|>What is 1+2? Reference: 3<|assistant|>"
+    );
+    // Both end with the assistant marker, so a response scores the same way.
+    assert_eq!(student.last(), ids.last());
+    assert_eq!(chat_prompt_ids(&tok, "What is 1+2?").unwrap(), student);
+
+    // Without a chat template (a base model) the plain text is encoded.
+    let plain = rlsd::model::Tokenizer::from_tokenizers(tok.inner().clone(), vec![EOS_ID], None);
+    let ids = chat_prompt_ids(&plain, "What is 1+2?").unwrap();
+    assert_eq!(tok.decode(&ids, false).unwrap(), "What is 1+2?");
+}

@@ -63,8 +63,8 @@ fn run(cfg: RunConfig) -> rlsd::actors::RunReport {
 }
 
 #[test]
-fn whole_tree_runs_rlsd_and_grpo() {
-    for algo in ["rlsd", "grpo"] {
+fn whole_tree_runs_every_algorithm() {
+    for algo in ["rlsd", "grpo", "opsd", "cepo"] {
         let (cfg, dir) = config(algo, 3, 1, &[]);
         let report = run(cfg);
         assert!(!report.failed, "{algo}: {}", report.reason);

@@ -67,6 +67,7 @@ pub fn run_sequential(
             &batch.plan.examples,
             &mut batch.samples,
             &cfg.algo,
+            batch.plan.lambda,
             cfg.rollout.temperature,
         )?;
         assign_advantages(&mut batch.samples, cfg.rollout.group_size, &cfg.algo)?;

@@ -132,6 +132,13 @@ pub fn apply_verdict(sample: &mut Sample, v: Verdict) {
     sample.reason = v.reason;
 }
 
+/// Whether a step needs the teacher at all: every algorithm but GRPO does,
+/// except RLSD once lambda has decayed to 0 (then it is exactly GRPO, and the
+/// teacher forward is skipped).
+pub fn needs_teacher_pass(algo: &AlgoConfig, lambda: f64) -> bool {
+    algo.algo.needs_teacher() && !(algo.algo == crate::rlsd::Algo::Rlsd && lambda == 0.0)
+}
+
 /// Teacher: log-probs of every response token under the privileged context
 /// (and, for CEPO, under the context of the group's worst wrong answer).
 pub fn teacher_pass(
@@ -140,9 +147,10 @@ pub fn teacher_pass(
     examples: &[Example],
     samples: &mut [Sample],
     algo: &AlgoConfig,
+    lambda: f64,
     temperature: f64,
 ) -> Result<()> {
-    if !algo.algo.needs_teacher() {
+    if !needs_teacher_pass(algo, lambda) {
         return Ok(());
     }
     let tok = tokenizer_of(teacher)?;
@@ -223,7 +231,7 @@ pub fn assign_advantages(
 /// The optimizer's input, built from a finished batch.
 pub fn train_batch(batch: &Batch, algo: &AlgoConfig, temperature: f64) -> TrainBatch {
     let s = &batch.samples;
-    let teacher = algo.algo.needs_teacher();
+    let teacher = needs_teacher_pass(algo, batch.plan.lambda);
     let cepo = algo.algo.needs_negative_teacher();
     TrainBatch {
         samples: s
@@ -269,6 +277,17 @@ pub fn fill_rollout_stats(batch: &Batch, stats: &mut StepStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn teacher_pass_is_skipped_only_when_it_cannot_matter() {
+        use crate::rlsd::Algo;
+        let cfg = |a| AlgoConfig::with_algo(a);
+        assert!(needs_teacher_pass(&cfg(Algo::Rlsd), 0.3));
+        assert!(!needs_teacher_pass(&cfg(Algo::Rlsd), 0.0));
+        assert!(!needs_teacher_pass(&cfg(Algo::Grpo), 0.3));
+        assert!(needs_teacher_pass(&cfg(Algo::Opsd), 0.0));
+        assert!(needs_teacher_pass(&cfg(Algo::Cepo), 0.0));
+    }
 
     #[test]
     fn step_seeds_differ_and_repeat() {

@@ -96,6 +96,7 @@ async fn score(st: &mut TeacherState, mut batch: Box<Batch>) -> Result<(), Actor
             &b.plan.examples,
             &mut b.samples,
             &c2.cfg.algo,
+            b.plan.lambda,
             c2.cfg.rollout.temperature,
         )?;
         b.teacher_version = r.version;

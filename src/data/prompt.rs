@@ -7,6 +7,7 @@
 
 use super::Example;
 use crate::error::{Error, Result};
+use crate::model::{ChatMessage, Tokenizer};
 
 /// Placeholder replaced by the example's prompt.
 pub const QUESTION_PLACEHOLDER: &str = "{question}";
@@ -50,6 +51,12 @@ impl TeacherPrompt {
         Ok(TeacherPrompt { template })
     }
 
+    /// Token ids of the teacher context for an example: the rendered
+    /// template as one user turn, through [`chat_prompt_ids`].
+    pub fn ids(&self, tokenizer: &Tokenizer, example: &Example) -> Result<Vec<i64>> {
+        chat_prompt_ids(tokenizer, &self.render(example))
+    }
+
     /// The template text.
     pub fn template(&self) -> &str {
         &self.template
@@ -85,4 +92,22 @@ impl TeacherPrompt {
 /// The student's user message: the example's prompt as it is.
 pub fn student_prompt(example: &Example) -> &str {
     &example.prompt
+}
+
+/// Token ids of the student prompt for an example (see [`chat_prompt_ids`]).
+pub fn student_prompt_ids(tokenizer: &Tokenizer, example: &Example) -> Result<Vec<i64>> {
+    chat_prompt_ids(tokenizer, student_prompt(example))
+}
+
+/// Token ids of one user message followed by the start of the assistant's
+/// turn, through the tokenizer's chat template. A tokenizer without a chat
+/// template (a base model) gets the plain text with its special tokens
+/// (e.g. BOS) added by its post-processor.
+pub fn chat_prompt_ids(tokenizer: &Tokenizer, user_text: &str) -> Result<Vec<i64>> {
+    if !tokenizer.has_chat_template() {
+        return tokenizer.encode(user_text, true);
+    }
+    let text = tokenizer.apply_chat_template(&[ChatMessage::new("user", user_text)], true)?;
+    // The rendered template already holds every special token it wants.
+    tokenizer.encode(&text, false)
 }

@@ -98,21 +98,43 @@ impl Attention {
         };
         let s = k.size()[2];
         let gqa = self.num_heads != self.num_kv_heads;
-        let out = match mask {
-            // A single query (or a fresh sequence) needs no explicit mask.
-            AttnMask::Causal if t == 1 => Tensor::f_scaled_dot_product_attention::<Tensor>(
-                &q, &k, &v, None, 0.0, false, None, gqa,
-            )?,
-            AttnMask::Causal if t == s => Tensor::f_scaled_dot_product_attention::<Tensor>(
-                &q, &k, &v, None, 0.0, true, None, gqa,
-            )?,
-            AttnMask::Causal => {
-                // Queries sit at the end of the key sequence.
-                let m = Tensor::f_ones([t, s], (tch::Kind::Bool, x.device()))?.f_tril(s - t)?;
-                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&m), 0.0, false, None, gqa)?
-            }
-            AttnMask::Explicit(m) => {
-                Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, gqa)?
+        let out = if t == 1 && gqa {
+            // One query per row (decoding): grouped attention as two batched
+            // matmuls over [B, kv_heads, group, .], cheaper than the fused
+            // kernel on the cache's strided view.
+            self.decode_attention(&q, &k, &v, mask)?
+        } else {
+            match mask {
+                AttnMask::Causal if t == 1 => Tensor::f_scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, false, None, gqa,
+                )?,
+                AttnMask::Causal if t == s => Tensor::f_scaled_dot_product_attention::<Tensor>(
+                    &q, &k, &v, None, 0.0, true, None, gqa,
+                )?,
+                AttnMask::Causal => {
+                    // Queries sit at the end of the key sequence.
+                    let m = Tensor::f_ones([t, s], (tch::Kind::Bool, x.device()))?.f_tril(s - t)?;
+                    Tensor::f_scaled_dot_product_attention(
+                        &q,
+                        &k,
+                        &v,
+                        Some(&m),
+                        0.0,
+                        false,
+                        None,
+                        gqa,
+                    )?
+                }
+                AttnMask::Explicit(m) => Tensor::f_scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    Some(m),
+                    0.0,
+                    false,
+                    None,
+                    gqa,
+                )?,
             }
         };
         let out = out.f_transpose(1, 2)?.f_contiguous()?.f_view([
@@ -121,5 +143,29 @@ impl Attention {
             self.num_heads * self.head_dim,
         ])?;
         self.o_proj.forward(&out)
+    }
+
+    /// `softmax(q k^T / sqrt(d)) v` for a single query position, with query
+    /// head `h` reading key/value head `h / group` (transformers' `repeat_kv`).
+    fn decode_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: AttnMask<'_>,
+    ) -> Result<Tensor> {
+        let b = q.size()[0];
+        let group = self.num_heads / self.num_kv_heads;
+        let qg = q.f_reshape([b, self.num_kv_heads, group, self.head_dim])?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let mut scores = qg.f_matmul(&k.f_transpose(-1, -2)?)?.f_mul_scalar(scale)?; // [B, kv, g, S]
+        if let AttnMask::Explicit(m) = mask {
+            // m: [B, 1, 1, S], true where allowed.
+            scores = scores.f_masked_fill(&m.f_logical_not()?, f64::NEG_INFINITY)?;
+        }
+        let probs = scores.f_softmax(-1, scores.kind())?;
+        Ok(probs
+            .f_matmul(v)?
+            .f_reshape([b, self.num_heads, 1, self.head_dim])?)
     }
 }

@@ -104,23 +104,27 @@ impl Rope {
         }
     }
 
-    /// `cos, sin` of shape `[B, 1, T, head_dim]` in `kind` for positions `[B, T]`.
+    /// `cos, signed_sin` of shape `[B, 1, T, head_dim]` in `kind` for positions
+    /// `[B, T]`; `signed_sin` is `sin` with its first half negated, the form
+    /// [`apply_rope`] takes.
     pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> Result<(Tensor, Tensor)> {
         let pos = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?; // [B, T, 1]
         let freqs = pos.f_mul(&self.inv_freq)?; // [B, T, D/2]
-        let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?.f_unsqueeze(1)?; // [B, 1, T, D]
-        Ok((emb.f_cos()?.f_to_kind(kind)?, emb.f_sin()?.f_to_kind(kind)?))
+        let sin = freqs.f_sin()?;
+        let cos = freqs.f_cos()?;
+        let cos = Tensor::f_cat(&[&cos, &cos], -1)?.f_unsqueeze(1)?; // [B, 1, T, D]
+        let signed_sin = Tensor::f_cat(&[&sin.f_neg()?, &sin], -1)?.f_unsqueeze(1)?;
+        Ok((cos.f_to_kind(kind)?, signed_sin.f_to_kind(kind)?))
     }
 }
 
 /// Rotate `x [B, H, T, D]` by the tables from [`Rope::cos_sin`]:
-/// `x * cos + rotate_half(x) * sin`, with `rotate_half([a, b]) = [-b, a]`.
-pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+/// `x * cos + rotate_half(x) * sin` with `rotate_half([a, b]) = [-b, a]`,
+/// computed as `x * cos + roll(x, D/2) * signed_sin` (roll gives `[b, a]`).
+pub fn apply_rope(x: &Tensor, cos: &Tensor, signed_sin: &Tensor) -> Result<Tensor> {
     let half = x.size()[3] / 2;
-    let x1 = x.f_narrow(3, 0, half)?;
-    let x2 = x.f_narrow(3, half, half)?;
-    let rotated = Tensor::f_cat(&[&x2.f_neg()?, &x1], 3)?;
-    Ok(x.f_mul(cos)?.f_add(&rotated.f_mul(sin)?)?)
+    let rolled = x.f_roll([half], [3])?;
+    Ok(x.f_mul(cos)?.f_add(&rolled.f_mul(signed_sin)?)?)
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.

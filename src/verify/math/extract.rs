@@ -75,7 +75,14 @@ pub(crate) fn last_boxed(s: &str) -> Option<String> {
 
 /// Cut the text after an "answer is" phrase down to the answer itself.
 fn answer_tail(tail: &str) -> Option<String> {
-    let line = tail.trim_start().lines().next()?.trim();
+    let tail = tail.trim_start();
+    // A display-math block right after the phrase, possibly over several lines.
+    if let Some(m) = math_segment_re().find(tail) {
+        if m.start() == 0 {
+            return Some(m.as_str().to_string());
+        }
+    }
+    let line = tail.lines().next()?.trim();
     if line.is_empty() {
         return None;
     }
@@ -139,7 +146,7 @@ fn phrase_answer(s: &str) -> Option<String> {
 fn has_text(v: &Value) -> bool {
     match v {
         Value::Text(_) => true,
-        Value::Scalar { .. } => false,
+        Value::Scalar { .. } | Value::Equation { .. } => false,
         Value::Seq { items, .. } | Value::Set(items) | Value::Union(items) => {
             items.iter().any(has_text)
         }
@@ -165,6 +172,13 @@ fn whole_answer(s: &str) -> Option<String> {
                 "and" | "negative" | "minus" | "sqrt" | "sin" | "cos" | "tan" | "log" | "exp"
             )
     });
+    // Short English words are prose too (`so`, `is`); `or` joins solutions.
+    static SHORT: OnceLock<Regex> = OnceLock::new();
+    let short = re(
+        &SHORT,
+        r"(?i)\b(?:so|is|it|we|to|be|as|at|by|if|of|on|an|the)\b",
+    );
+    let prose = prose || short.is_match(t);
     if prose {
         return None;
     }
@@ -324,6 +338,24 @@ pub(crate) fn extract_choice(response: &str) -> Option<char> {
         if let Some(c) = leading_choice(&a) {
             return Some(c);
         }
+    }
+    static IS_RIGHT: OnceLock<Regex> = OnceLock::new();
+    let is_right = re(
+        &IS_RIGHT,
+        r"\(([A-J])\)\s+is\s+(?:the\s+)?(?:right|correct|best|true)\b",
+    );
+    if let Some(c) = is_right.captures_iter(response).last() {
+        return c.get(1)?.as_str().chars().next();
+    }
+    // A lone letter in either case: `e`, `(e)`, `E.`.
+    let bare = response
+        .trim()
+        .trim_end_matches('.')
+        .trim_start_matches('(')
+        .trim_end_matches(')');
+    if bare.len() == 1 && bare.chars().all(|c| c.is_ascii_alphabetic()) {
+        let c = bare.chars().next()?.to_ascii_uppercase();
+        return ('A'..='J').contains(&c).then_some(c);
     }
     static OPTION: OnceLock<Regex> = OnceLock::new();
     let option = re(&OPTION, r"(?i:option|choice)\s*\(?([A-J])\b");

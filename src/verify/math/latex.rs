@@ -2,6 +2,10 @@
 //! symbols, math delimiters, LaTeX spacing and formatting commands, degree
 //! signs, markdown emphasis.
 
+use std::sync::OnceLock;
+
+use regex::Regex;
+
 /// Index just past the brace group opening at `open` (which must be `{`),
 /// or `None` when the braces do not balance.
 pub(crate) fn brace_end(s: &str, open: usize) -> Option<usize> {
@@ -104,7 +108,6 @@ const DROP: &[&str] = &[
     "\\degree",
     "\\qquad",
     "\\quad",
-    "\\!",
     "\\,",
     "\\;",
     "\\:",
@@ -113,7 +116,17 @@ const DROP: &[&str] = &[
 
 /// Clean an extracted answer into the form [`super::value`] parses.
 pub(crate) fn clean(s: &str) -> String {
-    let mut s = s.to_string();
+    // `\!` is a negative thin space: `32,\!348` is 32,348.
+    let mut s = s.replace("\\!", "");
+    // Mixed numbers with vulgar fractions: `3½` is 3 + 1/2.
+    if s.contains(['\u{00bd}', '\u{00bc}', '\u{00be}', '\u{2153}', '\u{2154}']) {
+        static MIXED: OnceLock<Regex> = OnceLock::new();
+        let mixed = MIXED.get_or_init(|| {
+            Regex::new(r"(\d+)\s*([\x{00bd}\x{00bc}\x{00be}\x{2153}\x{2154}])")
+                .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
+        });
+        s = mixed.replace_all(&s, "($1+$2)").into_owned();
+    }
     for (from, to) in UNICODE {
         s = s.replace(from, to);
     }
@@ -148,6 +161,15 @@ pub(crate) fn clean(s: &str) -> String {
             "operatorname",
         ],
     );
+    // Degrees inside trigonometric functions become radians: `\sin 60^\circ`.
+    if ["\\sin", "\\cos", "\\tan"].iter().any(|f| s.contains(f)) {
+        static DEG: OnceLock<Regex> = OnceLock::new();
+        let deg = DEG.get_or_init(|| {
+            Regex::new(r"(\d+(?:\.\d+)?)\s*\^\s*\{?\\circ\}?")
+                .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
+        });
+        s = deg.replace_all(&s, "($1\\pi/180)").into_owned();
+    }
     for d in DROP {
         s = s.replace(d, " ");
     }
@@ -163,6 +185,92 @@ pub(crate) fn clean(s: &str) -> String {
         .trim_end_matches(['.', ',', ';', ':'])
         .trim()
         .to_string()
+}
+
+/// Remove thousands separators (`,` or a space) from digit groups such as
+/// `10,000`, `1 234 567` or `12,345.5`; leaves `1,2` and `(3, 4)` alone.
+pub(crate) fn strip_thousands(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_number = chars[i].is_ascii_digit()
+            && (i == 0 || !(chars[i - 1].is_ascii_digit() || chars[i - 1] == '.'));
+        if starts_number {
+            let mut j = i;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            let lead = j - i;
+            let mut groups = Vec::new();
+            let mut k = j;
+            while let Some(&sep) = chars.get(k) {
+                let same_sep = groups.is_empty() || sep == chars[groups[0]];
+                let group_ok = k + 4 <= chars.len()
+                    && chars[k + 1..k + 4].iter().all(|c| c.is_ascii_digit())
+                    && !chars.get(k + 4).is_some_and(|c| c.is_ascii_digit());
+                if !(sep == ',' || sep == ' ') || !same_sep || !group_ok {
+                    break;
+                }
+                groups.push(k);
+                k += 4;
+            }
+            if (1..=3).contains(&lead) && !groups.is_empty() {
+                for (idx, c) in chars.iter().enumerate().take(k).skip(i) {
+                    if !groups.contains(&idx) {
+                        out.push(*c);
+                    }
+                }
+                i = k;
+                continue;
+            }
+            out.extend(&chars[i..j]);
+            i = j;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Drop a trailing unit or word list: `5 cm`, `12 apples`, `3 km/h`, `40 m^2`.
+pub(crate) fn strip_units(s: &str) -> Option<&str> {
+    let bytes = s.as_bytes();
+    let mut end = s.len();
+    // Walk back over letters, spaces, `/`, `^` and exponent digits that follow a letter.
+    while end > 0 {
+        let c = bytes[end - 1];
+        let exponent_digit = c.is_ascii_digit() && end >= 2 && bytes[end - 2] == b'^';
+        if c.is_ascii_alphabetic() || c == b' ' || c == b'/' || c == b'^' || exponent_digit {
+            end -= if exponent_digit { 2 } else { 1 };
+        } else {
+            break;
+        }
+    }
+    let head = s[..end].trim_end();
+    let tail = s[end..].trim();
+    let letters = tail.chars().filter(|c| c.is_ascii_alphabetic()).count();
+    (!head.is_empty() && letters >= 2).then_some(head)
+}
+
+/// Rewrite repeating decimals `0.\overline{3}`, `1.2\overline{45}` as exact
+/// fractions `(N/D)`.
+pub(crate) fn repeating_decimals(s: &str) -> String {
+    static RE: OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        Regex::new(r"(\d*)\.(\d*)\\overline\{(\d{1,9})\}")
+            .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
+    });
+    re.replace_all(s, |c: &regex::Captures<'_>| {
+        let (int, fixed, rep) = (&c[1], &c[2], &c[3]);
+        // x = int.fixed(rep)... = (int fixed rep - int fixed) / ((10^|rep| - 1) 10^|fixed|)
+        let all: f64 = format!("{int}{fixed}{rep}").parse().unwrap_or(f64::NAN);
+        let head: f64 = format!("0{int}{fixed}").parse().unwrap_or(f64::NAN);
+        let den = (10f64.powi(rep.len() as i32) - 1.0) * 10f64.powi(fixed.len() as i32);
+        format!("(({})/({}))", all - head, den)
+    })
+    .into_owned()
 }
 
 /// Canonical form of a textual answer: lowercase, no spaces or final period.

@@ -5,12 +5,14 @@
 //!   a bare answer, the last number or number words), and multiple-choice letters.
 //! - [`latex`]: clean-up of Unicode symbols, delimiters and LaTeX formatting.
 //! - [`value`]: scalars, tuples, intervals, sets and text, and their equality.
+//! - [`relation`]: equations and inequalities as answers.
 //! - [`expr`]: the scalar expression parser and numeric evaluator.
 //! - [`words`]: English number words.
 
 mod expr;
 mod extract;
 mod latex;
+mod relation;
 mod value;
 mod words;
 
@@ -26,7 +28,8 @@ pub use extract::extract_final_answer;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MathConfig {
-    /// Relative tolerance of numeric equality (absolute below magnitude 1e-6).
+    /// Relative tolerance of numeric equality (floating-point noise, not
+    /// rounding: `3.14159` is not `\pi`).
     pub rel_tol: f64,
     /// Treat a gold answer that is a single letter `A`..`J` (optionally in
     /// parentheses) as a multiple-choice letter.
@@ -36,7 +39,7 @@ pub struct MathConfig {
 impl Default for MathConfig {
     fn default() -> Self {
         MathConfig {
-            rel_tol: 1e-6,
+            rel_tol: 1e-9,
             choice_letters: true,
         }
     }

@@ -2,7 +2,8 @@
 //! and the equality a grader applies to them.
 
 use super::expr::{expr_equal, parse_expr, Expr};
-use super::latex::{clean, normalize_text};
+use super::latex::{clean, normalize_text, repeating_decimals, strip_thousands, strip_units};
+use super::relation::{equation, inequality, proportional};
 use super::words::parse_number_words;
 
 /// A parsed final answer.
@@ -28,6 +29,14 @@ pub(crate) enum Value {
     Set(Vec<Value>),
     /// A union of intervals.
     Union(Vec<Value>),
+    /// An equation in its variables, `y = 2x + 3`, held as `lhs - rhs`;
+    /// `solved` is the right side when the left is a lone variable.
+    Equation {
+        /// `lhs - rhs`.
+        diff: Expr,
+        /// The right side of `var = rhs`.
+        solved: Option<Expr>,
+    },
     /// Anything else, compared as normalised text.
     Text(String),
 }
@@ -53,7 +62,7 @@ const LEAD_WORDS: &[&str] = &[
 ];
 
 /// Split `s` at top-level occurrences of `sep` (outside brackets and braces).
-fn split_top<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
+pub(crate) fn split_top<'a>(s: &'a str, sep: &str) -> Vec<&'a str> {
     let mut parts = Vec::new();
     let mut depth = 0i32;
     let mut start = 0;
@@ -106,73 +115,6 @@ fn wrapped(s: &str) -> bool {
     false
 }
 
-/// Remove thousands separators (`,` or a space) from digit groups such as
-/// `10,000`, `1 234 567` or `12,345.5`; leaves `1,2` and `(3, 4)` alone.
-fn strip_thousands(s: &str) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let starts_number = chars[i].is_ascii_digit()
-            && (i == 0 || !(chars[i - 1].is_ascii_digit() || chars[i - 1] == '.'));
-        if starts_number {
-            let mut j = i;
-            while j < chars.len() && chars[j].is_ascii_digit() {
-                j += 1;
-            }
-            let lead = j - i;
-            let mut groups = Vec::new();
-            let mut k = j;
-            while let Some(&sep) = chars.get(k) {
-                let same_sep = groups.is_empty() || sep == chars[groups[0]];
-                let group_ok = k + 4 <= chars.len()
-                    && chars[k + 1..k + 4].iter().all(|c| c.is_ascii_digit())
-                    && !chars.get(k + 4).is_some_and(|c| c.is_ascii_digit());
-                if !(sep == ',' || sep == ' ') || !same_sep || !group_ok {
-                    break;
-                }
-                groups.push(k);
-                k += 4;
-            }
-            if (1..=3).contains(&lead) && !groups.is_empty() {
-                for (idx, c) in chars.iter().enumerate().take(k).skip(i) {
-                    if !groups.contains(&idx) {
-                        out.push(*c);
-                    }
-                }
-                i = k;
-                continue;
-            }
-            out.extend(&chars[i..j]);
-            i = j;
-            continue;
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Drop a trailing unit or word list: `5 cm`, `12 apples`, `3 km/h`, `40 m^2`.
-fn strip_units(s: &str) -> Option<&str> {
-    let bytes = s.as_bytes();
-    let mut end = s.len();
-    // Walk back over letters, spaces, `/`, `^` and exponent digits that follow a letter.
-    while end > 0 {
-        let c = bytes[end - 1];
-        let exponent_digit = c.is_ascii_digit() && end >= 2 && bytes[end - 2] == b'^';
-        if c.is_ascii_alphabetic() || c == b' ' || c == b'/' || c == b'^' || exponent_digit {
-            end -= if exponent_digit { 2 } else { 1 };
-        } else {
-            break;
-        }
-    }
-    let head = s[..end].trim_end();
-    let tail = s[end..].trim();
-    let letters = tail.chars().filter(|c| c.is_ascii_alphabetic()).count();
-    (!head.is_empty() && letters >= 2).then_some(head)
-}
-
 /// Longest answer, and deepest bracket nesting, that is parsed as math;
 /// anything bigger is compared as text (and keeps the recursive parser's
 /// stack small whatever a model prints).
@@ -198,25 +140,6 @@ pub(crate) fn parse_value(raw: &str) -> Value {
     parse_clean(&s)
 }
 
-/// Rewrite repeating decimals `0.\overline{3}`, `1.2\overline{45}` as exact
-/// fractions `(N/D)`.
-fn repeating_decimals(s: &str) -> String {
-    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    let re = RE.get_or_init(|| {
-        regex::Regex::new(r"(\d*)\.(\d*)\\overline\{(\d{1,9})\}")
-            .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
-    });
-    re.replace_all(s, |c: &regex::Captures<'_>| {
-        let (int, fixed, rep) = (&c[1], &c[2], &c[3]);
-        // x = int.fixed(rep)... = (int fixed rep - int fixed) / ((10^|rep| - 1) 10^|fixed|)
-        let all: f64 = format!("{int}{fixed}{rep}").parse().unwrap_or(f64::NAN);
-        let head: f64 = format!("0{int}{fixed}").parse().unwrap_or(f64::NAN);
-        let den = (10f64.powi(rep.len() as i32) - 1.0) * 10f64.powi(fixed.len() as i32);
-        format!("(({})/({}))", all - head, den)
-    })
-    .into_owned()
-}
-
 fn strip_lead_words(mut s: &str) -> &str {
     loop {
         let lower = s.to_ascii_lowercase();
@@ -230,7 +153,7 @@ fn strip_lead_words(mut s: &str) -> &str {
     }
 }
 
-fn parse_clean(s: &str) -> Value {
+pub(crate) fn parse_clean(s: &str) -> Value {
     let s = strip_lead_words(s.trim()).trim();
     let s = s.trim_end_matches(['.', ',', ';']).trim();
     let union = split_top(s, "\\cup");
@@ -282,6 +205,9 @@ fn parse_clean(s: &str) -> Value {
         return v;
     }
     // `x = 5`, `y \approx 2.3`, `x \in [1, 2]`: the answer is the last side.
+    if let Some(v) = equation(s) {
+        return v;
+    }
     for sep in ["=", "\\in"] {
         let sides = split_top(s, sep);
         if sides.len() > 1 {
@@ -292,79 +218,6 @@ fn parse_clean(s: &str) -> Value {
         }
     }
     scalar(s)
-}
-
-/// `0 \le x < 1`, `x > 2`, `3 \ge x`: the interval an inequality describes.
-fn inequality(s: &str) -> Option<Value> {
-    let t = s
-        .replace("\\le", "\u{2264}")
-        .replace("<=", "\u{2264}")
-        .replace("\\lt", "<")
-        .replace("\\ge", "\u{2265}")
-        .replace(">=", "\u{2265}")
-        .replace("\\gt", ">");
-    let mut parts = vec![String::new()];
-    let mut ops = Vec::new();
-    let mut depth = 0i32;
-    for c in t.chars() {
-        match c {
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' => depth -= 1,
-            _ => {}
-        }
-        if depth == 0 && matches!(c, '<' | '>' | '\u{2264}' | '\u{2265}') {
-            ops.push(c);
-            parts.push(String::new());
-        } else if let Some(last) = parts.last_mut() {
-            last.push(c);
-        }
-    }
-    let is_var = |p: &str| {
-        let p = p.trim();
-        p.chars().count() == 1 && p.chars().all(char::is_alphabetic)
-            || matches!(p, "\\theta" | "\\alpha")
-    };
-    let less = |c: char| matches!(c, '<' | '\u{2264}');
-    let closed = |c: char| matches!(c, '\u{2264}' | '\u{2265}');
-    let bound = |p: &str| match parse_clean(p) {
-        Value::Scalar { expr, .. } => Some(expr),
-        _ => None,
-    };
-    let interval = |lo: Expr, lo_closed: bool, hi: Expr, hi_closed: bool| Value::Seq {
-        open: if lo_closed { '[' } else { '(' },
-        close: if hi_closed { ']' } else { ')' },
-        items: vec![
-            Value::Scalar {
-                expr: lo,
-                percent: false,
-            },
-            Value::Scalar {
-                expr: hi,
-                percent: false,
-            },
-        ],
-    };
-    let inf = || Expr::Num(f64::INFINITY);
-    let neg_inf = || Expr::Neg(Box::new(Expr::Num(f64::INFINITY)));
-    match (parts.as_slice(), ops.as_slice()) {
-        ([a, b], [op]) if is_var(a) => Some(if less(*op) {
-            interval(neg_inf(), false, bound(b)?, closed(*op))
-        } else {
-            interval(bound(b)?, closed(*op), inf(), false)
-        }),
-        ([a, b], [op]) if is_var(b) => Some(if less(*op) {
-            interval(bound(a)?, closed(*op), inf(), false)
-        } else {
-            interval(neg_inf(), false, bound(a)?, closed(*op))
-        }),
-        ([lo, x, hi], [o1, o2]) if is_var(x) && less(*o1) && less(*o2) => {
-            Some(interval(bound(lo)?, closed(*o1), bound(hi)?, closed(*o2)))
-        }
-        ([hi, x, lo], [o1, o2]) if is_var(x) && !less(*o1) && !less(*o2) => {
-            Some(interval(bound(lo)?, closed(*o2), bound(hi)?, closed(*o1)))
-        }
-        _ => None,
-    }
 }
 
 fn split_list(s: &str) -> Vec<&str> {
@@ -384,6 +237,22 @@ fn scalar(s: &str) -> Value {
         Some(b) => (b.trim(), true),
         None => (s, false),
     };
+    static MIXED: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let mixed = MIXED.get_or_init(|| {
+        regex::Regex::new(r"^(-?)(\d+)\s+(\d+)/(\d+)$|^(.+?)\s+[xX]\s+(10\^.+)$")
+            .unwrap_or_else(|e| unreachable!("bad regex: {e}"))
+    });
+    if let Some(c) = mixed.captures(body) {
+        // `2 1/2` is the mixed number 2 1/2; `3 x 10^8` is a product.
+        let rewritten = match (c.get(2), c.get(5)) {
+            (Some(int), _) => format!("{}({}+{}/{})", &c[1], int.as_str(), &c[3], &c[4]),
+            (None, Some(m)) => format!("{}*{}", m.as_str(), &c[6]),
+            _ => body.to_string(),
+        };
+        if let Some(expr) = parse_expr(&rewritten) {
+            return Value::Scalar { expr, percent };
+        }
+    }
     if let Some(expr) = parse_expr(body) {
         return Value::Scalar { expr, percent };
     }
@@ -467,6 +336,20 @@ pub(crate) fn values_equal(gold: &Value, pred: &Value, rel_tol: f64) -> bool {
         (Set(gi), p) if gi.len() == 1 => values_equal(&gi[0], p, rel_tol),
         (g, Set(pi)) if pi.len() == 1 => values_equal(g, &pi[0], rel_tol),
         (Text(g), Text(p)) => g == p,
+        (Equation { diff: g, .. }, Equation { diff: p, .. }) => proportional(g, p, rel_tol),
+        // `y = 2x + 3` answers `2x + 3` and the other way round.
+        (
+            Scalar { expr: g, .. },
+            Equation {
+                solved: Some(p), ..
+            },
+        )
+        | (
+            Equation {
+                solved: Some(g), ..
+            },
+            Scalar { expr: p, .. },
+        ) => expr_equal(g, p, rel_tol),
         _ => false,
     }
 }
@@ -529,5 +412,11 @@ mod tests {
         assert!(eq(r"(2, \infty)", "x > 2"));
         assert!(eq(r"(-\infty, 3]", r"3 \geq x"));
         assert!(!eq("[0, 1]", "0 < x < 1"));
+        assert!(eq("y = 2x + 3", "2x - y + 3 = 0"));
+        assert!(eq("y = 2x + 3", "2x + 3"));
+        assert!(!eq("(x-1)^2 + y^2 = 9", "x^2 + y^2 = 9"));
+        assert!(!eq("x + y = 5", "x - y = 5"));
+        assert!(eq("x = 5", "5"));
+        assert!(eq("5", "2 + 3 = 5"));
     }
 }

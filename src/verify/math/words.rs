@@ -41,6 +41,20 @@ const SCALES: &[(&str, f64)] = &[
     ("billion", 1e9),
 ];
 
+/// Ordinals, read as their number when they stand alone ("she finished third").
+const ORDINALS: &[(&str, f64)] = &[
+    ("first", 1.0),
+    ("second", 2.0),
+    ("third", 3.0),
+    ("fourth", 4.0),
+    ("fifth", 5.0),
+    ("sixth", 6.0),
+    ("seventh", 7.0),
+    ("eighth", 8.0),
+    ("ninth", 9.0),
+    ("tenth", 10.0),
+];
+
 /// Fraction denominators (singular and plural).
 const DENOMS: &[(&str, f64)] = &[
     ("half", 2.0),
@@ -70,6 +84,7 @@ pub(crate) fn is_number_word(w: &str) -> bool {
     let w = w.to_ascii_lowercase();
     lookup(SMALL, &w).is_some()
         || lookup(SCALES, &w).is_some()
+        || lookup(ORDINALS, &w).is_some()
         || lookup(DENOMS, &w).is_some()
         || w.split('-').all(|p| lookup(SMALL, p).is_some())
 }
@@ -95,6 +110,11 @@ pub(crate) fn parse_number_words(s: &str) -> Option<f64> {
     if let [num, scale] = words {
         if let (Ok(n), Some(m)) = (num.parse::<f64>(), lookup(SCALES, scale)) {
             return Some(sign * n * m);
+        }
+    }
+    if let [w] = words {
+        if let Some(v) = lookup(ORDINALS, w) {
+            return Some(sign * v);
         }
     }
     // "one half", "a third", "three quarters".
@@ -145,6 +165,8 @@ mod tests {
         );
         assert_eq!(parse_number_words("negative seven"), Some(-7.0));
         assert_eq!(parse_number_words("one half"), Some(0.5));
+        assert_eq!(parse_number_words("third"), Some(3.0));
+        assert_eq!(parse_number_words("a third"), Some(1.0 / 3.0));
         assert_eq!(parse_number_words("three quarters"), Some(0.75));
         assert_eq!(parse_number_words("a dozen"), None);
         assert_eq!(parse_number_words("2.5 million"), Some(2.5e6));
