@@ -129,7 +129,8 @@ def run_trl(args):
     import transformers
     import trl
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     if args.threads > 0:
@@ -138,7 +139,15 @@ def run_trl(args):
     rows = [json.loads(line) for line in open(os.path.join(args.model, "prompts.jsonl"))]
     data = Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows])
 
-    tok = AutoTokenizer.from_pretrained(args.model)
+    # Built from tokenizer.json itself: AutoTokenizer in transformers 5 puts a
+    # default byte-level pre-tokenizer in front of this file's (absent) one,
+    # which drops the spaces and would give TRL shorter prompts than rlsd.
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_file(os.path.join(args.model, "tokenizer.json")),
+        pad_token="<pad>", unk_token="<unk>")
+    for r in rows:
+        ids = tok(r["prompt"], add_special_tokens=False)["input_ids"]
+        assert len(ids) == len(r["prompt"]) and tok.decode(ids) == r["prompt"], (r["prompt"], ids)
     # TRL needs an EOS id to mask completions after it. The model folder has none
     # (rlsd must not stop early), so name the pad token here; min_new_tokens = 48
     # keeps it from being sampled, so every completion is exactly 48 tokens.
@@ -201,6 +210,18 @@ def run_trl(args):
     clock = Clock()
     trainer = GRPOTrainer(model=model, reward_funcs=contains_answer, args=cfg,
                           train_dataset=data, processing_class=tok, callbacks=[clock])
+    # Wall time of the rollout part of each step (generation, rewards,
+    # advantages); the rest of the step is the forward/backward/optimizer.
+    rollout_s = []
+    inner = trainer._generate_and_score_completions
+
+    def timed_rollout(*a, **k):
+        r0 = time.perf_counter()
+        out = inner(*a, **k)
+        rollout_s.append(time.perf_counter() - r0)
+        return out
+
+    trainer._generate_and_score_completions = timed_rollout
     t0 = time.perf_counter()
     trainer.train()
     total = time.perf_counter() - t0
@@ -219,6 +240,8 @@ def run_trl(args):
         "median_step_wall_s": statistics.median(timed),
         "median_step_cpu_s": statistics.median(timed_cpu),
         "train_wall_s": total,
+        "rollout_wall_s": rollout_s,
+        "median_rollout_wall_s": statistics.median(rollout_s[args.warmup:]) if len(rollout_s) > args.warmup else None,
         "prompt_tokens": len(tok(rows[0]["prompt"], add_special_tokens=False)["input_ids"]),
         "completion_tokens": NEW_TOKENS,
     }))

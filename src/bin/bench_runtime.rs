@@ -4,7 +4,9 @@
 //! Cases, each `--warmup` untimed steps then `--steps` timed ones:
 //! - `grpo-seq`, `rlsd-seq`: the plain loop [`rlsd::actors::sequential::run_sequential`];
 //! - `grpo-rt0`, `rlsd-rt0`: the actor runtime with `max_staleness = 0`;
-//! - `grpo-rt1`, `rlsd-rt1`: the actor runtime with `max_staleness = 1`.
+//! - `grpo-rt1`, `rlsd-rt1`: the actor runtime with `max_staleness = 1`;
+//! - `rlsd-rt0-short` (any case with `-short`): the teacher template is just
+//!   the question and the answer instead of the project's default wording.
 //!
 //! A step's time is the interval between consecutive step boundaries (the
 //! loop's prompt draws; the runtime's step callbacks), in wall time and in
@@ -28,6 +30,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Teacher template of the `-short` cases: the question, then the privileged
+/// answer, so the teacher's context is about as long as the student's.
+const SHORT_TEMPLATE: &str = "{question}{answer} ";
+
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(about = "Step times of rlsd's runtime, its sequential loop, GRPO and RLSD")]
@@ -41,10 +47,13 @@ struct Args {
     /// Untimed steps at the start of each case.
     #[arg(long, default_value_t = 1)]
     warmup: u64,
+    /// Times every case is run (cases alternate within a round).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "grpo-seq,grpo-rt0,grpo-rt1,rlsd-seq,rlsd-rt0,rlsd-rt1"
+        default_value = "grpo-seq,grpo-rt0,grpo-rt1,rlsd-seq,rlsd-rt0,rlsd-rt1,rlsd-rt0-short"
     )]
     cases: String,
     /// Intra-op threads (0 = libtorch's default, one per core).
@@ -241,11 +250,61 @@ fn mean_timings(ts: &[StageTimings]) -> Value {
     })
 }
 
-/// Run one case; returns its JSON summary.
-fn run_case(args: &Args, name: &str, scratch: &Path) -> Result<Value> {
+/// One run of one case: every step's (wall, cpu) seconds, warm-up included,
+/// the stage timings the steps reported, and the whole run's wall time.
+#[derive(Debug, Default)]
+struct CaseRun {
+    steps: Vec<(f64, f64)>,
+    timings: Vec<StageTimings>,
+    wall_total: f64,
+}
+
+/// The JSON summary of a case over all its rounds (warm-up steps left out).
+fn summarize(name: &str, runs: &[CaseRun], warmup: usize) -> Result<Value> {
     let (algo, mode) = name
         .split_once('-')
         .with_context(|| format!("case {name:?} is not ALGO-MODE"))?;
+    let short = mode.ends_with("-short");
+    let mode = mode.trim_end_matches("-short");
+    let timed: Vec<(f64, f64)> = runs
+        .iter()
+        .flat_map(|r| r.steps[warmup.min(r.steps.len())..].iter().copied())
+        .collect();
+    let timings: Vec<StageTimings> = runs
+        .iter()
+        .flat_map(|r| r.timings[warmup.min(r.timings.len())..].iter().cloned())
+        .collect();
+    let wall: Vec<f64> = timed.iter().map(|s| s.0).collect();
+    let cpu: Vec<f64> = timed.iter().map(|s| s.1).collect();
+    println!(
+        "{name:>9}: step {:.3} s wall, {:.3} s cpu (median of {})",
+        median(&wall),
+        median(&cpu),
+        wall.len()
+    );
+    Ok(json!({
+        "algo": algo,
+        "mode": if mode == "seq" { "sequential" } else { "runtime" },
+        "max_staleness": if mode == "rt1" { 1 } else { 0 },
+        "teacher_template": if short { SHORT_TEMPLATE } else { rlsd::data::DEFAULT_TEACHER_TEMPLATE },
+        "rounds_step_wall_s": runs.iter().map(|r| r.steps.iter().map(|s| s.0).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "rounds_step_cpu_s": runs.iter().map(|r| r.steps.iter().map(|s| s.1).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "median_step_wall_s": median(&wall),
+        "median_step_cpu_s": median(&cpu),
+        "mean_stage_s": mean_timings(&timings),
+        "rounds_wall_s": runs.iter().map(|r| r.wall_total).collect::<Vec<_>>(),
+    }))
+}
+
+/// Run one case once.
+fn run_case(args: &Args, name: &str, scratch: &Path) -> Result<CaseRun> {
+    let (algo, mode) = name
+        .split_once('-')
+        .with_context(|| format!("case {name:?} is not ALGO-MODE"))?;
+    let (mode, short) = match mode.strip_suffix("-short") {
+        Some(m) => (m, true),
+        None => (mode, false),
+    };
     let staleness = match mode {
         "seq" | "rt0" => 0,
         "rt1" => 1,
@@ -253,7 +312,10 @@ fn run_case(args: &Args, name: &str, scratch: &Path) -> Result<Value> {
     };
     let total = args.warmup + args.steps;
     let out_dir = scratch.join(name);
-    let cfg = case_config(&args.model, algo, staleness, total, &out_dir)?;
+    let mut cfg = case_config(&args.model, algo, staleness, total, &out_dir)?;
+    if short {
+        cfg.data.teacher_template = SHORT_TEMPLATE.into();
+    }
     let source = BenchPrompts::load(&args.model.join("prompts.jsonl"))?;
     let draws = source.marks.clone();
     let t0 = Instant::now();
@@ -301,27 +363,17 @@ fn run_case(args: &Args, name: &str, scratch: &Path) -> Result<Value> {
         "case {name}: {} step times for {total} steps",
         steps.len()
     );
-    let skip = args.warmup as usize;
-    let wall: Vec<f64> = steps[skip..].iter().map(|s| s.0).collect();
-    let cpu: Vec<f64> = steps[skip..].iter().map(|s| s.1).collect();
-    let summary = json!({
-        "algo": algo,
-        "mode": if mode == "seq" { "sequential" } else { "runtime" },
-        "max_staleness": staleness,
-        "step_wall_s": steps.iter().map(|s| s.0).collect::<Vec<_>>(),
-        "step_cpu_s": steps.iter().map(|s| s.1).collect::<Vec<_>>(),
-        "median_step_wall_s": median(&wall),
-        "median_step_cpu_s": median(&cpu),
-        "mean_stage_s": mean_timings(&timings[skip..]),
-        "case_wall_s": wall_total,
-    });
-    println!(
-        "{name:>9}: step {:.3} s wall, {:.3} s cpu (median of {})",
-        median(&wall),
-        median(&cpu),
-        wall.len()
+    let run = CaseRun {
+        steps,
+        timings,
+        wall_total,
+    };
+    eprintln!(
+        "[bench_runtime] {name}: {} steps in {:.1} s",
+        run.steps.len(),
+        run.wall_total
     );
-    Ok(summary)
+    Ok(run)
 }
 
 /// FLOPs of one step from the parameter count and token counts: 6ND for the
@@ -340,14 +392,19 @@ fn flop_model(model_dir: &Path) -> Result<Value> {
     let prompts = BenchPrompts::load(&model_dir.join("prompts.jsonl"))?;
     let ex = &prompts.examples[0];
     let p = rlsd::actors::stages::student_prompt_ids(tok, ex)?.len() as f64;
-    let tmpl = TeacherPrompt::new(rlsd::data::DEFAULT_TEACHER_TEMPLATE)?;
-    let pt = rlsd::actors::stages::teacher_prompt_ids(tok, &tmpl, ex, &ex.privileged)?.len() as f64;
+    let teacher_len = |t: &str| -> Result<f64> {
+        let tmpl = TeacherPrompt::new(t)?;
+        Ok(rlsd::actors::stages::teacher_prompt_ids(tok, &tmpl, ex, &ex.privileged)?.len() as f64)
+    };
+    let pt = teacher_len(rlsd::data::DEFAULT_TEACHER_TEMPLATE)?;
+    let pt_short = teacher_len(SHORT_TEMPLATE)?;
     let (seqs, new) = (64.0, 48.0);
     let n = n as f64;
     let train = 6.0 * n * seqs * (p + new);
     // Generation forwards the prompt once, then each sampled token but the last.
     let gen = 2.0 * n * seqs * (p + new - 1.0);
     let teacher = 2.0 * n * seqs * (pt + new);
+    let teacher_short = 2.0 * n * seqs * (pt_short + new);
     Ok(json!({
         "matmul_params": n,
         "prompt_tokens": p,
@@ -357,6 +414,9 @@ fn flop_model(model_dir: &Path) -> Result<Value> {
         "train_flops": train,
         "generate_flops": gen,
         "teacher_flops": teacher,
+        "teacher_prompt_tokens_short": pt_short,
+        "teacher_flops_short": teacher_short,
+        "rlsd_short_step_flops": train + gen + teacher_short,
         "grpo_step_flops": train + gen,
         "rlsd_step_flops": train + gen + teacher,
     }))
@@ -383,14 +443,23 @@ fn main() -> Result<()> {
         tch::set_num_threads(args.threads);
     }
     let scratch = std::env::temp_dir().join(format!("rlsd-bench-runtime-{}", std::process::id()));
-    let mut cases = serde_json::Map::new();
-    for name in args
+    let names: Vec<&str> = args
         .cases
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-    {
-        cases.insert(name.to_string(), run_case(&args, name, &scratch)?);
+        .collect();
+    // Rounds alternate the cases, so a change in the machine's load during
+    // the run reaches every case alike.
+    let mut runs: Vec<Vec<CaseRun>> = names.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.rounds.max(1) {
+        for (i, name) in names.iter().enumerate() {
+            runs[i].push(run_case(&args, name, &scratch)?);
+        }
+    }
+    let mut cases = serde_json::Map::new();
+    for (name, r) in names.iter().zip(&runs) {
+        cases.insert(name.to_string(), summarize(name, r, args.warmup as usize)?);
     }
     let _ = std::fs::remove_dir_all(&scratch);
     let flops = flop_model(&args.model)?;
@@ -399,6 +468,7 @@ fn main() -> Result<()> {
         "workload": "8 prompts x 8 responses x 48 new tokens (no early stop), one optimizer step per batch, f32, CPU",
         "threads": tch::get_num_threads(),
         "steps": args.steps,
+        "rounds": args.rounds,
         "warmup": args.warmup,
         "flops": flops,
         "cases": cases.clone(),
@@ -429,6 +499,11 @@ fn main() -> Result<()> {
             ratio(
                 &format!("rlsd_over_grpo_{m}_{clock}"),
                 step(&format!("rlsd-{m}"), &k),
+                step(&format!("grpo-{m}"), &k),
+            );
+            ratio(
+                &format!("rlsd_short_over_grpo_{m}_{clock}"),
+                step(&format!("rlsd-{m}-short"), &k),
                 step(&format!("grpo-{m}"), &k),
             );
         }
@@ -467,12 +542,16 @@ fn main() -> Result<()> {
         floors.insert("rate_gflops".into(), json!(rate / 1e9));
         floors.insert("grpo_step_floor_s".into(), json!(grpo_floor));
         floors.insert("rlsd_step_floor_s".into(), json!(rlsd_floor));
+        let short_floor = f(&result["flops"]["rlsd_short_step_flops"]) / rate;
+        floors.insert("rlsd_short_step_floor_s".into(), json!(short_floor));
         let names: Vec<String> = cases
             .as_object()
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
         for c in names {
-            let floor = if c.starts_with("rlsd") {
+            let floor = if c.starts_with("rlsd") && c.ends_with("-short") {
+                short_floor
+            } else if c.starts_with("rlsd") {
                 rlsd_floor
             } else {
                 grpo_floor
