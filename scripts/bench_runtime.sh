@@ -7,7 +7,7 @@
 #
 # Needs: cargo (with LIBTORCH / CARGO_TARGET_DIR as for any build of this repo) and
 # a Python with torch 2.11 + transformers + trl (the one named in .libtorch-python,
-# else python3). About 3-5 minutes on a 2-core CPU with the defaults.
+# else python3). About 6-7 minutes on a 2-core CPU with the defaults.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -55,13 +55,24 @@ echo "[bench] TRL GRPOTrainer: $warmup + $trl_steps steps" >&2
   --threads "$threads" --out-dir "$work/trl" >"$work/trl.json" 2>"$work/trl.log" \
   || { tail -40 "$work/trl.log" >&2; exit 1; }
 
-echo "[bench] rlsd: 6 cases x ($warmup + $steps) steps" >&2
+echo "[bench] rlsd: 7 cases x ($warmup + $steps) steps" >&2
 "$bin" --model "$work/model" --steps "$steps" --warmup "$warmup" --threads "$threads" \
   --trl-json "$work/trl.json" --matmul-json "$work/matmul.json" --out "$out"
 
-"$python" - "$out" <<'EOF'
+# glibc gives every thread that allocates its own malloc arena; the runtime's
+# tensor work runs on tokio's blocking threads, whose arenas hand large
+# buffers back to the kernel and fault them in again. The same GRPO cases
+# with a single arena show what that costs.
+echo "[bench] rlsd with MALLOC_ARENA_MAX=1: grpo-seq, grpo-rt0, grpo-rt1" >&2
+MALLOC_ARENA_MAX=1 "$bin" --model "$work/model" --steps "$steps" --warmup "$warmup" \
+  --threads "$threads" --cases grpo-seq,grpo-rt0,grpo-rt1 --out "$work/arena1.json" >/dev/null
+
+"$python" - "$out" "$work/arena1.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
+a1 = json.load(open(sys.argv[2]))
+r["malloc_arena_max_1"] = {"cases": a1["cases"], "ratios": a1["ratios"]}
+json.dump(r, open(sys.argv[1], "w"), indent=2)
 c, t = r["cases"], r.get("trl", {})
 def line(name, sec_w, sec_c):
     print(f"  {name:<34} {sec_w:7.3f} s wall {sec_c:7.3f} s cpu")
@@ -69,6 +80,8 @@ print("median step time:")
 line("TRL GRPOTrainer", t.get("median_step_wall_s", float("nan")), t.get("median_step_cpu_s", float("nan")))
 for k, v in c.items():
     line(f"rlsd {k}", v["median_step_wall_s"], v["median_step_cpu_s"])
+for k, v in a1["cases"].items():
+    line(f"rlsd {k} (1 arena)", v["median_step_wall_s"], v["median_step_cpu_s"])
 ra = r["ratios"]
 def ratio(key, label, target):
     print(f"  {label:<44} {ra.get(key + '_wall', float('nan')):6.2f}x wall {ra.get(key + '_cpu', float('nan')):6.2f}x cpu   (target {target})")
@@ -79,6 +92,10 @@ ratio("runtime_rt0_over_sequential_grpo", "runtime s=0 / sequential (grpo)", "< 
 ratio("runtime_rt1_over_sequential_grpo", "runtime s=1 / sequential (grpo)", "< 1.05")
 ratio("rlsd_over_grpo_rt0", "rlsd / grpo step (runtime, s=0)", "<= 1.3")
 ratio("rlsd_over_grpo_rt1", "rlsd / grpo step (runtime, s=1)", "<= 1.3")
+ratio("rlsd_short_over_grpo_rt0", "rlsd (short teacher prompt) / grpo (s=0)", "<= 1.3")
+ra = a1["ratios"]
+ratio("runtime_rt0_over_sequential_grpo", "MALLOC_ARENA_MAX=1: runtime s=0 / sequential", "< 1.05")
+ratio("runtime_rt1_over_sequential_grpo", "MALLOC_ARENA_MAX=1: runtime s=1 / sequential", "< 1.05")
 f = r.get("floor")
 if f:
     print(f"FLOP floor at {f['rate_gflops']:.1f} GFLOP/s (measured matmul, CPU time): "
