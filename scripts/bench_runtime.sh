@@ -7,14 +7,14 @@
 #
 # Needs: cargo (with LIBTORCH / CARGO_TARGET_DIR as for any build of this repo) and
 # a Python with torch 2.11 + transformers + trl (the one named in .libtorch-python,
-# else python3). About 6-7 minutes on a 2-core CPU with the defaults.
+# else python3). About 7-8 minutes on a 2-core CPU with the defaults.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 python="$(cat .libtorch-python 2>/dev/null || echo python3)"
 steps=5      # timed rlsd steps per case
-trl_steps=4  # timed TRL steps
+trl_steps=4  # timed TRL steps per TRL run (two runs)
 warmup=1     # untimed first steps of every case
 threads=1    # intra-op threads for both sides (0 = each library's default)
 out=bench_runtime.json
@@ -50,14 +50,24 @@ echo "[bench] tiny random Qwen2 -> $work/model" >&2
 echo "[bench] matmul rate" >&2
 "$python" scripts/bench_trl.py matmul --threads "$threads" >"$work/matmul.json"
 
-echo "[bench] TRL GRPOTrainer: $warmup + $trl_steps steps" >&2
-"$python" scripts/bench_trl.py trl "$work/model" --steps "$trl_steps" --warmup "$warmup" \
-  --threads "$threads" --out-dir "$work/trl" >"$work/trl.json" 2>"$work/trl.log" \
-  || { tail -40 "$work/trl.log" >&2; exit 1; }
+# TRL runs twice, before and after the rlsd cases, so that a change in the
+# machine's load during the benchmark reaches both sides alike.
+trl() {
+  echo "[bench] TRL GRPOTrainer ($1): $warmup + $trl_steps steps" >&2
+  "$python" scripts/bench_trl.py trl "$work/model" --steps "$trl_steps" --warmup "$warmup" \
+    --threads "$threads" --out-dir "$work/trl" >"$work/trl-$1.json" 2>"$work/trl.log" \
+    || { tail -40 "$work/trl.log" >&2; exit 1; }
+}
+trl before
 
-echo "[bench] rlsd: 7 cases x ($warmup + $steps) steps" >&2
+echo "[bench] rlsd: 7 cases x 2 rounds x ($warmup + $steps) steps" >&2
 "$bin" --model "$work/model" --steps "$steps" --warmup "$warmup" --threads "$threads" \
-  --trl-json "$work/trl.json" --matmul-json "$work/matmul.json" --out "$out"
+  --out "$work/rlsd.json"
+
+trl after
+"$bin" --model "$work/model" --cases-json "$work/rlsd.json" \
+  --trl-json "$work/trl-before.json" --trl-json "$work/trl-after.json" \
+  --matmul-json "$work/matmul.json" --out "$out"
 
 # glibc gives every thread that allocates its own malloc arena; the runtime's
 # tensor work runs on tokio's blocking threads, whose arenas hand large

@@ -59,9 +59,15 @@ struct Args {
     /// Intra-op threads (0 = libtorch's default, one per core).
     #[arg(long, default_value_t = 0)]
     threads: i32,
-    /// JSON line printed by `bench_trl.py trl`, merged into the output.
+    /// JSON line printed by `bench_trl.py trl`, merged into the output; give
+    /// it more than once to pool several TRL runs (e.g. one before and one
+    /// after the rlsd cases).
     #[arg(long)]
-    trl_json: Option<PathBuf>,
+    trl_json: Vec<PathBuf>,
+    /// Take the rlsd cases from this earlier output instead of running them
+    /// (to merge TRL runs made after the cases).
+    #[arg(long)]
+    cases_json: Option<PathBuf>,
     /// JSON line printed by `bench_trl.py matmul`, merged into the output.
     #[arg(long)]
     matmul_json: Option<PathBuf>,
@@ -433,6 +439,37 @@ fn read_json_line(path: &Path) -> Result<Value> {
     Ok(serde_json::from_str(line)?)
 }
 
+/// Pool TRL runs: the first run's fields, every run under `runs`, and the
+/// medians over the timed steps of all of them.
+fn merge_trl(paths: &[PathBuf]) -> Result<Value> {
+    let runs = paths
+        .iter()
+        .map(|p| read_json_line(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = runs[0].clone();
+    for clock in ["wall", "cpu"] {
+        let timed: Vec<f64> = runs
+            .iter()
+            .flat_map(|r| {
+                let warmup = r["warmup"].as_u64().unwrap_or(0) as usize;
+                let steps = r[format!("step_{clock}_s")]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                steps
+                    .into_iter()
+                    .skip(warmup)
+                    .filter_map(|v| v.as_f64())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out[format!("median_step_{clock}_s")] = json!(median(&timed));
+        out[format!("timed_steps_{clock}")] = json!(timed.len());
+    }
+    out["runs"] = Value::Array(runs);
+    Ok(out)
+}
+
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
@@ -451,19 +488,31 @@ fn main() -> Result<()> {
         .collect();
     // Rounds alternate the cases, so a change in the machine's load during
     // the run reaches every case alike.
-    let mut runs: Vec<Vec<CaseRun>> = names.iter().map(|_| Vec::new()).collect();
-    for _ in 0..args.rounds.max(1) {
-        for (i, name) in names.iter().enumerate() {
-            runs[i].push(run_case(&args, name, &scratch)?);
+    let cases = match &args.cases_json {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let v: Value = serde_json::from_str(&text)?;
+            v.get("cases")
+                .cloned()
+                .with_context(|| format!("{} has no `cases`", p.display()))?
         }
-    }
-    let mut cases = serde_json::Map::new();
-    for (name, r) in names.iter().zip(&runs) {
-        cases.insert(name.to_string(), summarize(name, r, args.warmup as usize)?);
-    }
-    let _ = std::fs::remove_dir_all(&scratch);
+        None => {
+            let mut runs: Vec<Vec<CaseRun>> = names.iter().map(|_| Vec::new()).collect();
+            for _ in 0..args.rounds.max(1) {
+                for (i, name) in names.iter().enumerate() {
+                    runs[i].push(run_case(&args, name, &scratch)?);
+                }
+            }
+            let mut cases = serde_json::Map::new();
+            for (name, r) in names.iter().zip(&runs) {
+                cases.insert(name.to_string(), summarize(name, r, args.warmup as usize)?);
+            }
+            let _ = std::fs::remove_dir_all(&scratch);
+            Value::Object(cases)
+        }
+    };
     let flops = flop_model(&args.model)?;
-    let cases = Value::Object(cases);
     let mut result = json!({
         "workload": "8 prompts x 8 responses x 48 new tokens (no early stop), one optimizer step per batch, f32, CPU",
         "threads": tch::get_num_threads(),
@@ -509,8 +558,8 @@ fn main() -> Result<()> {
         }
     }
 
-    if let Some(p) = &args.trl_json {
-        let trl = read_json_line(p)?;
+    if !args.trl_json.is_empty() {
+        let trl = merge_trl(&args.trl_json)?;
         for clock in ["wall", "cpu"] {
             for m in ["seq", "rt0", "rt1"] {
                 ratio(
