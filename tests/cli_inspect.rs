@@ -3,9 +3,9 @@
 //! then the spec's formula for `Ahat_t`, against what
 //! [`rlsd::commands::inspect::inspect_step`] reports.
 
-use rlsd::actors::stages::{student_prompt_ids, teacher_prompt_ids};
 use rlsd::commands::inspect::{inspect_step, render_page};
 use rlsd::config::RunConfig;
+use rlsd::data::prompt::student_prompt_ids;
 use rlsd::data::{Dataset, TeacherPrompt};
 use rlsd::model::{token_logprobs, LoadedModel};
 use rlsd::verify::build_verifier;
@@ -69,7 +69,7 @@ fn check(algo: &str, model: &LoadedModel) {
     for r in &ins.responses {
         let ex = &examples[r.group];
         let student = student_prompt_ids(tok, ex).unwrap();
-        let teacher = teacher_prompt_ids(tok, &template, ex, &ex.privileged).unwrap();
+        let teacher = template.ids(tok, ex).unwrap();
         let ids = vec![r.response_ids.clone()];
         let ls = &token_logprobs(&model.lm, &[student], &ids, t).unwrap()[0];
         let lt = &token_logprobs(&model.lm, &[teacher], &ids, t).unwrap()[0];

@@ -397,10 +397,10 @@ fn flop_model(model_dir: &Path) -> Result<Value> {
     let tok = m.tokenizer.as_ref().context("the model has no tokenizer")?;
     let prompts = BenchPrompts::load(&model_dir.join("prompts.jsonl"))?;
     let ex = &prompts.examples[0];
-    let p = rlsd::actors::stages::student_prompt_ids(tok, ex)?.len() as f64;
+    let p = rlsd::data::prompt::student_prompt_ids(tok, ex)?.len() as f64;
     let teacher_len = |t: &str| -> Result<f64> {
         let tmpl = TeacherPrompt::new(t)?;
-        Ok(rlsd::actors::stages::teacher_prompt_ids(tok, &tmpl, ex, &ex.privileged)?.len() as f64)
+        Ok(tmpl.ids(tok, ex)?.len() as f64)
     };
     let pt = teacher_len(rlsd::data::DEFAULT_TEACHER_TEMPLATE)?;
     let pt_short = teacher_len(SHORT_TEMPLATE)?;

@@ -2,10 +2,11 @@
 //! data with the configured verifier.
 //!
 //! Prompts go through the chat template exactly as in training
-//! ([`crate::actors::stages::student_prompt_ids`]); decoding is greedy, so the
+//! ([`crate::data::prompt::student_prompt_ids`]); decoding is greedy, so the
 //! figures are deterministic for a given model, data and `max_new_tokens`.
 
-use crate::actors::stages::{student_prompt_ids, tokenizer_of, verify_one};
+use crate::actors::stages::{tokenizer_of, verify_one};
+use crate::data::prompt::student_prompt_ids;
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::model::{generate, GenerateOptions, LoadedModel};

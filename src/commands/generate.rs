@@ -1,6 +1,7 @@
 //! `rlsd generate`: sample responses to one prompt through the model's chat template.
 
-use crate::actors::stages::{encode_user_message, tokenizer_of};
+use crate::actors::stages::tokenizer_of;
+use crate::data::prompt::chat_prompt_ids;
 use crate::error::{Error, Result};
 use crate::model::{generate, GenerateOptions, LoadedModel};
 use rand::rngs::StdRng;
@@ -59,7 +60,7 @@ pub fn generate_text(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<G
         )));
     }
     let tok = tokenizer_of(model)?;
-    let ids = encode_user_message(tok, &req.prompt)?;
+    let ids = chat_prompt_ids(tok, &req.prompt)?;
     let greedy = req.temperature == 0.0;
     let opts = GenerateOptions {
         max_new_tokens: req.max_new_tokens,

@@ -131,6 +131,7 @@ pub fn inspect_step(
         &plan.examples,
         &mut samples,
         &cfg.algo,
+        plan.lambda,
         temperature,
     )?;
     assign_advantages(&mut samples, cfg.rollout.group_size, &cfg.algo)?;

@@ -33,7 +33,7 @@ impl LoadedModel {
     /// A replica of this model on `device`: same config, tokenizer, dtype and
     /// weights (deep copies).
     pub fn replicate(&self, device: tch::Device) -> Result<LoadedModel> {
-        let mut m = LoadedModel::random(self.config.clone(), device, 0)?;
+        let mut m = LoadedModel::empty(self.config.clone(), device)?;
         m.vs.set_kind(self.lm.kind());
         m.tokenizer = self.tokenizer.clone();
         m.load_snapshot(&self.snapshot(0)?)?;
