@@ -134,8 +134,9 @@ pub fn generate(
         // Sized for the whole run, up to 4096 new positions (it grows beyond).
         let mut cache = lm.new_cache(w_i + (opts.max_new_tokens as i64).min(4096));
         let mut logits = lm.forward(&ids, &positions, padded.then_some(&mask), &mut cache)?;
-        let mut pos = positions.f_narrow(1, w_i - 1, 1)?; // [rows, 1]
-                                                          // Batch row -> prompt index; finished rows are dropped from the batch.
+        // [rows, 1]
+        let mut pos = positions.f_narrow(1, w_i - 1, 1)?;
+        // Batch row -> prompt index; finished rows are dropped from the batch.
         let mut active: Vec<usize> = (0..b).collect();
 
         for step in 0..opts.max_new_tokens {
