@@ -1,6 +1,8 @@
 //! `rlsd inspect`, `eval`, `generate` and `plot` through the built binary, on
 //! a tiny model pretrained for a few steps, plus their errors on bad input.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -11,24 +13,7 @@ fn tiny_model() -> &'static Path {
     &DIR.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("tiny");
-        let cfg = rlsd::pretrain::PretrainConfig {
-            out_dir: out.clone(),
-            model: rlsd::pretrain::ModelShape {
-                hidden_size: 32,
-                intermediate_size: 64,
-                num_hidden_layers: 1,
-                num_attention_heads: 2,
-                num_key_value_heads: 1,
-            },
-            max_steps: 3,
-            batch_size: 4,
-            warmup_steps: 1,
-            eval_problems: 1,
-            eval_max_new_tokens: 4,
-            log_every: 0,
-            ..Default::default()
-        };
-        rlsd::pretrain::pretrain(&cfg).unwrap();
+        common::pretrain_tiny(&out);
         (tmp, out)
     })
     .1

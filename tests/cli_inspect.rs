@@ -3,6 +3,8 @@
 //! then the spec's formula for `Ahat_t`, against what
 //! [`rlsd::commands::inspect::inspect_step`] reports.
 
+mod common;
+
 use rlsd::commands::inspect::{inspect_step, render_page};
 use rlsd::config::RunConfig;
 use rlsd::data::prompt::student_prompt_ids;
@@ -11,24 +13,7 @@ use rlsd::model::{token_logprobs, LoadedModel};
 use rlsd::verify::build_verifier;
 
 fn tiny_model(dir: &std::path::Path) -> LoadedModel {
-    let cfg = rlsd::pretrain::PretrainConfig {
-        out_dir: dir.to_path_buf(),
-        model: rlsd::pretrain::ModelShape {
-            hidden_size: 32,
-            intermediate_size: 64,
-            num_hidden_layers: 1,
-            num_attention_heads: 2,
-            num_key_value_heads: 1,
-        },
-        max_steps: 3,
-        batch_size: 4,
-        warmup_steps: 1,
-        eval_problems: 1,
-        eval_max_new_tokens: 4,
-        log_every: 0,
-        ..Default::default()
-    };
-    rlsd::pretrain::pretrain(&cfg).unwrap();
+    common::pretrain_tiny(dir);
     LoadedModel::load(dir, tch::Device::Cpu, tch::Kind::Float).unwrap()
 }
 

@@ -159,6 +159,28 @@ impl Ctx {
     pub fn emit(&self, ev: RunEvent) {
         let _ = self.events.send(ev);
     }
+
+    /// Copy a weight snapshot into a replica (the sampler's or the teacher's,
+    /// picked by `replica`) on a blocking thread, unless the replica already
+    /// holds that version or a newer one.
+    pub async fn install_snapshot(
+        self: &Arc<Self>,
+        replica: fn(&Ctx) -> &Mutex<Replica>,
+        snap: WeightSnapshot,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let ctx = self.clone();
+        tokio::task::spawn_blocking(move || -> crate::Result<()> {
+            let mut r = replica(&ctx).lock();
+            if snap.version > r.version {
+                r.model.load_snapshot(&snap)?;
+                r.version = snap.version;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(join_err)??;
+        Ok(())
+    }
 }
 
 /// Turn a join error of a blocking task into an actor failure, keeping a

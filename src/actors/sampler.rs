@@ -46,17 +46,7 @@ impl Actor for Sampler {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SamplerMsg::Weights(snap) => {
-                let ctx = st.ctx.clone();
-                tokio::task::spawn_blocking(move || -> crate::Result<()> {
-                    let mut r = ctx.sampler.lock();
-                    if snap.version > r.version {
-                        r.model.load_snapshot(&snap)?;
-                        r.version = snap.version;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(join_err)??;
+                st.ctx.install_snapshot(|c| &c.sampler, snap).await?;
                 let ready: Vec<StepPlan> = std::mem::take(&mut st.waiting);
                 for plan in ready {
                     generate(st, plan).await?;

@@ -53,17 +53,7 @@ impl Actor for TeacherScorer {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             TeacherMsg::Weights(snap) => {
-                let ctx = st.ctx.clone();
-                tokio::task::spawn_blocking(move || -> crate::Result<()> {
-                    let mut r = ctx.teacher.lock();
-                    if snap.version > r.version {
-                        r.model.load_snapshot(&snap)?;
-                        r.version = snap.version;
-                    }
-                    Ok(())
-                })
-                .await
-                .map_err(join_err)??;
+                st.ctx.install_snapshot(|c| &c.teacher, snap).await?;
                 for b in std::mem::take(&mut st.waiting) {
                     score(st, b).await?;
                 }
