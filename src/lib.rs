@@ -12,6 +12,7 @@
 //! - [`error`]: the crate's error enum; messages name the file, line, key or tensor.
 //! - [`device`]: `cpu` / `cuda:N` / `auto` from config strings; libtorch facts.
 //! - [`logging`]: `tracing-subscriber` set up from `RLSD_LOG` or `RUST_LOG`.
+//! - [`malloc`]: one glibc malloc arena for the binaries (tensor work hops threads).
 //! - [`policy`]: the [`policy::Policy`] trait the train step scores responses with.
 //! - [`model`]: Llama / Qwen2 / Qwen3 decoders loading Hugging Face checkpoints,
 //!   KV cache, batched generation, token log-probs, tokenizer and chat template.
@@ -47,6 +48,7 @@ pub mod device;
 pub mod error;
 pub mod inspect;
 pub mod logging;
+pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -142,6 +142,7 @@ enum Command {
 }
 
 fn main() {
+    rlsd::malloc::use_one_arena();
     rlsd::logging::init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {

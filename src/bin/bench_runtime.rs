@@ -475,6 +475,7 @@ fn f(v: &Value) -> f64 {
 }
 
 fn main() -> Result<()> {
+    rlsd::malloc::use_one_arena();
     let args = Args::parse();
     if args.threads > 0 {
         tch::set_num_threads(args.threads);
