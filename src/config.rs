@@ -178,7 +178,7 @@ impl RunConfig {
         for ov in overrides {
             apply_override(&mut table, ov)?;
         }
-        let cfg = Self::from_table(table, &origin)?;
+        let cfg = Self::from_table(table, &with_overrides(origin, overrides))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -267,8 +267,12 @@ fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table, origin: &str) 
     let value = toml::Value::Table(table);
     serde_path_to_error::deserialize(value).map_err(|e| {
         let key = e.path().to_string();
-        let key = if key == "." { origin.to_string() } else { key };
-        Error::config(key, e.inner().to_string())
+        let msg = e.inner().message().trim();
+        if key == "." {
+            Error::config(origin, msg)
+        } else {
+            Error::config(key, format!("{msg} (in {origin})"))
+        }
     })
 }
 
@@ -291,7 +295,16 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
     for ov in overrides {
         apply_override(&mut table, ov)?;
     }
-    from_table(table, &origin)
+    from_table(table, &with_overrides(origin, overrides))
+}
+
+/// Where a config's values came from, for error messages.
+fn with_overrides(origin: String, overrides: &[String]) -> String {
+    if overrides.is_empty() {
+        origin
+    } else {
+        format!("{origin} with --set overrides")
+    }
 }
 
 /// Set `a.b.c = value` in a TOML table from a `--set a.b.c=value` argument.

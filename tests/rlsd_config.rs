@@ -134,3 +134,21 @@ fn lr_schedule_shape() {
     assert_eq!(lr_at(1, &k), 3e-4);
     assert_eq!(lr_at(1000, &k), 3e-4);
 }
+
+#[test]
+fn a_bad_value_in_a_run_config_file_names_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, "[algo]\nlambda0 = \"x\"\n").unwrap();
+    let err = rlsd::config::RunConfig::load(Some(&path), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("algo.lambda0"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+
+    let err = rlsd::config::RunConfig::load(None, &["rollout.group_sise=4".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rollout.group_sise"), "{err}");
+    assert!(err.contains("--set"), "{err}");
+}
