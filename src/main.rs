@@ -53,7 +53,8 @@ enum Command {
         /// Checkpoint folder (from `rlsd train`) whose model to inspect.
         #[arg(long, value_name = "DIR", conflicts_with = "model")]
         checkpoint: Option<PathBuf>,
-        /// Prompts to roll out (default: one step's worth, `rollout.batch_prompts`).
+        /// Prompts to roll out (default: 2, or `rollout.batch_prompts` if smaller;
+        /// each gets `rollout.group_size` responses).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         prompts: Option<u64>,
         /// The step the batch stands for (sets lambda and the sampling seed).
@@ -259,7 +260,7 @@ fn inspect(
     let model = rlsd::commands::load_model(cfg, choice, &cfg.runtime.sampler_device)?;
     let verifier = rlsd::verify::build_verifier(&cfg.verifier)?;
     let mut source = rlsd::actors::source::from_config(cfg)?;
-    let n = prompts.map_or(cfg.rollout.batch_prompts, |p| p as usize);
+    let n = prompts.map_or(cfg.rollout.batch_prompts.min(2), |p| p as usize);
     let examples = source.next_batch(n)?;
     let ins = inspect_step(cfg, &model, &model, verifier.as_ref(), examples, step)?;
     if !quiet {
