@@ -93,6 +93,13 @@ enum Command {
         /// Most new tokens per response (default: `rollout.max_new_tokens`).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_new_tokens: Option<u64>,
+        /// Sampling temperature; 0 (the default) decodes greedily. Use the run's
+        /// `rollout.temperature` to measure the reward of the policy's own samples.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        /// Sampling seed (with a temperature above 0).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         /// Write the report (summary and every response) as JSON.
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
@@ -197,19 +204,19 @@ fn run(cli: Cli) -> Result<()> {
             n,
             batch_size,
             max_new_tokens,
+            temperature,
+            seed,
             out,
         } => {
             let cfg = rlsd::config::RunConfig::load(config.as_deref(), &set)?;
             let choice = ModelChoice::from_flags(model, checkpoint)?;
-            let max_new = max_new_tokens.map_or(cfg.rollout.max_new_tokens, |m| m as usize);
-            eval(
-                &cfg,
-                &choice,
-                n as usize,
-                batch_size as usize,
-                max_new,
-                out.as_deref(),
-            )
+            let opts = rlsd::commands::eval::EvalOptions {
+                max_new_tokens: max_new_tokens.map_or(cfg.rollout.max_new_tokens, |m| m as usize),
+                batch_size: batch_size as usize,
+                temperature,
+                seed,
+            };
+            eval(&cfg, &choice, n as usize, &opts, out.as_deref())
         }
         Command::Generate {
             config,
@@ -291,8 +298,7 @@ fn eval(
     cfg: &rlsd::config::RunConfig,
     choice: &ModelChoice,
     n: usize,
-    batch_size: usize,
-    max_new_tokens: usize,
+    opts: &rlsd::commands::eval::EvalOptions,
     out: Option<&Path>,
 ) -> Result<()> {
     use rlsd::commands::eval::{evaluate, progress_bar};
@@ -309,22 +315,20 @@ fn eval(
     }
     let examples = &data.examples()[..take];
     let bar = progress_bar(take);
-    let mut report = evaluate(
-        &model,
-        examples,
-        verifier.as_ref(),
-        max_new_tokens,
-        batch_size,
-        Some(&bar),
-    )?;
+    let mut report = evaluate(&model, examples, verifier.as_ref(), opts, Some(&bar))?;
     bar.finish_and_clear();
     report.model = choice.model_dir(cfg)?.display().to_string();
     report.data = data.source().to_string();
     println!(
-        "eval: {} prompts of {} with {}: accuracy {:.4}, mean reward {:.4}, mean length {:.1} tokens, {:.0}% stopped on EOS, {:.1}s",
+        "eval: {} prompts of {} with {} ({}): accuracy {:.4}, mean reward {:.4}, mean length {:.1} tokens, {:.0}% stopped on EOS, {:.1}s",
         report.n,
         report.data,
         report.model,
+        if opts.temperature == 0.0 {
+            "greedy".to_string()
+        } else {
+            format!("sampled at T={}, seed {}", opts.temperature, opts.seed)
+        },
         report.accuracy,
         report.reward_mean,
         report.response_len_mean,

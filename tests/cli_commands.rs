@@ -352,3 +352,36 @@ fn eval_reads_a_checkpoint_like_its_model_folder() {
         "{from_ck}"
     );
 }
+
+#[test]
+fn sampled_eval_is_seeded() {
+    let responses = |seed: &str| -> Vec<String> {
+        let tmp = tempfile::tempdir().unwrap();
+        let json = tmp.path().join("eval.json");
+        let out = ok(&[
+            "eval",
+            "--n",
+            "8",
+            "--temperature",
+            "1.0",
+            "--seed",
+            seed,
+            "--out",
+            json.to_str().unwrap(),
+        ]);
+        assert!(out.contains("sampled at T=1"), "{out}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["temperature"], 1.0);
+        report["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["response"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let a = responses("1");
+    assert_eq!(a, responses("1"), "same seed, same samples");
+    assert_ne!(a, responses("2"), "another seed samples anew");
+    fails_naming(&["eval", "--temperature=-1"], &["temperature"]);
+}

@@ -1,9 +1,11 @@
-//! `rlsd eval`: greedy accuracy and mean reward of a model on the configured
-//! data with the configured verifier.
+//! `rlsd eval`: accuracy and mean reward of a model on the configured data
+//! with the configured verifier.
 //!
 //! Prompts go through the chat template exactly as in training
-//! ([`crate::data::prompt::student_prompt_ids`]); decoding is greedy, so the
-//! figures are deterministic for a given model, data and `max_new_tokens`.
+//! ([`crate::data::prompt::student_prompt_ids`]). Decoding is greedy by
+//! default, so the figures are deterministic for a given model, data and
+//! `max_new_tokens`; a temperature above 0 samples instead (seeded), which
+//! measures what RL optimises: the reward of the policy's own samples.
 
 use crate::actors::stages::{tokenizer_of, verify_one};
 use crate::data::prompt::student_prompt_ids;
@@ -26,7 +28,7 @@ pub struct EvalRecord {
     pub prompt: String,
     /// The gold answer.
     pub answer: String,
-    /// The greedy response.
+    /// The response (greedy, or sampled at `temperature`).
     pub response: String,
     /// Verifier reward.
     pub reward: f32,
@@ -47,6 +49,8 @@ pub struct EvalReport {
     pub data: String,
     /// Prompts evaluated.
     pub n: usize,
+    /// Sampling temperature; 0 means greedy decoding.
+    pub temperature: f64,
     /// Fraction judged correct, in `[0, 1]`.
     pub accuracy: f64,
     /// Mean verifier reward.
@@ -72,16 +76,35 @@ pub fn progress_bar(n: usize) -> ProgressBar {
     bar
 }
 
-/// Greedy-decode every example in batches of `batch_size` and verify it.
-/// `progress`, when given, advances by one per prompt and shows the running accuracy.
+/// How `rlsd eval` decodes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    /// Most new tokens per response.
+    pub max_new_tokens: usize,
+    /// Prompts generated together.
+    pub batch_size: usize,
+    /// 0 decodes greedily; above 0 samples at this temperature.
+    pub temperature: f64,
+    /// Seed of the sampler (unused when greedy).
+    pub seed: u64,
+}
+
+/// Decode one response per example in batches of `opts.batch_size` and
+/// verify it. `progress`, when given, advances by one per prompt and shows the
+/// running accuracy.
 pub fn evaluate(
     model: &LoadedModel,
     examples: &[Example],
     verifier: &dyn Verifier,
-    max_new_tokens: usize,
-    batch_size: usize,
+    opts: &EvalOptions,
     progress: Option<&ProgressBar>,
 ) -> Result<EvalReport> {
+    let EvalOptions {
+        max_new_tokens,
+        batch_size,
+        temperature,
+        seed,
+    } = *opts;
     if examples.is_empty() {
         return Err(Error::InvalidInput("eval needs at least one prompt".into()));
     }
@@ -90,18 +113,24 @@ pub fn evaluate(
             "eval needs a batch size and max_new_tokens of at least 1".into(),
         ));
     }
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        return Err(Error::InvalidInput(format!(
+            "eval temperature must be 0 (greedy) or positive, got {temperature}"
+        )));
+    }
+    let greedy = temperature == 0.0;
     let started = Instant::now();
     let tok = tokenizer_of(model)?;
     let opts = GenerateOptions {
         max_new_tokens,
-        greedy: true,
-        temperature: 1.0,
+        greedy,
+        temperature: if greedy { 1.0 } else { temperature },
         eos_ids: tok.eos_ids().to_vec(),
         pad_id: tok.pad_id(),
         ..GenerateOptions::default()
     };
-    // Greedy decoding never draws from the RNG; it is only here for the signature.
-    let mut rng = StdRng::seed_from_u64(0);
+    // Greedy decoding never draws from the RNG.
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut records = Vec::with_capacity(examples.len());
     let mut eos = 0usize;
     let mut correct = 0usize;
@@ -138,6 +167,7 @@ pub fn evaluate(
         model: String::new(),
         data: String::new(),
         n,
+        temperature,
         accuracy: correct as f64 / nf,
         reward_mean: records.iter().map(|r| f64::from(r.reward)).sum::<f64>() / nf,
         response_len_mean: records.iter().map(|r| r.tokens as f64).sum::<f64>() / nf,
