@@ -250,13 +250,12 @@ impl RunConfig {
             ("runtime.teacher_device", &rt.teacher_device),
             ("runtime.optimizer_device", &rt.optimizer_device),
         ] {
-            crate::device::parse_device(dev).map_err(|e| Error::config(key, e.to_string()))?;
+            crate::device::parse_device(dev).map_err(|e| e.at_key(key))?;
         }
         crate::actors::fault::FaultPlan::parse(&rt.faults)?;
         self.algo.validate()?;
         self.optim.validate()?;
-        crate::model::parse_kind(&self.model.dtype)
-            .map_err(|e| Error::config("model.dtype", e.to_string()))?;
+        crate::model::parse_kind(&self.model.dtype).map_err(|e| e.at_key("model.dtype"))?;
         Ok(())
     }
 }

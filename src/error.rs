@@ -122,4 +122,13 @@ impl Error {
             msg: msg.into(),
         }
     }
+
+    /// This error as a configuration error of `key`: a config error keeps its
+    /// message under the new key, anything else becomes the message.
+    pub fn at_key(self, key: impl Into<String>) -> Self {
+        match self {
+            Error::Config { msg, .. } => Error::config(key, msg),
+            other => Error::config(key, other.to_string()),
+        }
+    }
 }
