@@ -140,10 +140,23 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Redraw a run's reward.svg and panels.svg (with stage timings) from its metrics.jsonl.
+    /// Draw runs' metrics: redraw one run's charts, or compare runs on one chart.
+    ///
+    /// With one run folder: redraw its reward.svg and panels.svg. With several,
+    /// or with --out: draw --key of every run on one chart to compare them.
     Plot {
-        /// The run's output folder (`runtime.out_dir`).
-        run_dir: PathBuf,
+        /// Run output folders (`runtime.out_dir`).
+        #[arg(required = true, value_name = "RUN_DIR")]
+        run_dirs: Vec<PathBuf>,
+        /// Comparison chart to write (default compare.svg when several runs are given).
+        #[arg(long, value_name = "FILE.svg")]
+        out: Option<PathBuf>,
+        /// Metric to compare (any numeric key of metrics.jsonl, dotted for nested ones).
+        #[arg(long, default_value = "reward_mean")]
+        key: String,
+        /// Smooth the comparison by the mean of the last N steps.
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
+        smooth: u64,
     },
     /// Print the libtorch build, visible devices, and run a tensor self-check.
     Info,
@@ -244,8 +257,19 @@ fn run(cli: Cli) -> Result<()> {
             };
             generate(&cfg, &choice, &req)
         }
-        Command::Plot { run_dir } => {
-            for path in rlsd::commands::plot::plot_run(&run_dir)? {
+        Command::Plot {
+            run_dirs,
+            out,
+            key,
+            smooth,
+        } if run_dirs.len() > 1 || out.is_some() => {
+            let out = out.unwrap_or_else(|| PathBuf::from("compare.svg"));
+            rlsd::commands::plot::compare_runs(&run_dirs, &key, smooth as usize, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Plot { run_dirs, .. } => {
+            for path in rlsd::commands::plot::plot_run(&run_dirs[0])? {
                 println!("wrote {}", path.display());
             }
             Ok(())

@@ -261,6 +261,49 @@ fn plot_redraws_the_run_charts() {
 }
 
 #[test]
+fn plot_compares_runs_on_one_chart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dirs = Vec::new();
+    for (name, base) in [("rlsd-a", 0.0), ("grpo-b", 1.0)] {
+        let run = tmp.path().join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        let lines: Vec<String> = (1..=6)
+            .map(|s| format!(r#"{{"step":{s},"reward_mean":{}}}"#, base + s as f64))
+            .collect();
+        std::fs::write(run.join("metrics.jsonl"), lines.join("\n") + "\n").unwrap();
+        dirs.push(run.to_str().unwrap().to_string());
+    }
+    let svg = tmp.path().join("cmp.svg");
+    let mut args = vec!["plot"];
+    args.extend(dirs.iter().map(String::as_str));
+    args.extend(["--smooth", "3", "--out", svg.to_str().unwrap()]);
+    let out = ok(&args);
+    assert!(out.contains("cmp.svg"), "{out}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg"), "an SVG");
+    assert!(
+        text.contains("rlsd-a") && text.contains("grpo-b"),
+        "one legend entry per run"
+    );
+    assert!(
+        text.contains("mean of the last 3 steps"),
+        "the smoothing is named"
+    );
+
+    fails_naming(
+        &[
+            "plot",
+            &dirs[0],
+            "--key",
+            "no_such_key",
+            "--out",
+            svg.to_str().unwrap(),
+        ],
+        &["no_such_key", "metrics.jsonl"],
+    );
+}
+
+#[test]
 fn bad_input_gives_a_clear_error_and_a_non_zero_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("missing-model");
