@@ -272,3 +272,56 @@ fn half_precision_loads_close_to_float() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn shared_prompt_logprobs_equal_token_logprobs() -> Result<()> {
+    use rlsd::model::shared_prompt_logprobs;
+    for name in MODELS {
+        let g = golden(name);
+        let m = LoadedModel::load(&dir(name), Device::Cpu, Kind::Float)?;
+        let prompts: Vec<Vec<i64>> = g["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| ids(&p["ids"]))
+            .collect();
+        let vocab = m.config.vocab_size;
+        // Responses of lengths 0, 1 and several, from the prompts' own tokens.
+        let responses: Vec<Vec<i64>> = vec![
+            vec![],
+            vec![prompts[0][0]],
+            prompts[1].iter().rev().copied().collect(),
+            (0..9).map(|i| (i * 7 + 3) % vocab).collect(),
+        ];
+        for prompt in &prompts {
+            let same: Vec<Vec<i64>> = responses.iter().map(|_| prompt.clone()).collect();
+            for t in [1.0, 0.7] {
+                let want = token_logprobs(&m.lm, &same, &responses, t)?;
+                let got = shared_prompt_logprobs(&m.lm, prompt, &responses, t)?;
+                assert_eq!(got.len(), want.len());
+                for (a, b) in got.iter().zip(&want) {
+                    assert_eq!(a.len(), b.len(), "{name}: lengths");
+                    for (x, y) in a.iter().zip(b) {
+                        assert!((x - y).abs() < 1e-5, "{name} T={t}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+        // Mixed prompts, interleaved: each response keeps its own prompt's scores.
+        let mixed_p: Vec<Vec<i64>> = (0..6).map(|i| prompts[i % prompts.len()].clone()).collect();
+        let mixed_r: Vec<Vec<i64>> = (0..6)
+            .map(|i| responses[i % responses.len()].clone())
+            .collect();
+        let want = token_logprobs(&m.lm, &mixed_p, &mixed_r, 1.0)?;
+        let got = rlsd::model::token_logprobs_by_prompt(&m.lm, &mixed_p, &mixed_r, 1.0)?;
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.len(), b.len(), "{name}: lengths");
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() < 1e-5, "{name} mixed: {x} vs {y}");
+            }
+        }
+        assert!(shared_prompt_logprobs(&m.lm, &[], &responses, 1.0).is_err());
+        assert!(shared_prompt_logprobs(&m.lm, &prompts[0], &[vec![vocab]], 1.0).is_err());
+    }
+    Ok(())
+}

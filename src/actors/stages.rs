@@ -11,7 +11,7 @@ use crate::data::Example;
 use crate::data::TeacherPrompt;
 use crate::error::Error;
 use crate::error::Result;
-use crate::model::{generate, token_logprobs, GenerateOptions, LoadedModel, Tokenizer};
+use crate::model::{generate, token_logprobs_by_prompt, GenerateOptions, LoadedModel, Tokenizer};
 use crate::policy::PromptResponse;
 use crate::rlsd::{cepo_negatives, group_advantages, AlgoConfig};
 use crate::stats::StepStats;
@@ -143,7 +143,7 @@ pub fn teacher_pass(
         prompts.push(teacher_prompt_ids(tok, template, ex, &ex.privileged)?);
     }
     let responses: Vec<Vec<i64>> = samples.iter().map(|s| s.response_ids.clone()).collect();
-    let lps = tch::no_grad(|| token_logprobs(&teacher.lm, &prompts, &responses, temperature))?;
+    let lps = token_logprobs_by_prompt(&teacher.lm, &prompts, &responses, temperature)?;
     for (s, lp) in samples.iter_mut().zip(lps) {
         s.teacher_logprobs = lp;
     }
@@ -190,7 +190,7 @@ fn cepo_negative_pass(
     if prompts.is_empty() {
         return Ok(());
     }
-    let lps = tch::no_grad(|| token_logprobs(&teacher.lm, &prompts, &responses, temperature))?;
+    let lps = token_logprobs_by_prompt(&teacher.lm, &prompts, &responses, temperature)?;
     for (i, lp) in owners.into_iter().zip(lps) {
         samples[i].teacher_neg_logprobs = Some(lp);
     }

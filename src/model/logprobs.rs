@@ -19,26 +19,9 @@ pub fn score_responses(
     batch: &[PromptResponse],
     temperature: f64,
 ) -> Result<ResponseScores> {
-    if temperature.is_nan() || temperature <= 0.0 {
-        return Err(Error::InvalidInput(format!(
-            "temperature must be > 0, got {temperature}"
-        )));
-    }
-    let vocab = lm.config.vocab_size;
+    check_temperature(temperature)?;
     for (i, pr) in batch.iter().enumerate() {
-        if pr.prompt.is_empty() {
-            return Err(Error::InvalidInput(format!("prompt {i} is empty")));
-        }
-        if let Some(t) = pr
-            .prompt
-            .iter()
-            .chain(&pr.response)
-            .find(|&&t| t < 0 || t >= vocab)
-        {
-            return Err(Error::InvalidInput(format!(
-                "sequence {i} has token {t} outside the vocabulary (size {vocab})"
-            )));
-        }
+        check_sequence(lm, i, &pr.prompt, &pr.response)?;
     }
     let device = lm.device();
     let b = batch.len() as i64;
@@ -113,6 +96,109 @@ pub fn score_responses(
     })
 }
 
+fn check_temperature(temperature: f64) -> Result<()> {
+    if temperature.is_nan() || temperature <= 0.0 {
+        return Err(Error::InvalidInput(format!(
+            "temperature must be > 0, got {temperature}"
+        )));
+    }
+    Ok(())
+}
+
+/// A non-empty prompt, and every token inside the vocabulary.
+fn check_sequence(lm: &CausalLm, i: usize, prompt: &[i64], response: &[i64]) -> Result<()> {
+    let vocab = lm.config.vocab_size;
+    if prompt.is_empty() {
+        return Err(Error::InvalidInput(format!("prompt {i} is empty")));
+    }
+    if let Some(t) = prompt
+        .iter()
+        .chain(response)
+        .find(|&&t| t < 0 || t >= vocab)
+    {
+        return Err(Error::InvalidInput(format!(
+            "sequence {i} has token {t} outside the vocabulary (size {vocab})"
+        )));
+    }
+    Ok(())
+}
+
+/// [`token_logprobs`] for responses that all follow the same prompt (a
+/// group's samples under the teacher's context): the prompt runs once, its
+/// keys and values are shared by every response, and only response tokens
+/// are computed per row. Costs `P + G * R` token-forwards instead of
+/// `G * (P + R)`. No gradients.
+pub fn shared_prompt_logprobs(
+    lm: &CausalLm,
+    prompt: &[i64],
+    responses: &[Vec<i64>],
+    temperature: f64,
+) -> Result<Vec<Vec<f32>>> {
+    check_temperature(temperature)?;
+    for (i, r) in responses.iter().enumerate() {
+        check_sequence(lm, i, prompt, r)?;
+    }
+    let l = responses.iter().map(Vec::len).max().unwrap_or(0);
+    if l == 0 {
+        return Ok(responses.iter().map(|_| Vec::new()).collect());
+    }
+    tch::no_grad(|| -> Result<Vec<Vec<f32>>> {
+        let device = lm.device();
+        let (g, p, l_i) = (responses.len() as i64, prompt.len() as i64, l as i64);
+        let mut cache = lm.new_cache(p + l_i);
+        let ids = Tensor::from_slice(prompt)
+            .f_view([1, p])?
+            .f_to_device(device)?;
+        let pos = Tensor::f_arange(p, (Kind::Int64, device))?.f_view([1, p])?;
+        let prompt_hidden = lm.forward_hidden(&ids, &pos, &mut cache)?; // [1, P, H]
+        let width = prompt_hidden.size()[2];
+        // The last prompt position predicts every response's first token.
+        let mut hidden = prompt_hidden
+            .f_narrow(1, p - 1, 1)?
+            .f_expand([g, 1, width], false)?;
+        if l > 1 {
+            // Response tokens 0..L-1 as inputs (right-padded; a row's padding
+            // comes after its tokens, so causal attention never reads it).
+            cache.select_rows(&Tensor::f_zeros([g], (Kind::Int64, device))?)?;
+            let mut inputs = vec![0i64; responses.len() * (l - 1)];
+            for (r, resp) in responses.iter().enumerate() {
+                let n = resp.len().saturating_sub(1);
+                inputs[r * (l - 1)..r * (l - 1) + n].copy_from_slice(&resp[..n]);
+            }
+            let ids = Tensor::from_slice(&inputs)
+                .f_view([g, l_i - 1])?
+                .f_to_device(device)?;
+            let pos = Tensor::f_arange_start(p, p + l_i - 1, (Kind::Int64, device))?
+                .f_view([1, l_i - 1])?
+                .f_expand([g, l_i - 1], true)?;
+            let rest = lm.forward_hidden(&ids, &pos, &mut cache)?; // [G, L-1, H]
+            hidden = Tensor::f_cat(&[&hidden, &rest], 1)?;
+        }
+        let logp = lm
+            .head(&hidden)?
+            .f_to_kind(Kind::Float)?
+            .f_div_scalar(temperature)?
+            .f_log_softmax(-1, Kind::Float)?; // [G, L, V]
+        let mut targets = vec![0i64; responses.len() * l];
+        for (r, resp) in responses.iter().enumerate() {
+            targets[r * l..r * l + resp.len()].copy_from_slice(resp);
+        }
+        let targets = Tensor::from_slice(&targets)
+            .f_view([g, l_i, 1])?
+            .f_to_device(device)?;
+        let lp = logp
+            .f_gather(2, &targets, false)?
+            .f_view([-1])?
+            .f_to_device(tch::Device::Cpu)?;
+        let flat: Vec<f32> = Vec::try_from(&lp)?;
+        Ok(responses
+            .iter()
+            .enumerate()
+            .map(|(i, r)| flat[i * l..i * l + r.len()].to_vec())
+            .collect())
+    })
+}
+
 /// Log-prob of every response token given its prompt, without gradients:
 /// `out[i][j] = log_softmax(logits / temperature)[responses[i][j]]`.
 pub fn token_logprobs(
@@ -145,6 +231,47 @@ pub fn token_logprobs(
         .enumerate()
         .map(|(i, r)| flat[i * l..i * l + r.len()].to_vec())
         .collect())
+}
+
+/// [`token_logprobs`] with the same contract, for batches where many
+/// responses share a prompt (a group's samples): each distinct prompt runs
+/// once through [`shared_prompt_logprobs`]. The teacher pass uses this.
+pub fn token_logprobs_by_prompt(
+    lm: &CausalLm,
+    prompts: &[Vec<i64>],
+    responses: &[Vec<i64>],
+    temperature: f64,
+) -> Result<Vec<Vec<f32>>> {
+    if prompts.len() != responses.len() {
+        return Err(Error::InvalidInput(format!(
+            "{} prompts but {} responses",
+            prompts.len(),
+            responses.len()
+        )));
+    }
+    let mut order: Vec<&[i64]> = Vec::new();
+    let mut members: std::collections::HashMap<&[i64], Vec<usize>> = Default::default();
+    for (i, p) in prompts.iter().enumerate() {
+        members
+            .entry(p.as_slice())
+            .or_insert_with(|| {
+                order.push(p.as_slice());
+                Vec::new()
+            })
+            .push(i);
+    }
+    let mut out = vec![Vec::new(); responses.len()];
+    for prompt in order {
+        let idx = &members[prompt];
+        let group: Vec<Vec<i64>> = idx.iter().map(|&i| responses[i].clone()).collect();
+        for (&i, lp) in idx
+            .iter()
+            .zip(shared_prompt_logprobs(lm, prompt, &group, temperature)?)
+        {
+            out[i] = lp;
+        }
+    }
+    Ok(out)
 }
 
 impl Policy for LoadedModel {

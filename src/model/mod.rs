@@ -32,7 +32,9 @@ pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{Arch, Config, Llama3RopeScaling};
 pub use generate::{generate, GenerateOptions, Generation};
 pub use kv_cache::KvCache;
-pub use logprobs::{score_responses, token_logprobs};
+pub use logprobs::{
+    score_responses, shared_prompt_logprobs, token_logprobs, token_logprobs_by_prompt,
+};
 pub use snapshot::WeightSnapshot;
 pub use tokenizer::Tokenizer;
 pub use transformer::CausalLm;

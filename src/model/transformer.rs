@@ -164,6 +164,20 @@ impl CausalLm {
         self.head(&hidden.f_select(1, t - 1)?)
     }
 
+    /// Final-norm hidden states `[B, T, hidden]` of `ids [B, T]` at
+    /// `positions [B, T]` after the `cache.len()` cached positions, causal and
+    /// without padding inside the new positions' left context (rows may end in
+    /// padding: causal attention never reads a later position).
+    pub fn forward_hidden(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.check_ids(ids)?;
+        self.hidden(ids, positions, AttnMask::Causal, Some(cache))
+    }
+
     /// A cache sized for `capacity` positions of this model.
     pub fn new_cache(&self, capacity: i64) -> KvCache {
         KvCache::new(self.layers.len(), capacity)
