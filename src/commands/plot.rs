@@ -49,14 +49,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
             run_dir.display()
         )));
     }
-    let metrics = run_dir.join("metrics.jsonl");
-    if !metrics.is_file() {
-        return Err(Error::InvalidInput(format!(
-            "{} not found: is {} a run directory written by `rlsd train`?",
-            metrics.display(),
-            run_dir.display()
-        )));
-    }
+    let metrics = metrics_of(run_dir)?;
     let reward = run_dir.join("reward.svg");
     metrics_svg(&metrics, &reward, REWARD_KEYS)?;
 
@@ -96,14 +89,7 @@ pub fn compare_runs(run_dirs: &[PathBuf], key: &str, smooth: usize, out: &Path) 
     let smooth = smooth.max(1);
     let mut series = Vec::with_capacity(run_dirs.len());
     for dir in run_dirs {
-        let metrics = dir.join("metrics.jsonl");
-        if !metrics.is_file() {
-            return Err(Error::InvalidInput(format!(
-                "{} not found: is {} a run directory written by `rlsd train`?",
-                metrics.display(),
-                dir.display()
-            )));
-        }
+        let metrics = metrics_of(dir)?;
         let records = read_metrics(&metrics)?;
         let mut s = metrics_series(&records, &[key]).remove(0);
         if !s.points.iter().any(|p| p.1.is_finite()) {
@@ -131,6 +117,19 @@ pub fn compare_runs(run_dirs: &[PathBuf], key: &str, smooth: usize, out: &Path) 
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
     std::fs::write(out, svg).map_err(|e| Error::io(out, e))
+}
+
+/// `RUN_DIR/metrics.jsonl`, or an error saying the folder is not a run.
+fn metrics_of(run_dir: &Path) -> Result<PathBuf> {
+    let metrics = run_dir.join("metrics.jsonl");
+    if !metrics.is_file() {
+        return Err(Error::InvalidInput(format!(
+            "{} not found: is {} a run directory written by `rlsd train`?",
+            metrics.display(),
+            run_dir.display()
+        )));
+    }
+    Ok(metrics)
 }
 
 /// A run's legend label: its folder name (the path when it has none).

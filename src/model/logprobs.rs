@@ -96,6 +96,17 @@ pub fn score_responses(
     })
 }
 
+fn check_pairs(prompts: &[Vec<i64>], responses: &[Vec<i64>]) -> Result<()> {
+    if prompts.len() != responses.len() {
+        return Err(Error::InvalidInput(format!(
+            "{} prompts but {} responses",
+            prompts.len(),
+            responses.len()
+        )));
+    }
+    Ok(())
+}
+
 fn check_temperature(temperature: f64) -> Result<()> {
     if temperature.is_nan() || temperature <= 0.0 {
         return Err(Error::InvalidInput(format!(
@@ -207,13 +218,7 @@ pub fn token_logprobs(
     responses: &[Vec<i64>],
     temperature: f64,
 ) -> Result<Vec<Vec<f32>>> {
-    if prompts.len() != responses.len() {
-        return Err(Error::InvalidInput(format!(
-            "{} prompts but {} responses",
-            prompts.len(),
-            responses.len()
-        )));
-    }
+    check_pairs(prompts, responses)?;
     let batch: Vec<PromptResponse> = prompts
         .iter()
         .zip(responses)
@@ -242,13 +247,7 @@ pub fn token_logprobs_by_prompt(
     responses: &[Vec<i64>],
     temperature: f64,
 ) -> Result<Vec<Vec<f32>>> {
-    if prompts.len() != responses.len() {
-        return Err(Error::InvalidInput(format!(
-            "{} prompts but {} responses",
-            prompts.len(),
-            responses.len()
-        )));
-    }
+    check_pairs(prompts, responses)?;
     let mut order: Vec<&[i64]> = Vec::new();
     let mut members: std::collections::HashMap<&[i64], Vec<usize>> = Default::default();
     for (i, p) in prompts.iter().enumerate() {
