@@ -102,13 +102,13 @@ pub fn compare_runs(run_dirs: &[PathBuf], key: &str, smooth: usize, out: &Path) 
         s.points = trailing_mean(&s.points, smooth);
         series.push(s);
     }
-    let what = if smooth > 1 {
+    let title = if smooth > 1 {
         format!("{key}, mean of the last {smooth} steps")
     } else {
         key.to_string()
     };
     let opts = ChartOptions {
-        title: what.clone(),
+        title,
         y_label: key.to_string(),
         ..ChartOptions::default()
     };

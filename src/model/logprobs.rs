@@ -5,6 +5,10 @@
 //! needs no mask): the token at response position `j` is predicted by the
 //! logits at `prompt_len - 1 + j`. Log-probs use `log_softmax(logits / T)`
 //! over the full vocabulary; the entropy is that distribution's.
+//!
+//! Without gradients, responses that share a prompt (a group under the
+//! teacher's context) can run the prompt once and attend to its cached keys
+//! and values: [`shared_prompt_logprobs`], [`token_logprobs_by_prompt`].
 
 use super::transformer::CausalLm;
 use super::LoadedModel;
