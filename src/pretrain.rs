@@ -20,7 +20,7 @@ use crate::data::char_tokenizer::{self, write_char_tokenizer, EOS_ID, PAD_ID};
 use crate::data::prompt::chat_prompt_ids;
 use crate::data::task::{extract_answer, ArithmeticTask, Problem, TaskConfig};
 use crate::error::{Error, Result};
-use crate::model::{generate, Config, GenerateOptions, LoadedModel, Tokenizer};
+use crate::model::{generate, Config, GenerateOptions, LoadedModel, ScratchDir, Tokenizer};
 use crate::policy::{Policy, PromptResponse};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -228,11 +228,15 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     }
     let task = ArithmeticTask::new(cfg.task.clone())?;
     let out = cfg.out_dir.as_path();
-    write_char_tokenizer(out)?;
+    // The tokenizer files go to a scratch folder; `out` is only written by the
+    // final (per-file atomic) save, so an interrupted run leaves it as it was.
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let scratch = ScratchDir::new(out.join(format!(".pretrain-{}", std::process::id())))?;
+    write_char_tokenizer(scratch.path())?;
     let mut model = LoadedModel::random(base_model_config(&cfg.model), Device::Cpu, cfg.seed)?;
-    model.tokenizer = Tokenizer::from_dir(out, &[EOS_ID], Some(PAD_ID))?;
+    model.tokenizer = Tokenizer::from_dir(scratch.path(), &[EOS_ID], Some(PAD_ID))?;
     let tokenizer = model.tokenizer.as_ref().ok_or_else(|| Error::Model {
-        path: out.join("tokenizer.json"),
+        path: scratch.path().join("tokenizer.json"),
         msg: "the character tokenizer just written could not be read back".into(),
     })?;
 

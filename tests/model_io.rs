@@ -321,3 +321,35 @@ fn policy_scores_match_token_logprobs_and_carry_gradients() -> Result<()> {
     assert!(!s2.logprobs.requires_grad());
     Ok(())
 }
+
+#[test]
+fn saving_over_a_folder_replaces_the_model_files_and_keeps_the_rest() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let a = LoadedModel::random(Config::tiny(), Device::Cpu, 1)?;
+    let b = LoadedModel::random(Config::tiny(), Device::Cpu, 2)?;
+    a.save(dir.path())?;
+    std::fs::write(dir.path().join("notes.txt"), "mine")?;
+    b.save(dir.path())?;
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt"))?,
+        "mine"
+    );
+    let names: Vec<String> = std::fs::read_dir(dir.path())?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "no scratch folder left: {names:?}"
+    );
+    let back = LoadedModel::load(dir.path(), Device::Cpu, Kind::Float)?;
+    let x = Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]);
+    let d = (back.lm.forward_all(&x, None)? - b.lm.forward_all(&x, None)?)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(
+        d == 0.0,
+        "the second save's weights are the ones on disk ({d})"
+    );
+    Ok(())
+}

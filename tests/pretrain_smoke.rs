@@ -53,6 +53,12 @@ fn short_pretrain_saves_a_loadable_model_and_lowers_the_loss() {
     ] {
         assert!(cfg.out_dir.join(name).exists(), "{name} missing");
     }
+    let leftovers: Vec<String> = std::fs::read_dir(&cfg.out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "scratch folders left: {leftovers:?}");
     let model = load_base_model(&cfg.out_dir).unwrap();
     assert_eq!(model.config.vocab_size, vocab_size() as i64);
     assert_eq!(model.config.hidden_size, 32);

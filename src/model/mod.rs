@@ -43,7 +43,7 @@ pub use weights::parse_kind;
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
 /// A model with its parameters, configuration and (optional) tokenizer.
@@ -121,10 +121,29 @@ impl LoadedModel {
         })
     }
 
-    /// Write `config.json`, `generation_config.json`, `model.safetensors` (in
-    /// the parameters' kind) and the tokenizer files into `dir` (created if needed).
+    /// Save in the Hugging Face layout (`config.json`, `generation_config.json`,
+    /// `model.safetensors`, tokenizer files) so `transformers` can load it.
+    /// Files are written into a scratch folder inside `dir` first and then
+    /// renamed into place one by one, so a crash never leaves a half-written
+    /// file, and other files in `dir` are kept.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let staging = ScratchDir::new(dir.join(format!(".saving-{}", std::process::id())))?;
+        self.write_files(staging.path())?;
+        let entries =
+            std::fs::read_dir(staging.path()).map_err(|e| Error::io(staging.path(), e))?;
+        for entry in entries {
+            let from = entry.map_err(|e| Error::io(staging.path(), e))?.path();
+            let Some(name) = from.file_name() else {
+                continue;
+            };
+            let to = dir.join(name);
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
+        }
+        Ok(())
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
         let kind = self.lm.kind();
         let write_json = |name: &str, v: &serde_json::Value| -> Result<()> {
             let p = dir.join(name);
@@ -174,4 +193,30 @@ fn standard_normal(rng: &mut StdRng) -> f32 {
     let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
     let u2: f64 = rng.random::<f64>();
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// A folder removed again when dropped (also on error paths).
+#[derive(Debug)]
+pub(crate) struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Create `path` afresh (a leftover from a crashed process is removed first).
+    pub(crate) fn new(path: PathBuf) -> Result<ScratchDir> {
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(ScratchDir(path))
+    }
+
+    /// The folder.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
