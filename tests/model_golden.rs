@@ -325,3 +325,45 @@ fn shared_prompt_logprobs_equal_token_logprobs() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn repeated_prompts_share_a_prefill_without_changing_generation() -> Result<()> {
+    for name in MODELS {
+        let g = golden(name);
+        let m = LoadedModel::load(&dir(name), Device::Cpu, Kind::Float)?;
+        let p: Vec<Vec<i64>> = g["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| ids(&p["ids"]))
+            .collect();
+        // Groups as the sampler builds them, plus an interleaved repeat.
+        let rows = vec![
+            p[0].clone(),
+            p[0].clone(),
+            p[1].clone(),
+            p[0].clone(),
+            p[1].clone(),
+        ];
+        let opts = greedy(10, m.eos_ids());
+        let mut rng = StdRng::seed_from_u64(0);
+        let batched = generate(&m.lm, &rows, &opts, &mut rng)?;
+        for (row, got) in rows.iter().zip(&batched) {
+            let alone = generate(&m.lm, std::slice::from_ref(row), &opts, &mut rng)?;
+            assert_eq!(got.tokens, alone[0].tokens, "{name}: tokens");
+            for (a, b) in got.logprobs.iter().zip(&alone[0].logprobs) {
+                assert!((a - b).abs() < 1e-4, "{name}: {a} vs {b}");
+            }
+        }
+        // Sampling: the same seed draws the same tokens whether or not rows share.
+        let sample = GenerateOptions {
+            max_new_tokens: 10,
+            eos_ids: m.eos_ids(),
+            ..Default::default()
+        };
+        let a = generate(&m.lm, &rows, &sample, &mut StdRng::seed_from_u64(5))?;
+        let b = generate(&m.lm, &rows, &sample, &mut StdRng::seed_from_u64(5))?;
+        assert_eq!(a, b, "{name}: seeded sampling repeats");
+    }
+    Ok(())
+}

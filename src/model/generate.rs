@@ -12,6 +12,7 @@ use super::transformer::{positions_from_mask, CausalLm};
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
 /// Sampling and stopping settings for [`generate`].
@@ -116,24 +117,44 @@ pub fn generate(
         let device = lm.device();
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let padded = prompts.iter().any(|p| p.len() < width);
-        let mut ids = Vec::with_capacity(b * width);
-        let mut mask = Vec::with_capacity(b * width);
-        for p in prompts {
+        // Rows with the same prompt (a group's samples) share one prefill;
+        // its cache rows and last logits are then copied out to every row.
+        let mut uniq: Vec<&[i64]> = Vec::new();
+        let mut seen: HashMap<&[i64], i64> = HashMap::new();
+        let row_of: Vec<i64> = prompts
+            .iter()
+            .map(|p| {
+                *seen.entry(p.as_slice()).or_insert_with(|| {
+                    uniq.push(p.as_slice());
+                    uniq.len() as i64 - 1
+                })
+            })
+            .collect();
+        let mut ids = Vec::with_capacity(uniq.len() * width);
+        let mut mask = Vec::with_capacity(uniq.len() * width);
+        for p in &uniq {
             let n_pad = width - p.len();
             ids.extend(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()));
             mask.extend(std::iter::repeat_n(0i64, n_pad).chain(std::iter::repeat_n(1, p.len())));
         }
-        let (b_i, w_i) = (b as i64, width as i64);
+        let (u_i, w_i) = (uniq.len() as i64, width as i64);
         let ids = Tensor::from_slice(&ids)
-            .f_view([b_i, w_i])?
+            .f_view([u_i, w_i])?
             .f_to_device(device)?;
         let mut mask = Tensor::from_slice(&mask)
-            .f_view([b_i, w_i])?
+            .f_view([u_i, w_i])?
             .f_to_device(device)?;
-        let positions = positions_from_mask(&mask)?;
+        let mut positions = positions_from_mask(&mask)?;
         // Sized for the whole run, up to 4096 new positions (it grows beyond).
         let mut cache = lm.new_cache(w_i + (opts.max_new_tokens as i64).min(4096));
         let mut logits = lm.forward(&ids, &positions, padded.then_some(&mask), &mut cache)?;
+        if uniq.len() < b {
+            let rows = Tensor::from_slice(&row_of).f_to_device(device)?;
+            cache.select_rows(&rows)?;
+            logits = logits.f_index_select(0, &rows)?;
+            mask = mask.f_index_select(0, &rows)?;
+            positions = positions.f_index_select(0, &rows)?;
+        }
         // [rows, 1]
         let mut pos = positions.f_narrow(1, w_i - 1, 1)?;
         // Batch row -> prompt index; finished rows are dropped from the batch.
