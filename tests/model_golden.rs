@@ -31,6 +31,16 @@ fn ids(v: &Value) -> Vec<i64> {
         .collect()
 }
 
+/// One id-list field (`ids`, `greedy`) of every golden prompt.
+fn prompt_field(g: &Value, key: &str) -> Vec<Vec<i64>> {
+    g["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ids(&p[key]))
+        .collect()
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
@@ -87,18 +97,8 @@ fn greedy_continuations_match_transformers_one_by_one_and_batched() -> Result<()
     for name in MODELS {
         let g = golden(name);
         let m = LoadedModel::load(&dir(name), Device::Cpu, Kind::Float)?;
-        let prompts: Vec<Vec<i64>> = g["prompts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| ids(&p["ids"]))
-            .collect();
-        let want: Vec<Vec<i64>> = g["prompts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| ids(&p["greedy"]))
-            .collect();
+        let prompts: Vec<Vec<i64>> = prompt_field(&g, "ids");
+        let want: Vec<Vec<i64>> = prompt_field(&g, "greedy");
         let opts = greedy(12, m.eos_ids());
         let mut rng = StdRng::seed_from_u64(0);
         for (p, w) in prompts.iter().zip(&want) {
@@ -120,18 +120,8 @@ fn rows_stopping_early_do_not_disturb_the_others() -> Result<()> {
     for name in MODELS {
         let g = golden(name);
         let m = LoadedModel::load(&dir(name), Device::Cpu, Kind::Float)?;
-        let prompts: Vec<Vec<i64>> = g["prompts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| ids(&p["ids"]))
-            .collect();
-        let full: Vec<Vec<i64>> = g["prompts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| ids(&p["greedy"]))
-            .collect();
+        let prompts: Vec<Vec<i64>> = prompt_field(&g, "ids");
+        let full: Vec<Vec<i64>> = prompt_field(&g, "greedy");
         // Make the 4th greedy token of prompt 0 a stop token: row 0 stops there,
         // every row stops at its first occurrence, the rest run on unchanged.
         let stop = full[0][3];
@@ -279,12 +269,7 @@ fn shared_prompt_logprobs_equal_token_logprobs() -> Result<()> {
     for name in MODELS {
         let g = golden(name);
         let m = LoadedModel::load(&dir(name), Device::Cpu, Kind::Float)?;
-        let prompts: Vec<Vec<i64>> = g["prompts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| ids(&p["ids"]))
-            .collect();
+        let prompts: Vec<Vec<i64>> = prompt_field(&g, "ids");
         let vocab = m.config.vocab_size;
         // Responses of lengths 0, 1 and several, from the prompts' own tokens.
         let responses: Vec<Vec<i64>> = vec![
@@ -331,12 +316,7 @@ fn repeated_prompts_share_a_prefill_without_changing_generation() -> Result<()> 
     for name in MODELS {
         let g = golden(name);
         let m = LoadedModel::load(&dir(name), Device::Cpu, Kind::Float)?;
-        let p: Vec<Vec<i64>> = g["prompts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| ids(&p["ids"]))
-            .collect();
+        let p: Vec<Vec<i64>> = prompt_field(&g, "ids");
         // Groups as the sampler builds them, plus an interleaved repeat.
         let rows = vec![
             p[0].clone(),

@@ -205,12 +205,7 @@ pub fn shared_prompt_logprobs(
             .f_gather(2, &targets, false)?
             .f_view([-1])?
             .f_to_device(tch::Device::Cpu)?;
-        let flat: Vec<f32> = Vec::try_from(&lp)?;
-        Ok(responses
-            .iter()
-            .enumerate()
-            .map(|(i, r)| flat[i * l..i * l + r.len()].to_vec())
-            .collect())
+        Ok(unpad_rows(&Vec::try_from(&lp)?, l, responses))
     })
 }
 
@@ -235,11 +230,16 @@ pub fn token_logprobs(
     let lp = scores.logprobs.f_to_device(tch::Device::Cpu)?;
     let l = lp.size()[1] as usize;
     let flat: Vec<f32> = Vec::try_from(&lp.f_contiguous()?.f_view([-1])?)?;
-    Ok(responses
+    Ok(unpad_rows(&flat, l, responses))
+}
+
+/// Row `i` of a row-major `[B, l]` buffer, cut to `responses[i]`'s length.
+fn unpad_rows(flat: &[f32], l: usize, responses: &[Vec<i64>]) -> Vec<Vec<f32>> {
+    responses
         .iter()
         .enumerate()
         .map(|(i, r)| flat[i * l..i * l + r.len()].to_vec())
-        .collect())
+        .collect()
 }
 
 /// [`token_logprobs`] with the same contract, for batches where many
