@@ -13,17 +13,50 @@ struct Cli {
     command: Command,
 }
 
+/// The run configuration every model command reads.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Run configuration (TOML); defaults to the built-in run (configs/builtin.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set algo.lambda0=0.3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl RunArgs {
+    fn load(&self) -> Result<rlsd::config::RunConfig> {
+        Ok(rlsd::config::RunConfig::load(
+            self.config.as_deref(),
+            &self.set,
+        )?)
+    }
+}
+
+/// Which model a command uses instead of the config's `model.path`.
+#[derive(Debug, clap::Args)]
+struct ModelArgs {
+    /// Model folder instead of the config's `model.path`.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Checkpoint folder (from `rlsd train`) whose model to use.
+    #[arg(long, value_name = "DIR", conflicts_with = "model")]
+    checkpoint: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn choice(self) -> Result<ModelChoice> {
+        Ok(ModelChoice::from_flags(self.model, self.checkpoint)?)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Train with the actor runtime. With no arguments: the built-in task's base
     /// model, RLSD, on CPU, for a few minutes.
     Train {
-        /// Run configuration (TOML); defaults to the paper's values on the built-in task.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Override a config key, e.g. `--set algo.lambda0=0.3` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
+        #[command(flatten)]
+        run: RunArgs,
         /// Continue from a checkpoint folder.
         #[arg(long)]
         resume: Option<PathBuf>,
@@ -41,18 +74,10 @@ enum Command {
     /// prompts, verify, score with the teacher, and colour every response token
     /// by `Ahat_t / A` (an HTML page, and ANSI text on the terminal).
     Inspect {
-        /// Run configuration (TOML); defaults to the built-in run.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Override a config key, e.g. `--set algo.lambda0=0.3` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Model folder instead of the config's `model.path`.
-        #[arg(long, value_name = "DIR")]
-        model: Option<PathBuf>,
-        /// Checkpoint folder (from `rlsd train`) whose model to inspect.
-        #[arg(long, value_name = "DIR", conflicts_with = "model")]
-        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Prompts to roll out (default: 2, or `rollout.batch_prompts` if smaller;
         /// each gets `rollout.group_size` responses).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -70,20 +95,12 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Greedy accuracy and mean reward on N prompts of the configured data.
+    /// Accuracy and mean reward (greedy or sampled) on N prompts of the configured data.
     Eval {
-        /// Run configuration (TOML); its `[data]` and `[verifier]` are used.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Override a config key (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Model folder instead of the config's `model.path`.
-        #[arg(long, value_name = "DIR")]
-        model: Option<PathBuf>,
-        /// Checkpoint folder (from `rlsd train`) whose model to evaluate.
-        #[arg(long, value_name = "DIR", conflicts_with = "model")]
-        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Prompts to evaluate (the first N of the data, in file order).
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
         n: u64,
@@ -106,18 +123,10 @@ enum Command {
     },
     /// Sample responses to a prompt through the model's chat template.
     Generate {
-        /// Run configuration (TOML), for `model.path`, dtype and device.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Override a config key (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Model folder instead of the config's `model.path`.
-        #[arg(long, value_name = "DIR")]
-        model: Option<PathBuf>,
-        /// Checkpoint folder (from `rlsd train`) whose model to sample.
-        #[arg(long, value_name = "DIR", conflicts_with = "model")]
-        checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        model: ModelArgs,
         /// The user message.
         #[arg(long)]
         prompt: String,
@@ -188,32 +197,24 @@ fn report(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train {
-            config,
-            set,
-            resume,
-        } => train(config, set, resume),
+        Command::Train { run, resume } => train(&run, resume),
         Command::Pretrain { config, set } => pretrain(config, set),
         Command::Inspect {
-            config,
-            set,
+            run,
             model,
-            checkpoint,
             prompts,
             step,
             out,
             json,
             quiet,
         } => {
-            let cfg = rlsd::config::RunConfig::load(config.as_deref(), &set)?;
-            let choice = ModelChoice::from_flags(model, checkpoint)?;
+            let cfg = run.load()?;
+            let choice = model.choice()?;
             inspect(&cfg, &choice, prompts, step, &out, json.as_deref(), quiet)
         }
         Command::Eval {
-            config,
-            set,
+            run,
             model,
-            checkpoint,
             n,
             batch_size,
             max_new_tokens,
@@ -221,8 +222,8 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             out,
         } => {
-            let cfg = rlsd::config::RunConfig::load(config.as_deref(), &set)?;
-            let choice = ModelChoice::from_flags(model, checkpoint)?;
+            let cfg = run.load()?;
+            let choice = model.choice()?;
             let opts = rlsd::commands::eval::EvalOptions {
                 max_new_tokens: max_new_tokens.map_or(cfg.rollout.max_new_tokens, |m| m as usize),
                 batch_size: batch_size as usize,
@@ -232,10 +233,8 @@ fn run(cli: Cli) -> Result<()> {
             eval(&cfg, &choice, n as usize, &opts, out.as_deref())
         }
         Command::Generate {
-            config,
-            set,
+            run,
             model,
-            checkpoint,
             prompt,
             n,
             temperature,
@@ -244,8 +243,8 @@ fn run(cli: Cli) -> Result<()> {
             top_p,
             seed,
         } => {
-            let cfg = rlsd::config::RunConfig::load(config.as_deref(), &set)?;
-            let choice = ModelChoice::from_flags(model, checkpoint)?;
+            let cfg = run.load()?;
+            let choice = model.choice()?;
             let req = rlsd::commands::generate::GenerateRequest {
                 prompt,
                 n: n as usize,
@@ -398,8 +397,8 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn train(config: Option<PathBuf>, set: Vec<String>, resume: Option<PathBuf>) -> Result<()> {
-    let cfg = rlsd::config::RunConfig::load(config.as_deref(), &set)?;
+fn train(run: &RunArgs, resume: Option<PathBuf>) -> Result<()> {
+    let cfg = run.load()?;
     let out_dir = cfg.runtime.out_dir.clone();
     println!(
         "rlsd train: algo={:?} model={} steps={} batch={}x{} staleness={} -> {}",
