@@ -137,11 +137,12 @@ pub fn teacher_pass(
         return Ok(());
     }
     let tok = tokenizer_of(teacher)?;
-    let mut prompts = Vec::with_capacity(samples.len());
-    for s in samples.iter() {
-        let ex = &examples[s.group];
-        prompts.push(teacher_prompt_ids(tok, template, ex, &ex.privileged)?);
-    }
+    // One teacher context per example; every sample of its group reuses it.
+    let contexts = examples
+        .iter()
+        .map(|ex| template.ids(tok, ex))
+        .collect::<Result<Vec<_>>>()?;
+    let prompts: Vec<Vec<i64>> = samples.iter().map(|s| contexts[s.group].clone()).collect();
     let responses: Vec<Vec<i64>> = samples.iter().map(|s| s.response_ids.clone()).collect();
     let lps = token_logprobs_by_prompt(&teacher.lm, &prompts, &responses, temperature)?;
     for (s, lp) in samples.iter_mut().zip(lps) {

@@ -7,12 +7,12 @@
 //! kept, with its log-prob) or after `max_new_tokens`; finished rows leave the
 //! batch (their cache rows are dropped) so they cost nothing afterwards.
 
+use super::distinct_rows;
 use super::sampling::{sample_next, SamplingParams};
 use super::transformer::{positions_from_mask, CausalLm};
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
 /// Sampling and stopping settings for [`generate`].
@@ -119,17 +119,8 @@ pub fn generate(
         let padded = prompts.iter().any(|p| p.len() < width);
         // Rows with the same prompt (a group's samples) share one prefill;
         // its cache rows and last logits are then copied out to every row.
-        let mut uniq: Vec<&[i64]> = Vec::new();
-        let mut seen: HashMap<&[i64], i64> = HashMap::new();
-        let row_of: Vec<i64> = prompts
-            .iter()
-            .map(|p| {
-                *seen.entry(p.as_slice()).or_insert_with(|| {
-                    uniq.push(p.as_slice());
-                    uniq.len() as i64 - 1
-                })
-            })
-            .collect();
+        let (uniq, row_of) = distinct_rows(prompts);
+        let row_of: Vec<i64> = row_of.into_iter().map(|u| u as i64).collect();
         let mut ids = Vec::with_capacity(uniq.len() * width);
         let mut mask = Vec::with_capacity(uniq.len() * width);
         for p in &uniq {

@@ -11,7 +11,7 @@
 //! and values: [`shared_prompt_logprobs`], [`token_logprobs_by_prompt`].
 
 use super::transformer::CausalLm;
-use super::LoadedModel;
+use super::{distinct_rows, LoadedModel};
 use crate::error::{Error, Result};
 use crate::policy::{Policy, PromptResponse, ResponseScores};
 use tch::{nn, Kind, Tensor};
@@ -252,20 +252,10 @@ pub fn token_logprobs_by_prompt(
     temperature: f64,
 ) -> Result<Vec<Vec<f32>>> {
     check_pairs(prompts, responses)?;
-    let mut order: Vec<&[i64]> = Vec::new();
-    let mut members: std::collections::HashMap<&[i64], Vec<usize>> = Default::default();
-    for (i, p) in prompts.iter().enumerate() {
-        members
-            .entry(p.as_slice())
-            .or_insert_with(|| {
-                order.push(p.as_slice());
-                Vec::new()
-            })
-            .push(i);
-    }
+    let (distinct, row_of) = distinct_rows(prompts);
     let mut out = vec![Vec::new(); responses.len()];
-    for prompt in order {
-        let idx = &members[prompt];
+    for (u, prompt) in distinct.into_iter().enumerate() {
+        let idx: Vec<usize> = (0..responses.len()).filter(|&i| row_of[i] == u).collect();
         let group: Vec<Vec<i64>> = idx.iter().map(|&i| responses[i].clone()).collect();
         for (&i, lp) in idx
             .iter()

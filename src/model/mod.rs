@@ -195,6 +195,24 @@ fn standard_normal(rng: &mut StdRng) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }
 
+/// The distinct rows of `rows` in first-seen order, and for every row the
+/// index of its distinct row: how a group's identical prompts are found so
+/// that their shared work (prefill, teacher context) runs once.
+pub(crate) fn distinct_rows(rows: &[Vec<i64>]) -> (Vec<&[i64]>, Vec<usize>) {
+    let mut distinct: Vec<&[i64]> = Vec::new();
+    let mut seen: std::collections::HashMap<&[i64], usize> = Default::default();
+    let row_of = rows
+        .iter()
+        .map(|r| {
+            *seen.entry(r.as_slice()).or_insert_with(|| {
+                distinct.push(r.as_slice());
+                distinct.len() - 1
+            })
+        })
+        .collect();
+    (distinct, row_of)
+}
+
 /// A folder removed again when dropped (also on error paths).
 #[derive(Debug)]
 pub(crate) struct ScratchDir(PathBuf);
