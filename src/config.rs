@@ -138,6 +138,10 @@ pub struct RuntimeConfig {
     pub faults: Vec<String>,
     /// Folder for metrics, drawings and checkpoints of this run.
     pub out_dir: PathBuf,
+    /// Stop the run (non-zero) after this many consecutive skipped steps
+    /// (non-finite loss or gradient: the weights have likely diverged);
+    /// 0 never stops.
+    pub max_consecutive_skips: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -156,6 +160,7 @@ impl Default for RuntimeConfig {
             restart_window_s: 60.0,
             faults: Vec::new(),
             out_dir: PathBuf::from("runs/default"),
+            max_consecutive_skips: 10,
         }
     }
 }

@@ -57,9 +57,14 @@ enum Command {
     Train {
         #[command(flatten)]
         run: RunArgs,
-        /// Continue from a checkpoint folder.
+        /// Continue a run: `latest` (the newest complete checkpoint in the
+        /// run folder), a run folder, or one checkpoint folder.
         #[arg(long)]
         resume: Option<PathBuf>,
+        /// Start over in a run folder that already holds a run (deletes its
+        /// metrics and checkpoints).
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
     },
     /// Supervised warm-up that produces the built-in task's base model.
     Pretrain {
@@ -173,6 +178,7 @@ enum Command {
 
 fn main() {
     rlsd::malloc::use_one_arena();
+    rlsd::actors::fault::short_injected_panics();
     rlsd::logging::init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -197,7 +203,11 @@ fn report(e: &anyhow::Error) -> String {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Train { run, resume } => train(&run, resume),
+        Command::Train {
+            run,
+            resume,
+            overwrite,
+        } => train(&run, resume, overwrite),
         Command::Pretrain { config, set } => pretrain(config, set),
         Command::Inspect {
             run,
@@ -397,7 +407,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn train(run: &RunArgs, resume: Option<PathBuf>) -> Result<()> {
+fn train(run: &RunArgs, resume: Option<PathBuf>, overwrite: bool) -> Result<()> {
     let cfg = run.load()?;
     let out_dir = cfg.runtime.out_dir.clone();
     println!(
@@ -420,6 +430,7 @@ fn train(run: &RunArgs, resume: Option<PathBuf>) -> Result<()> {
         .context("starting the tokio runtime")?;
     let mut builder = rlsd::actors::Runtime::builder(cfg)
         .handle_ctrl_c(true)
+        .overwrite(overwrite)
         .on_step(|s| {
             println!(
                 "{:>5} {:>8.3} {:>8.3} {:>7.3} {:>7.1} {:>8.3} {:>7.3} {:>7.2}",

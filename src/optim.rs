@@ -160,6 +160,15 @@ pub struct AdamW {
     beta2: f64,
     eps: f64,
     weight_decay: f64,
+    /// Index of the parameter at which the next step fails (fault rehearsal).
+    fail_at: Option<usize>,
+}
+
+/// A parameter's new value and moments, computed before any is installed.
+#[derive(Debug)]
+struct Update {
+    moments: Moments,
+    value: Tensor,
 }
 
 impl AdamW {
@@ -182,6 +191,7 @@ impl AdamW {
             beta2: cfg.beta2,
             eps: cfg.eps,
             weight_decay: cfg.weight_decay,
+            fail_at: None,
         }
     }
 
@@ -253,62 +263,104 @@ impl AdamW {
     }
 
     /// One AdamW update with learning rate `lr` from the current gradients.
+    ///
+    /// The update is atomic: every new moment and parameter value is first
+    /// computed into fresh tensors (phase 1, where an error such as an
+    /// out-of-memory can happen), and only when all of them exist are they
+    /// installed (phase 2: moves and same-shape `copy_`). An error therefore
+    /// leaves every parameter, moment and the step counter as they were, and
+    /// the step can be retried. The price is transient memory: one extra
+    /// copy of the parameters and their moments during the update.
     pub fn step(&mut self, lr: f64) -> Result<()> {
-        self.step += 1;
-        let t = self.step as i32;
+        let t = (self.step + 1) as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2 = 1.0 - self.beta2.powi(t);
         let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
-        tch::no_grad(|| -> Result<()> {
-            for ((_, p), slot) in self.params.iter_mut().zip(self.moments.iter_mut()) {
+        let fail_at = self.fail_at.take();
+        // Phase 1: compute, touching nothing that is kept.
+        let updates = tch::no_grad(|| -> Result<Vec<Option<Update>>> {
+            let mut out = Vec::with_capacity(self.params.len());
+            for (i, ((name, p), slot)) in self.params.iter().zip(&self.moments).enumerate() {
+                if fail_at == Some(i) {
+                    return Err(Error::Runtime(format!(
+                        "injected fault inside the AdamW step at parameter `{name}`"
+                    )));
+                }
                 let g = p.grad();
                 if !g.defined() {
+                    out.push(None);
                     continue;
                 }
                 let g = g.f_to_kind(Kind::Float)?;
-                if slot.is_none() {
-                    let master = if needs_master(p.kind()) {
-                        Some(p.detach().f_to_kind(Kind::Float)?)
-                    } else {
-                        None
-                    };
-                    *slot = Some(Moments {
-                        exp_avg: g.zeros_like(),
-                        exp_avg_sq: g.zeros_like(),
-                        master,
-                    });
-                }
-                let Some(m) = slot.as_mut() else { continue };
-                let _ = m
-                    .exp_avg
-                    .f_mul_scalar_(b1)?
-                    .f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
-                let _ = m
-                    .exp_avg_sq
-                    .f_mul_scalar_(b2)?
-                    .f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?;
-                let denom = m
-                    .exp_avg_sq
+                let (exp_avg, exp_avg_sq, master) = match slot {
+                    Some(m) => (
+                        m.exp_avg.f_mul_scalar(b1)?.f_add(&g.f_mul_scalar(1.0 - b1)?)?,
+                        m.exp_avg_sq
+                            .f_mul_scalar(b2)?
+                            .f_add(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?,
+                        m.master.as_ref().map(|t| t.f_detach()).transpose()?,
+                    ),
+                    None => (
+                        g.f_mul_scalar(1.0 - b1)?,
+                        g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?,
+                        if needs_master(p.kind()) {
+                            Some(p.detach().f_to_kind(Kind::Float)?)
+                        } else {
+                            None
+                        },
+                    ),
+                };
+                let denom = exp_avg_sq
                     .f_sqrt()?
                     .f_div_scalar(bc2.sqrt())?
                     .f_add_scalar(eps)?;
-                let update = m.exp_avg.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
-                match &mut m.master {
+                let update = exp_avg.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
+                let (value, master) = match master {
                     Some(master) => {
-                        let _ = master.f_mul_scalar_(1.0 - lr * wd)?.f_sub_(&update)?;
-                        p.f_copy_(master)?;
+                        let master = master.f_mul_scalar(1.0 - lr * wd)?.f_sub(&update)?;
+                        (master.f_to_kind(p.kind())?, Some(master))
                     }
                     None => {
                         let new = p
                             .f_to_kind(Kind::Float)?
                             .f_mul_scalar(1.0 - lr * wd)?
                             .f_sub(&update)?;
-                        p.f_copy_(&new.f_to_kind(p.kind())?)?;
+                        (new.f_to_kind(p.kind())?, None)
                     }
-                }
+                };
+                out.push(Some(Update {
+                    moments: Moments {
+                        exp_avg,
+                        exp_avg_sq,
+                        master,
+                    },
+                    value,
+                }));
+            }
+            Ok(out)
+        })?;
+        // Phase 2: install (no allocation; same shapes, dtypes and devices).
+        tch::no_grad(|| -> Result<()> {
+            for (((_, p), slot), up) in self
+                .params
+                .iter_mut()
+                .zip(self.moments.iter_mut())
+                .zip(updates)
+            {
+                let Some(up) = up else { continue };
+                p.f_copy_(&up.value)?;
+                *slot = Some(up.moments);
             }
             Ok(())
-        })
+        })?;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Rehearsal hook: make the next [`AdamW::step`] fail when it reaches the
+    /// parameter with this index (after computing the ones before it). Fires once.
+    pub fn inject_fault_at(&mut self, param_index: usize) {
+        self.fail_at = Some(param_index);
     }
 
     /// The state as named tensors: `step` (i64 scalar), `exp_avg.<param>` and

@@ -90,6 +90,10 @@ pub struct StepStats {
     /// Teacher weights version that scored the batch (filled by the runtime).
     #[serde(default)]
     pub teacher_version: u64,
+    /// Responses whose verifier ran past `runtime.verifier_timeout_s` this
+    /// step (abandoned and scored 0).
+    #[serde(default)]
+    pub verifier_timeouts: u64,
     /// Wall time per stage (runtime-filled, except `train_s`).
     pub timings: StageTimings,
 }

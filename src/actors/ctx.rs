@@ -45,19 +45,35 @@ pub struct Replica {
     pub version: u64,
 }
 
-/// The optimizer's lasting state.
+/// The optimizer's lasting state: the last *committed* step and everything a
+/// consistent checkpoint of it needs. Only the optimizer writes it, always
+/// between two steps (a step's update is committed whole or not at all), so
+/// at any moment it describes exactly one step, whatever `max_staleness` is.
 #[derive(Debug)]
 pub struct OptimizerVault {
-    /// Policy, AdamW state and algorithm settings.
+    /// Policy, AdamW state and algorithm settings, as of `trained_through`.
     pub trainer: Trainer<LoadedModel>,
-    /// Last step whose update was applied (0 before the first).
+    /// Last committed step (0 before the first; the checkpoint's step when resumed).
     pub trained_through: u64,
-    /// Stats of recent steps, to answer a re-issued step without training it twice.
+    /// Data cursor after the prompts of `trained_through` (from its plan).
+    pub cursor: serde_json::Value,
+    /// Stats of recent committed steps: answers a re-issued step without
+    /// training it twice, and lets a checkpoint carry the metrics lines the run
+    /// loop may not have written yet.
     pub recent: BTreeMap<u64, StepStats>,
-    /// The teacher's current weights, kept to re-send after a teacher restart.
+    /// The teacher's weights as of `trained_through` (version = the last
+    /// teacher sync), kept to re-send after a teacher restart and to checkpoint.
     pub teacher_snapshot: Option<WeightSnapshot>,
-    /// Example ids trained at each step (the exactly-once ledger).
+    /// Example ids trained at each step by this process (the exactly-once ledger).
     pub trained: Vec<(u64, Vec<String>)>,
+    /// The ledger of the steps before this process (from the resumed checkpoint).
+    pub trained_before: Vec<(u64, Vec<String>)>,
+    /// The last checkpoint written, with its step.
+    pub last_checkpoint: Option<(u64, std::path::PathBuf)>,
+    /// Set by the final checkpoint: later batches are not trained.
+    pub stopped: bool,
+    /// Skipped steps in a row, up to the last commit.
+    pub consecutive_skips: u64,
 }
 
 /// The scheduler's lasting state.
@@ -70,8 +86,6 @@ pub struct SchedulerVault {
     pub done_through: u64,
     /// Steps issued but not finished, with their plans (re-issued after a restart).
     pub in_flight: BTreeMap<u64, super::messages::StepPlan>,
-    /// Data cursor after the last finished step (stored in checkpoints).
-    pub cursor_done: serde_json::Value,
     /// Set once the run is stopping.
     pub stopping: bool,
 }

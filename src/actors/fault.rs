@@ -2,7 +2,13 @@
 //!
 //! `faults = ["sampler@3", "optimizer@5:panic"]` makes the named actor fail
 //! the first time it handles step 3 (returning an error) or step 5 (panicking).
-//! Each fault fires once per run, so the re-issued step then succeeds.
+//! `optimizer@4:adam` fails *inside* the AdamW update of step 4, after half of
+//! the parameters' new values were computed (the update must stay atomic).
+//! `optimizer@4:disk` makes every write of the step-4 checkpoint fail with
+//! "no space left on device" after the model files are written;
+//! `optimizer@4:stall` holds the step-4 checkpoint write for 3 s before its
+//! manifest (a window for tests that kill the process mid-write).
+//! Each other fault fires once per run, so the re-issued step then succeeds.
 
 use crate::error::{Error, Result};
 use parking_lot::Mutex;
@@ -61,6 +67,12 @@ pub enum FaultKind {
     Error,
     /// The handler panics.
     Panic,
+    /// The AdamW update fails part-way (optimizer only).
+    Adam,
+    /// Every write of that step's checkpoint fails (disk full).
+    Disk,
+    /// That step's checkpoint write pauses 3 s before its manifest, once.
+    Stall,
 }
 
 /// One planned failure.
@@ -109,7 +121,13 @@ impl FaultPlan {
             let kind = match kind.trim() {
                 "error" => FaultKind::Error,
                 "panic" => FaultKind::Panic,
-                _ => return Err(bad("kind must be error or panic")),
+                "adam" if role == Role::Optimizer => FaultKind::Adam,
+                "disk" if role == Role::Optimizer => FaultKind::Disk,
+                "stall" if role == Role::Optimizer => FaultKind::Stall,
+                "adam" | "disk" | "stall" => {
+                    return Err(bad("kinds adam, disk and stall apply to the optimizer only"))
+                }
+                _ => return Err(bad("kind must be error, panic, adam, disk or stall")),
             };
             faults.push(Fault { role, step, kind });
         }
@@ -120,10 +138,16 @@ impl FaultPlan {
     }
 
     /// Fail here if a fault is planned for `role` at `step` and has not fired yet.
-    /// Panics for `:panic` faults: that is the point of the rehearsal.
+    /// Panics for `:panic` faults: that is the point of the rehearsal. The
+    /// panic message is one short line; the binary's panic hook prints it
+    /// without a backtrace.
     pub fn check(&self, role: Role, step: u64) -> Result<()> {
         for f in &self.faults {
-            if f.role == role && f.step == step && self.fired.lock().insert(*f) {
+            if matches!(f.kind, FaultKind::Error | FaultKind::Panic)
+                && f.role == role
+                && f.step == step
+                && self.fired.lock().insert(*f)
+            {
                 tracing::warn!(role = role.name(), step, kind = ?f.kind, "injected fault");
                 match f.kind {
                     FaultKind::Error => {
@@ -135,10 +159,31 @@ impl FaultPlan {
                     FaultKind::Panic => {
                         panic!("injected panic in {} at step {step}", role.name())
                     }
+                    FaultKind::Adam | FaultKind::Disk | FaultKind::Stall => {}
                 }
             }
         }
         Ok(())
+    }
+
+    /// True (once) when an `optimizer@step:adam` fault is planned for `step`:
+    /// the caller then arms [`crate::optim::AdamW::inject_fault_at`].
+    pub fn take_adam(&self, step: u64) -> bool {
+        self.faults.iter().any(|f| {
+            f.kind == FaultKind::Adam && f.step == step && self.fired.lock().insert(*f)
+        })
+    }
+
+    /// The checkpoint-write fault planned for `step`, if any: `Disk` every
+    /// time, `Stall` once.
+    pub fn checkpoint_fault(&self, step: u64) -> Option<FaultKind> {
+        self.faults.iter().find_map(|f| match f.kind {
+            FaultKind::Disk if f.step == step => Some(FaultKind::Disk),
+            FaultKind::Stall if f.step == step && self.fired.lock().insert(*f) => {
+                Some(FaultKind::Stall)
+            }
+            _ => None,
+        })
     }
 
     /// Number of planned faults.
@@ -150,6 +195,25 @@ impl FaultPlan {
     pub fn is_empty(&self) -> bool {
         self.faults.is_empty()
     }
+}
+
+/// Print injected panics as one line instead of a backtrace (the binary
+/// installs this; other panics keep the default hook).
+pub fn short_injected_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("injected panic") {
+            eprintln!("rlsd: {msg} (rehearsed fault; the supervisor restarts the actor)");
+        } else {
+            default(info)
+        }
+    }));
 }
 
 #[cfg(test)]
@@ -170,6 +234,11 @@ mod tests {
         }));
         assert!(r.is_err());
         assert!(plan.check(Role::Optimizer, 5).is_ok());
+        let adam = FaultPlan::parse(&["optimizer@4:adam".to_string()]).unwrap();
+        assert!(adam.check(Role::Optimizer, 4).is_ok(), "not a handler fault");
+        assert!(!adam.take_adam(3));
+        assert!(adam.take_adam(4));
+        assert!(!adam.take_adam(4), "fires once");
     }
 
     #[test]
@@ -180,6 +249,7 @@ mod tests {
             "sampler@x",
             "sampler@0",
             "sampler@2:explode",
+            "sampler@2:adam",
         ] {
             let err = FaultPlan::parse(&[bad.to_string()])
                 .unwrap_err()

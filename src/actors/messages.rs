@@ -50,6 +50,8 @@ pub struct Sample {
     pub correct: bool,
     /// Verifier's short reason.
     pub reason: String,
+    /// The verifier ran past `verifier_timeout_s` and was abandoned (scored 0).
+    pub verifier_timed_out: bool,
     /// Teacher log-prob of each response token under the privileged context.
     pub teacher_logprobs: Vec<f32>,
     /// CEPO only: log-probs under the negative (wrong-answer) context.
@@ -130,11 +132,12 @@ pub enum OptimizerMsg {
     Train(Box<Batch>),
     /// Send the latest weights to the sampler (and teacher) again, after a respawn.
     Republish,
-    /// Write a checkpoint with the given scheduler state; replies with its folder.
+    /// Write a checkpoint of the last committed step (the optimizer holds
+    /// every part of it); replies with its folder.
     Checkpoint {
-        /// Scheduler state to store alongside the weights.
-        state: serde_json::Value,
-        /// Where the result goes.
-        reply: RpcReplyPort<Result<std::path::PathBuf, String>>,
+        /// The final checkpoint: train nothing after it.
+        last: bool,
+        /// The checkpoint folder (`None` when no step was ever committed).
+        reply: RpcReplyPort<Result<Option<std::path::PathBuf>, String>>,
     },
 }

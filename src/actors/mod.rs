@@ -22,6 +22,7 @@ pub mod ctx;
 pub mod fault;
 pub mod messages;
 pub mod optimizer;
+pub mod run_folder;
 pub mod runtime;
 pub mod sampler;
 pub mod scheduler;

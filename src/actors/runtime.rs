@@ -15,6 +15,7 @@
 //! ```
 
 use super::ctx::{Ctx, OptimizerVault, Peers, Replica, RunEvent, SchedulerVault};
+use super::run_folder::{prepare_fresh, resolve_resume, RunLock};
 use super::fault::{FaultPlan, Role};
 use super::source::PromptSource;
 use super::supervisor::{Supervisor, SupervisorMsg};
@@ -50,6 +51,7 @@ impl Runtime {
             on_step: None,
             resume: None,
             ctrl_c: false,
+            overwrite: false,
         }
     }
 }
@@ -63,6 +65,7 @@ pub struct RuntimeBuilder {
     on_step: Option<StepCallback>,
     resume: Option<PathBuf>,
     ctrl_c: bool,
+    overwrite: bool,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -123,9 +126,20 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Stop gracefully on Ctrl-C (finish or drop the in-flight step, checkpoint).
+    /// Stop gracefully on SIGINT (Ctrl-C) and SIGTERM (Slurm, Kubernetes,
+    /// `timeout`): finish the step being trained, drop the others, write a
+    /// final checkpoint of the last committed step, and return a report that
+    /// is not `failed`. A second signal exits the process at once with status 130.
     pub fn handle_ctrl_c(mut self, yes: bool) -> Self {
         self.ctrl_c = yes;
+        self
+    }
+
+    /// Start over in a run folder that already holds a run: delete its
+    /// metrics log and checkpoints first. Without it such a fresh run is
+    /// refused (a resume never is).
+    pub fn overwrite(mut self, yes: bool) -> Self {
+        self.overwrite = yes;
         self
     }
 
@@ -141,11 +155,34 @@ impl RuntimeBuilder {
             mut on_step,
             resume,
             ctrl_c,
+            overwrite,
         } = self;
         cfg.validate()?;
+        if cfg.algo.kl_coef > 0.0 {
+            return Err(Error::config(
+                "algo.kl_coef",
+                "must be 0 for `rlsd train`: the runtime computes no reference-model log-probs for the KL term yet",
+            ));
+        }
+        let out_dir = cfg.runtime.out_dir.clone();
+        let ckpt_root = out_dir.join(&cfg.checkpoint.dir);
+        let _lock = RunLock::acquire(&out_dir)?;
+        let resume = match &resume {
+            Some(arg) => Some(resolve_resume(arg, &ckpt_root, &cfg.checkpoint.dir)?),
+            None => {
+                prepare_fresh(&out_dir, &ckpt_root, overwrite)?;
+                None
+            }
+        };
         let verifier = match verifier {
             Some(v) => v,
-            None => Arc::from(build_verifier(&cfg.verifier)?),
+            None => {
+                // The command verifier kills its process group by the pool's timeout.
+                let mut vc = cfg.verifier.clone();
+                let cap_ms = (cfg.runtime.verifier_timeout_s * 1000.0).ceil() as u64;
+                vc.command.timeout_ms = vc.command.timeout_ms.min(cap_ms.max(1));
+                Arc::from(build_verifier(&vc)?)
+            }
         };
         let mut source = match source {
             Some(s) => s,
@@ -157,37 +194,80 @@ impl RuntimeBuilder {
             Some(dir) => Some(crate::checkpoint::load_checkpoint(dir)?),
             None => None,
         };
+        let resumed = checkpoint.as_ref().map(|ck| Resumed::of(ck, &ckpt_root)).transpose()?;
+        let start_step = resumed.as_ref().map_or(0, |r| r.step);
+        if start_step >= cfg.runtime.steps && resumed.is_some() {
+            let dir = resume.clone().unwrap_or_default();
+            let reason = format!(
+                "nothing to train: the checkpoint {} is at step {start_step}, runtime.steps is {}",
+                dir.display(),
+                cfg.runtime.steps
+            );
+            tracing::info!("{reason}");
+            let policy = LoadedModel::load(&dir.join("model"), opt_dev, kind)?;
+            return Ok(RunReport {
+                steps: Vec::new(),
+                restarts: HashMap::new(),
+                failed: false,
+                reason,
+                last_checkpoint: Some(dir),
+                final_weights: policy.snapshot(start_step)?,
+                trained: Vec::new(),
+            });
+        }
         let policy = match (policy, &checkpoint) {
-            (_, Some(ck)) => LoadedModel::load(&ck.model_dir, opt_dev, kind)?,
+            (_, Some(ck)) => {
+                check_same_shape(&cfg.model.resolved_path(), &ck.model_dir)?;
+                LoadedModel::load(&ck.model_dir, opt_dev, kind)?
+            }
             (Some(p), None) => p,
             (None, None) => LoadedModel::load(&cfg.model.resolved_path(), opt_dev, kind)?,
         };
+        if policy.tokenizer.is_none() {
+            let dir = checkpoint
+                .as_ref()
+                .map_or_else(|| cfg.model.resolved_path(), |c| c.model_dir.clone());
+            return Err(Error::InvalidInput(format!(
+                "{}: no tokenizer.json; training needs one to build prompts and decode responses",
+                dir.display()
+            )));
+        }
         let sampler = Replica {
             model: policy.replicate(parse_device(&cfg.runtime.sampler_device)?)?,
-            version: 0,
+            version: start_step,
         };
-        let teacher = Replica {
+        let mut teacher = Replica {
             model: policy.replicate(parse_device(&cfg.runtime.teacher_device)?)?,
-            version: 0,
+            version: start_step,
         };
         let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
-        let mut start_step = 0;
-        if let Some(ck) = &checkpoint {
+        // The teacher's weights as of the start (version 0: the initial policy).
+        let mut teacher_snapshot = Some(super::optimizer::cpu_copy(
+            &trainer.policy.snapshot(start_step)?,
+        )?);
+        let mut trained_before = Vec::new();
+        let mut recent = BTreeMap::new();
+        let mut last_checkpoint = None;
+        if let (Some(ck), Some(r)) = (&checkpoint, &resumed) {
             trainer.optimizer.load_state_tensors(&ck.optimizer)?;
-            start_step = ck.step;
-            if let Some(c) = ck.state.get("data_cursor") {
+            if let Some(c) = &r.cursor {
                 source.restore(c)?;
             }
+            if let Some(t) = &ck.teacher {
+                let snap = WeightSnapshot {
+                    version: r.teacher_version.unwrap_or(start_step),
+                    tensors: t.iter().map(|(n, x)| (n.clone(), x.shallow_clone())).collect(),
+                };
+                teacher.model.load_snapshot(&snap)?;
+                teacher.version = snap.version;
+                teacher_snapshot = Some(super::optimizer::cpu_copy(&snap)?);
+            }
+            trained_before = r.ledger.clone();
+            for s in &r.recent {
+                recent.insert(s.step, s.clone());
+            }
+            last_checkpoint = r.own_dir.clone().map(|d| (start_step, d));
         }
-        let (sampler, teacher) = if start_step > 0 {
-            let mut s = sampler;
-            let mut t = teacher;
-            s.version = start_step;
-            t.version = start_step;
-            (s, t)
-        } else {
-            (sampler, teacher)
-        };
         let cursor = source.cursor();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let ctx = Arc::new(Ctx {
@@ -199,16 +279,20 @@ impl RuntimeBuilder {
             optimizer: Mutex::new(OptimizerVault {
                 trainer,
                 trained_through: start_step,
-                recent: BTreeMap::new(),
-                teacher_snapshot: None,
+                cursor,
+                recent,
+                teacher_snapshot,
                 trained: Vec::new(),
+                trained_before,
+                last_checkpoint,
+                stopped: false,
+                consecutive_skips: 0,
             }),
             scheduler: Mutex::new(SchedulerVault {
                 source,
                 next_step: start_step + 1,
                 done_through: start_step,
                 in_flight: BTreeMap::new(),
-                cursor_done: cursor,
                 stopping: false,
             }),
             events: tx,
@@ -217,10 +301,12 @@ impl RuntimeBuilder {
             cfg,
         });
 
-        std::fs::create_dir_all(&ctx.cfg.runtime.out_dir)
-            .map_err(|e| Error::io(&ctx.cfg.runtime.out_dir, e))?;
-        let metrics_path = ctx.cfg.runtime.out_dir.join("metrics.jsonl");
+        let metrics_path = out_dir.join("metrics.jsonl");
         let mut metrics = MetricsWriter::resume(&metrics_path, start_step)?;
+        if let Some(r) = &resumed {
+            refill_metrics(&mut metrics, &metrics_path, &r.recent, start_step)?;
+        }
+        let mut signals = if ctrl_c { Some(Signals::new()?) } else { None };
 
         let (sup, handle) = Actor::spawn(None, Supervisor, ctx.clone())
             .await
@@ -228,29 +314,32 @@ impl RuntimeBuilder {
         sup.cast(SupervisorMsg::Start)
             .map_err(|e| Error::Runtime(format!("supervisor unreachable: {e}")))?;
 
-        let mut steps = Vec::new();
+        let mut recorder = StepRecorder {
+            metrics,
+            on_step: on_step.take(),
+            steps: Vec::new(),
+        };
         let mut last_checkpoint = None;
+        let mut interrupted = false;
         let (failed, reason) = loop {
-            let ev = if ctrl_c {
-                tokio::select! {
+            let ev = match signals.as_mut() {
+                Some(sig) => tokio::select! {
                     ev = rx.recv() => ev,
-                    _ = tokio::signal::ctrl_c() => {
-                        tracing::warn!("Ctrl-C: stopping after a final checkpoint");
-                        let _ = sup.cast(SupervisorMsg::Shutdown("interrupted".into()));
+                    name = sig.next() => {
+                        if interrupted {
+                            eprintln!("rlsd: second {name}: exiting at once without a checkpoint");
+                            std::process::exit(130);
+                        }
+                        interrupted = true;
+                        tracing::warn!("{name}: stopping after a final checkpoint (send it again to exit at once)");
+                        let _ = sup.cast(SupervisorMsg::Shutdown(format!("interrupted by {name}")));
                         continue;
                     }
-                }
-            } else {
-                rx.recv().await
+                },
+                None => rx.recv().await,
             };
             match ev {
-                Some(RunEvent::Step(stats)) => {
-                    metrics.append(&*stats)?;
-                    if let Some(f) = on_step.as_mut() {
-                        f(&stats);
-                    }
-                    steps.push(*stats);
-                }
+                Some(RunEvent::Step(stats)) => recorder.record(*stats)?,
                 Some(RunEvent::Checkpoint(p)) => last_checkpoint = Some(p),
                 Some(RunEvent::Restarted(role)) => {
                     tracing::warn!(role = role.name(), "actor respawned")
@@ -261,9 +350,18 @@ impl RuntimeBuilder {
         };
         sup.stop(None);
         let _ = handle.await;
+        // Steps committed before the final checkpoint whose events are still queued.
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                RunEvent::Step(stats) => recorder.record(*stats)?,
+                RunEvent::Checkpoint(p) => last_checkpoint = Some(p),
+                _ => {}
+            }
+        }
+        recorder.metrics.sync()?;
         let _ = crate::plot::metrics_svg(
             &metrics_path,
-            &ctx.cfg.runtime.out_dir.join("reward.svg"),
+            &out_dir.join("reward.svg"),
             &["reward_mean", "accuracy", "lambda"],
         );
         let (final_weights, trained) = {
@@ -275,7 +373,7 @@ impl RuntimeBuilder {
         };
         let restarts = ctx.restarts.lock().clone();
         Ok(RunReport {
-            steps,
+            steps: recorder.steps,
             restarts,
             failed,
             reason,
@@ -283,5 +381,173 @@ impl RuntimeBuilder {
             final_weights,
             trained,
         })
+    }
+}
+
+/// Where every committed step's [`StepStats`] goes, in step order, exactly
+/// once: the metrics log, the caller's `on_step`, and the report.
+struct StepRecorder {
+    metrics: MetricsWriter,
+    on_step: Option<StepCallback>,
+    steps: Vec<StepStats>,
+}
+
+impl StepRecorder {
+    /// Record one committed step (the one place that does).
+    fn record(&mut self, stats: StepStats) -> Result<()> {
+        if self.steps.last().is_some_and(|l| l.step >= stats.step) {
+            return Ok(()); // already recorded
+        }
+        self.metrics.append(&stats)?;
+        if let Some(f) = self.on_step.as_mut() {
+            f(&stats);
+        }
+        self.steps.push(stats);
+        crate::malloc::trim();
+        Ok(())
+    }
+}
+
+/// What a checkpoint's `state.json` says about the step it holds.
+struct Resumed {
+    /// The committed step.
+    step: u64,
+    /// Data cursor after that step.
+    cursor: Option<serde_json::Value>,
+    /// Version of the stored teacher weights.
+    teacher_version: Option<u64>,
+    /// Stats of recent steps (metrics lines the log may lack).
+    recent: Vec<StepStats>,
+    /// Prompt ids trained at each step up to `step`.
+    ledger: Vec<(u64, Vec<String>)>,
+    /// The checkpoint folder, when it lies in this run's checkpoint root.
+    own_dir: Option<PathBuf>,
+}
+
+impl Resumed {
+    fn of(ck: &crate::checkpoint::LoadedCheckpoint, root: &std::path::Path) -> Result<Resumed> {
+        let state_path = ck.dir.join(crate::checkpoint::STATE_FILE);
+        let bad = |key: &str, e: String| {
+            Error::InvalidInput(format!("{}: `{key}`: {e}", state_path.display()))
+        };
+        let field = |key: &str| ck.state.get(key).filter(|v| !v.is_null());
+        let step = match field("trained_through").or_else(|| field("step")) {
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| bad("step", "not a step number".into()))?,
+            None => ck.step,
+        };
+        if step != ck.step {
+            return Err(bad(
+                "step",
+                format!("says {step}, the manifest says {}", ck.step),
+            ));
+        }
+        let recent = match field("recent_stats") {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad("recent_stats", e.to_string()))?,
+            None => Vec::new(),
+        };
+        let ledger = match field("trained") {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad("trained", e.to_string()))?,
+            None => Vec::new(),
+        };
+        let same_root = |a: &std::path::Path, b: &std::path::Path| {
+            match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+        };
+        let own_dir = ck
+            .dir
+            .parent()
+            .filter(|p| same_root(p, root))
+            .map(|_| ck.dir.clone());
+        Ok(Resumed {
+            step,
+            cursor: field("data_cursor").cloned(),
+            teacher_version: field("teacher_version").and_then(|v| v.as_u64()),
+            recent,
+            ledger,
+            own_dir,
+        })
+    }
+}
+
+/// After the log was cut back to the checkpoint's step, append the lines of
+/// committed steps it lacks (a crash can come after a checkpoint but before
+/// the run loop wrote that step's line), so it holds each of `1..=step` once.
+fn refill_metrics(
+    metrics: &mut MetricsWriter,
+    path: &std::path::Path,
+    recent: &[StepStats],
+    step: u64,
+) -> Result<()> {
+    let have: std::collections::HashSet<u64> = crate::metrics::read_metrics(path)?
+        .iter()
+        .filter_map(|r| r.get(crate::metrics::STEP_KEY).and_then(|s| s.as_u64()))
+        .collect();
+    for s in recent {
+        if s.step <= step && !have.contains(&s.step) {
+            tracing::info!(step = s.step, "restoring a metrics line from the checkpoint");
+            metrics.append(s)?;
+        }
+    }
+    Ok(())
+}
+
+/// A resumed checkpoint must hold the model `[model]` names (same
+/// architecture sizes in `config.json`); the error names both files.
+fn check_same_shape(model_dir: &std::path::Path, ckpt_model: &std::path::Path) -> Result<()> {
+    let read = |dir: &std::path::Path| -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let (Some(a), Some(b)) = (read(model_dir), read(ckpt_model)) else {
+        return Ok(()); // an embedding program may train a model with no folder
+    };
+    for key in [
+        "model_type",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "vocab_size",
+    ] {
+        if a.get(key) != b.get(key) {
+            return Err(Error::InvalidInput(format!(
+                "the checkpoint's model ({}) does not match [model].path ({}): `{key}` is {} vs {}; resume with the config of the run that wrote it",
+                ckpt_model.join("config.json").display(),
+                model_dir.join("config.json").display(),
+                b.get(key).unwrap_or(&serde_json::Value::Null),
+                a.get(key).unwrap_or(&serde_json::Value::Null),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let err = |e: std::io::Error| Error::Runtime(format!("cannot install signal handlers: {e}"));
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+            term: signal(SignalKind::terminate()).map_err(err)?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
     }
 }

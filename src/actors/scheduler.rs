@@ -1,6 +1,9 @@
-//! Scheduler: owns the step counter, the lambda and learning-rate schedules,
-//! the data cursor and the checkpoint cadence, and keeps the sampler at most
-//! `max_staleness` policy versions ahead of the optimizer.
+//! Scheduler: owns the step counter, the lambda and learning-rate schedules
+//! and the data source, and keeps the sampler at most `max_staleness` policy
+//! versions ahead of the optimizer. It ends the run: at the last step, on a
+//! shutdown request or a spent restart budget it asks the optimizer for the
+//! final checkpoint (of the last *committed* step; periodic checkpoints are
+//! the optimizer's own, taken right after the commit they describe).
 
 use super::ctx::{Ctx, RunEvent};
 use super::fault::Role;
@@ -51,23 +54,14 @@ impl Actor for Scheduler {
                 ctx.faults.check(Role::Scheduler, step)?;
                 let finished = {
                     let mut v = ctx.scheduler.lock();
-                    if step <= v.done_through {
-                        return Ok(()); // duplicate answer to a re-issued step
-                    }
-                    v.done_through = step;
-                    if let Some(plan) = v.in_flight.remove(&step) {
-                        v.cursor_done = plan.cursor_after;
-                    }
+                    // Steps commit in order, so `step` done means every earlier one is.
+                    v.done_through = v.done_through.max(step);
+                    v.in_flight.retain(|&s, _| s > step);
                     v.done_through >= ctx.cfg.runtime.steps
                 };
-                ctx.emit(RunEvent::Step(stats));
-                let every = ctx.cfg.checkpoint.every_steps;
                 if finished {
                     finish(ctx, "all steps done".into(), false).await;
                 } else {
-                    if every > 0 && step % every == 0 {
-                        checkpoint(ctx).await;
-                    }
                     issue_more(ctx)?;
                 }
             }
@@ -106,41 +100,31 @@ fn issue_more(ctx: &Ctx) -> Result<()> {
     }
 }
 
-/// The state a checkpoint needs from the scheduler.
-fn scheduler_state(ctx: &Ctx) -> serde_json::Value {
-    let v = ctx.scheduler.lock();
-    serde_json::json!({
-        "step": v.done_through,
-        "policy_version": v.done_through,
-        "seed": ctx.cfg.runtime.seed,
-        "data_cursor": v.cursor_done,
-    })
-}
-
-/// Ask the optimizer to write a checkpoint (it owns the weights).
-async fn checkpoint(ctx: &Ctx) {
-    let state = scheduler_state(ctx);
-    let Some(opt) = ctx.peers.read().optimizer.clone() else {
-        return;
-    };
+/// Ask the optimizer for the final checkpoint (it owns every part of it).
+/// Returns the failure, if any.
+async fn final_checkpoint(ctx: &Ctx) -> Option<String> {
+    let opt = ctx.peers.read().optimizer.clone()?;
     let res = opt
         .call(
-            |reply| OptimizerMsg::Checkpoint { state, reply },
-            Some(Duration::from_secs(600)),
+            |reply| OptimizerMsg::Checkpoint { last: true, reply },
+            Some(Duration::from_secs(3600)),
         )
         .await;
     match res {
         Ok(ractor::rpc::CallResult::Success(Ok(dir))) => {
-            tracing::info!("checkpoint written to {}", dir.display());
-            ctx.emit(RunEvent::Checkpoint(dir));
+            if let Some(dir) = dir {
+                tracing::info!("final checkpoint: {}", dir.display());
+            }
+            None
         }
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => tracing::error!("checkpoint failed: {e}"),
-        Ok(other) => tracing::error!("checkpoint not answered: {other:?}"),
-        Err(e) => tracing::error!("checkpoint request failed: {e}"),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => Some(format!("final checkpoint failed: {e}")),
+        Ok(other) => Some(format!("final checkpoint not answered: {other:?}")),
+        Err(e) => Some(format!("final checkpoint request failed: {e}")),
     }
 }
 
-/// Stop issuing, write the final checkpoint, and tell the run loop.
+/// Stop issuing, write the final checkpoint, and tell the run loop. A final
+/// checkpoint that cannot be written turns the run into a failure.
 async fn finish(ctx: &Ctx, reason: String, failed: bool) {
     {
         let mut v = ctx.scheduler.lock();
@@ -149,8 +133,16 @@ async fn finish(ctx: &Ctx, reason: String, failed: bool) {
         }
         v.stopping = true;
     }
-    if ctx.scheduler.lock().done_through > 0 {
-        checkpoint(ctx).await;
-    }
+    let (reason, failed) = match final_checkpoint(ctx).await {
+        Some(err) if !failed => {
+            tracing::error!("{err}");
+            (format!("{reason}; {err}"), true)
+        }
+        Some(err) => {
+            tracing::error!("{err}");
+            (reason, failed)
+        }
+        None => (reason, failed),
+    };
     ctx.emit(RunEvent::Finished { reason, failed });
 }

@@ -1,7 +1,11 @@
 //! Verifier pool: scores every response of a batch on up to
 //! `verifier_workers` blocking threads at once. A verification that panics or
 //! runs past `verifier_timeout_s` scores 0 with the reason recorded; it never
-//! stops the run.
+//! stops the run. A timed-out in-process verifier is abandoned (its thread is
+//! left to finish on its own) and its worker slot is freed at once, so the
+//! pool never shrinks; the step counts it in `verifier_timeouts`. The command
+//! verifier's own timeout is capped at `verifier_timeout_s`, so its process
+//! group is killed by then.
 
 use super::ctx::Ctx;
 use super::fault::Role;
@@ -57,32 +61,50 @@ impl Actor for VerifierPool {
             let ex = batch.plan.examples[s.group].clone();
             let text = s.response_text.clone();
             tasks.push(tokio::spawn(async move {
-                let job = tokio::task::spawn_blocking(move || {
-                    let v = verify_one(verifier.as_ref(), &ex, &text);
-                    drop(permit);
-                    v
-                });
-                match tokio::time::timeout(timeout, job).await {
-                    Ok(Ok(v)) => v,
-                    Ok(Err(e)) => Verdict {
+                let job =
+                    tokio::task::spawn_blocking(move || verify_one(verifier.as_ref(), &ex, &text));
+                let out = match tokio::time::timeout(timeout, job).await {
+                    Ok(Ok(v)) => (v, false),
+                    Ok(Err(e)) => (
+                        Verdict {
+                            reward: 0.0,
+                            correct: false,
+                            reason: format!("verifier task failed: {e}"),
+                        },
+                        false,
+                    ),
+                    Err(_) => (
+                        Verdict {
+                            reward: 0.0,
+                            correct: false,
+                            reason: format!(
+                                "verifier timed out after {:.1}s",
+                                timeout.as_secs_f64()
+                            ),
+                        },
+                        true,
+                    ),
+                };
+                // The slot is free again whether the verifier returned or was abandoned.
+                drop(permit);
+                out
+            }));
+        }
+        for (s, t) in batch.samples.iter_mut().zip(tasks) {
+            let (v, timed_out) = t.await.unwrap_or_else(|e| {
+                (
+                    Verdict {
                         reward: 0.0,
                         correct: false,
                         reason: format!("verifier task failed: {e}"),
                     },
-                    Err(_) => Verdict {
-                        reward: 0.0,
-                        correct: false,
-                        reason: format!("verifier timed out after {:.1}s", timeout.as_secs_f64()),
-                    },
-                }
-            }));
-        }
-        for (s, t) in batch.samples.iter_mut().zip(tasks) {
-            let v = t.await.unwrap_or_else(|e| Verdict {
-                reward: 0.0,
-                correct: false,
-                reason: format!("verifier task failed: {e}"),
+                    false,
+                )
             });
+            if timed_out {
+                tracing::warn!(step = batch.plan.step, "verifier abandoned after its timeout");
+            }
+            s.verifier_timed_out = timed_out;
             apply_verdict(s, v);
         }
         batch.timings.verify_s = t0.elapsed().as_secs_f64();

@@ -41,6 +41,8 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
 /// Resolved run configuration inside a checkpoint.
 pub const CONFIG_FILE: &str = "config.toml";
+/// The teacher replica's weights (optional; the runtime writes it).
+pub const TEACHER_FILE: &str = "teacher.safetensors";
 
 const STEP_PREFIX: &str = "step-";
 /// Prefixes of directories that are never checkpoints: in-progress writes,
@@ -105,6 +107,8 @@ pub struct LoadedCheckpoint {
     pub step: u64,
     /// The verified manifest.
     pub manifest: Manifest,
+    /// Teacher weights on CPU (`teacher.safetensors`), when the checkpoint has them.
+    pub teacher: Option<Vec<(String, Tensor)>>,
 }
 
 /// Directory name of the checkpoint for `step`: `step-000123`.
@@ -143,6 +147,32 @@ pub fn save_checkpoint(
     config_toml: &str,
     keep_last: usize,
 ) -> Result<PathBuf> {
+    save_checkpoint_with_teacher(
+        root,
+        step,
+        write_model,
+        optimizer,
+        None,
+        state,
+        config_toml,
+        keep_last,
+    )
+}
+
+/// [`save_checkpoint`] that also stores the teacher replica's weights as
+/// `teacher.safetensors` (checksummed like every other file), so a resumed
+/// run continues with the same teacher instead of a copy of the policy.
+#[allow(clippy::too_many_arguments)] // each argument is one file of the checkpoint
+pub fn save_checkpoint_with_teacher(
+    root: &Path,
+    step: u64,
+    write_model: &dyn Fn(&Path) -> Result<()>,
+    optimizer: &[(String, Tensor)],
+    teacher: Option<&[(String, Tensor)]>,
+    state: &serde_json::Value,
+    config_toml: &str,
+    keep_last: usize,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     remove_stale(root)?;
     let tmp = root.join(format!("{TMP_PREFIX}{step:06}-{}", std::process::id()));
@@ -151,6 +181,7 @@ pub fn save_checkpoint(
         step,
         write_model,
         optimizer,
+        teacher,
         state,
         config_toml,
     };
@@ -177,6 +208,7 @@ struct Contents<'a> {
     step: u64,
     write_model: &'a dyn Fn(&Path) -> Result<()>,
     optimizer: &'a [(String, Tensor)],
+    teacher: Option<&'a [(String, Tensor)]>,
     state: &'a serde_json::Value,
     config_toml: &'a str,
 }
@@ -200,6 +232,14 @@ fn write_contents(tmp: &Path, ckpt: &Contents<'_>) -> Result<()> {
     }
     let opt_path = tmp.join(OPTIMIZER_FILE);
     Tensor::write_safetensors(&cpu, &opt_path).map_err(|e| ckpt_err(&opt_path, e.to_string()))?;
+    if let Some(teacher) = ckpt.teacher {
+        let cpu = teacher
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let path = tmp.join(TEACHER_FILE);
+        Tensor::write_safetensors(&cpu, &path).map_err(|e| ckpt_err(&path, e.to_string()))?;
+    }
 
     let state_path = tmp.join(STATE_FILE);
     let state =
@@ -439,8 +479,18 @@ pub fn load_checkpoint(dir: &Path) -> Result<LoadedCheckpoint> {
         .map_err(|e| ckpt_err(&state_path, format!("bad JSON: {e}")))?;
     let cfg_path = dir.join(CONFIG_FILE);
     let config_toml = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let teacher = if manifest.files.contains_key(TEACHER_FILE) {
+        let path = dir.join(TEACHER_FILE);
+        let mut t = Tensor::read_safetensors(&path)
+            .map_err(|e| ckpt_err(&path, format!("unreadable safetensors: {e}")))?;
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(t)
+    } else {
+        None
+    };
 
     Ok(LoadedCheckpoint {
+        teacher,
         dir: dir.to_path_buf(),
         model_dir: dir.join(MODEL_DIR),
         optimizer,

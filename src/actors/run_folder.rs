@@ -1,0 +1,161 @@
+//! The run folder (`runtime.out_dir`): one run at a time, no silent mixing.
+//!
+//! - [`RunLock`]: an exclusive OS file lock (`flock`) on `<out_dir>/.rlsd.lock`,
+//!   held for the whole run and released by the kernel on exit or crash, so a
+//!   second run or resume into the same folder is refused while one is alive.
+//! - [`prepare_fresh`]: a fresh run into a folder that already holds a run
+//!   (metrics or checkpoints) is refused, naming `--resume` and `--overwrite`;
+//!   with `overwrite` the old metrics and checkpoints are removed first.
+//! - [`resolve_resume`]: `latest`, a run folder, a checkpoint root or one
+//!   checkpoint folder, to the newest complete checkpoint.
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file inside the run folder.
+pub const LOCK_FILE: &str = ".rlsd.lock";
+
+/// An exclusive lock on a run folder; unlocked when dropped (or when the
+/// process dies, however it dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Lock `out_dir` (created if missing), or fail at once if another
+    /// process holds it.
+    pub fn acquire(out_dir: &Path) -> Result<RunLock> {
+        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+        let path = out_dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        // SAFETY: flock on a file descriptor we own; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(Error::InvalidInput(format!(
+                    "{}: another rlsd run is using this run folder (it holds {}); wait for it to end or pick another runtime.out_dir",
+                    out_dir.display(),
+                    path.display()
+                )));
+            }
+            return Err(Error::io(&path, err));
+        }
+        Ok(RunLock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What a fresh run would clash with in `out_dir`: a non-empty metrics log
+/// or any checkpoint folder under `ckpt_root`.
+fn existing_run(out_dir: &Path, ckpt_root: &Path) -> Option<String> {
+    let metrics = out_dir.join("metrics.jsonl");
+    if std::fs::metadata(&metrics).is_ok_and(|m| m.len() > 0) {
+        return Some(metrics.display().to_string());
+    }
+    match crate::checkpoint::list_checkpoints(ckpt_root) {
+        Ok(list) if !list.is_empty() => Some(list[list.len() - 1].1.display().to_string()),
+        _ => None,
+    }
+}
+
+/// Make `out_dir` ready for a fresh run (not a resume): refuse when it holds
+/// an earlier run, unless `overwrite`, which deletes the earlier run's
+/// metrics log and checkpoint root first.
+pub fn prepare_fresh(out_dir: &Path, ckpt_root: &Path, overwrite: bool) -> Result<()> {
+    let Some(found) = existing_run(out_dir, ckpt_root) else {
+        return Ok(());
+    };
+    if !overwrite {
+        return Err(Error::InvalidInput(format!(
+            "{} already holds a run ({found}); continue it with `--resume latest`, start over with `--overwrite`, or set another runtime.out_dir",
+            out_dir.display()
+        )));
+    }
+    tracing::warn!(dir = %out_dir.display(), "--overwrite: removing the earlier run's metrics and checkpoints");
+    for f in ["metrics.jsonl", "reward.svg"] {
+        let p = out_dir.join(f);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&p, e)),
+        }
+    }
+    match std::fs::remove_dir_all(ckpt_root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(ckpt_root, e)),
+    }
+}
+
+/// The checkpoint folder a `--resume` argument means: `latest` (the newest
+/// complete checkpoint of this run's checkpoint root), a checkpoint folder
+/// (has `manifest.json`), a checkpoint root, or a run folder (its
+/// `checkpoints/`).
+pub fn resolve_resume(arg: &Path, ckpt_root: &Path, ckpt_dir_name: &Path) -> Result<PathBuf> {
+    let root = if arg == Path::new("latest") {
+        ckpt_root.to_path_buf()
+    } else if arg.join(crate::checkpoint::MANIFEST_FILE).is_file() {
+        return Ok(arg.to_path_buf());
+    } else if arg.join(ckpt_dir_name).is_dir() {
+        arg.join(ckpt_dir_name)
+    } else {
+        arg.to_path_buf()
+    };
+    if !root.exists() && arg != Path::new("latest") {
+        return Err(Error::InvalidInput(format!(
+            "--resume {}: no such checkpoint or run folder",
+            arg.display()
+        )));
+    }
+    crate::checkpoint::latest_checkpoint(&root)?.ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "--resume {}: no complete checkpoint in {}",
+            arg.display(),
+            root.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_one_folder_is_refused_until_the_first_is_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let a = RunLock::acquire(d.path()).unwrap();
+        let err = RunLock::acquire(d.path()).unwrap_err().to_string();
+        assert!(err.contains("another rlsd run"), "{err}");
+        drop(a);
+        RunLock::acquire(d.path()).unwrap();
+    }
+
+    #[test]
+    fn fresh_run_into_a_used_folder_names_resume_and_overwrite() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("checkpoints");
+        prepare_fresh(d.path(), &root, false).unwrap();
+        std::fs::write(d.path().join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
+        let err = prepare_fresh(d.path(), &root, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--resume") && err.contains("--overwrite"), "{err}");
+        prepare_fresh(d.path(), &root, true).unwrap();
+        assert!(!d.path().join("metrics.jsonl").exists());
+        prepare_fresh(d.path(), &root, false).unwrap();
+    }
+}

@@ -1,0 +1,226 @@
+//! The real `rlsd` binary stopped the hard way: `kill -9` between steps and in
+//! the middle of a checkpoint write, then `--resume latest`, at staleness 0
+//! and 1; and SIGTERM / SIGINT mid-step and mid-checkpoint. After every story
+//! each prompt is trained exactly once (by id), metrics.jsonl holds steps
+//! 1..N once, and at staleness 0 the weights, AdamW and teacher state equal
+//! an uninterrupted run's bit for bit.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const B: usize = 2;
+const STEPS: u64 = 8;
+
+fn sets(out: &Path, staleness: u64, faults: &str) -> Vec<String> {
+    vec![
+        "algo.algo=\"rlsd\"".into(),
+        format!("runtime.steps={STEPS}"),
+        format!("runtime.max_staleness={staleness}"),
+        "runtime.teacher_sync_interval=2".into(),
+        "checkpoint.every_steps=3".into(),
+        "checkpoint.keep_last=2".into(),
+        "runtime.sampler_device=\"cpu\"".into(),
+        "runtime.teacher_device=\"cpu\"".into(),
+        "runtime.optimizer_device=\"cpu\"".into(),
+        format!("runtime.out_dir=\"{}\"", out.display()),
+        format!("rollout.batch_prompts={B}"),
+        "rollout.group_size=4".into(),
+        "rollout.max_new_tokens=16".into(),
+        "optim.lr=1e-3".into(),
+        "verifier.kind=\"regex\"".into(),
+        "verifier.regex.pattern=\"[02468]\"".into(),
+        format!("runtime.faults=[{faults}]"),
+    ]
+}
+
+fn spawn(out: &Path, staleness: u64, faults: &str, extra: &[&str]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
+    cmd.arg("train");
+    for s in sets(out, staleness, faults) {
+        cmd.arg("--set").arg(s);
+    }
+    cmd.args(extra)
+        .env("RLSD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn metrics_steps(out: &Path) -> Vec<u64> {
+    let p = out.join("metrics.jsonl");
+    if !p.exists() {
+        return Vec::new();
+    }
+    rlsd::metrics::read_metrics(&p)
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["step"].as_u64())
+        .collect()
+}
+
+/// Poll until `cond` holds (the child must still be running), at most 120 s.
+fn wait_for(child: &mut Child, what: &str, cond: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("rlsd exited ({st}) before {what}");
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "waited too long for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+fn kill9(mut child: Child) {
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+}
+
+fn has_checkpoint(out: &Path) -> bool {
+    rlsd::checkpoint::latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .is_some()
+}
+
+fn writing(out: &Path, step: u64) -> bool {
+    let prefix = format!(".tmp-step-{step:06}-");
+    std::fs::read_dir(out.join("checkpoints")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+    })
+}
+
+fn finish(out: &Path, staleness: u64) {
+    let status = spawn(out, staleness, "", &["--resume", "latest"]).wait().unwrap();
+    assert!(status.success(), "resumed run failed: {status}");
+}
+
+fn expected_ids(out: &Path) -> Vec<String> {
+    let cfg = rlsd::config::RunConfig::load(None, &sets(out, 0, "")).unwrap();
+    let mut src = rlsd::actors::source::from_config(&cfg).unwrap();
+    src.next_batch(STEPS as usize * B)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+/// The final checkpoint: every step 1..=`steps` once, with the expected prompts.
+fn assert_exactly_once(out: &Path, steps: u64) -> PathBuf {
+    let dir = rlsd::checkpoint::latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let c = rlsd::checkpoint::load_checkpoint(&dir).unwrap();
+    assert_eq!(c.step, steps);
+    let ledger: Vec<(u64, Vec<String>)> =
+        serde_json::from_value(c.state["trained"].clone()).unwrap();
+    let order: Vec<u64> = ledger.iter().map(|(s, _)| *s).collect();
+    assert_eq!(order, (1..=steps).collect::<Vec<_>>());
+    let ids: Vec<String> = ledger.into_iter().flat_map(|(_, v)| v).collect();
+    assert_eq!(ids, expected_ids(out)[..steps as usize * B].to_vec(), "prompt ids");
+    assert_eq!(metrics_steps(out), (1..=steps).collect::<Vec<_>>(), "metrics lines");
+    dir
+}
+
+fn same_file_tensors(a: &Path, b: &Path) {
+    let mut x = tch::Tensor::read_safetensors(a).unwrap();
+    let mut y = tch::Tensor::read_safetensors(b).unwrap();
+    x.sort_by(|p, q| p.0.cmp(&q.0));
+    y.sort_by(|p, q| p.0.cmp(&q.0));
+    assert_eq!(x.len(), y.len());
+    for ((n, s), (_, t)) in x.iter().zip(&y) {
+        assert!(s.equal(t), "{n} differs in {}", a.display());
+    }
+}
+
+/// Kill -9: before the first checkpoint, between steps, inside a checkpoint
+/// write, and again after a resume; then finish.
+fn kill_story(out: &Path, staleness: u64) {
+    let mut c = spawn(out, staleness, "", &[]);
+    wait_for(&mut c, "step 1", || !metrics_steps(out).is_empty());
+    kill9(c);
+    assert!(!has_checkpoint(out));
+    // Nothing to resume: starting over must be asked for.
+    let refused = spawn(out, staleness, "", &[]).wait().unwrap();
+    assert!(!refused.success(), "a fresh run into a used folder is refused");
+
+    let mut c = spawn(out, staleness, "", &["--overwrite"]);
+    wait_for(&mut c, "step 4", || metrics_steps(out).len() >= 4);
+    kill9(c);
+
+    let mut c = spawn(out, staleness, "\"optimizer@6:stall\"", &["--resume", "latest"]);
+    wait_for(&mut c, "the step-6 checkpoint write", || writing(out, 6));
+    kill9(c);
+
+    let mut c = spawn(out, staleness, "", &["--resume", "latest"]);
+    wait_for(&mut c, "step 7", || metrics_steps(out).contains(&7));
+    kill9(c);
+
+    finish(out, staleness);
+}
+
+#[test]
+fn kill_9_at_staleness_0_then_resume_equals_the_uninterrupted_run() {
+    let clean = tempfile::tempdir().unwrap();
+    assert!(spawn(clean.path(), 0, "", &[]).wait().unwrap().success());
+    let a = assert_exactly_once(clean.path(), STEPS);
+
+    let killed = tempfile::tempdir().unwrap();
+    kill_story(killed.path(), 0);
+    let b = assert_exactly_once(killed.path(), STEPS);
+    for f in ["model/model.safetensors", "optimizer.safetensors", "teacher.safetensors"] {
+        same_file_tensors(&a.join(f), &b.join(f));
+    }
+}
+
+#[test]
+fn kill_9_at_staleness_1_then_resume_trains_each_prompt_once() {
+    let d = tempfile::tempdir().unwrap();
+    kill_story(d.path(), 1);
+    assert_exactly_once(d.path(), STEPS);
+}
+
+#[test]
+fn sigterm_and_sigint_stop_with_a_consistent_final_checkpoint() {
+    for (sig, staleness) in [(libc::SIGTERM, 1), (libc::SIGINT, 0)] {
+        // Mid-step.
+        let d = tempfile::tempdir().unwrap();
+        let mut c = spawn(d.path(), staleness, "", &[]);
+        wait_for(&mut c, "step 2", || metrics_steps(d.path()).len() >= 2);
+        signal(&c, sig);
+        let status = c.wait().unwrap();
+        assert!(status.success(), "signal {sig}: {status}");
+        let k = metrics_steps(d.path()).len() as u64;
+        assert!(k < STEPS, "stopped early");
+        assert_exactly_once(d.path(), k);
+
+        // Mid-checkpoint: the write finishes, nothing after it is trained.
+        let mut c = spawn(d.path(), staleness, "\"optimizer@6:stall\"", &["--resume", "latest"]);
+        wait_for(&mut c, "the step-6 checkpoint write", || writing(d.path(), 6));
+        signal(&c, sig);
+        let status = c.wait().unwrap();
+        assert!(status.success(), "signal {sig} mid-checkpoint: {status}");
+        assert_exactly_once(d.path(), 6);
+
+        finish(d.path(), staleness);
+        assert_exactly_once(d.path(), STEPS);
+    }
+}
+
+#[test]
+fn a_second_signal_exits_at_once_non_zero() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = spawn(d.path(), 1, "\"optimizer@3:stall\"", &[]);
+    wait_for(&mut c, "the step-3 checkpoint write", || writing(d.path(), 3));
+    signal(&c, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&c, libc::SIGTERM);
+    let status = c.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status}");
+}
