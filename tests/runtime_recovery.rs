@@ -48,7 +48,24 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn run(cfg: RunConfig) -> rlsd::actors::RunReport {
-    rt().block_on(Runtime::builder(cfg).run()).unwrap()
+    rt().block_on(Runtime::builder(cfg).verifier(ByteSumMod3).run())
+        .unwrap()
+}
+
+/// Reward from the byte sum mod 3: spread over every group whatever the tiny
+/// model writes, so each step really moves the weights.
+#[derive(Debug)]
+struct ByteSumMod3;
+
+impl Verifier for ByteSumMod3 {
+    fn verify(&self, _example: &Example, response: &str) -> Verdict {
+        let r = (response.bytes().map(u64::from).sum::<u64>() % 3) as f32 / 2.0;
+        Verdict {
+            reward: r,
+            correct: r == 1.0,
+            reason: "byte sum mod 3".into(),
+        }
+    }
 }
 
 /// Prompt ids of the first `steps` steps, in order.
@@ -162,6 +179,7 @@ fn resume_at_staleness_zero_is_bit_identical() {
     let resumed = rt()
         .block_on(
             Runtime::builder(config(b.path(), 5, 0, &[]))
+                .verifier(ByteSumMod3)
                 .resume(ck(a.path(), 3))
                 .run(),
         )
@@ -181,6 +199,7 @@ fn resume_at_staleness_zero_is_bit_identical() {
 fn a_fault_inside_the_adamw_step_leaves_no_trace() {
     let a = tempfile::tempdir().unwrap();
     let clean = run(config(a.path(), 3, 0, &[]));
+    assert!(clean.steps.iter().all(|s| s.grad_norm > 0.0), "real updates");
     let b = tempfile::tempdir().unwrap();
     let faulty = run(config(
         b.path(),
@@ -393,7 +412,7 @@ fn a_hung_command_verifier_has_its_process_group_killed() {
             "runtime.verifier_timeout_s=1.0",
         ],
     );
-    let report = run(cfg);
+    let report = rt().block_on(Runtime::builder(cfg).run()).unwrap();
     assert!(!report.failed, "{}", report.reason);
     let text = std::fs::read_to_string(&pids).unwrap();
     let pids: Vec<&str> = text.lines().collect();
