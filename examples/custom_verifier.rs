@@ -98,6 +98,8 @@ fn main() -> Result<()> {
         Runtime::builder(cfg)
             .prompts(Sums::default())
             .verifier(SumVerifier)
+            // A demo: start over each time instead of refusing the used folder.
+            .overwrite(true)
             .on_step(|s| {
                 println!(
                     "step {:>2}  reward {:.3}  accuracy {:.3}  lambda {:.3}",

@@ -294,7 +294,9 @@ impl AdamW {
                 let g = g.f_to_kind(Kind::Float)?;
                 let (exp_avg, exp_avg_sq, master) = match slot {
                     Some(m) => (
-                        m.exp_avg.f_mul_scalar(b1)?.f_add(&g.f_mul_scalar(1.0 - b1)?)?,
+                        m.exp_avg
+                            .f_mul_scalar(b1)?
+                            .f_add(&g.f_mul_scalar(1.0 - b1)?)?,
                         m.exp_avg_sq
                             .f_mul_scalar(b2)?
                             .f_add(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?,

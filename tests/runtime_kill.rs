@@ -67,7 +67,10 @@ fn wait_for(child: &mut Child, what: &str, cond: impl Fn() -> bool) {
         if let Some(st) = child.try_wait().unwrap() {
             panic!("rlsd exited ({st}) before {what}");
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "waited too long for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "waited too long for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -97,7 +100,9 @@ fn writing(out: &Path, step: u64) -> bool {
 }
 
 fn finish(out: &Path, staleness: u64) {
-    let status = spawn(out, staleness, "", &["--resume", "latest"]).wait().unwrap();
+    let status = spawn(out, staleness, "", &["--resume", "latest"])
+        .wait()
+        .unwrap();
     assert!(status.success(), "resumed run failed: {status}");
 }
 
@@ -123,8 +128,16 @@ fn assert_exactly_once(out: &Path, steps: u64) -> PathBuf {
     let order: Vec<u64> = ledger.iter().map(|(s, _)| *s).collect();
     assert_eq!(order, (1..=steps).collect::<Vec<_>>());
     let ids: Vec<String> = ledger.into_iter().flat_map(|(_, v)| v).collect();
-    assert_eq!(ids, expected_ids(out)[..steps as usize * B].to_vec(), "prompt ids");
-    assert_eq!(metrics_steps(out), (1..=steps).collect::<Vec<_>>(), "metrics lines");
+    assert_eq!(
+        ids,
+        expected_ids(out)[..steps as usize * B].to_vec(),
+        "prompt ids"
+    );
+    assert_eq!(
+        metrics_steps(out),
+        (1..=steps).collect::<Vec<_>>(),
+        "metrics lines"
+    );
     dir
 }
 
@@ -151,7 +164,12 @@ fn kill_story(out: &Path, staleness: u64) {
     wait_for(&mut c, "step 4", || metrics_steps(out).len() >= 4);
     kill9(c);
 
-    let mut c = spawn(out, staleness, "\"optimizer@6:stall\"", &["--resume", "latest"]);
+    let mut c = spawn(
+        out,
+        staleness,
+        "\"optimizer@6:stall\"",
+        &["--resume", "latest"],
+    );
     wait_for(&mut c, "the step-6 checkpoint write", || writing(out, 6));
     kill9(c);
 
@@ -171,7 +189,11 @@ fn kill_9_at_staleness_0_then_resume_equals_the_uninterrupted_run() {
     let killed = tempfile::tempdir().unwrap();
     kill_story(killed.path(), 0);
     let b = assert_exactly_once(killed.path(), STEPS);
-    for f in ["model/model.safetensors", "optimizer.safetensors", "teacher.safetensors"] {
+    for f in [
+        "model/model.safetensors",
+        "optimizer.safetensors",
+        "teacher.safetensors",
+    ] {
         same_file_tensors(&a.join(f), &b.join(f));
     }
 }
@@ -197,8 +219,15 @@ fn sigterm_mid_step_and_sigint_mid_checkpoint_stop_with_a_consistent_final_check
     assert_exactly_once(d.path(), k);
 
     // SIGINT mid-checkpoint: the write finishes, nothing after it is trained.
-    let mut c = spawn(d.path(), 1, "\"optimizer@6:stall\"", &["--resume", "latest"]);
-    wait_for(&mut c, "the step-6 checkpoint write", || writing(d.path(), 6));
+    let mut c = spawn(
+        d.path(),
+        1,
+        "\"optimizer@6:stall\"",
+        &["--resume", "latest"],
+    );
+    wait_for(&mut c, "the step-6 checkpoint write", || {
+        writing(d.path(), 6)
+    });
     signal(&c, libc::SIGINT);
     let status = c.wait().unwrap();
     assert!(status.success(), "SIGINT mid-checkpoint: {status}");
@@ -212,7 +241,9 @@ fn sigterm_mid_step_and_sigint_mid_checkpoint_stop_with_a_consistent_final_check
 fn a_second_signal_exits_at_once_non_zero() {
     let d = tempfile::tempdir().unwrap();
     let mut c = spawn(d.path(), 1, "\"optimizer@3:stall\"", &[]);
-    wait_for(&mut c, "the step-3 checkpoint write", || writing(d.path(), 3));
+    wait_for(&mut c, "the step-3 checkpoint write", || {
+        writing(d.path(), 3)
+    });
     signal(&c, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
     signal(&c, libc::SIGTERM);

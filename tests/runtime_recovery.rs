@@ -105,7 +105,12 @@ fn assert_same_tensors(a: &Path, b: &Path) {
     assert_eq!(x.len(), y.len(), "{}", a.display());
     for ((na, ta), (nb, tb)) in x.iter().zip(&y) {
         assert_eq!(na, nb);
-        assert!(ta.equal(tb), "{na} differs: {} vs {}", a.display(), b.display());
+        assert!(
+            ta.equal(tb),
+            "{na} differs: {} vs {}",
+            a.display(),
+            b.display()
+        );
     }
 }
 
@@ -125,7 +130,11 @@ fn assert_consistent(dir: &Path, k: u64, ids: &[String], interval: u64) {
     let steps: Vec<u64> = ledger.iter().map(|(s, _)| *s).collect();
     assert_eq!(steps, (1..=k).collect::<Vec<_>>(), "ledger of step {k}");
     let trained: Vec<String> = ledger.into_iter().flat_map(|(_, v)| v).collect();
-    assert_eq!(trained, ids[..k as usize * B].to_vec(), "prompts of step {k}");
+    assert_eq!(
+        trained,
+        ids[..k as usize * B].to_vec(),
+        "prompts of step {k}"
+    );
     let adam_step = c
         .optimizer
         .iter()
@@ -190,16 +199,28 @@ fn resume_at_staleness_zero_is_bit_identical() {
         assert_eq!(x.teacher_version, y.teacher_version, "step {}", x.step);
     }
     let (fa, fb) = (ck(a.path(), 5), ck(b.path(), 5));
-    assert_same_tensors(&fa.join("model/model.safetensors"), &fb.join("model/model.safetensors"));
-    assert_same_tensors(&fa.join("optimizer.safetensors"), &fb.join("optimizer.safetensors"));
-    assert_same_tensors(&fa.join("teacher.safetensors"), &fb.join("teacher.safetensors"));
+    assert_same_tensors(
+        &fa.join("model/model.safetensors"),
+        &fb.join("model/model.safetensors"),
+    );
+    assert_same_tensors(
+        &fa.join("optimizer.safetensors"),
+        &fb.join("optimizer.safetensors"),
+    );
+    assert_same_tensors(
+        &fa.join("teacher.safetensors"),
+        &fb.join("teacher.safetensors"),
+    );
 }
 
 #[test]
 fn a_fault_inside_the_adamw_step_leaves_no_trace() {
     let a = tempfile::tempdir().unwrap();
     let clean = run(config(a.path(), 3, 0, &[]));
-    assert!(clean.steps.iter().all(|s| s.grad_norm > 0.0), "real updates");
+    assert!(
+        clean.steps.iter().all(|s| s.grad_norm > 0.0),
+        "real updates"
+    );
     let b = tempfile::tempdir().unwrap();
     let faulty = run(config(
         b.path(),
@@ -268,7 +289,13 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_previous_one(
     rlsd::checkpoint::load_checkpoint(&ck(d.path(), 3)).unwrap();
     let leftovers = std::fs::read_dir(d.path().join("checkpoints"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
         .count();
     assert_eq!(leftovers, 0, "temporary folders removed");
     assert_eq!(metrics_steps(d.path()), (1..=6).collect::<Vec<_>>());
@@ -277,7 +304,11 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_previous_one(
     let e = tempfile::tempdir().unwrap();
     std::fs::write(e.path().join("blocker"), b"").unwrap();
     let report = run(config(e.path(), 4, 0, &["checkpoint.dir=\"blocker/ck\""]));
-    assert!(report.failed && report.reason.contains("blocker"), "{}", report.reason);
+    assert!(
+        report.failed && report.reason.contains("blocker"),
+        "{}",
+        report.reason
+    );
 }
 
 #[test]
@@ -290,9 +321,20 @@ fn a_second_run_into_one_folder_is_refused_and_the_first_is_untouched() {
         .block_on(Runtime::builder(config(d.path(), 3, 1, &[])).run())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("--resume") && err.contains("--overwrite"), "{err}");
-    assert_eq!(std::fs::read(d.path().join("metrics.jsonl")).unwrap(), metrics);
-    assert_consistent(&ck(d.path(), 3), 3, &expected_ids(&config(d.path(), 3, 1, &[]), 3), 2);
+    assert!(
+        err.contains("--resume") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(d.path().join("metrics.jsonl")).unwrap(),
+        metrics
+    );
+    assert_consistent(
+        &ck(d.path(), 3),
+        3,
+        &expected_ids(&config(d.path(), 3, 1, &[]), 3),
+        2,
+    );
 
     // While a run holds the folder, even a resume is refused.
     let lock = RunLock::acquire(d.path()).unwrap();
@@ -371,7 +413,10 @@ fn hung_in_process_verifiers_are_abandoned_and_the_pool_keeps_its_size() {
         d.path(),
         2,
         0,
-        &["runtime.verifier_workers=2", "runtime.verifier_timeout_s=1.0"],
+        &[
+            "runtime.verifier_workers=2",
+            "runtime.verifier_timeout_s=1.0",
+        ],
     );
     let sleeping = Arc::new(AtomicUsize::new(0));
     let v = Hanging {
@@ -388,7 +433,11 @@ fn hung_in_process_verifiers_are_abandoned_and_the_pool_keeps_its_size() {
     // Both workers hung on step 1; without fresh slots nothing else could run.
     assert_eq!(report.steps[0].verifier_timeouts, 2);
     assert_eq!(report.steps[1].verifier_timeouts, 0);
-    assert_eq!(sleeping.load(Ordering::SeqCst), 2, "the run did not wait for them");
+    assert_eq!(
+        sleeping.load(Ordering::SeqCst),
+        2,
+        "the run did not wait for them"
+    );
     runtime.shutdown_background();
 }
 

@@ -125,7 +125,9 @@ impl FaultPlan {
                 "disk" if role == Role::Optimizer => FaultKind::Disk,
                 "stall" if role == Role::Optimizer => FaultKind::Stall,
                 "adam" | "disk" | "stall" => {
-                    return Err(bad("kinds adam, disk and stall apply to the optimizer only"))
+                    return Err(bad(
+                        "kinds adam, disk and stall apply to the optimizer only",
+                    ))
                 }
                 _ => return Err(bad("kind must be error, panic, adam, disk or stall")),
             };
@@ -169,9 +171,9 @@ impl FaultPlan {
     /// True (once) when an `optimizer@step:adam` fault is planned for `step`:
     /// the caller then arms [`crate::optim::AdamW::inject_fault_at`].
     pub fn take_adam(&self, step: u64) -> bool {
-        self.faults.iter().any(|f| {
-            f.kind == FaultKind::Adam && f.step == step && self.fired.lock().insert(*f)
-        })
+        self.faults
+            .iter()
+            .any(|f| f.kind == FaultKind::Adam && f.step == step && self.fired.lock().insert(*f))
     }
 
     /// The checkpoint-write fault planned for `step`, if any: `Disk` every
@@ -235,7 +237,10 @@ mod tests {
         assert!(r.is_err());
         assert!(plan.check(Role::Optimizer, 5).is_ok());
         let adam = FaultPlan::parse(&["optimizer@4:adam".to_string()]).unwrap();
-        assert!(adam.check(Role::Optimizer, 4).is_ok(), "not a handler fault");
+        assert!(
+            adam.check(Role::Optimizer, 4).is_ok(),
+            "not a handler fault"
+        );
         assert!(!adam.take_adam(3));
         assert!(adam.take_adam(4));
         assert!(!adam.take_adam(4), "fires once");

@@ -266,7 +266,9 @@ fn commit(
 
 /// A copy of `snap` in host memory (the teacher weights the optimizer keeps
 /// for restarts and checkpoints need not take accelerator memory).
-pub fn cpu_copy(snap: &crate::model::WeightSnapshot) -> crate::Result<crate::model::WeightSnapshot> {
+pub fn cpu_copy(
+    snap: &crate::model::WeightSnapshot,
+) -> crate::Result<crate::model::WeightSnapshot> {
     let tensors = snap
         .tensors
         .iter()

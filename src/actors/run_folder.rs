@@ -153,7 +153,10 @@ mod tests {
         let err = prepare_fresh(d.path(), &root, false)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--resume") && err.contains("--overwrite"), "{err}");
+        assert!(
+            err.contains("--resume") && err.contains("--overwrite"),
+            "{err}"
+        );
         prepare_fresh(d.path(), &root, true).unwrap();
         assert!(!d.path().join("metrics.jsonl").exists());
         prepare_fresh(d.path(), &root, false).unwrap();

@@ -15,8 +15,8 @@
 //! ```
 
 use super::ctx::{Ctx, OptimizerVault, Peers, Replica, RunEvent, SchedulerVault};
-use super::run_folder::{prepare_fresh, resolve_resume, RunLock};
 use super::fault::{FaultPlan, Role};
+use super::run_folder::{prepare_fresh, resolve_resume, RunLock};
 use super::source::PromptSource;
 use super::supervisor::{Supervisor, SupervisorMsg};
 use crate::config::RunConfig;
@@ -194,7 +194,10 @@ impl RuntimeBuilder {
             Some(dir) => Some(crate::checkpoint::load_checkpoint(dir)?),
             None => None,
         };
-        let resumed = checkpoint.as_ref().map(|ck| Resumed::of(ck, &ckpt_root)).transpose()?;
+        let resumed = checkpoint
+            .as_ref()
+            .map(|ck| Resumed::of(ck, &ckpt_root))
+            .transpose()?;
         let start_step = resumed.as_ref().map_or(0, |r| r.step);
         if start_step >= cfg.runtime.steps && resumed.is_some() {
             let dir = resume.clone().unwrap_or_default();
@@ -256,7 +259,10 @@ impl RuntimeBuilder {
             if let Some(t) = &ck.teacher {
                 let snap = WeightSnapshot {
                     version: r.teacher_version.unwrap_or(start_step),
-                    tensors: t.iter().map(|(n, x)| (n.clone(), x.shallow_clone())).collect(),
+                    tensors: t
+                        .iter()
+                        .map(|(n, x)| (n.clone(), x.shallow_clone()))
+                        .collect(),
                 };
                 teacher.model.load_snapshot(&snap)?;
                 teacher.version = snap.version;
@@ -444,19 +450,22 @@ impl Resumed {
             ));
         }
         let recent = match field("recent_stats") {
-            Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad("recent_stats", e.to_string()))?,
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|e| bad("recent_stats", e.to_string()))?
+            }
             None => Vec::new(),
         };
         let ledger = match field("trained") {
-            Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad("trained", e.to_string()))?,
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|e| bad("trained", e.to_string()))?
+            }
             None => Vec::new(),
         };
-        let same_root = |a: &std::path::Path, b: &std::path::Path| {
-            match (a.canonicalize(), b.canonicalize()) {
+        let same_root =
+            |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
                 (Ok(a), Ok(b)) => a == b,
                 _ => false,
-            }
-        };
+            };
         let own_dir = ck
             .dir
             .parent()
@@ -488,7 +497,10 @@ fn refill_metrics(
         .collect();
     for s in recent {
         if s.step <= step && !have.contains(&s.step) {
-            tracing::info!(step = s.step, "restoring a metrics line from the checkpoint");
+            tracing::info!(
+                step = s.step,
+                "restoring a metrics line from the checkpoint"
+            );
             metrics.append(s)?;
         }
     }
@@ -536,7 +548,8 @@ struct Signals {
 impl Signals {
     fn new() -> Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let err = |e: std::io::Error| Error::Runtime(format!("cannot install signal handlers: {e}"));
+        let err =
+            |e: std::io::Error| Error::Runtime(format!("cannot install signal handlers: {e}"));
         Ok(Signals {
             int: signal(SignalKind::interrupt()).map_err(err)?,
             term: signal(SignalKind::terminate()).map_err(err)?,

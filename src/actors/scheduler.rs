@@ -117,7 +117,9 @@ async fn final_checkpoint(ctx: &Ctx) -> Option<String> {
             }
             None
         }
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => Some(format!("final checkpoint failed: {e}")),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+            Some(format!("final checkpoint failed: {e}"))
+        }
         Ok(other) => Some(format!("final checkpoint not answered: {other:?}")),
         Err(e) => Some(format!("final checkpoint request failed: {e}")),
     }

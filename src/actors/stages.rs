@@ -251,7 +251,11 @@ pub fn fill_rollout_stats(batch: &Batch, stats: &mut StepStats) {
         .sum::<f64>()
         / n;
     stats.policy_version = batch.policy_version;
-    stats.verifier_timeouts = batch.samples.iter().filter(|s| s.verifier_timed_out).count() as u64;
+    stats.verifier_timeouts = batch
+        .samples
+        .iter()
+        .filter(|s| s.verifier_timed_out)
+        .count() as u64;
     stats.version_lag = (batch.plan.step - 1).saturating_sub(batch.policy_version);
     stats.timings.generate_s = batch.timings.generate_s;
     stats.timings.verify_s = batch.timings.verify_s;

@@ -102,7 +102,10 @@ impl Actor for VerifierPool {
                 )
             });
             if timed_out {
-                tracing::warn!(step = batch.plan.step, "verifier abandoned after its timeout");
+                tracing::warn!(
+                    step = batch.plan.step,
+                    "verifier abandoned after its timeout"
+                );
             }
             s.verifier_timed_out = timed_out;
             apply_verdict(s, v);

@@ -235,7 +235,12 @@ fn write_contents(tmp: &Path, ckpt: &Contents<'_>) -> Result<()> {
     if let Some(teacher) = ckpt.teacher {
         let cpu = teacher
             .iter()
-            .map(|(n, t)| Ok((n.clone(), t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?)))
+            .map(|(n, t)| {
+                Ok((
+                    n.clone(),
+                    t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let path = tmp.join(TEACHER_FILE);
         Tensor::write_safetensors(&cpu, &path).map_err(|e| ckpt_err(&path, e.to_string()))?;
