@@ -138,6 +138,9 @@ pub struct RuntimeConfig {
     pub faults: Vec<String>,
     /// Folder for metrics, drawings and checkpoints of this run.
     pub out_dir: PathBuf,
+    /// Memory of each device in GiB for the start-up memory check
+    /// (`rlsd plan`); 0 = detect (RAM for `cpu`, `nvidia-smi` for CUDA).
+    pub device_memory_gib: f64,
 }
 
 impl Default for RuntimeConfig {
@@ -156,6 +159,7 @@ impl Default for RuntimeConfig {
             restart_window_s: 60.0,
             faults: Vec::new(),
             out_dir: PathBuf::from("runs/default"),
+            device_memory_gib: 0.0,
         }
     }
 }

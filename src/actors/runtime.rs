@@ -143,6 +143,7 @@ impl RuntimeBuilder {
             ctrl_c,
         } = self;
         cfg.validate()?;
+        crate::plan::refuse_if_too_big(&cfg)?;
         let verifier = match verifier {
             Some(v) => v,
             None => Arc::from(build_verifier(&cfg.verifier)?),
