@@ -142,6 +142,9 @@ pub struct RuntimeConfig {
     /// (non-finite loss or gradient: the weights have likely diverged);
     /// 0 never stops.
     pub max_consecutive_skips: u64,
+    /// Memory of each device in GiB for the start-up memory check
+    /// (`rlsd plan`); 0 = detect (RAM for `cpu`, `nvidia-smi` for CUDA).
+    pub device_memory_gib: f64,
 }
 
 impl Default for RuntimeConfig {
@@ -161,6 +164,7 @@ impl Default for RuntimeConfig {
             faults: Vec::new(),
             out_dir: PathBuf::from("runs/default"),
             max_consecutive_skips: 10,
+            device_memory_gib: 0.0,
         }
     }
 }

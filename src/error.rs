@@ -67,6 +67,14 @@ pub enum Error {
         /// Shape the model needs.
         expected: Vec<i64>,
     },
+    /// The memory model predicts that a run cannot fit a device (src/plan.rs).
+    #[error("run does not fit device {device}: {msg}")]
+    DoesNotFit {
+        /// The device string (`cpu`, `cuda:0`, ...).
+        device: String,
+        /// The prediction, the memory available, and what to change.
+        msg: String,
+    },
 
     // ---- data (src/data/) and verifiers (src/verify/) -------------------
     /// A dataset row is malformed.

@@ -23,6 +23,7 @@
 //! - [`verify`]: the `Verifier` trait and the math, exact, regex and command verifiers.
 //! - [`stats`]: `StepStats`, what a step reports (losses, credit, timings).
 //! - [`optim`]: AdamW whose state can be checkpointed.
+//! - [`plan`]: the memory model: predicted peak memory per actor and device (`rlsd plan`).
 //! - [`train`]: `train_step`: forward, loss, backward, clip, AdamW; no actors.
 //! - [`pretrain`]: supervised warm-up that makes the built-in task's base model.
 //! - [`config`]: the TOML run configuration; unknown keys are errors.
@@ -52,6 +53,7 @@ pub mod malloc;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod plan;
 pub mod plot;
 pub mod policy;
 pub mod pretrain;

@@ -172,6 +172,17 @@ enum Command {
         #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
         smooth: u64,
     },
+    /// Predict peak memory per actor and device for a config, and say whether it fits.
+    Plan {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Prompt length (tokens) to assume.
+        #[arg(long, default_value_t = 512)]
+        prompt_tokens: usize,
+        /// Memory per device in GiB (default: `runtime.device_memory_gib`, else detected).
+        #[arg(long)]
+        device_memory_gib: Option<f64>,
+    },
     /// Print the libtorch build, visible devices, and run a tensor self-check.
     Info,
 }
@@ -283,6 +294,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Plan {
+            run,
+            prompt_tokens,
+            device_memory_gib,
+        } => Ok(rlsd::plan::plan_command(
+            &run.load()?,
+            prompt_tokens,
+            device_memory_gib,
+        )?),
         Command::Info => info(),
     }
 }

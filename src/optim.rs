@@ -59,7 +59,23 @@ pub struct OptimConfig {
     /// Responses per forward/backward pass; gradients accumulate over the
     /// batch (0 = the whole batch at once).
     pub micro_batch_size: usize,
+    /// Padded token positions (`rows x longest prompt + response`) per
+    /// forward/backward pass of the train step and the teacher pass; samples
+    /// are sorted by length and packed greedily under this budget (a longer
+    /// sample runs alone). 0 = no token budget.
+    pub max_tokens_per_micro_batch: usize,
+    /// Recompute each decoder layer in the backward instead of keeping its
+    /// activations: about one extra forward of the trunk for activation
+    /// memory of one layer input per layer.
+    pub activation_checkpointing: bool,
+    /// Response tokens per output-head chunk in the train step (0 = as many as
+    /// fit in 64 MiB of float32 logits; see `model::chunked`).
+    pub logit_chunk_tokens: usize,
 }
+
+/// Default `optim.max_tokens_per_micro_batch`: 8,192 positions, a few GB of
+/// activations for a 0.5-1.5B model without checkpointing (see docs/MODELS.md).
+pub const DEFAULT_MAX_TOKENS_PER_MICRO_BATCH: usize = 8192;
 
 impl Default for OptimConfig {
     fn default() -> Self {
@@ -75,6 +91,9 @@ impl Default for OptimConfig {
             total_steps: 0,
             min_lr_ratio: 0.0,
             micro_batch_size: 0,
+            max_tokens_per_micro_batch: DEFAULT_MAX_TOKENS_PER_MICRO_BATCH,
+            activation_checkpointing: false,
+            logit_chunk_tokens: 0,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! trait lets the RLSD math be tested on a toy policy, and lets the transformer
 //! in [`crate::model`] plug in unchanged.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use std::ops::Range;
 use tch::{nn, Device, Tensor};
 
 /// One prompt with one sampled response, as token ids.
@@ -29,6 +30,30 @@ pub struct ResponseScores {
     pub mask: Tensor,
 }
 
+/// How a policy may trade compute for memory when scoring with gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ScoreOptions {
+    /// Response tokens per output-head chunk: at most this many rows of
+    /// `[tokens, vocab]` logits exist at once (0 = pick from the vocabulary size).
+    pub chunk_tokens: usize,
+    /// Recompute each decoder layer in the backward instead of keeping its
+    /// activations (`optim.activation_checkpointing`).
+    pub activation_checkpointing: bool,
+}
+
+/// A loss term over the student's full next-token distribution, added chunk
+/// by chunk (e.g. a full-vocabulary distillation KL between teacher and
+/// student). The response tokens of a batch are numbered row-major: sample
+/// 0's tokens in order, then sample 1's, and so on; a chunk is a contiguous
+/// range of that numbering.
+pub trait VocabLoss {
+    /// The term of `tokens` given their student log-softmax `logp [n, vocab]`
+    /// (float32, at the scoring temperature, carrying gradient), or `None`
+    /// when these tokens add nothing. The term is summed into the loss: it
+    /// must already carry the batch's normaliser.
+    fn chunk_loss(&mut self, tokens: Range<usize>, logp: &Tensor) -> Result<Option<Tensor>>;
+}
+
 /// A model the train step can score and update.
 pub trait Policy: Send {
     /// The variables the optimizer updates.
@@ -47,4 +72,36 @@ pub trait Policy: Send {
     /// `tch::no_grad`.
     fn response_scores(&self, batch: &[PromptResponse], temperature: f64)
         -> Result<ResponseScores>;
+
+    /// Score `batch`, let `loss` turn the scores into a scalar loss, and
+    /// back-propagate it (plus `vocab_loss`, when given) into the
+    /// parameters' gradients. `loss` returning `None` stops before any
+    /// backward (the caller skips the step); the return value says whether
+    /// gradients were accumulated.
+    ///
+    /// The default scores the whole batch with [`Policy::response_scores`]
+    /// and cannot take a `vocab_loss`; the transformer overrides it with a
+    /// chunked path whose memory does not grow with `tokens x vocab`.
+    fn backward_scores(
+        &self,
+        batch: &[PromptResponse],
+        temperature: f64,
+        _opts: &ScoreOptions,
+        loss: &mut dyn FnMut(&ResponseScores) -> Result<Option<Tensor>>,
+        vocab_loss: Option<&mut dyn VocabLoss>,
+    ) -> Result<bool> {
+        if vocab_loss.is_some() {
+            return Err(Error::InvalidInput(
+                "this policy has no full-vocabulary scores for a vocab loss".into(),
+            ));
+        }
+        let scores = self.response_scores(batch, temperature)?;
+        match loss(&scores)? {
+            Some(l) => {
+                l.f_backward()?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }

@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::optim::{AdamW, OptimConfig};
-use crate::policy::{Policy, PromptResponse};
+use crate::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
 use crate::rlsd::{
     policy_loss, token_advantages, token_delta, Algo, AlgoConfig, LossNorm, PolicyLoss,
     StudentLogprobs, TokenCredit,
@@ -364,6 +364,105 @@ pub fn micro_batch_loss(
     })
 }
 
+/// The values of one micro-batch that [`Accum`] sums, in its order.
+fn logged_parts(mb: &MicroBatchLoss, device: Device) -> Result<Vec<f64>> {
+    let MicroBatchLoss {
+        loss: pl,
+        credit,
+        delta,
+        mask,
+        entropy,
+    } = mb;
+    let zero = || Tensor::f_zeros([], (Kind::Double, device));
+    let sum = |t: &Tensor| t.f_mul(mask)?.f_sum(Kind::Double);
+    let abs_sum = |t: &Tensor| t.f_abs()?.f_mul(mask)?.f_sum(Kind::Double);
+    let delta_tokens = if delta.is_some() {
+        mask.f_sum(Kind::Double)?
+    } else {
+        zero()?
+    };
+    let parts = [
+        pl.loss.detach(),
+        pl.pg.detach(),
+        pl.kl.as_ref().map_or_else(zero, |k| Ok(k.detach()))?,
+        sum(&entropy.detach())?,
+        sum(&credit.ahat)?,
+        abs_sum(&credit.ahat)?,
+        delta.as_ref().map_or_else(zero, &sum)?,
+        delta.as_ref().map_or_else(zero, &abs_sum)?,
+        credit.weights.as_ref().map_or_else(zero, &sum)?,
+        credit.weight_clipped.as_ref().map_or_else(zero, &sum)?,
+        sum(&pl.tokens.ratio)?,
+        sum(&pl.tokens.ratio_clipped)?,
+        sum(&pl.tokens.dual_clipped)?,
+        delta_tokens,
+    ];
+    Ok(Vec::<f64>::try_from(
+        Tensor::f_stack(&parts, 0)?.f_to_device(Device::Cpu)?,
+    )?)
+}
+
+/// How a step splits its samples: an order of the samples and micro-batches
+/// as ranges over that order. With a token budget (`max_tokens > 0`) the
+/// samples are sorted by `prompt + response` length, longest first, and
+/// packed greedily while `rows x longest <= max_tokens` (so similar lengths
+/// share a padded forward and short responses do not pay for long ones); a
+/// sample longer than the budget runs alone. `micro_batch_size > 0` also caps
+/// the rows. When everything fits in one micro-batch the order is unchanged.
+pub fn micro_batches(
+    samples: &[PromptResponse],
+    micro_batch_size: usize,
+    max_tokens: usize,
+) -> (Vec<usize>, Vec<Range<usize>>) {
+    let b = samples.len();
+    let len = |i: usize| samples[i].prompt.len() + samples[i].response.len();
+    let cap = if micro_batch_size == 0 {
+        b.max(1)
+    } else {
+        micro_batch_size
+    };
+    let longest = (0..b).map(len).max().unwrap_or(0);
+    if max_tokens == 0 || (b <= cap && b * longest <= max_tokens) {
+        let ranges = (0..b).step_by(cap).map(|s| s..(s + cap).min(b)).collect();
+        return ((0..b).collect(), ranges);
+    }
+    let mut order: Vec<usize> = (0..b).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(len(i)));
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    for k in 0..b {
+        match ranges.last_mut() {
+            // Sorted longest first: a run's first sample is its longest.
+            Some(r) if r.len() < cap && (r.len() + 1) * len(order[r.start]) <= max_tokens => {
+                r.end = k + 1;
+            }
+            _ => ranges.push(k..k + 1),
+        }
+    }
+    (order, ranges)
+}
+
+/// `batch` with its samples (and every per-sample vector) in `order`.
+fn permuted(batch: &TrainBatch, order: &[usize]) -> TrainBatch {
+    fn pick<T: Clone>(v: &[T], order: &[usize]) -> Vec<T> {
+        order.iter().map(|&i| v[i].clone()).collect()
+    }
+    TrainBatch {
+        samples: pick(&batch.samples, order),
+        sampling_logprobs: pick(&batch.sampling_logprobs, order),
+        teacher_logprobs: batch.teacher_logprobs.as_deref().map(|v| pick(v, order)),
+        teacher_neg_logprobs: batch
+            .teacher_neg_logprobs
+            .as_deref()
+            .map(|v| pick(v, order)),
+        ref_logprobs: batch.ref_logprobs.as_deref().map(|v| pick(v, order)),
+        advantages: pick(&batch.advantages, order),
+        step: batch.step,
+        lambda: batch.lambda,
+        lr: batch.lr,
+        temperature: batch.temperature,
+    }
+}
+
 /// One optimizer step on `batch` (see the module docs). The loss is
 /// aggregated with the whole batch's token / sequence counts, so any
 /// `micro_batch_size` gives the same update as one big batch.
@@ -408,61 +507,50 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
 
     let algo = effective_algo(&cfg, batch)?;
     let norm = LossNorm::of_batch(batch);
-    let micro = match trainer.optim.micro_batch_size {
-        0 => b,
-        m => m,
+    let (order, ranges) = micro_batches(
+        &batch.samples,
+        trainer.optim.micro_batch_size,
+        trainer.optim.max_tokens_per_micro_batch,
+    );
+    let sorted;
+    let batch = if order.iter().enumerate().all(|(i, &o)| i == o) {
+        batch
+    } else {
+        sorted = permuted(batch, &order);
+        &sorted
+    };
+    let opts = ScoreOptions {
+        chunk_tokens: trainer.optim.logit_chunk_tokens,
+        activation_checkpointing: trainer.optim.activation_checkpointing,
     };
     let device = trainer.policy.device();
     trainer.optimizer.zero_grad();
     let mut acc = Accum::default();
-    for start in (0..b).step_by(micro) {
-        let end = (start + micro).min(b);
-        let chunk = &batch.samples[start..end];
-        let scores = trainer.policy.response_scores(chunk, batch.temperature)?;
-        let MicroBatchLoss {
-            loss: pl,
-            credit,
-            delta,
-            mask,
-            entropy,
-        } = micro_batch_loss(
-            &cfg,
-            algo,
-            batch,
-            start..end,
-            &scores.logprobs,
-            &scores.entropy,
-            norm,
-        )?;
-        let zero = || Tensor::f_zeros([], (Kind::Double, device));
-        let sum = |t: &Tensor| t.f_mul(&mask)?.f_sum(Kind::Double);
-        let abs_sum = |t: &Tensor| t.f_abs()?.f_mul(&mask)?.f_sum(Kind::Double);
-        let delta_tokens = if delta.is_some() {
-            mask.f_sum(Kind::Double)?
-        } else {
-            zero()?
+    for range in ranges {
+        let chunk = &batch.samples[range.clone()];
+        let mut vals: Option<Vec<f64>> = None;
+        let mut loss_of = |scores: &ResponseScores| -> Result<Option<Tensor>> {
+            let mb = micro_batch_loss(
+                &cfg,
+                algo,
+                batch,
+                range.clone(),
+                &scores.logprobs,
+                &scores.entropy,
+                norm,
+            )?;
+            let v = logged_parts(&mb, device)?;
+            let finite = v[0].is_finite();
+            vals = Some(v);
+            Ok(finite.then_some(mb.loss.loss))
         };
-        let parts = [
-            pl.loss.detach(),
-            pl.pg.detach(),
-            pl.kl.as_ref().map_or_else(zero, |k| Ok(k.detach()))?,
-            sum(&entropy.detach())?,
-            sum(&credit.ahat)?,
-            abs_sum(&credit.ahat)?,
-            delta.as_ref().map_or_else(zero, &sum)?,
-            delta.as_ref().map_or_else(zero, &abs_sum)?,
-            credit.weights.as_ref().map_or_else(zero, &sum)?,
-            credit.weight_clipped.as_ref().map_or_else(zero, &sum)?,
-            sum(&pl.tokens.ratio)?,
-            sum(&pl.tokens.ratio_clipped)?,
-            sum(&pl.tokens.dual_clipped)?,
-            delta_tokens,
-        ];
-        let vals = Vec::<f64>::try_from(Tensor::f_stack(&parts, 0)?.f_to_device(Device::Cpu)?)?;
+        trainer
+            .policy
+            .backward_scores(chunk, batch.temperature, &opts, &mut loss_of, None)?;
+        let vals = vals.ok_or_else(|| invalid("the policy never computed the loss".into()))?;
         if !vals[0].is_finite() {
             return Ok(skip(trainer, stats, format!("non-finite loss {}", vals[0])));
         }
-        pl.loss.f_backward()?;
         acc.add(&vals);
     }
     let grad_norm = trainer

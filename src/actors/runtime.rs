@@ -174,6 +174,7 @@ impl RuntimeBuilder {
                 None
             }
         };
+        crate::plan::refuse_if_too_big(&cfg)?;
         let verifier = match verifier {
             Some(v) => v,
             None => {

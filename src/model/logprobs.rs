@@ -10,94 +10,48 @@
 //! teacher's context) can run the prompt once and attend to its cached keys
 //! and values: [`shared_prompt_logprobs`], [`token_logprobs_by_prompt`].
 
+use super::chunked::{backward_scores, chunk_tokens, chunked_scores, Layout};
 use super::transformer::CausalLm;
 use super::{distinct_rows, LoadedModel};
 use crate::error::{Error, Result};
-use crate::policy::{Policy, PromptResponse, ResponseScores};
+use crate::optim::DEFAULT_MAX_TOKENS_PER_MICRO_BATCH;
+use crate::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions, VocabLoss};
 use tch::{nn, Kind, Tensor};
 
 /// Scores of every response token, right-padded to `[B, L]` (L = longest
-/// response), with gradients when grad mode is on.
+/// response), with gradients when grad mode is on. Only the positions that
+/// predict response tokens go through the head, [`chunk_tokens`] rows at a
+/// time; without gradients at most one chunk's logits exist at once.
 pub fn score_responses(
     lm: &CausalLm,
     batch: &[PromptResponse],
     temperature: f64,
 ) -> Result<ResponseScores> {
+    check_batch(lm, batch, temperature)?;
+    let layout = Layout::new(batch, lm.device())?;
+    let chunk = chunk_tokens(lm.config.vocab_size, 0);
+    let (lp, ent) = if layout.n == 0 {
+        let z = Tensor::f_zeros([0], (Kind::Float, lm.device()))?;
+        (z.f_zeros_like()?, Some(z))
+    } else {
+        let h = layout.pick(&lm.hidden_all(&layout.ids, None)?)?;
+        chunked_scores(lm, &h, &layout.targets, temperature, chunk, true)?
+    };
+    let ent = ent.ok_or_else(|| Error::InvalidInput("entropy missing".into()))?;
+    Ok(ResponseScores {
+        logprobs: layout.pad(&lp)?,
+        entropy: layout.pad(&ent)?,
+        mask: layout.mask,
+    })
+}
+
+/// Temperature and every sequence of `batch` checked.
+fn check_batch(lm: &CausalLm, batch: &[PromptResponse], temperature: f64) -> Result<()> {
     check_temperature(temperature)?;
     for (i, pr) in batch.iter().enumerate() {
         check_sequence(lm, i, &pr.prompt, &pr.response)?;
     }
-    let device = lm.device();
-    let b = batch.len() as i64;
-    let l = batch.iter().map(|p| p.response.len()).max().unwrap_or(0) as i64;
-    if b == 0 || l == 0 {
-        let z = Tensor::f_zeros([b, l], (Kind::Float, device))?;
-        return Ok(ResponseScores {
-            logprobs: z.f_zeros_like()?,
-            entropy: z.f_zeros_like()?,
-            mask: z,
-        });
-    }
-    let s = batch
-        .iter()
-        .map(|p| p.prompt.len() + p.response.len())
-        .max()
-        .unwrap_or(0);
-    let mut ids = vec![0i64; batch.len() * s];
-    let mut index = vec![0i64; batch.len() * l as usize];
-    let mut targets = vec![0i64; batch.len() * l as usize];
-    let mut mask = vec![0f32; batch.len() * l as usize];
-    for (r, pr) in batch.iter().enumerate() {
-        let row = &mut ids[r * s..(r + 1) * s];
-        row[..pr.prompt.len()].copy_from_slice(&pr.prompt);
-        row[pr.prompt.len()..pr.prompt.len() + pr.response.len()].copy_from_slice(&pr.response);
-        let p = pr.prompt.len() as i64;
-        for j in 0..l as usize {
-            let k = r * l as usize + j;
-            if j < pr.response.len() {
-                index[k] = p - 1 + j as i64;
-                targets[k] = pr.response[j];
-                mask[k] = 1.0;
-            } else {
-                index[k] = p - 1; // any valid position; masked out
-            }
-        }
-    }
-    let ids = Tensor::from_slice(&ids)
-        .f_view([b, s as i64])?
-        .f_to_device(device)?;
-    let hidden = lm.hidden_all(&ids, None)?; // [B, S, H]
-    let width = hidden.size()[2];
-    let index = Tensor::from_slice(&index)
-        .f_view([b, l, 1])?
-        .f_to_device(device)?;
-    // Only the positions that predict response tokens go through the head.
-    let picked = lm.head(&hidden.f_gather(1, &index.f_expand([b, l, width], false)?, false)?)?; // [B, L, V]
-    let logp = picked
-        .f_to_kind(Kind::Float)?
-        .f_div_scalar(temperature)?
-        .f_log_softmax(-1, Kind::Float)?;
-    let targets = Tensor::from_slice(&targets)
-        .f_view([b, l, 1])?
-        .f_to_device(device)?;
-    let mask = Tensor::from_slice(&mask)
-        .f_view([b, l])?
-        .f_to_device(device)?;
-    let token_lp = logp
-        .f_gather(2, &targets, false)?
-        .f_squeeze_dim(2)?
-        .f_mul(&mask)?;
-    let entropy = logp
-        .f_exp()?
-        .f_mul(&logp)?
-        .f_sum_dim_intlist(-1, false, Kind::Float)?
-        .f_neg()?
-        .f_mul(&mask)?;
-    Ok(ResponseScores {
-        logprobs: token_lp,
-        entropy,
-        mask,
-    })
+    Ok(())
 }
 
 fn check_pairs(prompts: &[Vec<i64>], responses: &[Vec<i64>]) -> Result<()> {
@@ -189,23 +143,29 @@ pub fn shared_prompt_logprobs(
             let rest = lm.forward_hidden(&ids, &pos, &mut cache)?; // [G, L-1, H]
             hidden = Tensor::f_cat(&[&hidden, &rest], 1)?;
         }
-        let logp = lm
-            .head(&hidden)?
-            .f_to_kind(Kind::Float)?
-            .f_div_scalar(temperature)?
-            .f_log_softmax(-1, Kind::Float)?; // [G, L, V]
-        let mut targets = vec![0i64; responses.len() * l];
+        // Only real response tokens go through the head, a chunk at a time.
+        let mut rows = Vec::new();
+        let mut targets = Vec::new();
         for (r, resp) in responses.iter().enumerate() {
-            targets[r * l..r * l + resp.len()].copy_from_slice(resp);
+            for (j, &t) in resp.iter().enumerate() {
+                rows.push((r * l + j) as i64);
+                targets.push(t);
+            }
         }
-        let targets = Tensor::from_slice(&targets)
-            .f_view([g, l_i, 1])?
-            .f_to_device(device)?;
-        let lp = logp
-            .f_gather(2, &targets, false)?
-            .f_view([-1])?
-            .f_to_device(tch::Device::Cpu)?;
-        Ok(unpad_rows(&Vec::try_from(&lp)?, l, responses))
+        let rows = Tensor::from_slice(&rows).f_to_device(device)?;
+        let targets = Tensor::from_slice(&targets).f_to_device(device)?;
+        let h = hidden.f_reshape([-1, width])?.f_index_select(0, &rows)?;
+        let chunk = chunk_tokens(lm.config.vocab_size, 0);
+        let (lp, _) = chunked_scores(lm, &h, &targets, temperature, chunk, false)?;
+        let lp: Vec<f32> = Vec::try_from(&lp.f_to_device(tch::Device::Cpu)?)?;
+        let mut at = 0;
+        Ok(responses
+            .iter()
+            .map(|r| {
+                at += r.len();
+                lp[at - r.len()..at].to_vec()
+            })
+            .collect())
     })
 }
 
@@ -244,27 +204,79 @@ fn unpad_rows(flat: &[f32], l: usize, responses: &[Vec<i64>]) -> Vec<Vec<f32>> {
 
 /// [`token_logprobs`] with the same contract, for batches where many
 /// responses share a prompt (a group's samples): each distinct prompt runs
-/// once through [`shared_prompt_logprobs`]. The teacher pass uses this.
+/// once through [`shared_prompt_logprobs`]. The teacher pass uses this,
+/// with the default token budget per forward
+/// ([`DEFAULT_MAX_TOKENS_PER_MICRO_BATCH`]).
 pub fn token_logprobs_by_prompt(
     lm: &CausalLm,
     prompts: &[Vec<i64>],
     responses: &[Vec<i64>],
     temperature: f64,
 ) -> Result<Vec<Vec<f32>>> {
+    token_logprobs_by_prompt_within(
+        lm,
+        prompts,
+        responses,
+        temperature,
+        DEFAULT_MAX_TOKENS_PER_MICRO_BATCH,
+    )
+}
+
+/// [`token_logprobs_by_prompt`] with at most about `max_tokens` padded
+/// positions per forward (`optim.max_tokens_per_micro_batch`; 0 = no limit):
+/// a group whose `prompt + G x longest response` exceeds it is split into
+/// sub-groups that each run the prompt again. A single response longer than
+/// the budget still runs (alone).
+pub fn token_logprobs_by_prompt_within(
+    lm: &CausalLm,
+    prompts: &[Vec<i64>],
+    responses: &[Vec<i64>],
+    temperature: f64,
+    max_tokens: usize,
+) -> Result<Vec<Vec<f32>>> {
     check_pairs(prompts, responses)?;
     let (distinct, row_of) = distinct_rows(prompts);
     let mut out = vec![Vec::new(); responses.len()];
     for (u, prompt) in distinct.into_iter().enumerate() {
         let idx: Vec<usize> = (0..responses.len()).filter(|&i| row_of[i] == u).collect();
-        let group: Vec<Vec<i64>> = idx.iter().map(|&i| responses[i].clone()).collect();
-        for (&i, lp) in idx
-            .iter()
-            .zip(shared_prompt_logprobs(lm, prompt, &group, temperature)?)
-        {
-            out[i] = lp;
+        for part in budget_parts(&idx, |i| responses[i].len(), prompt.len(), max_tokens) {
+            let group: Vec<Vec<i64>> = part.iter().map(|&i| responses[i].clone()).collect();
+            for (&i, lp) in
+                part.iter()
+                    .zip(shared_prompt_logprobs(lm, prompt, &group, temperature)?)
+            {
+                out[i] = lp;
+            }
         }
     }
     Ok(out)
+}
+
+/// Split `idx` (in order) into runs whose `prompt_len + rows x longest`
+/// stays within `max_tokens` (0 = one run); every run has at least one row.
+fn budget_parts(
+    idx: &[usize],
+    len: impl Fn(usize) -> usize,
+    prompt_len: usize,
+    max_tokens: usize,
+) -> Vec<Vec<usize>> {
+    let mut parts: Vec<Vec<usize>> = Vec::new();
+    let mut longest = 0;
+    for &i in idx {
+        let grown = longest.max(len(i));
+        let fits = |rows: usize| max_tokens == 0 || prompt_len + rows * grown <= max_tokens;
+        match parts.last_mut() {
+            Some(p) if fits(p.len() + 1) => {
+                p.push(i);
+                longest = grown;
+            }
+            _ => {
+                parts.push(vec![i]);
+                longest = len(i);
+            }
+        }
+    }
+    parts
 }
 
 impl Policy for LoadedModel {
@@ -282,5 +294,17 @@ impl Policy for LoadedModel {
         temperature: f64,
     ) -> Result<ResponseScores> {
         score_responses(&self.lm, batch, temperature)
+    }
+
+    fn backward_scores(
+        &self,
+        batch: &[PromptResponse],
+        temperature: f64,
+        opts: &ScoreOptions,
+        loss: &mut dyn FnMut(&ResponseScores) -> Result<Option<Tensor>>,
+        vocab_loss: Option<&mut dyn VocabLoss>,
+    ) -> Result<bool> {
+        check_batch(&self.lm, batch, temperature)?;
+        backward_scores(&self.lm, batch, temperature, opts, loss, vocab_loss)
     }
 }

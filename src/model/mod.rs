@@ -12,11 +12,13 @@
 //! - [`token_logprobs`]: log-prob of every response token (no grad);
 //! - [`generate`]: batched, left-padded, KV-cached sampling from a seeded RNG,
 //!   returning the sampling log-prob of each token;
-//! - `impl Policy for LoadedModel`: response log-probs and entropies with grad;
+//! - `impl Policy for LoadedModel`: response log-probs and entropies with grad,
+//!   and the chunked, optionally checkpointed backward of [`chunked`];
 //! - [`WeightSnapshot`]: versioned deep copies of the weights.
 
 pub mod attention;
 pub mod chat_template;
+pub mod chunked;
 pub mod config;
 pub mod generate;
 pub mod kv_cache;
@@ -34,6 +36,7 @@ pub use generate::{generate, GenerateOptions, Generation};
 pub use kv_cache::KvCache;
 pub use logprobs::{
     score_responses, shared_prompt_logprobs, token_logprobs, token_logprobs_by_prompt,
+    token_logprobs_by_prompt_within,
 };
 pub use snapshot::WeightSnapshot;
 pub use tokenizer::Tokenizer;

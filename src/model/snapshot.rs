@@ -31,12 +31,22 @@ impl WeightSnapshot {
 
 impl LoadedModel {
     /// A replica of this model on `device`: same config, tokenizer, dtype and
-    /// weights (deep copies).
+    /// weights (deep copies). Parameters are copied one at a time straight
+    /// into the replica, so no third copy of the weights exists meanwhile.
     pub fn replicate(&self, device: tch::Device) -> Result<LoadedModel> {
         let mut m = LoadedModel::empty(self.config.clone(), device)?;
         m.vs.set_kind(self.lm.kind());
         m.tokenizer = self.tokenizer.clone();
-        m.load_snapshot(&self.snapshot(0)?)?;
+        let src = self.vs.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in m.vs.variables() {
+                let from = src.get(&name).ok_or_else(|| {
+                    Error::InvalidInput(format!("replicate: source has no parameter {name}"))
+                })?;
+                var.shallow_clone().f_copy_(from)?;
+            }
+            Ok(())
+        })?;
         Ok(m)
     }
 

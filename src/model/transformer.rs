@@ -213,6 +213,73 @@ impl CausalLm {
         self.norm.forward(&x)
     }
 
+    /// The trunk's forward over right-padded or unpadded `ids [B, T]` (causal,
+    /// positions from 0), set up for a later [`CausalLm::trunk_backward`].
+    ///
+    /// Plain: `hidden` carries the whole autograd graph (every layer's
+    /// activations stay alive). Checkpointed (`checkpoint = true`): the
+    /// layers run without gradients and only each layer's input `[B, T,
+    /// hidden]` is kept; `hidden` is the final norm of a leaf, and the backward
+    /// recomputes one layer at a time.
+    pub fn trunk_forward(&self, ids: &Tensor, checkpoint: bool) -> Result<TrunkPass> {
+        let (b, t) = self.check_ids(ids)?;
+        if !checkpoint || !grad_enabled() {
+            let hidden = self.hidden_all(ids, None)?;
+            return Ok(TrunkPass {
+                hidden,
+                saved: None,
+            });
+        }
+        let pos = Tensor::f_arange(t, (Kind::Int64, self.device))?.f_expand([b, t], true)?;
+        let (inputs, last, cos, sin) = tch::no_grad(|| -> Result<_> {
+            let mut x = Tensor::f_embedding(&self.embed_tokens, ids, -1, false, false)?;
+            let (cos, sin) = self.rope.cos_sin(&pos, x.kind())?;
+            let mut inputs = Vec::with_capacity(self.layers.len());
+            for layer in &self.layers {
+                let y = layer.forward(&x, &cos, &sin, AttnMask::Causal, None)?;
+                inputs.push(x);
+                x = y;
+            }
+            Ok((inputs, x, cos, sin))
+        })?;
+        let leaf = last.f_detach()?.f_set_requires_grad(true)?;
+        let hidden = self.norm.forward(&leaf)?;
+        Ok(TrunkPass {
+            hidden,
+            saved: Some(Checkpoints {
+                ids: ids.shallow_clone(),
+                inputs,
+                leaf,
+                cos,
+                sin,
+            }),
+        })
+    }
+
+    /// Back-propagate `seed` (a scalar computed from `pass.hidden`) into every
+    /// parameter. With checkpoints, each layer is recomputed with gradients
+    /// from its saved input, last layer first, and its output gradient pushed
+    /// through it; the embedding last. Gradients accumulate into `.grad`.
+    pub fn trunk_backward(&self, pass: TrunkPass, seed: &Tensor) -> Result<()> {
+        seed.f_backward()?;
+        let Some(saved) = pass.saved else {
+            return Ok(());
+        };
+        let mut grad = saved.leaf.f_grad()?;
+        if !grad.defined() {
+            return Ok(()); // the loss does not reach the trunk
+        }
+        for (layer, input) in self.layers.iter().zip(saved.inputs).rev() {
+            let x = input.f_detach()?.f_set_requires_grad(true)?;
+            let y = layer.forward(&x, &saved.cos, &saved.sin, AttnMask::Causal, None)?;
+            y.f_mul(&grad)?.f_sum(y.kind())?.f_backward()?;
+            grad = x.f_grad()?;
+        }
+        let x = Tensor::f_embedding(&self.embed_tokens, &saved.ids, -1, false, false)?;
+        x.f_mul(&grad)?.f_sum(x.kind())?.f_backward()?;
+        Ok(())
+    }
+
     /// Logits `[.., V]` of final-norm hidden states `[.., hidden]` (tied or untied head).
     pub fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         match &self.lm_head {
@@ -220,6 +287,35 @@ impl CausalLm {
             None => Ok(hidden.f_linear::<Tensor>(&self.embed_tokens, None)?),
         }
     }
+}
+
+/// A trunk forward awaiting its backward ([`CausalLm::trunk_forward`]).
+#[derive(Debug)]
+pub struct TrunkPass {
+    /// Final-norm hidden states `[B, T, hidden]`, with gradient.
+    pub hidden: Tensor,
+    saved: Option<Checkpoints>,
+}
+
+/// What a checkpointed forward keeps: the ids, each layer's input, the leaf
+/// standing for the last layer's output, and the rotary tables.
+#[derive(Debug)]
+struct Checkpoints {
+    ids: Tensor,
+    inputs: Vec<Tensor>,
+    leaf: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Whether autograd records operations on this thread now.
+fn grad_enabled() -> bool {
+    // `no_grad` flips the mode; a fresh leaf records only when it is on.
+    Tensor::zeros([1], (Kind::Float, Device::Cpu))
+        .set_requires_grad(true)
+        .f_mul_scalar(1.0)
+        .map(|t| t.requires_grad())
+        .unwrap_or(false)
 }
 
 /// Positions under left padding: `cumsum(mask) - 1`, clamped at 0 on padding.

@@ -41,32 +41,74 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Fill every variable of `vs` from the checkpoint in `dir`.
 ///
+/// Each weight file is memory-mapped (read-only), and each tensor is copied
+/// straight from the mapping into its parameter, converting dtype and device
+/// on the way; the mapped pages of a tensor are released right after its
+/// copy, so the peak is about the parameters plus the largest tensor, not the
+/// file on top of the weights.
+///
 /// Errors: a variable absent from all files ([`Error::MissingTensor`]), a tensor
-/// whose shape differs from the variable's ([`Error::ShapeMismatch`]), or an
-/// unreadable file. Tensors the model does not use (a tied `lm_head.weight`,
-/// rotary buffers) are skipped with a debug log.
+/// whose shape differs from the variable's ([`Error::ShapeMismatch`]), an
+/// unsupported dtype, or an unreadable file. Tensors the model does not use
+/// (a tied `lm_head.weight`, rotary buffers) are skipped with a debug log.
 pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
     let vars = vs.variables();
     let mut loaded = BTreeSet::new();
     for file in weight_files(dir)? {
-        let tensors = Tensor::read_safetensors(&file).map_err(|e| Error::Model {
+        let bad = |msg: String| Error::Model {
             path: file.clone(),
-            msg: format!("cannot read safetensors: {e}"),
-        })?;
-        for (name, t) in tensors {
-            let Some(var) = vars.get(&name) else {
+            msg,
+        };
+        let map = Mapped::open(&file)?;
+        let st = safetensors::SafeTensors::deserialize(map.bytes())
+            .map_err(|e| bad(format!("cannot read safetensors: {e}")))?;
+        for (name, view) in st.iter() {
+            let Some(var) = vars.get(name) else {
                 tracing::debug!(tensor = %name, file = %file.display(), "unused tensor skipped");
                 continue;
             };
-            if var.size() != t.size() {
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            if var.size() != shape {
                 return Err(Error::ShapeMismatch {
-                    name,
+                    name: name.to_string(),
                     expected: var.size(),
-                    got: t.size(),
+                    got: shape,
                 });
             }
-            tch::no_grad(|| var.shallow_clone().f_copy_(&t))?;
-            loaded.insert(name);
+            let kind = match view.dtype() {
+                safetensors::Dtype::F32 => Kind::Float,
+                safetensors::Dtype::BF16 => Kind::BFloat16,
+                safetensors::Dtype::F16 => Kind::Half,
+                safetensors::Dtype::F64 => Kind::Double,
+                other => {
+                    return Err(bad(format!(
+                        "tensor {name} has unsupported dtype {other:?}"
+                    )))
+                }
+            };
+            let data = view.data();
+            let want = shape.iter().product::<i64>() as usize * kind.elt_size_in_bytes();
+            if data.len() != want {
+                return Err(bad(format!(
+                    "tensor {name} has {} bytes for shape {shape:?} ({want} expected)",
+                    data.len()
+                )));
+            }
+            if data.as_ptr() as usize % kind.elt_size_in_bytes() == 0 {
+                // SAFETY: `data` lies inside `map`, which outlives `src`
+                // (dropped at the end of this block); the length was checked
+                // against the shape and the pointer is aligned for `kind`; the
+                // mapping is read-only and `src` is only read by `copy_`.
+                let src = unsafe {
+                    Tensor::f_from_blob(data.as_ptr(), &shape, &[], kind, tch::Device::Cpu)?
+                };
+                tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
+            } else {
+                let src = Tensor::f_from_data_size(data, &shape, kind)?;
+                tch::no_grad(|| var.shallow_clone().f_copy_(&src))?;
+            }
+            map.release(data);
+            loaded.insert(name.to_string());
         }
     }
     let mut missing: Vec<(&String, &Tensor)> =
@@ -80,6 +122,83 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A read-only, private memory mapping of a whole file, unmapped on drop.
+#[derive(Debug)]
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    /// Map `path` (a non-empty regular file).
+    fn open(path: &Path) -> Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
+        if len == 0 {
+            return Err(Error::Model {
+                path: path.to_path_buf(),
+                msg: "empty weight file".into(),
+            });
+        }
+        // SAFETY: a fresh read-only private mapping of an open file; the
+        // kernel picks the address; failure is checked below. The file
+        // descriptor may close afterwards (the mapping keeps its own reference).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(Error::io(path, std::io::Error::last_os_error()));
+        }
+        Ok(Mapped { ptr, len })
+    }
+
+    /// The file's bytes.
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+
+    /// Drop the resident pages lying wholly inside `part` (a sub-slice of
+    /// [`Mapped::bytes`]): they are clean file pages, so a later read would
+    /// fault them in again; this only keeps the resident set small.
+    fn release(&self, part: &[u8]) {
+        // SAFETY: sysconf only reads a system constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let base = self.ptr as usize;
+        let start = (part.as_ptr() as usize - base).div_ceil(page) * page;
+        let end = (part.as_ptr() as usize - base + part.len()) / page * page;
+        if end > start {
+            // SAFETY: [start, end) is page-aligned and inside the mapping.
+            // MADV_DONTNEED on a private read-only file mapping discards
+            // only clean pages; the contents stay those of the file.
+            unsafe {
+                libc::madvise(
+                    (base + start) as *mut libc::c_void,
+                    end - start,
+                    libc::MADV_DONTNEED,
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `open`, once.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
 }
 
 /// The transformers name of a floating-point kind (`float32`, `bfloat16`, `float16`).

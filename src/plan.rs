@@ -1,0 +1,503 @@
+//! A memory model: the peak memory each actor of a run needs, per device,
+//! predicted from the model's shape and the run configuration
+//! (`rlsd plan --config F`, and the check that refuses a run at start).
+//!
+//! With `P` parameters, weight bytes `w` (4 f32, 2 bf16/f16), `L` layers,
+//! hidden `H`, query width `Q = heads x head_dim`, key/value width `K =
+//! kv_heads x head_dim`, MLP width `I`, vocabulary `V`, `B` prompts of `G`
+//! responses, prompt length `Lp`, response length `R` (`rollout.max_new_tokens`)
+//! and sequence `S = Lp + R` (all in elements; bytes where marked):
+//!
+//! - **optimizer actor**: weights `P w`, gradients `P w`, AdamW moments `8 P`,
+//!   a float32 master copy `4 P` when `w < 4`, one weight snapshot `P w`
+//!   being published to the replicas, and one micro-batch's activations;
+//!   a micro-batch holds `m = min(B G, micro_batch_size, max(1,
+//!   max_tokens_per_micro_batch / S))` rows, `T = m S` positions, `N = m R`
+//!   response tokens:
+//!   - kept for the backward per token and layer (`A = 4H + 3Q + 2K + 4I`:
+//!     the two norm inputs and outputs, rotated q and k, v, attention output
+//!     and its contiguous copy, gate, silu(gate), up, their product):
+//!     plain `T (L + 1) A w`; checkpointed `T (L H + 2 A) w` (one input per
+//!     layer, the layer being recomputed, and its backward working set);
+//!   - the output head: `6 C V 4` bytes for a chunk of `C = min(N,
+//!     chunk_tokens)` tokens (float32 logits, scaled logits, log-softmax,
+//!     its exponential, their product, the logits' gradient), and the picked
+//!     hidden states with their gradient `3 N H w`.
+//! - **sampler actor**: weights `P w`; the KV cache of every row `B G S L 2 K w`;
+//!   float32 logits and sampling work `3 B G V 4`; the prefill of the `B`
+//!   distinct prompts, one layer at a time, `B Lp (2H + 3I) w`.
+//! - **teacher actor**: weights `P w`; a group is scored `g = min(G, max(1,
+//!   (budget - Lp) / R))` responses at a time against one prompt: KV cache
+//!   `g S L 2 K w`, one layer's work `g R (2H + 3I) w`, head chunks `3 C V 4`.
+//! - **per device**: a fixed runtime overhead (CUDA context and allocator
+//!   slack 1 GiB; on CPU libtorch's own 0.3 GiB), once per device.
+//!
+//! Actors on the same device add up. The formula is checked against the
+//! measured peak RSS of train steps on CPU (docs/MODELS.md,
+//! `src/bin/bench_memory.rs`).
+
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::model::chunked::chunk_tokens;
+use crate::model::{parse_kind, Config};
+use crate::optim::OptimConfig;
+use std::fmt::Write as _;
+use tch::Kind;
+
+/// Bytes in a GiB.
+pub const GIB: f64 = 1_073_741_824.0;
+
+/// Prompt length assumed when a run is checked at start (the data's real
+/// prompt lengths are not known before they are read).
+pub const DEFAULT_PROMPT_TOKENS: usize = 512;
+
+/// Parameters of a decoder of this shape (embedding, layers, final norm, an
+/// untied head).
+pub fn param_count(c: &Config) -> u64 {
+    let u = |x: i64| x as u64;
+    let (h, i, v) = (u(c.hidden_size), u(c.intermediate_size), u(c.vocab_size));
+    let q = u(c.num_attention_heads * c.head_dim);
+    let k = u(c.num_key_value_heads * c.head_dim);
+    let mut layer = h * q + 2 * h * k + q * h + 3 * h * i + 2 * h;
+    if c.qkv_bias {
+        layer += q + 2 * k;
+    }
+    if c.o_bias {
+        layer += h;
+    }
+    if c.mlp_bias {
+        layer += 2 * i + h;
+    }
+    if c.qk_norm {
+        layer += 2 * u(c.head_dim);
+    }
+    let head = if c.tie_word_embeddings { 0 } else { v * h };
+    v * h + u(c.num_hidden_layers) * layer + h + head
+}
+
+/// The published shapes of Qwen2.5-0.5B, -1.5B and -7B (Instruct alike), by
+/// a name or a path that contains `qwen2.5-0.5b`, `qwen2.5-1.5b` or `qwen2.5-7b`.
+pub fn known_shape(name: &str) -> Option<Config> {
+    let n = name.to_ascii_lowercase();
+    let base = Config {
+        rope_theta: 1_000_000.0,
+        max_position_embeddings: 32_768,
+        qkv_bias: true,
+        eos_token_id: vec![151_645],
+        ..Config::tiny()
+    };
+    let shape = |h, i, l, heads, kv, d, v, tied| Config {
+        hidden_size: h,
+        intermediate_size: i,
+        num_hidden_layers: l,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim: d,
+        vocab_size: v,
+        tie_word_embeddings: tied,
+        ..base.clone()
+    };
+    if n.contains("qwen2.5-0.5b") {
+        Some(shape(896, 4864, 24, 14, 2, 64, 151_936, true))
+    } else if n.contains("qwen2.5-1.5b") {
+        Some(shape(1536, 8960, 28, 12, 2, 128, 151_936, true))
+    } else if n.contains("qwen2.5-7b") {
+        Some(shape(3584, 18_944, 28, 28, 4, 128, 152_064, false))
+    } else {
+        None
+    }
+}
+
+/// One line of a plan: what, and how many bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// What the memory holds.
+    pub what: &'static str,
+    /// Bytes.
+    pub bytes: f64,
+}
+
+fn item(what: &'static str, bytes: f64) -> Item {
+    Item { what, bytes }
+}
+
+/// Sum of the items' bytes.
+pub fn total(items: &[Item]) -> f64 {
+    items.iter().map(|i| i.bytes).sum()
+}
+
+/// Rows of one train micro-batch of sequences `seq` long out of `rows`.
+pub fn micro_batch_rows(optim: &OptimConfig, rows: usize, seq: usize) -> usize {
+    let mut m = rows.max(1);
+    if optim.micro_batch_size > 0 {
+        m = m.min(optim.micro_batch_size);
+    }
+    if optim.max_tokens_per_micro_batch > 0 {
+        m = m.min((optim.max_tokens_per_micro_batch / seq.max(1)).max(1));
+    }
+    m
+}
+
+/// Elements kept per token and layer for the backward (`A` in the module docs).
+fn layer_activations(c: &Config) -> f64 {
+    let (h, i) = (c.hidden_size as f64, c.intermediate_size as f64);
+    let q = (c.num_attention_heads * c.head_dim) as f64;
+    let k = (c.num_key_value_heads * c.head_dim) as f64;
+    4.0 * h + 3.0 * q + 2.0 * k + 4.0 * i
+}
+
+/// Bytes per element of `kind`.
+fn width(kind: Kind) -> f64 {
+    kind.elt_size_in_bytes() as f64
+}
+
+/// The optimizer actor: state and one train micro-batch of `rows` samples of
+/// `prompt + response` tokens, parameters (and activations) in `kind`.
+pub fn optimizer_items(
+    c: &Config,
+    kind: Kind,
+    optim: &OptimConfig,
+    rows: usize,
+    prompt: usize,
+    response: usize,
+) -> Vec<Item> {
+    let p = param_count(c) as f64;
+    let w = width(kind);
+    let seq = prompt + response;
+    let m = micro_batch_rows(optim, rows, seq) as f64;
+    let (t, n) = (m * seq as f64, m * response as f64);
+    let (l, h, v) = (
+        c.num_hidden_layers as f64,
+        c.hidden_size as f64,
+        c.vocab_size as f64,
+    );
+    let a = layer_activations(c);
+    let kept = if optim.activation_checkpointing {
+        t * (l * h + 2.0 * a) * w
+    } else {
+        t * (l + 1.0) * a * w
+    };
+    let chunk = (chunk_tokens(c.vocab_size, optim.logit_chunk_tokens) as f64).min(n);
+    let mut items = vec![
+        item("weights", p * w),
+        item("gradients", p * w),
+        item("AdamW moments", 8.0 * p),
+    ];
+    if w < 4.0 {
+        items.push(item("f32 master copy", 4.0 * p));
+    }
+    items.push(item("weight snapshot", p * w));
+    items.push(item("activations", kept));
+    items.push(item("output head", 6.0 * chunk * v * 4.0 + 3.0 * n * h * w));
+    items
+}
+
+/// The sampler actor generating `rows` responses of `response` tokens after
+/// `prompts` distinct prompts of `prompt` tokens.
+pub fn sampler_items(
+    c: &Config,
+    kind: Kind,
+    prompts: usize,
+    rows: usize,
+    prompt: usize,
+    response: usize,
+) -> Vec<Item> {
+    let w = width(kind);
+    let (l, h, i, v) = (
+        c.num_hidden_layers as f64,
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.vocab_size as f64,
+    );
+    let k = (c.num_key_value_heads * c.head_dim) as f64;
+    let seq = (prompt + response) as f64;
+    vec![
+        item("weights", param_count(c) as f64 * w),
+        item("KV cache", rows as f64 * seq * l * 2.0 * k * w),
+        item("logits", 3.0 * rows as f64 * v * 4.0),
+        item(
+            "prefill",
+            prompts as f64 * prompt as f64 * (2.0 * h + 3.0 * i) * w,
+        ),
+    ]
+}
+
+/// The teacher actor scoring groups of `group` responses of `response`
+/// tokens after one prompt of `prompt` tokens.
+pub fn teacher_items(
+    c: &Config,
+    kind: Kind,
+    optim: &OptimConfig,
+    group: usize,
+    prompt: usize,
+    response: usize,
+) -> Vec<Item> {
+    let w = width(kind);
+    let (l, h, i, v) = (
+        c.num_hidden_layers as f64,
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.vocab_size as f64,
+    );
+    let k = (c.num_key_value_heads * c.head_dim) as f64;
+    let budget = optim.max_tokens_per_micro_batch;
+    let g = if budget == 0 {
+        group
+    } else {
+        group.min((budget.saturating_sub(prompt) / response.max(1)).max(1))
+    } as f64;
+    let chunk = (chunk_tokens(c.vocab_size, 0) as f64).min(g * response as f64);
+    let seq = (prompt + response) as f64;
+    vec![
+        item("weights", param_count(c) as f64 * w),
+        item("KV cache", g * seq * l * 2.0 * k * w),
+        item("layer work", g * response as f64 * (2.0 * h + 3.0 * i) * w),
+        item("output head", 3.0 * chunk * v * 4.0),
+    ]
+}
+
+/// The predicted memory of one actor.
+#[derive(Debug, Clone)]
+pub struct ActorPlan {
+    /// `optimizer`, `sampler` or `teacher`.
+    pub actor: &'static str,
+    /// The device string from `runtime.*_device`.
+    pub device: String,
+    /// What it holds.
+    pub items: Vec<Item>,
+}
+
+/// The predicted memory of every actor of a run, and per device.
+#[derive(Debug, Clone)]
+pub struct MemoryPlan {
+    /// The model's shape.
+    pub model: Config,
+    /// Its parameter count.
+    pub params: u64,
+    /// The actors.
+    pub actors: Vec<ActorPlan>,
+    /// `(device, predicted peak bytes including the runtime overhead)`.
+    pub devices: Vec<(String, f64)>,
+}
+
+/// Runtime overhead per device: CUDA context and allocator slack, or libtorch on CPU.
+fn overhead(device: &str) -> f64 {
+    if device == "cpu" {
+        0.3 * GIB
+    } else {
+        GIB
+    }
+}
+
+/// The plan of a run configuration for a model of shape `model`, assuming
+/// prompts of `prompt_tokens`.
+pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<MemoryPlan> {
+    let kind = parse_kind(&cfg.model.dtype)?;
+    let r = &cfg.rollout;
+    let rows = r.batch_prompts * r.group_size;
+    let rt = &cfg.runtime;
+    let actors = vec![
+        ActorPlan {
+            actor: "optimizer",
+            device: rt.optimizer_device.clone(),
+            items: optimizer_items(
+                model,
+                kind,
+                &cfg.optim,
+                rows,
+                prompt_tokens,
+                r.max_new_tokens,
+            ),
+        },
+        ActorPlan {
+            actor: "sampler",
+            device: rt.sampler_device.clone(),
+            items: sampler_items(
+                model,
+                kind,
+                r.batch_prompts,
+                rows,
+                prompt_tokens,
+                r.max_new_tokens,
+            ),
+        },
+        ActorPlan {
+            actor: "teacher",
+            device: rt.teacher_device.clone(),
+            items: teacher_items(
+                model,
+                kind,
+                &cfg.optim,
+                r.group_size,
+                prompt_tokens,
+                r.max_new_tokens,
+            ),
+        },
+    ];
+    let mut devices: Vec<(String, f64)> = Vec::new();
+    for a in &actors {
+        match devices.iter_mut().find(|(d, _)| *d == a.device) {
+            Some((_, b)) => *b += total(&a.items),
+            None => devices.push((a.device.clone(), overhead(&a.device) + total(&a.items))),
+        }
+    }
+    Ok(MemoryPlan {
+        params: param_count(model),
+        model: model.clone(),
+        actors,
+        devices,
+    })
+}
+
+/// The model shape of a run: `config.json` in the model folder, else the
+/// published shape its path names ([`known_shape`]).
+pub fn model_shape(cfg: &RunConfig) -> Result<Config> {
+    let dir = cfg.model.resolved_path();
+    let file = dir.join("config.json");
+    if file.exists() {
+        return Config::from_file(&file);
+    }
+    known_shape(&cfg.model.path).ok_or_else(|| {
+        Error::config(
+            "model.path",
+            format!(
+                "{} has no config.json and names no known shape (qwen2.5-0.5b, -1.5b, -7b)",
+                dir.display()
+            ),
+        )
+    })
+}
+
+/// A human-readable table of the plan.
+pub fn render(p: &MemoryPlan) -> String {
+    let gib = |b: f64| b / GIB;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "model: {} parameters (hidden {}, {} layers, vocab {})",
+        p.params, p.model.hidden_size, p.model.num_hidden_layers, p.model.vocab_size
+    );
+    for a in &p.actors {
+        let _ = writeln!(
+            s,
+            "{} on {}: {:.2} GiB",
+            a.actor,
+            a.device,
+            gib(total(&a.items))
+        );
+        for i in &a.items {
+            let _ = writeln!(s, "  {:<18} {:>9.3} GiB", i.what, gib(i.bytes));
+        }
+    }
+    for (d, b) in &p.devices {
+        let _ = writeln!(
+            s,
+            "device {d}: {:.2} GiB predicted peak (with {:.1} GiB runtime overhead)",
+            gib(*b),
+            gib(overhead(d))
+        );
+    }
+    s
+}
+
+/// Check every device of `p` against its memory (`memory(device)` in bytes,
+/// `None` = unknown, not checked); the error gives the numbers and what to change.
+pub fn check_fits(p: &MemoryPlan, memory: impl Fn(&str) -> Option<f64>) -> Result<()> {
+    for (device, need) in &p.devices {
+        let Some(have) = memory(device) else {
+            tracing::warn!(%device, "device memory unknown; memory plan not checked");
+            continue;
+        };
+        if *need > have {
+            let parts: Vec<String> = p
+                .actors
+                .iter()
+                .filter(|a| a.device == *device)
+                .map(|a| {
+                    let items: Vec<String> = a
+                        .items
+                        .iter()
+                        .map(|i| format!("{} {:.2}", i.what, i.bytes / GIB))
+                        .collect();
+                    format!(
+                        "{} {:.2} GiB ({})",
+                        a.actor,
+                        total(&a.items) / GIB,
+                        items.join(", ")
+                    )
+                })
+                .collect();
+            return Err(Error::DoesNotFit {
+                device: device.clone(),
+                msg: format!(
+                    "predicted peak {:.2} GiB > {:.2} GiB available: {}; lower \
+                     optim.max_tokens_per_micro_batch, set optim.activation_checkpointing = true, \
+                     lower rollout.batch_prompts x group_size or max_new_tokens, use bf16, or put \
+                     actors on other devices (see `rlsd plan`)",
+                    need / GIB,
+                    have / GIB,
+                    parts.join(" + ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Memory of `device`: `runtime.device_memory_gib` when set, else the
+/// machine's RAM for `cpu` (`/proc/meminfo`), else what `nvidia-smi` reports
+/// for `cuda:N` / `auto`, else unknown.
+pub fn device_memory(device: &str, configured_gib: f64) -> Option<f64> {
+    if configured_gib > 0.0 {
+        return Some(configured_gib * GIB);
+    }
+    let resolved = crate::device::parse_device(device).ok()?;
+    if resolved == tch::Device::Cpu {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        return Some(kb * 1024.0);
+    }
+    let index = match resolved {
+        tch::Device::Cuda(i) => i.to_string(),
+        _ => return None,
+    };
+    let out = std::process::Command::new("nvidia-smi")
+        .args([
+            "--query-gpu=memory.total",
+            "--format=csv,noheader,nounits",
+            "-i",
+            &index,
+        ])
+        .output()
+        .ok()?;
+    let mib: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    Some(mib * 1024.0 * 1024.0)
+}
+
+/// The start-up check of a run: refuse, with the numbers, a configuration
+/// the memory model says cannot fit a device. A model whose shape cannot be
+/// read is left to the loader to report.
+pub fn refuse_if_too_big(cfg: &RunConfig) -> Result<()> {
+    let Ok(shape) = model_shape(cfg) else {
+        return Ok(());
+    };
+    let p = plan(cfg, &shape, DEFAULT_PROMPT_TOKENS)?;
+    check_fits(&p, |d| device_memory(d, cfg.runtime.device_memory_gib))
+}
+
+/// `rlsd plan`: print the plan of `cfg` (prompts of `prompt_tokens`) and
+/// fail when it does not fit (`device_memory_gib` overrides the detected memory).
+pub fn plan_command(
+    cfg: &RunConfig,
+    prompt_tokens: usize,
+    device_memory_gib: Option<f64>,
+) -> Result<()> {
+    let shape = model_shape(cfg)?;
+    let p = plan(cfg, &shape, prompt_tokens)?;
+    print!("{}", render(&p));
+    let gib = device_memory_gib.unwrap_or(cfg.runtime.device_memory_gib);
+    check_fits(&p, |d| device_memory(d, gib))?;
+    println!("fits");
+    Ok(())
+}
