@@ -124,6 +124,13 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
             let mut stats: StepStats = train_step(&mut v.trainer, &tb)?;
             fill_rollout_stats(&batch, &mut stats);
             stats.teacher_version = batch.teacher_version;
+            stats.completions = crate::observe::sample_completions(
+                &batch,
+                &tb,
+                &c2.cfg.algo,
+                v.trainer.policy.tokenizer.as_ref(),
+                c2.cfg.observe.completions_per_step,
+            );
             v.trained_through = next;
             let ids = batch.plan.examples.iter().map(|e| e.id.clone()).collect();
             v.trained.push((next, ids));

@@ -221,6 +221,7 @@ impl RuntimeBuilder {
             .map_err(|e| Error::io(&ctx.cfg.runtime.out_dir, e))?;
         let metrics_path = ctx.cfg.runtime.out_dir.join("metrics.jsonl");
         let mut metrics = MetricsWriter::resume(&metrics_path, start_step)?;
+        let mut observer = crate::observe::Observer::open(&ctx.cfg, start_step)?;
 
         let (sup, handle) = Actor::spawn(None, Supervisor, ctx.clone())
             .await
@@ -246,6 +247,7 @@ impl RuntimeBuilder {
             match ev {
                 Some(RunEvent::Step(stats)) => {
                     metrics.append(&*stats)?;
+                    observer.on_step(&stats)?;
                     if let Some(f) = on_step.as_mut() {
                         f(&stats);
                     }
@@ -261,11 +263,7 @@ impl RuntimeBuilder {
         };
         sup.stop(None);
         let _ = handle.await;
-        let _ = crate::plot::metrics_svg(
-            &metrics_path,
-            &ctx.cfg.runtime.out_dir.join("reward.svg"),
-            &["reward_mean", "accuracy", "lambda"],
-        );
+        observer.finish();
         let (final_weights, trained) = {
             let v = ctx.optimizer.lock();
             (
