@@ -133,8 +133,11 @@ pub fn resolve(path: &Path) -> Result<MetricsSource> {
 /// A folder's legend label: its name (the absolute path's last part for `.`).
 fn dir_label(dir: &Path) -> String {
     dir.file_name()
-        .or_else(|| dir.canonicalize().ok()?.file_name().map(|n| n.to_owned()))
         .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            let abs = dir.canonicalize().ok()?;
+            Some(abs.file_name()?.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| dir.display().to_string())
 }
 
