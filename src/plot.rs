@@ -318,7 +318,8 @@ pub fn panels(panels: &[(ChartOptions, Vec<Series>)], format: ImageFormat) -> Re
         ImageFormat::Svg => {
             let mut svg = String::new();
             {
-                let backend = font::GlyphText::new(SVGBackend::with_string(&mut svg, (w, h)), false);
+                let backend =
+                    font::GlyphText::new(SVGBackend::with_string(&mut svg, (w, h)), false);
                 draw_panels(backend.into_drawing_area(), panels)?;
             }
             Ok(svg.into_bytes())
@@ -326,7 +327,8 @@ pub fn panels(panels: &[(ChartOptions, Vec<Series>)], format: ImageFormat) -> Re
         ImageFormat::Png => {
             let mut rgb = vec![0u8; w as usize * h as usize * 3];
             {
-                let backend = font::GlyphText::new(BitMapBackend::with_buffer(&mut rgb, (w, h)), true);
+                let backend =
+                    font::GlyphText::new(BitMapBackend::with_buffer(&mut rgb, (w, h)), true);
                 draw_panels(backend.into_drawing_area(), panels)?;
             }
             encode_png(&rgb, w, h)
@@ -490,9 +492,17 @@ mod tests {
 
     #[test]
     fn format_from_path_and_name() {
-        assert_eq!(ImageFormat::from_path(Path::new("a/b.SVG")).unwrap(), ImageFormat::Svg);
-        assert_eq!(ImageFormat::from_path(Path::new("b.png")).unwrap(), ImageFormat::Png);
-        let err = ImageFormat::from_path(Path::new("b.jpg")).unwrap_err().to_string();
+        assert_eq!(
+            ImageFormat::from_path(Path::new("a/b.SVG")).unwrap(),
+            ImageFormat::Svg
+        );
+        assert_eq!(
+            ImageFormat::from_path(Path::new("b.png")).unwrap(),
+            ImageFormat::Png
+        );
+        let err = ImageFormat::from_path(Path::new("b.jpg"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("b.jpg"), "{err}");
         assert_eq!("png".parse::<ImageFormat>().unwrap(), ImageFormat::Png);
         assert!("gif".parse::<ImageFormat>().is_err());

@@ -48,10 +48,13 @@ fn records(bytes: &[u8]) -> Vec<Vec<u8>> {
         let len_bytes = &bytes[i..i + 8];
         let len = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
         let len_crc = u32::from_le_bytes(bytes[i + 8..i + 12].try_into().unwrap());
-        assert_eq!(len_crc, masked(len_bytes), "length CRC of record at byte {i}");
+        assert_eq!(
+            len_crc,
+            masked(len_bytes),
+            "length CRC of record at byte {i}"
+        );
         let data = &bytes[i + 12..i + 12 + len];
-        let data_crc =
-            u32::from_le_bytes(bytes[i + 12 + len..i + 16 + len].try_into().unwrap());
+        let data_crc = u32::from_le_bytes(bytes[i + 12 + len..i + 16 + len].try_into().unwrap());
         assert_eq!(data_crc, masked(data), "data CRC of record at byte {i}");
         out.push(data.to_vec());
         i += 16 + len;
@@ -163,7 +166,10 @@ fn decode_event(data: &[u8]) -> Event {
                     let plugin = fields(bytes_of(get(&meta, 1)));
                     assert_eq!(bytes_of(get(&plugin, 1)), b"text");
                     let tensor = fields(bytes_of(get(&vf, 8)));
-                    assert!(matches!(get(&tensor, 1), Some(Field::Varint(7))), "DT_STRING");
+                    assert!(
+                        matches!(get(&tensor, 1), Some(Field::Varint(7))),
+                        "DT_STRING"
+                    );
                     let text = String::from_utf8(bytes_of(get(&tensor, 8)).to_vec()).unwrap();
                     e.texts.push((tag, text));
                 }
@@ -191,7 +197,14 @@ fn event_files(dir: &Path) -> Vec<PathBuf> {
 // ---------------------------------------------------------------------------
 // A hand-made batch whose credit is worked out below.
 
-fn sample(group: usize, resp: Vec<i64>, logp: Vec<f32>, teacher: Vec<f32>, reward: f32, adv: f32) -> Sample {
+fn sample(
+    group: usize,
+    resp: Vec<i64>,
+    logp: Vec<f32>,
+    teacher: Vec<f32>,
+    reward: f32,
+    adv: f32,
+) -> Sample {
     Sample {
         group,
         prompt_ids: vec![1, 2],
@@ -211,7 +224,14 @@ fn sample(group: usize, resp: Vec<i64>, logp: Vec<f32>, teacher: Vec<f32>, rewar
 /// Two responses to one prompt: A = +1 and A = -0.5, lambda 0.5, eps_w 0.2.
 fn hand_batch() -> (Batch, TrainBatch, AlgoConfig) {
     let samples = vec![
-        sample(0, vec![5, 6, 7], vec![-1.0, -2.0, -0.5], vec![-0.5, -2.0, -1.0], 1.0, 1.0),
+        sample(
+            0,
+            vec![5, 6, 7],
+            vec![-1.0, -2.0, -0.5],
+            vec![-0.5, -2.0, -1.0],
+            1.0,
+            1.0,
+        ),
         sample(0, vec![8, 9], vec![-1.0, -1.0], vec![-1.2, -0.9], 0.0, -0.5),
     ];
     let batch = Batch {
@@ -274,13 +294,20 @@ fn completions_carry_the_credit_worked_out_by_hand() {
     // w = exp(+delta) = [1.6487, 1, 0.6065], clipped to [1.2, 1, 0.8];
     // Ahat = 1 * (0.5 + 0.5 w_clip) = [1.1, 1.0, 0.9].
     close(&got[0].delta.clone().unwrap(), &[0.5, 0.0, -0.5]);
-    close(&got[0].weights.clone().unwrap(), &[0.5f32.exp(), 1.0, (-0.5f32).exp()]);
+    close(
+        &got[0].weights.clone().unwrap(),
+        &[0.5f32.exp(), 1.0, (-0.5f32).exp()],
+    );
     close(&got[0].ahat, &[1.1, 1.0, 0.9]);
     // Response 2, A = -0.5: delta = [-0.2, 0.1]; w = exp(-delta) = [1.2214, 0.9048],
     // clipped [1.2, 0.9048]; Ahat = -0.5 * (0.5 + 0.5 w_clip) = [-0.55, -0.47621].
     close(&got[1].delta.clone().unwrap(), &[-0.2, 0.1]);
     close(&got[1].ahat, &[-0.55, -0.5 * (0.5 + 0.5 * (-0.1f32).exp())]);
-    assert_eq!(got[1].tokens, vec!["<8>", "<9>"], "ids shown without a tokenizer");
+    assert_eq!(
+        got[1].tokens,
+        vec!["<8>", "<9>"],
+        "ids shown without a tokenizer"
+    );
     assert_eq!(got[0].prompt, "What is <1+1>?");
     assert_eq!((got[0].reward, got[0].advantage), (1.0, 1.0));
     // n limits the sample; 0 gives none.
@@ -329,7 +356,10 @@ fn observed_run(dir: &Path) -> PathBuf {
     }
     obs.on_record(3, "val", &serde_json::json!({"step": 3, "accuracy": 0.75}))
         .unwrap();
-    assert!(obs.finish().is_empty(), "observe.report = false draws nothing");
+    assert!(
+        obs.finish().is_empty(),
+        "observe.report = false draws nothing"
+    );
     obs.event_file().unwrap().to_path_buf()
 }
 
@@ -345,7 +375,10 @@ fn event_files_parse_with_valid_crcs_and_hold_every_metric() {
         .collect();
     assert_eq!(events.len(), 1 + 3 + 1);
     assert_eq!(events[0].file_version.as_deref(), Some("brain.Event:2"));
-    assert!(events[0].wall_time > 1.0e9, "wall time in seconds since 1970");
+    assert!(
+        events[0].wall_time > 1.0e9,
+        "wall time in seconds since 1970"
+    );
     for (i, e) in events[1..4].iter().enumerate() {
         let step = i as u64 + 1;
         assert_eq!(e.step, step);
@@ -369,7 +402,9 @@ fn event_files_parse_with_valid_crcs_and_hold_every_metric() {
             .iter()
             .map(|(k, v)| match v {
                 serde_json::Value::Object(m) => m.len(),
-                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => usize::from(k != "step"),
+                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                    usize::from(k != "step")
+                }
                 _ => 0,
             })
             .sum::<usize>();
@@ -377,8 +412,14 @@ fn event_files_parse_with_valid_crcs_and_hold_every_metric() {
         assert_eq!(e.texts.len(), 1);
         let (tag, text) = &e.texts[0];
         assert_eq!(tag, "completions");
-        assert!(text.contains("What is <1+1>?") && text.contains("answer 0"), "{text}");
-        assert!(text.contains("reward 1.000") && text.contains("A = +1.0000"), "{text}");
+        assert!(
+            text.contains("What is <1+1>?") && text.contains("answer 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reward 1.000") && text.contains("A = +1.0000"),
+            "{text}"
+        );
     }
     assert_eq!(events[4].step, 3);
     assert_eq!(events[4].scalars, vec![("val/accuracy".to_string(), 0.75)]);
@@ -445,29 +486,69 @@ fn completions_log_renders_with_inspect_run_and_the_report() {
     let r = run.to_str().unwrap();
 
     let page = tmp.path().join("step2.html");
-    let out = ok(&["inspect", "--run", r, "--step", "2", "--out", page.to_str().unwrap()]);
-    assert!(out.contains("step 2: 2 logged responses to 1 prompts"), "{out}");
+    let out = ok(&[
+        "inspect",
+        "--run",
+        r,
+        "--step",
+        "2",
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert!(
+        out.contains("step 2: 2 logged responses to 1 prompts"),
+        "{out}"
+    );
     assert!(out.contains("A = +1.0000"), "terminal view printed: {out}");
     let html = std::fs::read_to_string(&page).unwrap();
-    assert_eq!(html.matches("<span class=\"tok\"").count(), 5, "one span per token");
+    assert_eq!(
+        html.matches("<span class=\"tok\"").count(),
+        5,
+        "one span per token"
+    );
     assert!(html.contains("What is &lt;1+1&gt;?"), "prompt escaped");
-    assert!(html.contains("Ahat / A = 1.1000"), "credit of the first token");
+    assert!(
+        html.contains("Ahat / A = 1.1000"),
+        "credit of the first token"
+    );
     // Default: the last logged step.
-    let out = ok(&["inspect", "--run", r, "--quiet", "--out", page.to_str().unwrap()]);
+    let out = ok(&[
+        "inspect",
+        "--run",
+        r,
+        "--quiet",
+        "--out",
+        page.to_str().unwrap(),
+    ]);
     assert!(out.starts_with("step 3:"), "{out}");
-    fails_naming(&["inspect", "--run", r, "--step", "9"], &["completions.jsonl", "step 9"]);
+    fails_naming(
+        &["inspect", "--run", r, "--step", "9"],
+        &["completions.jsonl", "step 9"],
+    );
     let missing = tmp.path().join("nowhere");
-    fails_naming(&["inspect", "--run", missing.to_str().unwrap()], &["nowhere"]);
+    fails_naming(
+        &["inspect", "--run", missing.to_str().unwrap()],
+        &["nowhere"],
+    );
 
     // The report: charts, config, completions.
     let out = ok(&["report", r]);
     assert!(out.contains("report.html"), "{out}");
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
-    assert!(html.matches("<svg").count() >= 3, "reward chart and panels inline");
+    assert!(
+        html.matches("<svg").count() >= 3,
+        "reward chart and panels inline"
+    );
     assert!(!html.contains("<?xml"), "no XML prolog inside HTML");
-    assert!(html.contains("[observe]") && html.contains("completions_per_step"), "the resolved config");
-    assert!(html.contains("step 1 (rlsd") && html.contains("step 3 (rlsd"), "first and last logged steps");
+    assert!(
+        html.contains("[observe]") && html.contains("completions_per_step"),
+        "the resolved config"
+    );
+    assert!(
+        html.contains("step 1 (rlsd") && html.contains("step 3 (rlsd"),
+        "first and last logged steps"
+    );
     assert!(html.contains("<span class=\"tok\""), "credit colouring");
     fails_naming(&["report", missing.to_str().unwrap()], &["nowhere"]);
 }
@@ -479,11 +560,19 @@ fn plot_takes_run_folders_and_metrics_files_and_names_bad_paths() {
     std::fs::create_dir_all(&results).unwrap();
     let file = results.join("grpo-metrics.jsonl");
     let lines: Vec<String> = (1..=5)
-        .map(|s| format!(r#"{{"step":{s},"algo":"grpo","reward_mean":{},"lambda":0.5}}"#, 0.1 * s as f64))
+        .map(|s| {
+            format!(
+                r#"{{"step":{s},"algo":"grpo","reward_mean":{},"lambda":0.5}}"#,
+                0.1 * s as f64
+            )
+        })
         .collect();
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
     // A folder of metrics files (not a run folder): the error lists them.
-    fails_naming(&["plot", results.to_str().unwrap()], &["metrics.jsonl", "grpo-metrics.jsonl"]);
+    fails_naming(
+        &["plot", results.to_str().unwrap()],
+        &["metrics.jsonl", "grpo-metrics.jsonl"],
+    );
     // The file itself works; charts go next to it, named after it.
     let out = ok(&["plot", file.to_str().unwrap(), "--format", "png"]);
     assert!(out.contains("grpo-metrics-reward.png"), "{out}");
@@ -491,20 +580,44 @@ fn plot_takes_run_folders_and_metrics_files_and_names_bad_paths() {
     assert_eq!(&png[..8], &rlsd::plot::PNG_SIGNATURE);
     ok(&["plot", file.to_str().unwrap()]);
     let svg = std::fs::read_to_string(results.join("grpo-metrics-reward.svg")).unwrap();
-    assert!(svg.contains("reward_mean") && !svg.contains("lambda"), "no lambda for grpo");
+    assert!(
+        svg.contains("reward_mean") && !svg.contains("lambda"),
+        "no lambda for grpo"
+    );
     // Compare a file and a folder.
     let run = tmp.path().join("rlsd-run");
     std::fs::create_dir_all(&run).unwrap();
-    std::fs::write(run.join("metrics.jsonl"), r#"{"step":1,"reward_mean":0.3}"#.to_string() + "\n").unwrap();
+    std::fs::write(
+        run.join("metrics.jsonl"),
+        r#"{"step":1,"reward_mean":0.3}"#.to_string() + "\n",
+    )
+    .unwrap();
     let cmp = tmp.path().join("cmp.png");
-    ok(&["plot", file.to_str().unwrap(), run.to_str().unwrap(), "--out", cmp.to_str().unwrap()]);
-    assert_eq!(&std::fs::read(&cmp).unwrap()[..8], &rlsd::plot::PNG_SIGNATURE);
+    ok(&[
+        "plot",
+        file.to_str().unwrap(),
+        run.to_str().unwrap(),
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        &std::fs::read(&cmp).unwrap()[..8],
+        &rlsd::plot::PNG_SIGNATURE
+    );
     fails_naming(
-        &["plot", file.to_str().unwrap(), "--out", tmp.path().join("c.jpg").to_str().unwrap()],
+        &[
+            "plot",
+            file.to_str().unwrap(),
+            "--out",
+            tmp.path().join("c.jpg").to_str().unwrap(),
+        ],
         &["c.jpg", ".svg or .png"],
     );
     let missing = results.join("nope.jsonl");
-    fails_naming(&["plot", missing.to_str().unwrap()], &["nope.jsonl", "does not exist"]);
+    fails_naming(
+        &["plot", missing.to_str().unwrap()],
+        &["nope.jsonl", "does not exist"],
+    );
 }
 
 #[test]
@@ -534,13 +647,20 @@ fn a_real_run_writes_events_completions_charts_and_report() {
     assert!(!report.failed, "{}", report.reason);
     let dir = tmp.path();
     let logged = read_completions(&dir.join("completions.jsonl")).unwrap();
-    assert_eq!(logged.iter().map(|s| s.step).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        logged.iter().map(|s| s.step).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
     for s in &logged {
         assert_eq!(s.samples.len(), 3);
         for c in &s.samples {
             assert_eq!(c.tokens.len(), c.response_ids.len());
             assert_eq!(c.ahat.len(), c.response_ids.len());
-            assert_eq!(c.tokens.concat(), c.response.clone() + "", "tokens decode to the text");
+            assert_eq!(
+                c.tokens.concat(),
+                c.response.clone() + "",
+                "tokens decode to the text"
+            );
         }
     }
     let files = event_files(dir);
@@ -549,9 +669,20 @@ fn a_real_run_writes_events_completions_charts_and_report() {
         .iter()
         .map(|r| decode_event(r))
         .collect();
-    let steps: Vec<u64> = events.iter().filter(|e| !e.scalars.is_empty()).map(|e| e.step).collect();
+    let steps: Vec<u64> = events
+        .iter()
+        .filter(|e| !e.scalars.is_empty())
+        .map(|e| e.step)
+        .collect();
     assert_eq!(steps, vec![1, 2]);
-    for f in ["reward.svg", "reward.png", "panels.svg", "panels.png", "report.html", "config.toml"] {
+    for f in [
+        "reward.svg",
+        "reward.png",
+        "panels.svg",
+        "panels.png",
+        "report.html",
+        "config.toml",
+    ] {
         let len = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{f} written at the end of the run");
     }

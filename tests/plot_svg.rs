@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::Result;
 use rlsd::inspect::{render_credit_ansi, render_credit_html};
 use rlsd::plot::{
-    line_chart, line_chart_svg, metrics_chart, metrics_chart_with, metrics_panels,
-    metrics_series, ChartOptions, ImageFormat, Series, PALETTE, PNG_SIGNATURE,
+    line_chart, line_chart_svg, metrics_chart, metrics_chart_with, metrics_panels, metrics_series,
+    ChartOptions, ImageFormat, Series, PALETTE, PNG_SIGNATURE,
 };
 use serde_json::json;
 
@@ -120,8 +120,14 @@ fn png_chart_is_a_png_with_the_lines_and_the_text_drawn() -> Result<()> {
             }
         }
     }
-    assert!(of_colour.iter().all(|&n| n > 20), "each series is drawn: {of_colour:?}");
-    assert!(dark_in_title > 50, "the title is rendered with the bundled font: {dark_in_title}");
+    assert!(
+        of_colour.iter().all(|&n| n > 20),
+        "each series is drawn: {of_colour:?}"
+    );
+    assert!(
+        dark_in_title > 50,
+        "the title is rendered with the bundled font: {dark_in_title}"
+    );
     Ok(())
 }
 
@@ -206,8 +212,16 @@ fn metrics_charts_draw_the_chosen_keys_in_either_format() -> Result<()> {
     )?;
     let svg = std::fs::read_to_string(&out)?;
     assert!(svg.contains("height=\"600\""), "two panels of 300 px");
-    assert_eq!(polylines_in(&svg, PALETTE[0]), 2 * 2, "first colour in both panels");
-    assert_eq!(polylines_in(&svg, PALETTE[2]), 2, "lambda in the first panel only");
+    assert_eq!(
+        polylines_in(&svg, PALETTE[0]),
+        2 * 2,
+        "first colour in both panels"
+    );
+    assert_eq!(
+        polylines_in(&svg, PALETTE[2]),
+        2,
+        "lambda in the first panel only"
+    );
 
     // Records without the key are gaps, not zeros.
     let recs = vec![

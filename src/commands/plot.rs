@@ -244,7 +244,10 @@ pub fn plot_run(path: &Path, format: ImageFormat) -> Result<Vec<PathBuf>> {
         title: format!("{}: reward by step", src.label),
         ..ChartOptions::default()
     };
-    write_image(&reward, &line_chart(&reward_series(&records), &opts, format)?)?;
+    write_image(
+        &reward,
+        &line_chart(&reward_series(&records), &opts, format)?,
+    )?;
     let panels_path = src.out_dir.join(format!("{}panels.{ext}", src.prefix));
     write_image(&panels_path, &panels(&run_panels(&records), format)?)?;
     Ok(vec![reward, panels_path])

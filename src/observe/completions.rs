@@ -298,7 +298,9 @@ mod nan_f32 {
         v.is_finite().then_some(*v).serialize(s)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> std::result::Result<f32, D::Error> {
         Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
     }
 }
@@ -307,7 +309,10 @@ mod nan_f32 {
 mod nan_vec {
     use super::*;
 
-    pub(super) fn serialize<S: Serializer>(v: &[f32], s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        v: &[f32],
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         let o: Vec<Option<f32>> = v.iter().map(|x| x.is_finite().then_some(*x)).collect();
         o.serialize(s)
     }

@@ -96,7 +96,10 @@ impl Observer {
             None
         };
         let completions = if ocfg.completions_per_step > 0 {
-            Some(MetricsWriter::resume(&dir.join(COMPLETIONS_FILE), start_step)?)
+            Some(MetricsWriter::resume(
+                &dir.join(COMPLETIONS_FILE),
+                start_step,
+            )?)
         } else {
             None
         };

@@ -134,7 +134,10 @@ pub fn render_report(run_dir: &Path) -> Result<String> {
         if let Some(first) = steps.first() {
             chosen.push(first);
         }
-        if let Some(last) = steps.last().filter(|l| steps.len() > 1 && l.step != steps[0].step) {
+        if let Some(last) = steps
+            .last()
+            .filter(|l| steps.len() > 1 && l.step != steps[0].step)
+        {
             chosen.push(last);
         }
         chosen.truncate(STEPS_SHOWN);
