@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub runtime: RuntimeConfig,
     /// Where and how often checkpoints are written.
     pub checkpoint: CheckpointConfig,
+    /// TensorBoard events, the completions log, charts and the run report.
+    pub observe: crate::observe::ObserveConfig,
 }
 
 /// `[model]`: the policy's weights.

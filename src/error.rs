@@ -102,6 +102,9 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+    /// A chart could not be drawn or encoded.
+    #[error("chart: {0}")]
+    Chart(String),
     /// A metrics log line could not be written or parsed.
     #[error("{path}:{line}: {msg}")]
     Metrics {

@@ -30,7 +30,8 @@
 //! - [`actors`]: the six supervised actors and their messages.
 //! - [`checkpoint`]: atomic, checksummed checkpoint directories; keep-last pruning.
 //! - [`metrics`]: `metrics.jsonl` writer (resume-safe) and a tolerant reader.
-//! - [`plot`]: hand-written SVG line charts of metrics against the step.
+//! - [`plot`]: `plotters` line charts (SVG, PNG) of metrics against the step.
+//! - [`observe`]: TensorBoard event files, `completions.jsonl`, the HTML run report.
 //! - [`inspect`]: per-token credit (`Ahat_t` vs `A`) as HTML or ANSI text.
 //! - [`commands`]: the work behind `rlsd inspect`, `eval`, `generate` and `plot`.
 //!
@@ -52,6 +53,7 @@ pub mod logging;
 pub mod malloc;
 pub mod metrics;
 pub mod model;
+pub mod observe;
 pub mod optim;
 pub mod plan;
 pub mod plot;

@@ -80,16 +80,21 @@ enum Command {
     /// by `Ahat_t / A` (an HTML page, and ANSI text on the terminal).
     Inspect {
         #[command(flatten)]
-        run: RunArgs,
+        run_args: RunArgs,
         #[command(flatten)]
         model: ModelArgs,
         /// Prompts to roll out (default: 2, or `rollout.batch_prompts` if smaller;
         /// each gets `rollout.group_size` responses).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         prompts: Option<u64>,
-        /// The step the batch stands for (sets lambda and the sampling seed).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
-        step: u64,
+        /// The step the batch stands for (sets lambda and the sampling seed;
+        /// default 1). With --run: the logged step to show (default the last).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        step: Option<u64>,
+        /// Show a step that a training run logged to DIR/completions.jsonl
+        /// instead of rolling out a new one (no model is loaded).
+        #[arg(long, value_name = "DIR")]
+        run: Option<PathBuf>,
         /// Where to write the HTML page.
         #[arg(long, value_name = "FILE.html", default_value = "inspect.html")]
         out: PathBuf,
@@ -156,15 +161,21 @@ enum Command {
     },
     /// Draw runs' metrics: redraw one run's charts, or compare runs on one chart.
     ///
-    /// With one run folder: redraw its reward.svg and panels.svg. With several,
-    /// or with --out: draw --key of every run on one chart to compare them.
+    /// Each input is a run folder (holding metrics.jsonl) or a metrics .jsonl
+    /// file. With one: draw its reward and panel charts (reward.svg and
+    /// panels.svg in a run folder, <stem>-reward.svg ... next to a file). With
+    /// several, or with --out: draw --key of every run on one chart.
     Plot {
-        /// Run output folders (`runtime.out_dir`).
-        #[arg(required = true, value_name = "RUN_DIR")]
+        /// Run folders (`runtime.out_dir`) or metrics .jsonl files.
+        #[arg(required = true, value_name = "RUN_DIR|FILE")]
         run_dirs: Vec<PathBuf>,
-        /// Comparison chart to write (default compare.svg when several runs are given).
-        #[arg(long, value_name = "FILE.svg")]
+        /// Comparison chart to write, .svg or .png (default compare.<format>
+        /// when several runs are given).
+        #[arg(long, value_name = "FILE.svg|FILE.png")]
         out: Option<PathBuf>,
+        /// Image format of a single run's charts (and of the default comparison file).
+        #[arg(long, default_value = "svg", value_parser = ["svg", "png"])]
+        format: String,
         /// Metric to compare (any numeric key of metrics.jsonl, dotted for nested ones).
         #[arg(long, default_value = "reward_mean")]
         key: String,
@@ -182,6 +193,16 @@ enum Command {
         /// Memory per device in GiB (default: `runtime.device_memory_gib`, else detected).
         #[arg(long)]
         device_memory_gib: Option<f64>,
+    },
+    /// Write a run's report: one HTML file with the charts, the resolved
+    /// config and sampled completions coloured by their token credit.
+    Report {
+        /// The run folder (`runtime.out_dir`).
+        #[arg(value_name = "RUN_DIR")]
+        run_dir: PathBuf,
+        /// Where to write it (default RUN_DIR/report.html).
+        #[arg(long, value_name = "FILE.html")]
+        out: Option<PathBuf>,
     },
     /// Print the libtorch build, visible devices, and run a tensor self-check.
     Info,
@@ -221,7 +242,16 @@ fn run(cli: Cli) -> Result<()> {
         } => train(&run, resume, overwrite),
         Command::Pretrain { config, set } => pretrain(config, set),
         Command::Inspect {
-            run,
+            run: Some(dir),
+            step,
+            out,
+            json,
+            quiet,
+            ..
+        } => inspect_logged(&dir, step, &out, json.as_deref(), quiet),
+        Command::Inspect {
+            run: None,
+            run_args,
             model,
             prompts,
             step,
@@ -229,9 +259,17 @@ fn run(cli: Cli) -> Result<()> {
             json,
             quiet,
         } => {
-            let cfg = run.load()?;
+            let cfg = run_args.load()?;
             let choice = model.choice()?;
-            inspect(&cfg, &choice, prompts, step, &out, json.as_deref(), quiet)
+            inspect(
+                &cfg,
+                &choice,
+                prompts,
+                step.unwrap_or(1),
+                &out,
+                json.as_deref(),
+                quiet,
+            )
         }
         Command::Eval {
             run,
@@ -280,16 +318,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plot {
             run_dirs,
             out,
+            format,
             key,
             smooth,
         } if run_dirs.len() > 1 || out.is_some() => {
-            let out = out.unwrap_or_else(|| PathBuf::from("compare.svg"));
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("compare.{format}")));
             rlsd::commands::plot::compare_runs(&run_dirs, &key, smooth as usize, &out)?;
             println!("wrote {}", out.display());
             Ok(())
         }
-        Command::Plot { run_dirs, .. } => {
-            for path in rlsd::commands::plot::plot_run(&run_dirs[0])? {
+        Command::Plot {
+            run_dirs, format, ..
+        } => {
+            for path in rlsd::commands::plot::plot_run(&run_dirs[0], format.parse()?)? {
                 println!("wrote {}", path.display());
             }
             Ok(())
@@ -303,6 +344,12 @@ fn run(cli: Cli) -> Result<()> {
             prompt_tokens,
             device_memory_gib,
         )?),
+        Command::Report { run_dir, out } => {
+            let out = out.unwrap_or_else(|| run_dir.join(rlsd::observe::report::REPORT_FILE));
+            rlsd::observe::report::write_report(&run_dir, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Info => info(),
     }
 }
@@ -338,6 +385,41 @@ fn inspect(
     }
     println!(
         "{} responses to {} prompts: accuracy {:.3}, mean reward {:.3}; page: {}",
+        ins.responses.len(),
+        ins.examples.len(),
+        ins.accuracy(),
+        ins.reward_mean(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `rlsd inspect --run DIR`: render a step logged in DIR/completions.jsonl.
+fn inspect_logged(
+    dir: &Path,
+    step: Option<u64>,
+    out: &Path,
+    json: Option<&Path>,
+    quiet: bool,
+) -> Result<()> {
+    use rlsd::commands::inspect::{inspect_logged, render_page, render_terminal};
+    let ins = inspect_logged(dir, step)?;
+    if !quiet {
+        print!("{}", render_terminal(&ins)?);
+    }
+    let title = format!(
+        "RLSD token credit: {} at step {} ({})",
+        ins.algo,
+        ins.step,
+        dir.display()
+    );
+    write_file(out, &render_page(&ins, &title)?)?;
+    if let Some(path) = json {
+        write_file(path, &serde_json::to_string_pretty(&ins)?)?;
+    }
+    println!(
+        "step {}: {} logged responses to {} prompts: accuracy {:.3}, mean reward {:.3}; page: {}",
+        ins.step,
         ins.responses.len(),
         ins.examples.len(),
         ins.accuracy(),

@@ -1,26 +1,47 @@
-//! Line charts as hand-written SVG (no plotting crate): metrics against the
-//! training step, with axes, "nice" 1-2-5 ticks, a grid and a legend.
+//! Line charts of metrics against the training step, drawn with `plotters`
+//! as SVG or PNG.
 //!
-//! [`line_chart_svg`] draws any [`Series`]; [`metrics_svg`] reads a
-//! `metrics.jsonl` (see [`crate::metrics`]) and draws the chosen keys
-//! (e.g. `reward_mean`, `accuracy`, `lambda`) against `step`. A series is
-//! one `<polyline>` per run of finite points (a NaN or a missing value breaks
-//! the line), plus a dot per point when there are few enough to see them.
+//! [`line_chart`] draws any [`Series`]; [`panels`] stacks several charts in
+//! one image; [`metrics_chart`] reads a `metrics.jsonl` (see
+//! [`crate::metrics`]) and draws the chosen keys (e.g. `reward_mean`,
+//! `accuracy`, `lambda`) against `step`, in the format the output file's
+//! extension names. A non-finite or missing value breaks a line into
+//! segments, and series with few points get a dot per point.
+//!
+//! Text is measured (and, in PNGs, drawn) with a bundled font (see
+//! [`font`]), so charts render the same on a machine with no fonts.
 
-use std::fmt::Write as _;
+mod font;
+
 use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
 use crate::metrics::{lookup_number, read_metrics, STEP_KEY};
 use crate::{Error, Result};
 
-/// Colours of successive series (colour-blind-friendly "tableau" palette).
-const PALETTE: [&str; 10] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf",
+pub use font::text_size;
+
+/// Colours of successive series (the colour-blind-friendly "tableau" palette).
+pub const PALETTE: [(u8, u8, u8); 10] = [
+    (0x1f, 0x77, 0xb4),
+    (0xd6, 0x27, 0x28),
+    (0x2c, 0xa0, 0x2c),
+    (0xff, 0x7f, 0x0e),
+    (0x94, 0x67, 0xbd),
+    (0x8c, 0x56, 0x4b),
+    (0xe3, 0x77, 0xc2),
+    (0x7f, 0x7f, 0x7f),
+    (0xbc, 0xbd, 0x22),
+    (0x17, 0xbe, 0xcf),
 ];
 
 /// Series with at most this many points also get a dot per point.
 const MAX_DOTS: usize = 80;
+
+/// The eight bytes every PNG file starts with.
+pub const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
 
 /// One named line: `(x, y)` points in x order (non-finite points are gaps).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +79,55 @@ impl Default for ChartOptions {
     }
 }
 
-/// Escape text for SVG/XML content and attribute values.
+/// An image format for charts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// Scalable vector graphics (text stays text).
+    Svg,
+    /// A PNG bitmap.
+    Png,
+}
+
+impl ImageFormat {
+    /// The format named by a path's extension (`.svg` or `.png`, any case).
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match ext.as_deref() {
+            Some("svg") => Ok(Self::Svg),
+            Some("png") => Ok(Self::Png),
+            _ => Err(Error::InvalidInput(format!(
+                "{}: a chart file must end in .svg or .png",
+                path.display()
+            ))),
+        }
+    }
+
+    /// The file extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Svg => "svg",
+            Self::Png => "png",
+        }
+    }
+}
+
+impl std::str::FromStr for ImageFormat {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "svg" => Ok(Self::Svg),
+            "png" => Ok(Self::Png),
+            other => Err(Error::InvalidInput(format!(
+                "unknown chart format `{other}` (expected svg or png)"
+            ))),
+        }
+    }
+}
+
+/// Escape text for SVG/XML/HTML content and attribute values.
 pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -75,70 +144,25 @@ pub(crate) fn xml_escape(s: &str) -> String {
     out
 }
 
-/// Tick positions covering `[lo, hi]` with a 1-2-5 step, about `target`
-/// of them; the first tick is <= lo and the last >= hi.
-pub fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
-    let (lo, hi) = padded_range(lo, hi);
-    let step = nice_step((hi - lo) / target.max(1) as f64);
-    let first = (lo / step).floor();
-    let last = (hi / step).ceil();
-    let n = (last - first) as i64;
-    (0..=n).map(|i| clean((first + i as f64) * step)).collect()
+fn chart_err(e: impl std::fmt::Display) -> Error {
+    Error::Chart(e.to_string())
 }
 
-/// Round away binary noise (0.30000000000000004 -> 0.3).
-fn clean(x: f64) -> f64 {
-    let r = (x * 1e9).round() / 1e9;
-    if r == 0.0 {
-        0.0
-    } else {
-        r
+/// The runs of consecutive finite points (each run is drawn as one line).
+pub fn segments(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    for &(x, y) in points {
+        if x.is_finite() && y.is_finite() {
+            cur.push((x, y));
+        } else if !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
     }
-}
-
-/// A range with non-zero width: a single value v becomes `v ± max(|v|/10, 1)`
-/// (so a constant series sits in the middle of the chart).
-fn padded_range(lo: f64, hi: f64) -> (f64, f64) {
-    if hi > lo {
-        (lo, hi)
-    } else {
-        let pad = (lo.abs() * 0.1).max(1.0);
-        (lo - pad, lo + pad)
+    if !cur.is_empty() {
+        out.push(cur);
     }
-}
-
-/// The 1, 2 or 5 times a power of ten closest above `raw`.
-fn nice_step(raw: f64) -> f64 {
-    let raw = if raw.is_finite() && raw > 0.0 {
-        raw
-    } else {
-        1.0
-    };
-    let mag = 10f64.powf(raw.log10().floor());
-    let f = raw / mag;
-    let nice = if f <= 1.0 {
-        1.0
-    } else if f <= 2.0 {
-        2.0
-    } else if f <= 5.0 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * mag
-}
-
-/// Tick label with as many decimals as the tick step needs.
-fn tick_label(v: f64, step: f64) -> String {
-    if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
-        return format!("{v:.1e}");
-    }
-    let decimals = if step >= 1.0 {
-        0
-    } else {
-        (-step.log10().floor()) as usize
-    };
-    format!("{v:.decimals$}")
+    out
 }
 
 /// Finite min and max of an iterator, if any.
@@ -150,236 +174,208 @@ fn finite_range(vals: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
         })
 }
 
-/// Draw `series` as an SVG line chart (a complete `<svg>` document).
-pub fn line_chart_svg(series: &[Series], opts: &ChartOptions) -> String {
-    render_chart(series, opts, "plot-area", None)
-}
-
-/// Charts stacked top to bottom in one SVG document (e.g. rewards in one
-/// panel, timings in another, each with its own y axis).
-pub fn panels_svg(panels: &[(ChartOptions, Vec<Series>)]) -> String {
-    let width = panels
-        .iter()
-        .map(|(o, _)| o.width.max(200))
-        .max()
-        .unwrap_or(800);
-    let height: u32 = panels.iter().map(|(o, _)| o.height.max(150)).sum();
-    let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n"
-    );
-    let mut y = 0u32;
-    for (i, (opts, series)) in panels.iter().enumerate() {
-        s.push_str(&render_chart(
-            series,
-            opts,
-            &format!("plot-area-{i}"),
-            Some(y),
-        ));
-        y += opts.height.max(150);
+/// A range with non-zero width, widened by `margin` of its span on each side;
+/// a single value v becomes `v ± max(|v|/10, 1)`.
+fn padded_range(lo: f64, hi: f64, margin: f64) -> (f64, f64) {
+    if hi > lo {
+        let pad = (hi - lo) * margin;
+        (lo - pad, hi + pad)
+    } else {
+        let pad = (lo.abs() * 0.1).max(1.0);
+        (lo - pad, lo + pad)
     }
-    s.push_str("</svg>\n");
-    s
 }
 
-/// The chart as an `<svg>` element; `clip_id` must be unique in the
-/// document; `y_offset` places it inside an enclosing `<svg>`.
-fn render_chart(
+/// A tick label with as many decimals as a span of `span` needs.
+fn tick_label(v: f64, span: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e6 || v.abs() < 1e-4) {
+        return format!("{v:.1e}");
+    }
+    let decimals = if span >= 10.0 {
+        0
+    } else {
+        ((-(span / 10.0).log10()).ceil().max(0.0) as usize).min(6)
+    };
+    format!("{v:.decimals$}")
+}
+
+/// Draw one chart on `area`.
+fn draw_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
     series: &[Series],
     opts: &ChartOptions,
-    clip_id: &str,
-    y_offset: Option<u32>,
-) -> String {
-    let (w, h) = (opts.width.max(200) as f64, opts.height.max(150) as f64);
-    let finite = |&&(x, y): &&(f64, f64)| x.is_finite() && y.is_finite();
-    let pts = || series.iter().flat_map(|s| s.points.iter().filter(finite));
-    let x_ticks = match finite_range(pts().map(|p| p.0)) {
-        Some((lo, hi)) => nice_ticks(lo, hi, 8),
-        None => nice_ticks(0.0, 1.0, 5),
+) -> Result<()> {
+    area.fill(&WHITE).map_err(chart_err)?;
+    let finite = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
     };
-    let y_ticks = match finite_range(pts().map(|p| p.1)) {
-        Some((lo, hi)) => nice_ticks(lo, hi, 6),
-        None => nice_ticks(0.0, 1.0, 5),
+    let (Some(xr), Some(yr)) = (
+        finite_range(finite().map(|p| p.0)),
+        finite_range(finite().map(|p| p.1)),
+    ) else {
+        let (w, h) = area.dim_in_pixel();
+        let style = ("sans-serif", 18).into_font().color(&BLACK);
+        if !opts.title.is_empty() {
+            area.draw(&Text::new(opts.title.clone(), (12, 12), style.clone()))
+                .map_err(chart_err)?;
+        }
+        let pos = (w as i32 / 2 - 30, h as i32 / 2);
+        area.draw(&Text::new("no data", pos, style))
+            .map_err(chart_err)?;
+        return Ok(());
     };
-    let (x0, x1) = (x_ticks[0], x_ticks[x_ticks.len() - 1]);
-    let (y0, y1) = (y_ticks[0], y_ticks[y_ticks.len() - 1]);
-
-    // Plot area: room for the title and legend above, labels left and below.
-    let legend_rows = legend_layout(series, w).1;
-    let top = 16.0 + if opts.title.is_empty() { 0.0 } else { 24.0 } + 20.0 * legend_rows as f64;
-    let (left, right, bottom) = (72.0, 24.0, 56.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
-    let sx = |x: f64| left + (x - x0) / (x1 - x0) * pw;
-    let sy = |y: f64| top + ph - (y - y0) / (y1 - y0) * ph;
-
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg"{} width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">"#,
-        y_offset.map_or(String::new(), |y| format!(r#" x="0" y="{y}""#))
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
+    let (x0, x1) = padded_range(xr.0, xr.1, 0.0);
+    let (y0, y1) = padded_range(yr.0, yr.1, 0.05);
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(if opts.y_label.is_empty() { 58 } else { 74 });
     if !opts.title.is_empty() {
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
-            w / 2.0,
-            xml_escape(&opts.title)
-        );
+        builder.caption(&opts.title, ("sans-serif", 20));
     }
-    // Grid and ticks.
-    let x_step = if x_ticks.len() > 1 {
-        x_ticks[1] - x_ticks[0]
-    } else {
-        1.0
-    };
-    let y_step = if y_ticks.len() > 1 {
-        y_ticks[1] - y_ticks[0]
-    } else {
-        1.0
-    };
-    for &t in &x_ticks {
-        let x = sx(t);
-        let _ = writeln!(
-            s,
-            r##"<line class="grid" x1="{x:.2}" y1="{top:.2}" x2="{x:.2}" y2="{:.2}" stroke="#e4e4e4"/><line x1="{x:.2}" y1="{:.2}" x2="{x:.2}" y2="{:.2}" stroke="#333"/><text class="tick" x="{x:.2}" y="{:.2}" text-anchor="middle">{}</text>"##,
-            top + ph,
-            top + ph,
-            top + ph + 5.0,
-            top + ph + 19.0,
-            tick_label(t, x_step)
-        );
-    }
-    for &t in &y_ticks {
-        let y = sy(t);
-        let _ = writeln!(
-            s,
-            r##"<line class="grid" x1="{left:.2}" y1="{y:.2}" x2="{:.2}" y2="{y:.2}" stroke="#e4e4e4"/><line x1="{:.2}" y1="{y:.2}" x2="{left:.2}" y2="{y:.2}" stroke="#333"/><text class="tick" x="{:.2}" y="{:.2}" text-anchor="end">{}</text>"##,
-            left + pw,
-            left - 5.0,
-            left - 8.0,
-            y + 4.0,
-            tick_label(t, y_step)
-        );
-    }
-    // Axes box and labels.
-    let _ = writeln!(
-        s,
-        r##"<rect x="{left:.2}" y="{top:.2}" width="{pw:.2}" height="{ph:.2}" fill="none" stroke="#333"/>"##
-    );
-    if !opts.x_label.is_empty() {
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.2}" y="{:.2}" text-anchor="middle" font-size="13">{}</text>"#,
-            left + pw / 2.0,
-            h - 14.0,
-            xml_escape(&opts.x_label)
-        );
-    }
-    if !opts.y_label.is_empty() {
-        let (cx, cy) = (18.0, top + ph / 2.0);
-        let _ = writeln!(
-            s,
-            r#"<text x="{cx}" y="{cy:.2}" text-anchor="middle" font-size="13" transform="rotate(-90 {cx} {cy:.2})">{}</text>"#,
-            xml_escape(&opts.y_label)
-        );
-    }
-    if pts().next().is_none() {
-        let _ = writeln!(
-            s,
-            r##"<text x="{:.2}" y="{:.2}" text-anchor="middle" fill="#888">no data</text>"##,
-            left + pw / 2.0,
-            top + ph / 2.0
-        );
-    }
-    // Lines and dots, clipped to the plot area.
-    let _ = writeln!(
-        s,
-        r#"<clipPath id="{clip_id}"><rect x="{:.2}" y="{:.2}" width="{:.2}" height="{:.2}"/></clipPath><g clip-path="url(#{clip_id})">"#,
-        left - 4.0,
-        top - 4.0,
-        pw + 8.0,
-        ph + 8.0
-    );
-    for (i, ser) in series.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let n_finite = ser.points.iter().filter(finite).count();
-        let _ = writeln!(
-            s,
-            r#"<g class="series" data-series="{}" data-points="{n_finite}">"#,
-            xml_escape(&ser.name)
-        );
-        for seg in ser
-            .points
-            .split(|&(x, y)| !(x.is_finite() && y.is_finite()))
-            .filter(|seg| seg.len() > 1)
-        {
-            let coords: Vec<String> = seg
+    let mut chart = builder
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(chart_err)?;
+    let (xs, ys) = (x1 - x0, y1 - y0);
+    let x_fmt = move |v: &f64| tick_label(*v, xs);
+    let y_fmt = move |v: &f64| tick_label(*v, ys);
+    chart
+        .configure_mesh()
+        .x_desc(opts.x_label.as_str())
+        .y_desc(opts.y_label.as_str())
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(RGBColor(240, 240, 240))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .x_labels(8)
+        .y_labels(6)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .draw()
+        .map_err(chart_err)?;
+    for (i, s) in series.iter().enumerate() {
+        let (r, g, b) = PALETTE[i % PALETTE.len()];
+        let colour = RGBColor(r, g, b);
+        let style = colour.stroke_width(2);
+        let segs = segments(&s.points);
+        let lines = segs.iter().map(|seg| PathElement::new(seg.clone(), style));
+        chart
+            .draw_series(lines)
+            .map_err(chart_err)?
+            .label(s.name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        if s.points.len() <= MAX_DOTS {
+            let dots = segs
                 .iter()
-                .map(|&(x, y)| format!("{:.2},{:.2}", sx(x), sy(y)))
-                .collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" stroke-linejoin="round" points="{}"/>"#,
-                coords.join(" ")
-            );
+                .flatten()
+                .map(|&p| Circle::new(p, 2, colour.filled()));
+            chart.draw_series(dots).map_err(chart_err)?;
         }
-        if n_finite <= MAX_DOTS {
-            for &(x, y) in ser.points.iter().filter(finite) {
-                let _ = writeln!(
-                    s,
-                    r#"<circle cx="{:.2}" cy="{:.2}" r="2.5" fill="{color}"><title>{}: {} = {}</title></circle>"#,
-                    sx(x),
-                    sy(y),
-                    xml_escape(&ser.name),
-                    x,
-                    y
-                );
-            }
-        }
-        s.push_str("</g>\n");
     }
-    s.push_str("</g>\n");
-    // Legend rows above the plot.
-    let (items, _) = legend_layout(series, w);
-    let legend_top = 16.0 + if opts.title.is_empty() { 0.0 } else { 24.0 };
-    for (i, (row, x)) in items.into_iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let y = legend_top + 20.0 * row as f64 + 8.0;
-        let _ = writeln!(
-            s,
-            r#"<g class="legend"><line x1="{x:.2}" y1="{y:.2}" x2="{:.2}" y2="{y:.2}" stroke="{color}" stroke-width="3"/><text x="{:.2}" y="{:.2}">{}</text></g>"#,
-            x + 22.0,
-            x + 28.0,
-            y + 4.0,
-            xml_escape(&series[i].name)
-        );
+    if !series.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 15))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .draw()
+            .map_err(chart_err)?;
     }
-    s.push_str("</svg>\n");
-    s
+    Ok(())
 }
 
-/// Place legend entries left to right, wrapping rows: `(row, x)` per series
-/// and the number of rows.
-fn legend_layout(series: &[Series], width: f64) -> (Vec<(usize, f64)>, usize) {
-    let (mut row, mut x) = (0usize, 72.0);
-    let mut out = Vec::with_capacity(series.len());
-    for ser in series {
-        // About 7 px per character at 12 px plus the swatch.
-        let item_w = 40.0 + 7.0 * ser.name.chars().count() as f64;
-        if x + item_w > width - 16.0 && x > 72.0 {
-            row += 1;
-            x = 72.0;
-        }
-        out.push((row, x));
-        x += item_w;
+/// Draw `panels` stacked top to bottom on `root`.
+fn draw_panels<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    panels: &[(ChartOptions, Vec<Series>)],
+) -> Result<()> {
+    root.fill(&WHITE).map_err(chart_err)?;
+    let mut rest = root.clone();
+    for (opts, series) in panels {
+        let (top, below) = rest.split_vertically(opts.height);
+        draw_chart(&top, series, opts)?;
+        rest = below;
     }
-    let rows = if series.is_empty() { 0 } else { row + 1 };
-    (out, rows)
+    root.present().map_err(chart_err)
+}
+
+/// Total size of stacked panels: the widest width, the summed heights.
+fn panels_size(panels: &[(ChartOptions, Vec<Series>)]) -> (u32, u32) {
+    let w = panels.iter().map(|p| p.0.width).max().unwrap_or(800);
+    let h: u32 = panels.iter().map(|p| p.0.height).sum();
+    (w.max(1), h.max(1))
+}
+
+/// Several charts stacked in one image, each with its own title and size.
+pub fn panels(panels: &[(ChartOptions, Vec<Series>)], format: ImageFormat) -> Result<Vec<u8>> {
+    let (w, h) = panels_size(panels);
+    match format {
+        ImageFormat::Svg => {
+            let mut svg = String::new();
+            {
+                let backend =
+                    font::GlyphText::new(SVGBackend::with_string(&mut svg, (w, h)), false);
+                draw_panels(backend.into_drawing_area(), panels)?;
+            }
+            Ok(svg.into_bytes())
+        }
+        ImageFormat::Png => {
+            let mut rgb = vec![0u8; w as usize * h as usize * 3];
+            {
+                let backend =
+                    font::GlyphText::new(BitMapBackend::with_buffer(&mut rgb, (w, h)), true);
+                draw_panels(backend.into_drawing_area(), panels)?;
+            }
+            encode_png(&rgb, w, h)
+        }
+    }
+}
+
+/// Encode an RGB buffer as PNG.
+fn encode_png(rgb: &[u8], w: u32, h: u32) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().map_err(chart_err)?;
+        writer.write_image_data(rgb).map_err(chart_err)?;
+    }
+    Ok(out)
+}
+
+/// One chart of `series` in `format`.
+pub fn line_chart(series: &[Series], opts: &ChartOptions, format: ImageFormat) -> Result<Vec<u8>> {
+    panels(&[(opts.clone(), series.to_vec())], format)
+}
+
+/// One chart of `series` as an SVG document.
+pub fn line_chart_svg(series: &[Series], opts: &ChartOptions) -> Result<String> {
+    let bytes = line_chart(series, opts, ImageFormat::Svg)?;
+    String::from_utf8(bytes).map_err(chart_err)
+}
+
+/// Stacked panels as an SVG document.
+pub fn panels_svg(p: &[(ChartOptions, Vec<Series>)]) -> Result<String> {
+    String::from_utf8(panels(p, ImageFormat::Svg)?).map_err(chart_err)
+}
+
+/// Write an image, creating the parent folder.
+pub fn write_image(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// One series per key from metrics records: x = `step` (or the record's
 /// index when it has none), y = the key's value; records without the key
-/// are gaps. Dotted keys reach into nested objects (`timings.generate`).
+/// are gaps. Dotted keys reach into nested objects (`timings.generate_s`).
 pub fn metrics_series(records: &[serde_json::Value], keys: &[&str]) -> Vec<Series> {
     keys.iter()
         .map(|&key| Series {
@@ -397,10 +393,10 @@ pub fn metrics_series(records: &[serde_json::Value], keys: &[&str]) -> Vec<Serie
         .collect()
 }
 
-/// Read `metrics_jsonl` and write an SVG chart of `keys` against the step
-/// to `out_svg`, titled after the run folder holding the log. A key that no
-/// record has is an error naming it.
-pub fn metrics_svg(metrics_jsonl: &Path, out_svg: &Path, keys: &[&str]) -> Result<()> {
+/// Read `metrics_jsonl` and write a chart of `keys` against the step to
+/// `out` (SVG or PNG by its extension), titled after the run folder holding
+/// the log. A key that no record has is an error naming it.
+pub fn metrics_chart(metrics_jsonl: &Path, out: &Path, keys: &[&str]) -> Result<()> {
     let run = metrics_jsonl.canonicalize().ok().and_then(|p| {
         p.parent()
             .and_then(|d| d.file_name())
@@ -414,24 +410,39 @@ pub fn metrics_svg(metrics_jsonl: &Path, out_svg: &Path, keys: &[&str]) -> Resul
         title,
         ..ChartOptions::default()
     };
-    metrics_svg_with(metrics_jsonl, out_svg, keys, &opts)
+    metrics_chart_with(metrics_jsonl, out, keys, &opts)
 }
 
-/// Read `metrics_jsonl` and write one panel per group of keys to `out_svg`,
-/// stacked with a shared step axis, e.g.
-/// `&[&["reward_mean", "accuracy"], &["timings.generate_s", "timings.train_s"]]`.
-pub fn metrics_panels_svg(metrics_jsonl: &Path, out_svg: &Path, groups: &[&[&str]]) -> Result<()> {
+/// [`metrics_chart`] with a caller-chosen title, labels and size.
+pub fn metrics_chart_with(
+    metrics_jsonl: &Path,
+    out: &Path,
+    keys: &[&str],
+    opts: &ChartOptions,
+) -> Result<()> {
+    let format = ImageFormat::from_path(out)?;
     let records = read_metrics(metrics_jsonl)?;
-    let mut panels = Vec::with_capacity(groups.len());
+    check_keys(metrics_jsonl, &records, keys)?;
+    let bytes = line_chart(&metrics_series(&records, keys), opts, format)?;
+    write_image(out, &bytes)
+}
+
+/// Read `metrics_jsonl` and write one panel per group of keys to `out`
+/// (SVG or PNG by its extension), stacked with a shared step axis, e.g.
+/// `&[&["reward_mean", "accuracy"], &["timings.generate_s", "timings.train_s"]]`.
+pub fn metrics_panels(metrics_jsonl: &Path, out: &Path, groups: &[&[&str]]) -> Result<()> {
+    let format = ImageFormat::from_path(out)?;
+    let records = read_metrics(metrics_jsonl)?;
+    let mut p = Vec::with_capacity(groups.len());
     for keys in groups {
         check_keys(metrics_jsonl, &records, keys)?;
         let opts = ChartOptions {
             height: 300,
             ..ChartOptions::default()
         };
-        panels.push((opts, metrics_series(&records, keys)));
+        p.push((opts, metrics_series(&records, keys)));
     }
-    write_svg(out_svg, &panels_svg(&panels))
+    write_image(out, &panels(&p, format)?)
 }
 
 /// Every key must be a number in at least one record.
@@ -448,47 +459,52 @@ fn check_keys(path: &Path, records: &[serde_json::Value], keys: &[&str]) -> Resu
     Ok(())
 }
 
-fn write_svg(out_svg: &Path, svg: &str) -> Result<()> {
-    if let Some(dir) = out_svg.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::write(out_svg, svg).map_err(|e| Error::io(out_svg, e))
-}
-
-/// [`metrics_svg`] with a caller-chosen title, labels and size.
-pub fn metrics_svg_with(
-    metrics_jsonl: &Path,
-    out_svg: &Path,
-    keys: &[&str],
-    opts: &ChartOptions,
-) -> Result<()> {
-    let records = read_metrics(metrics_jsonl)?;
-    check_keys(metrics_jsonl, &records, keys)?;
-    write_svg(
-        out_svg,
-        &line_chart_svg(&metrics_series(&records, keys), opts),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ticks_are_nice_and_cover_the_range() {
-        assert_eq!(nice_ticks(0.0, 1.0, 5), vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+    fn segments_split_at_gaps() {
+        let pts = [
+            (1.0, 1.0),
+            (2.0, f64::NAN),
+            (3.0, 3.0),
+            (4.0, 4.0),
+            (f64::INFINITY, 5.0),
+        ];
         assert_eq!(
-            nice_ticks(1.0, 50.0, 8),
-            vec![0.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+            segments(&pts),
+            vec![vec![(1.0, 1.0)], vec![(3.0, 3.0), (4.0, 4.0)]]
+        );
+        assert!(segments(&[(1.0, f64::NAN)]).is_empty());
+    }
+
+    #[test]
+    fn ranges_and_tick_labels() {
+        assert_eq!(padded_range(0.0, 1.0, 0.05), (-0.05, 1.05));
+        assert_eq!(padded_range(3.0, 3.0, 0.05), (2.0, 4.0));
+        assert_eq!(padded_range(50.0, 50.0, 0.0), (45.0, 55.0));
+        assert_eq!(tick_label(40.0, 60.0), "40");
+        assert_eq!(tick_label(0.2, 1.1), "0.2");
+        assert_eq!(tick_label(0.5, 0.01), "0.500");
+        assert_eq!(tick_label(2e-6, 1e-5), "2.0e-6");
+    }
+
+    #[test]
+    fn format_from_path_and_name() {
+        assert_eq!(
+            ImageFormat::from_path(Path::new("a/b.SVG")).unwrap(),
+            ImageFormat::Svg
         );
         assert_eq!(
-            nice_ticks(0.13, 0.61, 6),
-            vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+            ImageFormat::from_path(Path::new("b.png")).unwrap(),
+            ImageFormat::Png
         );
-        // A constant value gets a range around it.
-        let t = nice_ticks(3.0, 3.0, 5);
-        assert!(t[0] <= 2.0 && *t.last().unwrap() >= 4.0, "{t:?}");
-        assert_eq!(tick_label(0.25, 0.05), "0.25");
-        assert_eq!(tick_label(40.0, 10.0), "40");
+        let err = ImageFormat::from_path(Path::new("b.jpg"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b.jpg"), "{err}");
+        assert_eq!("png".parse::<ImageFormat>().unwrap(), ImageFormat::Png);
+        assert!("gif".parse::<ImageFormat>().is_err());
     }
 }

@@ -96,4 +96,10 @@ pub struct StepStats {
     pub verifier_timeouts: u64,
     /// Wall time per stage (runtime-filled, except `train_s`).
     pub timings: StageTimings,
+    /// A few of the step's responses with their token credit, for the
+    /// completions log and TensorBoard (filled where the step's stats are
+    /// assembled by [`crate::observe::sample_completions`]; not a metric, so
+    /// not in `metrics.jsonl`).
+    #[serde(skip)]
+    pub completions: Vec<crate::observe::CompletionSample>,
 }

@@ -1,15 +1,16 @@
-//! SVG charts and the credit views: structure counts, escaping, errors.
+//! Charts (SVG and PNG through plotters) and the credit views: structure,
+//! colours, escaping, errors.
 //!
 //! `RLSD_WRITE_DOCS=1 cargo test --test plot_svg` also refreshes the examples
-//! in docs/ (docs/metrics-example.svg, docs/credit-example.html).
+//! in docs/ (docs/metrics-example.svg and .png, docs/credit-example.html).
 
 use std::path::Path;
 
 use anyhow::Result;
 use rlsd::inspect::{render_credit_ansi, render_credit_html};
 use rlsd::plot::{
-    line_chart_svg, metrics_panels_svg, metrics_series, metrics_svg, metrics_svg_with,
-    ChartOptions, Series,
+    line_chart, line_chart_svg, metrics_chart, metrics_chart_with, metrics_panels, metrics_series,
+    ChartOptions, ImageFormat, Series, PALETTE, PNG_SIGNATURE,
 };
 use serde_json::json;
 
@@ -17,13 +18,29 @@ fn count(haystack: &str, needle: &str) -> usize {
     haystack.matches(needle).count()
 }
 
-#[test]
-fn chart_has_one_polyline_per_unbroken_run_and_a_dot_per_point() {
+/// The trimmed contents of every `<text>` element (plotters puts them on
+/// their own line).
+fn texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|el| {
+            let body = el.split_once('>')?.1;
+            Some(body.split("</text>").next()?.trim().to_string())
+        })
+        .collect()
+}
+
+/// plotters writes colours as upper-case hex.
+fn hex((r, g, b): (u8, u8, u8)) -> String {
+    format!("#{r:02X}{g:02X}{b:02X}")
+}
+
+fn three_series() -> Vec<Series> {
     let a = Series {
         name: "reward_mean".into(),
         points: (1..=10).map(|s| (s as f64, s as f64 / 10.0)).collect(),
     };
-    // A gap (NaN) splits the second series into two polylines.
+    // A gap (NaN) splits the second series into two lines.
     let mut pts: Vec<(f64, f64)> = (1..=10)
         .map(|s| (s as f64, 1.0 - s as f64 / 20.0))
         .collect();
@@ -36,84 +53,92 @@ fn chart_has_one_polyline_per_unbroken_run_and_a_dot_per_point() {
         name: "single".into(),
         points: vec![(3.0, 0.5)],
     };
+    vec![a, b, c]
+}
+
+/// `<polyline>` elements stroked in `colour`.
+fn polylines_in(svg: &str, colour: (u8, u8, u8)) -> usize {
+    let stroke = format!("stroke=\"{}\"", hex(colour));
+    svg.split("<polyline")
+        .skip(1)
+        .filter(|el| el.split('>').next().unwrap().contains(&stroke))
+        .count()
+}
+
+#[test]
+fn svg_chart_has_a_line_per_unbroken_run_a_dot_per_point_and_a_legend() -> Result<()> {
     let svg = line_chart_svg(
-        &[a, b, c],
+        &three_series(),
         &ChartOptions {
             title: "t".into(),
             ..Default::default()
         },
-    );
-    assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
-    assert_eq!(count(&svg, "<polyline"), 1 + 2);
+    )?;
+    assert!(svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    // Each series: its segments plus one legend sample line.
+    assert_eq!(polylines_in(&svg, PALETTE[0]), 1 + 1);
+    assert_eq!(polylines_in(&svg, PALETTE[1]), 2 + 1);
+    assert_eq!(polylines_in(&svg, PALETTE[2]), 1 + 1);
     assert_eq!(count(&svg, "<circle"), 10 + 9 + 1);
-    assert_eq!(count(&svg, r#"class="legend""#), 3);
-    assert!(svg.contains(r#"data-series="reward_mean" data-points="10""#));
-    assert!(svg.contains(r#"data-series="accuracy &lt;a&amp;b&gt;" data-points="9""#));
-    assert!(!svg.contains("<a&b>"), "names must be escaped");
-    // Point coordinates stay inside the drawing.
-    let first = svg
-        .split(" points=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    assert_eq!(first.split(' ').count(), 10);
-    for xy in first.split(' ') {
-        let (x, y) = xy.split_once(',').unwrap();
-        let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
-        assert!(
-            (0.0..=800.0).contains(&x) && (0.0..=450.0).contains(&y),
-            "{xy}"
-        );
+    let t = texts(&svg);
+    for name in ["reward_mean", "single", "accuracy &lt;a&amp;b&gt;"] {
+        assert!(t.iter().any(|x| x == name), "legend lacks {name}: {t:?}");
     }
+    assert!(!svg.contains("<a&b>"));
+    Ok(())
 }
 
 #[test]
-fn ticks_and_extremes_map_to_the_plot_edges() {
-    // y from 0 to 1 exactly: the first point sits on the bottom edge, the last on the top.
-    let s = Series {
-        name: "y".into(),
-        points: vec![(0.0, 0.0), (10.0, 1.0)],
+fn png_chart_is_a_png_with_the_lines_and_the_text_drawn() -> Result<()> {
+    let opts = ChartOptions {
+        title: "Reward by step".into(),
+        ..Default::default()
     };
-    let svg = line_chart_svg(&[s], &ChartOptions::default());
-    let rect = svg.split("<rect x=\"").nth(1).unwrap();
-    let nums: Vec<f64> = rect
-        .split('"')
-        .filter_map(|t| t.parse::<f64>().ok())
-        .take(4)
-        .collect();
-    let (left, top, w, h) = (nums[0], nums[1], nums[2], nums[3]);
-    let pts = svg
-        .split(" points=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap();
-    assert_eq!(
-        pts,
-        format!("{left:.2},{:.2} {:.2},{top:.2}", top + h, left + w)
+    let png = line_chart(&three_series(), &opts, ImageFormat::Png)?;
+    assert_eq!(&png[..8], &PNG_SIGNATURE);
+    let decoder = png::Decoder::new(std::io::Cursor::new(&png));
+    let mut reader = decoder.read_info()?;
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf)?;
+    assert_eq!((info.width, info.height), (800, 450));
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let px = |x: u32, y: u32| {
+        let i = ((y * info.width + x) * 3) as usize;
+        (buf[i], buf[i + 1], buf[i + 2])
+    };
+    let mut of_colour = [0usize; 3];
+    let mut dark_in_title = 0;
+    for y in 0..info.height {
+        for x in 0..info.width {
+            let p = px(x, y);
+            for (k, c) in PALETTE[..3].iter().enumerate() {
+                of_colour[k] += usize::from(p == *c);
+            }
+            // The title sits in the top band; text pixels are dark.
+            if y < 40 && p.0 < 100 && p.1 < 100 && p.2 < 100 {
+                dark_in_title += 1;
+            }
+        }
+    }
+    assert!(
+        of_colour.iter().all(|&n| n > 20),
+        "each series is drawn: {of_colour:?}"
     );
-    for label in ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"] {
-        assert!(
-            svg.contains(&format!(">{label}</text>")),
-            "missing y tick {label}"
-        );
-    }
-    for label in ["0", "2", "4", "6", "8", "10"] {
-        assert!(
-            svg.contains(&format!(">{label}</text>")),
-            "missing x tick {label}"
-        );
-    }
+    assert!(
+        dark_in_title > 50,
+        "the title is rendered with the bundled font: {dark_in_title}"
+    );
+    Ok(())
 }
 
 #[test]
-fn empty_chart_says_no_data() {
-    let svg = line_chart_svg(&[], &ChartOptions::default());
+fn empty_chart_says_no_data() -> Result<()> {
+    let svg = line_chart_svg(&[], &ChartOptions::default())?;
     assert!(svg.contains("no data"));
     assert_eq!(count(&svg, "<polyline"), 0);
+    let png = line_chart(&[], &ChartOptions::default(), ImageFormat::Png)?;
+    assert_eq!(&png[..8], &PNG_SIGNATURE);
+    Ok(())
 }
 
 fn example_metrics(path: &Path) -> Result<()> {
@@ -135,7 +160,7 @@ fn example_metrics(path: &Path) -> Result<()> {
 }
 
 #[test]
-fn metrics_svg_draws_the_chosen_keys() -> Result<()> {
+fn metrics_charts_draw_the_chosen_keys_in_either_format() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let jsonl = dir.path().join("metrics.jsonl");
     example_metrics(&jsonl)?;
@@ -143,12 +168,9 @@ fn metrics_svg_draws_the_chosen_keys() -> Result<()> {
     let mut text = std::fs::read_to_string(&jsonl)?;
     text.push_str("{\"step\": 61, \"rew");
     std::fs::write(&jsonl, text)?;
+    let keys = ["reward_mean", "accuracy", "lambda", "timings.generate"];
     let out = dir.path().join("plots/metrics.svg");
-    metrics_svg(
-        &jsonl,
-        &out,
-        &["reward_mean", "accuracy", "lambda", "timings.generate"],
-    )?;
+    metrics_chart(&jsonl, &out, &keys)?;
     let svg = std::fs::read_to_string(&out)?;
     let run = dir.path().canonicalize()?;
     let run = run.file_name().unwrap().to_string_lossy();
@@ -156,21 +178,31 @@ fn metrics_svg_draws_the_chosen_keys() -> Result<()> {
         svg.contains(&format!("{run}: metrics by step")),
         "title names the run folder"
     );
-    assert_eq!(count(&svg, "<polyline"), 4);
-    assert_eq!(count(&svg, r#"data-points="60""#), 4);
+    for (i, k) in keys.iter().enumerate() {
+        assert!(texts(&svg).iter().any(|x| x == k), "legend has {k}");
+        assert_eq!(polylines_in(&svg, PALETTE[i]), 2, "{k}: one line + legend");
+    }
     assert_eq!(count(&svg, "<circle"), 4 * 60);
+    let png_out = dir.path().join("plots/metrics.png");
+    metrics_chart(&jsonl, &png_out, &keys)?;
+    let png = std::fs::read(&png_out)?;
+    assert!(png.len() > 1000 && png[..8] == PNG_SIGNATURE);
 
-    let err = metrics_svg(&jsonl, &out, &["reward_mean", "no_such_key"])
+    let err = metrics_chart(&jsonl, &out, &["reward_mean", "no_such_key"])
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("no_such_key") && err.contains("metrics.jsonl"),
         "{err}"
     );
+    let err = metrics_chart(&jsonl, &dir.path().join("m.gif"), &keys)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("m.gif"), "{err}");
 
-    // Panels: one chart per group, unique clip ids, all series drawn.
+    // Panels: one chart per group stacked, all series drawn.
     let out = dir.path().join("panels.svg");
-    metrics_panels_svg(
+    metrics_panels(
         &jsonl,
         &out,
         &[
@@ -179,12 +211,16 @@ fn metrics_svg_draws_the_chosen_keys() -> Result<()> {
         ],
     )?;
     let svg = std::fs::read_to_string(&out)?;
-    assert_eq!(count(&svg, "<polyline"), 4);
-    assert_eq!(count(&svg, "<clipPath id=\"plot-area-0\""), 1);
-    assert_eq!(count(&svg, "<clipPath id=\"plot-area-1\""), 1);
-    assert!(
-        svg.contains(r#"x="0" y="300""#),
-        "second panel sits below the first"
+    assert!(svg.contains("height=\"600\""), "two panels of 300 px");
+    assert_eq!(
+        polylines_in(&svg, PALETTE[0]),
+        2 * 2,
+        "first colour in both panels"
+    );
+    assert_eq!(
+        polylines_in(&svg, PALETTE[2]),
+        2,
+        "lambda in the first panel only"
     );
 
     // Records without the key are gaps, not zeros.
@@ -206,7 +242,8 @@ fn metrics_svg_draws_the_chosen_keys() -> Result<()> {
             ..Default::default()
         };
         let keys = ["reward_mean", "accuracy", "lambda"];
-        metrics_svg_with(&jsonl, &docs.join("metrics-example.svg"), &keys, &opts)?;
+        metrics_chart_with(&jsonl, &docs.join("metrics-example.svg"), &keys, &opts)?;
+        metrics_chart_with(&jsonl, &docs.join("metrics-example.png"), &keys, &opts)?;
     }
     Ok(())
 }

@@ -156,6 +156,13 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
             stats.teacher_version = batch.teacher_version;
             stats.timings.train_s = t0.elapsed().as_secs_f64();
             stats.timings.idle_s = idle_s;
+            stats.completions = crate::observe::sample_completions(
+                &batch,
+                &tb,
+                &c2.cfg.algo,
+                v.trainer.policy.tokenizer.as_ref(),
+                c2.cfg.observe.completions_per_step,
+            );
             // Snapshots before the commit, so that nothing below can fail half-way.
             let interval = c2.cfg.runtime.teacher_sync_interval;
             let sampler_snap = v.trainer.policy.snapshot(next)?;

@@ -313,6 +313,7 @@ impl RuntimeBuilder {
         if let Some(r) = &resumed {
             refill_metrics(&mut metrics, &metrics_path, &r.recent, start_step)?;
         }
+        let observer = crate::observe::Observer::open(&ctx.cfg, start_step)?;
         let mut signals = if ctrl_c { Some(Signals::new()?) } else { None };
 
         let (sup, handle) = Actor::spawn(None, Supervisor, ctx.clone())
@@ -323,6 +324,7 @@ impl RuntimeBuilder {
 
         let mut recorder = StepRecorder {
             metrics,
+            observer,
             on_step: on_step.take(),
             steps: Vec::new(),
         };
@@ -366,11 +368,7 @@ impl RuntimeBuilder {
             }
         }
         recorder.metrics.sync()?;
-        let _ = crate::plot::metrics_svg(
-            &metrics_path,
-            &out_dir.join("reward.svg"),
-            &["reward_mean", "accuracy", "lambda"],
-        );
+        recorder.observer.finish();
         let (final_weights, trained) = {
             let v = ctx.optimizer.lock();
             (
@@ -395,6 +393,8 @@ impl RuntimeBuilder {
 /// once: the metrics log, the caller's `on_step`, and the report.
 struct StepRecorder {
     metrics: MetricsWriter,
+    /// TensorBoard events, completions.jsonl and the end-of-run report.
+    observer: crate::observe::Observer,
     on_step: Option<StepCallback>,
     steps: Vec<StepStats>,
 }
@@ -406,6 +406,7 @@ impl StepRecorder {
             return Ok(()); // already recorded
         }
         self.metrics.append(&stats)?;
+        self.observer.on_step(&stats)?;
         if let Some(f) = self.on_step.as_mut() {
             f(&stats);
         }

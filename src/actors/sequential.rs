@@ -75,6 +75,13 @@ pub fn run_sequential(
         let mut stats = train_step(&mut trainer, &tb)?;
         fill_rollout_stats(&batch, &mut stats);
         stats.teacher_version = teacher_version;
+        stats.completions = crate::observe::sample_completions(
+            &batch,
+            &tb,
+            &cfg.algo,
+            trainer.policy.tokenizer.as_ref(),
+            cfg.observe.completions_per_step,
+        );
         all.push(stats);
     }
     Ok((trainer, all))

@@ -8,6 +8,9 @@
 //! own code, fed the current policy's detached log-probs from
 //! [`crate::model::token_logprobs`]. Nothing is trained.
 //!
+//! [`inspect_logged`] instead reads a step that a training run logged to its
+//! `completions.jsonl` (`rlsd inspect --run DIR --step N`): no model needed.
+//!
 //! The result renders as one HTML page (every response's tokens coloured by
 //! `Ahat_t / A` with [`crate::inspect::render_credit_html`], grouped by prompt
 //! with the reward and advantage) and as ANSI text for a terminal.
@@ -22,6 +25,7 @@ use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
 use crate::inspect::{render_credit_ansi, render_credit_html};
 use crate::model::{token_logprobs, LoadedModel};
+use crate::observe::completions::{padded, rows};
 use crate::plot::xml_escape;
 use crate::rlsd::{lambda_at, lr_at, LossNorm};
 use crate::stats::StageTimings;
@@ -29,7 +33,6 @@ use crate::train::{effective_algo, micro_batch_loss};
 use crate::verify::Verifier;
 use serde::Serialize;
 use std::fmt::Write as _;
-use tch::{Kind, Tensor};
 
 /// One response with its verdict and the credit of each of its tokens.
 #[derive(Debug, Clone, Serialize)]
@@ -203,37 +206,16 @@ pub fn inspect_step(
     })
 }
 
-/// Right-pad per-response log-probs into a `[B, len]` f64 tensor.
-fn padded(rows: &[Vec<f32>], len: usize) -> Result<Tensor> {
-    let mut flat = vec![0f64; rows.len() * len];
-    for (i, r) in rows.iter().enumerate() {
-        for (j, &x) in r.iter().enumerate() {
-            flat[i * len + j] = f64::from(x);
-        }
+/// A step logged by a training run in `run_dir/completions.jsonl` (the
+/// last logged step when `step` is `None`), ready for the renderers.
+pub fn inspect_logged(run_dir: &std::path::Path, step: Option<u64>) -> Result<Inspection> {
+    if !run_dir.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "{} is not a folder: --run takes a run folder written by `rlsd train`",
+            run_dir.display()
+        )));
     }
-    Ok(Tensor::f_from_slice(&flat)?.f_view([rows.len() as i64, len as i64])?)
-}
-
-/// A `[B, L]` tensor as `B` rows of f32.
-fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let size = t.size();
-    let (b, l) = match size.as_slice() {
-        [b, l] => (*b as usize, *l as usize),
-        _ => {
-            return Err(Error::ShapeMismatch {
-                name: "token credit".into(),
-                expected: vec![-1, -1],
-                got: size,
-            })
-        }
-    };
-    let flat: Vec<f32> = Vec::try_from(
-        &t.f_to_device(tch::Device::Cpu)?
-            .f_to_kind(Kind::Float)?
-            .f_contiguous()?
-            .f_view([-1])?,
-    )?;
-    Ok((0..b).map(|i| flat[i * l..(i + 1) * l].to_vec()).collect())
+    Ok(crate::observe::read_step(run_dir, step)?.to_inspection())
 }
 
 /// Split a page from [`render_credit_html`] into its `<style>` block and its
@@ -260,9 +242,18 @@ fn page_parts(page: &str) -> Result<(&str, &str)> {
     }
 }
 
-/// One HTML page for the whole step: a summary, then per prompt its text and
-/// reference answer, then each response's verdict and coloured tokens.
-pub fn render_page(ins: &Inspection, title: &str) -> Result<String> {
+/// CSS of the step view (prompt sections, responses), on top of the token
+/// view's own style.
+const STEP_CSS: &str = "section.prompt{border-top:3px solid #444;margin-top:28px}\
+    pre.q{background:#f4f4f4;padding:8px;white-space:pre-wrap}\
+    .response{margin:10px 0 24px 12px}.response.ok h3{color:#1a7f37}.response.bad h3{color:#b42318}\
+    .reason{color:#555;font-size:13px;margin:2px 0}.response~.response .legend{display:none}\
+    .id{color:#888;font-size:13px;font-weight:normal}\n";
+
+/// The step view as parts to embed in a page: its CSS, and per prompt a
+/// section with the prompt, the reference answer and each response's
+/// verdict and coloured tokens (used by [`render_page`] and the run report).
+pub fn render_sections(ins: &Inspection) -> Result<(String, String)> {
     let mut style = String::new();
     let mut sections = String::new();
     for (g, ex) in ins.examples.iter().enumerate() {
@@ -297,14 +288,19 @@ pub fn render_page(ins: &Inspection, title: &str) -> Result<String> {
         }
         sections.push_str("</section>\n");
     }
+    style.push('\n');
+    style.push_str(STEP_CSS);
+    Ok((style, sections))
+}
+
+/// One HTML page for the whole step: a summary, then per prompt its text and
+/// reference answer, then each response's verdict and coloured tokens.
+pub fn render_page(ins: &Inspection, title: &str) -> Result<String> {
+    let (style, sections) = render_sections(ins)?;
     let mut h = String::new();
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>{}</title>\n<style>\n{}\n\
-         section.prompt{{border-top:3px solid #444;margin-top:28px}}\
-         pre.q{{background:#f4f4f4;padding:8px;white-space:pre-wrap}}\
-         .response{{margin:10px 0 24px 12px}}.response.ok h3{{color:#1a7f37}}.response.bad h3{{color:#b42318}}\
-         .reason{{color:#555;font-size:13px;margin:2px 0}}.response~.response .legend{{display:none}}.id{{color:#888;font-size:13px;font-weight:normal}}\n\
          </style></head><body>\n<h1>{}</h1>\n",
         xml_escape(title),
         style,

@@ -1,33 +1,45 @@
-//! `rlsd plot`: charts from runs' `metrics.jsonl`.
+//! `rlsd plot`: charts from runs' metrics logs.
 //!
-//! With one run folder, redraw its `reward.svg` (reward, accuracy, lambda; the
-//! same chart the runtime draws at the end of a run) and `panels.svg` (stacked
-//! panels: reward and accuracy, lambda and the credit statistics, losses, and
-//! the per-stage timings), each panel keeping only the keys the log actually
-//! has. With several (or `--out`), draw one key of every run on one chart,
-//! smoothed by a trailing mean, to compare runs (RLSD against GRPO, seeds).
+//! Each input is a run folder (holding `metrics.jsonl`) or a metrics
+//! `.jsonl` file itself. With one input, draw its reward chart (reward,
+//! accuracy, and lambda where the algorithm has one) and a panel chart
+//! (reward and accuracy, validation, credit, clip fractions, lengths, losses,
+//! stage timings; each panel keeping only the keys the log has). With several
+//! (or `--out`), draw one key of every run on one chart, smoothed by a
+//! trailing mean, to compare runs (RLSD against GRPO, seeds).
 
 use crate::error::{Error, Result};
 use crate::metrics::{lookup_number, read_metrics};
-use crate::plot::{line_chart_svg, metrics_series, metrics_svg, panels_svg, ChartOptions};
+use crate::plot::{line_chart, metrics_series, panels, write_image, ChartOptions, ImageFormat};
 use std::path::{Path, PathBuf};
 
-/// Keys of `reward.svg`.
+/// Algorithms whose credit uses `lambda` (for the others it is not drawn).
+pub const LAMBDA_ALGOS: &[&str] = &["rlsd", "cepo"];
+
+/// Keys of the reward chart (`lambda` only where it means something).
 pub const REWARD_KEYS: &[&str] = &["reward_mean", "accuracy", "lambda"];
 
-/// Panels of `panels.svg`: a title and the keys it may show.
+/// Panels of the panel chart: a title and the keys it may show. The
+/// validation panel is filled from whatever `val*` keys the log has.
 pub const PANELS: &[(&str, &[&str])] = &[
     ("reward and accuracy", &["reward_mean", "accuracy"]),
+    ("validation", &[]),
     (
         "credit",
-        &[
-            "lambda",
-            "weight_clip_frac",
-            "delta_abs_mean",
-            "ratio_clip_frac",
-        ],
+        &["lambda", "delta_abs_mean", "ahat_abs_mean", "weight_mean"],
     ),
-    ("loss and gradient norm", &["loss", "pg_loss", "grad_norm"]),
+    (
+        "clip fractions",
+        &["weight_clip_frac", "ratio_clip_frac", "dual_clip_frac"],
+    ),
+    (
+        "response length (tokens)",
+        &["response_len_mean", "response_len_max"],
+    ),
+    (
+        "loss and gradient norm",
+        &["loss", "pg_loss", "kl", "grad_norm"],
+    ),
     (
         "stage seconds per step",
         &[
@@ -41,24 +53,152 @@ pub const PANELS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Redraw `RUN_DIR/reward.svg` and `RUN_DIR/panels.svg`; returns the files written.
-pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
-    if !run_dir.is_dir() {
+/// Where a metrics log is and where its charts go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSource {
+    /// The `.jsonl` file.
+    pub metrics: PathBuf,
+    /// Legend label: the run folder's name, or the file's stem.
+    pub label: String,
+    /// Folder the charts are written to.
+    pub out_dir: PathBuf,
+    /// Prefix of the chart file names (empty for a run folder).
+    pub prefix: String,
+}
+
+/// Resolve a run folder or metrics file, with errors naming the path.
+pub fn resolve(path: &Path) -> Result<MetricsSource> {
+    if !path.exists() {
         return Err(Error::InvalidInput(format!(
-            "run directory {} does not exist",
-            run_dir.display()
+            "{} does not exist (expected a run folder or a metrics .jsonl file)",
+            path.display()
         )));
     }
-    let metrics = metrics_of(run_dir)?;
-    let reward = run_dir.join("reward.svg");
-    metrics_svg(&metrics, &reward, REWARD_KEYS)?;
+    if path.is_dir() {
+        let metrics = path.join("metrics.jsonl");
+        if !metrics.is_file() {
+            let mut others: Vec<String> = std::fs::read_dir(path)
+                .map_err(|e| Error::io(path, e))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".jsonl"))
+                .collect();
+            others.sort();
+            let hint = if others.is_empty() {
+                "is it a run folder written by `rlsd train`?".to_string()
+            } else {
+                format!(
+                    "it holds {}: pass a metrics file itself",
+                    others
+                        .iter()
+                        .map(|n| path.join(n).display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(Error::InvalidInput(format!(
+                "{} has no metrics.jsonl; {hint}",
+                path.display()
+            )));
+        }
+        return Ok(MetricsSource {
+            metrics,
+            label: dir_label(path),
+            out_dir: path.to_path_buf(),
+            prefix: String::new(),
+        });
+    }
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let parent = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let (label, prefix) = if stem == "metrics" {
+        (dir_label(&parent), String::new())
+    } else {
+        (stem.clone(), format!("{stem}-"))
+    };
+    Ok(MetricsSource {
+        metrics: path.to_path_buf(),
+        label,
+        out_dir: parent,
+        prefix,
+    })
+}
 
-    let records = read_metrics(&metrics)?;
-    let mut panels = Vec::new();
+/// A folder's legend label: its name (the absolute path's last part for `.`).
+fn dir_label(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .or_else(|| {
+            let abs = dir.canonicalize().ok()?;
+            Some(abs.file_name()?.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
+/// Whether `lambda` belongs on the charts of these records: some record's
+/// `algo` uses it, or no record names an algorithm.
+pub fn lambda_applies(records: &[serde_json::Value]) -> bool {
+    let mut named = false;
+    for r in records {
+        if let Some(a) = r.get("algo").and_then(|a| a.as_str()) {
+            named = true;
+            if LAMBDA_ALGOS.contains(&a) {
+                return true;
+            }
+        }
+    }
+    !named
+}
+
+/// Dotted paths of the numeric fields whose top-level key starts with
+/// `val` (validation results, whatever their names), in first-seen order.
+pub fn validation_keys(records: &[serde_json::Value]) -> Vec<String> {
+    fn walk(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    walk(x, format!("{path}.{k}"), out);
+                }
+            }
+            serde_json::Value::Number(_) if !out.contains(&path) => out.push(path),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for r in records {
+        if let Some(m) = r.as_object() {
+            for (k, v) in m.iter().filter(|(k, _)| k.starts_with("val")) {
+                match v {
+                    serde_json::Value::Object(_) => walk(v, k.clone(), &mut out),
+                    serde_json::Value::Number(_) if !out.contains(k) => out.push(k.clone()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The panels of one log's panel chart: each with the keys the log has.
+pub fn run_panels(records: &[serde_json::Value]) -> Vec<(ChartOptions, Vec<crate::plot::Series>)> {
+    let lambda = lambda_applies(records);
+    let val = validation_keys(records);
+    let mut out = Vec::new();
     for (title, keys) in PANELS {
+        let keys: Vec<&str> = if keys.is_empty() {
+            val.iter().map(String::as_str).collect()
+        } else {
+            keys.to_vec()
+        };
         let present: Vec<&str> = keys
-            .iter()
-            .copied()
+            .into_iter()
+            .filter(|k| lambda || *k != "lambda")
             .filter(|k| records.iter().any(|r| lookup_number(r, k).is_some()))
             .collect();
         if present.is_empty() {
@@ -69,36 +209,74 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>> {
             height: 300,
             ..ChartOptions::default()
         };
-        panels.push((opts, metrics_series(&records, &present)));
+        out.push((opts, metrics_series(records, &present)));
     }
-    let panels_path = run_dir.join("panels.svg");
-    std::fs::write(&panels_path, panels_svg(&panels)).map_err(|e| Error::io(&panels_path, e))?;
+    out
+}
+
+/// The reward chart's series: reward, accuracy, and lambda where it applies.
+pub fn reward_series(records: &[serde_json::Value]) -> Vec<crate::plot::Series> {
+    let lambda = lambda_applies(records);
+    let keys: Vec<&str> = REWARD_KEYS
+        .iter()
+        .copied()
+        .filter(|k| lambda || *k != "lambda")
+        .filter(|k| records.iter().any(|r| lookup_number(r, k).is_some()))
+        .collect();
+    metrics_series(records, &keys)
+}
+
+/// Draw the reward chart and the panel chart of a run folder or metrics
+/// file in `format`; returns the files written (`reward.svg`, `panels.svg`
+/// in a run folder; `<stem>-reward.svg`, ... next to a file).
+pub fn plot_run(path: &Path, format: ImageFormat) -> Result<Vec<PathBuf>> {
+    let src = resolve(path)?;
+    let records = read_metrics(&src.metrics)?;
+    if records.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "{} has no records to draw",
+            src.metrics.display()
+        )));
+    }
+    let ext = format.extension();
+    let reward = src.out_dir.join(format!("{}reward.{ext}", src.prefix));
+    let opts = ChartOptions {
+        title: format!("{}: reward by step", src.label),
+        ..ChartOptions::default()
+    };
+    write_image(
+        &reward,
+        &line_chart(&reward_series(&records), &opts, format)?,
+    )?;
+    let panels_path = src.out_dir.join(format!("{}panels.{ext}", src.prefix));
+    write_image(&panels_path, &panels(&run_panels(&records), format)?)?;
     Ok(vec![reward, panels_path])
 }
 
-/// Draw `key` of every run on one chart written to `out`: one line per run,
-/// named after its folder, each point the mean of the last `smooth` values
-/// (1 = raw). A run without `metrics.jsonl`, or without `key` anywhere in it,
-/// is an error naming it.
-pub fn compare_runs(run_dirs: &[PathBuf], key: &str, smooth: usize, out: &Path) -> Result<()> {
-    if run_dirs.is_empty() {
+/// Draw `key` of every run (folder or metrics file) on one chart written to
+/// `out` (SVG or PNG by its extension): one line per run, named after its
+/// folder or file, each point the mean of the last `smooth` values (1 = raw).
+/// A run without `key` anywhere in its log is an error naming it.
+pub fn compare_runs(paths: &[PathBuf], key: &str, smooth: usize, out: &Path) -> Result<()> {
+    if paths.is_empty() {
         return Err(Error::InvalidInput(
-            "plot needs at least one run folder".into(),
+            "plot needs at least one run folder or metrics file".into(),
         ));
     }
+    let format = ImageFormat::from_path(out)?;
     let smooth = smooth.max(1);
-    let mut series = Vec::with_capacity(run_dirs.len());
-    for dir in run_dirs {
-        let metrics = metrics_of(dir)?;
-        let records = read_metrics(&metrics)?;
+    let mut series = Vec::with_capacity(paths.len());
+    for p in paths {
+        let src = resolve(p)?;
+        let records = read_metrics(&src.metrics)?;
         let mut s = metrics_series(&records, &[key]).remove(0);
         if !s.points.iter().any(|p| p.1.is_finite()) {
             return Err(Error::InvalidInput(format!(
                 "{}: no record has a numeric `{key}`",
-                metrics.display()
+                src.metrics.display()
             )));
         }
-        s.name = run_label(dir);
+        s.name = src.label;
         s.points = trailing_mean(&s.points, smooth);
         series.push(s);
     }
@@ -112,31 +290,7 @@ pub fn compare_runs(run_dirs: &[PathBuf], key: &str, smooth: usize, out: &Path) 
         y_label: key.to_string(),
         ..ChartOptions::default()
     };
-    let svg = line_chart_svg(&series, &opts);
-    if let Some(parent) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    std::fs::write(out, svg).map_err(|e| Error::io(out, e))
-}
-
-/// `RUN_DIR/metrics.jsonl`, or an error saying the folder is not a run.
-fn metrics_of(run_dir: &Path) -> Result<PathBuf> {
-    let metrics = run_dir.join("metrics.jsonl");
-    if !metrics.is_file() {
-        return Err(Error::InvalidInput(format!(
-            "{} not found: is {} a run directory written by `rlsd train`?",
-            metrics.display(),
-            run_dir.display()
-        )));
-    }
-    Ok(metrics)
-}
-
-/// A run's legend label: its folder name (the path when it has none).
-fn run_label(dir: &Path) -> String {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| dir.display().to_string())
+    write_image(out, &line_chart(&series, &opts, format)?)
 }
 
 /// Each point's y replaced by the mean of the finite y values among it and
@@ -165,7 +319,8 @@ pub fn trailing_mean(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::trailing_mean;
+    use super::*;
+    use serde_json::json;
 
     #[test]
     fn trailing_mean_by_hand() {
@@ -177,5 +332,30 @@ mod tests {
         assert_eq!(m[3], (4.0, 5.0));
         assert_eq!(trailing_mean(&pts, 1)[1], (2.0, 3.0));
         assert!(trailing_mean(&[(1.0, f64::NAN)], 3)[0].1.is_nan());
+    }
+
+    #[test]
+    fn lambda_only_for_algorithms_that_use_it() {
+        let grpo = vec![json!({"step": 1, "algo": "grpo", "lambda": 0.5, "reward_mean": 0.1})];
+        let rlsd = vec![json!({"step": 1, "algo": "rlsd", "lambda": 0.5, "reward_mean": 0.1})];
+        let names = |s: Vec<crate::plot::Series>| s.into_iter().map(|s| s.name).collect::<Vec<_>>();
+        assert_eq!(names(reward_series(&grpo)), vec!["reward_mean"]);
+        assert_eq!(names(reward_series(&rlsd)), vec!["reward_mean", "lambda"]);
+        assert!(lambda_applies(&[json!({"lambda": 0.5})]));
+    }
+
+    #[test]
+    fn validation_keys_are_found_by_prefix() {
+        let recs = vec![
+            json!({"step": 1, "reward_mean": 0.1}),
+            json!({"step": 2, "val_accuracy": 0.5, "validation": {"pass_at_k": {"4": 0.7}, "n": 10}}),
+        ];
+        assert_eq!(
+            validation_keys(&recs),
+            vec!["val_accuracy", "validation.n", "validation.pass_at_k.4"]
+        );
+        let p = run_panels(&recs);
+        let val = p.iter().find(|(o, _)| o.title == "validation").unwrap();
+        assert_eq!(val.1.len(), 3);
     }
 }
