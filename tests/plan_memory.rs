@@ -5,7 +5,7 @@
 use rlsd::config::RunConfig;
 use rlsd::model::{Config, LoadedModel};
 use rlsd::optim::OptimConfig;
-use rlsd::plan::{check_fits, known_shape, optimizer_items, param_count, plan, total, GIB};
+use rlsd::plan::{check_fits, known_shape, optimizer_items, param_count, plan, render, total, GIB};
 use rlsd::Error;
 use tch::{Device, Kind};
 
@@ -98,6 +98,7 @@ fn shipped_qwen_configs_fit_an_80_gb_gpu() {
         let cfg = shipped(name);
         let shape = known_shape(&cfg.model.path).unwrap();
         let p = plan(&cfg, &shape, 512).unwrap();
+        eprintln!("{name}\n{}", render(&p));
         check_fits(&p, |_| Some(80e9)).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }

@@ -25,7 +25,7 @@ use rlsd::rlsd::AlgoConfig;
 use rlsd::train::{train_step, TrainBatch, Trainer};
 use serde_json::json;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -196,7 +196,7 @@ fn step(
 }
 
 /// Stream a random bf16 safetensors file of `shape` into `dir` (plus config.json).
-fn make_weights(dir: &PathBuf, shape: &str) -> Result<serde_json::Value> {
+fn make_weights(dir: &Path, shape: &str) -> Result<serde_json::Value> {
     let cfg = known_shape(shape).with_context(|| format!("unknown shape {shape}"))?;
     std::fs::create_dir_all(dir)?;
     // The names and shapes come from an (unallocated) var store walk: build
@@ -270,7 +270,7 @@ fn make_weights(dir: &PathBuf, shape: &str) -> Result<serde_json::Value> {
     Ok(json!({"what": "make-weights", "file_gib": (offset as f64) / GIB}))
 }
 
-fn load(dir: &PathBuf, read_all: bool) -> Result<serde_json::Value> {
+fn load(dir: &Path, read_all: bool) -> Result<serde_json::Value> {
     let t0 = Instant::now();
     let params = if read_all {
         let cfg = Config::from_file(&dir.join("config.json"))?;
