@@ -38,7 +38,9 @@ const SESSION_START: u64 = 1;
 /// The masked CRC32C (Castagnoli) of `data`, as TFRecord stores it.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
     // ((c >> 15) | (c << 17)) + MASK_DELTA, as the format states it.
-    crc32c::crc32c(data).rotate_right(15).wrapping_add(MASK_DELTA)
+    crc32c::crc32c(data)
+        .rotate_right(15)
+        .wrapping_add(MASK_DELTA)
 }
 
 /// Frame one record: length, its masked CRC, the data, the data's masked CRC.
