@@ -34,6 +34,7 @@ fn crc32c(data: &[u8]) -> u32 {
     !crc
 }
 
+#[allow(clippy::manual_rotate)] // spelled out as the format states it
 fn masked(data: &[u8]) -> u32 {
     let c = crc32c(data);
     ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
