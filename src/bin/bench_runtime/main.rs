@@ -240,6 +240,8 @@ fn run_case(args: &Args, name: &str, scratch: &Path) -> Result<CaseRun> {
         let report = rt.block_on(
             Runtime::builder(cfg)
                 .prompts(source)
+                // Each case starts fresh in its scratch folder.
+                .overwrite(true)
                 .on_step(move |s| m2.lock().push((Mark::now(), s.timings.clone())))
                 .run(),
         )?;
