@@ -39,6 +39,8 @@ pub struct RunConfig {
     pub runtime: RuntimeConfig,
     /// Where and how often checkpoints are written.
     pub checkpoint: CheckpointConfig,
+    /// Held-out validation during training (off unless `validation.every > 0`).
+    pub validation: crate::commands::eval::ValidationConfig,
 }
 
 /// `[model]`: the policy's weights.

@@ -283,4 +283,13 @@ impl Policy for LoadedModel {
     ) -> Result<ResponseScores> {
         score_responses(&self.lm, batch, temperature)
     }
+
+    fn response_scores_on_support(
+        &self,
+        batch: &[PromptResponse],
+        temperature: f64,
+        support: &Tensor,
+    ) -> Result<(ResponseScores, Tensor)> {
+        super::support::score_responses_on_support(&self.lm, batch, temperature, support)
+    }
 }

@@ -24,6 +24,7 @@ pub mod layers;
 pub mod logprobs;
 pub mod sampling;
 pub mod snapshot;
+pub mod support;
 pub mod tokenizer;
 pub mod transformer;
 pub mod weights;
@@ -36,6 +37,7 @@ pub use logprobs::{
     score_responses, shared_prompt_logprobs, token_logprobs, token_logprobs_by_prompt,
 };
 pub use snapshot::WeightSnapshot;
+pub use support::{score_responses_on_support, teacher_support};
 pub use tokenizer::Tokenizer;
 pub use transformer::CausalLm;
 pub use weights::parse_kind;
