@@ -369,7 +369,9 @@ pub fn micro_batch_loss(
             // A group with no wrong response: GRPO (delta_t = 0, its authors'), or
             // with `cepo_fallback = "rlsd"` Tneg is the student (RLSD's credit).
             let delta = match cfg.cepo_fallback {
-                CepoFallback::Grpo => token_delta(t, &neg)?.f_where_self(&has, &neg.f_zeros_like()?)?,
+                CepoFallback::Grpo => {
+                    token_delta(t, &neg)?.f_where_self(&has, &neg.f_zeros_like()?)?
+                }
                 CepoFallback::Rlsd => token_delta(t, &neg.f_where_self(&has, &logp_s)?)?,
             };
             Some(delta.f_mul(&mask)?)
@@ -427,14 +429,21 @@ pub fn support_tensors(
         }
         let n = s.ids.len().min(len * k);
         ids[i * len * k..i * len * k + n].copy_from_slice(&s.ids[..n]);
-        for (d, &x) in lps[i * len * k..i * len * k + n].iter_mut().zip(&s.logprobs) {
+        for (d, &x) in lps[i * len * k..i * len * k + n]
+            .iter_mut()
+            .zip(&s.logprobs)
+        {
             *d = f64::from(x);
         }
     }
     let shape = [b as i64, len as i64, k as i64];
     Ok((
-        Tensor::f_from_slice(&ids)?.f_view(shape)?.f_to_device(device)?,
-        Tensor::f_from_slice(&lps)?.f_view(shape)?.f_to_device(device)?,
+        Tensor::f_from_slice(&ids)?
+            .f_view(shape)?
+            .f_to_device(device)?,
+        Tensor::f_from_slice(&lps)?
+            .f_view(shape)?
+            .f_to_device(device)?,
     ))
 }
 
@@ -482,8 +491,9 @@ pub fn distill_loss(
                 .teacher_support
                 .as_deref()
                 .ok_or_else(|| invalid("opsd_loss kl/jsd needs teacher_support".into()))?;
-            let student = student_support
-                .ok_or_else(|| invalid("opsd_loss kl/jsd needs the student's support log-probs".into()))?;
+            let student = student_support.ok_or_else(|| {
+                invalid("opsd_loss kl/jsd needs the student's support log-probs".into())
+            })?;
             let rows = &support[range];
             let (_, teacher) = support_tensors(rows, len, device)?;
             let k = teacher.size()[2];
@@ -505,7 +515,12 @@ pub fn distill_loss(
             d.f_view([mask.size()[0], len as i64])?
         }
     };
-    Ok(Some(aggregate(&per_token.f_mul(mask)?, mask, cfg.loss_agg, norm)?))
+    Ok(Some(aggregate(
+        &per_token.f_mul(mask)?,
+        mask,
+        cfg.loss_agg,
+        norm,
+    )?))
 }
 
 /// One optimizer step on `batch` (see the module docs). The loss is
@@ -623,7 +638,9 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
                 None => f64::from(batch.advantages[i]).signum(),
             })
             .collect();
-        let side = Tensor::f_from_slice(&side)?.f_to_device(device)?.f_unsqueeze(-1)?;
+        let side = Tensor::f_from_slice(&side)?
+            .f_to_device(device)?
+            .f_unsqueeze(-1)?;
         let right = side.f_gt(0.0)?.f_to_kind(Kind::Double)?.f_mul(&mask)?;
         let wrong = side.f_lt(0.0)?.f_to_kind(Kind::Double)?.f_mul(&mask)?;
         let on = |rows: &Tensor| -> Result<[Tensor; 2]> {
@@ -654,7 +671,10 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
             delta_tokens,
             distill.as_ref().map_or_else(zero, |d| Ok(d.detach()))?,
             credit.weight_clipped_low.as_ref().map_or_else(zero, &sum)?,
-            credit.weight_clipped_high.as_ref().map_or_else(zero, &sum)?,
+            credit
+                .weight_clipped_high
+                .as_ref()
+                .map_or_else(zero, &sum)?,
             d_right,
             n_right,
             d_wrong,

@@ -17,7 +17,10 @@ fn defaults_are_the_spec_values() {
     );
     assert_eq!(a.lambda_warmup_mode, LambdaWarmup::Ramp);
     assert_eq!(a.cepo_fallback, CepoFallback::Grpo);
-    assert_eq!((a.opsd_loss, a.distill_topk, a.distill_coef), (OpsdLoss::Pg, 64, 1.0));
+    assert_eq!(
+        (a.opsd_loss, a.distill_topk, a.distill_coef),
+        (OpsdLoss::Pg, 64, 1.0)
+    );
     // CEPO's own schedule (its authors'): lambda0 1.0 over 100 steps, unless set.
     let c = AlgoConfig::with_algo(Algo::Cepo);
     assert_eq!((c.lambda0(), c.lambda_decay_steps()), (1.0, 100));

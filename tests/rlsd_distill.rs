@@ -102,7 +102,10 @@ fn gradient_flows_through_the_student_only() {
 
 #[test]
 fn divergences_match_the_reference_formulas() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rlsd_golden.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/rlsd_golden.json"
+    );
     let g: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let cases = g["distill"].as_array().expect("distill cases");
     assert_eq!(cases.len(), 5);
@@ -111,7 +114,13 @@ fn divergences_match_the_reference_formulas() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
             .collect();
         let refs: Vec<&[f64]> = rows.iter().map(|r| r.as_slice()).collect();
         t2(&refs)
@@ -126,13 +135,23 @@ fn divergences_match_the_reference_formulas() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect())
+            .map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap())
+                    .collect()
+            })
             .collect();
         let n = ids.len() as i64;
         let ids = Tensor::from_slice(&ids.concat()).view([n, -1]);
-        let lt = grid(&case["teacher_logits"]).log_softmax(-1, Kind::Double).gather(-1, &ids, false);
+        let lt = grid(&case["teacher_logits"])
+            .log_softmax(-1, Kind::Double)
+            .gather(-1, &ids, false);
         let s_logits = grid(&case["student_logits"]).set_requires_grad(true);
-        let ls = s_logits.log_softmax(-1, Kind::Double).gather(-1, &ids, false);
+        let ls = s_logits
+            .log_softmax(-1, Kind::Double)
+            .gather(-1, &ids, false);
         let d = support_divergence(form, &lt, &ls, case["tail"].as_bool().unwrap()).unwrap();
         let want: Vec<f64> = case["divergence"]
             .as_array()
@@ -163,11 +182,21 @@ fn baseline_credit_per_algorithm_and_form() {
             distill_coef: coef,
             ..AlgoConfig::with_algo(algo)
         };
-        vals(&update_credit(&cfg, algo, &adv, Some(&delta), 0.5, &mask).unwrap().ahat)
+        vals(
+            &update_credit(&cfg, algo, &adv, Some(&delta), 0.5, &mask)
+                .unwrap()
+                .ahat,
+        )
     };
     // pg form: opsd / sdpo use delta_t; grpo+opsd adds coef * delta_t to A_i.
-    assert_eq!(credit(Algo::Opsd, OpsdLoss::Pg, 1.0), vec![0.2, -0.4, 0.6, 0.0]);
-    assert_eq!(credit(Algo::Sdpo, OpsdLoss::Pg, 1.0), vec![0.2, -0.4, 0.6, 0.0]);
+    assert_eq!(
+        credit(Algo::Opsd, OpsdLoss::Pg, 1.0),
+        vec![0.2, -0.4, 0.6, 0.0]
+    );
+    assert_eq!(
+        credit(Algo::Sdpo, OpsdLoss::Pg, 1.0),
+        vec![0.2, -0.4, 0.6, 0.0]
+    );
     let g = credit(Algo::GrpoOpsd, OpsdLoss::Pg, 0.5);
     let want = [1.1, 0.8, -0.2, 0.0];
     for (a, b) in g.iter().zip(want) {
@@ -177,7 +206,10 @@ fn baseline_credit_per_algorithm_and_form() {
     // grpo+opsd keeps GRPO's A_i.
     assert_eq!(credit(Algo::Opsd, OpsdLoss::Jsd, 1.0), vec![0.0; 4]);
     assert_eq!(credit(Algo::Sdpo, OpsdLoss::TokenKl, 1.0), vec![0.0; 4]);
-    assert_eq!(credit(Algo::GrpoOpsd, OpsdLoss::Kl, 1.0), vec![1.0, 1.0, -0.5, 0.0]);
+    assert_eq!(
+        credit(Algo::GrpoOpsd, OpsdLoss::Kl, 1.0),
+        vec![1.0, 1.0, -0.5, 0.0]
+    );
 }
 
 #[test]

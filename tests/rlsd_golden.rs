@@ -6,8 +6,7 @@ use rlsd::optim::{AdamW, LrSchedule, OptimConfig};
 use rlsd::policy::PromptResponse;
 use rlsd::rlsd::{
     cepo_negatives, group_advantages, lambda_at, lr_at, Algo, AlgoConfig, CepoFallback, LossAgg,
-    LossNorm,
-    StudentLogprobs,
+    LossNorm, StudentLogprobs,
 };
 use rlsd::train::{effective_algo, micro_batch_loss, TrainBatch};
 use serde_json::Value;

@@ -6,8 +6,8 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rlsd::model::{
-    generate, score_responses_on_support, teacher_support, token_logprobs, Config,
-    GenerateOptions, LoadedModel,
+    generate, score_responses_on_support, teacher_support, token_logprobs, Config, GenerateOptions,
+    LoadedModel,
 };
 use rlsd::optim::OptimConfig;
 use rlsd::policy::PromptResponse;
@@ -37,7 +37,10 @@ fn batch(student: &LoadedModel, teacher: &LoadedModel, k: usize) -> TrainBatch {
     };
     let gens = generate(&student.lm, &prompts, &opts, &mut StdRng::seed_from_u64(5)).unwrap();
     let responses: Vec<Vec<i64>> = gens.iter().map(|g| g.tokens.clone()).collect();
-    let tp: Vec<Vec<i64>> = prompts.iter().map(|p| [p.as_slice(), &[60, 61]].concat()).collect();
+    let tp: Vec<Vec<i64>> = prompts
+        .iter()
+        .map(|p| [p.as_slice(), &[60, 61]].concat())
+        .collect();
     TrainBatch {
         samples: prompts
             .iter()

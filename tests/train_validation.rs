@@ -24,7 +24,8 @@ fn run(extra: &[&str]) -> Vec<rlsd::stats::StepStats> {
     ];
     set.extend(extra.iter().map(|s| s.to_string()));
     let cfg = RunConfig::load(None, &set).unwrap();
-    let load = || LoadedModel::load(&builtin_model_dir(), tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let load =
+        || LoadedModel::load(&builtin_model_dir(), tch::Device::Cpu, tch::Kind::Float).unwrap();
     let verifier = rlsd::verify::build_verifier(&cfg.verifier).unwrap();
     let mut source = rlsd::actors::source::from_config(&cfg).unwrap();
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone()).unwrap();
@@ -70,8 +71,17 @@ fn validation_runs_before_training_and_every_n_steps() {
 #[test]
 fn every_baseline_runs_a_step() {
     for extra in [
-        &["algo.algo=\"sdpo\"", "algo.opsd_loss=\"jsd\"", "algo.distill_topk=0"][..],
-        &["algo.algo=\"grpo+opsd\"", "algo.opsd_loss=\"kl\"", "algo.distill_topk=8", "algo.distill_coef=0.5"],
+        &[
+            "algo.algo=\"sdpo\"",
+            "algo.opsd_loss=\"jsd\"",
+            "algo.distill_topk=0",
+        ][..],
+        &[
+            "algo.algo=\"grpo+opsd\"",
+            "algo.opsd_loss=\"kl\"",
+            "algo.distill_topk=8",
+            "algo.distill_coef=0.5",
+        ],
         &["algo.algo=\"opsd\"", "algo.opsd_loss=\"token-kl\""],
         &["algo.algo=\"cepo\""],
     ] {

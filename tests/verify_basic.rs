@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use rlsd::data::Example;
 use rlsd::verify::{
-    build_verifier, extract_final_answer, Extraction, FormatConfig, MathConfig, MathVerifier, RegexConfig,
-    Verifier, VerifierConfig, VerifierKind,
+    build_verifier, extract_final_answer, Extraction, FormatConfig, MathConfig, MathVerifier,
+    RegexConfig, Verifier, VerifierConfig, VerifierKind,
 };
 
 fn ex(answer: &str) -> Example {

@@ -8,12 +8,12 @@ use super::stages::{
     train_batch, verify_one,
 };
 use super::teacher::required_teacher_version;
+use crate::commands::eval::{validate, validates_at};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::error::Result;
 use crate::model::LoadedModel;
 use crate::rlsd::{lambda_at, lr_at};
-use crate::commands::eval::{validate, validates_at};
 use crate::stats::{StageTimings, StepStats, ValidationStats};
 use crate::train::{train_step, Trainer};
 use crate::verify::Verifier;

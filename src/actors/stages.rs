@@ -156,7 +156,13 @@ pub fn teacher_pass(
         s.teacher_logprobs = lp;
     }
     if algo.algo.distills() && algo.opsd_loss.needs_distribution() {
-        let support = teacher_support(&teacher.lm, &prompts, &responses, temperature, algo.distill_topk)?;
+        let support = teacher_support(
+            &teacher.lm,
+            &prompts,
+            &responses,
+            temperature,
+            algo.distill_topk,
+        )?;
         for (s, t) in samples.iter_mut().zip(support) {
             s.teacher_support = Some(t);
         }
@@ -268,7 +274,11 @@ pub fn train_batch(batch: &Batch, algo: &AlgoConfig, temperature: f64) -> TrainB
             .then(|| s.iter().map(|x| x.teacher_neg_logprobs.clone()).collect()),
         ref_logprobs: None,
         teacher_support: (teacher && algo.algo.distills() && algo.opsd_loss.needs_distribution())
-            .then(|| s.iter().map(|x| x.teacher_support.clone().unwrap_or_default()).collect()),
+            .then(|| {
+                s.iter()
+                    .map(|x| x.teacher_support.clone().unwrap_or_default())
+                    .collect()
+            }),
         advantages: s.iter().map(|x| x.advantage).collect(),
         correct: Some(s.iter().map(|x| x.correct).collect()),
         step: batch.plan.step,

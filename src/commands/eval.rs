@@ -187,12 +187,13 @@ pub fn evaluate(
         samples,
     } = *opts;
     if samples == 0 {
-        return Err(Error::InvalidInput("eval needs --samples of at least 1".into()));
+        return Err(Error::InvalidInput(
+            "eval needs --samples of at least 1".into(),
+        ));
     }
     if samples > 1 && temperature == 0.0 {
         return Err(Error::InvalidInput(
-            "--samples above 1 needs --temperature above 0 (greedy decoding repeats itself)"
-                .into(),
+            "--samples above 1 needs --temperature above 0 (greedy decoding repeats itself)".into(),
         ));
     }
     if examples.is_empty() {
@@ -330,7 +331,7 @@ impl Default for ValidationConfig {
             samples: 4,
             temperature: 1.0,
             max_new_tokens: 0,
-            seed: 0x5EED_0F_4E1D,
+            seed: 0x005E_ED0F_4E1D,
             path: None,
         }
     }
@@ -348,7 +349,12 @@ pub fn held_out_examples(cfg: &crate::config::RunConfig) -> Result<Vec<Example>>
                 shuffle: false,
                 ..cfg.data.clone()
             })?;
-            Ok(data.examples().iter().take(v.num_prompts).cloned().collect())
+            Ok(data
+                .examples()
+                .iter()
+                .take(v.num_prompts)
+                .cloned()
+                .collect())
         }
         (None, Some(_)) => Err(Error::config(
             "validation.path",
@@ -460,7 +466,10 @@ mod tests {
                 for k in 1..=n {
                     let want = pass_by_enumeration(n, c, k);
                     let got = pass_at_k(n, c, k);
-                    assert!((got - want).abs() < 1e-12, "n {n} c {c} k {k}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-12,
+                        "n {n} c {c} k {k}: {got} vs {want}"
+                    );
                 }
             }
         }
@@ -476,11 +485,23 @@ mod tests {
     #[test]
     fn majority_vote_judges_the_most_frequent_answer() {
         let v = |a: &str, ok: bool| (Some(a.to_string()), ok);
-        assert!(majority_correct(&[v("4", true), v("5", false), v(" 4", true)]));
-        assert!(!majority_correct(&[v("5", false), v("4", true), v("5", false)]));
+        assert!(majority_correct(&[
+            v("4", true),
+            v("5", false),
+            v(" 4", true)
+        ]));
+        assert!(!majority_correct(&[
+            v("5", false),
+            v("4", true),
+            v("5", false)
+        ]));
         // Ties: the first seen wins; unanswered samples do not vote.
         assert!(!majority_correct(&[v("5", false), v("4", true)]));
-        assert!(majority_correct(&[(None, false), (None, false), v("4", true)]));
+        assert!(majority_correct(&[
+            (None, false),
+            (None, false),
+            v("4", true)
+        ]));
         assert!(!majority_correct(&[(None, false)]));
     }
 }

@@ -32,7 +32,12 @@ fn response_log_softmax(
     let vocab = lm.config.vocab_size;
     let device = lm.device();
     let b = batch.len();
-    let l = batch.iter().map(|p| p.response.len()).max().unwrap_or(0).max(1);
+    let l = batch
+        .iter()
+        .map(|p| p.response.len())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let s = batch
         .iter()
         .map(|p| p.prompt.len() + p.response.len())
@@ -46,7 +51,12 @@ fn response_log_softmax(
         if pr.prompt.is_empty() {
             return Err(Error::InvalidInput(format!("prompt {r} is empty")));
         }
-        if let Some(t) = pr.prompt.iter().chain(&pr.response).find(|&&t| t < 0 || t >= vocab) {
+        if let Some(t) = pr
+            .prompt
+            .iter()
+            .chain(&pr.response)
+            .find(|&&t| t < 0 || t >= vocab)
+        {
             return Err(Error::InvalidInput(format!(
                 "sequence {r} has token {t} outside the vocabulary (size {vocab})"
             )));
@@ -65,7 +75,9 @@ fn response_log_softmax(
         }
     }
     let (b, l, s) = (b as i64, l as i64, s as i64);
-    let ids = Tensor::from_slice(&ids).f_view([b, s])?.f_to_device(device)?;
+    let ids = Tensor::from_slice(&ids)
+        .f_view([b, s])?
+        .f_to_device(device)?;
     let hidden = lm.hidden_all(&ids, None)?;
     let width = hidden.size()[2];
     let index = Tensor::from_slice(&index)
@@ -77,8 +89,12 @@ fn response_log_softmax(
         .f_to_kind(Kind::Float)?
         .f_div_scalar(temperature)?
         .f_log_softmax(-1, Kind::Float)?;
-    let targets = Tensor::from_slice(&targets).f_view([b, l])?.f_to_device(device)?;
-    let mask = Tensor::from_slice(&mask).f_view([b, l])?.f_to_device(device)?;
+    let targets = Tensor::from_slice(&targets)
+        .f_view([b, l])?
+        .f_to_device(device)?;
+    let mask = Tensor::from_slice(&mask)
+        .f_view([b, l])?
+        .f_to_device(device)?;
     Ok((logp, targets, mask))
 }
 
@@ -160,8 +176,16 @@ pub fn teacher_support(
             let (logp, _, _) = response_log_softmax(lm, &batch, temperature)?;
             let (b, l, v) = (logp.size()[0], logp.size()[1], logp.size()[2]);
             let (vals, ids) = top_k_support(&logp.f_view([b * l, v])?, k_eff)?;
-            let vals: Vec<f32> = Vec::try_from(vals.f_contiguous()?.f_view([-1])?.f_to_device(tch::Device::Cpu)?)?;
-            let ids: Vec<i64> = Vec::try_from(ids.f_contiguous()?.f_view([-1])?.f_to_device(tch::Device::Cpu)?)?;
+            let vals: Vec<f32> = Vec::try_from(
+                vals.f_contiguous()?
+                    .f_view([-1])?
+                    .f_to_device(tch::Device::Cpu)?,
+            )?;
+            let ids: Vec<i64> = Vec::try_from(
+                ids.f_contiguous()?
+                    .f_view([-1])?
+                    .f_to_device(tch::Device::Cpu)?,
+            )?;
             let row = l as usize * k_eff;
             for (r, resp) in batch.iter().enumerate() {
                 let n = resp.response.len() * k_eff;

@@ -70,7 +70,10 @@ mod tests {
         assert!(leaks(&e, "We know x = 17 / 3 so <answer>17/3</answer>"));
         assert!(!leaks(&e, "Solving gives <answer>x = 17 / 3</answer>"));
         assert!(!leaks(&e, "Solving, we get \\boxed{x = 17 / 3}"));
-        assert!(leaks(&ex("12"), "As the Reference Solution says, <answer>12</answer>"));
+        assert!(leaks(
+            &ex("12"),
+            "As the Reference Solution says, <answer>12</answer>"
+        ));
         // Short privileged texts are not matched verbatim.
         assert!(!leaks(&ex("4"), "2 + 2 = 4, so <answer>4</answer>"));
         let pairs = [(&e, "x = 17 / 3!"), (&e, "no")];

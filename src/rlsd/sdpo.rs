@@ -38,7 +38,8 @@ pub fn render_sdpo(
         correct_solution.unwrap_or("").trim(),
         feedback.unwrap_or("").trim(),
     ];
-    let mut out = String::with_capacity(template.len() + values.iter().map(|v| v.len()).sum::<usize>());
+    let mut out =
+        String::with_capacity(template.len() + values.iter().map(|v| v.len()).sum::<usize>());
     let mut rest = template;
     'outer: while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
@@ -69,7 +70,12 @@ mod tests {
             "Problem:\n2+2?\n\nCorrect solution:\n4\n\nThe following is feedback from your unsuccessful earlier attempt:\n\n\nCorrectly solve the original question."
         );
         // Braces in the texts stay as they are.
-        let t = render_sdpo("{question}|{feedback}", "{feedback}", None, Some("\\frac{1}{2}"));
+        let t = render_sdpo(
+            "{question}|{feedback}",
+            "{feedback}",
+            None,
+            Some("\\frac{1}{2}"),
+        );
         assert_eq!(t, "{feedback}|\\frac{1}{2}");
         assert!(check_sdpo_template("no question").is_err());
     }

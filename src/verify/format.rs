@@ -133,13 +133,23 @@ mod tests {
 
     #[test]
     fn thought_answer_format_is_the_whole_response() {
-        assert!(thought_answer_format("<thought>a\nb</thought> so <answer>4</answer>"));
+        assert!(thought_answer_format(
+            "<thought>a\nb</thought> so <answer>4</answer>"
+        ));
         // Whitespace around the tag characters is forgiven, as the reference's.
-        assert!(thought_answer_format("  < thought >a</ thought>\n< answer > 4 </answer >\n"));
+        assert!(thought_answer_format(
+            "  < thought >a</ thought>\n< answer > 4 </answer >\n"
+        ));
         assert!(!thought_answer_format("<thought>a</thought>4"));
         assert!(!thought_answer_format("<answer>4</answer>"));
-        assert!(!thought_answer_format("<thought>a</thought><answer>4</answer> trailing"));
-        assert!(!thought_answer_format("pre <thought>a</thought><answer>4</answer>"));
-        assert!(!thought_answer_format("<answer>4</answer><thought>a</thought>"));
+        assert!(!thought_answer_format(
+            "<thought>a</thought><answer>4</answer> trailing"
+        ));
+        assert!(!thought_answer_format(
+            "pre <thought>a</thought><answer>4</answer>"
+        ));
+        assert!(!thought_answer_format(
+            "<answer>4</answer><thought>a</thought>"
+        ));
     }
 }

@@ -368,7 +368,10 @@ mod tests {
     #[test]
     fn strict_extraction_reads_tags_and_boxes_only() {
         let tagged = "<thought>2+2 is 4, not 5</thought> <ANSWER> 4 </answer>";
-        assert_eq!(extract_strict(tagged, false), Some(("4".into(), "<answer>")));
+        assert_eq!(
+            extract_strict(tagged, false),
+            Some(("4".into(), "<answer>"))
+        );
         // The first <answer> span, as the reference's re.search.
         let two = "<answer>3</answer> no: <answer>4</answer>";
         assert_eq!(extract_strict(two, false).unwrap().0, "3");

@@ -254,7 +254,10 @@ mod tests {
     #[test]
     fn strict_judges_only_the_extracted_answer() {
         let v = MathVerifier::new(MathConfig::default()).unwrap();
-        assert!(v.judge("7", "<thought>3+4</thought><answer>7</answer>").correct);
+        assert!(
+            v.judge("7", "<thought>3+4</thought><answer>7</answer>")
+                .correct
+        );
         assert!(v.judge("7", r"so \boxed{7}").correct);
         assert!(!v.judge("7", "3+4 = 7").correct);
         assert!(!v.judge("7", "Answer: 7").correct);
