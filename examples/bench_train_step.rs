@@ -65,6 +65,8 @@ fn main() -> anyhow::Result<()> {
         teacher_logprobs: Some(teacher),
         teacher_neg_logprobs: None,
         ref_logprobs: None,
+        teacher_support: None,
+        correct: None,
         advantages: group_advantages(&rewards, group, true)?,
         step: 1,
         lambda: 0.5,

@@ -70,11 +70,12 @@ def agg(x, mask, how):
     return ((x * mask).sum(-1) / lens).mean()
 
 
-def loss_case(name, algo, how, student, lam=0.3, kl_coef=0.0, entropy_coef=0.0):
+def loss_case(name, algo, how, student, lam=0.3, kl_coef=0.0, entropy_coef=0.0,
+              rewards=(1.0, 0.0, 0.0, 1.0, 1.0, 0.0), cepo_fallback="grpo"):
     B, G = 6, 3
     lens = [5, 3, 7, 1, 4, 6]
     L = max(lens)
-    rewards = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    rewards = list(rewards)
     correct = [r > 0.5 for r in rewards]
     A = torch.tensor(advantages(rewards, G, True), dtype=torch.float32).double()
     mask = pad([[1.0] * n for n in lens], L)
@@ -104,10 +105,17 @@ def loss_case(name, algo, how, student, lam=0.3, kl_coef=0.0, entropy_coef=0.0):
     ent = pad(ent_rows, L)
     logp_s = logp_new.detach() if student == "current" else logp_old
     if algo == "cepo":
-        t_neg = torch.stack([
-            pad([neg_rows[i]], L)[0] if neg_rows[i] is not None else logp_s[i] for i in range(B)
-        ])
-        delta = (teacher - t_neg) * mask
+        # A group with no wrong response: GRPO (delta = 0, its authors') or,
+        # as an option, RLSD's credit (Tneg = the student).
+        rows = []
+        for i in range(B):
+            if neg_rows[i] is not None:
+                rows.append(teacher[i] - pad([neg_rows[i]], L)[0])
+            elif cepo_fallback == "rlsd":
+                rows.append(teacher[i] - logp_s[i])
+            else:
+                rows.append(torch.zeros(L, dtype=D))
+        delta = torch.stack(rows) * mask
     else:
         delta = (teacher - logp_s) * mask
     ahat, w = credit(algo, A, delta, lam, 0.2, mask)
@@ -124,6 +132,7 @@ def loss_case(name, algo, how, student, lam=0.3, kl_coef=0.0, entropy_coef=0.0):
         "name": name, "algo": algo, "loss_agg": how, "student_logprobs": student,
         "lambda": lam, "eps_w": 0.2, "eps_low": 0.2, "eps_high": 0.28, "dual_clip_c": 3.0,
         "kl_coef": kl_coef, "entropy_coef": entropy_coef, "group_size": G,
+        "cepo_fallback": cepo_fallback,
         "lens": lens, "rewards": rewards, "correct": correct,
         "logp_new": new_rows, "logp_old": old_rows, "teacher": teacher_rows,
         "teacher_neg": neg_rows, "ref": ref_rows, "entropy": ent_rows,
@@ -140,12 +149,54 @@ def loss_case(name, algo, how, student, lam=0.3, kl_coef=0.0, entropy_coef=0.0):
 
 
 def lambda_at(step, lambda0, warmup, decay):
-    past = max(step - warmup, 0)
-    if past == 0:
-        return lambda0
+    """The reference code's schedule: ramp up from 0 during the warm-up, then a
+    linear decay; decay == 0 keeps lambda0 (constant-lambda ablation)."""
+    if warmup > 0 and step <= warmup:
+        return lambda0 * step / warmup
     if decay == 0:
-        return 0.0
-    return lambda0 * max(1 - past / decay, 0.0)
+        return lambda0
+    return lambda0 * max(1 - (step - warmup) / decay, 0.0)
+
+
+def distill_case(name, form, k, tail):
+    """OPSD divergence between teacher and student next-token distributions,
+    as the reference's opsd_algos.py computes it (top-k on the teacher's
+    support, tail bucket, clamps), with the gradient w.r.t. student logits."""
+    n, V, T = 5, 11, 1.0
+    t_logits = torch.randn(n, V, dtype=D) * 2
+    s_logits = (torch.randn(n, V, dtype=D) * 2).requires_grad_(True)
+    lt_full = torch.log_softmax(t_logits / T, -1)
+    ls_full = torch.log_softmax(s_logits / T, -1)
+    if k == 0:
+        ids = torch.arange(V).expand(n, V)
+    else:
+        ids = torch.topk(lt_full, k, dim=-1).indices
+    lt = lt_full.gather(-1, ids)
+    ls = ls_full.gather(-1, ids)
+    eps = 1e-10
+    pt, ps = lt.exp(), ls.exp()
+    if form == "kl":
+        d = (pt * (lt - ls)).sum(-1)
+        if tail:
+            tt = (1 - pt.sum(-1)).clamp(min=eps)
+            st = (1 - ps.sum(-1)).clamp(min=eps)
+            d = d + tt * (tt.log() - st.log())
+        d = d.clamp(-10, 10)
+    else:
+        if tail:
+            p = torch.cat([pt, (1 - pt.sum(-1, keepdim=True)).clamp(min=eps)], -1)
+            q = torch.cat([ps, (1 - ps.sum(-1, keepdim=True)).clamp(min=eps)], -1)
+        else:
+            p = pt / pt.sum(-1, keepdim=True).clamp(min=eps)
+            q = ps / ps.sum(-1, keepdim=True).clamp(min=eps)
+        m = (0.5 * (p + q)).clamp_min(eps).log()
+        d = 0.5 * ((p * (p.clamp_min(eps).log() - m)).sum(-1) + (q * (q.clamp_min(eps).log() - m)).sum(-1))
+        d = d.clamp(0, 10)
+    d.mean().backward()
+    return {"name": name, "form": form, "k": k, "tail": tail,
+            "teacher_logits": t_logits.tolist(), "student_logits": s_logits.detach().tolist(),
+            "ids": ids.tolist(), "divergence": d.detach().tolist(),
+            "grad_student_logits": s_logits.grad.tolist()}
 
 
 def lr_at(step, lr, warmup, sched, total, min_ratio):
@@ -260,8 +311,16 @@ def main():
                                 kl_coef=0.1, entropy_coef=0.01))
     loss_cases.append(loss_case("cepo-seq-kl", "cepo", "seq-mean-token-mean", "current",
                                 lam=1.0, kl_coef=0.05, entropy_coef=-0.02))
+    # A group whose responses are all correct but rewarded unequally (format
+    # reward), so the CEPO fallback changes the update.
+    mixed = (1.0, 0.6, 0.9, 1.0, 0.0, 0.0)
+    loss_cases.append(loss_case("cepo-fallback-grpo", "cepo", "token-mean", "current",
+                                lam=0.7, rewards=mixed))
+    loss_cases.append(loss_case("cepo-fallback-rlsd", "cepo", "token-mean", "current",
+                                lam=0.7, rewards=mixed, cepo_fallback="rlsd"))
     lambda_cases = []
-    for l0, wu, dec in [(0.5, 0, 50), (0.5, 10, 60), (1.0, 3, 0), (0.25, 0, 1)]:
+    for l0, wu, dec in [(0.5, 0, 50), (0.5, 10, 60), (1.0, 3, 0), (0.25, 0, 1), (0.5, 0, 0),
+                        (1.0, 0, 100)]:
         lambda_cases.append({"lambda0": l0, "warmup": wu, "decay_steps": dec,
                              "steps": list(range(1, 80, 3)),
                              "expected": [lambda_at(s, l0, wu, dec) for s in range(1, 80, 3)]})
@@ -273,8 +332,16 @@ def main():
         lr_cases.append({"lr": lr, "warmup_steps": wu, "lr_schedule": sched, "total_steps": total,
                          "min_lr_ratio": mr, "steps": steps,
                          "expected": [lr_at(s, lr, wu, sched, total, mr) for s in steps]})
+    adamw, train = adamw_case(), train_case()
+    # Drawn last, so the cases above keep their random inputs.
+    distill = [distill_case("kl-top4-tail", "kl", 4, True),
+               distill_case("jsd-top4-tail", "jsd", 4, True),
+               distill_case("jsd-top4-renorm", "jsd", 4, False),
+               distill_case("kl-full", "kl", 0, False),
+               distill_case("jsd-full", "jsd", 0, False)]
     out = {"torch_version": torch.__version__, "advantages": rewards_cases, "loss": loss_cases,
-           "lambda": lambda_cases, "lr": lr_cases, "adamw": adamw_case(), "train": train_case()}
+           "lambda": lambda_cases, "lr": lr_cases, "adamw": adamw, "train": train,
+           "distill": distill}
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "..", "tests", "fixtures", "rlsd_golden.json")
     with open(path, "w") as f:

@@ -41,6 +41,8 @@ pub struct RunConfig {
     pub checkpoint: CheckpointConfig,
     /// TensorBoard events, the completions log, charts and the run report.
     pub observe: crate::observe::ObserveConfig,
+    /// Held-out validation during training (off unless `validation.every > 0`).
+    pub validation: crate::commands::eval::ValidationConfig,
 }
 
 /// `[model]`: the policy's weights.

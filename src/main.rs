@@ -127,6 +127,10 @@ enum Command {
         /// Sampling seed (with a temperature above 0).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Responses per prompt (K); above 1 reports pass@k and maj@K and
+        /// needs --temperature above 0.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        samples: u64,
         /// Write the report (summary and every response) as JSON.
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
@@ -279,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             max_new_tokens,
             temperature,
             seed,
+            samples,
             out,
         } => {
             let cfg = run.load()?;
@@ -288,6 +293,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size: batch_size as usize,
                 temperature,
                 seed,
+                samples: samples as usize,
             };
             eval(&cfg, &choice, n as usize, &opts, out.as_deref())
         }
@@ -470,6 +476,20 @@ fn eval(
         100.0 * report.stopped_on_eos_frac,
         report.wall_s
     );
+    if report.samples > 1 {
+        let pass: Vec<String> = report
+            .pass_at_k
+            .iter()
+            .map(|(k, p)| format!("pass@{k} {p:.4}"))
+            .collect();
+        println!(
+            "eval: {} samples per prompt: {}, maj@{} {:.4}",
+            report.samples,
+            pass.join(", "),
+            report.samples,
+            report.maj_at_k
+        );
+    }
     if let Some(path) = out {
         write_file(path, &serde_json::to_string_pretty(&report)?)?;
         println!("report: {}", path.display());

@@ -104,4 +104,21 @@ pub trait Policy: Send {
             None => Ok(false),
         }
     }
+
+    /// [`Policy::response_scores`] plus the log-probs (same temperature, full
+    /// vocabulary normalisation) of the token ids `support` (`[B, L, K]` i64)
+    /// at each response position, as `[B, L, K]` carrying gradient. The OPSD
+    /// `kl` / `jsd` distillation forms need it; a policy that cannot give it
+    /// says so.
+    fn response_scores_on_support(
+        &self,
+        batch: &[PromptResponse],
+        temperature: f64,
+        support: &Tensor,
+    ) -> Result<(ResponseScores, Tensor)> {
+        let _ = (batch, temperature, support);
+        Err(Error::InvalidInput(
+            "this policy cannot score a token support (needed by opsd_loss = kl / jsd)".into(),
+        ))
+    }
 }

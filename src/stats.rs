@@ -21,6 +21,30 @@ pub struct StageTimings {
     pub idle_s: f64,
 }
 
+/// One held-out validation (`commands::eval::validate`), logged with the
+/// step it follows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValidationStats {
+    /// The step it followed (0: before training).
+    pub after_step: u64,
+    /// Held-out prompts.
+    pub n: usize,
+    /// Samples per prompt (`K`).
+    pub samples: usize,
+    /// pass@1 of greedy decoding.
+    pub pass1_greedy: f64,
+    /// pass@1 of sampling at the validation temperature (mean over the K samples).
+    pub pass1_sampled: f64,
+    /// pass@K (unbiased estimator).
+    pub pass_at_k: f64,
+    /// maj@K.
+    pub maj_at_k: f64,
+    /// Mean reward of the sampled responses.
+    pub reward_mean: f64,
+    /// Wall-clock seconds of the validation.
+    pub wall_s: f64,
+}
+
 /// Everything one training step reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepStats {
@@ -74,6 +98,30 @@ pub struct StepStats {
     pub weight_mean: f64,
     /// Fraction of response tokens whose `w_t` was clipped (paper: 3-6%).
     pub weight_clip_frac: f64,
+    /// Fraction of response tokens with `w_t < 1 - eps_w` (clipped low).
+    #[serde(default)]
+    pub weight_clip_low_frac: f64,
+    /// Fraction of response tokens with `w_t > 1 + eps_w` (clipped high).
+    #[serde(default)]
+    pub weight_clip_high_frac: f64,
+    /// Mean `delta_t` over the tokens of correct responses (the teacher-student
+    /// gap; `A_i > 0` where the verdicts are unknown).
+    #[serde(default)]
+    pub delta_mean_correct: f64,
+    /// Mean `delta_t` over the tokens of wrong responses.
+    #[serde(default)]
+    pub delta_mean_wrong: f64,
+    /// The aggregated OPSD distillation term (opsd / sdpo / grpo+opsd, forms
+    /// other than `pg`), before `distill_coef`.
+    #[serde(default)]
+    pub distill_loss: f64,
+    /// Share of responses that stopped at the token limit (runtime-filled).
+    #[serde(default)]
+    pub truncation_rate: f64,
+    /// Share of responses that contain the privileged text verbatim before
+    /// their final answer (runtime-filled; see `rlsd::leakage`).
+    #[serde(default)]
+    pub leakage_rate: f64,
     /// Mean PPO ratio over response tokens.
     pub ratio_mean: f64,
     /// Fraction of response tokens where the PPO clip was active.
@@ -102,4 +150,7 @@ pub struct StepStats {
     /// not in `metrics.jsonl`).
     #[serde(skip)]
     pub completions: Vec<crate::observe::CompletionSample>,
+    /// Validations run with this step: after it, and before training on step 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validation: Vec<ValidationStats>,
 }

@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 use crate::optim::{AdamW, OptimConfig};
 use crate::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
 use crate::rlsd::{
-    policy_loss, token_advantages, token_delta, Algo, AlgoConfig, LossNorm, PolicyLoss,
-    StudentLogprobs, TokenCredit,
+    aggregate, policy_loss, support_divergence, token_delta, token_kl, update_credit, Algo,
+    AlgoConfig, CepoFallback, LossNorm, OpsdLoss, PolicyLoss, StudentLogprobs, TokenCredit,
+    TokenSupport,
 };
 use crate::stats::StepStats;
 use std::ops::Range;
@@ -34,8 +35,14 @@ pub struct TrainBatch {
     pub teacher_neg_logprobs: Option<Vec<Option<Vec<f32>>>>,
     /// Reference-policy log-probs for the k3 KL term (needed when `kl_coef > 0`).
     pub ref_logprobs: Option<Vec<Vec<f32>>>,
+    /// The teacher's next-token distribution at each response position (top-k
+    /// plus tail, or the full vocabulary): needed by `opsd_loss = "kl" | "jsd"`.
+    pub teacher_support: Option<Vec<TokenSupport>>,
     /// `A_i`: the group-relative advantage of each sample.
     pub advantages: Vec<f32>,
+    /// The verifier's verdict per sample, for the delta-on-correct/wrong
+    /// statistics; `None`: `A_i > 0` counts as correct, `A_i < 0` as wrong.
+    pub correct: Option<Vec<bool>>,
     /// Step number (from 1), for the stats.
     pub step: u64,
     /// Lambda for this step (`rlsd::lambda_at`).
@@ -79,14 +86,16 @@ impl<P: Policy> Trainer<P> {
 
 /// Sums over the batch of the per-token and per-step quantities logged in
 /// [`StepStats`], in this order: loss, pg, kl, entropy, Ahat, |Ahat|, delta,
-/// |delta|, w, w clipped, ratio, ratio clipped, dual clipped, tokens with a delta.
+/// |delta|, w, w clipped, ratio, ratio clipped, dual clipped, tokens with a delta,
+/// distill term, w clipped low, w clipped high, delta on correct responses,
+/// their tokens, delta on wrong responses, their tokens.
 #[derive(Debug, Default)]
 struct Accum {
     v: [f64; Accum::N],
 }
 
 impl Accum {
-    const N: usize = 14;
+    const N: usize = 21;
     fn add(&mut self, vals: &[f64]) {
         for (a, b) in self.v.iter_mut().zip(vals) {
             *a += b;
@@ -237,6 +246,31 @@ pub fn effective_algo(cfg: &AlgoConfig, batch: &TrainBatch) -> Result<Algo> {
     if cfg.kl_coef > 0.0 && batch.ref_logprobs.is_none() {
         return Err(invalid("kl_coef > 0 needs ref_logprobs".into()));
     }
+    if algo.distills() && cfg.opsd_loss.needs_distribution() {
+        let Some(sup) = &batch.teacher_support else {
+            return Err(invalid(format!(
+                "`{}` with opsd_loss = \"{}\" needs teacher_support",
+                algo.name(),
+                cfg.opsd_loss.name()
+            )));
+        };
+        for (i, (t, s)) in sup.iter().zip(&batch.samples).enumerate() {
+            if t.len() != s.response.len() || t.logprobs.len() != t.ids.len() {
+                return Err(invalid(format!(
+                    "teacher_support[{i}] covers {} positions of a {}-token response",
+                    t.len(),
+                    s.response.len()
+                )));
+            }
+        }
+        if sup.len() != batch.samples.len() {
+            return Err(invalid(format!(
+                "teacher_support has {} rows for {} samples",
+                sup.len(),
+                batch.samples.len()
+            )));
+        }
+    }
     Ok(algo)
 }
 
@@ -332,9 +366,15 @@ pub fn micro_batch_loss(
                 .f_to_device(device)?
                 .f_unsqueeze(-1)?
                 .f_gt(0.5)?;
-            // With no wrong response in the group, Tneg falls back to the student.
-            let t_neg = neg.f_where_self(&has, &logp_s)?;
-            Some(token_delta(t, &t_neg)?.f_mul(&mask)?)
+            // A group with no wrong response: GRPO (delta_t = 0, its authors'), or
+            // with `cepo_fallback = "rlsd"` Tneg is the student (RLSD's credit).
+            let delta = match cfg.cepo_fallback {
+                CepoFallback::Grpo => {
+                    token_delta(t, &neg)?.f_where_self(&has, &neg.f_zeros_like()?)?
+                }
+                CepoFallback::Rlsd => token_delta(t, &neg.f_where_self(&has, &logp_s)?)?,
+            };
+            Some(delta.f_mul(&mask)?)
         }
         (Some(t), _) => Some(token_delta(t, &logp_s)?.f_mul(&mask)?),
     };
@@ -343,7 +383,7 @@ pub fn micro_batch_loss(
         .map(|&a| f64::from(a))
         .collect();
     let adv = Tensor::f_from_slice(&adv)?.f_to_device(device)?;
-    let credit = token_advantages(algo, &adv, delta.as_ref(), batch.lambda, cfg.eps_w, &mask)?;
+    let credit = update_credit(cfg, algo, &adv, delta.as_ref(), batch.lambda, &mask)?;
     let logp_ref = batch.ref_logprobs.as_deref().map(rows).transpose()?;
     let loss = policy_loss(
         &logp_new,
@@ -364,8 +404,16 @@ pub fn micro_batch_loss(
     })
 }
 
-/// The values of one micro-batch that [`Accum`] sums, in its order.
-fn logged_parts(mb: &MicroBatchLoss, device: Device) -> Result<Vec<f64>> {
+/// The values of one micro-batch that [`Accum`] sums, in its order: `total`
+/// is the back-propagated loss (policy loss plus the weighted distillation
+/// term), `side` is +1 / -1 per row for correct / wrong responses.
+fn logged_parts(
+    mb: &MicroBatchLoss,
+    total: &Tensor,
+    distill: Option<&Tensor>,
+    side: &[f64],
+    device: Device,
+) -> Result<Vec<f64>> {
     let MicroBatchLoss {
         loss: pl,
         credit,
@@ -381,8 +429,21 @@ fn logged_parts(mb: &MicroBatchLoss, device: Device) -> Result<Vec<f64>> {
     } else {
         zero()?
     };
+    let side = Tensor::f_from_slice(side)?
+        .f_to_device(device)?
+        .f_unsqueeze(-1)?;
+    let right = side.f_gt(0.0)?.f_to_kind(Kind::Double)?.f_mul(mask)?;
+    let wrong = side.f_lt(0.0)?.f_to_kind(Kind::Double)?.f_mul(mask)?;
+    let on = |rows: &Tensor| -> Result<[Tensor; 2]> {
+        match delta {
+            Some(d) => Ok([d.f_mul(rows)?.f_sum(Kind::Double)?, rows.f_sum(Kind::Double)?]),
+            None => Ok([zero()?, zero()?]),
+        }
+    };
+    let [d_right, n_right] = on(&right)?;
+    let [d_wrong, n_wrong] = on(&wrong)?;
     let parts = [
-        pl.loss.detach(),
+        total.detach(),
         pl.pg.detach(),
         pl.kl.as_ref().map_or_else(zero, |k| Ok(k.detach()))?,
         sum(&entropy.detach())?,
@@ -396,6 +457,13 @@ fn logged_parts(mb: &MicroBatchLoss, device: Device) -> Result<Vec<f64>> {
         sum(&pl.tokens.ratio_clipped)?,
         sum(&pl.tokens.dual_clipped)?,
         delta_tokens,
+        distill.map_or_else(zero, |d| Ok(d.detach()))?,
+        credit.weight_clipped_low.as_ref().map_or_else(zero, &sum)?,
+        credit.weight_clipped_high.as_ref().map_or_else(zero, &sum)?,
+        d_right,
+        n_right,
+        d_wrong,
+        n_wrong,
     ];
     Ok(Vec::<f64>::try_from(
         Tensor::f_stack(&parts, 0)?.f_to_device(Device::Cpu)?,
@@ -455,12 +523,133 @@ fn permuted(batch: &TrainBatch, order: &[usize]) -> TrainBatch {
             .as_deref()
             .map(|v| pick(v, order)),
         ref_logprobs: batch.ref_logprobs.as_deref().map(|v| pick(v, order)),
+        teacher_support: batch.teacher_support.as_deref().map(|v| pick(v, order)),
         advantages: pick(&batch.advantages, order),
+        correct: batch.correct.as_deref().map(|v| pick(v, order)),
         step: batch.step,
         lambda: batch.lambda,
         lr: batch.lr,
         temperature: batch.temperature,
     }
+}
+
+// ---- OPSD distillation term (opsd / sdpo / grpo+opsd with opsd_loss != "pg") ----
+// Kept apart from the PPO path so it can be re-plugged into a chunked
+// log-prob computation: everything below works per micro-batch and calls the
+// pure functions of `rlsd::distill`.
+
+/// The teacher support of samples `range`, padded to `[b, len, k]`: token ids
+/// (i64) and teacher log-probs (f64); padding positions hold id 0, log-prob 0.
+pub fn support_tensors(
+    support: &[TokenSupport],
+    len: usize,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
+    let b = support.len();
+    let k = support.first().map_or(1, |s| s.k.max(1));
+    let mut ids = vec![0i64; b * len * k];
+    let mut lps = vec![0f64; b * len * k];
+    for (i, s) in support.iter().enumerate() {
+        if s.k != k {
+            return Err(invalid(format!(
+                "teacher_support rows have k = {} and {k}",
+                s.k
+            )));
+        }
+        let n = s.ids.len().min(len * k);
+        ids[i * len * k..i * len * k + n].copy_from_slice(&s.ids[..n]);
+        for (d, &x) in lps[i * len * k..i * len * k + n]
+            .iter_mut()
+            .zip(&s.logprobs)
+        {
+            *d = f64::from(x);
+        }
+    }
+    let shape = [b as i64, len as i64, k as i64];
+    Ok((
+        Tensor::f_from_slice(&ids)?
+            .f_view(shape)?
+            .f_to_device(device)?,
+        Tensor::f_from_slice(&lps)?
+            .f_view(shape)?
+            .f_to_device(device)?,
+    ))
+}
+
+/// The aggregated OPSD distillation term of samples `range` (not yet times
+/// `distill_coef`), or `None` where the update has none:
+///
+/// - `token-kl`: `agg(logp_T_t - logp_S_t)` on the sampled tokens ([`token_kl`]);
+/// - `kl` / `jsd`: `agg(D(P_T, P_S))` per position on the teacher's support
+///   ([`support_divergence`]); `student_support` is the student's `[b, L, k]`
+///   log-probs of the support ids, carrying gradient.
+///
+/// Aggregated like the policy loss (`loss_agg`, whole-batch `norm`).
+#[allow(clippy::too_many_arguments)]
+pub fn distill_loss(
+    cfg: &AlgoConfig,
+    algo: Algo,
+    batch: &TrainBatch,
+    range: Range<usize>,
+    logp_new: &Tensor,
+    student_support: Option<&Tensor>,
+    mask: &Tensor,
+    norm: LossNorm,
+) -> Result<Option<Tensor>> {
+    if !algo.distills() || cfg.opsd_loss == OpsdLoss::Pg {
+        return Ok(None);
+    }
+    let device = logp_new.device();
+    let len = mask.size()[1] as usize;
+    let per_token = match cfg.opsd_loss {
+        OpsdLoss::Pg => return Ok(None),
+        OpsdLoss::TokenKl => {
+            let teacher = batch
+                .teacher_logprobs
+                .as_deref()
+                .ok_or_else(|| invalid("opsd_loss = \"token-kl\" needs teacher_logprobs".into()))?;
+            let t = pad_rows(
+                teacher[range.clone()].iter().map(|r| r.as_slice()),
+                len,
+                device,
+            )?;
+            token_kl(&t, &logp_new.f_to_kind(Kind::Double)?)?
+        }
+        form @ (OpsdLoss::Kl | OpsdLoss::Jsd) => {
+            let support = batch
+                .teacher_support
+                .as_deref()
+                .ok_or_else(|| invalid("opsd_loss kl/jsd needs teacher_support".into()))?;
+            let student = student_support.ok_or_else(|| {
+                invalid("opsd_loss kl/jsd needs the student's support log-probs".into())
+            })?;
+            let rows = &support[range];
+            let (_, teacher) = support_tensors(rows, len, device)?;
+            let k = teacher.size()[2];
+            let full = rows.first().is_some_and(|s| s.full_vocab);
+            let student = student.f_to_kind(Kind::Double)?;
+            if student.size() != teacher.size() {
+                return Err(Error::ShapeMismatch {
+                    name: "student support log-probs".into(),
+                    expected: teacher.size(),
+                    got: student.size(),
+                });
+            }
+            let d = support_divergence(
+                form,
+                &teacher.f_view([-1, k])?,
+                &student.f_view([-1, k])?,
+                !full,
+            )?;
+            d.f_view([mask.size()[0], len as i64])?
+        }
+    };
+    Ok(Some(aggregate(
+        &per_token.f_mul(mask)?,
+        mask,
+        cfg.loss_agg,
+        norm,
+    )?))
 }
 
 /// One optimizer step on `batch` (see the module docs). The loss is
@@ -528,8 +717,18 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     let mut acc = Accum::default();
     for range in ranges {
         let chunk = &batch.samples[range.clone()];
+        // Rows of correct / wrong responses (the verdicts, or the sign of A_i).
+        let side: Vec<f64> = range
+            .clone()
+            .map(|i| match &batch.correct {
+                Some(c) => f64::from(u8::from(c[i])) * 2.0 - 1.0,
+                None => f64::from(batch.advantages[i]).signum(),
+            })
+            .collect();
         let mut vals: Option<Vec<f64>> = None;
-        let mut loss_of = |scores: &ResponseScores| -> Result<Option<Tensor>> {
+        let mut loss_of = |scores: &ResponseScores,
+                           student_support: Option<&Tensor>|
+         -> Result<Option<Tensor>> {
             let mb = micro_batch_loss(
                 &cfg,
                 algo,
@@ -539,14 +738,50 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
                 &scores.entropy,
                 norm,
             )?;
-            let v = logged_parts(&mb, device)?;
+            let distill = distill_loss(
+                &cfg,
+                algo,
+                batch,
+                range.clone(),
+                &scores.logprobs,
+                student_support,
+                &mb.mask,
+                norm,
+            )?;
+            let total = match &distill {
+                Some(d) => mb.loss.loss.f_add(&d.f_mul_scalar(cfg.distill_coef)?)?,
+                None => mb.loss.loss.shallow_clone(),
+            };
+            let v = logged_parts(&mb, &total, distill.as_ref(), &side, device)?;
             let finite = v[0].is_finite();
             vals = Some(v);
-            Ok(finite.then_some(mb.loss.loss))
+            Ok(finite.then_some(total))
         };
-        trainer
-            .policy
-            .backward_scores(chunk, batch.temperature, &opts, &mut loss_of, None)?;
+        match &batch.teacher_support {
+            // OPSD kl / jsd: the student's log-probs on the teacher's support
+            // come from one unchunked forward (the support is top-k wide, but
+            // this path still holds the micro-batch's [b, L, V] log-softmax).
+            Some(sup) if algo.distills() && cfg.opsd_loss.needs_distribution() => {
+                let len = chunk.iter().map(|s| s.response.len()).max().unwrap_or(0);
+                let (ids, _) = support_tensors(&sup[range.clone()], len, device)?;
+                let (scores, student) =
+                    trainer
+                        .policy
+                        .response_scores_on_support(chunk, batch.temperature, &ids)?;
+                if let Some(l) = loss_of(&scores, Some(&student))? {
+                    l.f_backward()?;
+                }
+            }
+            _ => {
+                trainer.policy.backward_scores(
+                    chunk,
+                    batch.temperature,
+                    &opts,
+                    &mut |s: &ResponseScores| loss_of(s, None),
+                    None,
+                )?;
+            }
+        }
         let vals = vals.ok_or_else(|| invalid("the policy never computed the loss".into()))?;
         if !vals[0].is_finite() {
             return Ok(skip(trainer, stats, format!("non-finite loss {}", vals[0])));
@@ -567,7 +802,7 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     trainer.optimizer.step(batch.lr)?;
     trainer.optimizer.zero_grad();
 
-    let [loss, pg, kl, ent, ahat, ahat_abs, delta, delta_abs, w, w_clip, ratio, ratio_clip, dual, delta_tokens] =
+    let [loss, pg, kl, ent, ahat, ahat_abs, delta, delta_abs, w, w_clip, ratio, ratio_clip, dual, delta_tokens, distill, w_low, w_high, d_right, n_right, d_wrong, n_wrong] =
         acc.v;
     let n = total_tokens as f64;
     stats.loss = loss;
@@ -583,6 +818,15 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     if matches!(algo, Algo::Rlsd | Algo::Cepo) {
         stats.weight_mean = w / n;
         stats.weight_clip_frac = w_clip / n;
+        stats.weight_clip_low_frac = w_low / n;
+        stats.weight_clip_high_frac = w_high / n;
+    }
+    stats.distill_loss = distill;
+    if n_right > 0.0 {
+        stats.delta_mean_correct = d_right / n_right;
+    }
+    if n_wrong > 0.0 {
+        stats.delta_mean_wrong = d_wrong / n_wrong;
     }
     stats.ratio_mean = ratio / n;
     stats.ratio_clip_frac = ratio_clip / n;

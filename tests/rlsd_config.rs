@@ -2,16 +2,28 @@
 //! keys and out-of-range values.
 
 use rlsd::optim::{LrSchedule, OptimConfig};
-use rlsd::rlsd::{lambda_at, lr_at, Algo, AlgoConfig, LossAgg, StudentLogprobs};
+use rlsd::rlsd::{
+    lambda_at, lr_at, Algo, AlgoConfig, CepoFallback, LambdaWarmup, LossAgg, OpsdLoss,
+    StudentLogprobs,
+};
 
 #[test]
 fn defaults_are_the_spec_values() {
     let a = AlgoConfig::default();
     assert_eq!(a.algo, Algo::Rlsd);
     assert_eq!(
-        (a.lambda0, a.lambda_warmup, a.lambda_decay_steps),
+        (a.lambda0(), a.lambda_warmup, a.lambda_decay_steps()),
         (0.5, 0, 50)
     );
+    assert_eq!(a.lambda_warmup_mode, LambdaWarmup::Ramp);
+    assert_eq!(a.cepo_fallback, CepoFallback::Grpo);
+    assert_eq!(
+        (a.opsd_loss, a.distill_topk, a.distill_coef),
+        (OpsdLoss::Pg, 64, 1.0)
+    );
+    // CEPO's own schedule (its authors'): lambda0 1.0 over 100 steps, unless set.
+    let c = AlgoConfig::with_algo(Algo::Cepo);
+    assert_eq!((c.lambda0(), c.lambda_decay_steps()), (1.0, 100));
     assert_eq!(
         (a.eps_w, a.eps_low, a.eps_high, a.dual_clip_c),
         (0.2, 0.2, 0.28, 3.0)
@@ -45,7 +57,23 @@ fn toml_names_parse() {
     assert_eq!(a.algo, Algo::Cepo);
     assert_eq!(a.loss_agg, LossAgg::SeqMeanTokenMean);
     assert_eq!(a.student_logprobs, StudentLogprobs::Sampling);
-    assert_eq!((a.lambda0, a.lambda_decay_steps, a.eps_w), (0.3, 60, 0.2));
+    assert_eq!(
+        (a.lambda0(), a.lambda_decay_steps(), a.eps_w),
+        (0.3, 60, 0.2)
+    );
+    for (name, algo) in [
+        ("sdpo", Algo::Sdpo),
+        ("grpo+opsd", Algo::GrpoOpsd),
+        ("opsd", Algo::Opsd),
+    ] {
+        let a: AlgoConfig = toml::from_str(&format!(
+            "algo = \"{name}\"\nopsd_loss = \"token-kl\"\nlambda_warmup_mode = \"hold\""
+        ))
+        .unwrap();
+        assert_eq!((a.algo, a.opsd_loss), (algo, OpsdLoss::TokenKl));
+        assert_eq!(a.algo.name(), name);
+        assert_eq!(a.lambda_warmup_mode, LambdaWarmup::Hold);
+    }
     let o: OptimConfig = toml::from_str(
         "lr = 1e-5\nlr_schedule = \"cosine\"\ntotal_steps = 200\nmicro_batch_size = 4",
     )
@@ -69,7 +97,7 @@ fn unknown_keys_and_bad_values_name_the_key() {
         .to_string();
     assert!(err.contains("ppo"), "{err}");
     let bad = AlgoConfig {
-        lambda0: 1.5,
+        lambda0: Some(1.5),
         ..AlgoConfig::default()
     };
     assert!(bad
@@ -97,20 +125,52 @@ fn lambda_schedule_shape() {
     assert_eq!(lambda_at(25, &cfg), 0.25);
     assert_eq!(lambda_at(50, &cfg), 0.0);
     assert_eq!(lambda_at(500, &cfg), 0.0);
+    // Warm-up ramps up from 0 (the reference's): 0.5 * step / 10, then the decay.
     let warm = AlgoConfig {
         lambda_warmup: 10,
         ..AlgoConfig::default()
     };
-    assert_eq!(lambda_at(1, &warm), 0.5);
+    assert_eq!(lambda_at(1, &warm), 0.05);
+    assert_eq!(lambda_at(5, &warm), 0.25);
     assert_eq!(lambda_at(10, &warm), 0.5);
+    assert_eq!(lambda_at(11, &warm), 0.5 * (1.0 - 1.0 / 50.0));
     assert_eq!(lambda_at(35, &warm), 0.25);
-    // Non-increasing everywhere.
+    assert_eq!(lambda_at(60, &warm), 0.0);
+    // Non-increasing after the warm-up, never negative.
     let mut prev = f64::INFINITY;
-    for s in 1..200 {
+    for s in 10..200 {
         let l = lambda_at(s, &warm);
         assert!(l <= prev && l >= 0.0);
         prev = l;
     }
+    // The old behaviour, by name: hold lambda0 during the warm-up.
+    let hold = AlgoConfig {
+        lambda_warmup_mode: LambdaWarmup::Hold,
+        ..warm.clone()
+    };
+    assert_eq!(lambda_at(1, &hold), 0.5);
+    assert_eq!(lambda_at(10, &hold), 0.5);
+    assert_eq!(lambda_at(35, &hold), 0.25);
+    // decay_steps = 0: constant lambda (not GRPO), with or without a warm-up.
+    let constant = AlgoConfig {
+        lambda_decay_steps: Some(0),
+        ..AlgoConfig::default()
+    };
+    for s in [1, 2, 50, 10_000] {
+        assert_eq!(lambda_at(s, &constant), 0.5);
+    }
+    let ramp_then_constant = AlgoConfig {
+        lambda_warmup: 4,
+        lambda_decay_steps: Some(0),
+        ..AlgoConfig::default()
+    };
+    assert_eq!(lambda_at(2, &ramp_then_constant), 0.25);
+    assert_eq!(lambda_at(4, &ramp_then_constant), 0.5);
+    assert_eq!(lambda_at(400, &ramp_then_constant), 0.5);
+    // CEPO's default: 1.0 * (1 - step / 100).
+    let cepo = AlgoConfig::with_algo(Algo::Cepo);
+    assert_eq!(lambda_at(25, &cepo), 0.75);
+    assert_eq!(lambda_at(100, &cepo), 0.0);
 }
 
 #[test]

@@ -5,8 +5,8 @@
 use rlsd::optim::{AdamW, LrSchedule, OptimConfig};
 use rlsd::policy::PromptResponse;
 use rlsd::rlsd::{
-    cepo_negatives, group_advantages, lambda_at, lr_at, Algo, AlgoConfig, LossAgg, LossNorm,
-    StudentLogprobs,
+    cepo_negatives, group_advantages, lambda_at, lr_at, Algo, AlgoConfig, CepoFallback, LossAgg,
+    LossNorm, StudentLogprobs,
 };
 use rlsd::train::{effective_algo, micro_batch_loss, TrainBatch};
 use serde_json::Value;
@@ -115,6 +115,10 @@ fn credit_and_loss_match_reference() {
                 "current" => StudentLogprobs::Current,
                 _ => StudentLogprobs::Sampling,
             },
+            cepo_fallback: match case["cepo_fallback"].as_str().unwrap_or("grpo") {
+                "grpo" => CepoFallback::Grpo,
+                _ => CepoFallback::Rlsd,
+            },
             ..AlgoConfig::default()
         };
         let lens: Vec<usize> = f64s(&case["lens"]).iter().map(|&x| x as usize).collect();
@@ -155,6 +159,8 @@ fn credit_and_loss_match_reference() {
             teacher_logprobs: Some(rows(&case["teacher"])),
             teacher_neg_logprobs: Some(neg_rows),
             ref_logprobs: Some(rows(&case["ref"])),
+            teacher_support: None,
+            correct: None,
             advantages,
             step: 1,
             lambda: case["lambda"].as_f64().unwrap(),
@@ -220,9 +226,9 @@ fn schedules_match_reference() {
     let g = golden();
     for case in g["lambda"].as_array().unwrap() {
         let cfg = AlgoConfig {
-            lambda0: case["lambda0"].as_f64().unwrap(),
+            lambda0: Some(case["lambda0"].as_f64().unwrap()),
             lambda_warmup: case["warmup"].as_u64().unwrap(),
-            lambda_decay_steps: case["decay_steps"].as_u64().unwrap(),
+            lambda_decay_steps: Some(case["decay_steps"].as_u64().unwrap()),
             ..AlgoConfig::default()
         };
         let got: Vec<f64> = f64s(&case["steps"])

@@ -31,7 +31,7 @@ fn one_step_gain(algo: &str, lr: f64) -> (f64, usize) {
     let plan = StepPlan {
         step: 1,
         examples: source.next_batch(cfg.rollout.batch_prompts).unwrap(),
-        lambda: cfg.algo.lambda0,
+        lambda: cfg.algo.lambda0(),
         lr,
         min_version: 0,
         seed: 7,

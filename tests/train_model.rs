@@ -61,6 +61,8 @@ fn rollout(m: &LoadedModel, temperature: f64) -> (TrainBatch, Vec<usize>) {
         teacher_logprobs: Some(teacher),
         teacher_neg_logprobs: None,
         ref_logprobs: None,
+        teacher_support: None,
+        correct: None,
         advantages: group_advantages(&rewards, G, true).unwrap(),
         samples,
         step: 1,

@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use rlsd::data::Example;
 use rlsd::verify::{
-    build_verifier, extract_final_answer, FormatConfig, MathConfig, MathVerifier, RegexConfig,
-    Verifier, VerifierConfig, VerifierKind,
+    build_verifier, extract_final_answer, Extraction, FormatConfig, MathConfig, MathVerifier,
+    RegexConfig, Verifier, VerifierConfig, VerifierKind,
 };
 
 fn ex(answer: &str) -> Example {
@@ -16,6 +16,16 @@ fn ex(answer: &str) -> Example {
         answer: answer.into(),
         privileged: answer.into(),
     }
+}
+
+/// The math verifier with every extraction heuristic (these tests judge
+/// free-form responses; strict extraction is tested in src/verify/math).
+fn lenient() -> MathVerifier {
+    MathVerifier::new(MathConfig {
+        extraction: Extraction::Lenient,
+        ..MathConfig::default()
+    })
+    .unwrap()
 }
 
 fn build(toml_text: &str) -> Box<dyn Verifier> {
@@ -113,7 +123,7 @@ fn bad_regex_patterns_are_config_errors() {
 #[test]
 fn format_reward_is_weighted_and_does_not_change_correctness() {
     let v = build(
-        "kind = \"math\"\n[format]\npattern = '\\\\boxed\\{'\nweight = 0.2\naccuracy_weight = 0.8",
+        "kind = \"math\"\nmath.extraction = \"lenient\"\n[format]\npattern = '\\\\boxed\\{'\nweight = 0.2\naccuracy_weight = 0.8",
     );
     let boxed_right = v.verify(&ex("4"), r"\boxed{4}");
     assert!((boxed_right.reward - 1.0).abs() < 1e-6);
@@ -162,7 +172,7 @@ fn extract_final_answer_for_negative_teacher_context() {
 
 #[test]
 fn math_verifier_reason_says_what_it_compared() {
-    let v = MathVerifier::new(MathConfig::default()).unwrap();
+    let v = lenient();
     let verdict = v.judge("7", r"\boxed{8}");
     assert_eq!(verdict.reason, "boxed: `8` != gold `7`");
     let verdict = v.judge("7", "#### 7");
@@ -235,7 +245,7 @@ proptest! {
 
     #[test]
     fn math_verifier_never_panics(gold in latexish(), response in latexish()) {
-        let v = MathVerifier::new(MathConfig::default()).unwrap();
+        let v = lenient();
         let verdict = v.judge(&gold, &response);
         prop_assert!(verdict.reward == 0.0 || verdict.reward == 1.0);
         let _ = extract_final_answer(&response);
@@ -243,13 +253,13 @@ proptest! {
 
     #[test]
     fn math_verifier_never_panics_on_any_unicode(gold in "\\PC{0,40}", response in "\\PC{0,80}") {
-        let v = MathVerifier::new(MathConfig::default()).unwrap();
+        let v = lenient();
         let _ = v.judge(&gold, &response);
     }
 
     #[test]
     fn an_answer_equals_itself(n in -1_000_000i64..1_000_000, d in 1i64..1000) {
-        let v = MathVerifier::new(MathConfig::default()).unwrap();
+        let v = lenient();
         let frac = format!("\\frac{{{n}}}{{{d}}}");
         let verdict = v.judge(&frac, &format!("The answer is ${frac}$."));
         prop_assert!(verdict.correct, "{}", verdict.reason);
@@ -263,7 +273,7 @@ proptest! {
 
 #[test]
 fn huge_or_deeply_nested_answers_are_handled() {
-    let v = MathVerifier::new(MathConfig::default()).unwrap();
+    let v = lenient();
     let deep = format!("\\boxed{{{}1{}}}", "(".repeat(5000), ")".repeat(5000));
     assert!(!v.judge("1", &deep).correct);
     let long = "1+".repeat(20_000) + "1";
@@ -274,7 +284,7 @@ fn huge_or_deeply_nested_answers_are_handled() {
 
 #[test]
 fn choice_answers_use_the_options_in_the_prompt() {
-    let v = build("");
+    let v = build("math.extraction = \"lenient\"");
     let mc = |answer: &str| Example {
         id: "mc".into(),
         prompt: "What is 6 * 3?\n(A) 12 (B) 15 (C) 18 (D) 21".into(),

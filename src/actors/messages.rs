@@ -56,6 +56,9 @@ pub struct Sample {
     pub teacher_logprobs: Vec<f32>,
     /// CEPO only: log-probs under the negative (wrong-answer) context.
     pub teacher_neg_logprobs: Option<Vec<f32>>,
+    /// OPSD `kl` / `jsd` only: the teacher's top-k (or full) next-token
+    /// distribution at each response position.
+    pub teacher_support: Option<crate::rlsd::TokenSupport>,
     /// Group-relative advantage `A_i`.
     pub advantage: f32,
 }

@@ -8,12 +8,13 @@ use super::stages::{
     train_batch, verify_one,
 };
 use super::teacher::required_teacher_version;
+use crate::commands::eval::{validate, validates_at};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::error::Result;
 use crate::model::LoadedModel;
 use crate::rlsd::{lambda_at, lr_at};
-use crate::stats::{StageTimings, StepStats};
+use crate::stats::{StageTimings, StepStats, ValidationStats};
 use crate::train::{train_step, Trainer};
 use crate::verify::Verifier;
 
@@ -32,6 +33,29 @@ pub fn run_sequential(
     let interval = cfg.runtime.teacher_sync_interval;
     let mut teacher_version = 0;
     let mut all = Vec::new();
+    // Held-out validation (before step 1 and every `validation.every` steps);
+    // the actor runtime's scheduler can call `validate_now` the same way.
+    let held_out = if cfg.validation.every > 0 {
+        crate::commands::eval::held_out_examples(cfg)?
+    } else {
+        Vec::new()
+    };
+    let validate_now = |policy: &LoadedModel, after: u64| -> Result<Vec<ValidationStats>> {
+        if !validates_at(&cfg.validation, after) || held_out.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut v = validate(
+            policy,
+            &held_out,
+            verifier,
+            &cfg.validation,
+            cfg.rollout.max_new_tokens,
+            cfg.rollout.batch_prompts * cfg.rollout.group_size,
+        )?;
+        v.after_step = after;
+        Ok(vec![v])
+    };
+    let mut pending = validate_now(&trainer.policy, 0)?;
     for step in 1..=cfg.runtime.steps {
         let version = step - 1;
         let need = required_teacher_version(version, interval);
@@ -82,6 +106,8 @@ pub fn run_sequential(
             trainer.policy.tokenizer.as_ref(),
             cfg.observe.completions_per_step,
         );
+        pending.extend(validate_now(&trainer.policy, step)?);
+        stats.validation = std::mem::take(&mut pending);
         all.push(stats);
     }
     Ok((trainer, all))

@@ -6,14 +6,17 @@
 
 use super::messages::{Batch, Sample, StepPlan};
 use crate::config::RolloutConfig;
-use crate::data::prompt::student_prompt_ids;
+use crate::data::prompt::{chat_prompt_ids, student_prompt_ids};
 use crate::data::Example;
 use crate::data::TeacherPrompt;
 use crate::error::Error;
 use crate::error::Result;
-use crate::model::{generate, token_logprobs_by_prompt, GenerateOptions, LoadedModel, Tokenizer};
+use crate::model::{
+    generate, teacher_support, token_logprobs_by_prompt, GenerateOptions, LoadedModel, Tokenizer,
+};
 use crate::policy::PromptResponse;
-use crate::rlsd::{cepo_negatives, group_advantages, AlgoConfig};
+use crate::rlsd::sdpo::render_sdpo;
+use crate::rlsd::{cepo_negatives, group_advantages, sdpo_feedback, Algo, AlgoConfig};
 use crate::stats::StepStats;
 use crate::train::TrainBatch;
 use crate::verify::{extract_final_answer, Verdict, Verifier};
@@ -137,21 +140,61 @@ pub fn teacher_pass(
         return Ok(());
     }
     let tok = tokenizer_of(teacher)?;
-    // One teacher context per example; every sample of its group reuses it.
-    let contexts = examples
-        .iter()
-        .map(|ex| template.ids(tok, ex))
-        .collect::<Result<Vec<_>>>()?;
+    // One teacher context per group; every sample of its group reuses it.
+    let contexts = if algo.algo == Algo::Sdpo {
+        sdpo_contexts(tok, algo, examples, samples)?
+    } else {
+        examples
+            .iter()
+            .map(|ex| template.ids(tok, ex))
+            .collect::<Result<Vec<_>>>()?
+    };
     let prompts: Vec<Vec<i64>> = samples.iter().map(|s| contexts[s.group].clone()).collect();
     let responses: Vec<Vec<i64>> = samples.iter().map(|s| s.response_ids.clone()).collect();
     let lps = token_logprobs_by_prompt(&teacher.lm, &prompts, &responses, temperature)?;
     for (s, lp) in samples.iter_mut().zip(lps) {
         s.teacher_logprobs = lp;
     }
+    if algo.algo.distills() && algo.opsd_loss.needs_distribution() {
+        let support = teacher_support(
+            &teacher.lm,
+            &prompts,
+            &responses,
+            temperature,
+            algo.distill_topk,
+        )?;
+        for (s, t) in samples.iter_mut().zip(support) {
+            s.teacher_support = Some(t);
+        }
+    }
     if algo.algo.needs_negative_teacher() {
         cepo_negative_pass(teacher, template, examples, samples, temperature)?;
     }
     Ok(())
+}
+
+/// SDPO's teacher context per group: the question with the group's shortest
+/// correct response and shortest wrong one ([`sdpo_feedback`], [`render_sdpo`]).
+fn sdpo_contexts(
+    tok: &Tokenizer,
+    algo: &AlgoConfig,
+    examples: &[Example],
+    samples: &[Sample],
+) -> Result<Vec<Vec<i64>>> {
+    let group_size = samples.iter().filter(|s| s.group == 0).count().max(1);
+    let correct: Vec<bool> = samples.iter().map(|s| s.correct).collect();
+    let lens: Vec<usize> = samples.iter().map(|s| s.response_ids.len()).collect();
+    let picks = sdpo_feedback(&correct, &lens, group_size)?;
+    examples
+        .iter()
+        .enumerate()
+        .map(|(g, ex)| {
+            let (right, wrong) = picks.get(g).copied().unwrap_or((None, None));
+            let text = |i: Option<usize>| i.map(|i| samples[i].response_text.as_str());
+            let user = render_sdpo(&algo.sdpo_template, &ex.prompt, text(right), text(wrong));
+            chat_prompt_ids(tok, &user)
+        })
+        .collect()
 }
 
 /// CEPO's second pass: the teacher shown the final answer of the lowest-reward
@@ -230,7 +273,14 @@ pub fn train_batch(batch: &Batch, algo: &AlgoConfig, temperature: f64) -> TrainB
         teacher_neg_logprobs: cepo
             .then(|| s.iter().map(|x| x.teacher_neg_logprobs.clone()).collect()),
         ref_logprobs: None,
+        teacher_support: (teacher && algo.algo.distills() && algo.opsd_loss.needs_distribution())
+            .then(|| {
+                s.iter()
+                    .map(|x| x.teacher_support.clone().unwrap_or_default())
+                    .collect()
+            }),
         advantages: s.iter().map(|x| x.advantage).collect(),
+        correct: Some(s.iter().map(|x| x.correct).collect()),
         step: batch.plan.step,
         lambda: batch.plan.lambda,
         lr: batch.plan.lr,
@@ -250,6 +300,13 @@ pub fn fill_rollout_stats(batch: &Batch, stats: &mut StepStats) {
         .map(|s| s.response_ids.len() as f64)
         .sum::<f64>()
         / n;
+    stats.truncation_rate = batch.samples.iter().filter(|s| !s.stopped_on_eos).count() as f64 / n;
+    stats.leakage_rate = crate::rlsd::leakage::leakage_rate(
+        batch
+            .samples
+            .iter()
+            .map(|s| (&batch.plan.examples[s.group], s.response_text.as_str())),
+    );
     stats.policy_version = batch.policy_version;
     stats.verifier_timeouts = batch
         .samples

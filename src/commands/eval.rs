@@ -6,12 +6,22 @@
 //! default, so the figures are deterministic for a given model, data and
 //! `max_new_tokens`; a temperature above 0 samples instead (seeded), which
 //! measures what RL optimises: the reward of the policy's own samples.
+//!
+//! With `samples = K > 1` (`rlsd eval --samples K`, temperature above 0)
+//! every prompt is answered `K` times and the report adds pass@k, by the
+//! unbiased estimator of Chen et al. (2021), for k = 1, 2, 4, ... and K, and
+//! maj@K (the most frequent extracted answer is the one judged).
+//!
+//! [`validate`] is the validation the reference runs before training and
+//! every few steps (RLSD-SPEC.md, "Reward and prompts"): pass@1 greedy,
+//! pass@1 sampled and pass@K on a held-out set, for the run loop to log.
 
 use crate::actors::stages::{tokenizer_of, verify_one};
 use crate::data::prompt::student_prompt_ids;
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::model::{generate, GenerateOptions, LoadedModel};
+use crate::stats::ValidationStats;
 use crate::verify::Verifier;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -38,6 +48,8 @@ pub struct EvalRecord {
     pub reason: String,
     /// Generated tokens.
     pub tokens: usize,
+    /// Which of the prompt's `K` samples this is (0-based).
+    pub sample: usize,
 }
 
 /// What `rlsd eval` reports (and writes as JSON with `--out`).
@@ -51,8 +63,15 @@ pub struct EvalReport {
     pub n: usize,
     /// Sampling temperature; 0 means greedy decoding.
     pub temperature: f64,
-    /// Fraction judged correct, in `[0, 1]`.
+    /// Responses per prompt (`K`).
+    pub samples: usize,
+    /// Fraction of all responses judged correct, in `[0, 1]` (pass@1 when `K > 1`).
     pub accuracy: f64,
+    /// `(k, pass@k)` for k = 1, 2, 4, ... up to `K`, and `K` itself (unbiased
+    /// estimator, averaged over prompts).
+    pub pass_at_k: Vec<(usize, f64)>,
+    /// maj@K: the share of prompts whose most frequent extracted answer is correct.
+    pub maj_at_k: f64,
     /// Mean verifier reward.
     pub reward_mean: f64,
     /// Mean generated tokens per response.
@@ -87,6 +106,67 @@ pub struct EvalOptions {
     pub temperature: f64,
     /// Seed of the sampler (unused when greedy).
     pub seed: u64,
+    /// Responses per prompt (`K`, at least 1; above 1 needs a temperature above 0).
+    pub samples: usize,
+}
+
+/// The unbiased pass@k estimator for one prompt with `n` samples of which `c`
+/// are correct: `1 - C(n - c, k) / C(n, k)`, computed as
+/// `1 - prod_{i = n - c + 1}^{n} (1 - k / i)` (no large binomials). `k > n`
+/// is clamped to `n`; `n = 0` gives 0.
+pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
+    let c = c.min(n);
+    let k = k.min(n);
+    if n == 0 || k == 0 || c == 0 {
+        return 0.0;
+    }
+    if n - c < k {
+        return 1.0;
+    }
+    let mut miss = 1.0;
+    for i in (n - c + 1)..=n {
+        miss *= 1.0 - k as f64 / i as f64;
+    }
+    1.0 - miss
+}
+
+/// The ks pass@k is reported for: 1, 2, 4, ... below `big_k`, and `big_k`.
+pub fn pass_ks(big_k: usize) -> Vec<usize> {
+    let mut ks: Vec<usize> = std::iter::successors(Some(1usize), |k| k.checked_mul(2))
+        .take_while(|&k| k < big_k)
+        .collect();
+    ks.push(big_k.max(1));
+    ks
+}
+
+/// Majority vote over one prompt's samples: `(answer, correct)` pairs, the
+/// answer as extracted (`None`: no answer, never voted for). The most frequent
+/// answer (compared after removing whitespace) wins, the first seen on ties;
+/// the vote is correct when that answer's first sample was judged correct.
+pub fn majority_correct(samples: &[(Option<String>, bool)]) -> bool {
+    let mut counts: Vec<(String, usize, bool)> = Vec::new();
+    for (answer, correct) in samples {
+        let Some(a) = answer else { continue };
+        let key: String = a.chars().filter(|c| !c.is_whitespace()).collect();
+        match counts.iter_mut().find(|(k, _, _)| *k == key) {
+            Some(entry) => entry.1 += 1,
+            None => counts.push((key, 1, *correct)),
+        }
+    }
+    let mut best: Option<&(String, usize, bool)> = None;
+    for e in &counts {
+        if best.is_none_or(|b| e.1 > b.1) {
+            best = Some(e);
+        }
+    }
+    best.is_some_and(|b| b.2)
+}
+
+/// The answer a response gives, for the majority vote: the strict one
+/// (`<answer>` / `\boxed{}`), else what the lenient extractor finds.
+fn voted_answer(response: &str) -> Option<String> {
+    crate::verify::extract_strict_answer(response)
+        .or_else(|| crate::verify::extract_final_answer(response))
 }
 
 /// Decode one response per example in batches of `opts.batch_size` and
@@ -104,7 +184,18 @@ pub fn evaluate(
         batch_size,
         temperature,
         seed,
+        samples,
     } = *opts;
+    if samples == 0 {
+        return Err(Error::InvalidInput(
+            "eval needs --samples of at least 1".into(),
+        ));
+    }
+    if samples > 1 && temperature == 0.0 {
+        return Err(Error::InvalidInput(
+            "--samples above 1 needs --temperature above 0 (greedy decoding repeats itself)".into(),
+        ));
+    }
     if examples.is_empty() {
         return Err(Error::InvalidInput("eval needs at least one prompt".into()));
     }
@@ -131,16 +222,21 @@ pub fn evaluate(
     };
     // Greedy decoding never draws from the RNG.
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut records = Vec::with_capacity(examples.len());
+    let mut records = Vec::with_capacity(examples.len() * samples);
     let mut eos = 0usize;
     let mut correct = 0usize;
-    for chunk in examples.chunks(batch_size) {
+    // Each prompt `samples` times in a row, so a prompt's samples share a prefill.
+    let jobs: Vec<(&Example, usize)> = examples
+        .iter()
+        .flat_map(|ex| (0..samples).map(move |k| (ex, k)))
+        .collect();
+    for chunk in jobs.chunks(batch_size) {
         let prompts = chunk
             .iter()
-            .map(|ex| student_prompt_ids(tok, ex))
+            .map(|(ex, _)| student_prompt_ids(tok, ex))
             .collect::<Result<Vec<_>>>()?;
         let gens = tch::no_grad(|| generate(&model.lm, &prompts, &opts, &mut rng))?;
-        for (ex, g) in chunk.iter().zip(gens) {
+        for (&(ex, sample), g) in chunk.iter().zip(gens) {
             let response = tok.decode(&g.tokens, true)?;
             let v = verify_one(verifier, ex, &response);
             eos += usize::from(g.stopped_on_eos);
@@ -154,25 +250,258 @@ pub fn evaluate(
                 correct: v.correct,
                 reason: v.reason,
                 tokens: g.tokens.len(),
+                sample,
             });
         }
         if let Some(bar) = progress {
-            bar.inc(chunk.len() as u64);
+            bar.inc(chunk.iter().filter(|(_, k)| *k + 1 == samples).count() as u64);
             bar.set_message(format!("acc {:.3}", correct as f64 / records.len() as f64));
         }
     }
-    let n = records.len();
-    let nf = n as f64;
+    let nf = records.len() as f64;
+    let per_prompt: Vec<&[EvalRecord]> = records.chunks(samples).collect();
+    let pass = pass_ks(samples)
+        .into_iter()
+        .map(|k| {
+            let mean = per_prompt
+                .iter()
+                .map(|rs| pass_at_k(rs.len(), rs.iter().filter(|r| r.correct).count(), k))
+                .sum::<f64>()
+                / per_prompt.len() as f64;
+            (k, mean)
+        })
+        .collect();
+    let maj = per_prompt
+        .iter()
+        .filter(|rs| {
+            let votes: Vec<(Option<String>, bool)> = rs
+                .iter()
+                .map(|r| (voted_answer(&r.response), r.correct))
+                .collect();
+            majority_correct(&votes)
+        })
+        .count() as f64
+        / per_prompt.len() as f64;
     Ok(EvalReport {
         model: String::new(),
         data: String::new(),
-        n,
+        n: examples.len(),
         temperature,
+        samples,
         accuracy: correct as f64 / nf,
+        pass_at_k: pass,
+        maj_at_k: maj,
         reward_mean: records.iter().map(|r| f64::from(r.reward)).sum::<f64>() / nf,
         response_len_mean: records.iter().map(|r| r.tokens as f64).sum::<f64>() / nf,
         stopped_on_eos_frac: eos as f64 / nf,
         wall_s: started.elapsed().as_secs_f64(),
         records,
     })
+}
+
+/// `[validation]`: held-out evaluation during training (the reference
+/// validates before training and every 5 steps).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Validate before step 1 and after every this many steps; 0 turns it off.
+    pub every: u64,
+    /// Held-out prompts per validation.
+    pub num_prompts: usize,
+    /// Samples per prompt for pass@1 (sampled) and pass@K.
+    pub samples: usize,
+    /// Sampling temperature of the sampled pass@1 / pass@K (the reference's: 1.0).
+    pub temperature: f64,
+    /// Most new tokens per response; 0 = `rollout.max_new_tokens`.
+    pub max_new_tokens: usize,
+    /// Seed of the built-in task's held-out problems (a seed the training
+    /// data does not use) and of the sampler.
+    pub seed: u64,
+    /// Held-out dataset (JSONL / Parquet, read with `[data]`'s columns and
+    /// format); unset: the built-in task's problems from `seed`, minus any
+    /// prompt of the training set. Required with a training dataset.
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            every: 0,
+            num_prompts: 64,
+            samples: 4,
+            temperature: 1.0,
+            max_new_tokens: 0,
+            seed: 0x005E_ED0F_4E1D,
+            path: None,
+        }
+    }
+}
+
+/// The held-out prompts of a run (see [`ValidationConfig::path`]): the first
+/// `num_prompts` of the validation file, or built-in task problems that do
+/// not occur in the training set.
+pub fn held_out_examples(cfg: &crate::config::RunConfig) -> Result<Vec<Example>> {
+    let v = &cfg.validation;
+    match (&v.path, &cfg.data.path) {
+        (Some(path), _) => {
+            let data = crate::data::Dataset::from_config(&crate::data::DataConfig {
+                path: Some(path.clone()),
+                shuffle: false,
+                ..cfg.data.clone()
+            })?;
+            Ok(data
+                .examples()
+                .iter()
+                .take(v.num_prompts)
+                .cloned()
+                .collect())
+        }
+        (None, Some(_)) => Err(Error::config(
+            "validation.path",
+            "validation with a training dataset needs a held-out file",
+        )),
+        (None, None) => {
+            let task = crate::data::task::ArithmeticTask::new(cfg.data.task.clone())?;
+            let train: std::collections::HashSet<String> = task
+                .examples(cfg.data.task.num_examples, cfg.data.task.seed)
+                .into_iter()
+                .map(|e| e.prompt)
+                .collect();
+            let mut out = Vec::with_capacity(v.num_prompts);
+            let mut seen = std::collections::HashSet::new();
+            // Draw until enough unseen problems (bounded: a tiny problem space ends it).
+            for e in task.examples(v.num_prompts * 20, v.seed) {
+                if out.len() == v.num_prompts {
+                    break;
+                }
+                if !train.contains(&e.prompt) && seen.insert(e.prompt.clone()) {
+                    out.push(e);
+                }
+            }
+            if out.is_empty() {
+                return Err(Error::config(
+                    "validation.seed",
+                    "the built-in task has no problem outside the training set",
+                ));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Whether the run validates after `step` (0 = before step 1).
+pub fn validates_at(cfg: &ValidationConfig, step: u64) -> bool {
+    cfg.every > 0 && step % cfg.every == 0
+}
+
+/// Validate `model` on `examples`: one greedy pass and one of `cfg.samples`
+/// samples per prompt (see [`evaluate`]).
+pub fn validate(
+    model: &LoadedModel,
+    examples: &[Example],
+    verifier: &dyn Verifier,
+    cfg: &ValidationConfig,
+    default_max_new_tokens: usize,
+    batch_size: usize,
+) -> Result<ValidationStats> {
+    let started = Instant::now();
+    let max_new_tokens = match cfg.max_new_tokens {
+        0 => default_max_new_tokens,
+        m => m,
+    };
+    let base = EvalOptions {
+        max_new_tokens,
+        batch_size: batch_size.max(1),
+        temperature: 0.0,
+        seed: cfg.seed,
+        samples: 1,
+    };
+    let greedy = evaluate(model, examples, verifier, &base, None)?;
+    let sampled = evaluate(
+        model,
+        examples,
+        verifier,
+        &EvalOptions {
+            temperature: cfg.temperature,
+            samples: cfg.samples.max(1),
+            ..base
+        },
+        None,
+    )?;
+    Ok(ValidationStats {
+        after_step: 0,
+        n: examples.len(),
+        samples: sampled.samples,
+        pass1_greedy: greedy.accuracy,
+        pass1_sampled: sampled.accuracy,
+        pass_at_k: sampled.pass_at_k.last().map_or(0.0, |p| p.1),
+        maj_at_k: sampled.maj_at_k,
+        reward_mean: sampled.reward_mean,
+        wall_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The estimator's definition, by enumeration: over every k-subset of n
+    /// samples with the first c correct, the share holding a correct one.
+    fn pass_by_enumeration(n: usize, c: usize, k: usize) -> f64 {
+        let (mut hit, mut all) = (0u64, 0u64);
+        for mask in 0u32..(1 << n) {
+            if mask.count_ones() as usize != k {
+                continue;
+            }
+            all += 1;
+            hit += u64::from(mask & ((1u32 << c) - 1) != 0);
+        }
+        hit as f64 / all as f64
+    }
+
+    #[test]
+    fn pass_at_k_is_the_unbiased_estimator() {
+        for n in 1..=8 {
+            for c in 0..=n {
+                for k in 1..=n {
+                    let want = pass_by_enumeration(n, c, k);
+                    let got = pass_at_k(n, c, k);
+                    assert!(
+                        (got - want).abs() < 1e-12,
+                        "n {n} c {c} k {k}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        // Hand values: n=4, c=1: pass@1 = 1/4, pass@2 = 1 - C(3,2)/C(4,2) = 1/2.
+        assert_eq!(pass_at_k(4, 1, 1), 0.25);
+        assert!((pass_at_k(4, 1, 2) - 0.5).abs() < 1e-12);
+        assert_eq!(pass_at_k(0, 0, 1), 0.0);
+        assert_eq!(pass_ks(8), vec![1, 2, 4, 8]);
+        assert_eq!(pass_ks(6), vec![1, 2, 4, 6]);
+        assert_eq!(pass_ks(1), vec![1]);
+    }
+
+    #[test]
+    fn majority_vote_judges_the_most_frequent_answer() {
+        let v = |a: &str, ok: bool| (Some(a.to_string()), ok);
+        assert!(majority_correct(&[
+            v("4", true),
+            v("5", false),
+            v(" 4", true)
+        ]));
+        assert!(!majority_correct(&[
+            v("5", false),
+            v("4", true),
+            v("5", false)
+        ]));
+        // Ties: the first seen wins; unanswered samples do not vote.
+        assert!(!majority_correct(&[v("5", false), v("4", true)]));
+        assert!(majority_correct(&[
+            (None, false),
+            (None, false),
+            v("4", true)
+        ]));
+        assert!(!majority_correct(&[(None, false)]));
+    }
 }

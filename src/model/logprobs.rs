@@ -307,4 +307,13 @@ impl Policy for LoadedModel {
         check_batch(&self.lm, batch, temperature)?;
         backward_scores(&self.lm, batch, temperature, opts, loss, vocab_loss)
     }
+
+    fn response_scores_on_support(
+        &self,
+        batch: &[PromptResponse],
+        temperature: f64,
+        support: &Tensor,
+    ) -> Result<(ResponseScores, Tensor)> {
+        super::support::score_responses_on_support(&self.lm, batch, temperature, support)
+    }
 }

@@ -26,6 +26,7 @@ pub mod layers;
 pub mod logprobs;
 pub mod sampling;
 pub mod snapshot;
+pub mod support;
 pub mod tokenizer;
 pub mod transformer;
 pub mod weights;
@@ -39,6 +40,7 @@ pub use logprobs::{
     token_logprobs_by_prompt_within,
 };
 pub use snapshot::WeightSnapshot;
+pub use support::{score_responses_on_support, teacher_support};
 pub use tokenizer::Tokenizer;
 pub use transformer::CausalLm;
 pub use weights::parse_kind;

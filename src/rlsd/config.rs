@@ -1,7 +1,7 @@
 //! Configuration of the RLSD family of updates (the `[algo]` section of a run's TOML).
 //!
 //! Defaults are the spec's / paper's: `lambda0 = 0.5`, no lambda warm-up, a
-//! 50-step linear decay, `eps_w = 0.2`, PPO clip `eps_low = 0.2`,
+//! 50-step linear decay (CEPO: `lambda0 = 1.0` over 100 steps, its authors'), `eps_w = 0.2`, PPO clip `eps_low = 0.2`,
 //! `eps_high = 0.28`, dual clip `c = 3.0`, token-mean aggregation, no KL and no
 //! entropy term, the student log-prob for `delta_t` taken from the current
 //! policy's (detached) forward.
@@ -22,6 +22,12 @@ pub enum Algo {
     Opsd,
     /// As `rlsd` with `delta_t = logp_Tpos_t - logp_Tneg_t` (contrastive teacher).
     Cepo,
+    /// As `opsd`, with the teacher's context built from the group's own
+    /// attempts (shortest correct and shortest wrong response), not the answer.
+    Sdpo,
+    /// The GRPO loss plus `distill_coef` times the OPSD divergence.
+    #[serde(rename = "grpo+opsd")]
+    GrpoOpsd,
 }
 
 impl Algo {
@@ -35,6 +41,33 @@ impl Algo {
         matches!(self, Algo::Cepo)
     }
 
+    /// Whether the update includes an OPSD distillation term (`opsd`, `sdpo`,
+    /// `grpo+opsd`), whose form [`OpsdLoss`] chooses.
+    pub fn distills(self) -> bool {
+        matches!(self, Algo::Opsd | Algo::Sdpo | Algo::GrpoOpsd)
+    }
+
+    /// Whether the lambda schedule matters (`rlsd`, `cepo`).
+    pub fn uses_lambda(self) -> bool {
+        matches!(self, Algo::Rlsd | Algo::Cepo)
+    }
+
+    /// `lambda_0` when the config does not set it: 1.0 for CEPO (its authors'), else 0.5.
+    pub fn default_lambda0(self) -> f64 {
+        match self {
+            Algo::Cepo => 1.0,
+            _ => 0.5,
+        }
+    }
+
+    /// Decay steps when the config does not set them: 100 for CEPO, else 50.
+    pub fn default_lambda_decay_steps(self) -> u64 {
+        match self {
+            Algo::Cepo => 100,
+            _ => 50,
+        }
+    }
+
     /// The lower-case name used in configs and logs.
     pub fn name(self) -> &'static str {
         match self {
@@ -42,6 +75,8 @@ impl Algo {
             Algo::Rlsd => "rlsd",
             Algo::Opsd => "opsd",
             Algo::Cepo => "cepo",
+            Algo::Sdpo => "sdpo",
+            Algo::GrpoOpsd => "grpo+opsd",
         }
     }
 }
@@ -70,18 +105,97 @@ pub enum StudentLogprobs {
     Sampling,
 }
 
+/// What lambda does during the warm-up (`step <= lambda_warmup`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LambdaWarmup {
+    /// The reference code's: lambda ramps up from 0, `lambda_0 * step / warmup`.
+    #[default]
+    Ramp,
+    /// This runtime's earlier behaviour: lambda holds at `lambda_0` during the warm-up.
+    Hold,
+}
+
+/// What CEPO does for a group with no wrong response (no negative context).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CepoFallback {
+    /// Its authors': the group's update is plain GRPO (`delta_t = 0`).
+    #[default]
+    Grpo,
+    /// This runtime's earlier behaviour: `Tneg` is the student, i.e. RLSD's credit.
+    Rlsd,
+}
+
+/// The form of the OPSD distillation term (`opsd`, `sdpo`, `grpo+opsd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpsdLoss {
+    /// `Ahat_t = delta_t` on the sampled token through the PPO clip: the
+    /// policy-gradient form of the reverse KL toward the teacher (this
+    /// runtime's original OPSD).
+    #[default]
+    Pg,
+    /// The reference's default (`distillation_loss_type = kl`, no top-k,
+    /// `opsd_kl_penalty = kl`): `logp_T_t - logp_S_t` on the sampled token,
+    /// gradient through the student only.
+    TokenKl,
+    /// `KL(P_T || P_S)` over the teacher's top-k support plus one tail bucket
+    /// (or the full vocabulary with `distill_topk = 0`), clamped to [-10, 10].
+    Kl,
+    /// Jensen-Shannon divergence over the same support, clamped to [0, 10].
+    Jsd,
+}
+
+impl OpsdLoss {
+    /// Whether this form needs the teacher's next-token distribution (top-k or full).
+    pub fn needs_distribution(self) -> bool {
+        matches!(self, OpsdLoss::Kl | OpsdLoss::Jsd)
+    }
+
+    /// The kebab-case name used in configs.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpsdLoss::Pg => "pg",
+            OpsdLoss::TokenKl => "token-kl",
+            OpsdLoss::Kl => "kl",
+            OpsdLoss::Jsd => "jsd",
+        }
+    }
+}
+
 /// Hyper-parameters of the update (the `[algo]` TOML section).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlgoConfig {
     /// Which token credit to use.
     pub algo: Algo,
-    /// `lambda_0`, the initial weight of the teacher-derived token credit.
-    pub lambda0: f64,
-    /// Steps during which lambda stays at `lambda0` before decaying.
+    /// `lambda_0`, the weight of the teacher-derived token credit after the
+    /// warm-up; unset: [`Algo::default_lambda0`] (read it with [`AlgoConfig::lambda0`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda0: Option<f64>,
+    /// Warm-up steps (lambda ramps up from 0 over them; see `lambda_warmup_mode`).
     pub lambda_warmup: u64,
-    /// Steps over which lambda decays linearly from `lambda0` to 0.
-    pub lambda_decay_steps: u64,
+    /// What lambda does during the warm-up.
+    pub lambda_warmup_mode: LambdaWarmup,
+    /// Steps over which lambda decays linearly from `lambda0` to 0 after the
+    /// warm-up; 0 keeps lambda at `lambda0` (constant-lambda ablation). Unset:
+    /// [`Algo::default_lambda_decay_steps`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lambda_decay_steps: Option<u64>,
+    /// CEPO for a group with no wrong response.
+    pub cepo_fallback: CepoFallback,
+    /// Form of the OPSD distillation term (opsd, sdpo, grpo+opsd).
+    pub opsd_loss: OpsdLoss,
+    /// Teacher support for the `kl` / `jsd` forms: the teacher's top-k tokens
+    /// plus one tail bucket; 0 = the full vocabulary.
+    pub distill_topk: usize,
+    /// Weight of the distillation term (opsd / sdpo forms other than `pg`, and
+    /// the OPSD term of `grpo+opsd`).
+    pub distill_coef: f64,
+    /// SDPO's teacher template, with `{question}`, `{correct_solution}` and
+    /// `{feedback}` (the shortest correct / wrong response of the group).
+    pub sdpo_template: String,
     /// `eps_w`: the token weight is clipped to `[1 - eps_w, 1 + eps_w]`.
     pub eps_w: f64,
     /// PPO lower clip: the ratio is clamped below at `1 - eps_low`.
@@ -106,9 +220,15 @@ impl Default for AlgoConfig {
     fn default() -> Self {
         AlgoConfig {
             algo: Algo::Rlsd,
-            lambda0: 0.5,
+            lambda0: None,
             lambda_warmup: 0,
-            lambda_decay_steps: 50,
+            lambda_warmup_mode: LambdaWarmup::Ramp,
+            lambda_decay_steps: None,
+            cepo_fallback: CepoFallback::Grpo,
+            opsd_loss: OpsdLoss::Pg,
+            distill_topk: 64,
+            distill_coef: 1.0,
+            sdpo_template: super::sdpo::DEFAULT_SDPO_TEMPLATE.to_string(),
             eps_w: 0.2,
             eps_low: 0.2,
             eps_high: 0.28,
@@ -131,6 +251,17 @@ impl AlgoConfig {
         }
     }
 
+    /// `lambda_0`: the configured value or the algorithm's default.
+    pub fn lambda0(&self) -> f64 {
+        self.lambda0.unwrap_or_else(|| self.algo.default_lambda0())
+    }
+
+    /// Decay steps: the configured value or the algorithm's default.
+    pub fn lambda_decay_steps(&self) -> u64 {
+        self.lambda_decay_steps
+            .unwrap_or_else(|| self.algo.default_lambda_decay_steps())
+    }
+
     /// Check value ranges; the error names the key (`algo.<field>`).
     pub fn validate(&self) -> Result<()> {
         let check = |ok: bool, key: &str, msg: &str| -> Result<()> {
@@ -141,7 +272,7 @@ impl AlgoConfig {
             }
         };
         check(
-            (0.0..=1.0).contains(&self.lambda0),
+            (0.0..=1.0).contains(&self.lambda0()),
             "lambda0",
             "must lie in [0, 1]",
         )?;
@@ -170,6 +301,18 @@ impl AlgoConfig {
             "kl_coef",
             "must be finite and >= 0",
         )?;
+        check(
+            self.distill_coef >= 0.0 && self.distill_coef.is_finite(),
+            "distill_coef",
+            "must be finite and >= 0",
+        )?;
+        check(
+            !(self.algo == Algo::GrpoOpsd && self.opsd_loss == OpsdLoss::Pg)
+                || self.distill_coef > 0.0,
+            "distill_coef",
+            "grpo+opsd needs distill_coef > 0",
+        )?;
+        super::sdpo::check_sdpo_template(&self.sdpo_template)?;
         check(
             self.entropy_coef.is_finite(),
             "entropy_coef",

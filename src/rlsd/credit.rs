@@ -4,7 +4,7 @@
 //! response tokens, 0 on padding) except the per-response advantages `[B]`.
 //! Nothing here carries gradient: `delta_t` is a stop-gradient constant.
 
-use super::config::Algo;
+use super::config::{Algo, AlgoConfig, OpsdLoss};
 use crate::error::{Error, Result};
 use tch::Tensor;
 
@@ -38,6 +38,22 @@ pub struct TokenCredit {
     pub weights: Option<Tensor>,
     /// `[B, L]` 1.0 where `w_t` fell outside `[1 - eps_w, 1 + eps_w]` on a response token.
     pub weight_clipped: Option<Tensor>,
+    /// `[B, L]` 1.0 where `w_t < 1 - eps_w` (clipped low) on a response token.
+    pub weight_clipped_low: Option<Tensor>,
+    /// `[B, L]` 1.0 where `w_t > 1 + eps_w` (clipped high) on a response token.
+    pub weight_clipped_high: Option<Tensor>,
+}
+
+impl TokenCredit {
+    fn plain(ahat: Tensor) -> TokenCredit {
+        TokenCredit {
+            ahat,
+            weights: None,
+            weight_clipped: None,
+            weight_clipped_low: None,
+            weight_clipped_high: None,
+        }
+    }
 }
 
 /// `Ahat_t` for each algorithm (RLSD-SPEC.md table), masked to response tokens,
@@ -45,7 +61,8 @@ pub struct TokenCredit {
 ///
 /// - `grpo`: `Ahat_t = A_i`
 /// - `rlsd`, `cepo`: `Ahat_t = A_i * ((1 - lambda) + lambda * clamp(exp(sign(A_i) delta_t), 1 - eps_w, 1 + eps_w))`
-/// - `opsd`: `Ahat_t = delta_t`
+/// - `opsd`, `sdpo`: `Ahat_t = delta_t`
+/// - `grpo+opsd`: `Ahat_t = A_i + delta_t` (see [`update_credit`] for its coefficient)
 ///
 /// `advantages` is `[B]`; `delta` (`[B, L]`, see [`token_delta`]) is required for
 /// every algorithm but `grpo`, where it is ignored.
@@ -67,16 +84,11 @@ pub fn token_advantages(
         })
     };
     match algo {
-        Algo::Grpo => Ok(TokenCredit {
-            ahat: a.f_mul(mask)?,
-            weights: None,
-            weight_clipped: None,
-        }),
-        Algo::Opsd => Ok(TokenCredit {
-            ahat: need_delta()?.detach().f_mul(mask)?,
-            weights: None,
-            weight_clipped: None,
-        }),
+        Algo::Grpo => Ok(TokenCredit::plain(a.f_mul(mask)?)),
+        Algo::Opsd | Algo::Sdpo => Ok(TokenCredit::plain(need_delta()?.detach().f_mul(mask)?)),
+        Algo::GrpoOpsd => Ok(TokenCredit::plain(
+            need_delta()?.detach().f_add(&a)?.f_mul(mask)?,
+        )),
         Algo::Rlsd | Algo::Cepo => {
             let w = token_weights(advantages, need_delta()?)?;
             let w_clip = clip_token_weights(&w, eps_w)?;
@@ -88,25 +100,88 @@ pub fn token_advantages(
                 .f_mul_scalar(lambda)?
                 .f_add_scalar(1.0)?;
             let ahat = a.f_mul(&scale)?.f_mul(mask)?;
-            let clipped = w
-                .f_lt(1.0 - eps_w)?
-                .f_logical_or(&w.f_gt(1.0 + eps_w)?)?
-                .f_to_kind(mask.kind())?
-                .f_mul(mask)?;
+            let low = w.f_lt(1.0 - eps_w)?.f_to_kind(mask.kind())?.f_mul(mask)?;
+            let high = w.f_gt(1.0 + eps_w)?.f_to_kind(mask.kind())?.f_mul(mask)?;
             Ok(TokenCredit {
                 ahat,
                 weights: Some(w),
-                weight_clipped: Some(clipped),
+                weight_clipped: Some(low.f_add(&high)?),
+                weight_clipped_low: Some(low),
+                weight_clipped_high: Some(high),
             })
         }
     }
 }
 
+/// The credit the PPO surrogate of one update uses, for every algorithm and
+/// OPSD form (the distillation term itself is [`super::distill`]'s):
+///
+/// - `opsd`, `sdpo` with `opsd_loss = "pg"`: [`token_advantages`] (`Ahat_t = delta_t`);
+///   with any other form: `Ahat_t = 0` (the divergence carries the whole update);
+/// - `grpo+opsd`, `pg` form: `Ahat_t = A_i + distill_coef * delta_t`; other forms: `A_i`;
+/// - `grpo`, `rlsd`, `cepo`: [`token_advantages`].
+pub fn update_credit(
+    cfg: &AlgoConfig,
+    algo: Algo,
+    advantages: &Tensor,
+    delta: Option<&Tensor>,
+    lambda: f64,
+    mask: &Tensor,
+) -> Result<TokenCredit> {
+    let pg_form = cfg.opsd_loss == OpsdLoss::Pg;
+    match algo {
+        Algo::Opsd | Algo::Sdpo if !pg_form => Ok(TokenCredit::plain(mask.f_zeros_like()?)),
+        Algo::GrpoOpsd if !pg_form => {
+            token_advantages(Algo::Grpo, advantages, None, lambda, cfg.eps_w, mask)
+        }
+        Algo::GrpoOpsd => {
+            let scaled = delta
+                .map(|d| d.f_mul_scalar(cfg.distill_coef))
+                .transpose()?;
+            token_advantages(algo, advantages, scaled.as_ref(), lambda, cfg.eps_w, mask)
+        }
+        _ => token_advantages(algo, advantages, delta, lambda, cfg.eps_w, mask),
+    }
+}
+
+/// SDPO's teacher context for each group (consecutive blocks of
+/// `group_size`): the index of the shortest correct response (the "correct
+/// solution") and of the shortest wrong one (the "unsuccessful attempt"),
+/// first on ties; `None` where the group has none (the reference then leaves
+/// that slot of its template empty).
+pub fn sdpo_feedback(
+    correct: &[bool],
+    lengths: &[usize],
+    group_size: usize,
+) -> Result<Vec<(Option<usize>, Option<usize>)>> {
+    if group_size == 0 || correct.len() % group_size != 0 || lengths.len() != correct.len() {
+        return Err(Error::InvalidInput(format!(
+            "sdpo_feedback: {} verdicts, {} lengths, groups of {group_size}",
+            correct.len(),
+            lengths.len()
+        )));
+    }
+    let shortest = |range: std::ops::Range<usize>, want: bool| {
+        range
+            .filter(|&i| correct[i] == want)
+            .min_by_key(|&i| (lengths[i], i))
+    };
+    Ok((0..correct.len())
+        .step_by(group_size)
+        .map(|s| {
+            (
+                shortest(s..s + group_size, true),
+                shortest(s..s + group_size, false),
+            )
+        })
+        .collect())
+}
+
 /// CEPO's negative response for each sample: within its group (consecutive
 /// blocks of `group_size`), the index (into the whole batch) of the wrong
 /// response (`correct == false`) with the lowest reward, the first one on ties;
-/// `None` when the group has no wrong response (then `Tneg` falls back to the
-/// student, and CEPO equals RLSD for that group).
+/// `None` when the group has no wrong response (then CEPO falls back to GRPO
+/// for that group, or to RLSD with `cepo_fallback = "rlsd"`).
 pub fn cepo_negatives(
     rewards: &[f32],
     correct: &[bool],

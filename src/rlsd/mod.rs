@@ -3,21 +3,32 @@
 //! - [`config`]: [`AlgoConfig`], [`Algo`], [`LossAgg`], [`StudentLogprobs`].
 //! - [`advantages`]: group-relative advantages `A_i` (GRPO / Dr. GRPO).
 //! - [`credit`]: `delta_t`, token weights `w_t`, and `Ahat_t` for grpo / rlsd /
-//!   opsd / cepo, plus CEPO's choice of negative response.
+//!   opsd / sdpo / grpo+opsd / cepo, CEPO's negative response, SDPO's feedback.
+//! - [`distill`]: the OPSD distillation terms (sampled-token KL; KL / JSD on
+//!   the teacher's top-k support plus a tail bucket, or the full vocabulary).
+//! - [`leakage`]: the leakage monitor (privileged text said before the final answer).
 //! - [`loss`]: the PPO clipped surrogate with asymmetric and dual clip, k3 KL,
 //!   entropy, token-mean and seq-mean-token-mean aggregation.
+//! - [`sdpo`]: SDPO's teacher context from the group's own attempts.
 //! - [`schedule`]: `lambda_at(step)` and `lr_at(step)`, pure functions of the step.
 
 pub mod advantages;
 pub mod config;
 pub mod credit;
+pub mod distill;
+pub mod leakage;
 pub mod loss;
 pub mod schedule;
+pub mod sdpo;
 
 pub use advantages::{group_advantage, group_advantages};
-pub use config::{Algo, AlgoConfig, LossAgg, StudentLogprobs};
-pub use credit::{
-    cepo_negatives, clip_token_weights, token_advantages, token_delta, token_weights, TokenCredit,
+pub use config::{
+    Algo, AlgoConfig, CepoFallback, LambdaWarmup, LossAgg, OpsdLoss, StudentLogprobs,
 };
+pub use credit::{
+    cepo_negatives, clip_token_weights, sdpo_feedback, token_advantages, token_delta,
+    token_weights, update_credit, TokenCredit,
+};
+pub use distill::{support_divergence, token_kl, top_k_support, TokenSupport};
 pub use loss::{aggregate, k3_kl, policy_loss, ppo_token_loss, LossNorm, PolicyLoss, PpoTokens};
 pub use schedule::{lambda_at, lr_at};

@@ -1,26 +1,33 @@
 //! Schedules: pure functions of the step (counted from 1), so a resumed run
 //! continues them exactly.
 
-use super::config::AlgoConfig;
+use super::config::{AlgoConfig, LambdaWarmup};
 use crate::optim::{LrSchedule, OptimConfig};
 
-/// The two-phase lambda schedule of RLSD:
+/// The two-phase lambda schedule of RLSD (RLSD-SPEC.md, the reference code's
+/// semantics), steps counted from 1, `W = lambda_warmup`, `D = decay steps`:
 ///
-/// `lambda(step) = lambda_0 * max(1 - (step - warmup) / decay_steps, 0)`, steps from 1.
+/// - warm-up, `step <= W`: `lambda = lambda_0 * step / W` (ramps up from 0;
+///   with `lambda_warmup_mode = "hold"`, `lambda_0` instead);
+/// - after it: `lambda = lambda_0 * max(1 - (step - W) / D, 0)`;
+/// - `D = 0`: no decay, lambda stays `lambda_0` (never "GRPO from step 1").
 ///
-/// During the warm-up (`step <= warmup`) lambda stays at `lambda_0` (the
-/// literal formula would exceed `lambda_0` there). `decay_steps = 0` means an
-/// immediate drop to 0 after the warm-up. Once lambda is 0, RLSD is exactly GRPO.
+/// Once lambda is 0, RLSD is exactly GRPO.
 pub fn lambda_at(step: u64, cfg: &AlgoConfig) -> f64 {
-    let past = step.saturating_sub(cfg.lambda_warmup);
-    if past == 0 {
-        return cfg.lambda0;
+    let lambda0 = cfg.lambda0();
+    let warmup = cfg.lambda_warmup;
+    if warmup > 0 && step <= warmup {
+        return match cfg.lambda_warmup_mode {
+            LambdaWarmup::Ramp => lambda0 * step as f64 / warmup as f64,
+            LambdaWarmup::Hold => lambda0,
+        };
     }
-    if cfg.lambda_decay_steps == 0 {
-        return 0.0;
+    let decay = cfg.lambda_decay_steps();
+    if decay == 0 {
+        return lambda0;
     }
-    let frac = 1.0 - past as f64 / cfg.lambda_decay_steps as f64;
-    cfg.lambda0 * frac.max(0.0)
+    let past = step.saturating_sub(warmup);
+    lambda0 * (1.0 - past as f64 / decay as f64).max(0.0)
 }
 
 /// The learning rate at `step` (counted from 1):

@@ -29,8 +29,8 @@ use crate::Result;
 pub use self::regex::{RegexConfig, RegexVerifier};
 pub use command::{CommandConfig, CommandVerifier};
 pub use exact::{ExactConfig, ExactVerifier};
-pub use format::{FormatConfig, WithFormat};
-pub use math::{extract_final_answer, MathConfig, MathVerifier};
+pub use format::{thought_answer_format, FormatConfig, FormatStyle, WithFormat};
+pub use math::{extract_final_answer, extract_strict_answer, Extraction, MathConfig, MathVerifier};
 
 /// The judgement of one response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

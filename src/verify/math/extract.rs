@@ -299,6 +299,38 @@ pub(crate) fn extract(response: &str) -> Option<(String, Method)> {
     (!t.is_empty() && t.len() <= 80 && !t.contains('\n')).then(|| (t.to_string(), "short response"))
 }
 
+/// The content of the first `<answer>...</answer>` span (case-insensitive
+/// tags, as the reference's `re.search(r"<answer>(.*?)</answer>")`), trimmed.
+pub(crate) fn answer_tag(response: &str) -> Option<String> {
+    let lower = response.to_ascii_lowercase();
+    let open = lower.find("<answer>")?;
+    let start = open + "<answer>".len();
+    let close = lower[start..].find("</answer>")? + start;
+    Some(response[start..close].trim().to_string())
+}
+
+/// Strict extraction (the reference's): the `<answer>` content, else the last
+/// `\boxed{}`; `phrase` also reads a `####` line or an "answer is" /
+/// "Answer:" phrase. Anything else has no answer (scores 0).
+pub(crate) fn extract_strict(response: &str, phrases: bool) -> Option<(String, Method)> {
+    if let Some(a) = answer_tag(response) {
+        return Some((a, "<answer>"));
+    }
+    if let Some(b) = last_boxed(response) {
+        return Some((b, "boxed"));
+    }
+    if !phrases {
+        return None;
+    }
+    if let Some(i) = response.rfind("####") {
+        let line = response[i + 4..].lines().next().unwrap_or("").trim();
+        if !line.is_empty() {
+            return Some((line.to_string(), "####"));
+        }
+    }
+    phrase_answer(response).map(|a| (a, "answer phrase"))
+}
+
 /// The final-answer string of a response (what the math verifier compares).
 pub fn extract_final_answer(response: &str) -> Option<String> {
     extract(response).map(|(a, _)| a)
@@ -331,5 +363,26 @@ mod tests {
         let prose =
             "There is nothing to compute here, and no number appears anywhere in this long reply.";
         assert_eq!(extract_final_answer(prose), None);
+    }
+
+    #[test]
+    fn strict_extraction_reads_tags_and_boxes_only() {
+        let tagged = "<thought>2+2 is 4, not 5</thought> <ANSWER> 4 </answer>";
+        assert_eq!(
+            extract_strict(tagged, false),
+            Some(("4".into(), "<answer>"))
+        );
+        // The first <answer> span, as the reference's re.search.
+        let two = "<answer>3</answer> no: <answer>4</answer>";
+        assert_eq!(extract_strict(two, false).unwrap().0, "3");
+        assert_eq!(extract_strict(r"so \boxed{7}.", false).unwrap().0, "7");
+        // No tag, no box: nothing, however obvious the last number.
+        assert_eq!(extract_strict("so the total is 7", false), None);
+        assert_eq!(extract_strict("Answer: 7", false), None);
+        assert_eq!(extract_strict("<answer>7", false), None);
+        // `phrase` adds #### and answer phrases, never the last number.
+        assert_eq!(extract_strict("Answer: 7", true).unwrap().0, "7");
+        assert_eq!(extract_strict("x\n#### 9", true).unwrap().0, "9");
+        assert_eq!(extract_strict("so the total is 7", true), None);
     }
 }

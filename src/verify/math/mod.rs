@@ -26,6 +26,27 @@ use crate::{Error, Result};
 
 pub use extract::extract_final_answer;
 
+/// The answer strict extraction reads (`<answer>` content, else the last `\\boxed{}`).
+pub fn extract_strict_answer(response: &str) -> Option<String> {
+    extract::extract_strict(response, false).map(|(a, _)| a)
+}
+
+/// Where the `math` verifier looks for the final answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Extraction {
+    /// The reference's: the `<answer>` content, or a `\boxed{}`; else no
+    /// answer (reward 0).
+    #[default]
+    Strict,
+    /// `strict`, plus a `####` line or an "answer is" / "Answer:" phrase (the
+    /// built-in task ends its solutions with `Answer: n`).
+    Phrase,
+    /// Every heuristic, down to the last number of the text (a bare number
+    /// earns the reward): this runtime's earlier default.
+    Lenient,
+}
+
 /// Settings of the `math` verifier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +57,8 @@ pub struct MathConfig {
     /// Treat a gold answer that is a single letter `A`..`J` (optionally in
     /// parentheses) as a multiple-choice letter.
     pub choice_letters: bool,
+    /// Where the final answer is looked for.
+    pub extraction: Extraction,
 }
 
 impl Default for MathConfig {
@@ -43,6 +66,7 @@ impl Default for MathConfig {
         MathConfig {
             rel_tol: 1e-9,
             choice_letters: true,
+            extraction: Extraction::Strict,
         }
     }
 }
@@ -82,7 +106,31 @@ impl MathVerifier {
 
     /// Judge a response, reading multiple-choice options from the prompt:
     /// an answer given as an option's content counts as that option's letter.
+    ///
+    /// With `strict` / `phrase` extraction only the extracted answer is
+    /// judged (as a response of its own); a response without one scores 0.
     pub fn judge_with_prompt(&self, gold: &str, prompt: &str, response: &str) -> Verdict {
+        let phrases = match self.cfg.extraction {
+            Extraction::Lenient => return self.judge_lenient(gold, prompt, response),
+            Extraction::Strict => false,
+            Extraction::Phrase => true,
+        };
+        match extract::extract_strict(response, phrases) {
+            None => Verdict::wrong(if phrases {
+                "no <answer>, \\boxed, #### or answer phrase"
+            } else {
+                "no <answer> or \\boxed answer (strict extraction)"
+            }),
+            Some((answer, how)) => {
+                let mut v = self.judge_lenient(gold, prompt, &answer);
+                v.reason = format!("{how}: {}", v.reason);
+                v
+            }
+        }
+    }
+
+    /// Judge a whole response with every extraction heuristic.
+    fn judge_lenient(&self, gold: &str, prompt: &str, response: &str) -> Verdict {
         if self.cfg.choice_letters {
             if let Some(letter) = choice::parse_choice(gold) {
                 return self.judge_choice(letter, prompt, response);
@@ -195,9 +243,38 @@ impl Verifier for MathVerifier {
 mod tests {
     use super::*;
 
+    fn lenient() -> MathVerifier {
+        MathVerifier::new(MathConfig {
+            extraction: Extraction::Lenient,
+            ..MathConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn strict_judges_only_the_extracted_answer() {
+        let v = MathVerifier::new(MathConfig::default()).unwrap();
+        assert!(
+            v.judge("7", "<thought>3+4</thought><answer>7</answer>")
+                .correct
+        );
+        assert!(v.judge("7", r"so \boxed{7}").correct);
+        assert!(!v.judge("7", "3+4 = 7").correct);
+        assert!(!v.judge("7", "Answer: 7").correct);
+        assert!(v.judge("C", "<answer>(C) 12</answer>").correct);
+        let phrase = MathVerifier::new(MathConfig {
+            extraction: Extraction::Phrase,
+            ..MathConfig::default()
+        })
+        .unwrap();
+        assert!(phrase.judge("7", "3+4=7\nAnswer: 7").correct);
+        assert!(!phrase.judge("7", "3+4=7").correct);
+        assert!(lenient().judge("7", "3+4 = 7").correct);
+    }
+
     #[test]
     fn judges_common_formats() {
-        let v = MathVerifier::new(MathConfig::default()).unwrap();
+        let v = lenient();
         assert!(
             v.judge("72", "So she sold 48 + 24 = 72 clips.\n#### 72")
                 .correct
