@@ -160,7 +160,7 @@ impl RuntimeBuilder {
         let policy = match (policy, &checkpoint) {
             (_, Some(ck)) => LoadedModel::load(&ck.model_dir, opt_dev, kind)?,
             (Some(p), None) => p,
-            (None, None) => LoadedModel::load(&cfg.model.resolved_path(), opt_dev, kind)?,
+            (None, None) => LoadedModel::load(&cfg.model.resolve()?, opt_dev, kind)?,
         };
         let sampler = Replica {
             model: policy.replicate(parse_device(&cfg.runtime.sampler_device)?)?,

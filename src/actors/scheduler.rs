@@ -131,7 +131,8 @@ async fn checkpoint(ctx: &Ctx) {
         .await;
     match res {
         Ok(ractor::rpc::CallResult::Success(Ok(dir))) => {
-            tracing::info!("checkpoint written to {}", dir.display());
+            // checkpoint::save logs the written checkpoint once; this is for debugging.
+            tracing::debug!("checkpoint written to {}", dir.display());
             ctx.emit(RunEvent::Checkpoint(dir));
         }
         Ok(ractor::rpc::CallResult::Success(Err(e))) => tracing::error!("checkpoint failed: {e}"),
