@@ -24,7 +24,12 @@ impl Sums {
     fn example(i: u64) -> Example {
         let (a, b) = ((i * 7) % 20, (i * 13 + 5) % 20);
         let sum = (a + b).to_string();
-        Example::new(format!("sum-{i}"), format!("What is {a}+{b}?"), sum.clone(), sum)
+        Example::new(
+            format!("sum-{i}"),
+            format!("What is {a}+{b}?"),
+            sum.clone(),
+            sum,
+        )
     }
 }
 

@@ -198,7 +198,16 @@ mod tests {
         for ok in ["Qwen/Qwen2.5-1.5B-Instruct", "gpt2", "org_x/m.v1"] {
             assert!(is_repo_id(ok), "{ok}");
         }
-        for bad in ["", "/abs/path", "a/b/c", "./x", "../up", "org/", "a b/c", "x/..y"] {
+        for bad in [
+            "",
+            "/abs/path",
+            "a/b/c",
+            "./x",
+            "../up",
+            "org/",
+            "a b/c",
+            "x/..y",
+        ] {
             assert!(!is_repo_id(bad), "{bad}");
         }
         assert_eq!(

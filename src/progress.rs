@@ -116,10 +116,11 @@ impl TrainProgress {
         let columns = Columns::for_algo(algo);
         println!("{}", columns.header());
         let bar = stderr_terminal.then(|| {
-            let bar = ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr());
-            if let Ok(style) = ProgressStyle::with_template(
-                "{spinner} step {pos}/{len} [{bar:30}] {msg}",
-            ) {
+            let bar =
+                ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr());
+            if let Ok(style) =
+                ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg}")
+            {
                 bar.set_style(style.progress_chars("=> "));
             }
             bar.enable_steady_tick(Duration::from_millis(200));
@@ -208,8 +209,14 @@ mod tests {
         };
         // 200 tokens in 2 s = 100 tok/s; 7 steps left at 2 s each = 14 s.
         let line = grpo.line(&s, 2.0, Some(Duration::from_secs(14)));
-        assert_eq!(line.split_whitespace().collect::<Vec<_>>()[6..], ["100", "14s"]);
-        assert_eq!(line.split_whitespace().count(), grpo.header().split_whitespace().count());
+        assert_eq!(
+            line.split_whitespace().collect::<Vec<_>>()[6..],
+            ["100", "14s"]
+        );
+        assert_eq!(
+            line.split_whitespace().count(),
+            grpo.header().split_whitespace().count()
+        );
         assert_eq!(format_duration(Duration::from_secs(3725)), "1h02m");
         assert_eq!(format_duration(Duration::from_secs(187)), "3m07s");
     }

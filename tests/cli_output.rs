@@ -19,7 +19,10 @@ fn rlsd(args: &[&str]) -> (Output, String, String) {
         .expect("running rlsd");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "rlsd {args:?} failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "rlsd {args:?} failed:\n{stdout}\n{stderr}"
+    );
     (out, stdout, stderr)
 }
 
@@ -60,9 +63,15 @@ fn piped_train_output_is_plain_with_one_line_per_event() {
 
     let (stdout, stderr) = train("rlsd", &model, &tmp.path().join("rlsd"));
     assert!(stdout.contains("rlsd train: algo=rlsd"), "{stdout}");
-    assert!(stdout.contains(&format!("model={}", model.display())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("model={}", model.display())),
+        "{stdout}"
+    );
     assert!(!stdout.contains("Rlsd"), "{stdout}");
-    let header = stdout.lines().find(|l| l.trim_start().starts_with("step")).unwrap();
+    let header = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("step"))
+        .unwrap();
     assert!(header.contains("lambda") && header.contains("tok/s") && header.contains("eta"));
     // One table line per step.
     for step in 1..=3 {
@@ -85,8 +94,14 @@ fn piped_train_output_is_plain_with_one_line_per_event() {
     // GRPO has no lambda and no token weights to show.
     let (stdout, _) = train("grpo", &model, &tmp.path().join("grpo"));
     assert!(stdout.contains("algo=grpo"), "{stdout}");
-    let header = stdout.lines().find(|l| l.trim_start().starts_with("step")).unwrap();
-    assert!(!header.contains("lambda") && !header.contains("w_clip"), "{header}");
+    let header = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("step"))
+        .unwrap();
+    assert!(
+        !header.contains("lambda") && !header.contains("w_clip"),
+        "{header}"
+    );
 }
 
 #[test]

@@ -202,7 +202,10 @@ fn trl_standard_and_conversational_jsonl_and_parquet() {
     );
     let got = load(&conv, |_| {}).unwrap();
     assert_eq!(got[0].prompt, "What is 3+3?");
-    assert_eq!(got[0].context, vec![ChatMessage::new("system", "Be brief.")]);
+    assert_eq!(
+        got[0].context,
+        vec![ChatMessage::new("system", "Be brief.")]
+    );
     // The answer column is chosen once per file, from its first row.
     assert_eq!(got[0].answer, "6");
     assert_eq!(got[1].prompt, "What is 1+1?");
@@ -230,7 +233,10 @@ fn trl_standard_and_conversational_jsonl_and_parquet() {
         "{\"prompt\": [{\"role\": \"assistant\", \"content\": \"hi\"}], \"answer\": \"1\"}\n",
     );
     let err = load(&bad, |_| {}).unwrap_err().to_string();
-    assert!(err.contains("bad.jsonl:1") && err.contains("user's turn"), "{err}");
+    assert!(
+        err.contains("bad.jsonl:1") && err.contains("user's turn"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -244,7 +250,10 @@ fn system_prompt_and_student_template_reach_the_tokens() {
     })
     .unwrap();
     // Row 1 keeps its own system message; row 2 gets the configured one.
-    assert_eq!(got[0].context, vec![ChatMessage::new("system", "You are terse.")]);
+    assert_eq!(
+        got[0].context,
+        vec![ChatMessage::new("system", "You are terse.")]
+    );
     assert_eq!(got[1].context, vec![ChatMessage::new("system", "Add.")]);
     assert_eq!(got[1].prompt, "What is 4+4?\nAnswer with a number.");
 
@@ -304,8 +313,15 @@ fn verl_and_trl_files_train_a_few_steps() {
     );
     assert!(!report.failed, "{}", report.reason);
     assert_eq!(report.steps.len(), 2);
-    let trained: Vec<String> = report.trained.iter().flat_map(|(_, ids)| ids.clone()).collect();
-    assert!(trained.iter().all(|id| id == "10" || id == "11"), "{trained:?}");
+    let trained: Vec<String> = report
+        .trained
+        .iter()
+        .flat_map(|(_, ids)| ids.clone())
+        .collect();
+    assert!(
+        trained.iter().all(|id| id == "10" || id == "11"),
+        "{trained:?}"
+    );
 
     let trl = write(
         &tmp.path().join("trl.jsonl"),

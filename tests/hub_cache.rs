@@ -59,7 +59,10 @@ fn a_model_id_resolves_to_its_cached_snapshot_and_loads() {
         repo.join("snapshots").join(OLD_COMMIT)
     );
     // An existing folder is used as it is, even when it looks like an id.
-    assert_eq!(resolve_model(tmp.path().to_str().unwrap(), None, &env).unwrap(), tmp.path());
+    assert_eq!(
+        resolve_model(tmp.path().to_str().unwrap(), None, &env).unwrap(),
+        tmp.path()
+    );
 }
 
 #[test]
@@ -67,7 +70,9 @@ fn offline_misses_name_the_cache_folder() {
     let tmp = tempfile::tempdir().unwrap();
     make_cache(tmp.path());
     let env = offline(tmp.path());
-    let err = resolve_model("Org/Other", None, &env).unwrap_err().to_string();
+    let err = resolve_model("Org/Other", None, &env)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("Org/Other"), "{err}");
     assert!(err.contains("models--Org--Other"), "{err}");
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
@@ -76,8 +81,13 @@ fn offline_misses_name_the_cache_folder() {
         .to_string();
     assert!(err.contains("v9"), "{err}");
     // A path that is neither a folder nor an id.
-    let err = resolve_model("/no/such/folder", None, &env).unwrap_err().to_string();
-    assert!(err.contains("/no/such/folder") && err.contains("does not exist"), "{err}");
+    let err = resolve_model("/no/such/folder", None, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/no/such/folder") && err.contains("does not exist"),
+        "{err}"
+    );
 }
 
 /// The binary, given an id, finds it through `HF_HUB_CACHE` (and then
@@ -91,10 +101,20 @@ fn the_binary_generates_from_a_cached_model_id() {
         .join(COMMIT);
     common::pretrain_tiny(&snap);
     std::fs::create_dir_all(tmp.path().join("hub/models--Org--Tiny-Arith/refs")).unwrap();
-    std::fs::write(tmp.path().join("hub/models--Org--Tiny-Arith/refs/main"), COMMIT).unwrap();
+    std::fs::write(
+        tmp.path().join("hub/models--Org--Tiny-Arith/refs/main"),
+        COMMIT,
+    )
+    .unwrap();
     let run = |var: &str, value: PathBuf| {
         Command::new(env!("CARGO_BIN_EXE_rlsd"))
-            .args(["generate", "--model", "Org/Tiny-Arith", "--prompt", "What is 1+1?"])
+            .args([
+                "generate",
+                "--model",
+                "Org/Tiny-Arith",
+                "--prompt",
+                "What is 1+1?",
+            ])
             .args(["--max-new-tokens", "4", "--temperature", "0"])
             .env_remove("HF_HUB_CACHE")
             .env_remove("HF_HOME")
@@ -119,5 +139,8 @@ fn the_binary_generates_from_a_cached_model_id() {
     let out = run("HF_HUB_CACHE", tmp.path().join("empty"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("models--Org--Tiny-Arith") && stderr.contains("empty"), "{stderr}");
+    assert!(
+        stderr.contains("models--Org--Tiny-Arith") && stderr.contains("empty"),
+        "{stderr}"
+    );
 }

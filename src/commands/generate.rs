@@ -54,7 +54,11 @@ impl GenerationLimits {
             path: path.clone(),
             msg: format!("not valid JSON: {e}"),
         })?;
-        let get = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).map(|n| n as usize);
+        let get = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_u64)
+                .map(|n| n as usize)
+        };
         Ok(GenerationLimits {
             max_new_tokens: get("max_new_tokens"),
             max_length: get("max_length"),
@@ -65,7 +69,12 @@ impl GenerationLimits {
     /// requested number (or `max_new_tokens`, or all the room there is),
     /// never more than the room left in `max_length` (or the model's
     /// `max_position_embeddings`, `context`).
-    pub fn new_tokens(&self, requested: Option<usize>, prompt_len: usize, context: usize) -> Result<usize> {
+    pub fn new_tokens(
+        &self,
+        requested: Option<usize>,
+        prompt_len: usize,
+        context: usize,
+    ) -> Result<usize> {
         let window = self.max_length.unwrap_or(context).min(context);
         let room = window.saturating_sub(prompt_len);
         if room == 0 {
@@ -112,7 +121,9 @@ pub fn generate_text(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<G
     let tok = tokenizer_of(model)?;
     let ids = chat_prompt_ids(tok, &req.prompt)?;
     let context = usize::try_from(model.config.max_position_embeddings).unwrap_or(usize::MAX);
-    let max_new_tokens = req.limits.new_tokens(req.max_new_tokens, ids.len(), context)?;
+    let max_new_tokens = req
+        .limits
+        .new_tokens(req.max_new_tokens, ids.len(), context)?;
     let greedy = req.temperature == 0.0;
     let opts = GenerateOptions {
         max_new_tokens,

@@ -51,7 +51,10 @@ fn parse_line(path: &Path, line: usize, raw: &[u8]) -> Result<RawRow> {
     };
     Ok(RawRow {
         line,
-        cells: object.iter().map(|(k, v)| (k.clone(), json_cell(v))).collect(),
+        cells: object
+            .iter()
+            .map(|(k, v)| (k.clone(), json_cell(v)))
+            .collect(),
     })
 }
 

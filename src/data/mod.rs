@@ -24,5 +24,7 @@ pub mod task;
 
 pub use config::{ColumnNames, Columns, DataConfig, DataFormat, FileType, OnBadRow};
 pub use dataset::{DataCursor, Dataset};
-pub use prompt::{StudentPrompt, TeacherPrompt, DEFAULT_STUDENT_TEMPLATE, DEFAULT_TEACHER_TEMPLATE};
+pub use prompt::{
+    StudentPrompt, TeacherPrompt, DEFAULT_STUDENT_TEMPLATE, DEFAULT_TEACHER_TEMPLATE,
+};
 pub use task::{ArithmeticTask, TaskConfig};

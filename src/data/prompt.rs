@@ -140,7 +140,9 @@ impl StudentPrompt {
         }
         if let Some(system) = &self.system {
             if example.context.first().map(|m| m.role.as_str()) != Some("system") {
-                example.context.insert(0, ChatMessage::new("system", system.clone()));
+                example
+                    .context
+                    .insert(0, ChatMessage::new("system", system.clone()));
             }
         }
     }

@@ -188,7 +188,12 @@ pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> 
             .map_err(|m| bad(format!("column `{}`: {m}", columns.answer)))?
             .pop()
             .map(|m| m.content)
-            .ok_or_else(|| bad(format!("column `{}`: the message list is empty", columns.answer)))?,
+            .ok_or_else(|| {
+                bad(format!(
+                    "column `{}`: the message list is empty",
+                    columns.answer
+                ))
+            })?,
         other => {
             let kind = other.type_name();
             text(&columns.answer, other, true)?.ok_or_else(|| missing(&columns.answer, kind))?
@@ -246,7 +251,11 @@ fn messages_of(items: &[Cell]) -> std::result::Result<Vec<ChatMessage>, String> 
                     })
                     .collect::<Vec<_>>()
                     .join(""),
-                _ => return Err(format!("message {i} (role `{role}`) has no string `content`")),
+                _ => {
+                    return Err(format!(
+                        "message {i} (role `{role}`) has no string `content`"
+                    ))
+                }
             };
             Ok(ChatMessage::new(role, content))
         })

@@ -21,7 +21,7 @@ pub const TRL_ANSWERS: [&str; 4] = ["answer", "solution", "ground_truth", "compl
 
 /// The schema of a file: the configured one, or (for `auto`) the one the
 /// first row looks like.
-pub fn detect(format: DataFormat, first: Option<&RawRow>) -> DataFormat {
+pub(crate) fn detect(format: DataFormat, first: Option<&RawRow>) -> DataFormat {
     if format != DataFormat::Auto {
         return format;
     }
@@ -32,7 +32,11 @@ pub fn detect(format: DataFormat, first: Option<&RawRow>) -> DataFormat {
         return DataFormat::Verl;
     }
     let chat_prompt = matches!(row.get("prompt"), Cell::List(_));
-    if chat_prompt || ["completion", "solution", "ground_truth"].iter().any(|c| row.has(c)) {
+    if chat_prompt
+        || ["completion", "solution", "ground_truth"]
+            .iter()
+            .any(|c| row.has(c))
+    {
         return DataFormat::Trl;
     }
     DataFormat::Plain
@@ -42,7 +46,11 @@ pub fn detect(format: DataFormat, first: Option<&RawRow>) -> DataFormat {
 /// defaults, then the config's overrides. TRL's answer column is the first
 /// of [`TRL_ANSWERS`] the first row has (`answer` when it has none, so the
 /// error names the usual one).
-pub fn columns_for(format: DataFormat, names: &ColumnNames, first: Option<&RawRow>) -> Columns {
+pub(crate) fn columns_for(
+    format: DataFormat,
+    names: &ColumnNames,
+    first: Option<&RawRow>,
+) -> Columns {
     let mut cols = Columns::default();
     match format {
         DataFormat::Verl => {
@@ -94,7 +102,10 @@ mod tests {
     fn detects_verl_trl_and_plain() {
         let verl = row(vec![
             ("prompt", Cell::List(vec![])),
-            ("reward_model", Cell::Struct(vec![("ground_truth".into(), s("4"))])),
+            (
+                "reward_model",
+                Cell::Struct(vec![("ground_truth".into(), s("4"))]),
+            ),
         ]);
         assert_eq!(detect(DataFormat::Auto, Some(&verl)), DataFormat::Verl);
         let trl = row(vec![("prompt", s("q")), ("solution", s("4"))]);
@@ -112,13 +123,23 @@ mod tests {
         let none = ColumnNames::default();
         let c = columns_for(DataFormat::Verl, &none, None);
         assert_eq!((c.answer.as_str(), c.id.as_str()), (VERL_ANSWER, VERL_ID));
-        let trl = row(vec![("prompt", s("q")), ("completion", s("c")), ("solution", s("4"))]);
-        assert_eq!(columns_for(DataFormat::Trl, &none, Some(&trl)).answer, "solution");
+        let trl = row(vec![
+            ("prompt", s("q")),
+            ("completion", s("c")),
+            ("solution", s("4")),
+        ]);
+        assert_eq!(
+            columns_for(DataFormat::Trl, &none, Some(&trl)).answer,
+            "solution"
+        );
         let over = ColumnNames {
             answer: Some("meta.gold".into()),
             ..ColumnNames::default()
         };
         let c = columns_for(DataFormat::Verl, &over, None);
-        assert_eq!((c.prompt.as_str(), c.answer.as_str()), ("prompt", "meta.gold"));
+        assert_eq!(
+            (c.prompt.as_str(), c.answer.as_str()),
+            ("prompt", "meta.gold")
+        );
     }
 }
