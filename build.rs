@@ -7,6 +7,10 @@
 //!   `--as-needed` would drop the library, and `tch::Cuda::is_available()`
 //!   would then report false on a GPU machine.
 //!
+//! - Passes that folder on to the build scripts of crates that depend on
+//!   rlsd (`links = "rlsd"` makes it `DEP_RLSD_LIBTORCH_LIB` there), so a
+//!   user's program can embed the same rpath (examples/embed/build.rs).
+//!
 //! `DEP_TCH_LIBTORCH_LIB` is exported by `torch-sys` (its `links = "tch"`
 //! metadata) and names the folder it linked against.
 
@@ -22,6 +26,7 @@ fn main() {
     // Resolve the `.libtorch` symlink so the binary keeps working from any
     // working directory and after the clone moves.
     let lib = lib.canonicalize().unwrap_or(lib);
+    println!("cargo:libtorch_lib={}", lib.display());
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if os != "linux" {
         return;

@@ -23,12 +23,13 @@ struct Sums {
 impl Sums {
     fn example(i: u64) -> Example {
         let (a, b) = ((i * 7) % 20, (i * 13 + 5) % 20);
-        Example {
-            id: format!("sum-{i}"),
-            prompt: format!("What is {a}+{b}?"),
-            answer: (a + b).to_string(),
-            privileged: (a + b).to_string(),
-        }
+        let sum = (a + b).to_string();
+        Example::new(
+            format!("sum-{i}"),
+            format!("What is {a}+{b}?"),
+            sum.clone(),
+            sum,
+        )
     }
 }
 

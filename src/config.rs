@@ -49,8 +49,13 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// A Hugging Face model folder, or `builtin` for the built-in task's base model.
+    /// A Hugging Face model folder, a Hub id (`Qwen/Qwen2.5-1.5B-Instruct`,
+    /// found in the local Hugging Face cache or downloaded; see [`crate::hub`]),
+    /// or `builtin` for the built-in task's base model.
     pub path: String,
+    /// Hub revision (branch, tag or commit) of a Hub id; unset: `main`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// Parameter dtype: `f32`, `bf16` or `f16`.
     pub dtype: String,
 }
@@ -59,13 +64,29 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             path: "builtin".into(),
+            revision: None,
             dtype: "f32".into(),
         }
     }
 }
 
 impl ModelConfig {
-    /// The folder holding the model files (`builtin` resolves to the shipped base model).
+    /// The folder holding the model files: `builtin` is the shipped base
+    /// model, a folder is itself, a Hub id is its snapshot in the local
+    /// Hugging Face cache, downloaded first when needed and allowed.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        if self.path == "builtin" {
+            return Ok(builtin_model_dir());
+        }
+        crate::hub::resolve_model(
+            &self.path,
+            self.revision.as_deref(),
+            &crate::hub::HubEnv::from_env(),
+        )
+    }
+
+    /// The folder holding the model files, without the Hub (`builtin`
+    /// resolves to the shipped base model; see [`ModelConfig::resolve`]).
     pub fn resolved_path(&self) -> PathBuf {
         if self.path == "builtin" {
             builtin_model_dir()

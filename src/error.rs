@@ -77,6 +77,15 @@ pub enum Error {
     },
 
     // ---- data (src/data/) and verifiers (src/verify/) -------------------
+    /// A Hugging Face Hub model id could not be resolved or downloaded.
+    #[error("model {repo}: {msg}")]
+    Hub {
+        /// The repository id, e.g. `Qwen/Qwen2.5-1.5B-Instruct`.
+        repo: String,
+        /// What went wrong, naming the cache folder looked in.
+        msg: String,
+    },
+
     /// A dataset row is malformed.
     #[error("{path}:{line}: {msg}")]
     Data {

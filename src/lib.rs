@@ -11,7 +11,10 @@
 //!
 //! - [`error`]: the crate's error enum; messages name the file, line, key or tensor.
 //! - [`device`]: `cpu` / `cuda:N` / `auto` from config strings; libtorch facts.
-//! - [`logging`]: `tracing-subscriber` set up from `RLSD_LOG` or `RUST_LOG`.
+//! - [`logging`]: `tracing-subscriber` set up from `RLSD_LOG` or `RUST_LOG`;
+//!   colours only on a terminal.
+//! - [`progress`]: the progress bar / plain lines of `rlsd train`.
+//! - [`hub`]: Hugging Face model ids through the local cache or a download.
 //! - [`malloc`]: one glibc malloc arena for the binaries (tensor work hops threads).
 //! - [`policy`]: the [`policy::Policy`] trait the train step scores responses with.
 //! - [`model`]: Llama / Qwen2 / Qwen3 decoders loading Hugging Face checkpoints,
@@ -48,6 +51,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod hub;
 pub mod inspect;
 pub mod logging;
 pub mod malloc;
@@ -59,9 +63,13 @@ pub mod plan;
 pub mod plot;
 pub mod policy;
 pub mod pretrain;
+pub mod progress;
 pub mod rlsd;
 pub mod stats;
 pub mod train;
 pub mod verify;
 
 pub use error::{Error, Result};
+/// The `tch` this crate is built against (0.24.0, libtorch 2.11): embedding
+/// programs use `rlsd::tch` instead of pinning their own copy.
+pub use tch;

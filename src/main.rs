@@ -36,8 +36,9 @@ impl RunArgs {
 /// Which model a command uses instead of the config's `model.path`.
 #[derive(Debug, clap::Args)]
 struct ModelArgs {
-    /// Model folder instead of the config's `model.path`.
-    #[arg(long, value_name = "DIR")]
+    /// Model folder or Hugging Face id (`Org/Name`, from the local cache or
+    /// downloaded) instead of the config's `model.path`.
+    #[arg(long, value_name = "DIR_OR_ID")]
     model: Option<PathBuf>,
     /// Checkpoint folder (from `rlsd train`) whose model to use.
     #[arg(long, value_name = "DIR", conflicts_with = "model")]
@@ -57,6 +58,9 @@ enum Command {
     Train {
         #[command(flatten)]
         run: RunArgs,
+        /// Model folder or Hugging Face id to train (sets `model.path`).
+        #[arg(long, value_name = "DIR_OR_ID")]
+        model: Option<String>,
         /// Continue a run: `latest` (the newest complete checkpoint in the
         /// run folder), a run folder, or one checkpoint folder.
         #[arg(long)]
@@ -150,7 +154,9 @@ enum Command {
         /// Sampling temperature; 0 decodes greedily.
         #[arg(long, default_value_t = 1.0)]
         temperature: f64,
-        /// Most new tokens per response (default: `rollout.max_new_tokens`).
+        /// Most new tokens per response (default: the model's own limit:
+        /// `max_new_tokens` of its generation_config.json, else the room left
+        /// in its context window; generation also stops at EOS).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_new_tokens: Option<u64>,
         /// Top-k cut-off (0 = off).
@@ -208,8 +214,24 @@ enum Command {
         #[arg(long, value_name = "FILE.html")]
         out: Option<PathBuf>,
     },
+    /// Show the run configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Print the libtorch build, visible devices, and run a tensor self-check.
     Info,
+}
+
+/// `rlsd config ...`.
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Print the resolved run configuration (the file, the built-in defaults
+    /// for every key it leaves out, and the --set overrides) as TOML.
+    Show {
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 fn main() {
@@ -241,9 +263,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train {
             run,
+            model,
             resume,
             overwrite,
-        } => train(&run, resume, overwrite),
+        } => train(&run, model, resume, overwrite),
         Command::Pretrain { config, set } => pretrain(config, set),
         Command::Inspect {
             run: Some(dir),
@@ -310,11 +333,14 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let cfg = run.load()?;
             let choice = model.choice()?;
+            let limits =
+                rlsd::commands::generate::GenerationLimits::from_dir(&choice.model_dir(&cfg)?)?;
             let req = rlsd::commands::generate::GenerateRequest {
                 prompt,
                 n: n as usize,
                 temperature,
-                max_new_tokens: max_new_tokens.map_or(cfg.rollout.max_new_tokens, |m| m as usize),
+                max_new_tokens: max_new_tokens.map(|m| m as usize),
+                limits,
                 top_k,
                 top_p,
                 seed,
@@ -354,6 +380,12 @@ fn run(cli: Cli) -> Result<()> {
             let out = out.unwrap_or_else(|| run_dir.join(rlsd::observe::report::REPORT_FILE));
             rlsd::observe::report::write_report(&run_dir, &out)?;
             println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Config {
+            action: ConfigAction::Show { run },
+        } => {
+            print!("{}", run.load()?.to_toml());
             Ok(())
         }
         Command::Info => info(),
@@ -529,12 +561,21 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-fn train(run: &RunArgs, resume: Option<PathBuf>, overwrite: bool) -> Result<()> {
-    let cfg = run.load()?;
+fn train(
+    run: &RunArgs,
+    model: Option<String>,
+    resume: Option<PathBuf>,
+    overwrite: bool,
+) -> Result<()> {
+    use std::io::IsTerminal;
+    let mut cfg = run.load()?;
+    if let Some(m) = model {
+        cfg.model.path = m;
+    }
     let out_dir = cfg.runtime.out_dir.clone();
     println!(
-        "rlsd train: algo={:?} model={} steps={} batch={}x{} staleness={} -> {}",
-        cfg.algo.algo,
+        "rlsd train: algo={} model={} steps={} batch={}x{} staleness={} -> {}",
+        cfg.algo.algo.name(),
         cfg.model.path,
         cfg.runtime.steps,
         cfg.rollout.batch_prompts,
@@ -542,10 +583,12 @@ fn train(run: &RunArgs, resume: Option<PathBuf>, overwrite: bool) -> Result<()> 
         cfg.runtime.max_staleness,
         out_dir.display()
     );
-    println!(
-        "{:>5} {:>8} {:>8} {:>7} {:>7} {:>8} {:>7} {:>7}",
-        "step", "reward", "acc", "lambda", "len", "w_clip", "gnorm", "sec"
-    );
+    let progress = std::sync::Arc::new(std::sync::Mutex::new(rlsd::progress::TrainProgress::new(
+        cfg.algo.algo,
+        cfg.runtime.steps,
+        std::io::stderr().is_terminal(),
+        std::io::stdout().is_terminal(),
+    )));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -553,27 +596,22 @@ fn train(run: &RunArgs, resume: Option<PathBuf>, overwrite: bool) -> Result<()> 
     let mut builder = rlsd::actors::Runtime::builder(cfg)
         .handle_ctrl_c(true)
         .overwrite(overwrite)
-        .on_step(|s| {
-            println!(
-                "{:>5} {:>8.3} {:>8.3} {:>7.3} {:>7.1} {:>8.3} {:>7.3} {:>7.2}",
-                s.step,
-                s.reward_mean,
-                s.accuracy,
-                s.lambda,
-                s.response_len_mean,
-                s.weight_clip_frac,
-                s.grad_norm,
-                s.timings.generate_s
-                    + s.timings.verify_s
-                    + s.timings.teacher_s
-                    + s.timings.credit_s
-                    + s.timings.train_s,
-            )
+        .on_step({
+            let progress = progress.clone();
+            move |s| {
+                if let Ok(mut p) = progress.lock() {
+                    p.step(s);
+                }
+            }
         });
     if let Some(dir) = resume {
         builder = builder.resume(dir);
     }
-    let report = rt.block_on(builder.run())?;
+    let report = rt.block_on(builder.run());
+    if let Ok(mut p) = progress.lock() {
+        p.finish();
+    }
+    let report = report?;
     let restarts: u32 = report.restarts.values().sum();
     println!(
         "done: {} steps, {} restarts, reason: {}",
@@ -582,9 +620,9 @@ fn train(run: &RunArgs, resume: Option<PathBuf>, overwrite: bool) -> Result<()> 
         report.reason
     );
     println!(
-        "metrics: {}  reward curve: {}",
+        "metrics: {}  report: {}",
         out_dir.join("metrics.jsonl").display(),
-        out_dir.join("reward.svg").display()
+        out_dir.join(rlsd::observe::report::REPORT_FILE).display()
     );
     if let Some(ck) = &report.last_checkpoint {
         println!("last checkpoint: {}", ck.display());

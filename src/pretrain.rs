@@ -317,7 +317,7 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
         eval_seconds,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
-    tracing::info!(?report, "pretrain done");
+    tracing::debug!(?report, "pretrain done");
     Ok(report)
 }
 

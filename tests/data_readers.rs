@@ -3,7 +3,7 @@
 
 use rlsd::data::jsonl::read_jsonl;
 use rlsd::data::parquet::read_parquet;
-use rlsd::data::{Columns, DataConfig, DataCursor, DataFormat, Dataset, Example, OnBadRow};
+use rlsd::data::{Columns, DataConfig, DataCursor, Dataset, Example, FileType, OnBadRow};
 use rlsd::Error;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -20,6 +20,7 @@ fn ex(id: &str, prompt: &str, answer: &str, privileged: &str) -> Example {
         prompt: prompt.into(),
         answer: answer.into(),
         privileged: privileged.into(),
+        context: Vec::new(),
     }
 }
 
@@ -205,14 +206,14 @@ fn format_from_extension_or_config() {
     cfg.shuffle = false;
     assert_eq!(Dataset::from_config(&cfg).unwrap().len(), 5);
     // Forcing the wrong reader gives a row error, not a panic.
-    cfg.format = DataFormat::Jsonl;
+    cfg.file_type = FileType::Jsonl;
     assert!(Dataset::from_config(&cfg).is_err());
     let mut cfg = config("good.jsonl");
     cfg.path = Some(fixture("make_fixtures.py"));
     let err = Dataset::from_config(&cfg).unwrap_err();
-    assert!(err.to_string().contains("data.format"), "{err}");
+    assert!(err.to_string().contains("data.file_type"), "{err}");
     let mut cfg = config("missing.jsonl");
-    cfg.format = DataFormat::Jsonl;
+    cfg.file_type = FileType::Jsonl;
     assert!(matches!(Dataset::from_config(&cfg), Err(Error::Io { .. })));
 }
 
@@ -292,8 +293,8 @@ fn data_config_defaults_and_unknown_keys() {
     )
     .unwrap();
     assert_eq!(cfg.on_bad_row, OnBadRow::Skip);
-    assert_eq!(cfg.columns.prompt, "question");
-    assert_eq!(cfg.columns.answer, "answer");
+    assert_eq!(cfg.columns.prompt.as_deref(), Some("question"));
+    assert_eq!(cfg.columns.answer, None);
     let err = toml::from_str::<DataConfig>("shufle = true").unwrap_err();
     assert!(err.to_string().contains("shufle"), "{err}");
     let err = toml::from_str::<DataConfig>("on_bad_row = \"ignore\"").unwrap_err();

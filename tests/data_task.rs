@@ -180,6 +180,7 @@ fn example(prompt: &str, privileged: &str) -> Example {
         prompt: prompt.into(),
         answer: "gold".into(),
         privileged: privileged.into(),
+        context: Vec::new(),
     }
 }
 

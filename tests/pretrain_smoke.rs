@@ -152,6 +152,7 @@ fn student_and_teacher_prompt_ids_go_through_the_chat_template() {
         prompt: "What is 1+2?".into(),
         answer: "3".into(),
         privileged: "3".into(),
+        context: Vec::new(),
     };
     let student = student_prompt_ids(&tok, &example).unwrap();
     assert_eq!(

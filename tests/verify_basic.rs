@@ -15,6 +15,7 @@ fn ex(answer: &str) -> Example {
         prompt: "p".into(),
         answer: answer.into(),
         privileged: answer.into(),
+        context: Vec::new(),
     }
 }
 
@@ -290,6 +291,7 @@ fn choice_answers_use_the_options_in_the_prompt() {
         prompt: "What is 6 * 3?\n(A) 12 (B) 15 (C) 18 (D) 21".into(),
         answer: answer.into(),
         privileged: answer.into(),
+        context: Vec::new(),
     };
     // Gold letter, response gives the content.
     assert!(v.verify(&mc("C"), "6 * 3 = 18").correct);

@@ -19,6 +19,7 @@ fn example() -> Example {
         prompt: "What is 6 * 7?".into(),
         answer: "42".into(),
         privileged: "42".into(),
+        context: Vec::new(),
     }
 }
 

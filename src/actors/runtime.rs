@@ -225,7 +225,7 @@ impl RuntimeBuilder {
                 LoadedModel::load(&ck.model_dir, opt_dev, kind)?
             }
             (Some(p), None) => p,
-            (None, None) => LoadedModel::load(&cfg.model.resolved_path(), opt_dev, kind)?,
+            (None, None) => LoadedModel::load(&cfg.model.resolve()?, opt_dev, kind)?,
         };
         if policy.tokenizer.is_none() {
             let dir = checkpoint

@@ -113,7 +113,8 @@ async fn final_checkpoint(ctx: &Ctx) -> Option<String> {
     match res {
         Ok(ractor::rpc::CallResult::Success(Ok(dir))) => {
             if let Some(dir) = dir {
-                tracing::info!("final checkpoint: {}", dir.display());
+                // checkpoint::save logs the written checkpoint once; this is for debugging.
+                tracing::debug!("final checkpoint: {}", dir.display());
             }
             None
         }

@@ -28,7 +28,7 @@ pub enum ModelChoice {
     /// `[model].path` of the run config (`builtin` = the shipped base model).
     #[default]
     FromConfig,
-    /// A Hugging Face model folder (`--model DIR`).
+    /// A Hugging Face model folder or Hub id (`--model DIR_OR_ID`).
     Dir(PathBuf),
     /// A checkpoint written by `rlsd train` (`--checkpoint DIR`); its `model/`
     /// folder is loaded after the manifest's checksums are verified.
@@ -53,8 +53,15 @@ impl ModelChoice {
     /// The model folder to load.
     pub fn model_dir(&self, cfg: &RunConfig) -> Result<PathBuf> {
         match self {
-            ModelChoice::FromConfig => Ok(cfg.model.resolved_path()),
-            ModelChoice::Dir(d) => Ok(d.clone()),
+            ModelChoice::FromConfig => cfg.model.resolve(),
+            ModelChoice::Dir(d) => match d.to_str() {
+                Some(s) if !d.is_dir() => crate::hub::resolve_model(
+                    s,
+                    cfg.model.revision.as_deref(),
+                    &crate::hub::HubEnv::from_env(),
+                ),
+                _ => Ok(d.clone()),
+            },
             ModelChoice::Checkpoint(c) => {
                 if !c.is_dir() {
                     return Err(Error::InvalidInput(format!(

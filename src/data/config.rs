@@ -1,15 +1,36 @@
 //! `[data]` section of a run config: where the prompts come from and how they
 //! are read, ordered and repeated.
 
-use super::prompt::DEFAULT_TEACHER_TEMPLATE;
+use super::prompt::{DEFAULT_STUDENT_TEMPLATE, DEFAULT_TEACHER_TEMPLATE};
 use super::task::TaskConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-/// File format of a dataset.
+/// Schema of a dataset: which columns hold the prompt and the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DataFormat {
+    /// Detected from the first row: `verl` when it has
+    /// `reward_model.ground_truth`, `trl` when it has a `completion`,
+    /// `solution` or `ground_truth` column or a chat-message `prompt`,
+    /// otherwise `plain`.
+    #[default]
+    Auto,
+    /// veRL's RL Parquet schema: `prompt` (chat messages), `data_source`,
+    /// `reward_model.ground_truth` (the answer), `extra_info.index` (the id).
+    Verl,
+    /// TRL's prompt-only / prompt-completion datasets, standard (`prompt` a
+    /// string) or conversational (`prompt` a message list); the answer is the
+    /// first of `answer`, `solution`, `ground_truth`, `completion` present.
+    Trl,
+    /// The columns `prompt`, `answer`, `privileged`, `id`.
+    Plain,
+}
+
+/// File type of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
     /// Chosen from the file extension (`.jsonl`/`.json`/`.ndjson` or `.parquet`/`.pq`).
     #[default]
     Auto,
@@ -30,23 +51,26 @@ pub enum OnBadRow {
     Skip,
 }
 
-/// Which dataset columns hold the prompt, the gold answer, the privileged text and the id.
+/// Concrete column paths (dotted for nested columns) that one file is read
+/// with: the format's defaults with the config's overrides applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
 pub struct Columns {
-    /// Column with the user prompt (a string). Required in every row.
+    /// The user prompt: a string, or a list of chat messages `{role,
+    /// content}` whose last one is the user's turn. Required in every row.
     pub prompt: String,
-    /// Column with the gold answer (a string or a number). Required in every row.
+    /// The gold answer: a string, a number, or a message list (its last
+    /// message). Required in every row.
     pub answer: String,
-    /// Column with the text only the teacher sees; a row without it (or with
-    /// null) uses the answer.
+    /// The text only the teacher sees; a row without it (or with null) uses
+    /// the answer.
     pub privileged: String,
-    /// Column with a stable id (a string or an integer); a row without it gets
+    /// A stable id (a string or an integer); a row without it gets
     /// `<file name>:<line or row>`.
     pub id: String,
 }
 
 impl Default for Columns {
+    /// The `plain` format's columns.
     fn default() -> Self {
         Columns {
             prompt: "prompt".into(),
@@ -57,16 +81,46 @@ impl Default for Columns {
     }
 }
 
+/// `[data.columns]`: column names or dotted paths that replace the format's
+/// defaults; unset keys keep them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnNames {
+    /// Prompt column (default `prompt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Answer column (default: `answer`; veRL `reward_model.ground_truth`;
+    /// TRL the first of `answer`, `solution`, `ground_truth`, `completion`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Privileged-text column (default `privileged`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<String>,
+    /// Id column (default `id`; veRL `extra_info.index`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
 /// Where training prompts come from and in what order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     /// Dataset file (JSONL or Parquet). Unset: the built-in arithmetic task.
     pub path: Option<PathBuf>,
-    /// File format; `auto` picks it from the extension.
+    /// Schema (`auto`, `verl`, `trl`, `plain`); `auto` detects it from the first row.
     pub format: DataFormat,
-    /// Column names.
-    pub columns: Columns,
+    /// File type; `auto` picks it from the extension.
+    pub file_type: FileType,
+    /// Column names replacing the format's defaults.
+    pub columns: ColumnNames,
+    /// System message put before every prompt that has none of its own
+    /// (unset: none; a dataset's own system message wins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// The student's user message, with a `{prompt}` placeholder for the
+    /// dataset's prompt, e.g. `"{prompt}\n\nPut the final answer in \\boxed{}."`.
+    /// The teacher's `{question}` is this rendered text too.
+    pub student_template: String,
     /// Shuffle the examples anew every epoch (seeded).
     pub shuffle: bool,
     /// Seed of the per-epoch shuffle.
@@ -87,7 +141,10 @@ impl Default for DataConfig {
         DataConfig {
             path: None,
             format: DataFormat::Auto,
-            columns: Columns::default(),
+            file_type: FileType::Auto,
+            columns: ColumnNames::default(),
+            system_prompt: None,
+            student_template: DEFAULT_STUDENT_TEMPLATE.to_string(),
             shuffle: true,
             seed: 0,
             epochs: 0,

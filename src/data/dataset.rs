@@ -6,9 +6,12 @@
 //! into a dataset built from the same file gives exactly the examples that
 //! the interrupted run had not yet handed out.
 
-use super::config::{DataConfig, DataFormat, OnBadRow};
-use super::jsonl::read_jsonl;
-use super::parquet::read_parquet;
+use super::config::{DataConfig, FileType, OnBadRow};
+use super::jsonl::jsonl_rows;
+use super::parquet::parquet_rows;
+use super::prompt::StudentPrompt;
+use super::row::{example_from_row, RawRow};
+use super::schema;
 use super::task::ArithmeticTask;
 use super::Example;
 use crate::error::{Error, Result};
@@ -96,12 +99,15 @@ impl Dataset {
         })
     }
 
-    /// Load the dataset a config names: a JSONL or Parquet file, or the
-    /// built-in arithmetic task when `path` is unset.
+    /// Load the dataset a config names: a JSONL or Parquet file in the
+    /// veRL, TRL or plain schema, or the built-in arithmetic task when `path`
+    /// is unset; then apply the student template and the system prompt.
     pub fn from_config(cfg: &DataConfig) -> Result<Self> {
+        let student = StudentPrompt::new(&cfg.student_template, cfg.system_prompt.clone())?;
         let Some(path) = &cfg.path else {
             let task = ArithmeticTask::new(cfg.task.clone())?;
-            let examples = task.examples(cfg.task.num_examples, cfg.task.seed);
+            let mut examples = task.examples(cfg.task.num_examples, cfg.task.seed);
+            examples.iter_mut().for_each(|ex| student.apply(ex));
             return Dataset::from_examples(
                 "built-in arithmetic task",
                 examples,
@@ -110,11 +116,24 @@ impl Dataset {
                 cfg.epochs,
             );
         };
-        let rows = match resolve_format(path, cfg.format)? {
-            DataFormat::Parquet => read_parquet(path, &cfg.columns)?,
-            _ => read_jsonl(path, &cfg.columns)?,
+        let rows = match resolve_file_type(path, cfg.file_type)? {
+            FileType::Parquet => parquet_rows(path)?,
+            _ => jsonl_rows(path)?,
         };
-        let (examples, skipped) = collect_rows(rows, cfg.on_bad_row)?;
+        let first = rows.iter().find_map(|r| r.as_ref().ok());
+        let format = schema::detect(cfg.format, first);
+        let columns = schema::columns_for(format, &cfg.columns, first);
+        tracing::debug!(
+            path = %path.display(),
+            format = schema::format_name(format),
+            prompt = %columns.prompt,
+            answer = %columns.answer,
+            "dataset schema"
+        );
+        let examples = rows
+            .into_iter()
+            .map(|row| row.and_then(|r: RawRow| example_from_row(&columns, path, &r)));
+        let (mut examples, skipped) = collect_rows(examples, cfg.on_bad_row)?;
         if skipped > 0 {
             tracing::warn!(
                 path = %path.display(),
@@ -122,6 +141,9 @@ impl Dataset {
                 kept = examples.len(),
                 "skipped malformed dataset rows"
             );
+        }
+        if !student.is_identity() {
+            examples.iter_mut().for_each(|ex| student.apply(ex));
         }
         let mut dataset = Dataset::from_examples(
             path.display().to_string(),
@@ -246,19 +268,19 @@ pub fn epoch_order(cursor: &DataCursor) -> Vec<usize> {
 }
 
 /// Pick the reader from the config, or from the extension when `auto`.
-fn resolve_format(path: &Path, format: DataFormat) -> Result<DataFormat> {
-    if format != DataFormat::Auto {
-        return Ok(format);
+fn resolve_file_type(path: &Path, file_type: FileType) -> Result<FileType> {
+    if file_type != FileType::Auto {
+        return Ok(file_type);
     }
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     match ext.as_str() {
-        "jsonl" | "json" | "ndjson" => Ok(DataFormat::Jsonl),
-        "parquet" | "pq" => Ok(DataFormat::Parquet),
+        "jsonl" | "json" | "ndjson" => Ok(FileType::Jsonl),
+        "parquet" | "pq" => Ok(FileType::Parquet),
         _ => Err(Error::config(
-            "data.format",
+            "data.file_type",
             format!(
                 "cannot tell the format of {} from its extension; set `jsonl` or `parquet`",
                 PathBuf::from(path).display()
@@ -268,7 +290,10 @@ fn resolve_format(path: &Path, format: DataFormat) -> Result<DataFormat> {
 }
 
 /// Keep the good rows; on a bad row stop with its error or skip and count it.
-fn collect_rows(rows: Vec<Result<Example>>, on_bad_row: OnBadRow) -> Result<(Vec<Example>, usize)> {
+fn collect_rows(
+    rows: impl ExactSizeIterator<Item = Result<Example>>,
+    on_bad_row: OnBadRow,
+) -> Result<(Vec<Example>, usize)> {
     let mut examples = Vec::with_capacity(rows.len());
     let mut skipped = 0;
     for row in rows {

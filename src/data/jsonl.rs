@@ -4,15 +4,24 @@
 //! 1-based line number and (in skip mode) does not hide the rows after it.
 
 use super::config::Columns;
-use super::row::{example_from_row, Cell};
+use super::row::{example_from_row, Cell, RawRow};
 use super::Example;
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::path::Path;
 
-/// Read every row of a JSONL file: one result per non-blank line, in order.
-/// The outer error is for an unreadable file; the inner ones are per row.
+/// Read every row of a JSONL file with the given columns: one result per
+/// non-blank line, in order. The outer error is for an unreadable file; the
+/// inner ones are per row.
 pub fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>> {
+    Ok(jsonl_rows(path)?
+        .into_iter()
+        .map(|row| row.and_then(|r| example_from_row(columns, path, &r)))
+        .collect())
+}
+
+/// Every non-blank line of a JSONL file as a row of cells.
+pub(crate) fn jsonl_rows(path: &Path) -> Result<Vec<Result<RawRow>>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut rows = Vec::new();
     for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -21,12 +30,12 @@ pub fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        rows.push(parse_line(path, line, raw, columns));
+        rows.push(parse_line(path, line, raw));
     }
     Ok(rows)
 }
 
-fn parse_line(path: &Path, line: usize, raw: &[u8], columns: &Columns) -> Result<Example> {
+fn parse_line(path: &Path, line: usize, raw: &[u8]) -> Result<RawRow> {
     let bad = |msg: String| Error::Data {
         path: path.to_path_buf(),
         line,
@@ -40,9 +49,12 @@ fn parse_line(path: &Path, line: usize, raw: &[u8], columns: &Columns) -> Result
             json_type(&value)
         )));
     };
-    example_from_row(columns, path, line, |name| match object.get(name) {
-        None => Cell::Missing,
-        Some(v) => json_cell(v),
+    Ok(RawRow {
+        line,
+        cells: object
+            .iter()
+            .map(|(k, v)| (k.clone(), json_cell(v)))
+            .collect(),
     })
 }
 
@@ -54,7 +66,14 @@ fn json_cell(value: &Value) -> Cell {
             Some(i) => Cell::Int(i),
             None => n.as_f64().map(Cell::Float).unwrap_or(Cell::Other("number")),
         },
-        other => Cell::Other(json_type(other)),
+        Value::Array(items) => Cell::List(items.iter().map(json_cell).collect()),
+        Value::Object(fields) => Cell::Struct(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json_cell(v)))
+                .collect(),
+        ),
+        Value::Bool(_) => Cell::Other("boolean"),
     }
 }
 

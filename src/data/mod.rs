@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the `[data]` config section ([`DataConfig`]).
 //! - [`jsonl`], [`parquet`]: file readers; a bad row names its file and line/row.
+//! - [`schema`]: veRL, TRL and plain column layouts, and detecting them.
 //! - [`dataset`]: [`Dataset`] with seeded per-epoch shuffling and the
 //!   [`DataCursor`] a checkpoint saves.
 //! - [`prompt`]: the student prompt and the teacher prompt template.
@@ -18,9 +19,12 @@ pub mod jsonl;
 pub mod parquet;
 pub mod prompt;
 mod row;
+pub mod schema;
 pub mod task;
 
-pub use config::{Columns, DataConfig, DataFormat, OnBadRow};
+pub use config::{ColumnNames, Columns, DataConfig, DataFormat, FileType, OnBadRow};
 pub use dataset::{DataCursor, Dataset};
-pub use prompt::{TeacherPrompt, DEFAULT_TEACHER_TEMPLATE};
+pub use prompt::{
+    StudentPrompt, TeacherPrompt, DEFAULT_STUDENT_TEMPLATE, DEFAULT_TEACHER_TEMPLATE,
+};
 pub use task::{ArithmeticTask, TaskConfig};

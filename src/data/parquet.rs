@@ -2,20 +2,31 @@
 //! the `parquet` crate's row API.
 //!
 //! Rows are numbered from 1 across all row groups. String columns become
-//! text; binary columns are accepted when their bytes are valid UTF-8.
+//! text; binary columns are accepted when their bytes are valid UTF-8;
+//! structs and lists (veRL's `reward_model`, chat-message prompts) become
+//! nested cells.
 
 use super::config::Columns;
-use super::row::{example_from_row, Cell};
+use super::row::{example_from_row, Cell, RawRow};
 use super::Example;
 use crate::error::{Error, Result};
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use parquet::record::{Field, Row};
+use parquet::record::Field;
 use std::fs::File;
 use std::path::Path;
 
-/// Read every row of a Parquet file, one result per row, in order.
-/// The outer error is for an unreadable file; the inner ones are per row.
+/// Read every row of a Parquet file with the given columns, one result per
+/// row, in order. The outer error is for an unreadable file; the inner ones
+/// are per row.
 pub fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>> {
+    Ok(parquet_rows(path)?
+        .into_iter()
+        .map(|row| row.and_then(|r| example_from_row(columns, path, &r)))
+        .collect())
+}
+
+/// Every row of a Parquet file as a row of cells.
+pub(crate) fn parquet_rows(path: &Path) -> Result<Vec<Result<RawRow>>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = SerializedFileReader::new(file).map_err(|e| Error::Data {
         path: path.to_path_buf(),
@@ -46,8 +57,12 @@ pub fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Result<Example
         for row in iter {
             let line = rows.len() + 1;
             match row {
-                Ok(row) => rows.push(example_from_row(columns, path, line, |name| {
-                    cell(&row, name)
+                Ok(row) => rows.push(Ok(RawRow {
+                    line,
+                    cells: row
+                        .get_column_iter()
+                        .map(|(name, field)| (name.clone(), cell(field)))
+                        .collect(),
                 })),
                 Err(e) => {
                     rows.push(Err(unreadable(line, describe(&e))));
@@ -78,10 +93,7 @@ fn describe(e: &parquet::errors::ParquetError) -> String {
     }
 }
 
-fn cell(row: &Row, name: &str) -> Cell {
-    let Some((_, field)) = row.get_column_iter().find(|(n, _)| n.as_str() == name) else {
-        return Cell::Missing;
-    };
+fn cell(field: &Field) -> Cell {
     match field {
         Field::Null => Cell::Null,
         Field::Str(s) => Cell::Str(s.clone()),
@@ -102,8 +114,12 @@ fn cell(row: &Row, name: &str) -> Cell {
         Field::Float(v) => Cell::Float(f64::from(*v)),
         Field::Double(v) => Cell::Float(*v),
         Field::Bool(_) => Cell::Other("boolean"),
-        Field::Group(_) => Cell::Other("struct"),
-        Field::ListInternal(_) => Cell::Other("list"),
+        Field::Group(row) => Cell::Struct(
+            row.get_column_iter()
+                .map(|(name, f)| (name.clone(), cell(f)))
+                .collect(),
+        ),
+        Field::ListInternal(list) => Cell::List(list.elements().iter().map(cell).collect()),
         Field::MapInternal(_) => Cell::Other("map"),
         _ => Cell::Other("non-text value"),
     }

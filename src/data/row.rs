@@ -1,17 +1,20 @@
 //! Turning one dataset row into an [`Example`], whatever the file format.
 //!
-//! Readers translate their cells into [`Cell`] values; [`example_from_row`]
-//! applies the column mapping and the type rules once for every format:
-//! the prompt must be a string, the answer a string or a number, the id a
-//! string or an integer, the privileged text a string (absent or null means
-//! "use the answer").
+//! Readers translate each row into a tree of [`Cell`]s (a [`RawRow`]);
+//! [`example_from_row`] then applies the column mapping and the type rules
+//! once for every file type: the prompt is a string or a list of chat
+//! messages, the answer a string, a number or a message list (its last
+//! message), the id a string or an integer, the privileged text a string
+//! (absent or null means "use the answer"). Column names may be dotted paths
+//! into nested columns (`reward_model.ground_truth`).
 
 use super::config::Columns;
 use super::Example;
 use crate::error::{Error, Result};
+use crate::model::ChatMessage;
 use std::path::Path;
 
-/// One cell of a row, reduced to what an [`Example`] can be built from.
+/// One cell of a row: a scalar, or a list/struct of cells (nested columns).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cell {
     /// The row has no such column.
@@ -26,7 +29,11 @@ pub(crate) enum Cell {
     Float(f64),
     /// Bytes that are not valid UTF-8 (kept for the error message).
     BadUtf8(String),
-    /// Any other type (booleans, lists, objects...), named for the message.
+    /// A list (JSON array, Parquet LIST).
+    List(Vec<Cell>),
+    /// A struct (JSON object, Parquet group), fields in order.
+    Struct(Vec<(String, Cell)>),
+    /// Any other type (booleans, maps...), named for the message.
     Other(&'static str),
 }
 
@@ -39,29 +46,99 @@ impl Cell {
             Cell::Int(_) => "integer",
             Cell::Float(_) => "number",
             Cell::BadUtf8(_) => "bytes",
+            Cell::List(_) => "list",
+            Cell::Struct(_) => "struct",
             Cell::Other(t) => t,
+        }
+    }
+
+    /// A field of a struct cell.
+    fn field(&self, name: &str) -> Option<&Cell> {
+        match self {
+            Cell::Struct(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, c)| c),
+            _ => None,
         }
     }
 }
 
-/// Build an example from a row; `cell(name)` looks a column up.
-/// `line` is the 1-based line (JSONL) or row (Parquet) number used in errors
-/// and in the fallback id.
-pub(crate) fn example_from_row(
-    columns: &Columns,
-    path: &Path,
-    line: usize,
-    cell: impl Fn(&str) -> Cell,
-) -> Result<Example> {
+/// One row of a file as a tree of cells, with its 1-based line (JSONL) or
+/// row (Parquet) number.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawRow {
+    /// Line or row number, for errors and fallback ids.
+    pub(crate) line: usize,
+    /// Top-level columns in file order.
+    pub(crate) cells: Vec<(String, Cell)>,
+}
+
+impl RawRow {
+    /// The cell at a column name or dotted path. An exact top-level name wins
+    /// (a column may itself contain dots); otherwise the path is followed
+    /// through struct fields.
+    pub(crate) fn get(&self, path: &str) -> &Cell {
+        if let Some((_, c)) = self.cells.iter().find(|(n, _)| n == path) {
+            return c;
+        }
+        let mut parts = path.split('.');
+        let first = parts.next().unwrap_or_default();
+        let Some((_, top)) = self.cells.iter().find(|(n, _)| n == first) else {
+            return &Cell::Missing;
+        };
+        let mut cur = top;
+        for part in parts {
+            match cur.field(part) {
+                Some(next) => cur = next,
+                None => return &Cell::Missing,
+            }
+        }
+        cur
+    }
+
+    /// Whether the row has a value (possibly null) at `path`.
+    pub(crate) fn has(&self, path: &str) -> bool {
+        !matches!(self.get(path), Cell::Missing)
+    }
+
+    /// Every column path of the row, nested struct fields dotted
+    /// (`reward_model.ground_truth`), for "which columns exist" messages.
+    pub(crate) fn column_paths(&self) -> Vec<String> {
+        fn walk(prefix: &str, cell: &Cell, out: &mut Vec<String>) {
+            match cell {
+                Cell::Struct(fields) if !fields.is_empty() => {
+                    for (name, c) in fields {
+                        walk(&format!("{prefix}.{name}"), c, out);
+                    }
+                }
+                _ => out.push(prefix.to_string()),
+            }
+        }
+        let mut out = Vec::new();
+        for (name, cell) in &self.cells {
+            walk(name, cell, &mut out);
+        }
+        out
+    }
+}
+
+/// Build an example from a row with concrete column paths; `path` is the
+/// file, named in errors and in the fallback id.
+pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> Result<Example> {
+    let line = row.line;
     let bad = |msg: String| Error::Data {
         path: path.to_path_buf(),
         line,
         msg,
     };
-    let text = |col: &str, value: Cell, numbers_ok: bool| -> Result<Option<String>> {
+    let missing = |col: &str, kind: &str| {
+        bad(format!(
+            "column `{col}` is required but is {kind}; the row has columns: {}",
+            row.column_paths().join(", ")
+        ))
+    };
+    let text = |col: &str, value: &Cell, numbers_ok: bool| -> Result<Option<String>> {
         match value {
             Cell::Missing | Cell::Null => Ok(None),
-            Cell::Str(s) => Ok(Some(s)),
+            Cell::Str(s) => Ok(Some(s.clone())),
             Cell::Int(i) if numbers_ok => Ok(Some(i.to_string())),
             Cell::Float(f) if numbers_ok && f.is_finite() => Ok(Some(f.to_string())),
             Cell::BadUtf8(e) => Err(bad(format!("column `{col}`: invalid UTF-8 ({e})"))),
@@ -72,21 +149,63 @@ pub(crate) fn example_from_row(
             ))),
         }
     };
-    let required = |col: &str, numbers_ok: bool| -> Result<String> {
-        let value = cell(col);
-        let kind = value.type_name();
-        text(col, value, numbers_ok)?
-            .ok_or_else(|| bad(format!("column `{col}` is required but is {kind}")))
+
+    // The prompt: a string, or chat messages ending in the user's turn.
+    let prompt_cell = row.get(&columns.prompt);
+    let (context, prompt) = match prompt_cell {
+        Cell::List(items) => {
+            let mut messages =
+                messages_of(items).map_err(|m| bad(format!("column `{}`: {m}", columns.prompt)))?;
+            match messages.pop() {
+                Some(last) if last.role == "user" => (messages, last.content),
+                Some(last) => {
+                    return Err(bad(format!(
+                        "column `{}`: the last message must be the user's turn, found role `{}`",
+                        columns.prompt, last.role
+                    )))
+                }
+                None => {
+                    return Err(bad(format!(
+                        "column `{}`: the message list is empty",
+                        columns.prompt
+                    )))
+                }
+            }
+        }
+        other => {
+            let kind = other.type_name();
+            let p = text(&columns.prompt, other, false)?
+                .ok_or_else(|| missing(&columns.prompt, kind))?;
+            (Vec::new(), p)
+        }
     };
-    let prompt = required(&columns.prompt, false)?;
-    let answer = required(&columns.answer, true)?;
-    let privileged = text(&columns.privileged, cell(&columns.privileged), false)?
+
+    // The answer: a scalar, or the last message of a message list (TRL's
+    // conversational `completion`).
+    let answer_cell = row.get(&columns.answer);
+    let answer = match answer_cell {
+        Cell::List(items) => messages_of(items)
+            .map_err(|m| bad(format!("column `{}`: {m}", columns.answer)))?
+            .pop()
+            .map(|m| m.content)
+            .ok_or_else(|| {
+                bad(format!(
+                    "column `{}`: the message list is empty",
+                    columns.answer
+                ))
+            })?,
+        other => {
+            let kind = other.type_name();
+            text(&columns.answer, other, true)?.ok_or_else(|| missing(&columns.answer, kind))?
+        }
+    };
+    let privileged = text(&columns.privileged, row.get(&columns.privileged), false)?
         .unwrap_or_else(|| answer.clone());
-    let id_cell = match cell(&columns.id) {
+    let id_cell = match row.get(&columns.id) {
         Cell::Float(_) => Cell::Other("number"),
-        c => c,
+        c => c.clone(),
     };
-    let id = match text(&columns.id, id_cell, true)? {
+    let id = match text(&columns.id, &id_cell, true)? {
         Some(id) => id,
         None => format!(
             "{}:{line}",
@@ -100,5 +219,45 @@ pub(crate) fn example_from_row(
         prompt,
         answer,
         privileged,
+        context,
     })
+}
+
+/// Chat messages from a list cell: each item a struct with string `role` and
+/// `content` (content may also be a list of `{type, text}` parts, whose texts
+/// are joined).
+fn messages_of(items: &[Cell]) -> std::result::Result<Vec<ChatMessage>, String> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let Cell::Struct(_) = item else {
+                return Err(format!(
+                    "expected a list of chat messages ({{role, content}}), item {i} is a {}",
+                    item.type_name()
+                ));
+            };
+            let role = match item.field("role") {
+                Some(Cell::Str(r)) => r.clone(),
+                _ => return Err(format!("message {i} has no string `role`")),
+            };
+            let content = match item.field("content") {
+                Some(Cell::Str(c)) => c.clone(),
+                Some(Cell::List(parts)) => parts
+                    .iter()
+                    .filter_map(|p| match p.field("text") {
+                        Some(Cell::Str(t)) => Some(t.as_str()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(""),
+                _ => {
+                    return Err(format!(
+                        "message {i} (role `{role}`) has no string `content`"
+                    ))
+                }
+            };
+            Ok(ChatMessage::new(role, content))
+        })
+        .collect()
 }

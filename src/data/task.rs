@@ -136,6 +136,7 @@ impl Problem {
             prompt: self.prompt(),
             answer: self.answer.to_string(),
             privileged: self.answer.to_string(),
+            context: Vec::new(),
         }
     }
 }

@@ -111,6 +111,7 @@ impl BenchPrompts {
                 prompt: field("prompt")?,
                 privileged: answer.clone(),
                 answer,
+                context: Vec::new(),
             });
         }
         anyhow::ensure!(!examples.is_empty(), "{} has no prompts", path.display());
