@@ -436,7 +436,10 @@ fn logged_parts(
     let wrong = side.f_lt(0.0)?.f_to_kind(Kind::Double)?.f_mul(mask)?;
     let on = |rows: &Tensor| -> Result<[Tensor; 2]> {
         match delta {
-            Some(d) => Ok([d.f_mul(rows)?.f_sum(Kind::Double)?, rows.f_sum(Kind::Double)?]),
+            Some(d) => Ok([
+                d.f_mul(rows)?.f_sum(Kind::Double)?,
+                rows.f_sum(Kind::Double)?,
+            ]),
             None => Ok([zero()?, zero()?]),
         }
     };
@@ -459,7 +462,10 @@ fn logged_parts(
         delta_tokens,
         distill.map_or_else(zero, |d| Ok(d.detach()))?,
         credit.weight_clipped_low.as_ref().map_or_else(zero, &sum)?,
-        credit.weight_clipped_high.as_ref().map_or_else(zero, &sum)?,
+        credit
+            .weight_clipped_high
+            .as_ref()
+            .map_or_else(zero, &sum)?,
         d_right,
         n_right,
         d_wrong,
@@ -726,37 +732,36 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
             })
             .collect();
         let mut vals: Option<Vec<f64>> = None;
-        let mut loss_of = |scores: &ResponseScores,
-                           student_support: Option<&Tensor>|
-         -> Result<Option<Tensor>> {
-            let mb = micro_batch_loss(
-                &cfg,
-                algo,
-                batch,
-                range.clone(),
-                &scores.logprobs,
-                &scores.entropy,
-                norm,
-            )?;
-            let distill = distill_loss(
-                &cfg,
-                algo,
-                batch,
-                range.clone(),
-                &scores.logprobs,
-                student_support,
-                &mb.mask,
-                norm,
-            )?;
-            let total = match &distill {
-                Some(d) => mb.loss.loss.f_add(&d.f_mul_scalar(cfg.distill_coef)?)?,
-                None => mb.loss.loss.shallow_clone(),
+        let mut loss_of =
+            |scores: &ResponseScores, student_support: Option<&Tensor>| -> Result<Option<Tensor>> {
+                let mb = micro_batch_loss(
+                    &cfg,
+                    algo,
+                    batch,
+                    range.clone(),
+                    &scores.logprobs,
+                    &scores.entropy,
+                    norm,
+                )?;
+                let distill = distill_loss(
+                    &cfg,
+                    algo,
+                    batch,
+                    range.clone(),
+                    &scores.logprobs,
+                    student_support,
+                    &mb.mask,
+                    norm,
+                )?;
+                let total = match &distill {
+                    Some(d) => mb.loss.loss.f_add(&d.f_mul_scalar(cfg.distill_coef)?)?,
+                    None => mb.loss.loss.shallow_clone(),
+                };
+                let v = logged_parts(&mb, &total, distill.as_ref(), &side, device)?;
+                let finite = v[0].is_finite();
+                vals = Some(v);
+                Ok(finite.then_some(total))
             };
-            let v = logged_parts(&mb, &total, distill.as_ref(), &side, device)?;
-            let finite = v[0].is_finite();
-            vals = Some(v);
-            Ok(finite.then_some(total))
-        };
         match &batch.teacher_support {
             // OPSD kl / jsd: the student's log-probs on the teacher's support
             // come from one unchunked forward (the support is top-k wide, but

@@ -218,6 +218,8 @@ fn sample(
         reason: "by hand".into(),
         teacher_logprobs: teacher,
         teacher_neg_logprobs: None,
+        teacher_support: None,
+        verifier_timed_out: false,
         advantage: adv,
     }
 }
@@ -243,6 +245,7 @@ fn hand_batch() -> (Batch, TrainBatch, AlgoConfig) {
                 prompt: "What is <1+1>?".into(),
                 answer: "2".into(),
                 privileged: "2".into(),
+                context: Vec::new(),
             }],
             lambda: 0.5,
             lr: 1e-3,
@@ -268,7 +271,9 @@ fn hand_batch() -> (Batch, TrainBatch, AlgoConfig) {
         teacher_logprobs: Some(s.iter().map(|x| x.teacher_logprobs.clone()).collect()),
         teacher_neg_logprobs: None,
         ref_logprobs: None,
+        teacher_support: None,
         advantages: s.iter().map(|x| x.advantage).collect(),
+        correct: None,
         step: 2,
         lambda: 0.5,
         lr: 1e-3,

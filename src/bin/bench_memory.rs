@@ -152,6 +152,8 @@ fn step(
         teacher_logprobs: Some(lp(-(vocab as f32).ln() + 0.1)),
         teacher_neg_logprobs: None,
         ref_logprobs: None,
+        teacher_support: None,
+        correct: None,
         advantages: (0..rows)
             .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
             .collect(),

@@ -100,6 +100,7 @@ impl StepCompletions {
                         prompt: s.prompt.clone(),
                         answer: s.answer.clone(),
                         privileged: String::new(),
+                        context: Vec::new(),
                     });
                     groups.len() - 1
                 }

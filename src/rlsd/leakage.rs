@@ -61,6 +61,7 @@ mod tests {
             prompt: "q".into(),
             answer: privileged.into(),
             privileged: privileged.into(),
+            context: Vec::new(),
         }
     }
 
