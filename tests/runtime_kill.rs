@@ -231,7 +231,12 @@ fn sigterm_mid_step_and_sigint_mid_checkpoint_stop_with_a_consistent_final_check
     signal(&c, libc::SIGINT);
     let status = c.wait().unwrap();
     assert!(status.success(), "SIGINT mid-checkpoint: {status}");
-    assert_exactly_once(d.path(), 6);
+    // The write finishes; the step in flight when the signal reached the
+    // optimizer (at staleness 1, step 7) may be finished too ("finish or drop
+    // the in-flight step"): either way the final checkpoint is a consistent cut.
+    let k = metrics_steps(d.path()).len() as u64;
+    assert!((6..=7).contains(&k), "SIGINT mid-checkpoint stopped at {k}");
+    assert_exactly_once(d.path(), k);
 
     finish(d.path(), 1);
     assert_exactly_once(d.path(), STEPS);
