@@ -27,6 +27,8 @@
 //! - [`stats`]: `StepStats`, what a step reports (losses, credit, timings).
 //! - [`optim`]: AdamW whose state can be checkpointed.
 //! - [`plan`]: the memory model: predicted peak memory per actor and device (`rlsd plan`).
+//! - [`pipeline`]: the stages of a step over typed batches (RolloutBatch ->
+//!   ScoredBatch -> TeacherBatch -> CreditBatch), `StepPlan`, `step_stats`.
 //! - [`train`]: `train_step`: forward, loss, backward, clip, AdamW; no actors.
 //! - [`pretrain`]: supervised warm-up that makes the built-in task's base model.
 //! - [`config`]: the TOML run configuration; unknown keys are errors.
@@ -59,6 +61,7 @@ pub mod metrics;
 pub mod model;
 pub mod observe;
 pub mod optim;
+pub mod pipeline;
 pub mod plan;
 pub mod plot;
 pub mod policy;

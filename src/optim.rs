@@ -239,6 +239,14 @@ impl AdamW {
         self.params.iter().map(|(n, _)| n.as_str())
     }
 
+    /// The gradient of every parameter, in the optimizer's (name-sorted)
+    /// order: shallow handles, so in-place changes (a data-parallel
+    /// all-reduce, [`crate::train::GradSync`]) reach the update. An entry is
+    /// undefined where its parameter got no gradient.
+    pub fn gradients(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.grad()).collect()
+    }
+
     /// Reset every gradient to zero.
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {

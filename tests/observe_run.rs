@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rlsd::actors::messages::{Batch, Sample, StepPlan};
+use rlsd::pipeline::{
+    CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, StepPlan, TeacherBatch, TeacherScores,
+};
 use rlsd::config::RunConfig;
 use rlsd::data::Example;
 use rlsd::observe::{read_completions, sample_completions, CompletionSample, Observer};
@@ -198,6 +200,7 @@ fn event_files(dir: &Path) -> Vec<PathBuf> {
 // ---------------------------------------------------------------------------
 // A hand-made batch whose credit is worked out below.
 
+/// One hand-made response: `(rollout, score, teacher log-probs, A_i)`.
 fn sample(
     group: usize,
     resp: Vec<i64>,
@@ -205,28 +208,30 @@ fn sample(
     teacher: Vec<f32>,
     reward: f32,
     adv: f32,
-) -> Sample {
-    Sample {
-        group,
-        prompt_ids: vec![1, 2],
-        response_ids: resp,
-        response_text: format!("answer {group}"),
-        sampling_logprobs: logp,
-        stopped_on_eos: true,
-        reward,
-        correct: reward > 0.5,
-        reason: "by hand".into(),
-        teacher_logprobs: teacher,
-        teacher_neg_logprobs: None,
-        teacher_support: None,
-        verifier_timed_out: false,
-        advantage: adv,
-    }
+) -> (Rollout, Score, Vec<f32>, f32) {
+    (
+        Rollout {
+            group,
+            prompt_ids: vec![1, 2],
+            response_ids: resp,
+            response_text: format!("answer {group}"),
+            sampling_logprobs: logp,
+            stopped_on_eos: true,
+        },
+        Score {
+            reward,
+            correct: reward > 0.5,
+            reason: "by hand".into(),
+            timed_out: false,
+        },
+        teacher,
+        adv,
+    )
 }
 
 /// Two responses to one prompt: A = +1 and A = -0.5, lambda 0.5, eps_w 0.2.
-fn hand_batch() -> (Batch, TrainBatch, AlgoConfig) {
-    let samples = vec![
+fn hand_batch() -> (CreditBatch, TrainBatch, AlgoConfig) {
+    let parts = vec![
         sample(
             0,
             vec![5, 6, 7],
@@ -237,42 +242,58 @@ fn hand_batch() -> (Batch, TrainBatch, AlgoConfig) {
         ),
         sample(0, vec![8, 9], vec![-1.0, -1.0], vec![-1.2, -0.9], 0.0, -0.5),
     ];
-    let batch = Batch {
-        plan: StepPlan {
-            step: 2,
-            examples: vec![Example {
-                id: "ex-1".into(),
-                prompt: "What is <1+1>?".into(),
-                answer: "2".into(),
-                privileged: "2".into(),
-                context: Vec::new(),
-            }],
-            lambda: 0.5,
-            lr: 1e-3,
-            min_version: 1,
-            seed: 0,
-            cursor_after: serde_json::Value::Null,
-        },
+    let mut cfg = RunConfig::default();
+    cfg.algo = AlgoConfig::with_algo(Algo::Rlsd);
+    let mut plan = StepPlan::new(
+        &cfg,
+        2,
+        0,
+        vec![Example {
+            id: "ex-1".into(),
+            prompt: "What is <1+1>?".into(),
+            answer: "2".into(),
+            privileged: "2".into(),
+            context: Vec::new(),
+        }],
+        serde_json::Value::Null,
+    );
+    plan.lambda = 0.5;
+    plan.lr = 1e-3;
+    plan.needs_teacher = true;
+    let rollout = RolloutBatch {
+        plan,
         policy_version: 1,
-        teacher_version: 0,
-        samples,
+        rollouts: parts.iter().map(|p| p.0.clone()).collect(),
         timings: StageTimings::default(),
     };
-    let s = &batch.samples;
+    let scored = ScoredBatch::new(rollout, parts.iter().map(|p| p.1.clone()).collect()).unwrap();
+    let batch = CreditBatch {
+        taught: TeacherBatch {
+            scored,
+            teacher: TeacherScores {
+                version: 0,
+                logprobs: Some(parts.iter().map(|p| p.2.clone()).collect()),
+                neg_logprobs: None,
+                support: None,
+            },
+        },
+        advantages: parts.iter().map(|p| p.3).collect(),
+    };
+    let r = batch.rollouts();
     let tb = TrainBatch {
-        samples: s
+        samples: r
             .iter()
             .map(|x| PromptResponse {
                 prompt: x.prompt_ids.clone(),
                 response: x.response_ids.clone(),
             })
             .collect(),
-        sampling_logprobs: s.iter().map(|x| x.sampling_logprobs.clone()).collect(),
-        teacher_logprobs: Some(s.iter().map(|x| x.teacher_logprobs.clone()).collect()),
+        sampling_logprobs: r.iter().map(|x| x.sampling_logprobs.clone()).collect(),
+        teacher_logprobs: batch.taught.teacher.logprobs.clone(),
         teacher_neg_logprobs: None,
         ref_logprobs: None,
         teacher_support: None,
-        advantages: s.iter().map(|x| x.advantage).collect(),
+        advantages: batch.advantages.clone(),
         correct: None,
         step: 2,
         lambda: 0.5,

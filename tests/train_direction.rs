@@ -2,14 +2,10 @@
 //! the rewarded responses: measured with the generation path's own log-probs
 //! (an independent code path from the training forward).
 
-use rlsd::actors::messages::{Batch, StepPlan};
-use rlsd::actors::stages::{
-    apply_verdict, assign_advantages, rollout, teacher_pass, train_batch, verify_one,
-};
 use rlsd::config::RunConfig;
 use rlsd::data::TeacherPrompt;
 use rlsd::model::{token_logprobs, LoadedModel};
-use rlsd::stats::StageTimings;
+use rlsd::pipeline::{needs_teacher_pass, prepare_step, StepPlan};
 use rlsd::train::{train_step, Trainer};
 
 fn one_step_gain(algo: &str, lr: f64) -> (f64, usize) {
@@ -28,54 +24,44 @@ fn one_step_gain(algo: &str, lr: f64) -> (f64, usize) {
     let mut source = rlsd::actors::source::from_config(&cfg).unwrap();
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone()).unwrap();
 
-    let plan = StepPlan {
-        step: 1,
-        examples: source.next_batch(cfg.rollout.batch_prompts).unwrap(),
-        lambda: cfg.algo.lambda0(),
-        lr,
-        min_version: 0,
-        seed: 7,
-        cursor_after: serde_json::Value::Null,
-    };
-    let samples = rollout(&policy, &plan, &cfg.rollout).unwrap();
-    let mut batch = Batch {
-        plan,
-        policy_version: 0,
-        teacher_version: 0,
-        samples,
-        timings: StageTimings::default(),
-    };
-    for s in batch.samples.iter_mut() {
-        let v = verify_one(
-            verifier.as_ref(),
-            &batch.plan.examples[s.group],
-            &s.response_text,
-        );
-        apply_verdict(s, v);
-    }
+    let mut plan = StepPlan::new(
+        &cfg,
+        1,
+        0,
+        source.next_batch(cfg.rollout.batch_prompts).unwrap(),
+        serde_json::Value::Null,
+    );
+    // The full lambda from the first step (the schedule may warm up from 0).
+    plan.seed = 7;
+    plan.lambda = cfg.algo.lambda0();
+    plan.lr = lr;
+    plan.needs_teacher = needs_teacher_pass(&cfg.algo, plan.lambda);
     let t = cfg.rollout.temperature;
-    let (examples, lambda) = (batch.plan.examples.clone(), batch.plan.lambda);
-    teacher_pass(
+    let batch = prepare_step(
+        &cfg,
+        plan,
+        &policy,
+        0,
         &teacher,
+        0,
+        verifier.as_ref(),
         &template,
-        &examples,
-        &mut batch.samples,
-        &cfg.algo,
-        lambda,
-        t,
     )
     .unwrap();
-    assign_advantages(&mut batch.samples, cfg.rollout.group_size, &cfg.algo).unwrap();
-    let nonzero = batch.samples.iter().filter(|s| s.advantage != 0.0).count();
+    let nonzero = batch.advantages.iter().filter(|&&a| a != 0.0).count();
 
-    let tb = train_batch(&batch, &cfg.algo, t);
+    let tb = batch.train_batch(&cfg.algo, t);
     let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone()).unwrap();
     let stats = train_step(&mut trainer, &tb).unwrap();
     assert!(!stats.skipped, "{:?}", stats.skip_reason);
 
-    let prompts: Vec<Vec<i64>> = batch.samples.iter().map(|s| s.prompt_ids.clone()).collect();
+    let prompts: Vec<Vec<i64>> = batch
+        .rollouts()
+        .iter()
+        .map(|s| s.prompt_ids.clone())
+        .collect();
     let responses: Vec<Vec<i64>> = batch
-        .samples
+        .rollouts()
         .iter()
         .map(|s| s.response_ids.clone())
         .collect();
@@ -84,17 +70,18 @@ fn one_step_gain(algo: &str, lr: f64) -> (f64, usize) {
     // sum_i A_i * (mean_t logp_after - mean_t logp_before): positive when the
     // step moved mass toward responses with positive advantage.
     let gain = batch
-        .samples
+        .rollouts()
         .iter()
+        .zip(&batch.advantages)
         .zip(&after)
-        .map(|(s, a)| {
+        .map(|((s, adv), a)| {
             let n = s.sampling_logprobs.len().max(1) as f64;
             let d: f64 = a
                 .iter()
                 .zip(&s.sampling_logprobs)
                 .map(|(x, y)| (*x - *y) as f64)
                 .sum();
-            s.advantage as f64 * d / n
+            *adv as f64 * d / n
         })
         .sum();
     (gain, nonzero)

@@ -2,23 +2,30 @@
 //! credit-assigner and optimizer under a supervisor (DESIGN.md, "Pipeline").
 //!
 //! ```text
-//! scheduler --StepPlan--> sampler --Batch--> verifier --Batch--> teacher
-//!     ^                      ^                                      |
-//!     | StepDone             | WeightSnapshot (every step)          v
-//! optimizer <------------Batch------------- credit <------------Batch
-//!     '--------- WeightSnapshot (every teacher_sync_interval) --> teacher
+//! scheduler --StepPlan--> sampler --RolloutBatch--> verifier --ScoredBatch--> teacher
+//!     ^                      ^                                                   |
+//!     | StepDone             | Committed (every step)                  TeacherBatch
+//!     |                      |                                                   v
+//! optimizer <----------CreditBatch------------------------------------------ credit
+//!     '--------- Committed (teacher weights every teacher_sync_interval) --> teacher
 //! ```
+//!
+//! Each actor owns its state, built in `pre_start` from arguments the
+//! supervisor keeps ([`supervisor::Tree`]); a respawn rebuilds it from the
+//! same arguments and the optimizer's last published commit ([`commit`]).
+//! No actor reads another's state.
 //!
 //! - [`runtime`]: the embedding API ([`Runtime`]) and the run loop.
 //! - [`sequential`]: the same stages as one plain loop (the reference the
 //!   runtime is tested against).
-//! - [`stages`]: the work of each stage as plain functions.
-//! - [`ctx`]: what a run's actors share, including the vaults that let a
-//!   respawned actor continue from its last state.
-//! - [`messages`], [`fault`], [`source`], and one file per actor.
+//! - [`commit`]: the optimizer's committed state and what it publishes.
+//! - [`shared`]: the read-only run context (config, peers, event sink).
+//! - [`messages`], [`fault`], [`source`], [`run_folder`], and one file per actor.
+//! - The stages themselves are in [`crate::pipeline`] ([`stages`] re-exports
+//!   a few old names).
 
+pub mod commit;
 pub mod credit;
-pub mod ctx;
 pub mod fault;
 pub mod messages;
 pub mod optimizer;
@@ -27,6 +34,7 @@ pub mod runtime;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequential;
+pub mod shared;
 pub mod source;
 pub mod stages;
 pub mod supervisor;

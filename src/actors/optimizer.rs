@@ -1,39 +1,49 @@
-//! Optimizer: owns the trainable policy and AdamW state. Trains the steps
-//! strictly in order (each exactly once) and *commits* each: the update is
-//! atomic (AdamW installs all new values or none), and only after it are the
-//! vault's step, data cursor, ledger and teacher weights advanced together.
-//! It then reports the committed step to the run loop (in step order, once),
-//! publishes detached, versioned weight snapshots to the sampler every step
-//! and to the teacher every `teacher_sync_interval` steps, tells the
-//! scheduler, and, when one is due, writes a checkpoint of that very step
-//! before it trains the next: a consistent cut at any `max_staleness`.
+//! Optimizer: owns the trainable policy and AdamW state (its
+//! [`OptimizerCommit`], which the supervisor keeps across respawns and only
+//! this actor opens). Trains the steps strictly in order (each exactly once)
+//! and *commits* each: the update is atomic (AdamW installs all new values or
+//! none), and only after it are the step, data cursor, ledger and teacher
+//! weights advanced together. It then publishes the commit ([`Published`]:
+//! the step, the cursor, frozen policy and teacher weights) on the board and
+//! to the sampler and teacher, reports the step to the run loop (in step
+//! order, once), tells the scheduler, and, when one is due, writes a
+//! checkpoint of that very step before it trains the next: a consistent cut
+//! at any `max_staleness`.
 
-use super::ctx::{join_err, Ctx, OptimizerVault, RunEvent};
+use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published};
 use super::fault::{FaultKind, Role};
-use super::messages::{Batch, OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
-use super::stages::{fill_rollout_stats, train_batch};
-use crate::stats::StepStats;
+use super::messages::{OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
+use super::shared::{join_err, RunEvent, Shared};
+use crate::pipeline::{step_stats, CreditBatch};
 use crate::train::train_step;
+use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// How many recent steps' stats the vault keeps (re-issue answers and the
-/// metrics lines a checkpoint carries).
-const RECENT_STATS: usize = 64;
-
 /// The optimizer actor.
 #[derive(Debug)]
 pub struct Optimizer;
 
-/// Optimizer state (the trainer itself lives in the vault).
+/// What the supervisor hands a (re)spawned optimizer.
+#[derive(Debug)]
+pub struct OptimizerArgs {
+    /// Run context.
+    pub shared: Arc<Shared>,
+    /// The optimizer's state as of its last commit.
+    pub commit: Arc<Mutex<OptimizerCommit>>,
+    /// Where commits are published.
+    pub board: CommitBoard,
+}
+
+/// The optimizer's working state (the committed state lives in `args.commit`).
 #[derive(Debug)]
 pub struct OptimizerState {
-    ctx: Arc<Ctx>,
+    args: OptimizerArgs,
     /// Batches that arrived ahead of their turn.
-    pending: BTreeMap<u64, Box<Batch>>,
+    pending: BTreeMap<u64, Box<CreditBatch>>,
     /// When the previous step finished (for idle time).
     last_done: Instant,
 }
@@ -41,15 +51,15 @@ pub struct OptimizerState {
 impl Actor for Optimizer {
     type Msg = OptimizerMsg;
     type State = OptimizerState;
-    type Arguments = Arc<Ctx>;
+    type Arguments = OptimizerArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        ctx: Arc<Ctx>,
+        args: OptimizerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(OptimizerState {
-            ctx,
+            args,
             pending: BTreeMap::new(),
             last_done: Instant::now(),
         })
@@ -63,19 +73,18 @@ impl Actor for Optimizer {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             OptimizerMsg::Train(batch) => {
-                let step = batch.plan.step;
-                let ctx = st.ctx.clone();
+                let step = batch.plan().step;
                 let answered = {
-                    let v = ctx.optimizer.lock();
-                    if v.stopped {
+                    let c = st.args.commit.lock();
+                    if c.stopped {
                         return Ok(()); // the final checkpoint is written; train nothing more
                     }
-                    (step <= v.trained_through).then(|| v.recent.get(&step).cloned())
+                    (step <= c.trained_through).then(|| c.recent.get(&step).cloned())
                 };
                 if let Some(cached) = answered {
                     // A re-issued step that was already trained: answer again, never train twice.
                     if let Some(stats) = cached {
-                        ctx.send(
+                        st.args.shared.send(
                             |p| p.scheduler.clone(),
                             SchedulerMsg::StepDone(Box::new(stats)),
                         );
@@ -85,33 +94,18 @@ impl Actor for Optimizer {
                 st.pending.insert(step, batch);
                 train_ready(st).await?;
             }
-            OptimizerMsg::Republish => {
-                let ctx = st.ctx.clone();
-                let (sampler_snap, teacher_snap) = tokio::task::spawn_blocking(move || {
-                    let v = ctx.optimizer.lock();
-                    let s = v.trainer.policy.snapshot(v.trained_through);
-                    let t = v.teacher_snapshot.as_ref().map(|t| t.deep_copy());
-                    (s, t)
-                })
-                .await
-                .map_err(join_err)?;
-                st.ctx
-                    .send(|p| p.sampler.clone(), SamplerMsg::Weights(sampler_snap?));
-                if let Some(t) = teacher_snap {
-                    st.ctx.send(|p| p.teacher.clone(), TeacherMsg::Weights(t?));
-                }
-            }
             OptimizerMsg::Checkpoint { last, reply } => {
-                let ctx = st.ctx.clone();
+                let shared = st.args.shared.clone();
+                let commit = st.args.commit.clone();
                 let res = tokio::task::spawn_blocking(move || {
-                    let mut v = ctx.optimizer.lock();
+                    let mut c = commit.lock();
                     if last {
-                        v.stopped = true;
+                        c.stopped = true;
                     }
-                    if v.trained_through == 0 {
+                    if c.trained_through == 0 {
                         return Ok(None); // nothing committed: nothing to save
                     }
-                    checkpoint_committed(&ctx, &mut v).map(Some)
+                    checkpoint_committed(&shared, &mut c).map(Some)
                 })
                 .await
                 .map_err(join_err)?;
@@ -122,89 +116,62 @@ impl Actor for Optimizer {
     }
 }
 
+/// What one trained and committed step hands back to the actor loop.
+struct Committed {
+    published: Arc<Published>,
+    stats: crate::stats::StepStats,
+    checkpoint_due: bool,
+    diverged: Option<String>,
+}
+
 /// Train every pending batch whose turn has come.
 async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> {
     loop {
         let next = {
-            let v = st.ctx.optimizer.lock();
-            if v.stopped {
+            let c = st.args.commit.lock();
+            if c.stopped {
                 st.pending.clear();
                 return Ok(());
             }
-            v.trained_through + 1
+            c.trained_through + 1
         };
         let Some(batch) = st.pending.remove(&next) else {
             // Drop anything at or below what is already trained.
             st.pending.retain(|&s, _| s > next);
             return Ok(());
         };
-        let ctx = st.ctx.clone();
-        ctx.faults.check(Role::Optimizer, next)?;
+        let shared = st.args.shared.clone();
+        shared.faults.check(Role::Optimizer, next)?;
         let idle_s = st.last_done.elapsed().as_secs_f64();
-        let t0 = Instant::now();
-        let c2 = ctx.clone();
-        let (stats, sampler_snap, teacher_snap, due, diverged) = tokio::task::spawn_blocking(move || {
-            let mut v = c2.optimizer.lock();
-            if c2.faults.take_adam(next) {
-                let half = v.trainer.optimizer.param_names().count() / 2;
-                v.trainer.optimizer.inject_fault_at(half);
-            }
-            let tb = train_batch(&batch, &c2.cfg.algo, c2.cfg.rollout.temperature);
-            // An error here leaves the vault at the last commit (AdamW is atomic).
-            let mut stats: StepStats = train_step(&mut v.trainer, &tb)?;
-            fill_rollout_stats(&batch, &mut stats);
-            stats.teacher_version = batch.teacher_version;
-            stats.timings.train_s = t0.elapsed().as_secs_f64();
-            stats.timings.idle_s = idle_s;
-            stats.completions = crate::observe::sample_completions(
-                &batch,
-                &tb,
-                &c2.cfg.algo,
-                v.trainer.policy.tokenizer.as_ref(),
-                c2.cfg.observe.completions_per_step,
-            );
-            // Snapshots before the commit, so that nothing below can fail half-way.
-            let interval = c2.cfg.runtime.teacher_sync_interval;
-            let sampler_snap = v.trainer.policy.snapshot(next)?;
-            let (teacher_snap, teacher_keep) = if next % interval == 0 {
-                (
-                    Some(v.trainer.policy.snapshot(next)?),
-                    Some(cpu_copy(&sampler_snap)?),
-                )
-            } else {
-                (None, None)
-            };
-            // Commit: everything of step `next` together.
-            commit(&mut v, &batch, stats.clone(), teacher_keep);
-            let rt = &c2.cfg.runtime;
-            let due = c2.cfg.checkpoint.is_due(next) && next < rt.steps;
-            let diverged = (rt.max_consecutive_skips > 0
-                && v.consecutive_skips >= rt.max_consecutive_skips)
-                .then(|| {
-                    format!(
-                        "{} steps in a row were skipped (last: {}); the weights have likely diverged (runtime.max_consecutive_skips)",
-                        v.consecutive_skips,
-                        stats.skip_reason.as_deref().unwrap_or("non-finite values")
-                    )
-                });
-            Ok::<_, crate::Error>((stats, sampler_snap, teacher_snap, due, diverged))
+        let commit = st.args.commit.clone();
+        let sh = shared.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            train_and_commit(&sh, &mut commit.lock(), &batch, idle_s)
         })
         .await
         .map_err(join_err)??;
         st.last_done = Instant::now();
-        ctx.emit(RunEvent::Step(Box::new(stats.clone())));
-        ctx.send(|p| p.sampler.clone(), SamplerMsg::Weights(sampler_snap));
-        if let Some(t) = teacher_snap {
-            ctx.send(|p| p.teacher.clone(), TeacherMsg::Weights(t));
-        }
-        ctx.send(
+        let Committed {
+            published,
+            stats,
+            checkpoint_due,
+            diverged,
+        } = done;
+        st.args.board.publish(published.clone());
+        shared.emit(RunEvent::Step(Box::new(stats.clone())));
+        shared.send(
+            |p| p.sampler.clone(),
+            SamplerMsg::Committed(published.clone()),
+        );
+        shared.send(|p| p.teacher.clone(), TeacherMsg::Committed(published));
+        shared.send(
             |p| p.scheduler.clone(),
             SchedulerMsg::StepDone(Box::new(stats)),
         );
         if let Some(reason) = diverged {
             tracing::error!("{reason}");
             st.pending.clear();
-            ctx.send(
+            shared.send(
                 |p| p.scheduler.clone(),
                 SchedulerMsg::Shutdown {
                     reason,
@@ -213,11 +180,11 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
             );
             return Ok(());
         }
-        if due {
-            let c3 = ctx.clone();
+        if checkpoint_due {
+            let commit = st.args.commit.clone();
+            let sh = shared.clone();
             let res = tokio::task::spawn_blocking(move || {
-                let mut v = c3.optimizer.lock();
-                checkpoint_committed(&c3, &mut v)
+                checkpoint_committed(&sh, &mut commit.lock())
             })
             .await
             .map_err(join_err)?;
@@ -225,12 +192,9 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
                 // Retried once already: stop the run (non-zero) with the cause.
                 let reason = format!("checkpoint of step {next} failed: {e}");
                 tracing::error!("{reason}");
-                {
-                    let mut v = ctx.optimizer.lock();
-                    v.stopped = true;
-                }
+                st.args.commit.lock().stopped = true;
                 st.pending.clear();
-                ctx.send(
+                shared.send(
                     |p| p.scheduler.clone(),
                     SchedulerMsg::Shutdown {
                         reason,
@@ -243,82 +207,101 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
     }
 }
 
-/// Advance the vault to step `batch.plan.step` in one go: step, cursor,
-/// ledger, recent stats and (on a sync step) the teacher's weights. Nothing
-/// here can fail, so a step is committed whole or not at all.
-fn commit(
-    v: &mut OptimizerVault,
-    batch: &Batch,
-    stats: StepStats,
-    teacher: Option<crate::model::WeightSnapshot>,
-) {
-    let step = batch.plan.step;
-    v.trained_through = step;
-    v.cursor = batch.plan.cursor_after.clone();
-    let ids = batch.plan.examples.iter().map(|e| e.id.clone()).collect();
-    v.trained.push((step, ids));
-    v.consecutive_skips = if stats.skipped {
-        v.consecutive_skips + 1
+/// Train `batch` (the next step) and commit it. An error before the commit
+/// leaves `c` at the last commit (AdamW is atomic; nothing else was touched).
+fn train_and_commit(
+    shared: &Shared,
+    c: &mut OptimizerCommit,
+    batch: &CreditBatch,
+    idle_s: f64,
+) -> crate::Result<Committed> {
+    let cfg = &shared.cfg;
+    let next = batch.plan().step;
+    let t0 = Instant::now();
+    if shared.faults.take_adam(next) {
+        let half = c.trainer.optimizer.param_names().count() / 2;
+        c.trainer.optimizer.inject_fault_at(half);
+    }
+    let tb = batch.train_batch(&cfg.algo, cfg.rollout.temperature);
+    let trained = train_step(&mut c.trainer, &tb)?;
+    let mut stats = step_stats(
+        batch,
+        &tb,
+        trained,
+        &cfg.algo,
+        c.trainer.policy.tokenizer.as_ref(),
+        cfg.observe.completions_per_step,
+    );
+    stats.timings.train_s = t0.elapsed().as_secs_f64();
+    stats.timings.idle_s = idle_s;
+    // Snapshots before the commit, so that nothing below can fail half-way.
+    let policy = Frozen::new(c.trainer.policy.snapshot(next)?);
+    let teacher = if next % cfg.runtime.teacher_sync_interval == 0 {
+        Some(Frozen::new(cpu_copy(&c.trainer.policy.snapshot(next)?)?))
     } else {
-        0
+        None
     };
-    v.recent.insert(step, stats);
-    while v.recent.len() > RECENT_STATS {
-        v.recent.pop_first();
-    }
-    if teacher.is_some() {
-        v.teacher_snapshot = teacher;
-    }
-}
-
-/// A copy of `snap` in host memory (the teacher weights the optimizer keeps
-/// for restarts and checkpoints need not take accelerator memory).
-pub fn cpu_copy(
-    snap: &crate::model::WeightSnapshot,
-) -> crate::Result<crate::model::WeightSnapshot> {
-    let tensors = snap
-        .tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.f_to_device(tch::Device::Cpu)?.f_detach_copy()?)))
-        .collect::<crate::Result<Vec<_>>>()?;
-    Ok(crate::model::WeightSnapshot {
-        version: snap.version,
-        tensors,
+    // Commit: everything of step `next` together.
+    let plan = batch.plan();
+    let ids = plan.examples.iter().map(|e| e.id.clone()).collect();
+    c.commit(next, plan.cursor_after.clone(), ids, stats.clone(), teacher);
+    let published = Arc::new(Published {
+        step: next,
+        cursor: c.cursor.clone(),
+        policy,
+        teacher: c.teacher.clone(),
+    });
+    let rt = &cfg.runtime;
+    let diverged = (rt.max_consecutive_skips > 0
+        && c.consecutive_skips >= rt.max_consecutive_skips)
+        .then(|| {
+            format!(
+                "{} steps in a row were skipped (last: {}); the weights have likely diverged (runtime.max_consecutive_skips)",
+                c.consecutive_skips,
+                stats.skip_reason.as_deref().unwrap_or("non-finite values")
+            )
+        });
+    Ok(Committed {
+        published,
+        stats,
+        checkpoint_due: cfg.checkpoint.is_due(next) && next < rt.steps,
+        diverged,
     })
 }
 
 /// Write a checkpoint of the last committed step (retrying once), unless
 /// one of that step exists already. Emits [`RunEvent::Checkpoint`].
-fn checkpoint_committed(ctx: &Ctx, v: &mut OptimizerVault) -> crate::Result<PathBuf> {
-    if let Some((step, dir)) = &v.last_checkpoint {
-        if *step == v.trained_through && dir.join(crate::checkpoint::MANIFEST_FILE).is_file() {
+fn checkpoint_committed(shared: &Shared, c: &mut OptimizerCommit) -> crate::Result<PathBuf> {
+    if let Some((step, dir)) = &c.last_checkpoint {
+        if *step == c.trained_through && dir.join(crate::checkpoint::MANIFEST_FILE).is_file() {
             return Ok(dir.clone());
         }
     }
-    let dir = match write_checkpoint(ctx, v) {
+    let dir = match write_checkpoint(shared, c) {
         Ok(d) => d,
         Err(first) => {
             tracing::warn!("checkpoint write failed ({first}); retrying once");
-            write_checkpoint(ctx, v)?
+            write_checkpoint(shared, c)?
         }
     };
-    v.last_checkpoint = Some((v.trained_through, dir.clone()));
-    ctx.emit(RunEvent::Checkpoint(dir.clone()));
+    c.last_checkpoint = Some((c.trained_through, dir.clone()));
+    shared.emit(RunEvent::Checkpoint(dir.clone()));
     Ok(dir)
 }
 
 /// The run state stored next to the weights: everything of the committed step.
-pub fn checkpoint_state(ctx: &Ctx, v: &OptimizerVault) -> serde_json::Value {
-    let step = v.trained_through;
-    let ledger: Vec<&(u64, Vec<String>)> = v.trained_before.iter().chain(&v.trained).collect();
-    let recent: Vec<&StepStats> = v.recent.values().filter(|s| s.step <= step).collect();
+pub fn checkpoint_state(shared: &Shared, c: &OptimizerCommit) -> serde_json::Value {
+    let step = c.trained_through;
+    let ledger: Vec<&(u64, Vec<String>)> = c.trained_before.iter().chain(&c.trained).collect();
+    let recent: Vec<&crate::stats::StepStats> =
+        c.recent.values().filter(|s| s.step <= step).collect();
     serde_json::json!({
         "step": step,
         "policy_version": step,
         "trained_through": step,
-        "seed": ctx.cfg.runtime.seed,
-        "data_cursor": v.cursor,
-        "teacher_version": v.teacher_snapshot.as_ref().map(|t| t.version),
+        "seed": shared.cfg.runtime.seed,
+        "data_cursor": c.cursor,
+        "teacher_version": c.teacher.version(),
         // One metrics line per committed step 1..=step.
         "metrics_lines": step,
         "recent_stats": recent,
@@ -326,12 +309,13 @@ pub fn checkpoint_state(ctx: &Ctx, v: &OptimizerVault) -> serde_json::Value {
     })
 }
 
-/// Write a checkpoint of the vault (the last committed step).
-fn write_checkpoint(ctx: &Ctx, v: &OptimizerVault) -> crate::Result<PathBuf> {
-    let state = checkpoint_state(ctx, v);
-    let root = ctx.cfg.runtime.out_dir.join(&ctx.cfg.checkpoint.dir);
-    let policy = &v.trainer.policy;
-    let fault = ctx.faults.checkpoint_fault(v.trained_through);
+/// Write a checkpoint of the last committed step.
+fn write_checkpoint(shared: &Shared, c: &OptimizerCommit) -> crate::Result<PathBuf> {
+    let cfg = &shared.cfg;
+    let state = checkpoint_state(shared, c);
+    let root = cfg.runtime.out_dir.join(&cfg.checkpoint.dir);
+    let policy = &c.trainer.policy;
+    let fault = shared.faults.checkpoint_fault(c.trained_through);
     let write_model = |dir: &std::path::Path| -> crate::Result<()> {
         policy.save(dir)?;
         match fault {
@@ -346,14 +330,16 @@ fn write_checkpoint(ctx: &Ctx, v: &OptimizerVault) -> crate::Result<PathBuf> {
             _ => Ok(()),
         }
     };
-    crate::checkpoint::save_checkpoint_with_teacher(
-        &root,
-        v.trained_through,
-        &write_model,
-        &v.trainer.optimizer.state_tensors(),
-        v.teacher_snapshot.as_ref().map(|t| t.tensors.as_slice()),
-        &state,
-        &ctx.cfg.to_toml(),
-        ctx.cfg.checkpoint.keep_last,
-    )
+    c.teacher.with_tensors(|teacher| {
+        crate::checkpoint::save_checkpoint_with_teacher(
+            &root,
+            c.trained_through,
+            &write_model,
+            &c.trainer.optimizer.state_tensors(),
+            Some(teacher),
+            &state,
+            &cfg.to_toml(),
+            cfg.checkpoint.keep_last,
+        )
+    })
 }

@@ -14,11 +14,12 @@
 //! # Ok(()) }
 //! ```
 
-use super::ctx::{Ctx, OptimizerVault, Peers, Replica, RunEvent, SchedulerVault};
+use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published, ReplicaSpec};
 use super::fault::{FaultPlan, Role};
 use super::run_folder::{prepare_fresh, resolve_resume, RunLock};
+use super::shared::{Peers, RunEvent, Shared};
 use super::source::PromptSource;
-use super::supervisor::{Supervisor, SupervisorMsg};
+use super::supervisor::{Supervisor, SupervisorMsg, Tree};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::device::parse_device;
@@ -236,19 +237,12 @@ impl RuntimeBuilder {
                 dir.display()
             )));
         }
-        let sampler = Replica {
-            model: policy.replicate(parse_device(&cfg.runtime.sampler_device)?)?,
-            version: start_step,
-        };
-        let mut teacher = Replica {
-            model: policy.replicate(parse_device(&cfg.runtime.teacher_device)?)?,
-            version: start_step,
-        };
+        let sampler_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.sampler_device)?);
+        let teacher_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.teacher_device)?);
         let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
-        // The teacher's weights as of the start (version 0: the initial policy).
-        let mut teacher_snapshot = Some(super::optimizer::cpu_copy(
-            &trainer.policy.snapshot(start_step)?,
-        )?);
+        // The teacher's weights as of the start: the initial policy, or the
+        // checkpoint's teacher.
+        let mut teacher = Frozen::new(cpu_copy(&trainer.policy.snapshot(start_step)?)?);
         let mut trained_before = Vec::new();
         let mut recent = BTreeMap::new();
         let mut last_checkpoint = None;
@@ -265,9 +259,7 @@ impl RuntimeBuilder {
                         .map(|(n, x)| (n.clone(), x.shallow_clone()))
                         .collect(),
                 };
-                teacher.model.load_snapshot(&snap)?;
-                teacher.version = snap.version;
-                teacher_snapshot = Some(super::optimizer::cpu_copy(&snap)?);
+                teacher = Frozen::new(cpu_copy(&snap)?);
             }
             trained_before = r.ledger.clone();
             for s in &r.recent {
@@ -276,47 +268,53 @@ impl RuntimeBuilder {
             last_checkpoint = r.own_dir.clone().map(|d| (start_step, d));
         }
         let cursor = source.cursor();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let ctx = Arc::new(Ctx {
-            faults: FaultPlan::parse(&cfg.runtime.faults)?,
-            verifier,
-            template: TeacherPrompt::new(cfg.data.teacher_template.clone())?,
-            sampler: Mutex::new(sampler),
-            teacher: Mutex::new(teacher),
-            optimizer: Mutex::new(OptimizerVault {
-                trainer,
-                trained_through: start_step,
-                cursor,
-                recent,
-                teacher_snapshot,
-                trained: Vec::new(),
-                trained_before,
-                last_checkpoint,
-                stopped: false,
-                consecutive_skips: 0,
-            }),
-            scheduler: Mutex::new(SchedulerVault {
-                source,
-                next_step: start_step + 1,
-                done_through: start_step,
-                in_flight: BTreeMap::new(),
-                stopping: false,
-            }),
-            events: tx,
-            restarts: Mutex::new(HashMap::new()),
-            peers: RwLock::new(Peers::default()),
-            cfg,
+        let commits = CommitBoard::new(Published {
+            step: start_step,
+            cursor: cursor.clone(),
+            policy: Frozen::new(trainer.policy.snapshot(start_step)?),
+            teacher: teacher.clone(),
         });
+        let optimizer = Arc::new(Mutex::new(OptimizerCommit {
+            trainer,
+            trained_through: start_step,
+            cursor,
+            recent,
+            teacher,
+            trained: Vec::new(),
+            trained_before,
+            last_checkpoint,
+            stopped: false,
+            consecutive_skips: 0,
+        }));
+        let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+        let faults = FaultPlan::parse(&cfg.runtime.faults)?;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let tree = Arc::new(Tree {
+            shared: Arc::new(Shared {
+                faults,
+                peers: RwLock::new(Peers::default()),
+                events: tx,
+                cfg,
+            }),
+            source: Arc::new(Mutex::new(source)),
+            optimizer: optimizer.clone(),
+            commits,
+            sampler: sampler_spec,
+            teacher: teacher_spec,
+            verifier,
+            template,
+        });
+        let cfg = &tree.shared.cfg;
 
         let metrics_path = out_dir.join("metrics.jsonl");
         let mut metrics = MetricsWriter::resume(&metrics_path, start_step)?;
         if let Some(r) = &resumed {
             refill_metrics(&mut metrics, &metrics_path, &r.recent, start_step)?;
         }
-        let observer = crate::observe::Observer::open(&ctx.cfg, start_step)?;
+        let observer = crate::observe::Observer::open(cfg, start_step)?;
         let mut signals = if ctrl_c { Some(Signals::new()?) } else { None };
 
-        let (sup, handle) = Actor::spawn(None, Supervisor, ctx.clone())
+        let (sup, handle) = Actor::spawn(None, Supervisor, tree.clone())
             .await
             .map_err(|e| Error::Runtime(format!("could not start the actor tree: {e}")))?;
         sup.cast(SupervisorMsg::Start)
@@ -329,6 +327,7 @@ impl RuntimeBuilder {
             steps: Vec::new(),
         };
         let mut last_checkpoint = None;
+        let mut restarts: HashMap<Role, u32> = HashMap::new();
         let mut interrupted = false;
         let (failed, reason) = loop {
             let ev = match signals.as_mut() {
@@ -351,7 +350,8 @@ impl RuntimeBuilder {
                 Some(RunEvent::Step(stats)) => recorder.record(*stats)?,
                 Some(RunEvent::Checkpoint(p)) => last_checkpoint = Some(p),
                 Some(RunEvent::Restarted(role)) => {
-                    tracing::warn!(role = role.name(), "actor respawned")
+                    tracing::warn!(role = role.name(), "actor respawned");
+                    *restarts.entry(role).or_default() += 1;
                 }
                 Some(RunEvent::Finished { reason, failed }) => break (failed, reason),
                 None => break (true, "actor tree vanished".into()),
@@ -364,19 +364,20 @@ impl RuntimeBuilder {
             match ev {
                 RunEvent::Step(stats) => recorder.record(*stats)?,
                 RunEvent::Checkpoint(p) => last_checkpoint = Some(p),
-                _ => {}
+                RunEvent::Restarted(role) => *restarts.entry(role).or_default() += 1,
+                RunEvent::Finished { .. } => {}
             }
         }
         recorder.metrics.sync()?;
         recorder.observer.finish();
+        // The tree is down: its last commit is the run's result.
         let (final_weights, trained) = {
-            let v = ctx.optimizer.lock();
+            let c = optimizer.lock();
             (
-                v.trainer.policy.snapshot(v.trained_through)?,
-                v.trained.clone(),
+                c.trainer.policy.snapshot(c.trained_through)?,
+                c.trained.clone(),
             )
         };
-        let restarts = ctx.restarts.lock().clone();
         Ok(RunReport {
             steps: recorder.steps,
             restarts,

@@ -1,11 +1,15 @@
-//! Sampler: owns a policy replica and generates `G` responses per prompt with
-//! a KV cache, tagging the batch with the policy version that made it.
+//! Sampler: owns a policy replica, built in `pre_start` from the optimizer's
+//! latest published commit, and generates `G` responses per prompt with a KV
+//! cache, tagging the batch with the policy version that made it. Newer
+//! weights arrive as [`SamplerMsg::Committed`].
 
-use super::ctx::{join_err, Ctx};
+use super::commit::{CommitReader, Published, ReplicaSpec};
 use super::fault::Role;
-use super::messages::{Batch, SamplerMsg, StepPlan, VerifierMsg};
-use super::stages::rollout;
-use crate::stats::StageTimings;
+use super::messages::{SamplerMsg, StepPlan, VerifierMsg};
+use super::shared::{join_err, Shared};
+use crate::model::LoadedModel;
+use crate::pipeline::rollout;
+use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,10 +18,28 @@ use std::time::Instant;
 #[derive(Debug)]
 pub struct Sampler;
 
-/// Sampler state: plans waiting for newer weights.
+/// What the supervisor hands a (re)spawned sampler.
+#[derive(Debug)]
+pub struct SamplerArgs {
+    /// Run context.
+    pub shared: Arc<Shared>,
+    /// How to build the replica.
+    pub spec: ReplicaSpec,
+    /// The optimizer's published commits.
+    pub commits: CommitReader,
+}
+
+/// The sampler's own state.
 #[derive(Debug)]
 pub struct SamplerState {
-    ctx: Arc<Ctx>,
+    args: SamplerArgs,
+    /// The replica (behind a lock only so blocking threads can use it; no
+    /// other actor sees it).
+    replica: Arc<Mutex<LoadedModel>>,
+    /// Policy version the replica holds.
+    version: u64,
+    /// Highest step known to be committed (its prompts need no sampling).
+    committed: u64,
     /// Plans whose `min_version` is ahead of the replica; run when weights arrive.
     waiting: Vec<StepPlan>,
 }
@@ -25,16 +47,25 @@ pub struct SamplerState {
 impl Actor for Sampler {
     type Msg = SamplerMsg;
     type State = SamplerState;
-    type Arguments = Arc<Ctx>;
+    type Arguments = SamplerArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        ctx: Arc<Ctx>,
+        args: SamplerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let last = args.commits.latest();
+        let spec = args.spec.clone();
+        let weights = last.policy.clone();
+        let model = tokio::task::spawn_blocking(move || spec.build(&weights))
+            .await
+            .map_err(join_err)??;
         Ok(SamplerState {
-            ctx,
+            version: last.policy.version(),
+            committed: last.step,
+            replica: Arc::new(Mutex::new(model)),
             waiting: Vec::new(),
+            args,
         })
     }
 
@@ -45,10 +76,9 @@ impl Actor for Sampler {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SamplerMsg::Weights(snap) => {
-                st.ctx.install_snapshot(|c| &c.sampler, snap).await?;
-                let ready: Vec<StepPlan> = std::mem::take(&mut st.waiting);
-                for plan in ready {
+            SamplerMsg::Committed(p) => {
+                install(st, p).await?;
+                for plan in std::mem::take(&mut st.waiting) {
                     generate(st, plan).await?;
                 }
             }
@@ -58,33 +88,42 @@ impl Actor for Sampler {
     }
 }
 
+/// Load a commit's policy weights unless the replica holds them or newer.
+async fn install(st: &mut SamplerState, p: Arc<Published>) -> Result<(), ActorProcessingErr> {
+    st.committed = st.committed.max(p.step);
+    if p.policy.version() <= st.version {
+        return Ok(());
+    }
+    let replica = st.replica.clone();
+    let weights = p.policy.clone();
+    tokio::task::spawn_blocking(move || weights.load_into(&mut replica.lock()))
+        .await
+        .map_err(join_err)??;
+    st.version = p.policy.version();
+    Ok(())
+}
+
 async fn generate(st: &mut SamplerState, plan: StepPlan) -> Result<(), ActorProcessingErr> {
-    let ctx = st.ctx.clone();
-    if ctx.scheduler.lock().done_through >= plan.step {
+    let committed = st.committed.max(st.args.commits.latest().step);
+    if plan.step <= committed {
         return Ok(()); // already trained (a duplicate from a re-issue)
     }
-    if ctx.sampler.lock().version < plan.min_version {
+    if st.version < plan.min_version {
         st.waiting.push(plan);
         return Ok(());
     }
-    ctx.faults.check(Role::Sampler, plan.step)?;
+    let shared = st.args.shared.clone();
+    shared.faults.check(Role::Sampler, plan.step)?;
     let t0 = Instant::now();
-    let c2 = ctx.clone();
-    let batch = tokio::task::spawn_blocking(move || -> crate::Result<Batch> {
-        let r = c2.sampler.lock();
-        let samples = rollout(&r.model, &plan, &c2.cfg.rollout)?;
-        Ok(Batch {
-            plan,
-            policy_version: r.version,
-            teacher_version: 0,
-            samples,
-            timings: StageTimings::default(),
-        })
+    let replica = st.replica.clone();
+    let version = st.version;
+    let cfg = shared.clone();
+    let mut batch = tokio::task::spawn_blocking(move || {
+        rollout(&replica.lock(), plan, version, &cfg.cfg.rollout)
     })
     .await
     .map_err(join_err)??;
-    let mut batch = batch;
     batch.timings.generate_s = t0.elapsed().as_secs_f64();
-    ctx.send(|p| p.verifier.clone(), VerifierMsg::Verify(Box::new(batch)));
+    shared.send(|p| p.verifier.clone(), VerifierMsg::Verify(Box::new(batch)));
     Ok(())
 }

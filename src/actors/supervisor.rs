@@ -1,21 +1,57 @@
-//! The supervisor: spawns the six actors linked to itself, respawns a failed
-//! one from its last state (the vaults in [`Ctx`]), has the in-flight steps
+//! The supervisor: holds every actor's spawn arguments ([`Tree`]), spawns the
+//! six actors linked to itself, respawns a failed one from the same
+//! arguments (each actor rebuilds its own state in `pre_start`, restarting
+//! from the optimizer's last published commit), has the in-flight steps
 //! re-issued, and turns a crash loop (more than `max_restarts` within
 //! `restart_window_s`) into a clean stop with a final checkpoint.
 
+use super::commit::{CommitBoard, OptimizerCommit, ReplicaSpec};
 use super::credit::CreditAssigner;
-use super::ctx::{Ctx, RunEvent};
 use super::fault::Role;
-use super::messages::{OptimizerMsg, SchedulerMsg};
-use super::optimizer::Optimizer;
-use super::sampler::Sampler;
-use super::scheduler::Scheduler;
-use super::teacher::TeacherScorer;
-use super::verifier::VerifierPool;
+use super::messages::SchedulerMsg;
+use super::optimizer::{Optimizer, OptimizerArgs};
+use super::sampler::{Sampler, SamplerArgs};
+use super::scheduler::{Scheduler, SchedulerArgs};
+use super::shared::{RunEvent, Shared};
+use super::source::PromptSource;
+use super::teacher::{TeacherArgs, TeacherScorer};
+use super::verifier::{VerifierArgs, VerifierPool};
+use crate::data::TeacherPrompt;
+use crate::verify::Verifier;
+use parking_lot::Mutex;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// What the supervisor keeps to (re)build each actor: the builder's inputs.
+/// Each field goes to one role only (`shared` and the commit board's readers
+/// to all).
+pub struct Tree {
+    /// Configuration, fault plan, peers, event sink.
+    pub shared: Arc<Shared>,
+    /// The scheduler's prompt source (positioned at the start; a respawned
+    /// scheduler rewinds it to the last commit's cursor).
+    pub source: Arc<Mutex<Box<dyn PromptSource>>>,
+    /// The optimizer's recovery state.
+    pub optimizer: Arc<Mutex<OptimizerCommit>>,
+    /// The optimizer's published commits.
+    pub commits: CommitBoard,
+    /// How the sampler builds its replica.
+    pub sampler: ReplicaSpec,
+    /// How the teacher builds its replica.
+    pub teacher: ReplicaSpec,
+    /// The reward function (the verifier pool's).
+    pub verifier: Arc<dyn Verifier>,
+    /// Teacher prompt wording (the teacher's).
+    pub template: TeacherPrompt,
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree").field("shared", &self.shared).finish()
+    }
+}
 
 /// The supervisor actor.
 #[derive(Debug)]
@@ -26,40 +62,46 @@ pub struct Supervisor;
 pub enum SupervisorMsg {
     /// Start the run (sent once the tree is up).
     Start,
-    /// Stop gracefully (Ctrl-C).
+    /// Stop gracefully (a signal).
     Shutdown(String),
+    /// The scheduler is ending the run: children that stop from now on are
+    /// not failures.
+    Stopping,
 }
 
 /// Supervisor state.
 #[derive(Debug)]
 pub struct SupervisorState {
-    ctx: Arc<Ctx>,
+    tree: Arc<Tree>,
     /// Which role each live child plays.
     roles: HashMap<ActorId, Role>,
     /// Times of recent restarts (the budget's window).
     recent: VecDeque<Instant>,
     /// Set once the budget is spent.
     gave_up: bool,
+    /// Set once the scheduler said the run is ending.
+    stopping: bool,
 }
 
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = Arc<Ctx>;
+    type Arguments = Arc<Tree>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        ctx: Arc<Ctx>,
+        tree: Arc<Tree>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut st = SupervisorState {
-            ctx,
+            tree,
             roles: HashMap::new(),
             recent: VecDeque::new(),
             gave_up: false,
+            stopping: false,
         };
         for role in Role::ALL {
-            spawn_role(&mut st, role, myself.get_cell()).await?;
+            spawn_role(&mut st, role, &myself, false).await?;
         }
         Ok(st)
     }
@@ -70,15 +112,17 @@ impl Actor for Supervisor {
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        let shared = &st.tree.shared;
         match msg {
-            SupervisorMsg::Start => st.ctx.send(|p| p.scheduler.clone(), SchedulerMsg::Start),
-            SupervisorMsg::Shutdown(reason) => st.ctx.send(
+            SupervisorMsg::Start => shared.send(|p| p.scheduler.clone(), SchedulerMsg::Start),
+            SupervisorMsg::Shutdown(reason) => shared.send(
                 |p| p.scheduler.clone(),
                 SchedulerMsg::Shutdown {
                     reason,
                     failed: false,
                 },
             ),
+            SupervisorMsg::Stopping => st.stopping = true,
         }
         Ok(())
     }
@@ -92,7 +136,7 @@ impl Actor for Supervisor {
         let (cell, why) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if st.ctx.scheduler.lock().stopping {
+                if st.stopping {
                     return Ok(()); // orderly stop at the end of the run
                 }
                 (cell, format!("terminated: {reason:?}"))
@@ -106,8 +150,9 @@ impl Actor for Supervisor {
         if st.gave_up {
             return Ok(());
         }
+        let cfg = &st.tree.shared.cfg;
         let now = Instant::now();
-        let window = Duration::from_secs_f64(st.ctx.cfg.runtime.restart_window_s);
+        let window = Duration::from_secs_f64(cfg.runtime.restart_window_s);
         st.recent.push_back(now);
         while st
             .recent
@@ -116,10 +161,10 @@ impl Actor for Supervisor {
         {
             st.recent.pop_front();
         }
-        let over_budget = st.recent.len() as u32 > st.ctx.cfg.runtime.max_restarts;
-        spawn_role(st, role, myself.get_cell()).await?;
-        *st.ctx.restarts.lock().entry(role).or_default() += 1;
-        st.ctx.emit(RunEvent::Restarted(role));
+        let over_budget = st.recent.len() as u32 > cfg.runtime.max_restarts;
+        spawn_role(st, role, &myself, true).await?;
+        let shared = st.tree.shared.clone();
+        shared.emit(RunEvent::Restarted(role));
         if over_budget {
             st.gave_up = true;
             let reason = format!(
@@ -129,7 +174,7 @@ impl Actor for Supervisor {
                 role.name()
             );
             tracing::error!("{reason}");
-            st.ctx.send(
+            shared.send(
                 |p| p.scheduler.clone(),
                 SchedulerMsg::Shutdown {
                     reason,
@@ -138,58 +183,86 @@ impl Actor for Supervisor {
             );
             return Ok(());
         }
-        if matches!(role, Role::Sampler | Role::Teacher) {
-            st.ctx
-                .send(|p| p.optimizer.clone(), OptimizerMsg::Republish);
-        }
-        st.ctx.send(|p| p.scheduler.clone(), SchedulerMsg::Reissue);
+        // The respawned actor restarts from the last commit; whatever it held
+        // in flight is sent again.
+        shared.send(|p| p.scheduler.clone(), SchedulerMsg::Reissue);
         Ok(())
     }
 }
 
-/// Spawn (or respawn) the actor of `role`, linked to the supervisor, and make
-/// it the peer everyone sends to.
+/// Build the arguments of `role` from the tree and spawn it (again), linked
+/// to the supervisor; then make it the peer everyone sends to.
 async fn spawn_role(
     st: &mut SupervisorState,
     role: Role,
-    sup: ActorCell,
+    sup: &ActorRef<SupervisorMsg>,
+    respawn: bool,
 ) -> Result<(), ActorProcessingErr> {
-    let ctx = st.ctx.clone();
+    let t = &st.tree;
+    let shared = t.shared.clone();
+    let cell: ActorCell = sup.get_cell();
     let id = match role {
         Role::Scheduler => {
-            let (r, _) = Actor::spawn_linked(None, Scheduler, ctx.clone(), sup).await?;
+            let args = SchedulerArgs {
+                shared: shared.clone(),
+                source: t.source.clone(),
+                commits: t.commits.reader(),
+                supervisor: sup.clone(),
+                respawn,
+            };
+            let (r, _) = Actor::spawn_linked(None, Scheduler, args, cell).await?;
             let id = r.get_id();
-            ctx.peers.write().scheduler = Some(r);
+            shared.peers.write().scheduler = Some(r);
             id
         }
         Role::Sampler => {
-            let (r, _) = Actor::spawn_linked(None, Sampler, ctx.clone(), sup).await?;
+            let args = SamplerArgs {
+                shared: shared.clone(),
+                spec: t.sampler.clone(),
+                commits: t.commits.reader(),
+            };
+            let (r, _) = Actor::spawn_linked(None, Sampler, args, cell).await?;
             let id = r.get_id();
-            ctx.peers.write().sampler = Some(r);
+            shared.peers.write().sampler = Some(r);
             id
         }
         Role::Verifier => {
-            let (r, _) = Actor::spawn_linked(None, VerifierPool, ctx.clone(), sup).await?;
+            let args = VerifierArgs {
+                shared: shared.clone(),
+                verifier: t.verifier.clone(),
+            };
+            let (r, _) = Actor::spawn_linked(None, VerifierPool, args, cell).await?;
             let id = r.get_id();
-            ctx.peers.write().verifier = Some(r);
+            shared.peers.write().verifier = Some(r);
             id
         }
         Role::Teacher => {
-            let (r, _) = Actor::spawn_linked(None, TeacherScorer, ctx.clone(), sup).await?;
+            let args = TeacherArgs {
+                shared: shared.clone(),
+                spec: t.teacher.clone(),
+                commits: t.commits.reader(),
+                template: t.template.clone(),
+            };
+            let (r, _) = Actor::spawn_linked(None, TeacherScorer, args, cell).await?;
             let id = r.get_id();
-            ctx.peers.write().teacher = Some(r);
+            shared.peers.write().teacher = Some(r);
             id
         }
         Role::Credit => {
-            let (r, _) = Actor::spawn_linked(None, CreditAssigner, ctx.clone(), sup).await?;
+            let (r, _) = Actor::spawn_linked(None, CreditAssigner, shared.clone(), cell).await?;
             let id = r.get_id();
-            ctx.peers.write().credit = Some(r);
+            shared.peers.write().credit = Some(r);
             id
         }
         Role::Optimizer => {
-            let (r, _) = Actor::spawn_linked(None, Optimizer, ctx.clone(), sup).await?;
+            let args = OptimizerArgs {
+                shared: shared.clone(),
+                commit: t.optimizer.clone(),
+                board: t.commits.clone(),
+            };
+            let (r, _) = Actor::spawn_linked(None, Optimizer, args, cell).await?;
             let id = r.get_id();
-            ctx.peers.write().optimizer = Some(r);
+            shared.peers.write().optimizer = Some(r);
             id
         }
     };

@@ -1,47 +1,73 @@
 //! Teacher-scorer: owns the teacher replica (the policy, refreshed every
-//! `teacher_sync_interval` steps) and scores each response's tokens under the
-//! privileged context, with no gradient. CEPO adds a second pass.
+//! `teacher_sync_interval` steps), built in `pre_start` from the optimizer's
+//! latest published teacher weights, and scores each response's tokens
+//! under the privileged context, with no gradient. CEPO adds a second pass.
 
-use super::ctx::{join_err, Ctx};
+use super::commit::{CommitReader, Published, ReplicaSpec};
 use super::fault::Role;
-use super::messages::{Batch, CreditMsg, TeacherMsg};
-use super::stages::teacher_pass;
+use super::messages::{CreditMsg, TeacherMsg};
+use super::shared::{join_err, Shared};
+use crate::data::TeacherPrompt;
+use crate::model::LoadedModel;
+use crate::pipeline::{teacher_pass, ScoredBatch};
+use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use crate::pipeline::required_teacher_version;
 
 /// The teacher-scorer actor.
 #[derive(Debug)]
 pub struct TeacherScorer;
 
-/// Teacher state: batches waiting for the teacher weights they need.
+/// What the supervisor hands a (re)spawned teacher-scorer.
 #[derive(Debug)]
-pub struct TeacherState {
-    ctx: Arc<Ctx>,
-    #[allow(clippy::vec_box)] // batches arrive boxed and leave boxed
-    waiting: Vec<Box<Batch>>,
+pub struct TeacherArgs {
+    /// Run context.
+    pub shared: Arc<Shared>,
+    /// How to build the replica.
+    pub spec: ReplicaSpec,
+    /// The optimizer's published commits.
+    pub commits: CommitReader,
+    /// Teacher prompt wording.
+    pub template: TeacherPrompt,
 }
 
-/// Teacher weights version step `plan.min_version` requires: the latest
-/// multiple of the sync interval (with `max_staleness = 0`, exactly the
-/// version a sequential loop would use).
-pub fn required_teacher_version(min_version: u64, interval: u64) -> u64 {
-    (min_version / interval) * interval
+/// The teacher's own state.
+#[derive(Debug)]
+pub struct TeacherState {
+    args: TeacherArgs,
+    /// The replica (behind a lock only so blocking threads can use it).
+    replica: Arc<Mutex<LoadedModel>>,
+    /// Teacher weights version the replica holds.
+    version: u64,
+    /// Batches waiting for the teacher weights they need.
+    #[allow(clippy::vec_box)] // batches arrive boxed and leave boxed
+    waiting: Vec<Box<ScoredBatch>>,
 }
 
 impl Actor for TeacherScorer {
     type Msg = TeacherMsg;
     type State = TeacherState;
-    type Arguments = Arc<Ctx>;
+    type Arguments = TeacherArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        ctx: Arc<Ctx>,
+        args: TeacherArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        let last = args.commits.latest();
+        let spec = args.spec.clone();
+        let weights = last.teacher.clone();
+        let model = tokio::task::spawn_blocking(move || spec.build(&weights))
+            .await
+            .map_err(join_err)??;
         Ok(TeacherState {
-            ctx,
+            version: last.teacher.version(),
+            replica: Arc::new(Mutex::new(model)),
             waiting: Vec::new(),
+            args,
         })
     }
 
@@ -52,8 +78,8 @@ impl Actor for TeacherScorer {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TeacherMsg::Weights(snap) => {
-                st.ctx.install_snapshot(|c| &c.teacher, snap).await?;
+            TeacherMsg::Committed(p) => {
+                install(st, p).await?;
                 for b in std::mem::take(&mut st.waiting) {
                     score(st, b).await?;
                 }
@@ -64,53 +90,50 @@ impl Actor for TeacherScorer {
     }
 }
 
-async fn score(st: &mut TeacherState, mut batch: Box<Batch>) -> Result<(), ActorProcessingErr> {
-    let ctx = st.ctx.clone();
-    let need = required_teacher_version(
-        batch.plan.min_version,
-        ctx.cfg.runtime.teacher_sync_interval,
-    );
-    if ctx.teacher.lock().version < need {
-        st.waiting.push(batch);
+/// Load a commit's teacher weights unless the replica holds them or newer.
+async fn install(st: &mut TeacherState, p: Arc<Published>) -> Result<(), ActorProcessingErr> {
+    if p.teacher.version() <= st.version {
         return Ok(());
     }
-    ctx.faults.check(Role::Teacher, batch.plan.step)?;
-    let t0 = Instant::now();
-    let c2 = ctx.clone();
-    let batch = tokio::task::spawn_blocking(move || -> crate::Result<Box<Batch>> {
-        let r = c2.teacher.lock();
-        let b = &mut *batch;
-        teacher_pass(
-            &r.model,
-            &c2.template,
-            &b.plan.examples,
-            &mut b.samples,
-            &c2.cfg.algo,
-            b.plan.lambda,
-            c2.cfg.rollout.temperature,
-        )?;
-        b.teacher_version = r.version;
-        Ok(batch)
-    })
-    .await
-    .map_err(join_err)??;
-    let mut batch = batch;
-    batch.timings.teacher_s = t0.elapsed().as_secs_f64();
-    ctx.send(|p| p.credit.clone(), CreditMsg::Assign(batch));
+    let replica = st.replica.clone();
+    let weights = p.teacher.clone();
+    tokio::task::spawn_blocking(move || weights.load_into(&mut replica.lock()))
+        .await
+        .map_err(join_err)??;
+    st.version = p.teacher.version();
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::required_teacher_version;
-
-    #[test]
-    fn teacher_version_is_latest_multiple_of_interval() {
-        // interval 10: steps 1..=10 use version 0, steps 11..=20 version 10.
-        assert_eq!(required_teacher_version(0, 10), 0);
-        assert_eq!(required_teacher_version(9, 10), 0);
-        assert_eq!(required_teacher_version(10, 10), 10);
-        // interval 1 is the live policy.
-        assert_eq!(required_teacher_version(7, 1), 7);
+async fn score(st: &mut TeacherState, batch: Box<ScoredBatch>) -> Result<(), ActorProcessingErr> {
+    let plan = &batch.rollout.plan;
+    // Wait even when the plan needs no teacher, so the logged teacher
+    // version is the one a sequential loop would report.
+    if st.version < plan.teacher_version {
+        st.waiting.push(batch);
+        return Ok(());
     }
+    let shared = st.args.shared.clone();
+    shared.faults.check(Role::Teacher, plan.step)?;
+    let t0 = Instant::now();
+    let replica = st.replica.clone();
+    let version = st.version;
+    let template = st.args.template.clone();
+    let cfg = shared.clone();
+    let mut taught = tokio::task::spawn_blocking(move || {
+        let c = &cfg.cfg;
+        teacher_pass(
+            &replica.lock(),
+            version,
+            &template,
+            *batch,
+            &c.algo,
+            c.rollout.temperature,
+            c.optim.max_tokens_per_micro_batch,
+        )
+    })
+    .await
+    .map_err(join_err)??;
+    taught.scored.rollout.timings.teacher_s = t0.elapsed().as_secs_f64();
+    shared.send(|p| p.credit.clone(), CreditMsg::Assign(Box::new(taught)));
+    Ok(())
 }

@@ -7,11 +7,11 @@
 //! verifier's own timeout is capped at `verifier_timeout_s`, so its process
 //! group is killed by then.
 
-use super::ctx::Ctx;
 use super::fault::Role;
 use super::messages::{TeacherMsg, VerifierMsg};
-use super::stages::{apply_verdict, verify_one};
-use crate::verify::Verdict;
+use super::shared::Shared;
+use crate::pipeline::{verify_one, Score, ScoredBatch};
+use crate::verify::{Verdict, Verifier};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,10 +21,24 @@ use tokio::sync::Semaphore;
 #[derive(Debug)]
 pub struct VerifierPool;
 
+/// What the supervisor hands a (re)spawned verifier pool.
+pub struct VerifierArgs {
+    /// Run context.
+    pub shared: Arc<Shared>,
+    /// The reward function.
+    pub verifier: Arc<dyn Verifier>,
+}
+
+impl std::fmt::Debug for VerifierArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierArgs").finish()
+    }
+}
+
 /// Verifier state.
 #[derive(Debug)]
 pub struct VerifierState {
-    ctx: Arc<Ctx>,
+    args: VerifierArgs,
     /// Bounds concurrent verifications.
     workers: Arc<Semaphore>,
 }
@@ -32,15 +46,15 @@ pub struct VerifierState {
 impl Actor for VerifierPool {
     type Msg = VerifierMsg;
     type State = VerifierState;
-    type Arguments = Arc<Ctx>;
+    type Arguments = VerifierArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        ctx: Arc<Ctx>,
+        args: VerifierArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let workers = Arc::new(Semaphore::new(ctx.cfg.runtime.verifier_workers));
-        Ok(VerifierState { ctx, workers })
+        let workers = Arc::new(Semaphore::new(args.shared.cfg.runtime.verifier_workers));
+        Ok(VerifierState { args, workers })
     }
 
     async fn handle(
@@ -49,15 +63,16 @@ impl Actor for VerifierPool {
         msg: Self::Msg,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let VerifierMsg::Verify(mut batch) = msg;
-        let ctx = st.ctx.clone();
+        let VerifierMsg::Verify(batch) = msg;
+        let mut batch = *batch;
+        let ctx = st.args.shared.clone();
         ctx.faults.check(Role::Verifier, batch.plan.step)?;
         let t0 = Instant::now();
         let timeout = Duration::from_secs_f64(ctx.cfg.runtime.verifier_timeout_s);
-        let mut tasks = Vec::with_capacity(batch.samples.len());
-        for s in &batch.samples {
+        let mut tasks = Vec::with_capacity(batch.rollouts.len());
+        for s in &batch.rollouts {
             let permit = st.workers.clone().acquire_owned().await?;
-            let verifier = ctx.verifier.clone();
+            let verifier = st.args.verifier.clone();
             let ex = batch.plan.examples[s.group].clone();
             let text = s.response_text.clone();
             tasks.push(tokio::spawn(async move {
@@ -90,7 +105,8 @@ impl Actor for VerifierPool {
                 out
             }));
         }
-        for (s, t) in batch.samples.iter_mut().zip(tasks) {
+        let mut scores = Vec::with_capacity(tasks.len());
+        for t in tasks {
             let (v, timed_out) = t.await.unwrap_or_else(|e| {
                 (
                     Verdict {
@@ -107,11 +123,11 @@ impl Actor for VerifierPool {
                     "verifier abandoned after its timeout"
                 );
             }
-            s.verifier_timed_out = timed_out;
-            apply_verdict(s, v);
+            scores.push(Score::of(v, timed_out));
         }
         batch.timings.verify_s = t0.elapsed().as_secs_f64();
-        ctx.send(|p| p.teacher.clone(), TeacherMsg::Score(batch));
+        let scored = ScoredBatch::new(batch, scores)?;
+        ctx.send(|p| p.teacher.clone(), TeacherMsg::Score(Box::new(scored)));
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! `rlsd inspect`: where would one train step put its credit?
 //!
 //! Runs the stages of one step on a fresh batch, exactly as the runtime
-//! does (the functions in [`crate::actors::stages`]): draw the step's prompts,
+//! does (the functions in [`crate::pipeline`]): draw the step's prompts,
 //! sample `G` responses each, verify, score with the teacher (the policy shown
 //! the privileged text), compute group advantages. Then the token credit
 //! `Ahat_t` comes from [`crate::train::micro_batch_loss`], the train step's
@@ -15,20 +15,15 @@
 //! `Ahat_t / A` with [`crate::inspect::render_credit_html`], grouped by prompt
 //! with the reward and advantage) and as ANSI text for a terminal.
 
-use crate::actors::messages::{Batch, StepPlan};
-use crate::actors::stages::{
-    apply_verdict, assign_advantages, rollout, step_seed, teacher_pass, tokenizer_of, train_batch,
-    verify_one,
-};
 use crate::config::RunConfig;
 use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
 use crate::inspect::{render_credit_ansi, render_credit_html};
 use crate::model::{token_logprobs, LoadedModel};
 use crate::observe::completions::{padded, rows};
+use crate::pipeline::{prepare_step, tokenizer_of, StepPlan};
 use crate::plot::xml_escape;
-use crate::rlsd::{lambda_at, lr_at, LossNorm};
-use crate::stats::StageTimings;
+use crate::rlsd::LossNorm;
 use crate::train::{effective_algo, micro_batch_loss};
 use crate::verify::Verifier;
 use serde::Serialize;
@@ -113,39 +108,14 @@ pub fn inspect_step(
         ));
     }
     let temperature = cfg.rollout.temperature;
-    let plan = StepPlan {
-        step,
-        examples,
-        lambda: lambda_at(step, &cfg.algo),
-        lr: lr_at(step, &cfg.optim),
-        min_version: step.saturating_sub(1),
-        seed: step_seed(cfg.runtime.seed, step),
-        cursor_after: serde_json::Value::Null,
-    };
-    let mut samples = rollout(policy, &plan, &cfg.rollout)?;
-    for s in samples.iter_mut() {
-        let v = verify_one(verifier, &plan.examples[s.group], &s.response_text);
-        apply_verdict(s, v);
-    }
+    // As the sequential loop plans step `step`: on-policy, teacher = policy.
+    let plan = StepPlan::new(cfg, step, 0, examples, serde_json::Value::Null);
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
-    teacher_pass(
-        teacher,
-        &template,
-        &plan.examples,
-        &mut samples,
-        &cfg.algo,
-        plan.lambda,
-        temperature,
+    let version = step.saturating_sub(1);
+    let batch = prepare_step(
+        cfg, plan, policy, version, teacher, 0, verifier, &template,
     )?;
-    assign_advantages(&mut samples, cfg.rollout.group_size, &cfg.algo)?;
-    let batch = Batch {
-        plan,
-        policy_version: step.saturating_sub(1),
-        teacher_version: 0,
-        samples,
-        timings: StageTimings::default(),
-    };
-    let tb = train_batch(&batch, &cfg.algo, temperature);
+    let tb = batch.train_batch(&cfg.algo, temperature);
     let algo = effective_algo(&cfg.algo, &tb)?;
 
     // The current policy's log-probs, detached: the train step's `logp_S`.
@@ -171,7 +141,8 @@ pub fn inspect_step(
 
     let tok = tokenizer_of(policy)?;
     let mut out = Vec::with_capacity(n);
-    for (i, s) in batch.samples.iter().enumerate() {
+    for (i, s) in batch.rollouts().iter().enumerate() {
+        let score = &batch.scores()[i];
         let l = s.response_ids.len();
         let tokens = s
             .response_ids
@@ -183,10 +154,10 @@ pub fn inspect_step(
             text: s.response_text.clone(),
             response_ids: s.response_ids.clone(),
             tokens,
-            reward: s.reward,
-            correct: s.correct,
-            reason: s.reason.clone(),
-            advantage: s.advantage,
+            reward: score.reward,
+            correct: score.correct,
+            reason: score.reason.clone(),
+            advantage: batch.advantages[i],
             ahat: ahat[i][..l].to_vec(),
             weights: weights
                 .as_ref()
@@ -199,9 +170,9 @@ pub fn inspect_step(
     Ok(Inspection {
         algo: algo.name().to_string(),
         step,
-        lambda: batch.plan.lambda,
+        lambda: batch.plan().lambda,
         eps_w: cfg.algo.eps_w,
-        examples: batch.plan.examples,
+        examples: batch.plan().examples.clone(),
         responses: out,
     })
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::{Kind, Tensor};
 
-use crate::actors::messages::Batch;
+use crate::pipeline::CreditBatch;
 use crate::commands::inspect::{InspectedResponse, Inspection};
 use crate::data::Example;
 use crate::metrics::read_metrics_counted;
@@ -136,7 +136,7 @@ impl StepCompletions {
 /// built from `batch`. Never fails the step: a problem is logged and gives
 /// an empty sample.
 pub fn sample_completions(
-    batch: &Batch,
+    batch: &CreditBatch,
     tb: &TrainBatch,
     algo: &AlgoConfig,
     tokenizer: Option<&Tokenizer>,
@@ -145,20 +145,20 @@ pub fn sample_completions(
     match try_sample(batch, tb, algo, tokenizer, n) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(step = batch.plan.step, error = %e, "could not sample completions for the log");
+            tracing::warn!(step = batch.plan().step, error = %e, "could not sample completions for the log");
             Vec::new()
         }
     }
 }
 
 fn try_sample(
-    batch: &Batch,
+    batch: &CreditBatch,
     tb: &TrainBatch,
     algo: &AlgoConfig,
     tokenizer: Option<&Tokenizer>,
     n: usize,
 ) -> Result<Vec<CompletionSample>> {
-    let k = n.min(batch.samples.len()).min(tb.samples.len());
+    let k = n.min(batch.rollouts().len()).min(tb.samples.len());
     if k == 0 {
         return Ok(Vec::new());
     }
@@ -180,7 +180,8 @@ fn try_sample(
     let weights = mbl.credit.weights.as_ref().map(rows).transpose()?;
     let delta = mbl.delta.as_ref().map(rows).transpose()?;
     let mut out = Vec::with_capacity(k);
-    for (i, s) in batch.samples[..k].iter().enumerate() {
+    for (i, s) in batch.rollouts()[..k].iter().enumerate() {
+        let score = &batch.scores()[i];
         let l = lens[i];
         let tokens = s
             .response_ids
@@ -190,7 +191,7 @@ fn try_sample(
                 None => Ok(format!("<{id}>")),
             })
             .collect::<Result<Vec<_>>>()?;
-        let ex = batch.plan.examples.get(s.group);
+        let ex = batch.example_of(i);
         out.push(CompletionSample {
             group: s.group,
             example_id: ex.map(|e| e.id.clone()).unwrap_or_default(),
@@ -199,10 +200,10 @@ fn try_sample(
             response: s.response_text.clone(),
             response_ids: s.response_ids.clone(),
             tokens,
-            reward: s.reward,
-            correct: s.correct,
-            reason: s.reason.clone(),
-            advantage: s.advantage,
+            reward: score.reward,
+            correct: score.correct,
+            reason: score.reason.clone(),
+            advantage: batch.advantages[i],
             ahat: ahat[i][..l].to_vec(),
             weights: weights.as_ref().map(|w| w[i][..l].to_vec()),
             delta: delta.as_ref().map(|d| d[i][..l].to_vec()),

@@ -1,0 +1,30 @@
+//! The stages of one training step as plain functions over typed batches
+//! (DESIGN.md, "Pipeline"): the actors call them one stage each, and the
+//! sequential loop ([`crate::actors::sequential`]), `rlsd inspect` and the
+//! tests call them in order with [`prepare_step`].
+//!
+//! ```text
+//! StepPlan::new ─rollout─► RolloutBatch ─verify─► ScoredBatch ─teacher_pass─► TeacherBatch
+//!     ─assign_credit─► CreditBatch ─train_batch─► train_step ─step_stats─► StepStats
+//! ```
+//!
+//! - [`plan`]: [`StepPlan::new`], the one place that decides a step's
+//!   constants and whether it needs the teacher.
+//! - [`batch`]: one type per stage.
+//! - [`stages`]: the stage functions.
+//! - [`stats`]: [`step_stats`], the one place that assembles [`crate::stats::StepStats`].
+
+pub mod batch;
+pub mod plan;
+pub mod stages;
+pub mod stats;
+
+pub use batch::{
+    CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, TeacherBatch, TeacherScores,
+};
+pub use plan::{needs_teacher_pass, required_teacher_version, step_seed, StepPlan};
+pub use stages::{
+    assign_credit, prepare_step, rollout, teacher_pass, teacher_prompt_ids, tokenizer_of,
+    verify_all, verify_one,
+};
+pub use stats::step_stats;

@@ -1,0 +1,132 @@
+//! [`StepPlan`]: the one place that decides what a step is: its prompts,
+//! lambda, learning rate, sampling seed, the policy and teacher versions it
+//! may use, and whether it needs the teacher at all.
+
+use crate::config::RunConfig;
+use crate::data::Example;
+use crate::rlsd::{lambda_at, lr_at, Algo, AlgoConfig};
+
+/// The order for one step: which prompts, with which constants.
+#[derive(Debug, Clone)]
+pub struct StepPlan {
+    /// Step number, counted from 1.
+    pub step: u64,
+    /// The `B` prompts of this step.
+    pub examples: Vec<Example>,
+    /// lambda of the RLSD schedule at this step.
+    pub lambda: f64,
+    /// Learning rate at this step.
+    pub lr: f64,
+    /// Oldest policy version the sampler may use (bounds staleness).
+    pub min_version: u64,
+    /// Seed of this step's sampling RNG (a function of the run seed and the step).
+    pub seed: u64,
+    /// The data cursor after these prompts were drawn (for checkpoints).
+    pub cursor_after: serde_json::Value,
+    /// Whether the teacher-scorer runs at this step ([`needs_teacher_pass`]).
+    pub needs_teacher: bool,
+    /// Teacher weights version this step must be scored with
+    /// ([`required_teacher_version`] of `min_version`).
+    pub teacher_version: u64,
+}
+
+impl StepPlan {
+    /// The plan of step `step` (from 1) over `examples` for `cfg`, letting the
+    /// sampler run up to `max_staleness` policy versions behind the optimizer
+    /// (0 = strictly on-policy, as the sequential loop is). `cursor_after` is
+    /// the data cursor after `examples` were drawn.
+    pub fn new(
+        cfg: &RunConfig,
+        step: u64,
+        max_staleness: u64,
+        examples: Vec<Example>,
+        cursor_after: serde_json::Value,
+    ) -> StepPlan {
+        let lambda = lambda_at(step, &cfg.algo);
+        let min_version = step.saturating_sub(1).saturating_sub(max_staleness);
+        StepPlan {
+            step,
+            examples,
+            lambda,
+            lr: lr_at(step, &cfg.optim),
+            min_version,
+            seed: step_seed(cfg.runtime.seed, step),
+            cursor_after,
+            needs_teacher: needs_teacher_pass(&cfg.algo, lambda),
+            teacher_version: required_teacher_version(
+                min_version,
+                cfg.runtime.teacher_sync_interval,
+            ),
+        }
+    }
+}
+
+/// Seed of step `step`'s sampling RNG: a SplitMix64 mix of the run seed and the step,
+/// so a re-issued step samples exactly what the first attempt did.
+pub fn step_seed(run_seed: u64, step: u64) -> u64 {
+    let mut z = run_seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Whether a step needs the teacher at all: every algorithm but GRPO does,
+/// except RLSD once lambda has decayed to 0 (then it is exactly GRPO, and the
+/// teacher forward is skipped).
+pub fn needs_teacher_pass(algo: &AlgoConfig, lambda: f64) -> bool {
+    algo.algo.needs_teacher() && !(algo.algo == Algo::Rlsd && lambda == 0.0)
+}
+
+/// Teacher weights version a step whose policy is at least `min_version`
+/// requires: the latest multiple of the sync interval (with
+/// `max_staleness = 0`, exactly the version a sequential loop would use).
+pub fn required_teacher_version(min_version: u64, interval: u64) -> u64 {
+    (min_version / interval.max(1)) * interval.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn teacher_pass_is_skipped_only_when_it_cannot_matter() {
+        let cfg = |a| AlgoConfig::with_algo(a);
+        assert!(needs_teacher_pass(&cfg(Algo::Rlsd), 0.3));
+        assert!(!needs_teacher_pass(&cfg(Algo::Rlsd), 0.0));
+        assert!(!needs_teacher_pass(&cfg(Algo::Grpo), 0.3));
+        assert!(needs_teacher_pass(&cfg(Algo::Opsd), 0.0));
+        assert!(needs_teacher_pass(&cfg(Algo::Cepo), 0.0));
+    }
+
+    #[test]
+    fn step_seeds_differ_and_repeat() {
+        assert_eq!(step_seed(7, 3), step_seed(7, 3));
+        assert_ne!(step_seed(7, 3), step_seed(7, 4));
+        assert_ne!(step_seed(7, 3), step_seed(8, 3));
+    }
+
+    #[test]
+    fn teacher_version_is_latest_multiple_of_interval() {
+        // interval 10: steps 1..=10 use version 0, steps 11..=20 version 10.
+        assert_eq!(required_teacher_version(0, 10), 0);
+        assert_eq!(required_teacher_version(9, 10), 0);
+        assert_eq!(required_teacher_version(10, 10), 10);
+        // interval 1 is the live policy.
+        assert_eq!(required_teacher_version(7, 1), 7);
+    }
+
+    #[test]
+    fn plan_bounds_versions_by_staleness() {
+        let mut cfg = RunConfig::default();
+        cfg.runtime.teacher_sync_interval = 2;
+        // Step 5 on-policy: policy 4, teacher 4; one version stale: policy 3, teacher 2.
+        let p = StepPlan::new(&cfg, 5, 0, Vec::new(), serde_json::Value::Null);
+        assert_eq!((p.min_version, p.teacher_version), (4, 4));
+        let p = StepPlan::new(&cfg, 5, 1, Vec::new(), serde_json::Value::Null);
+        assert_eq!((p.min_version, p.teacher_version), (3, 2));
+        // Step 1 never underflows.
+        let p = StepPlan::new(&cfg, 1, 3, Vec::new(), serde_json::Value::Null);
+        assert_eq!((p.min_version, p.teacher_version), (0, 0));
+        assert_eq!(p.seed, step_seed(cfg.runtime.seed, 1));
+    }
+}

@@ -1,0 +1,52 @@
+//! The one place that assembles a step's [`StepStats`]: the train step's
+//! numbers plus what the earlier stages know (rewards, accuracy, lengths,
+//! versions, stage timings, sampled completions).
+
+use super::batch::CreditBatch;
+use crate::model::Tokenizer;
+use crate::rlsd::AlgoConfig;
+use crate::stats::StepStats;
+use crate::train::TrainBatch;
+
+/// The full stats of a trained step: `trained` is what [`crate::train::train_step`]
+/// returned for `tb`, which was built from `batch`; `completions` responses
+/// are sampled for the completions log (`observe.completions_per_step`).
+pub fn step_stats(
+    batch: &CreditBatch,
+    tb: &TrainBatch,
+    mut trained: StepStats,
+    algo: &AlgoConfig,
+    tokenizer: Option<&Tokenizer>,
+    completions: usize,
+) -> StepStats {
+    let rollouts = batch.rollouts();
+    let scores = batch.scores();
+    let plan = batch.plan();
+    let n = rollouts.len().max(1) as f64;
+    let s = &mut trained;
+    s.step = plan.step;
+    s.reward_mean = scores.iter().map(|x| x.reward as f64).sum::<f64>() / n;
+    s.accuracy = scores.iter().filter(|x| x.correct).count() as f64 / n;
+    s.response_len_mean = rollouts
+        .iter()
+        .map(|r| r.response_ids.len() as f64)
+        .sum::<f64>()
+        / n;
+    s.truncation_rate = rollouts.iter().filter(|r| !r.stopped_on_eos).count() as f64 / n;
+    s.leakage_rate = crate::rlsd::leakage::leakage_rate(
+        rollouts
+            .iter()
+            .map(|r| (&plan.examples[r.group], r.response_text.as_str())),
+    );
+    s.policy_version = batch.policy_version();
+    s.teacher_version = batch.taught.teacher.version;
+    s.verifier_timeouts = scores.iter().filter(|x| x.timed_out).count() as u64;
+    s.version_lag = (plan.step - 1).saturating_sub(batch.policy_version());
+    let t = batch.timings();
+    s.timings.generate_s = t.generate_s;
+    s.timings.verify_s = t.verify_s;
+    s.timings.teacher_s = t.teacher_s;
+    s.timings.credit_s = t.credit_s;
+    s.completions = crate::observe::sample_completions(batch, tb, algo, tokenizer, completions);
+    trained
+}

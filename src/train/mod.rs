@@ -1,0 +1,341 @@
+//! The train step: forward the policy on prompt + response, take the response
+//! tokens' log-probs, compute the RLSD-family loss, back-propagate (with
+//! gradient accumulation over micro-batches), clip the gradient norm, AdamW.
+//!
+//! Garbage in (non-finite log-probs or advantages) and garbage out (a
+//! non-finite loss or gradient norm) skip the step: the weights and the
+//! optimizer state stay untouched and [`StepStats::skipped`] says so.
+
+//!
+//! Layout: [`checks`] (input checks, [`effective_algo`]), [`loss`] (one
+//! micro-batch's credit and loss, the logged sums), [`micro`] (token-budget
+//! micro-batches), [`distill`] (the OPSD distillation term), and here the
+//! step itself.
+//!
+//! Data-parallel seam: [`train_step_with`] takes a [`GradSync`], called once
+//! per step after every micro-batch's backward and before clipping and AdamW
+//! (where an all-reduce of the gradients belongs). [`train_step`] is the
+//! single-process step ([`NoSync`]).
+
+mod checks;
+mod distill;
+mod loss;
+mod micro;
+
+pub use checks::effective_algo;
+pub use distill::{distill_loss, support_tensors};
+pub use loss::{micro_batch_loss, MicroBatchLoss};
+pub use micro::micro_batches;
+
+use crate::error::Result;
+use crate::optim::{AdamW, OptimConfig};
+use crate::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
+use crate::rlsd::{Algo, AlgoConfig, LossNorm, TokenSupport};
+use crate::stats::StepStats;
+use checks::{check_lengths, invalid, non_finite_input};
+use loss::{logged_parts, Accum};
+use micro::permuted;
+use std::time::Instant;
+use tch::Tensor;
+
+/// One batch ready for the optimizer: responses with everything the loss needs.
+/// Per-token vectors have exactly the length of their response.
+#[derive(Debug, Clone, Default)]
+pub struct TrainBatch {
+    /// Prompt and response token ids of each sample (`B` of them).
+    pub samples: Vec<PromptResponse>,
+    /// `logp_old_t`: the sampling log-probs of each response token.
+    pub sampling_logprobs: Vec<Vec<f32>>,
+    /// `logp_T_t`: the teacher's log-probs (with privileged information). Needed by
+    /// rlsd (unless `lambda == 0`), opsd and cepo; for grpo only logged.
+    pub teacher_logprobs: Option<Vec<Vec<f32>>>,
+    /// CEPO's `logp_Tneg_t` per sample: the teacher given the group's wrong answer;
+    /// `None` for a sample whose group has no wrong response (falls back to `logp_S_t`).
+    pub teacher_neg_logprobs: Option<Vec<Option<Vec<f32>>>>,
+    /// Reference-policy log-probs for the k3 KL term (needed when `kl_coef > 0`).
+    pub ref_logprobs: Option<Vec<Vec<f32>>>,
+    /// The teacher's next-token distribution at each response position (top-k
+    /// plus tail, or the full vocabulary): needed by `opsd_loss = "kl" | "jsd"`.
+    pub teacher_support: Option<Vec<TokenSupport>>,
+    /// `A_i`: the group-relative advantage of each sample.
+    pub advantages: Vec<f32>,
+    /// The verifier's verdict per sample, for the delta-on-correct/wrong
+    /// statistics; `None`: `A_i > 0` counts as correct, `A_i < 0` as wrong.
+    pub correct: Option<Vec<bool>>,
+    /// Step number (from 1), for the stats.
+    pub step: u64,
+    /// Lambda for this step (`rlsd::lambda_at`).
+    pub lambda: f64,
+    /// Learning rate for this step (`rlsd::lr_at`).
+    pub lr: f64,
+    /// Sampling temperature; log-probs are taken at the same temperature.
+    pub temperature: f64,
+}
+
+/// The policy with its optimizer and the update's configuration.
+#[derive(Debug)]
+pub struct Trainer<P: Policy> {
+    /// The model being trained.
+    pub policy: P,
+    /// AdamW over the policy's trainable variables.
+    pub optimizer: AdamW,
+    /// The update's hyper-parameters.
+    pub algo: AlgoConfig,
+    /// Optimizer and micro-batching settings.
+    pub optim: OptimConfig,
+    /// Steps skipped so far (non-finite inputs, loss or gradient).
+    pub skipped_steps: u64,
+}
+
+impl<P: Policy> Trainer<P> {
+    /// A trainer over `policy`; both configs are validated.
+    pub fn new(policy: P, algo: AlgoConfig, optim: OptimConfig) -> Result<Self> {
+        algo.validate()?;
+        optim.validate()?;
+        let optimizer = AdamW::new(policy.var_store(), &optim);
+        Ok(Trainer {
+            policy,
+            optimizer,
+            algo,
+            optim,
+            skipped_steps: 0,
+        })
+    }
+}
+
+/// Where data-parallel learners combine their gradients: called once per
+/// step, after the backward of every micro-batch and before the gradient norm
+/// is clipped and AdamW applies the update. A single process needs nothing
+/// ([`NoSync`]); `n` ranks each training `1/n` of the batch all-reduce here.
+///
+/// Contract for an implementation: `grads` holds the gradient of every
+/// trainable parameter in the optimizer's order (the same order on every
+/// rank; an entry is undefined when its parameter got no gradient). Each rank
+/// aggregated its loss with its own batch's token counts
+/// ([`LossNorm::of_batch`]); to reproduce one big batch exactly, reduce as
+/// `sum_r(n_r * g_r) / sum_r(n_r)`, not a plain mean. A rank that would skip
+/// the step (non-finite loss) returns before this hook, so ranks must agree
+/// on skips before calling it (e.g. all-reduce a flag).
+pub trait GradSync {
+    /// Combine this rank's gradients with the other ranks' in place.
+    fn sync(&mut self, grads: &mut [Tensor], batch: &TrainBatch) -> Result<()>;
+}
+
+/// One process, nothing to combine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSync;
+
+impl GradSync for NoSync {
+    fn sync(&mut self, _grads: &mut [Tensor], _batch: &TrainBatch) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Skip the step: drop gradients, count it, report why.
+fn skip<P: Policy>(trainer: &mut Trainer<P>, mut stats: StepStats, reason: String) -> StepStats {
+    trainer.optimizer.zero_grad();
+    trainer.skipped_steps += 1;
+    tracing::warn!(step = stats.step, %reason, "skipping train step");
+    stats.skipped = true;
+    stats.skip_reason = Some(reason);
+    stats.skipped_steps = trainer.skipped_steps;
+    stats
+}
+
+/// One optimizer step on `batch` (see the module docs). The loss is
+/// aggregated with the whole batch's token / sequence counts, so any
+/// `micro_batch_size` gives the same update as one big batch.
+pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Result<StepStats> {
+    train_step_with(trainer, batch, &mut NoSync)
+}
+
+/// [`train_step`] with a [`GradSync`] between the backward passes and the update.
+pub fn train_step_with<P: Policy>(
+    trainer: &mut Trainer<P>,
+    batch: &TrainBatch,
+    sync: &mut dyn GradSync,
+) -> Result<StepStats> {
+    let started = Instant::now();
+    check_lengths(batch)?;
+    let cfg = trainer.algo.clone();
+    let lens: Vec<usize> = batch.samples.iter().map(|s| s.response.len()).collect();
+    let b = batch.samples.len();
+    let total_tokens: usize = lens.iter().sum();
+    let mut stats = StepStats {
+        step: batch.step,
+        algo: cfg.algo.name().to_string(),
+        skipped_steps: trainer.skipped_steps,
+        num_responses: b,
+        num_tokens: total_tokens,
+        response_len_mean: if b > 0 {
+            total_tokens as f64 / b as f64
+        } else {
+            0.0
+        },
+        response_len_max: lens.iter().copied().max().unwrap_or(0),
+        lambda: batch.lambda,
+        lr: batch.lr,
+        ..StepStats::default()
+    };
+    if b > 0 {
+        stats.adv_mean = batch.advantages.iter().map(|&a| f64::from(a)).sum::<f64>() / b as f64;
+        stats.adv_abs_mean = batch
+            .advantages
+            .iter()
+            .map(|&a| f64::from(a).abs())
+            .sum::<f64>()
+            / b as f64;
+    }
+    if let Some(what) = non_finite_input(batch) {
+        return Ok(skip(trainer, stats, format!("non-finite values in {what}")));
+    }
+    if total_tokens == 0 {
+        return Ok(skip(trainer, stats, "batch has no response tokens".into()));
+    }
+
+    let algo = effective_algo(&cfg, batch)?;
+    let norm = LossNorm::of_batch(batch);
+    let (order, ranges) = micro_batches(
+        &batch.samples,
+        trainer.optim.micro_batch_size,
+        trainer.optim.max_tokens_per_micro_batch,
+    );
+    let sorted;
+    let batch = if order.iter().enumerate().all(|(i, &o)| i == o) {
+        batch
+    } else {
+        sorted = permuted(batch, &order);
+        &sorted
+    };
+    let opts = ScoreOptions {
+        chunk_tokens: trainer.optim.logit_chunk_tokens,
+        activation_checkpointing: trainer.optim.activation_checkpointing,
+    };
+    let device = trainer.policy.device();
+    trainer.optimizer.zero_grad();
+    let mut acc = Accum::default();
+    for range in ranges {
+        let chunk = &batch.samples[range.clone()];
+        // Rows of correct / wrong responses (the verdicts, or the sign of A_i).
+        let side: Vec<f64> = range
+            .clone()
+            .map(|i| match &batch.correct {
+                Some(c) => f64::from(u8::from(c[i])) * 2.0 - 1.0,
+                None => f64::from(batch.advantages[i]).signum(),
+            })
+            .collect();
+        let mut vals: Option<Accum> = None;
+        let mut loss_of =
+            |scores: &ResponseScores, student_support: Option<&Tensor>| -> Result<Option<Tensor>> {
+                let mb = micro_batch_loss(
+                    &cfg,
+                    algo,
+                    batch,
+                    range.clone(),
+                    &scores.logprobs,
+                    &scores.entropy,
+                    norm,
+                )?;
+                let distill = distill_loss(
+                    &cfg,
+                    algo,
+                    batch,
+                    range.clone(),
+                    &scores.logprobs,
+                    student_support,
+                    &mb.mask,
+                    norm,
+                )?;
+                let total = match &distill {
+                    Some(d) => mb.loss.loss.f_add(&d.f_mul_scalar(cfg.distill_coef)?)?,
+                    None => mb.loss.loss.shallow_clone(),
+                };
+                let v = logged_parts(&mb, &total, distill.as_ref(), &side, device)?;
+                let finite = v.loss.is_finite();
+                vals = Some(v);
+                Ok(finite.then_some(total))
+            };
+        match &batch.teacher_support {
+            // OPSD kl / jsd: the student's log-probs on the teacher's support
+            // come from one unchunked forward (the support is top-k wide, but
+            // this path still holds the micro-batch's [b, L, V] log-softmax).
+            Some(sup) if algo.distills() && cfg.opsd_loss.needs_distribution() => {
+                let len = chunk.iter().map(|s| s.response.len()).max().unwrap_or(0);
+                let (ids, _) = support_tensors(&sup[range.clone()], len, device)?;
+                let (scores, student) =
+                    trainer
+                        .policy
+                        .response_scores_on_support(chunk, batch.temperature, &ids)?;
+                if let Some(l) = loss_of(&scores, Some(&student))? {
+                    l.f_backward()?;
+                }
+            }
+            _ => {
+                trainer.policy.backward_scores(
+                    chunk,
+                    batch.temperature,
+                    &opts,
+                    &mut |s: &ResponseScores| loss_of(s, None),
+                    None,
+                )?;
+            }
+        }
+        let vals = vals.ok_or_else(|| invalid("the policy never computed the loss".into()))?;
+        if !vals.loss.is_finite() {
+            return Ok(skip(trainer, stats, format!("non-finite loss {}", vals.loss)));
+        }
+        acc.add(&vals);
+    }
+    let mut grads = trainer.optimizer.gradients();
+    sync.sync(&mut grads, batch)?;
+    drop(grads);
+    let grad_norm = trainer
+        .optimizer
+        .clip_grad_norm(trainer.optim.max_grad_norm)?;
+    stats.grad_norm = grad_norm;
+    if !grad_norm.is_finite() {
+        return Ok(skip(
+            trainer,
+            stats,
+            format!("non-finite gradient norm {grad_norm}"),
+        ));
+    }
+    trainer.optimizer.step(batch.lr)?;
+    trainer.optimizer.zero_grad();
+
+    fill_from_sums(&mut stats, &acc, algo, total_tokens);
+    stats.timings.train_s = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// The step's means and fractions from the summed [`Accum`] over
+/// `total_tokens` response tokens.
+fn fill_from_sums(stats: &mut StepStats, acc: &Accum, algo: Algo, total_tokens: usize) {
+    let n = total_tokens as f64;
+    stats.loss = acc.loss;
+    stats.pg_loss = acc.pg;
+    stats.kl = acc.kl;
+    stats.entropy = acc.entropy / n;
+    stats.ahat_mean = acc.ahat / n;
+    stats.ahat_abs_mean = acc.ahat_abs / n;
+    if acc.delta_tokens > 0.0 {
+        stats.delta_mean = acc.delta / acc.delta_tokens;
+        stats.delta_abs_mean = acc.delta_abs / acc.delta_tokens;
+    }
+    if matches!(algo, Algo::Rlsd | Algo::Cepo) {
+        stats.weight_mean = acc.weight / n;
+        stats.weight_clip_frac = acc.weight_clipped / n;
+        stats.weight_clip_low_frac = acc.weight_clipped_low / n;
+        stats.weight_clip_high_frac = acc.weight_clipped_high / n;
+    }
+    stats.distill_loss = acc.distill;
+    if acc.tokens_correct > 0.0 {
+        stats.delta_mean_correct = acc.delta_correct / acc.tokens_correct;
+    }
+    if acc.tokens_wrong > 0.0 {
+        stats.delta_mean_wrong = acc.delta_wrong / acc.tokens_wrong;
+    }
+    stats.ratio_mean = acc.ratio / n;
+    stats.ratio_clip_frac = acc.ratio_clipped / n;
+    stats.dual_clip_frac = acc.dual_clipped / n;
+}
