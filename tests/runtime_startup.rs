@@ -35,12 +35,14 @@ fn config(out: &Path, steps: u64, extra: &[&str]) -> RunConfig {
     RunConfig::load(None, &sets(out, steps, extra)).unwrap()
 }
 
-fn rlsd_train(out: &Path, steps: u64, extra: &[&str]) -> Command {
+/// `rlsd train` with the test's settings, then `args` (more flags).
+fn rlsd_train(out: &Path, steps: u64, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
     cmd.arg("train");
-    for s in sets(out, steps, extra) {
+    for s in sets(out, steps, &[]) {
         cmd.arg("--set").arg(s);
     }
+    cmd.args(args);
     cmd.env("RLSD_LOG", "warn").env("NO_COLOR", "1");
     cmd
 }
