@@ -82,7 +82,11 @@ fn run_case(case: &str, steps: u64, sets: &[String]) -> Result<(f64, f64)> {
                 .build()?
                 .block_on(Runtime::builder(cfg).run())?;
             anyhow::ensure!(!report.failed, "{}", report.reason);
-            anyhow::ensure!(report.steps.len() as u64 == steps, "{rt} trained {}", report.steps.len());
+            anyhow::ensure!(
+                report.steps.len() as u64 == steps,
+                "{rt} trained {}",
+                report.steps.len()
+            );
         }
     }
     Ok((cpu_seconds() - c0, t0.elapsed().as_secs_f64()))

@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rlsd::pipeline::{
-    CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, StepPlan, TeacherBatch, TeacherScores,
-};
 use rlsd::config::RunConfig;
 use rlsd::data::Example;
 use rlsd::observe::{read_completions, sample_completions, CompletionSample, Observer};
+use rlsd::pipeline::{
+    CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, StepPlan, TeacherBatch, TeacherScores,
+};
 use rlsd::policy::PromptResponse;
 use rlsd::rlsd::{Algo, AlgoConfig};
 use rlsd::stats::{StageTimings, StepStats};

@@ -90,7 +90,10 @@ fn checkpoint_bytes() -> u64 {
 fn assert_previous_checkpoint_intact(out: &Path, o: &Output) {
     assert!(!o.status.success(), "the run must fail: {}", text(o));
     let t = text(o);
-    assert!(t.contains("checkpoint"), "the cause names the checkpoint: {t}");
+    assert!(
+        t.contains("checkpoint"),
+        "the cause names the checkpoint: {t}"
+    );
     assert_eq!(checkpoint_steps(out), vec![2], "{t}");
     let ck = rlsd::checkpoint::checkpoint_dir_name(2);
     rlsd::checkpoint::load_checkpoint(&out.join("checkpoints").join(ck)).unwrap();
@@ -141,13 +144,16 @@ fn a_file_size_limit_stops_the_run_and_keeps_the_previous_checkpoint() {
     let o = rlsd_train(out, 2, &[]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     // The largest file of that checkpoint; resume under a limit below it.
-    let largest = std::fs::read_dir(out.join("checkpoints").join(rlsd::checkpoint::checkpoint_dir_name(2)))
-        .unwrap()
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .max()
-        .unwrap();
+    let largest = std::fs::read_dir(
+        out.join("checkpoints")
+            .join(rlsd::checkpoint::checkpoint_dir_name(2)),
+    )
+    .unwrap()
+    .filter_map(|e| e.ok()?.metadata().ok())
+    .filter(|m| m.is_file())
+    .map(|m| m.len())
+    .max()
+    .unwrap();
     let limit = largest / 2;
     let mut cmd = rlsd_train(out, 6, &["--resume", "latest"]);
     // SAFETY: only async-signal-safe calls between fork and exec.

@@ -36,12 +36,17 @@ impl Actor for CreditAssigner {
         shared: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let CreditMsg::Assign(batch) = msg;
-        shared.faults.check(Role::Credit, batch.scored.rollout.plan.step)?;
+        shared
+            .faults
+            .check(Role::Credit, batch.scored.rollout.plan.step)?;
         let t0 = Instant::now();
         let cfg = &shared.cfg;
         let mut credit = assign_credit(*batch, cfg.rollout.group_size, &cfg.algo)?;
         credit.taught.scored.rollout.timings.credit_s = t0.elapsed().as_secs_f64();
-        shared.send(|p| p.optimizer.clone(), OptimizerMsg::Train(Box::new(credit)));
+        shared.send(
+            |p| p.optimizer.clone(),
+            OptimizerMsg::Train(Box::new(credit)),
+        );
         Ok(())
     }
 }

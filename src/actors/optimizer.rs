@@ -183,11 +183,10 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
         if checkpoint_due {
             let commit = st.args.commit.clone();
             let sh = shared.clone();
-            let res = tokio::task::spawn_blocking(move || {
-                checkpoint_committed(&sh, &mut commit.lock())
-            })
-            .await
-            .map_err(join_err)?;
+            let res =
+                tokio::task::spawn_blocking(move || checkpoint_committed(&sh, &mut commit.lock()))
+                    .await
+                    .map_err(join_err)?;
             if let Err(e) = res {
                 // Retried once already: stop the run (non-zero) with the cause.
                 let reason = format!("checkpoint of step {next} failed: {e}");

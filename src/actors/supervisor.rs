@@ -49,7 +49,9 @@ pub struct Tree {
 
 impl std::fmt::Debug for Tree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tree").field("shared", &self.shared).finish()
+        f.debug_struct("Tree")
+            .field("shared", &self.shared)
+            .finish()
     }
 }
 

@@ -112,9 +112,7 @@ pub fn inspect_step(
     let plan = StepPlan::new(cfg, step, 0, examples, serde_json::Value::Null);
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
     let version = step.saturating_sub(1);
-    let batch = prepare_step(
-        cfg, plan, policy, version, teacher, 0, verifier, &template,
-    )?;
+    let batch = prepare_step(cfg, plan, policy, version, teacher, 0, verifier, &template)?;
     let tb = batch.train_batch(&cfg.algo, temperature);
     let algo = effective_algo(&cfg.algo, &tb)?;
 

@@ -17,11 +17,11 @@ use std::path::Path;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tch::{Kind, Tensor};
 
-use crate::pipeline::CreditBatch;
 use crate::commands::inspect::{InspectedResponse, Inspection};
 use crate::data::Example;
 use crate::metrics::read_metrics_counted;
 use crate::model::Tokenizer;
+use crate::pipeline::CreditBatch;
 use crate::rlsd::{AlgoConfig, LossNorm};
 use crate::train::{effective_algo, micro_batch_loss, TrainBatch};
 use crate::{Error, Result};

@@ -5,7 +5,9 @@
 //! and the sequential loop produce the same weights because they run exactly
 //! this code with exactly these seeds.
 
-use super::batch::{CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, TeacherBatch, TeacherScores};
+use super::batch::{
+    CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, TeacherBatch, TeacherScores,
+};
 use super::plan::StepPlan;
 use crate::config::{RolloutConfig, RunConfig};
 use crate::data::prompt::{chat_prompt_ids, student_prompt_ids};
@@ -270,8 +272,13 @@ fn cepo_negative_pass(
     if prompts.is_empty() {
         return Ok(out);
     }
-    let lps =
-        token_logprobs_by_prompt_within(&teacher.lm, &prompts, &responses, temperature, max_tokens)?;
+    let lps = token_logprobs_by_prompt_within(
+        &teacher.lm,
+        &prompts,
+        &responses,
+        temperature,
+        max_tokens,
+    )?;
     for (i, lp) in owners.into_iter().zip(lps) {
         out[i] = Some(lp);
     }
@@ -279,7 +286,11 @@ fn cepo_negative_pass(
 }
 
 /// Credit-assigner: group-relative advantages `A_i` for every response.
-pub fn assign_credit(batch: TeacherBatch, group_size: usize, algo: &AlgoConfig) -> Result<CreditBatch> {
+pub fn assign_credit(
+    batch: TeacherBatch,
+    group_size: usize,
+    algo: &AlgoConfig,
+) -> Result<CreditBatch> {
     let rewards: Vec<f32> = batch.scored.scores.iter().map(|s| s.reward).collect();
     let advantages = group_advantages(&rewards, group_size, algo.scale_by_std)?;
     Ok(CreditBatch {

@@ -92,8 +92,6 @@ pub(crate) fn non_finite_input(batch: &TrainBatch) -> Option<&'static str> {
     None
 }
 
-
-
 /// Which credit a step really uses: `cfg.algo`, except that RLSD with
 /// `lambda == 0` and no teacher log-probs is run as GRPO (it is exactly GRPO).
 /// Errors when the batch lacks what the algorithm needs.

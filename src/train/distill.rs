@@ -7,7 +7,9 @@ use super::checks::invalid;
 use super::loss::pad_rows;
 use super::TrainBatch;
 use crate::error::{Error, Result};
-use crate::rlsd::{aggregate, support_divergence, token_kl, Algo, AlgoConfig, LossNorm, OpsdLoss, TokenSupport};
+use crate::rlsd::{
+    aggregate, support_divergence, token_kl, Algo, AlgoConfig, LossNorm, OpsdLoss, TokenSupport,
+};
 use std::ops::Range;
 use tch::{Device, Kind, Tensor};
 

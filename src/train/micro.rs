@@ -4,7 +4,6 @@ use super::TrainBatch;
 use crate::policy::PromptResponse;
 use std::ops::Range;
 
-
 /// How a step splits its samples: an order of the samples and micro-batches
 /// as ranges over that order. With a token budget (`max_tokens > 0`) the
 /// samples are sorted by `prompt + response` length, longest first, and

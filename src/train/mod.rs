@@ -282,7 +282,11 @@ pub fn train_step_with<P: Policy>(
         }
         let vals = vals.ok_or_else(|| invalid("the policy never computed the loss".into()))?;
         if !vals.loss.is_finite() {
-            return Ok(skip(trainer, stats, format!("non-finite loss {}", vals.loss)));
+            return Ok(skip(
+                trainer,
+                stats,
+                format!("non-finite loss {}", vals.loss),
+            ));
         }
         acc.add(&vals);
     }
