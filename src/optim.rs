@@ -234,6 +234,12 @@ impl AdamW {
         self.step
     }
 
+    /// The parameters (shallow copies sharing storage and gradient), in
+    /// update order: what a data-parallel step all-reduces the gradients of.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
+    }
+
     /// Names of the parameters this optimiser updates, sorted.
     pub fn param_names(&self) -> impl Iterator<Item = &str> {
         self.params.iter().map(|(n, _)| n.as_str())

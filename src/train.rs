@@ -66,6 +66,9 @@ pub struct Trainer<P: Policy> {
     pub optim: OptimConfig,
     /// Steps skipped so far (non-finite inputs, loss or gradient).
     pub skipped_steps: u64,
+    /// Data-parallel runs: sums the loss normaliser, the gradients and the
+    /// logged sums over ranks ([`crate::dist::GradSync`]); `None` on one rank.
+    pub grad_sync: Option<Box<dyn crate::dist::GradSync>>,
 }
 
 impl<P: Policy> Trainer<P> {
@@ -80,6 +83,7 @@ impl<P: Policy> Trainer<P> {
             algo,
             optim,
             skipped_steps: 0,
+            grad_sync: None,
         })
     }
 }
@@ -693,15 +697,23 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
             .sum::<f64>()
             / b as f64;
     }
-    if let Some(what) = non_finite_input(batch) {
+    let mut norm = LossNorm::of_batch(batch);
+    if let Some(sync) = trainer.grad_sync.as_mut() {
+        // Data-parallel: every rank takes the same decision, and the loss is
+        // normalised by the global batch (crate::dist::sync).
+        let (global, bad) = crate::dist::sync::agree(sync.as_mut(), norm, non_finite_input(batch))?;
+        norm = global;
+        if let Some(reason) = bad {
+            return Ok(skip(trainer, stats, reason));
+        }
+    } else if let Some(what) = non_finite_input(batch) {
         return Ok(skip(trainer, stats, format!("non-finite values in {what}")));
     }
-    if total_tokens == 0 {
+    if norm.total_tokens == 0.0 {
         return Ok(skip(trainer, stats, "batch has no response tokens".into()));
     }
 
     let algo = effective_algo(&cfg, batch)?;
-    let norm = LossNorm::of_batch(batch);
     let (order, ranges) = micro_batches(
         &batch.samples,
         trainer.optim.micro_batch_size,
@@ -721,6 +733,7 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     let device = trainer.policy.device();
     trainer.optimizer.zero_grad();
     let mut acc = Accum::default();
+    let mut bad_loss = None;
     for range in ranges {
         let chunk = &batch.samples[range.clone()];
         // Rows of correct / wrong responses (the verdicts, or the sign of A_i).
@@ -789,9 +802,33 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
         }
         let vals = vals.ok_or_else(|| invalid("the policy never computed the loss".into()))?;
         if !vals[0].is_finite() {
-            return Ok(skip(trainer, stats, format!("non-finite loss {}", vals[0])));
+            if trainer.grad_sync.is_none() {
+                return Ok(skip(trainer, stats, format!("non-finite loss {}", vals[0])));
+            }
+            bad_loss = Some(vals[0]);
+            break;
         }
         acc.add(&vals);
+    }
+    let mut n = total_tokens as f64;
+    if let Some(sync) = trainer.grad_sync.as_mut() {
+        let t0 = Instant::now();
+        let params = trainer.optimizer.parameters();
+        crate::dist::sync::reduce_step(
+            sync.as_mut(),
+            &params,
+            &mut acc.v,
+            bad_loss,
+            &mut stats,
+            batch,
+        )?;
+        stats.timings.collective_s = t0.elapsed().as_secs_f64();
+        if stats.skipped {
+            let reason = stats.skip_reason.take().unwrap_or_default();
+            stats.skipped = false;
+            return Ok(skip(trainer, stats, reason));
+        }
+        n = norm.total_tokens;
     }
     let grad_norm = trainer
         .optimizer
@@ -809,7 +846,6 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
 
     let [loss, pg, kl, ent, ahat, ahat_abs, delta, delta_abs, w, w_clip, ratio, ratio_clip, dual, delta_tokens, distill, w_low, w_high, d_right, n_right, d_wrong, n_wrong] =
         acc.v;
-    let n = total_tokens as f64;
     stats.loss = loss;
     stats.pg_loss = pg;
     stats.kl = kl;
