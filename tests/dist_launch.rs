@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const STEPS: u64 = 3;
+const STEPS: u64 = 2;
 
 fn train(out: &Path, nproc: usize, batch_prompts: usize) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
@@ -19,12 +19,13 @@ fn train(out: &Path, nproc: usize, batch_prompts: usize) -> Command {
         format!("runtime.out_dir=\"{}\"", out.display()),
         format!("rollout.batch_prompts={batch_prompts}"),
         "rollout.group_size=4".into(),
-        "rollout.max_new_tokens=12".into(),
+        "rollout.max_new_tokens=8".into(),
         "optim.lr=1e-3".into(),
     ] {
         cmd.arg("--set").arg(s);
     }
-    cmd.env("RLSD_LOG", "warn").env("RLSD_DIST_TIMEOUT_S", "120");
+    cmd.env("RLSD_LOG", "warn")
+        .env("RLSD_DIST_TIMEOUT_S", "120");
     cmd
 }
 
@@ -45,7 +46,11 @@ fn wait_bounded(mut child: Child, what: &str) -> Output {
 }
 
 fn run(mut cmd: Command, what: &str) -> Output {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_bounded(child, what)
 }
 
@@ -66,7 +71,10 @@ fn two_ranks_train_with_uneven_groups_and_stay_identical() {
     assert_eq!(r0["weights_sha256"], r1["weights_sha256"], "ranks diverged");
     assert!(r0["collective_s"].as_f64().unwrap() > 0.0);
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    let rows: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), STEPS as usize);
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r["step"], i as u64 + 1);
@@ -85,8 +93,14 @@ fn a_rank_that_crashes_stops_the_job_with_an_error() {
     cmd.env("RLSD_DIST_FAIL", "1:2");
     let o = run(cmd, "crash");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "the job must fail when a rank dies:\n{err}");
-    assert!(err.contains("rank 1 of 2 failed (signal 6)"), "stderr should name the rank:\n{err}");
+    assert!(
+        !o.status.success(),
+        "the job must fail when a rank dies:\n{err}"
+    );
+    assert!(
+        err.contains("rank 1 of 2 failed (signal 6)"),
+        "stderr should name the rank:\n{err}"
+    );
     // Step 1 was trained and logged before the crash, not step 2.
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
     assert_eq!(metrics.lines().count(), 1, "metrics:\n{metrics}");

@@ -126,19 +126,39 @@ fn logits(device: Device) -> Result<serde_json::Value> {
     let dev = LoadedModel::random(Config::tiny(), device, 3)?;
     let ids = Tensor::from_slice(&[5i64, 9, 11, 20, 21, 30, 40, 7]).view([1, 8]);
     let a = cpu.lm.forward_all(&ids, None)?;
-    let b = dev.lm.forward_all(&ids.to_device(device), None)?.to_device(Device::Cpu);
+    let b = dev
+        .lm
+        .forward_all(&ids.to_device(device), None)?
+        .to_device(Device::Cpu);
     let diff = (&a - &b).abs().max().double_value(&[]);
     let scale = a.abs().max().double_value(&[]);
-    Ok(json!({"stage": "logits", "max_abs_diff": diff, "max_abs_logit": scale, "ok": diff <= 1e-3 * scale.max(1.0)}))
+    Ok(
+        json!({"stage": "logits", "max_abs_diff": diff, "max_abs_logit": scale, "ok": diff <= 1e-3 * scale.max(1.0)}),
+    )
 }
 
 fn gen(a: &Args, device: Device) -> Result<serde_json::Value> {
     let m = random_on(shape(&a.shape)?, device, kind(&a.dtype)?)?;
     let mut rng = StdRng::seed_from_u64(1);
     let vocab = m.config.vocab_size as i64;
-    let prompts: Vec<Vec<i64>> = (0..a.batch).map(|_| (0..32).map(|_| rng.random_range(10..vocab)).collect()).collect();
-    let opts = GenerateOptions { max_new_tokens: a.new_tokens, temperature: 1.0, eos_ids: vec![], ..GenerateOptions::default() };
-    let _ = generate(&m.lm, &prompts[..a.batch.min(2)], &GenerateOptions { max_new_tokens: 4, ..opts.clone() }, &mut rng)?;
+    let prompts: Vec<Vec<i64>> = (0..a.batch)
+        .map(|_| (0..32).map(|_| rng.random_range(10..vocab)).collect())
+        .collect();
+    let opts = GenerateOptions {
+        max_new_tokens: a.new_tokens,
+        temperature: 1.0,
+        eos_ids: vec![],
+        ..GenerateOptions::default()
+    };
+    let _ = generate(
+        &m.lm,
+        &prompts[..a.batch.min(2)],
+        &GenerateOptions {
+            max_new_tokens: 4,
+            ..opts.clone()
+        },
+        &mut rng,
+    )?;
     let mut times = Vec::new();
     let mut tokens = 0;
     for _ in 0..a.repeats.max(1) {
@@ -150,9 +170,11 @@ fn gen(a: &Args, device: Device) -> Result<serde_json::Value> {
         tokens = out.iter().map(|g| g.tokens.len()).sum::<usize>();
     }
     let s = median(times);
-    Ok(json!({"stage": "gen", "shape": a.shape, "dtype": a.dtype, "params": params(&m), "batch": a.batch,
+    Ok(
+        json!({"stage": "gen", "shape": a.shape, "dtype": a.dtype, "params": params(&m), "batch": a.batch,
               "new_tokens": a.new_tokens, "generated_tokens": tokens, "seconds": s, "tokens_per_s": tokens as f64 / s,
-              "peak_mem_note": "see nvidia-smi in the summary"}))
+              "peak_mem_note": "see nvidia-smi in the summary"}),
+    )
 }
 
 fn train(a: &Args, device: Device) -> Result<serde_json::Value> {
@@ -160,7 +182,13 @@ fn train(a: &Args, device: Device) -> Result<serde_json::Value> {
     let (layers, hidden) = (config.num_hidden_layers, config.hidden_size);
     let m = random_on(config, device, kind(&a.dtype)?)?;
     let n_params = params(&m);
-    let optim = OptimConfig { lr: 1e-6, micro_batch_size: 1, logit_chunk_tokens: 2048, activation_checkpointing: true, ..OptimConfig::default() };
+    let optim = OptimConfig {
+        lr: 1e-6,
+        micro_batch_size: 1,
+        logit_chunk_tokens: 2048,
+        activation_checkpointing: true,
+        ..OptimConfig::default()
+    };
     let mut t = Trainer::new(m, AlgoConfig::with_algo(Algo::Grpo), optim)?;
     let mut rng = StdRng::seed_from_u64(2);
     let vocab = t.policy.config.vocab_size as i64;
@@ -168,13 +196,17 @@ fn train(a: &Args, device: Device) -> Result<serde_json::Value> {
     let resp_len = a.seq - prompt_len;
     let samples: Vec<PromptResponse> = (0..a.batch)
         .map(|_| PromptResponse {
-            prompt: (0..prompt_len).map(|_| rng.random_range(10..vocab)).collect(),
+            prompt: (0..prompt_len)
+                .map(|_| rng.random_range(10..vocab))
+                .collect(),
             response: (0..resp_len).map(|_| rng.random_range(10..vocab)).collect(),
         })
         .collect();
     let batch = TrainBatch {
         sampling_logprobs: vec![vec![-12.0; resp_len]; a.batch],
-        advantages: (0..a.batch).map(|i| if i % 2 == 0 { 1.0 } else { -1.0 }).collect(),
+        advantages: (0..a.batch)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect(),
         samples,
         step: 1,
         lambda: 0.0,
@@ -186,7 +218,13 @@ fn train(a: &Args, device: Device) -> Result<serde_json::Value> {
     for i in 0..a.repeats.max(1) + 1 {
         sync(device);
         let t0 = Instant::now();
-        let s = train_step(&mut t, &TrainBatch { step: i as u64 + 1, ..batch.clone() })?;
+        let s = train_step(
+            &mut t,
+            &TrainBatch {
+                step: i as u64 + 1,
+                ..batch.clone()
+            },
+        )?;
         sync(device);
         if s.skipped {
             bail!("train step skipped: {:?}", s.skip_reason);
@@ -199,14 +237,18 @@ fn train(a: &Args, device: Device) -> Result<serde_json::Value> {
     let tokens = (a.batch * a.seq) as f64;
     // 6 N per token (forward + backward) plus causal attention, and the
     // recomputed forward of activation checkpointing is not counted (MFU, not HFU).
-    let flops = 6.0 * n_params as f64 * tokens + 6.0 * (layers * hidden) as f64 * a.seq as f64 * tokens;
-    Ok(json!({"stage": "train", "shape": a.shape, "dtype": a.dtype, "params": n_params, "batch": a.batch, "seq": a.seq,
-              "seconds": s, "tokens_per_s": tokens / s, "tflops": flops / s / 1e12, "mfu": flops / s / 1e12 / a.peak_tflops}))
+    let flops =
+        6.0 * n_params as f64 * tokens + 6.0 * (layers * hidden) as f64 * a.seq as f64 * tokens;
+    Ok(
+        json!({"stage": "train", "shape": a.shape, "dtype": a.dtype, "params": n_params, "batch": a.batch, "seq": a.seq,
+              "seconds": s, "tokens_per_s": tokens / s, "tflops": flops / s / 1e12, "mfu": flops / s / 1e12 / a.peak_tflops}),
+    )
 }
 
 fn main() -> Result<()> {
     let a = Args::parse();
-    let device = rlsd::device::parse_device(&a.device).with_context(|| format!("--device {}", a.device))?;
+    let device =
+        rlsd::device::parse_device(&a.device).with_context(|| format!("--device {}", a.device))?;
     let out = match a.stage.as_str() {
         "logits" => logits(device)?,
         "gen" => gen(&a, device)?,

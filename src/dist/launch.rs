@@ -207,7 +207,11 @@ pub fn launch(l: &Launch) -> Result<()> {
                     let rank = running[i].0;
                     running.swap_remove(i);
                     if !status.success() {
-                        failed.push(format!("rank {rank} of {} failed ({})", l.nproc, describe(status)));
+                        failed.push(format!(
+                            "rank {rank} of {} failed ({})",
+                            l.nproc,
+                            describe(status)
+                        ));
                     }
                 }
                 Ok(None) => i += 1,
@@ -221,7 +225,10 @@ pub fn launch(l: &Launch) -> Result<()> {
             // Ranks that died in the same poll are all named: the first to
             // fail often takes its peers' collectives down with it.
             stop_all(&mut running, l.grace);
-            return Err(Error::Distributed(format!("{}; stopped the other ranks", failed.join("; "))));
+            return Err(Error::Distributed(format!(
+                "{}; stopped the other ranks",
+                failed.join("; ")
+            )));
         }
         if running.is_empty() {
             return Ok(());

@@ -93,9 +93,11 @@ pub fn join_group(env: &DistEnv, device: Device) -> Result<(Store, Box<dyn Proce
             env.world,
             env.timeout,
         )?),
-        other => return Err(Error::Distributed(format!(
+        other => {
+            return Err(Error::Distributed(format!(
             "no process group for device {other:?} (CUDA ranks need a build with --features gpu)"
-        ))),
+        )))
+        }
     };
     Ok((store, pg))
 }
