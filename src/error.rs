@@ -124,6 +124,10 @@ pub enum Error {
         /// What is wrong.
         msg: String,
     },
+    /// A collective, the rendezvous or a rank of a data-parallel run failed
+    /// (src/dist); the message names the rank and the operation.
+    #[error("distributed: {0}")]
+    Distributed(String),
 }
 
 impl Error {

@@ -30,6 +30,8 @@
 //! - [`pipeline`]: the stages of a step over typed batches (RolloutBatch ->
 //!   ScoredBatch -> TeacherBatch -> CreditBatch), `StepPlan`, `step_stats`.
 //! - [`train`]: `train_step`: forward, loss, backward, clip, AdamW; no actors.
+//! - [`dist`]: data-parallel ranks: c10d Gloo (CPU) / NCCL (GPU) process
+//!   groups, bucketed gradient all-reduce, the `--nproc` / `--gpus` launcher.
 //! - [`pretrain`]: supervised warm-up that makes the built-in task's base model.
 //! - [`config`]: the TOML run configuration; unknown keys are errors.
 //! - [`actors`]: the six supervised actors and their messages.
@@ -52,6 +54,7 @@ pub mod commands;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod hub;
 pub mod inspect;

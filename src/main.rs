@@ -69,6 +69,13 @@ enum Command {
         /// metrics and checkpoints).
         #[arg(long, conflicts_with = "resume")]
         overwrite: bool,
+        /// Data-parallel training on CPU: start N ranks of this binary and
+        /// supervise them (docs/DISTRIBUTED.md).
+        #[arg(long, value_name = "N", conflicts_with_all = ["gpus", "resume"])]
+        nproc: Option<usize>,
+        /// Data-parallel training on these GPUs, one rank each (e.g. `0,1`).
+        #[arg(long, value_name = "LIST", conflicts_with = "resume")]
+        gpus: Option<String>,
     },
     /// Supervised warm-up that produces the built-in task's base model.
     Pretrain {
@@ -266,7 +273,26 @@ fn run(cli: Cli) -> Result<()> {
             model,
             resume,
             overwrite,
-        } => train(&run, model, resume, overwrite),
+            nproc,
+            gpus,
+        } => {
+            if nproc.is_some() || gpus.is_some() {
+                return Ok(rlsd::dist::launch::launch_from_cli(nproc, gpus.as_deref())?);
+            }
+            if let Some(env) = rlsd::dist::DistEnv::from_env()? {
+                let mut cfg = run.load()?;
+                if let Some(m) = model {
+                    cfg.model.path = m;
+                }
+                let r = rlsd::dist::train_loop::train_rank(&cfg, &env, overwrite)?;
+                println!(
+                    "rank {} of {}: {} steps, weights {}",
+                    r.rank, r.world, r.steps, r.weights_sha256
+                );
+                return Ok(());
+            }
+            train(&run, model, resume, overwrite)
+        }
         Command::Pretrain { config, set } => pretrain(config, set),
         Command::Inspect {
             run: Some(dir),

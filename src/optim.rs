@@ -234,17 +234,15 @@ impl AdamW {
         self.step
     }
 
+    /// The parameters (shallow copies sharing storage and gradient), in
+    /// update order: what a data-parallel step all-reduces the gradients of.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.params.iter().map(|(_, p)| p.shallow_clone()).collect()
+    }
+
     /// Names of the parameters this optimiser updates, sorted.
     pub fn param_names(&self) -> impl Iterator<Item = &str> {
         self.params.iter().map(|(n, _)| n.as_str())
-    }
-
-    /// The gradient of every parameter, in the optimizer's (name-sorted)
-    /// order: shallow handles, so in-place changes (a data-parallel
-    /// all-reduce, [`crate::train::GradSync`]) reach the update. An entry is
-    /// undefined where its parameter got no gradient.
-    pub fn gradients(&self) -> Vec<Tensor> {
-        self.params.iter().map(|(_, p)| p.grad()).collect()
     }
 
     /// Reset every gradient to zero.

@@ -19,6 +19,10 @@ pub struct StageTimings {
     pub train_s: f64,
     /// Time the optimizer waited for a batch.
     pub idle_s: f64,
+    /// Data-parallel runs: time in collectives (loss-normaliser agreement,
+    /// gradient all-reduce, stats reduce), part of `train_s`.
+    #[serde(default)]
+    pub collective_s: f64,
 }
 
 /// One held-out validation (`commands::eval::validate`), logged with the

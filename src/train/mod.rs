@@ -12,10 +12,10 @@
 //! micro-batches), [`distill`] (the OPSD distillation term), and here the
 //! step itself.
 //!
-//! Data-parallel seam: [`train_step_with`] takes a [`GradSync`], called once
-//! per step after every micro-batch's backward and before clipping and AdamW
-//! (where an all-reduce of the gradients belongs). [`train_step`] is the
-//! single-process step ([`NoSync`]).
+//! Data-parallel seam: a [`Trainer`] with a `grad_sync`
+//! ([`crate::dist::GradSync`]) normalises the loss by the global batch and
+//! sums the gradients over ranks after every micro-batch's backward and
+//! before clipping and AdamW (see `crate::dist::sync`).
 
 mod checks;
 mod distill;
@@ -85,6 +85,9 @@ pub struct Trainer<P: Policy> {
     pub optim: OptimConfig,
     /// Steps skipped so far (non-finite inputs, loss or gradient).
     pub skipped_steps: u64,
+    /// Data-parallel runs: sums the loss normaliser, the gradients and the
+    /// logged sums over ranks ([`crate::dist::GradSync`]); `None` on one rank.
+    pub grad_sync: Option<Box<dyn crate::dist::GradSync>>,
 }
 
 impl<P: Policy> Trainer<P> {
@@ -99,35 +102,8 @@ impl<P: Policy> Trainer<P> {
             algo,
             optim,
             skipped_steps: 0,
+            grad_sync: None,
         })
-    }
-}
-
-/// Where data-parallel learners combine their gradients: called once per
-/// step, after the backward of every micro-batch and before the gradient norm
-/// is clipped and AdamW applies the update. A single process needs nothing
-/// ([`NoSync`]); `n` ranks each training `1/n` of the batch all-reduce here.
-///
-/// Contract for an implementation: `grads` holds the gradient of every
-/// trainable parameter in the optimizer's order (the same order on every
-/// rank; an entry is undefined when its parameter got no gradient). Each rank
-/// aggregated its loss with its own batch's token counts
-/// ([`LossNorm::of_batch`]); to reproduce one big batch exactly, reduce as
-/// `sum_r(n_r * g_r) / sum_r(n_r)`, not a plain mean. A rank that would skip
-/// the step (non-finite loss) returns before this hook, so ranks must agree
-/// on skips before calling it (e.g. all-reduce a flag).
-pub trait GradSync {
-    /// Combine this rank's gradients with the other ranks' in place.
-    fn sync(&mut self, grads: &mut [Tensor], batch: &TrainBatch) -> Result<()>;
-}
-
-/// One process, nothing to combine.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoSync;
-
-impl GradSync for NoSync {
-    fn sync(&mut self, _grads: &mut [Tensor], _batch: &TrainBatch) -> Result<()> {
-        Ok(())
     }
 }
 
@@ -146,15 +122,6 @@ fn skip<P: Policy>(trainer: &mut Trainer<P>, mut stats: StepStats, reason: Strin
 /// aggregated with the whole batch's token / sequence counts, so any
 /// `micro_batch_size` gives the same update as one big batch.
 pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Result<StepStats> {
-    train_step_with(trainer, batch, &mut NoSync)
-}
-
-/// [`train_step`] with a [`GradSync`] between the backward passes and the update.
-pub fn train_step_with<P: Policy>(
-    trainer: &mut Trainer<P>,
-    batch: &TrainBatch,
-    sync: &mut dyn GradSync,
-) -> Result<StepStats> {
     let started = Instant::now();
     check_lengths(batch)?;
     let cfg = trainer.algo.clone();
@@ -186,15 +153,23 @@ pub fn train_step_with<P: Policy>(
             .sum::<f64>()
             / b as f64;
     }
-    if let Some(what) = non_finite_input(batch) {
+    let mut norm = LossNorm::of_batch(batch);
+    if let Some(sync) = trainer.grad_sync.as_mut() {
+        // Data-parallel: every rank takes the same decision, and the loss is
+        // normalised by the global batch (crate::dist::sync).
+        let (global, bad) = crate::dist::sync::agree(sync.as_mut(), norm, non_finite_input(batch))?;
+        norm = global;
+        if let Some(reason) = bad {
+            return Ok(skip(trainer, stats, reason));
+        }
+    } else if let Some(what) = non_finite_input(batch) {
         return Ok(skip(trainer, stats, format!("non-finite values in {what}")));
     }
-    if total_tokens == 0 {
+    if norm.total_tokens == 0.0 {
         return Ok(skip(trainer, stats, "batch has no response tokens".into()));
     }
 
     let algo = effective_algo(&cfg, batch)?;
-    let norm = LossNorm::of_batch(batch);
     let (order, ranges) = micro_batches(
         &batch.samples,
         trainer.optim.micro_batch_size,
@@ -214,6 +189,7 @@ pub fn train_step_with<P: Policy>(
     let device = trainer.policy.device();
     trainer.optimizer.zero_grad();
     let mut acc = Accum::default();
+    let mut bad_loss = None;
     for range in ranges {
         let chunk = &batch.samples[range.clone()];
         // Rows of correct / wrong responses (the verdicts, or the sign of A_i).
@@ -282,17 +258,41 @@ pub fn train_step_with<P: Policy>(
         }
         let vals = vals.ok_or_else(|| invalid("the policy never computed the loss".into()))?;
         if !vals.loss.is_finite() {
-            return Ok(skip(
-                trainer,
-                stats,
-                format!("non-finite loss {}", vals.loss),
-            ));
+            if trainer.grad_sync.is_none() {
+                return Ok(skip(
+                    trainer,
+                    stats,
+                    format!("non-finite loss {}", vals.loss),
+                ));
+            }
+            // Data-parallel: the other ranks wait in the reduction below.
+            bad_loss = Some(vals.loss);
+            break;
         }
         acc.add(&vals);
     }
-    let mut grads = trainer.optimizer.gradients();
-    sync.sync(&mut grads, batch)?;
-    drop(grads);
+    let mut n = total_tokens as f64;
+    if let Some(sync) = trainer.grad_sync.as_mut() {
+        let t0 = Instant::now();
+        let params = trainer.optimizer.parameters();
+        let mut sums = acc.to_vec();
+        crate::dist::sync::reduce_step(
+            sync.as_mut(),
+            &params,
+            &mut sums,
+            bad_loss,
+            &mut stats,
+            batch,
+        )?;
+        acc = Accum::from_slice(&sums);
+        stats.timings.collective_s = t0.elapsed().as_secs_f64();
+        if stats.skipped {
+            let reason = stats.skip_reason.take().unwrap_or_default();
+            stats.skipped = false;
+            return Ok(skip(trainer, stats, reason));
+        }
+        n = norm.total_tokens;
+    }
     let grad_norm = trainer
         .optimizer
         .clip_grad_norm(trainer.optim.max_grad_norm)?;
@@ -307,15 +307,14 @@ pub fn train_step_with<P: Policy>(
     trainer.optimizer.step(batch.lr)?;
     trainer.optimizer.zero_grad();
 
-    fill_from_sums(&mut stats, &acc, algo, total_tokens);
+    fill_from_sums(&mut stats, &acc, algo, n);
     stats.timings.train_s = started.elapsed().as_secs_f64();
     Ok(stats)
 }
 
 /// The step's means and fractions from the summed [`Accum`] over
-/// `total_tokens` response tokens.
-fn fill_from_sums(stats: &mut StepStats, acc: &Accum, algo: Algo, total_tokens: usize) {
-    let n = total_tokens as f64;
+/// `n` response tokens (the global count on a data-parallel rank).
+fn fill_from_sums(stats: &mut StepStats, acc: &Accum, algo: Algo, n: f64) {
     stats.loss = acc.loss;
     stats.pg_loss = acc.pg;
     stats.kl = acc.kl;

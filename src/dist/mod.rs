@@ -1,0 +1,70 @@
+//! Data-parallel training: R learner ranks, each with a replica of the
+//! policy and its share of every step's prompt groups, whose gradients are
+//! summed so that every rank takes the same AdamW step (docs/DISTRIBUTED.md).
+//!
+//! - [`ProcessGroup`]: the collectives a rank needs (sum all-reduce,
+//!   broadcast, barrier), each bounded by a timeout. On CPU they come from
+//!   libtorch's c10d `ProcessGroupGloo` through the C++ shim in
+//!   `csrc/rlsd_dist.cpp` ([`gloo`]); on GPUs from NCCL itself
+//!   (`nccl`, behind the `gpu` feature).
+//! - [`bucket`]: gradients flattened into ~25 MB buckets, all in flight together.
+//! - [`sync`]: [`GradSync`] over a process group: the global loss
+//!   normaliser, the gradient sum and the logged sums of one step.
+//! - [`shard`]: which prompt groups of a step a rank trains on.
+//! - [`env`]: rank, world size and rendezvous from `RANK`/`WORLD_SIZE`/
+//!   `MASTER_ADDR`/`MASTER_PORT` (torchrun) or `SLURM_PROCID`/`SLURM_NTASKS`.
+//! - [`launch`]: `rlsd train --nproc N` / `--gpus 0,1`: start the ranks as
+//!   child processes of this binary and supervise them.
+//! - [`train_loop`]: one rank's training loop (the sequential loop, sharded).
+
+use crate::error::Result;
+use tch::Tensor;
+
+pub mod bucket;
+pub mod env;
+pub mod gloo;
+pub mod launch;
+#[cfg(feature = "gpu")]
+pub mod nccl;
+pub mod shard;
+pub mod sync;
+pub mod train_loop;
+
+pub use env::DistEnv;
+pub use gloo::{GlooGroup, Store};
+pub use sync::DataParallel;
+
+/// The default bucket size of the gradient all-reduce, in bytes.
+pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
+
+/// Collectives over the ranks of one job. Every rank must call the same
+/// collectives in the same order; each returns an error (never hangs) when
+/// a peer is gone or the group's timeout passes.
+pub trait ProcessGroup: std::fmt::Debug + Send {
+    /// This rank, `0..world()`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn world(&self) -> usize;
+    /// The engine's name (`gloo`, `nccl`).
+    fn backend(&self) -> &'static str;
+    /// Replace each tensor by its sum over ranks, in place. The tensors are
+    /// reduced separately (not added to each other) and may be in flight
+    /// together; they must be contiguous.
+    fn all_reduce_sum(&self, tensors: &[Tensor]) -> Result<()>;
+    /// Overwrite each tensor with rank `root`'s, in place.
+    fn broadcast(&self, tensors: &[Tensor], root: usize) -> Result<()>;
+    /// Return once every rank has called it.
+    fn barrier(&self) -> Result<()>;
+}
+
+/// The hook [`crate::train::train_step`] calls on a data-parallel rank
+/// between the backward and the AdamW step (`Trainer::grad_sync`).
+pub trait GradSync: std::fmt::Debug + Send {
+    /// Number of ranks.
+    fn world(&self) -> usize;
+    /// Sum `values` over ranks, in place.
+    fn sum_values(&mut self, values: &mut [f64]) -> Result<()>;
+    /// Sum the gradient of each parameter over ranks, in place; a parameter
+    /// without a gradient on this rank counts as zero (and gets one).
+    fn sum_grads(&mut self, params: &[Tensor]) -> Result<()>;
+}
