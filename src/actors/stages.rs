@@ -12,7 +12,8 @@ use crate::data::TeacherPrompt;
 use crate::error::Error;
 use crate::error::Result;
 use crate::model::{
-    generate, teacher_support, token_logprobs_by_prompt, GenerateOptions, LoadedModel, Tokenizer,
+    cut_at_stop, generate_with, prompt_seeds, teacher_support, token_logprobs_by_prompt,
+    GenerateOptions, LoadedModel, Tokenizer,
 };
 use crate::policy::PromptResponse;
 use crate::rlsd::sdpo::render_sdpo;
@@ -20,8 +21,6 @@ use crate::rlsd::{cepo_negatives, group_advantages, sdpo_feedback, Algo, AlgoCon
 use crate::stats::StepStats;
 use crate::train::TrainBatch;
 use crate::verify::{extract_final_answer, Verdict, Verifier};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
 /// Seed of step `step`'s sampling RNG: a SplitMix64 mix of the run seed and the step,
 /// so a re-issued step samples exactly what the first attempt did.
@@ -73,15 +72,21 @@ pub fn rollout(model: &LoadedModel, plan: &StepPlan, cfg: &RolloutConfig) -> Res
         top_p: cfg.top_p,
         eos_ids: tok.eos_ids().to_vec(),
         pad_id: tok.pad_id(),
+        kv_cache_bytes: cfg.kv_cache_bytes,
+        stop: cfg.stop.clone(),
     };
-    let mut rng = StdRng::seed_from_u64(plan.seed);
-    let gens = tch::no_grad(|| generate(&model.lm, &prompts, &opts, &mut rng))?;
+    // Response i samples from the stream prompt_seed(plan.seed, i).
+    let seeds = prompt_seeds(plan.seed, prompts.len());
+    let gens = generate_with(&model.lm, &prompts, &seeds, &opts, Some(tok))?;
     let mut out = Vec::with_capacity(gens.len());
     for ((prompt_ids, group), g) in prompts.into_iter().zip(groups).zip(gens) {
         out.push(Sample {
             group,
             prompt_ids,
-            response_text: tok.decode(&g.tokens, true)?,
+            response_text: cut_at_stop(&tok.decode(&g.tokens, true)?, &cfg.stop)
+                .0
+                .to_string(),
+            stopped_on_stop_string: g.stop_string.is_some(),
             response_ids: g.tokens,
             sampling_logprobs: g.logprobs,
             stopped_on_eos: g.stopped_on_eos,
@@ -300,7 +305,12 @@ pub fn fill_rollout_stats(batch: &Batch, stats: &mut StepStats) {
         .map(|s| s.response_ids.len() as f64)
         .sum::<f64>()
         / n;
-    stats.truncation_rate = batch.samples.iter().filter(|s| !s.stopped_on_eos).count() as f64 / n;
+    stats.truncation_rate = batch
+        .samples
+        .iter()
+        .filter(|s| !s.stopped_on_eos && !s.stopped_on_stop_string)
+        .count() as f64
+        / n;
     stats.leakage_rate = crate::rlsd::leakage::leakage_rate(
         batch
             .samples
