@@ -117,6 +117,13 @@ pub struct RolloutConfig {
     pub top_p: f64,
     /// Top-k cut-off; 0 disables it.
     pub top_k: usize,
+    /// Bytes the sampler's KV cache may use; bounds the responses decoding at
+    /// once (the others wait and start as rows finish: continuous batching).
+    /// 0: no bound, all `batch_prompts x group_size` at once.
+    pub kv_cache_bytes: u64,
+    /// Stop strings: a response ends once its decoded text contains one (the
+    /// text is cut after it; see `rlsd::model::cut_at_stop`). Empty: EOS only.
+    pub stop: Vec<String>,
 }
 
 impl Default for RolloutConfig {
@@ -128,6 +135,8 @@ impl Default for RolloutConfig {
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
+            kv_cache_bytes: 0,
+            stop: vec![],
         }
     }
 }
@@ -259,6 +268,12 @@ impl RunConfig {
         }
         if !(r.top_p > 0.0 && r.top_p <= 1.0) {
             return Err(Error::config("rollout.top_p", "must be in (0, 1]"));
+        }
+        if let Some(i) = r.stop.iter().position(String::is_empty) {
+            return Err(Error::config(
+                "rollout.stop",
+                format!("stop string {i} is empty"),
+            ));
         }
         let rt = &self.runtime;
         if rt.teacher_sync_interval == 0 {

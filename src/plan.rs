@@ -23,7 +23,8 @@
 //!     chunk_tokens)` tokens (float32 logits, scaled logits, log-softmax,
 //!     its exponential, their product, the logits' gradient), and the picked
 //!     hidden states with their gradient `3 N H w`.
-//! - **sampler actor**: weights `P w`; the KV cache of every row `B G S L 2 K w`;
+//! - **sampler actor**: weights `P w`; the KV cache of every row `B G S L 2 K w`
+//!   (with `rollout.kv_cache_bytes`, of the rows that budget holds at once);
 //!   float32 logits and sampling work `3 B G V 4`; the prefill of the `B`
 //!   distinct prompts, one layer at a time, `B Lp (2H + 3I) w`.
 //! - **teacher actor**: weights `P w`; a group is scored `g = min(G, max(1,
@@ -295,6 +296,15 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
     let kind = parse_kind(&cfg.model.dtype)?;
     let r = &cfg.rollout;
     let rows = r.batch_prompts * r.group_size;
+    // With `rollout.kv_cache_bytes`, generation runs at most as many rows at
+    // once as that budget holds (continuous batching; see `model::generate`).
+    let kv_row = (prompt_tokens + r.max_new_tokens) as u64
+        * (2 * model.num_hidden_layers * model.num_key_value_heads * model.head_dim) as u64
+        * kind.elt_size_in_bytes() as u64;
+    let gen_rows = match r.kv_cache_bytes {
+        0 => rows,
+        b => rows.min((b / kv_row.max(1)).max(1) as usize),
+    };
     let rt = &cfg.runtime;
     let actors = vec![
         ActorPlan {
@@ -315,8 +325,8 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
             items: sampler_items(
                 model,
                 kind,
-                r.batch_prompts,
-                rows,
+                r.batch_prompts.min(gen_rows),
+                gen_rows,
                 prompt_tokens,
                 r.max_new_tokens,
             ),

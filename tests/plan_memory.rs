@@ -140,3 +140,23 @@ fn a_config_that_cannot_fit_is_refused_with_the_numbers() {
     let sum: f64 = p.actors.iter().map(|a| total(&a.items)).sum();
     assert!((sum + GIB - need).abs() < 1.0);
 }
+
+#[test]
+fn a_kv_cache_budget_bounds_the_samplers_cache() {
+    let kv = |cfg: &RunConfig| -> f64 {
+        let shape = known_shape(&cfg.model.path).unwrap();
+        let p = plan(cfg, &shape, 512).unwrap();
+        let sampler = p.actors.iter().find(|a| a.actor == "sampler").unwrap();
+        sampler.items.iter().find(|i| i.what == "KV cache").unwrap().bytes
+    };
+    let mut cfg = shipped("qwen2.5-0.5b-math.toml");
+    let all = kv(&cfg);
+    // Qwen2.5-0.5B: 24 layers x 2 KV heads x 64 dims x 2 (k, v) = 6,144 values per
+    // position; one row is 512 + max_new_tokens positions.
+    let w = if cfg.model.dtype == "f32" { 4.0 } else { 2.0 };
+    let row = (512 + cfg.rollout.max_new_tokens) as f64 * 6144.0 * w;
+    let rows = (cfg.rollout.batch_prompts * cfg.rollout.group_size) as f64;
+    assert!((all - rows * row).abs() < 1.0, "{all} vs {}", rows * row);
+    cfg.rollout.kv_cache_bytes = (5.5 * row) as u64;
+    assert!((kv(&cfg) - 5.0 * row).abs() < 1.0);
+}

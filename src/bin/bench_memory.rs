@@ -82,6 +82,16 @@ enum What {
     },
 }
 
+/// CPU seconds (user + system) of this process so far, from `/proc/self/stat`
+/// (ticks of 1/100 s): the work done, whatever else shares the cores.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
 /// `VmHWM` (peak) or `VmRSS` (now) of this process in bytes.
 fn status_bytes(key: &str) -> f64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -165,9 +175,9 @@ fn step(
     let predicted = optimizer_items(&cfg, Kind::Float, &optim, rows, prompt, response);
     let mut trainer = Trainer::new(model, AlgoConfig::default(), optim)?;
     let rss_ready = status_bytes("VmRSS:");
-    let t0 = Instant::now();
+    let (t0, c0) = (Instant::now(), cpu_seconds());
     let stats = train_step(&mut trainer, &batch)?;
-    let secs = t0.elapsed().as_secs_f64();
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - c0);
     if stats.skipped {
         bail!("step skipped: {:?}", stats.skip_reason);
     }
@@ -188,6 +198,7 @@ fn step(
         "budget": trainer.optim.max_tokens_per_micro_batch,
         "loss": stats.loss, "grad_norm": stats.grad_norm,
         "step_s": secs,
+        "step_cpu_s": cpu,
         "rss_start_gib": rss0 / GIB,
         "rss_before_step_gib": rss_ready / GIB,
         "peak_gib": peak / GIB,

@@ -133,6 +133,7 @@ pub fn generate_text(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<G
         top_p: req.top_p,
         eos_ids: tok.eos_ids().to_vec(),
         pad_id: tok.pad_id(),
+        ..GenerateOptions::default()
     };
     let prompts = vec![ids; req.n];
     let mut rng = StdRng::seed_from_u64(req.seed);

@@ -1,19 +1,33 @@
-//! Batched generation with a KV cache.
+//! Generation for long, uneven responses: continuous batching under a
+//! KV-cache budget, per-prompt random streams, EOS ids and stop strings.
 //!
-//! Prompts are left-padded to a common length so every row's next token sits
-//! in the same column; positions restart at 0 on each row's first real token
-//! (`cumsum(mask) - 1`) and padding is masked out, so a row's tokens do not
-//! depend on the other rows. Generation stops per row on an EOS id (which is
-//! kept, with its log-prob) or after `max_new_tokens`; finished rows leave the
-//! batch (their cache rows are dropped) so they cost nothing afterwards.
+//! At most `R` rows run at once (`R` from [`GenerateOptions::kv_cache_bytes`],
+//! else every prompt). When a row finishes, the next pending prompt is
+//! prefilled and takes its place at the next step (see [`super::continuous`]),
+//! so a few long responses do not leave the batch running nearly empty.
+//!
+//! **Seeding.** Prompt `i` samples from its own `StdRng` seeded with
+//! [`prompt_seed`]`(base, i)`, one uniform per generated token, so its tokens
+//! and log-probs do not depend on which other prompts share its batch, when it
+//! was admitted, or how many rows run at once: generating the prompts one at a
+//! time with the same seeds gives the same result (up to float rounding in
+//! batched kernels). [`generate`] draws `base` from the caller's RNG;
+//! [`generate_with`] takes the seeds.
+//!
+//! **Stopping.** A row stops on an EOS id (kept, with its log-prob), on a stop
+//! string (the decoded response contains it: the response ends with the token
+//! that completed it, and [`Generation::stop_string`] says which), or after
+//! `max_new_tokens`.
 
-use super::distinct_rows;
-use super::sampling::{sample_next, SamplingParams};
-use super::transformer::{positions_from_mask, CausalLm};
+use super::continuous::run;
+pub use super::continuous::GenerationProfile;
+use super::sampling::SamplingParams;
+use super::tokenizer::Tokenizer;
+use super::transformer::CausalLm;
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
 
 /// Sampling and stopping settings for [`generate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +47,13 @@ pub struct GenerateOptions {
     pub eos_ids: Vec<i64>,
     /// Left-padding id; `None` means the config's pad id, else the first EOS, else 0.
     pub pad_id: Option<i64>,
+    /// Bytes the KV cache may use; bounds the rows running at once to
+    /// `kv_cache_bytes / (2 L K D w (prompt + max_new_tokens))` (see
+    /// [`kv_bytes_per_position`]). 0: no bound, every prompt runs at once.
+    pub kv_cache_bytes: u64,
+    /// Stop strings: a row stops once its decoded response contains one.
+    /// Needs a tokenizer ([`generate_with`]).
+    pub stop: Vec<String>,
 }
 
 impl Default for GenerateOptions {
@@ -45,6 +66,8 @@ impl Default for GenerateOptions {
             top_p: 1.0,
             eos_ids: vec![],
             pad_id: None,
+            kv_cache_bytes: 0,
+            stop: vec![],
         }
     }
 }
@@ -52,27 +75,175 @@ impl Default for GenerateOptions {
 /// One generated continuation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
-    /// Generated token ids (the EOS included when it stopped on one).
+    /// Generated token ids (the EOS included when it stopped on one; the
+    /// token completing the stop string when it stopped on one).
     pub tokens: Vec<i64>,
     /// `log_softmax(logits / temperature)` at each generated token, full vocabulary.
     pub logprobs: Vec<f32>,
     /// True when the last token is an EOS id.
     pub stopped_on_eos: bool,
+    /// Index into [`GenerateOptions::stop`] of the stop string that ended it.
+    pub stop_string: Option<usize>,
 }
 
-/// Generate a continuation of every prompt, all in one batch.
+impl Generation {
+    /// True when the model ended the response (EOS or a stop string) rather
+    /// than the token limit.
+    pub fn finished(&self) -> bool {
+        self.stopped_on_eos || self.stop_string.is_some()
+    }
+}
+
+/// Turns response token ids back into text, for stop strings.
+pub trait Detokenize {
+    /// The text of `ids` (special tokens skipped).
+    fn detokenize(&self, ids: &[i64]) -> Result<String>;
+}
+
+impl Detokenize for Tokenizer {
+    fn detokenize(&self, ids: &[i64]) -> Result<String> {
+        self.decode(ids, true)
+    }
+}
+
+impl<F: Fn(&[i64]) -> String> Detokenize for F {
+    fn detokenize(&self, ids: &[i64]) -> Result<String> {
+        Ok(self(ids))
+    }
+}
+
+/// The seed of prompt `index`'s random stream in a run whose base seed is
+/// `base` (e.g. the step's seed): two rounds of SplitMix64, so neighbouring
+/// indices and bases give unrelated streams.
+pub fn prompt_seed(base: u64, index: u64) -> u64 {
+    splitmix64(base ^ splitmix64(index.wrapping_add(0x5851_f42d_4c95_7f2d)))
+}
+
+/// `[prompt_seed(base, 0), .., prompt_seed(base, n - 1)]`.
+pub fn prompt_seeds(base: u64, n: usize) -> Vec<u64> {
+    (0..n as u64).map(|i| prompt_seed(base, i)).collect()
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// KV-cache bytes of one position of one row: `2 (keys, values) x layers x
+/// kv_heads x head_dim x` the bytes of the model's dtype.
+pub fn kv_bytes_per_position(lm: &CausalLm) -> u64 {
+    let c = &lm.config;
+    (2 * c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as u64
+        * lm.kind().elt_size_in_bytes() as u64
+}
+
+/// Rows that may run at once: every prompt without a budget, else as many
+/// rows of `max_prompt + max_new_tokens` positions as fit in the budget.
+/// Errors (naming the key and the numbers) when not even one row fits.
+pub fn max_concurrent_rows(
+    lm: &CausalLm,
+    opts: &GenerateOptions,
+    max_prompt: usize,
+    prompts: usize,
+) -> Result<usize> {
+    if opts.kv_cache_bytes == 0 {
+        return Ok(prompts.max(1));
+    }
+    let per_row = kv_bytes_per_position(lm) * (max_prompt + opts.max_new_tokens) as u64;
+    let rows = (opts.kv_cache_bytes / per_row.max(1)) as usize;
+    if rows == 0 {
+        return Err(Error::InvalidInput(format!(
+            "kv_cache_bytes = {} is below one row's KV cache: {} bytes ({} prompt + {} new \
+             positions x {} bytes per position)",
+            opts.kv_cache_bytes,
+            per_row,
+            max_prompt,
+            opts.max_new_tokens,
+            kv_bytes_per_position(lm)
+        )));
+    }
+    Ok(rows.min(prompts.max(1)))
+}
+
+/// `text` cut just after the earliest occurrence of any stop string (the stop
+/// string kept, as the EOS token is), and which one; `text` and `None` when
+/// none occurs.
+pub fn cut_at_stop<'t>(text: &'t str, stop: &[String]) -> (&'t str, Option<usize>) {
+    let hit = stop
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.is_empty())
+        .filter_map(|(i, s)| text.find(s.as_str()).map(|at| (at + s.len(), i)))
+        .min();
+    match hit {
+        Some((end, i)) => (&text[..end], Some(i)),
+        None => (text, None),
+    }
+}
+
+/// Generate a continuation of every prompt; prompt `i` samples from the
+/// stream [`prompt_seed`]`(base, i)` with `base` drawn from `rng`. Stop strings
+/// need a tokenizer: use [`generate_with`].
 pub fn generate(
     lm: &CausalLm,
     prompts: &[Vec<i64>],
     opts: &GenerateOptions,
     rng: &mut StdRng,
 ) -> Result<Vec<Generation>> {
+    if !opts.stop.is_empty() {
+        return Err(Error::InvalidInput(
+            "stop strings need a tokenizer to decode responses: call generate_with".into(),
+        ));
+    }
+    let base: u64 = rng.random();
+    generate_with(lm, prompts, &prompt_seeds(base, prompts.len()), opts, None)
+}
+
+/// Generate a continuation of every prompt, prompt `i` sampling from its own
+/// stream `StdRng::seed_from_u64(seeds[i])`; `decoder` turns responses into
+/// text for [`GenerateOptions::stop`].
+pub fn generate_with(
+    lm: &CausalLm,
+    prompts: &[Vec<i64>],
+    seeds: &[u64],
+    opts: &GenerateOptions,
+    decoder: Option<&dyn Detokenize>,
+) -> Result<Vec<Generation>> {
+    Ok(generate_profiled(lm, prompts, seeds, opts, decoder)?.0)
+}
+
+/// [`generate_with`], also saying where the time went.
+pub fn generate_profiled(
+    lm: &CausalLm,
+    prompts: &[Vec<i64>],
+    seeds: &[u64],
+    opts: &GenerateOptions,
+    decoder: Option<&dyn Detokenize>,
+) -> Result<(Vec<Generation>, GenerationProfile)> {
     let valid = opts.temperature > 0.0 && opts.top_p > 0.0 && opts.top_p <= 1.0;
     if !valid {
         return Err(Error::InvalidInput(format!(
             "generation needs temperature > 0 and 0 < top_p <= 1, got {} and {}",
             opts.temperature, opts.top_p
         )));
+    }
+    if seeds.len() != prompts.len() {
+        return Err(Error::InvalidInput(format!(
+            "{} prompts need {} seeds, got {}",
+            prompts.len(),
+            prompts.len(),
+            seeds.len()
+        )));
+    }
+    if let Some(i) = opts.stop.iter().position(String::is_empty) {
+        return Err(Error::InvalidInput(format!("stop string {i} is empty")));
+    }
+    if !opts.stop.is_empty() && decoder.is_none() {
+        return Err(Error::InvalidInput(
+            "stop strings need a tokenizer to decode responses".into(),
+        ));
     }
     let vocab = lm.config.vocab_size;
     for (i, p) in prompts.iter().enumerate() {
@@ -85,16 +256,17 @@ pub fn generate(
             )));
         }
     }
-    let b = prompts.len();
-    let mut out: Vec<Generation> = (0..b)
-        .map(|_| Generation {
-            tokens: vec![],
-            logprobs: vec![],
-            stopped_on_eos: false,
-        })
-        .collect();
-    if b == 0 || opts.max_new_tokens == 0 {
-        return Ok(out);
+    if prompts.is_empty() || opts.max_new_tokens == 0 {
+        let none = prompts
+            .iter()
+            .map(|_| Generation {
+                tokens: vec![],
+                logprobs: vec![],
+                stopped_on_eos: false,
+                stop_string: None,
+            })
+            .collect();
+        return Ok((none, GenerationProfile::default()));
     }
     let eos: Vec<i64> = if opts.eos_ids.is_empty() {
         lm.config.eos_token_id.clone()
@@ -106,87 +278,95 @@ pub fn generate(
         .or(lm.config.pad_token_id)
         .or_else(|| eos.first().copied())
         .unwrap_or(0);
-    let params = SamplingParams {
-        greedy: opts.greedy,
-        temperature: opts.temperature,
-        top_k: opts.top_k,
-        top_p: opts.top_p,
+    let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let rows = max_concurrent_rows(lm, opts, max_prompt, prompts.len())?;
+    let stop = decoder.map(|d| StopCheck::new(&opts.stop, d));
+    let job = super::continuous::Job {
+        prompts,
+        seeds,
+        params: SamplingParams {
+            greedy: opts.greedy,
+            temperature: opts.temperature,
+            top_k: opts.top_k,
+            top_p: opts.top_p,
+        },
+        max_new_tokens: opts.max_new_tokens,
+        eos: &eos,
+        pad,
+        rows,
+        capacity: (max_prompt + opts.max_new_tokens) as i64,
+        stop: stop.as_ref().filter(|s| !s.strings.is_empty()),
     };
+    tch::no_grad(|| run(lm, &job))
+}
 
-    tch::no_grad(|| -> Result<()> {
-        let device = lm.device();
-        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let padded = prompts.iter().any(|p| p.len() < width);
-        // Rows with the same prompt (a group's samples) share one prefill;
-        // its cache rows and last logits are then copied out to every row.
-        let (uniq, row_of) = distinct_rows(prompts);
-        let row_of: Vec<i64> = row_of.into_iter().map(|u| u as i64).collect();
-        let mut ids = Vec::with_capacity(uniq.len() * width);
-        let mut mask = Vec::with_capacity(uniq.len() * width);
-        for p in &uniq {
-            let n_pad = width - p.len();
-            ids.extend(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()));
-            mask.extend(std::iter::repeat_n(0i64, n_pad).chain(std::iter::repeat_n(1, p.len())));
-        }
-        let (u_i, w_i) = (uniq.len() as i64, width as i64);
-        let ids = Tensor::from_slice(&ids)
-            .f_view([u_i, w_i])?
-            .f_to_device(device)?;
-        let mut mask = Tensor::from_slice(&mask)
-            .f_view([u_i, w_i])?
-            .f_to_device(device)?;
-        let mut positions = positions_from_mask(&mask)?;
-        // Sized for the whole run, up to 4096 new positions (it grows beyond).
-        let mut cache = lm.new_cache(w_i + (opts.max_new_tokens as i64).min(4096));
-        let mut logits = lm.forward(&ids, &positions, padded.then_some(&mask), &mut cache)?;
-        if uniq.len() < b {
-            let rows = Tensor::from_slice(&row_of).f_to_device(device)?;
-            cache.select_rows(&rows)?;
-            logits = logits.f_index_select(0, &rows)?;
-            mask = mask.f_index_select(0, &rows)?;
-            positions = positions.f_index_select(0, &rows)?;
-        }
-        // [rows, 1]
-        let mut pos = positions.f_narrow(1, w_i - 1, 1)?;
-        // Batch row -> prompt index; finished rows are dropped from the batch.
-        let mut active: Vec<usize> = (0..b).collect();
+/// Decoded-text stop strings, checked after every token on a window of the
+/// response's last tokens long enough to hold any stop string.
+pub(crate) struct StopCheck<'a> {
+    strings: &'a [String],
+    decoder: &'a dyn Detokenize,
+    /// Tokens decoded per check: the longest stop string in bytes plus 4 (a
+    /// token decodes to at least one byte, except special tokens; the slack
+    /// covers characters split across tokens).
+    window: usize,
+}
 
-        for step in 0..opts.max_new_tokens {
-            let (next, lp) = sample_next(&logits, &params, rng)?;
-            let next_v: Vec<i64> = Vec::try_from(&next.f_to_device(tch::Device::Cpu)?)?;
-            let lp_v: Vec<f32> = Vec::try_from(&lp.f_to_device(tch::Device::Cpu)?)?;
-            let mut keep = Vec::with_capacity(active.len());
-            for (row, &i) in active.iter().enumerate() {
-                out[i].tokens.push(next_v[row]);
-                out[i].logprobs.push(lp_v[row]);
-                if eos.contains(&next_v[row]) {
-                    out[i].stopped_on_eos = true;
-                } else {
-                    keep.push(row as i64);
-                }
-            }
-            if keep.is_empty() || step + 1 == opts.max_new_tokens {
-                break;
-            }
-            let mut step_ids = next.f_view([-1, 1])?;
-            if keep.len() < active.len() {
-                let rows = Tensor::from_slice(&keep).f_to_device(device)?;
-                cache.select_rows(&rows)?;
-                step_ids = step_ids.f_index_select(0, &rows)?;
-                pos = pos.f_index_select(0, &rows)?;
-                if padded {
-                    mask = mask.f_index_select(0, &rows)?;
-                }
-                active = keep.iter().map(|&r| active[r as usize]).collect();
-            }
-            pos = pos.f_add_scalar(1)?;
-            if padded {
-                let ones = Tensor::f_ones([active.len() as i64, 1], (Kind::Int64, device))?;
-                mask = Tensor::f_cat(&[&mask, &ones], 1)?;
-            }
-            logits = lm.forward(&step_ids, &pos, padded.then_some(&mask), &mut cache)?;
+impl<'a> StopCheck<'a> {
+    fn new(strings: &'a [String], decoder: &'a dyn Detokenize) -> StopCheck<'a> {
+        let window = strings.iter().map(String::len).max().unwrap_or(0) + 4;
+        StopCheck {
+            strings,
+            decoder,
+            window,
         }
-        Ok(())
-    })?;
-    Ok(out)
+    }
+
+    /// The stop string that `tokens` (a response so far) now contains.
+    pub(crate) fn hit(&self, tokens: &[i64]) -> Result<Option<usize>> {
+        let tail = &tokens[tokens.len().saturating_sub(self.window)..];
+        let text = self.decoder.detokenize(tail)?;
+        Ok(cut_at_stop(&text, self.strings).1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_the_earliest_stop_string() {
+        let stop = vec!["</a>".to_string(), "\n\n".to_string()];
+        assert_eq!(cut_at_stop("x</a>y\n\nz", &stop), ("x</a>", Some(0)));
+        assert_eq!(cut_at_stop("x\n\ny</a>", &stop), ("x\n\n", Some(1)));
+        assert_eq!(cut_at_stop("plain", &stop), ("plain", None));
+    }
+
+    #[test]
+    fn prompt_seeds_differ_by_index_and_base() {
+        let a = prompt_seeds(7, 4);
+        let mut all = a.clone();
+        all.extend(prompt_seeds(8, 4));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 8);
+        assert_eq!(a, prompt_seeds(7, 4));
+        assert_eq!(prompt_seed(7, 2), a[2]);
+    }
+
+    #[test]
+    fn stop_check_reads_only_the_tail() {
+        // Token t decodes to the letter 'a' + t.
+        let dec = |ids: &[i64]| -> String {
+            ids.iter().map(|&t| char::from(b'a' + t as u8)).collect()
+        };
+        let strings = vec!["cd".to_string()];
+        let check = StopCheck::new(&strings, &dec);
+        assert_eq!(check.window, 6);
+        assert_eq!(check.hit(&[0, 1, 2]).unwrap(), None);
+        assert_eq!(check.hit(&[0, 1, 2, 3]).unwrap(), Some(0));
+        // An occurrence older than the window is not seen again.
+        let mut long = vec![2, 3];
+        long.extend([0; 6]);
+        assert_eq!(check.hit(&long).unwrap(), None);
+    }
 }

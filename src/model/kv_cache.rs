@@ -110,6 +110,92 @@ impl KvCache {
         Ok(())
     }
 
+    /// Rows (sequences) held; 0 before the first forward.
+    pub fn rows(&self) -> i64 {
+        self.layers
+            .iter()
+            .flatten()
+            .next()
+            .map_or(0, |(kb, _)| kb.size()[0])
+    }
+
+    /// Add the rows of `other` after this cache's rows. Both are right-aligned
+    /// at the longer one's length: the shorter one's positions move right and
+    /// the columns in front of them are zero (the caller masks them out as
+    /// padding). The new buffers hold `capacity` positions (at least the
+    /// merged length). Returns the columns added in front of `(self, other)`.
+    pub fn append_rows(&mut self, other: &KvCache, capacity: i64) -> Result<(i64, i64)> {
+        if other.layers.len() != self.layers.len() {
+            return Err(Error::InvalidInput(format!(
+                "cannot merge a {}-layer KV cache into a {}-layer one",
+                other.layers.len(),
+                self.layers.len()
+            )));
+        }
+        if self.rows() == 0 {
+            self.clear();
+        }
+        let len = self.len.max(other.len);
+        let cap = capacity.max(len).max(1);
+        let (shift_a, shift_b) = (len - self.len, len - other.len);
+        for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
+            let Some((ob, ov)) = theirs else {
+                return Err(Error::InvalidInput(
+                    "cannot merge a KV cache that was never written".into(),
+                ));
+            };
+            let merge = |a: Option<&Tensor>, b: &Tensor| -> Result<Tensor> {
+                let s = b.size();
+                let rows_a = a.map_or(0, |a| a.size()[0]);
+                let out = Tensor::f_zeros([rows_a + s[0], s[1], cap, s[3]], (b.kind(), b.device()))?;
+                if let Some(a) = a {
+                    out.f_narrow(0, 0, rows_a)?
+                        .f_narrow(2, shift_a, len - shift_a)?
+                        .f_copy_(&a.f_narrow(2, 0, len - shift_a)?)?;
+                }
+                out.f_narrow(0, rows_a, s[0])?
+                    .f_narrow(2, shift_b, len - shift_b)?
+                    .f_copy_(&b.f_narrow(2, 0, len - shift_b)?)?;
+                Ok(out)
+            };
+            let merged = match mine.as_ref() {
+                Some((kb, vb)) => (merge(Some(kb), ob)?, merge(Some(vb), ov)?),
+                None => (merge(None, ob)?, merge(None, ov)?),
+            };
+            *mine = Some(merged);
+        }
+        self.len = len;
+        self.capacity = cap;
+        Ok((shift_a, shift_b))
+    }
+
+    /// Drop the first `n` cached positions of every row (columns that are
+    /// padding for all rows), keeping the capacity.
+    pub fn trim_front(&mut self, n: i64) -> Result<()> {
+        if n <= 0 {
+            return Ok(());
+        }
+        if n > self.len {
+            return Err(Error::InvalidInput(format!(
+                "cannot trim {n} positions from a KV cache holding {}",
+                self.len
+            )));
+        }
+        let keep = self.len - n;
+        for (kb, vb) in self.layers.iter_mut().flatten() {
+            for buf in [kb, vb] {
+                let out = buf.f_zeros_like()?;
+                if keep > 0 {
+                    out.f_narrow(2, 0, keep)?
+                        .f_copy_(&buf.f_narrow(2, n, keep)?)?;
+                }
+                *buf = out;
+            }
+        }
+        self.len = keep;
+        Ok(())
+    }
+
     /// Mark `t` more positions as written; called once per forward, after all layers.
     pub fn advance(&mut self, t: i64) {
         self.len += t;

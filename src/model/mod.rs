@@ -10,8 +10,9 @@
 //! What the rest of the crate uses:
 //! - [`CausalLm::forward_all`]: logits `[B, T, V]` for training and teacher scoring;
 //! - [`token_logprobs`]: log-prob of every response token (no grad);
-//! - [`generate`]: batched, left-padded, KV-cached sampling from a seeded RNG,
-//!   returning the sampling log-prob of each token;
+//! - [`generate`] / [`generate_with`]: continuously batched, KV-cached
+//!   sampling under a KV-cache budget, one seeded stream per prompt, EOS ids
+//!   and stop strings, returning the sampling log-prob of each token;
 //! - `impl Policy for LoadedModel`: response log-probs and entropies with grad,
 //!   and the chunked, optionally checkpointed backward of [`chunked`];
 //! - [`WeightSnapshot`]: versioned deep copies of the weights.
@@ -20,6 +21,7 @@ pub mod attention;
 pub mod chat_template;
 pub mod chunked;
 pub mod config;
+mod continuous;
 pub mod generate;
 pub mod kv_cache;
 pub mod layers;
@@ -33,7 +35,10 @@ pub mod weights;
 
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{Arch, Config, Llama3RopeScaling};
-pub use generate::{generate, GenerateOptions, Generation};
+pub use generate::{
+    cut_at_stop, generate, generate_profiled, generate_with, kv_bytes_per_position, max_concurrent_rows, prompt_seed,
+    prompt_seeds, Detokenize, GenerateOptions, Generation, GenerationProfile,
+};
 pub use kv_cache::KvCache;
 pub use logprobs::{
     score_responses, shared_prompt_logprobs, token_logprobs, token_logprobs_by_prompt,

@@ -6,7 +6,7 @@
 //! full vocabulary at the chosen token (what training uses as `logp_old`);
 //! top-k and top-p only restrict where the token is drawn from.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use rand::rngs::StdRng;
 use rand::Rng;
 use tch::{Kind, Tensor};
@@ -32,6 +32,22 @@ pub fn sample_next(
     p: &SamplingParams,
     rng: &mut StdRng,
 ) -> Result<(Tensor, Tensor)> {
+    let u: Vec<f32> = if p.greedy {
+        vec![]
+    } else {
+        (0..logits.size()[0]).map(|_| rng.random::<f32>()).collect()
+    };
+    sample_with_uniforms(logits, p, &u)
+}
+
+/// [`sample_next`] with row `i` drawn by inverse-CDF from the uniform `u[i]`
+/// in `[0, 1)` (ignored when greedy): how generation gives every prompt its
+/// own random stream, so a row's draw does not depend on its batch.
+pub fn sample_with_uniforms(
+    logits: &Tensor,
+    p: &SamplingParams,
+    u: &[f32],
+) -> Result<(Tensor, Tensor)> {
     let scaled = logits.f_to_kind(Kind::Float)?.f_div_scalar(p.temperature)?;
     let logp = scaled.f_log_softmax(-1, Kind::Float)?;
     let ids = if p.greedy {
@@ -42,8 +58,13 @@ pub fn sample_next(
         let cdf = probs.f_cumsum(-1, Kind::Float)?;
         let b = cdf.size()[0];
         let v = cdf.size()[1];
-        let u: Vec<f32> = (0..b).map(|_| rng.random::<f32>()).collect();
-        let u = Tensor::from_slice(&u)
+        if u.len() as i64 != b {
+            return Err(Error::InvalidInput(format!(
+                "sampling {b} rows needs {b} uniforms, got {}",
+                u.len()
+            )));
+        }
+        let u = Tensor::from_slice(u)
             .f_to_device(cdf.device())?
             .f_view([b, 1])?;
         let target = u.f_mul(&cdf.f_narrow(1, v - 1, 1)?)?;

@@ -31,6 +31,8 @@ pub struct Rollout {
     pub sampling_logprobs: Vec<f32>,
     /// Whether generation ended on EOS (vs. the token limit).
     pub stopped_on_eos: bool,
+    /// Whether generation ended on one of `rollout.stop` (the text is cut after it).
+    pub stopped_on_stop_string: bool,
 }
 
 /// The sampler's output: `B * G` rollouts, prompt-major.

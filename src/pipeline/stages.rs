@@ -14,15 +14,13 @@ use crate::data::prompt::{chat_prompt_ids, student_prompt_ids};
 use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
 use crate::model::{
-    generate, teacher_support, token_logprobs_by_prompt_within, GenerateOptions, LoadedModel,
-    Tokenizer,
+    cut_at_stop, generate_with, prompt_seeds, teacher_support, token_logprobs_by_prompt_within,
+    GenerateOptions, LoadedModel, Tokenizer,
 };
 use crate::rlsd::sdpo::render_sdpo;
 use crate::rlsd::{cepo_negatives, group_advantages, sdpo_feedback, Algo, AlgoConfig};
 use crate::stats::StageTimings;
 use crate::verify::{extract_final_answer, Verdict, Verifier};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
 /// The model's tokenizer, or an error naming what is missing.
 pub fn tokenizer_of(model: &LoadedModel) -> Result<&Tokenizer> {
@@ -71,15 +69,21 @@ pub fn rollout(
         top_p: cfg.top_p,
         eos_ids: tok.eos_ids().to_vec(),
         pad_id: tok.pad_id(),
+        kv_cache_bytes: cfg.kv_cache_bytes,
+        stop: cfg.stop.clone(),
     };
-    let mut rng = StdRng::seed_from_u64(plan.seed);
-    let gens = tch::no_grad(|| generate(&model.lm, &prompts, &opts, &mut rng))?;
+    // Response i samples from the stream prompt_seed(plan.seed, i).
+    let seeds = prompt_seeds(plan.seed, prompts.len());
+    let gens = generate_with(&model.lm, &prompts, &seeds, &opts, Some(tok))?;
     let mut rollouts = Vec::with_capacity(gens.len());
     for ((prompt_ids, group), g) in prompts.into_iter().zip(groups).zip(gens) {
         rollouts.push(Rollout {
             group,
             prompt_ids,
-            response_text: tok.decode(&g.tokens, true)?,
+            response_text: cut_at_stop(&tok.decode(&g.tokens, true)?, &cfg.stop)
+                .0
+                .to_string(),
+            stopped_on_stop_string: g.stop_string.is_some(),
             response_ids: g.tokens,
             sampling_logprobs: g.logprobs,
             stopped_on_eos: g.stopped_on_eos,

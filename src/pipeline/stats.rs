@@ -32,7 +32,11 @@ pub fn step_stats(
         .map(|r| r.response_ids.len() as f64)
         .sum::<f64>()
         / n;
-    s.truncation_rate = rollouts.iter().filter(|r| !r.stopped_on_eos).count() as f64 / n;
+    s.truncation_rate = rollouts
+        .iter()
+        .filter(|r| !r.stopped_on_eos && !r.stopped_on_stop_string)
+        .count() as f64
+        / n;
     s.leakage_rate = crate::rlsd::leakage::leakage_rate(
         rollouts
             .iter()

@@ -1,0 +1,260 @@
+//! The continuous-batching loop behind [`super::generate`].
+//!
+//! Up to `rows` sequences decode together, one token per step. All rows share
+//! the cache's column pointer: a row's tokens sit in columns `start..len` and
+//! the columns before `start` are padding (masked out, and positions count
+//! from `start`, so a row's values do not depend on where it sits). When rows
+//! finish they leave the batch (their cache rows are dropped); before the next
+//! step, pending prompts are prefilled together (a group's identical prompts
+//! once) and their cache rows are appended, right-aligned at the current
+//! column. Columns that became padding for every row are then trimmed, so the
+//! cache never holds more than the longest running row: at most
+//! `max_prompt + max_new_tokens` positions, the budget's unit.
+//!
+//! Each row draws its uniforms from its own `StdRng` (one per sampled token),
+//! so sampling is independent of batch composition.
+
+use super::distinct_rows;
+use super::generate::{Generation, StopCheck};
+use super::kv_cache::KvCache;
+use super::sampling::{sample_with_uniforms, SamplingParams};
+use super::transformer::{positions_from_mask, CausalLm};
+use crate::error::Result;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::ops::Range;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// What to generate: validated by [`super::generate_with`].
+pub(crate) struct Job<'a> {
+    /// Token ids of every prompt (non-empty, in the vocabulary).
+    pub(crate) prompts: &'a [Vec<i64>],
+    /// Seed of each prompt's random stream.
+    pub(crate) seeds: &'a [u64],
+    /// How tokens are picked.
+    pub(crate) params: SamplingParams,
+    /// Most tokens per response (at least 1).
+    pub(crate) max_new_tokens: usize,
+    /// Stop token ids.
+    pub(crate) eos: &'a [i64],
+    /// Left-padding id inside a prefill.
+    pub(crate) pad: i64,
+    /// Rows decoding at once (at least 1).
+    pub(crate) rows: usize,
+    /// Cache positions per row: `max_prompt + max_new_tokens`.
+    pub(crate) capacity: i64,
+    /// Decoded-text stop strings.
+    pub(crate) stop: Option<&'a StopCheck<'a>>,
+}
+
+/// Where a generation's time went (wall seconds, summed over steps).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GenerationProfile {
+    /// Prefilling admitted prompts (forward over the prompt tokens).
+    pub prefill_s: f64,
+    /// Decoding forwards (one token per running row).
+    pub decode_s: f64,
+    /// Choosing tokens (softmax, truncation, draw) and reading them back.
+    pub sample_s: f64,
+    /// Cache bookkeeping: dropping finished rows, appending admitted ones, trimming.
+    pub cache_s: f64,
+    /// Stop-string checks (decoding response tails).
+    pub stop_s: f64,
+    /// Decoding steps run.
+    pub steps: usize,
+    /// Row-steps run (sum over steps of the rows decoding): the work done.
+    pub row_steps: usize,
+    /// Tokens generated (each row's first comes from its prefill's logits).
+    pub tokens: usize,
+    /// Prompts prefilled (a group's identical prompts once per admission).
+    pub prefills: usize,
+}
+
+/// A running sequence.
+struct Row {
+    /// Its prompt's index.
+    idx: usize,
+    /// Its own random stream.
+    rng: StdRng,
+    /// Cache column of its first prompt token.
+    start: i64,
+}
+
+/// Generate every prompt of `job` (under `no_grad`).
+pub(crate) fn run(lm: &CausalLm, job: &Job<'_>) -> Result<(Vec<Generation>, GenerationProfile)> {
+    let mut prof = GenerationProfile::default();
+    let clock = Instant::now;
+    let device = lm.device();
+    let n = job.prompts.len();
+    let mut out: Vec<Generation> = (0..n)
+        .map(|_| Generation {
+            tokens: vec![],
+            logprobs: vec![],
+            stopped_on_eos: false,
+            stop_string: None,
+        })
+        .collect();
+    let mut rows: Vec<Row> = Vec::with_capacity(job.rows);
+    let mut cache = lm.new_cache(job.capacity);
+    // Next-token logits of `rows`, [rows, V].
+    let mut logits: Option<Tensor> = None;
+    let mut pending = 0usize;
+    loop {
+        if rows.len() < job.rows && pending < n {
+            let k = (job.rows - rows.len()).min(n - pending);
+            let fresh = admit(lm, job, pending..pending + k, &mut cache, &mut rows, &mut prof)?;
+            pending += k;
+            logits = Some(match logits.take() {
+                Some(old) => Tensor::f_cat(&[&old, &fresh], 0)?,
+                None => fresh,
+            });
+            let t = clock();
+            trim(&mut cache, &mut rows)?;
+            prof.cache_s += t.elapsed().as_secs_f64();
+        }
+        let Some(lg) = logits.take() else { break };
+        let t = clock();
+        let u: Vec<f32> = if job.params.greedy {
+            vec![]
+        } else {
+            rows.iter_mut().map(|r| r.rng.random::<f32>()).collect()
+        };
+        let (ids, lp) = sample_with_uniforms(&lg, &job.params, &u)?;
+        let ids_v: Vec<i64> = Vec::try_from(&ids.f_to_device(Device::Cpu)?)?;
+        let lp_v: Vec<f32> = Vec::try_from(&lp.f_to_device(Device::Cpu)?)?;
+        prof.sample_s += t.elapsed().as_secs_f64();
+        prof.tokens += rows.len();
+        let t = clock();
+        let mut keep = Vec::with_capacity(rows.len());
+        for (r, row) in rows.iter().enumerate() {
+            let g = &mut out[row.idx];
+            g.tokens.push(ids_v[r]);
+            g.logprobs.push(lp_v[r]);
+            if job.eos.contains(&ids_v[r]) {
+                g.stopped_on_eos = true;
+            } else if let Some(i) = match job.stop {
+                Some(s) => s.hit(&g.tokens)?,
+                None => None,
+            } {
+                g.stop_string = Some(i);
+            } else if g.tokens.len() < job.max_new_tokens {
+                keep.push(r);
+            }
+        }
+        prof.stop_s += t.elapsed().as_secs_f64();
+        let mut step_ids = ids.f_view([-1, 1])?;
+        if keep.len() < rows.len() {
+            let t = clock();
+            if keep.is_empty() {
+                rows.clear();
+                cache.clear();
+                continue;
+            }
+            let idx: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
+            let idx = Tensor::from_slice(&idx).f_to_device(device)?;
+            cache.select_rows(&idx)?;
+            step_ids = step_ids.f_index_select(0, &idx)?;
+            let mut kept = keep.iter().peekable();
+            rows = rows
+                .into_iter()
+                .enumerate()
+                .filter(|(r, _)| kept.next_if_eq(&r).is_some())
+                .map(|(_, row)| row)
+                .collect();
+            trim(&mut cache, &mut rows)?;
+            prof.cache_s += t.elapsed().as_secs_f64();
+        }
+        // One decoding step of the running rows: the new token sits at column
+        // `len`, position `len - start`.
+        let len = cache.len();
+        let starts: Vec<i64> = rows.iter().map(|r| r.start).collect();
+        let st = Tensor::from_slice(&starts)
+            .f_to_device(device)?
+            .f_view([-1, 1])?;
+        let pos = st.f_neg()?.f_add_scalar(len)?;
+        let mask = if starts.iter().any(|&s| s > 0) {
+            let cols = Tensor::f_arange(len + 1, (Kind::Int64, device))?.f_view([1, -1])?;
+            Some(cols.f_ge_tensor(&st)?)
+        } else {
+            None
+        };
+        let t = clock();
+        logits = Some(lm.forward(&step_ids, &pos, mask.as_ref(), &mut cache)?);
+        prof.decode_s += t.elapsed().as_secs_f64();
+        prof.steps += 1;
+        prof.row_steps += rows.len();
+    }
+    Ok((out, prof))
+}
+
+/// Prefill prompts `range` together (identical prompts once), append their
+/// cache rows after the running ones and return their next-token logits.
+fn admit(
+    lm: &CausalLm,
+    job: &Job<'_>,
+    range: Range<usize>,
+    cache: &mut KvCache,
+    rows: &mut Vec<Row>,
+    prof: &mut GenerationProfile,
+) -> Result<Tensor> {
+    let t = Instant::now();
+    let device = lm.device();
+    let prompts = &job.prompts[range.clone()];
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let padded = prompts.iter().any(|p| p.len() < width);
+    let (uniq, row_of) = distinct_rows(prompts);
+    let mut ids = Vec::with_capacity(uniq.len() * width);
+    let mut mask = Vec::with_capacity(uniq.len() * width);
+    for p in &uniq {
+        let n_pad = width - p.len();
+        ids.extend(std::iter::repeat_n(job.pad, n_pad).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, n_pad).chain(std::iter::repeat_n(1, p.len())));
+    }
+    let (u_i, w_i) = (uniq.len() as i64, width as i64);
+    let ids = Tensor::from_slice(&ids)
+        .f_view([u_i, w_i])?
+        .f_to_device(device)?;
+    let mask = Tensor::from_slice(&mask)
+        .f_view([u_i, w_i])?
+        .f_to_device(device)?;
+    let positions = positions_from_mask(&mask)?;
+    let mut fresh = lm.new_cache(w_i);
+    let mut logits = lm.forward(&ids, &positions, padded.then_some(&mask), &mut fresh)?;
+    if uniq.len() < prompts.len() {
+        let row_of: Vec<i64> = row_of.into_iter().map(|u| u as i64).collect();
+        let sel = Tensor::from_slice(&row_of).f_to_device(device)?;
+        fresh.select_rows(&sel)?;
+        logits = logits.f_index_select(0, &sel)?;
+    }
+    prof.prefill_s += t.elapsed().as_secs_f64();
+    prof.prefills += uniq.len();
+    let t = Instant::now();
+    let (shift_old, shift_new) = cache.append_rows(&fresh, job.capacity)?;
+    for r in rows.iter_mut() {
+        r.start += shift_old;
+    }
+    for i in range {
+        rows.push(Row {
+            idx: i,
+            rng: StdRng::seed_from_u64(job.seeds[i]),
+            start: shift_new + (width - job.prompts[i].len()) as i64,
+        });
+    }
+    prof.cache_s += t.elapsed().as_secs_f64();
+    Ok(logits)
+}
+
+/// Drop the cache columns that are padding for every row.
+fn trim(cache: &mut KvCache, rows: &mut [Row]) -> Result<()> {
+    let Some(front) = rows.iter().map(|r| r.start).min() else {
+        return Ok(());
+    };
+    if front > 0 {
+        cache.trim_front(front)?;
+        for r in rows.iter_mut() {
+            r.start -= front;
+        }
+    }
+    Ok(())
+}
