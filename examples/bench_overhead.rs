@@ -13,6 +13,10 @@
 //! ```
 //!
 //! Prints one JSON line per case run and a summary table (docs/benchmarks/recovery.md).
+//! libtorch runs one intra-op thread (and the script sets
+//! `OMP_NUM_THREADS=1`): on a loaded machine, OpenMP threads spin-waiting
+//! for a descheduled partner inflate CPU time by whole factors, which would
+//! measure the neighbours instead of the runtime.
 
 use anyhow::{Context, Result};
 use rlsd::actors::sequential::run_sequential;
@@ -97,6 +101,7 @@ fn main() -> Result<()> {
     let steps: u64 = args.first().context("STEPS")?.parse()?;
     let rounds: usize = args.get(1).context("ROUNDS")?.parse()?;
     let sets = args[2..].to_vec();
+    tch::set_num_threads(1);
     let cases = ["seq", "rt0", "rt1"];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {

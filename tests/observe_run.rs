@@ -232,7 +232,7 @@ fn sample(
 
 /// Two responses to one prompt: A = +1 and A = -0.5, lambda 0.5, eps_w 0.2.
 fn hand_batch() -> (CreditBatch, TrainBatch, AlgoConfig) {
-    let parts = vec![
+    let parts = [
         sample(
             0,
             vec![5, 6, 7],
@@ -243,8 +243,10 @@ fn hand_batch() -> (CreditBatch, TrainBatch, AlgoConfig) {
         ),
         sample(0, vec![8, 9], vec![-1.0, -1.0], vec![-1.2, -0.9], 0.0, -0.5),
     ];
-    let mut cfg = RunConfig::default();
-    cfg.algo = AlgoConfig::with_algo(Algo::Rlsd);
+    let cfg = RunConfig {
+        algo: AlgoConfig::with_algo(Algo::Rlsd),
+        ..RunConfig::default()
+    };
     let mut plan = StepPlan::new(
         &cfg,
         2,
