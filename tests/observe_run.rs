@@ -213,6 +213,7 @@ fn sample(
         response_text: format!("answer {group}"),
         sampling_logprobs: logp,
         stopped_on_eos: true,
+        stopped_on_stop_string: false,
         reward,
         correct: reward > 0.5,
         reason: "by hand".into(),
