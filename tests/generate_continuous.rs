@@ -135,8 +135,11 @@ fn a_budget_below_one_row_is_refused_with_the_numbers() {
 fn stop_strings_end_responses_where_the_text_first_contains_them() {
     let m = model();
     // Token t decodes to one letter; "gh" needs tokens 6 then 7, "z" token 25.
-    let decode =
-        |ids: &[i64]| -> String { ids.iter().map(|&t| char::from(b'a' + (t % 26) as u8)).collect() };
+    let decode = |ids: &[i64]| -> String {
+        ids.iter()
+            .map(|&t| char::from(b'a' + (t % 26) as u8))
+            .collect()
+    };
     let stop = vec!["gh".to_string(), "z".to_string()];
     let seeds = prompt_seeds(9, prompts().len());
     let free = generate_with(&m.lm, &prompts(), &seeds, &opts(), None).unwrap();
@@ -156,7 +159,10 @@ fn stop_strings_end_responses_where_the_text_first_contains_them() {
             Some(i) => {
                 stopped += 1;
                 assert!(text.ends_with(&stop[i]), "{text}");
-                assert!(!stop.iter().any(|s| before.contains(s.as_str())), "{before}");
+                assert!(
+                    !stop.iter().any(|s| before.contains(s.as_str())),
+                    "{before}"
+                );
                 assert!(!g.stopped_on_eos);
             }
             None => {
@@ -165,7 +171,10 @@ fn stop_strings_end_responses_where_the_text_first_contains_them() {
             }
         }
     }
-    assert!(stopped > 0, "no response met a stop string: the test checks nothing");
+    assert!(
+        stopped > 0,
+        "no response met a stop string: the test checks nothing"
+    );
     // The stopped run equals the same prompts one at a time.
     let want: Vec<Generation> = prompts()
         .iter()

@@ -147,7 +147,12 @@ fn a_kv_cache_budget_bounds_the_samplers_cache() {
         let shape = known_shape(&cfg.model.path).unwrap();
         let p = plan(cfg, &shape, 512).unwrap();
         let sampler = p.actors.iter().find(|a| a.actor == "sampler").unwrap();
-        sampler.items.iter().find(|i| i.what == "KV cache").unwrap().bytes
+        sampler
+            .items
+            .iter()
+            .find(|i| i.what == "KV cache")
+            .unwrap()
+            .bytes
     };
     let mut cfg = shipped("qwen2.5-0.5b-math.toml");
     let all = kv(&cfg);

@@ -103,7 +103,14 @@ pub(crate) fn run(lm: &CausalLm, job: &Job<'_>) -> Result<(Vec<Generation>, Gene
     loop {
         if rows.len() < job.rows && pending < n {
             let k = (job.rows - rows.len()).min(n - pending);
-            let fresh = admit(lm, job, pending..pending + k, &mut cache, &mut rows, &mut prof)?;
+            let fresh = admit(
+                lm,
+                job,
+                pending..pending + k,
+                &mut cache,
+                &mut rows,
+                &mut prof,
+            )?;
             pending += k;
             logits = Some(match logits.take() {
                 Some(old) => Tensor::f_cat(&[&old, &fresh], 0)?,

@@ -356,9 +356,8 @@ mod tests {
     #[test]
     fn stop_check_reads_only_the_tail() {
         // Token t decodes to the letter 'a' + t.
-        let dec = |ids: &[i64]| -> String {
-            ids.iter().map(|&t| char::from(b'a' + t as u8)).collect()
-        };
+        let dec =
+            |ids: &[i64]| -> String { ids.iter().map(|&t| char::from(b'a' + t as u8)).collect() };
         let strings = vec!["cd".to_string()];
         let check = StopCheck::new(&strings, &dec);
         assert_eq!(check.window, 6);

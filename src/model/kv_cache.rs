@@ -147,7 +147,8 @@ impl KvCache {
             let merge = |a: Option<&Tensor>, b: &Tensor| -> Result<Tensor> {
                 let s = b.size();
                 let rows_a = a.map_or(0, |a| a.size()[0]);
-                let out = Tensor::f_zeros([rows_a + s[0], s[1], cap, s[3]], (b.kind(), b.device()))?;
+                let out =
+                    Tensor::f_zeros([rows_a + s[0], s[1], cap, s[3]], (b.kind(), b.device()))?;
                 if let Some(a) = a {
                     out.f_narrow(0, 0, rows_a)?
                         .f_narrow(2, shift_a, len - shift_a)?

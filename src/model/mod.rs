@@ -36,8 +36,9 @@ pub mod weights;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use config::{Arch, Config, Llama3RopeScaling};
 pub use generate::{
-    cut_at_stop, generate, generate_profiled, generate_with, kv_bytes_per_position, max_concurrent_rows, prompt_seed,
-    prompt_seeds, Detokenize, GenerateOptions, Generation, GenerationProfile,
+    cut_at_stop, generate, generate_profiled, generate_with, kv_bytes_per_position,
+    max_concurrent_rows, prompt_seed, prompt_seeds, Detokenize, GenerateOptions, Generation,
+    GenerationProfile,
 };
 pub use kv_cache::KvCache;
 pub use logprobs::{
