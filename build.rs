@@ -17,7 +17,7 @@
 //! - Compiles `csrc/rlsd_dist.cpp`, the C ABI over libtorch's c10d
 //!   (TCPStore, ProcessGroupGloo) that `src/dist` calls. c10d's Gloo header
 //!   includes gloo's own headers, which the torch wheel does not ship:
-//!   the 17 it needs are vendored in `third_party/gloo` at the pinned commit
+//!   `scripts/setup_gloo.sh` puts them in the cache at the pinned commit
 //!   (`RLSD_GLOO_INCLUDE` overrides). Without them the shim is left out,
 //!   cfg `rlsd_no_gloo` is set, and creating a Gloo group is an error that
 //!   says so.
@@ -25,7 +25,7 @@
 use std::path::PathBuf;
 
 /// The gloo commit whose headers the shim compiles against (the one nearest
-/// libtorch 2.11's third_party/gloo; vendored in third_party/gloo).
+/// libtorch 2.11's third_party/gloo; scripts/setup_gloo.sh fetches it).
 const GLOO_COMMIT: &str = "9322e67cf84d1c0a514b5ec250957bce3b1098b3";
 
 fn main() {
@@ -61,8 +61,11 @@ fn gloo_include() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("RLSD_GLOO_INCLUDE") {
         return Some(PathBuf::from(dir));
     }
-    // The headers the shim needs, vendored at GLOO_COMMIT (third_party/gloo/README.md).
-    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?).join("third_party/gloo");
+    let cache = match std::env::var_os("XDG_CACHE_HOME") {
+        Some(c) => PathBuf::from(c),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
+    };
+    let dir = cache.join("rlsd").join(format!("gloo-{GLOO_COMMIT}"));
     dir.join("gloo/context.h").exists().then_some(dir)
 }
 
@@ -86,7 +89,7 @@ fn build_dist_shim() {
         return;
     };
     let Some(gloo) = gloo_include() else {
-        println!("cargo:warning=gloo headers not found (third_party/gloo is missing; or set RLSD_GLOO_INCLUDE); distributed training is left out");
+        println!("cargo:warning=gloo headers not found (run scripts/setup_gloo.sh or set RLSD_GLOO_INCLUDE); distributed training is left out");
         println!("cargo:rustc-cfg=rlsd_no_gloo");
         return;
     };

@@ -84,7 +84,7 @@ fn shim_error(what: &str) -> Error {
 fn no_gloo() -> Error {
     Error::Distributed(
         "this binary was built without gloo's headers, so it has no c10d process group; \
-         restore third_party/gloo (or set RLSD_GLOO_INCLUDE) and rebuild"
+         run scripts/setup_gloo.sh (or set RLSD_GLOO_INCLUDE) and rebuild"
             .into(),
     )
 }

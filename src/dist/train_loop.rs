@@ -10,18 +10,15 @@
 
 use super::sync::DataParallel;
 use super::{DistEnv, GlooGroup, GradSync, ProcessGroup, Store};
-use crate::actors::messages::{Batch, StepPlan};
-use crate::actors::stages::{
-    apply_verdict, assign_advantages, fill_rollout_stats, rollout, step_seed, teacher_pass,
-    train_batch, verify_one,
+use crate::pipeline::{
+    assign_credit, prepare_step, step_seed, step_stats, CreditBatch, RolloutBatch, ScoredBatch,
+    StepPlan, TeacherBatch, TeacherScores,
 };
-use crate::actors::teacher::required_teacher_version;
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::device::parse_device;
 use crate::error::{Error, Result};
 use crate::model::LoadedModel;
-use crate::rlsd::{lambda_at, lr_at};
 use crate::stats::{StageTimings, StepStats};
 use crate::train::{train_step, Trainer};
 use sha2::{Digest, Sha256};
@@ -148,80 +145,63 @@ pub fn train_rank(cfg: &RunConfig, env: &DistEnv, overwrite: bool) -> Result<Ran
     } else {
         None
     };
-    let interval = cfg.runtime.teacher_sync_interval;
     let mut teacher_version = 0;
     let mut collective_s = 0.0;
     for step in 1..=cfg.runtime.steps {
         injected_crash(env.rank, step);
         let version = step - 1;
-        let need = required_teacher_version(version, interval);
-        if need > teacher_version {
-            teacher.load_snapshot(&trainer.policy.snapshot(need)?)?;
-            teacher_version = need;
-        }
         let all = source.next_batch(cfg.rollout.batch_prompts)?;
         let mine = super::shard::group_range(all.len(), env.world, env.rank);
-        let plan = StepPlan {
+        let mut plan = StepPlan::new(&cfg, step, 0, all[mine].to_vec(), source.cursor());
+        // Ranks sample different prompts; a per-rank seed keeps their RNG
+        // streams apart.
+        plan.seed = step_seed(
+            cfg.runtime.seed ^ (env.rank as u64).wrapping_mul(0xA24B_AED4_963E_E407),
             step,
-            examples: all[mine].to_vec(),
-            lambda: lambda_at(step, &cfg.algo),
-            lr: lr_at(step, &cfg.optim),
-            min_version: version,
-            // Ranks sample different prompts; a per-rank seed keeps their
-            // RNG streams apart.
-            seed: step_seed(
-                cfg.runtime.seed ^ (env.rank as u64).wrapping_mul(0xA24B_AED4_963E_E407),
-                step,
-            ),
-            cursor_after: source.cursor(),
-        };
-        let t0 = Instant::now();
-        let samples = if plan.examples.is_empty() {
-            Vec::new()
+        );
+        if plan.teacher_version > teacher_version {
+            teacher.load_snapshot(&trainer.policy.snapshot(plan.teacher_version)?)?;
+            teacher_version = plan.teacher_version;
+        }
+        let batch = if plan.examples.is_empty() {
+            // A rank with no group this step still joins every collective.
+            empty_batch(plan, version, teacher_version, &cfg)?
         } else {
-            rollout(&trainer.policy, &plan, &cfg.rollout)?
-        };
-        let mut batch = Batch {
-            plan,
-            policy_version: version,
-            teacher_version,
-            samples,
-            timings: StageTimings {
-                generate_s: t0.elapsed().as_secs_f64(),
-                ..StageTimings::default()
-            },
-        };
-        for s in batch.samples.iter_mut() {
-            let v = verify_one(&*verifier, &batch.plan.examples[s.group], &s.response_text);
-            apply_verdict(s, v);
-        }
-        let t1 = Instant::now();
-        if !batch.samples.is_empty() {
-            teacher_pass(
+            prepare_step(
+                &cfg,
+                plan,
+                &trainer.policy,
+                version,
                 &teacher,
+                teacher_version,
+                &*verifier,
                 &template,
-                &batch.plan.examples,
-                &mut batch.samples,
-                &cfg.algo,
-                batch.plan.lambda,
-                cfg.rollout.temperature,
-            )?;
-        }
-        batch.timings.teacher_s = t1.elapsed().as_secs_f64();
-        assign_advantages(&mut batch.samples, cfg.rollout.group_size, &cfg.algo)?;
-        let tb = train_batch(&batch, &cfg.algo, cfg.rollout.temperature);
-        let mut stats = train_step(&mut trainer, &tb)?;
-        let (num_responses, num_tokens) = (stats.num_responses, stats.num_tokens);
-        fill_rollout_stats(&batch, &mut stats);
+            )?
+        };
+        let tb = batch.train_batch(&cfg.algo, cfg.rollout.temperature);
+        let trained = train_step(&mut trainer, &tb)?;
+        // train_step's counts are global; step_stats sets local ones.
+        let (num_responses, num_tokens) = (trained.num_responses, trained.num_tokens);
+        let completions = if env.rank == 0 {
+            cfg.observe.completions_per_step
+        } else {
+            0
+        };
+        let mut stats = step_stats(
+            &batch,
+            &tb,
+            trained,
+            &cfg.algo,
+            trainer.policy.tokenizer.as_ref(),
+            completions,
+        );
         let sync = trainer
             .grad_sync
             .as_mut()
             .ok_or_else(|| Error::Distributed("grad sync lost".into()))?;
         global_rollout_stats(sync.as_mut(), &batch, &mut stats)?;
-        // train_step's global counts (fill_rollout_stats set local ones).
         stats.num_responses = num_responses;
         stats.num_tokens = num_tokens;
-        stats.teacher_version = teacher_version;
         collective_s += stats.timings.collective_s;
         if let Some(m) = metrics.as_mut() {
             m.append(&stats)?;
@@ -261,16 +241,18 @@ fn write_report(out: &Path, r: &RankReport) -> Result<()> {
 /// rank's `fill_rollout_stats` saw only its own).
 fn global_rollout_stats(
     sync: &mut dyn GradSync,
-    batch: &Batch,
+    batch: &CreditBatch,
     stats: &mut StepStats,
 ) -> Result<()> {
-    let s = &batch.samples;
+    let (r, s) = (batch.rollouts(), batch.scores());
     let mut v = [
-        s.len() as f64,
+        r.len() as f64,
         s.iter().map(|x| f64::from(x.reward)).sum(),
         s.iter().filter(|x| x.correct).count() as f64,
-        s.iter().map(|x| x.response_ids.len() as f64).sum(),
-        s.iter().filter(|x| !x.stopped_on_eos).count() as f64,
+        r.iter().map(|x| x.response_ids.len() as f64).sum(),
+        r.iter()
+            .filter(|x| !x.stopped_on_eos && !x.stopped_on_stop_string)
+            .count() as f64,
     ];
     sync.sum_values(&mut v)?;
     let n = v[0].max(1.0);
@@ -279,4 +261,27 @@ fn global_rollout_stats(
     stats.response_len_mean = v[3] / n;
     stats.truncation_rate = v[4] / n;
     Ok(())
+}
+
+/// The batch of a rank that holds no prompt group this step.
+fn empty_batch(
+    plan: StepPlan,
+    policy_version: u64,
+    teacher_version: u64,
+    cfg: &RunConfig,
+) -> Result<CreditBatch> {
+    let rolled = RolloutBatch {
+        plan,
+        policy_version,
+        rollouts: Vec::new(),
+        timings: StageTimings::default(),
+    };
+    let taught = TeacherBatch {
+        scored: ScoredBatch::new(rolled, Vec::new())?,
+        teacher: TeacherScores {
+            version: teacher_version,
+            ..TeacherScores::default()
+        },
+    };
+    assign_credit(taught, cfg.rollout.group_size, &cfg.algo)
 }
