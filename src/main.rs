@@ -280,6 +280,11 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(rlsd::dist::launch::launch_from_cli(nproc, gpus.as_deref())?);
             }
             if let Some(env) = rlsd::dist::DistEnv::from_env()? {
+                if resume.is_some() {
+                    anyhow::bail!(
+                        "--resume is not supported in data-parallel runs yet (docs/DISTRIBUTED.md)"
+                    );
+                }
                 let mut cfg = run.load()?;
                 if let Some(m) = model {
                     cfg.model.path = m;

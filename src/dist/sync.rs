@@ -118,13 +118,17 @@ pub fn agree(
         total_tokens: v[0],
         total_seqs: v[1],
     };
-    let reason = match (local_bad, v[2]) {
-        (_, x) if x == 0.0 => None,
-        (Some(what), x) => Some(format!(
-            "non-finite values in {what} (on {x} of {} ranks)",
-            sync.world()
-        )),
-        (None, x) => Some(format!("non-finite inputs on {x} other rank(s)")),
+    let bad_ranks = v[2];
+    let reason = if bad_ranks == 0.0 {
+        None
+    } else {
+        Some(match local_bad {
+            Some(what) => format!(
+                "non-finite values in {what} (on {bad_ranks} of {} ranks)",
+                sync.world()
+            ),
+            None => format!("non-finite inputs on {bad_ranks} other rank(s)"),
+        })
     };
     Ok((global, reason))
 }

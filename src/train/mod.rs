@@ -154,11 +154,13 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
             / b as f64;
     }
     let mut norm = LossNorm::of_batch(batch);
+    let agreed = Instant::now();
     if let Some(sync) = trainer.grad_sync.as_mut() {
         // Data-parallel: every rank takes the same decision, and the loss is
         // normalised by the global batch (crate::dist::sync).
         let (global, bad) = crate::dist::sync::agree(sync.as_mut(), norm, non_finite_input(batch))?;
         norm = global;
+        stats.timings.collective_s = agreed.elapsed().as_secs_f64();
         if let Some(reason) = bad {
             return Ok(skip(trainer, stats, reason));
         }
@@ -285,7 +287,7 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
             batch,
         )?;
         acc = Accum::from_slice(&sums);
-        stats.timings.collective_s = t0.elapsed().as_secs_f64();
+        stats.timings.collective_s += t0.elapsed().as_secs_f64();
         if stats.skipped {
             let reason = stats.skip_reason.take().unwrap_or_default();
             stats.skipped = false;
