@@ -59,7 +59,8 @@ fn main() {
 fn gloo_include() -> Option<PathBuf> {
     println!("cargo:rerun-if-env-changed=RLSD_GLOO_INCLUDE");
     if let Some(dir) = std::env::var_os("RLSD_GLOO_INCLUDE") {
-        return Some(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        return dir.join("gloo/context.h").exists().then_some(dir);
     }
     let cache = match std::env::var_os("XDG_CACHE_HOME") {
         Some(c) => PathBuf::from(c),

@@ -55,6 +55,10 @@ fn run(mut cmd: Command, what: &str) -> Output {
 }
 
 #[test]
+#[cfg_attr(
+    rlsd_no_gloo,
+    ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
+)]
 fn two_ranks_train_with_uneven_groups_and_stay_identical() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
@@ -86,6 +90,10 @@ fn two_ranks_train_with_uneven_groups_and_stay_identical() {
 }
 
 #[test]
+#[cfg_attr(
+    rlsd_no_gloo,
+    ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
+)]
 fn a_rank_that_crashes_stops_the_job_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
