@@ -12,6 +12,7 @@ use super::ctx::{join_err, Ctx, OptimizerVault, RunEvent};
 use super::fault::{FaultKind, Role};
 use super::messages::{Batch, OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
 use super::stages::{fill_rollout_stats, train_batch};
+use crate::commands::eval::validation_after;
 use crate::stats::StepStats;
 use crate::train::train_step;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -149,12 +150,27 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
                 let half = v.trainer.optimizer.param_names().count() / 2;
                 v.trainer.optimizer.inject_fault_at(half);
             }
+            // Held-out validation before step 1 (`[validation]`; issue 12).
+            let mut validation = if next == 1 {
+                validation_after(&c2.cfg, &v.trainer.policy, &*c2.verifier, 0)?
+            } else {
+                Vec::new()
+            };
+            let validation_s: f64 = validation.iter().map(|x| x.wall_s).sum();
             let tb = train_batch(&batch, &c2.cfg.algo, c2.cfg.rollout.temperature);
             // An error here leaves the vault at the last commit (AdamW is atomic).
             let mut stats: StepStats = train_step(&mut v.trainer, &tb)?;
             fill_rollout_stats(&batch, &mut stats);
             stats.teacher_version = batch.teacher_version;
-            stats.timings.train_s = t0.elapsed().as_secs_f64();
+            stats.timings.train_s = t0.elapsed().as_secs_f64() - validation_s;
+            // ... and after every `validation.every` steps, on the new weights.
+            validation.extend(validation_after(
+                &c2.cfg,
+                &v.trainer.policy,
+                &*c2.verifier,
+                next,
+            )?);
+            stats.validation = validation;
             stats.timings.idle_s = idle_s;
             stats.completions = crate::observe::sample_completions(
                 &batch,
