@@ -90,6 +90,7 @@ fn unchunked(
     (f64::try_from(&value).unwrap(), grads(m))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn chunked(
     m: &LoadedModel,
     batch: &[PromptResponse],
