@@ -146,6 +146,34 @@ enum Command {
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
     },
+    /// The paper's comparison: GRPO, RLSD, OPSD, SDPO, GRPO+OPSD and CEPO from
+    /// the same base model, same budget, several seeds, on-policy, with
+    /// held-out validation; writes summary.json, accuracy.svg and results.md.
+    Compare {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Algorithms, comma-separated, in table order.
+        #[arg(long, default_value = "grpo,rlsd,opsd,sdpo,grpo+opsd,cepo")]
+        algos: String,
+        /// Seeds, comma-separated.
+        #[arg(long, default_value = "0,1,2", value_delimiter = ',')]
+        seeds: Vec<u64>,
+        /// Training steps of every run.
+        #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..))]
+        steps: u64,
+        /// Validate before step 1 and every this many steps.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        val_every: u64,
+        /// Runs at a time (each on one libtorch thread).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+        jobs: u64,
+        /// Output folder.
+        #[arg(long, default_value = "runs/compare")]
+        out: PathBuf,
+        /// Replace an earlier comparison in --out.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Sample responses to a prompt through the model's chat template.
     Generate {
         #[command(flatten)]
@@ -299,6 +327,38 @@ fn run(cli: Cli) -> Result<()> {
             train(&run, model, resume, overwrite)
         }
         Command::Pretrain { config, set } => pretrain(config, set),
+        Command::Compare {
+            run,
+            algos,
+            seeds,
+            steps,
+            val_every,
+            jobs,
+            out,
+            overwrite,
+        } => {
+            let cfg = run.load()?;
+            rlsd::commands::compare::check_out_dir(&out, overwrite)?;
+            let opts = rlsd::commands::compare::CompareOptions {
+                algos: rlsd::commands::compare::parse_algos(&algos)?,
+                seeds,
+                steps,
+                val_every,
+                jobs: jobs as usize,
+                out: out.clone(),
+            };
+            let runs = rlsd::commands::compare::compare(&cfg, &opts)?;
+            let failed = runs.iter().filter(|r| r.error.is_some()).count();
+            println!(
+                "{} runs ({failed} failed); wrote {}",
+                runs.len(),
+                out.join("results.md").display()
+            );
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} runs failed (see results.md)", runs.len());
+            }
+            Ok(())
+        }
         Command::Inspect {
             run: Some(dir),
             step,
@@ -667,6 +727,9 @@ fn train(
 fn pretrain(config: Option<PathBuf>, set: Vec<String>) -> Result<()> {
     let cfg: rlsd::pretrain::PretrainConfig = rlsd::config::load_toml(config.as_deref(), &set)?;
     let r = rlsd::pretrain::pretrain(&cfg)?;
+    let report = r.out_dir.join("pretrain_report.json");
+    std::fs::write(&report, serde_json::to_string_pretty(&r)? + "\n")
+        .with_context(|| format!("writing {}", report.display()))?;
     println!(
         "pretrained {} parameters for {} steps ({} examples, final loss {:.4}) in {:.1}s",
         r.parameters, r.steps, r.examples_seen, r.final_loss, r.wall_seconds
@@ -676,6 +739,10 @@ fn pretrain(config: Option<PathBuf>, set: Vec<String>) -> Result<()> {
         100.0 * r.heldout_accuracy,
         r.heldout_problems,
         r.out_dir.display()
+    );
+    println!(
+        "held-out mean log-prob of the answer tokens: teacher {:.3}, student {:.3}",
+        r.heldout_teacher_answer_logprob, r.heldout_student_answer_logprob
     );
     Ok(())
 }

@@ -15,10 +15,19 @@
 //! is measured by greedy decoding on problems never shown in training and
 //! comparing the number after `Answer:`. The result is saved in the Hugging
 //! Face format (config.json, model.safetensors, tokenizer files).
+//!
+//! The teacher must be informative, the way a real LLM reads a reference
+//! solution: a fraction `teacher_fraction` of the training solutions are
+//! shown behind the *teacher* prompt (the question plus the reference answer,
+//! through the same template RLSD's teacher uses) and are always correct, so
+//! that the model learns to use the answer when it sees one. The report
+//! measures it: on held-out problems, the mean log-prob of the correct answer's
+//! tokens (teacher-forced on the correct solution) behind the teacher prompt
+//! and behind the student prompt; the first must exceed the second.
 
 use crate::data::char_tokenizer::{self, write_char_tokenizer, EOS_ID, PAD_ID};
-use crate::data::prompt::chat_prompt_ids;
-use crate::data::task::{extract_answer, ArithmeticTask, Problem, TaskConfig};
+use crate::data::prompt::{chat_prompt_ids, TeacherPrompt};
+use crate::data::task::{extract_answer, ArithmeticTask, Problem, TaskConfig, ANSWER_PREFIX};
 use crate::error::{Error, Result};
 use crate::model::{generate, Config, GenerateOptions, LoadedModel, ScratchDir, Tokenizer};
 use crate::policy::{Policy, PromptResponse};
@@ -29,6 +38,11 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+/// The teacher template of the built-in task (`configs/builtin.toml`'s
+/// `data.teacher_template`): the question and the reference answer, short,
+/// because every character of it is a token of the character model.
+pub const BUILTIN_TEACHER_TEMPLATE: &str = "{question} Reference answer: {answer}";
 
 /// Salt mixed into the seed of the held-out problems, so they differ from
 /// the training stream for every seed.
@@ -74,8 +88,12 @@ pub struct PretrainConfig {
     pub model: ModelShape,
     /// Seed of the initial weights, the training stream and the held-out set.
     pub seed: u64,
-    /// Most optimizer steps.
+    /// Most optimizer steps (the cosine learning rate ends here).
     pub max_steps: usize,
+    /// Stop after this many steps while the learning rate keeps the schedule
+    /// of `max_steps` (0 = run to `max_steps`). Reproduces a run that
+    /// `max_seconds` cut short.
+    pub stop_after: usize,
     /// Wall-clock budget for training in seconds (0 = none); whichever of
     /// this and `max_steps` comes first stops training.
     pub max_seconds: f64,
@@ -91,8 +109,17 @@ pub struct PretrainConfig {
     pub weight_decay: f64,
     /// Gradient-norm clip.
     pub grad_clip: f64,
-    /// Fraction of training solutions with one deliberate arithmetic slip.
+    /// Fraction of training solutions with one deliberate arithmetic slip
+    /// (among those shown behind the student prompt).
     pub flawed_fraction: f64,
+    /// Fraction of training solutions shown behind the teacher prompt (the
+    /// question and the reference answer through `teacher_template`); these
+    /// are always correct. 0 gives a base model whose teacher is noise.
+    pub teacher_fraction: f64,
+    /// The teacher template of those prompts; keep it equal to the RL run's
+    /// `data.teacher_template` (`configs/builtin.toml` uses this default,
+    /// [`BUILTIN_TEACHER_TEMPLATE`]).
+    pub teacher_template: String,
     /// Held-out problems for the accuracy check (0 skips it).
     pub eval_problems: usize,
     /// Token budget of a held-out answer.
@@ -114,6 +141,7 @@ impl Default for PretrainConfig {
             model: ModelShape::default(),
             seed: 0,
             max_steps: 1500,
+            stop_after: 0,
             max_seconds: 600.0,
             batch_size: 32,
             lr: 3e-3,
@@ -122,6 +150,8 @@ impl Default for PretrainConfig {
             weight_decay: 0.01,
             grad_clip: 1.0,
             flawed_fraction: 0.25,
+            teacher_fraction: 0.3,
+            teacher_template: BUILTIN_TEACHER_TEMPLATE.to_string(),
             eval_problems: 200,
             eval_max_new_tokens: 64,
             log_every: 50,
@@ -150,6 +180,14 @@ pub struct PretrainReport {
     pub heldout_sampled_accuracy: f64,
     /// Held-out problems evaluated.
     pub heldout_problems: usize,
+    /// Mean log-prob of the correct answer's tokens behind the student
+    /// prompt, teacher-forced on the correct solution (NaN without held-out
+    /// problems).
+    #[serde(default)]
+    pub heldout_student_answer_logprob: f64,
+    /// The same behind the teacher prompt (with the reference answer).
+    #[serde(default)]
+    pub heldout_teacher_answer_logprob: f64,
     /// Seconds spent training.
     pub train_seconds: f64,
     /// Seconds spent on the held-out check.
@@ -171,6 +209,11 @@ impl PretrainConfig {
         if !(0.0..=1.0).contains(&self.flawed_fraction) {
             return bad("flawed_fraction", "must lie in [0, 1]");
         }
+        if !(0.0..=1.0).contains(&self.teacher_fraction) {
+            return bad("teacher_fraction", "must lie in [0, 1]");
+        }
+        TeacherPrompt::new(self.teacher_template.clone())
+            .map_err(|e| Error::config("pretrain.teacher_template", e.to_string()))?;
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
             return bad("min_lr_ratio", "must lie in [0, 1]");
         }
@@ -252,7 +295,11 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     .build(&model.vs, cfg.lr)?;
     let mut losses: Vec<f64> = Vec::with_capacity(cfg.max_steps);
     let mut steps = 0;
-    while steps < cfg.max_steps {
+    let last = match cfg.stop_after {
+        0 => cfg.max_steps,
+        n => n.min(cfg.max_steps),
+    };
+    while steps < last {
         if cfg.max_seconds > 0.0 && started.elapsed().as_secs_f64() >= cfg.max_seconds {
             tracing::info!(steps, "pretrain time budget reached");
             break;
@@ -281,12 +328,21 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     let train_seconds = started.elapsed().as_secs_f64();
 
     let eval_started = Instant::now();
+    let teacher = TeacherPrompt::new(cfg.teacher_template.clone())?;
     let (heldout_accuracy, heldout_sampled_accuracy) = if held_out.is_empty() {
         (f64::NAN, f64::NAN)
     } else {
         (
             heldout_accuracy(&model, &held_out, cfg.eval_max_new_tokens, None)?,
             heldout_accuracy(&model, &held_out, cfg.eval_max_new_tokens, Some(cfg.seed))?,
+        )
+    };
+    let (student_lp, teacher_lp) = if held_out.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        (
+            answer_token_logprob(&model, &held_out, None)?,
+            answer_token_logprob(&model, &held_out, Some(&teacher))?,
         )
     };
     let eval_seconds = eval_started.elapsed().as_secs_f64();
@@ -313,6 +369,8 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
         heldout_accuracy,
         heldout_sampled_accuracy,
         heldout_problems: held_out.len(),
+        heldout_student_answer_logprob: student_lp,
+        heldout_teacher_answer_logprob: teacher_lp,
         train_seconds,
         eval_seconds,
         wall_seconds: started.elapsed().as_secs_f64(),
@@ -336,6 +394,7 @@ fn training_batch(
     held_out: &HashSet<String>,
     rng: &mut StdRng,
 ) -> Result<Vec<PromptResponse>> {
+    let teacher = TeacherPrompt::new(cfg.teacher_template.clone())?;
     let mut batch = Vec::with_capacity(cfg.batch_size);
     let mut draws = 0usize;
     while batch.len() < cfg.batch_size {
@@ -350,19 +409,97 @@ fn training_batch(
         if held_out.contains(&problem.expression()) {
             continue;
         }
-        let solution = if rng.random_bool(cfg.flawed_fraction) {
-            problem.flawed_solution(rng).0
+        let (prompt, solution) = if rng.random_bool(cfg.teacher_fraction) {
+            (
+                teacher_prompt_ids(tokenizer, &teacher, &problem)?,
+                problem.solution(),
+            )
+        } else if rng.random_bool(cfg.flawed_fraction) {
+            let prompt = encode_prompt(tokenizer, &problem.prompt())?;
+            (prompt, problem.flawed_solution(rng).0)
         } else {
-            problem.solution()
+            (
+                encode_prompt(tokenizer, &problem.prompt())?,
+                problem.solution(),
+            )
         };
         let mut response = tokenizer.encode(&solution, false)?;
         response.push(EOS_ID);
-        batch.push(PromptResponse {
-            prompt: encode_prompt(tokenizer, &problem.prompt())?,
-            response,
-        });
+        batch.push(PromptResponse { prompt, response });
     }
     Ok(batch)
+}
+
+/// Token ids of the teacher's context for `problem`: the question and its
+/// reference answer through `teacher`, exactly as an RL run's teacher sees it.
+pub fn teacher_prompt_ids(
+    tokenizer: &Tokenizer,
+    teacher: &TeacherPrompt,
+    problem: &Problem,
+) -> Result<Vec<i64>> {
+    teacher.ids(tokenizer, &problem.to_example("pretrain"))
+}
+
+/// Token ranges of a worked solution where it states its final answer: the
+/// result of the last step line (where the answer is first written; `a-b=`
+/// *`28`*) and the number after `Answer: ` (a copy of it).
+fn answer_spans(tokenizer: &Tokenizer, solution: &str) -> Result<Vec<(usize, usize)>> {
+    let len = |text: &str| -> Result<usize> { Ok(tokenizer.encode(text, false)?.len()) };
+    let mut spans = Vec::new();
+    let Some(at) = solution.rfind(ANSWER_PREFIX) else {
+        return Ok(spans);
+    };
+    let steps = &solution[..at];
+    if let Some(eq) = steps.rfind('=') {
+        let end = steps.trim_end_matches('\n').len();
+        spans.push((len(&solution[..eq + 1])?, len(&solution[..end])?));
+    }
+    let after = (at + ANSWER_PREFIX.len() + 1).min(solution.len());
+    spans.push((len(&solution[..after])?, len(solution)?));
+    Ok(spans)
+}
+
+/// Mean log-prob of the correct answer's tokens, teacher-forced on each
+/// problem's correct solution, behind the student prompt (`teacher = None`)
+/// or behind the teacher prompt. The answer's tokens are where the solution
+/// states its final answer: the result of the last step line, and the
+/// number after `Answer: `. Averaged over every such token of every problem.
+pub fn answer_token_logprob(
+    model: &LoadedModel,
+    problems: &[Problem],
+    teacher: Option<&TeacherPrompt>,
+) -> Result<f64> {
+    let tokenizer = model
+        .tokenizer
+        .as_ref()
+        .ok_or_else(|| Error::InvalidInput("the model has no tokenizer to score with".into()))?;
+    let (mut total, mut count) = (0.0f64, 0usize);
+    for chunk in problems.chunks(64) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        let mut spans = Vec::with_capacity(chunk.len());
+        for problem in chunk {
+            let solution = problem.solution();
+            let response = tokenizer.encode(&solution, false)?;
+            spans.push(answer_spans(tokenizer, &solution)?);
+            let prompt = match teacher {
+                Some(t) => teacher_prompt_ids(tokenizer, t, problem)?,
+                None => encode_prompt(tokenizer, &problem.prompt())?,
+            };
+            batch.push(PromptResponse { prompt, response });
+        }
+        let scores = tch::no_grad(|| model.response_scores(&batch, 1.0))?;
+        let logprobs: Vec<Vec<f64>> =
+            Vec::<Vec<f64>>::try_from(&scores.logprobs.to_kind(Kind::Double))?;
+        for (row, row_spans) in logprobs.iter().zip(spans) {
+            for (start, end) in row_spans {
+                for lp in &row[start..end.min(row.len())] {
+                    total += lp;
+                    count += 1;
+                }
+            }
+        }
+    }
+    Ok(total / count.max(1) as f64)
 }
 
 /// Mean negative log-likelihood of the response tokens (padding excluded).

@@ -51,3 +51,30 @@ fn committed_base_model_is_weak_but_not_zero() {
         "greedy held-out accuracy {accuracy} is outside the base model's range"
     );
 }
+
+/// The committed base model's teacher is informative: on held-out problems,
+/// shown the reference answer (the RL run's teacher template), it puts more
+/// mass on the correct answer's tokens than the student prompt does.
+#[test]
+fn committed_base_model_teacher_is_informative() {
+    use rlsd::data::prompt::TeacherPrompt;
+    use rlsd::data::task::ArithmeticTask;
+    use rlsd::pretrain::{answer_token_logprob, held_out_problems, load_base_model};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-arith");
+    let model = load_base_model(&dir).unwrap();
+    let cfg = PretrainConfig::default();
+    let task = ArithmeticTask::new(cfg.task.clone()).unwrap();
+    let problems = held_out_problems(&task, 128, cfg.seed);
+    let teacher = TeacherPrompt::new(cfg.teacher_template.clone()).unwrap();
+    let student_lp = answer_token_logprob(&model, &problems, None).unwrap();
+    let teacher_lp = answer_token_logprob(&model, &problems, Some(&teacher)).unwrap();
+    eprintln!("answer tokens, mean log-prob: teacher {teacher_lp:.4}, student {student_lp:.4}");
+    assert!(
+        student_lp.is_finite() && teacher_lp.is_finite(),
+        "log-probs {student_lp} {teacher_lp}"
+    );
+    assert!(
+        teacher_lp > student_lp + 0.1,
+        "teacher {teacher_lp} does not beat student {student_lp} on the answer tokens"
+    );
+}

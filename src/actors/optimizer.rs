@@ -14,6 +14,7 @@ use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published};
 use super::fault::{FaultKind, Role};
 use super::messages::{OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
 use super::shared::{join_err, RunEvent, Shared};
+use crate::commands::eval::validation_after;
 use crate::pipeline::{step_stats, CreditBatch};
 use crate::train::train_step;
 use parking_lot::Mutex;
@@ -36,6 +37,8 @@ pub struct OptimizerArgs {
     pub commit: Arc<Mutex<OptimizerCommit>>,
     /// Where commits are published.
     pub board: CommitBoard,
+    /// The reward function, for held-out validation (`[validation]`).
+    pub verifier: Arc<dyn crate::verify::Verifier>,
 }
 
 /// The optimizer's working state (the committed state lives in `args.commit`).
@@ -145,8 +148,9 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
         let idle_s = st.last_done.elapsed().as_secs_f64();
         let commit = st.args.commit.clone();
         let sh = shared.clone();
+        let verifier = st.args.verifier.clone();
         let done = tokio::task::spawn_blocking(move || {
-            train_and_commit(&sh, &mut commit.lock(), &batch, idle_s)
+            train_and_commit(&sh, &mut commit.lock(), &batch, idle_s, &*verifier)
         })
         .await
         .map_err(join_err)??;
@@ -213,6 +217,7 @@ fn train_and_commit(
     c: &mut OptimizerCommit,
     batch: &CreditBatch,
     idle_s: f64,
+    verifier: &dyn crate::verify::Verifier,
 ) -> crate::Result<Committed> {
     let cfg = &shared.cfg;
     let next = batch.plan().step;
@@ -221,6 +226,13 @@ fn train_and_commit(
         let half = c.trainer.optimizer.param_names().count() / 2;
         c.trainer.optimizer.inject_fault_at(half);
     }
+    // Held-out validation before step 1 (`[validation]`; issue 12).
+    let mut validation = if next == 1 {
+        validation_after(cfg, &c.trainer.policy, verifier, 0)?
+    } else {
+        Vec::new()
+    };
+    let validation_s: f64 = validation.iter().map(|x| x.wall_s).sum();
     let tb = batch.train_batch(&cfg.algo, cfg.rollout.temperature);
     let trained = train_step(&mut c.trainer, &tb)?;
     let mut stats = step_stats(
@@ -231,8 +243,16 @@ fn train_and_commit(
         c.trainer.policy.tokenizer.as_ref(),
         cfg.observe.completions_per_step,
     );
-    stats.timings.train_s = t0.elapsed().as_secs_f64();
+    stats.timings.train_s = t0.elapsed().as_secs_f64() - validation_s;
     stats.timings.idle_s = idle_s;
+    // ... and after every `validation.every` steps, on the new weights.
+    validation.extend(validation_after(
+        cfg,
+        &c.trainer.policy,
+        verifier,
+        next,
+    )?);
+    stats.validation = validation;
     // Snapshots before the commit, so that nothing below can fail half-way.
     let policy = Frozen::new(c.trainer.policy.snapshot(next)?);
     let teacher = if next % cfg.runtime.teacher_sync_interval == 0 {

@@ -261,6 +261,7 @@ async fn spawn_role(
                 shared: shared.clone(),
                 commit: t.optimizer.clone(),
                 board: t.commits.clone(),
+                verifier: t.verifier.clone(),
             };
             let (r, _) = Actor::spawn_linked(None, Optimizer, args, cell).await?;
             let id = r.get_id();

@@ -394,6 +394,36 @@ pub fn validates_at(cfg: &ValidationConfig, step: u64) -> bool {
     cfg.every > 0 && step % cfg.every == 0
 }
 
+/// The validation a run does after `step` (0 = before step 1), if any: the
+/// held-out prompts of `cfg` (built on each call; validations are rare) and
+/// [`validate`] with `cfg.validation`. Empty when the run does not validate
+/// after `step`. The actor runtime's optimizer calls this where it commits a
+/// step; the sequential loop keeps its prompts and calls [`validate`].
+pub fn validation_after(
+    cfg: &crate::config::RunConfig,
+    model: &LoadedModel,
+    verifier: &dyn Verifier,
+    step: u64,
+) -> Result<Vec<ValidationStats>> {
+    if !validates_at(&cfg.validation, step) {
+        return Ok(Vec::new());
+    }
+    let held_out = held_out_examples(cfg)?;
+    if held_out.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut v = validate(
+        model,
+        &held_out,
+        verifier,
+        &cfg.validation,
+        cfg.rollout.max_new_tokens,
+        cfg.rollout.batch_prompts * cfg.rollout.group_size,
+    )?;
+    v.after_step = step;
+    Ok(vec![v])
+}
+
 /// Validate `model` on `examples`: one greedy pass and one of `cfg.samples`
 /// samples per prompt (see [`evaluate`]).
 pub fn validate(

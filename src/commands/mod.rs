@@ -10,6 +10,8 @@
 //! Every command starts from a [`RunConfig`] (a TOML file plus `--set`
 //! overrides) and a model chosen by [`ModelChoice`].
 
+pub mod compare;
+pub mod compare_table;
 pub mod eval;
 pub mod generate;
 pub mod inspect;

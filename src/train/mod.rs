@@ -30,6 +30,7 @@ pub use micro::micro_batches;
 use crate::error::Result;
 use crate::optim::{AdamW, OptimConfig};
 use crate::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
+use crate::rlsd::distill_vocab::SupportVocabLoss;
 use crate::rlsd::{Algo, AlgoConfig, LossNorm, TokenSupport};
 use crate::stats::StepStats;
 use checks::{check_lengths, invalid, non_finite_input};
@@ -203,6 +204,11 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
             })
             .collect();
         let mut vals: Option<Accum> = None;
+        // OPSD kl / jsd: the divergence goes through the chunked scoring's
+        // vocabulary hook, not the loss closure (issue 12).
+        let vocab_distill = batch.teacher_support.is_some()
+            && algo.distills()
+            && cfg.opsd_loss.needs_distribution();
         let mut loss_of =
             |scores: &ResponseScores, student_support: Option<&Tensor>| -> Result<Option<Tensor>> {
                 let mb = micro_batch_loss(
@@ -214,16 +220,20 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
                     &scores.entropy,
                     norm,
                 )?;
-                let distill = distill_loss(
-                    &cfg,
-                    algo,
-                    batch,
-                    range.clone(),
-                    &scores.logprobs,
-                    student_support,
-                    &mb.mask,
-                    norm,
-                )?;
+                let distill = if vocab_distill {
+                    None
+                } else {
+                    distill_loss(
+                        &cfg,
+                        algo,
+                        batch,
+                        range.clone(),
+                        &scores.logprobs,
+                        student_support,
+                        &mb.mask,
+                        norm,
+                    )?
+                };
                 let total = match &distill {
                     Some(d) => mb.loss.loss.f_add(&d.f_mul_scalar(cfg.distill_coef)?)?,
                     None => mb.loss.loss.shallow_clone(),
@@ -235,17 +245,29 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
             };
         match &batch.teacher_support {
             // OPSD kl / jsd: the student's log-probs on the teacher's support
-            // come from one unchunked forward (the support is top-k wide, but
-            // this path still holds the micro-batch's [b, L, V] log-softmax).
-            Some(sup) if algo.distills() && cfg.opsd_loss.needs_distribution() => {
-                let len = chunk.iter().map(|s| s.response.len()).max().unwrap_or(0);
-                let (ids, _) = support_tensors(&sup[range.clone()], len, device)?;
-                let (scores, student) =
-                    trainer
-                        .policy
-                        .response_scores_on_support(chunk, batch.temperature, &ids)?;
-                if let Some(l) = loss_of(&scores, Some(&student))? {
-                    l.f_backward()?;
+            // are gathered chunk by chunk from the chunked scoring's
+            // log-softmax (`SupportVocabLoss`), so no [b, L, V] tensor lives.
+            Some(sup) if vocab_distill => {
+                let lens: Vec<usize> = chunk.iter().map(|s| s.response.len()).collect();
+                let mut vl = SupportVocabLoss::new(
+                    cfg.opsd_loss,
+                    &sup[range.clone()],
+                    &lens,
+                    cfg.loss_agg,
+                    norm,
+                    cfg.distill_coef,
+                    device,
+                )?;
+                trainer.policy.backward_scores(
+                    chunk,
+                    batch.temperature,
+                    &opts,
+                    &mut |s: &ResponseScores| loss_of(s, None),
+                    Some(&mut vl),
+                )?;
+                if let Some(v) = vals.as_mut() {
+                    v.loss += cfg.distill_coef * vl.value();
+                    v.distill += vl.value();
                 }
             }
             _ => {
