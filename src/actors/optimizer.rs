@@ -29,7 +29,6 @@ use std::time::Instant;
 pub struct Optimizer;
 
 /// What the supervisor hands a (re)spawned optimizer.
-#[derive(Debug)]
 pub struct OptimizerArgs {
     /// Run context.
     pub shared: Arc<Shared>,
@@ -39,6 +38,15 @@ pub struct OptimizerArgs {
     pub board: CommitBoard,
     /// The reward function, for held-out validation (`[validation]`).
     pub verifier: Arc<dyn crate::verify::Verifier>,
+}
+
+impl std::fmt::Debug for OptimizerArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OptimizerArgs")
+            .field("shared", &self.shared)
+            .field("board", &self.board)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The optimizer's working state (the committed state lives in `args.commit`).
