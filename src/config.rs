@@ -423,6 +423,23 @@ mod tests {
     }
 
     #[test]
+    fn generation_budget_and_stop_strings_parse_and_empty_stops_are_refused() {
+        let cfg = RunConfig::from_toml_str(
+            "[rollout]\nkv_cache_bytes = 4_000_000_000\nstop = [\"</answer>\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.rollout.kv_cache_bytes, 4_000_000_000);
+        assert_eq!(cfg.rollout.stop, ["</answer>"]);
+        let err = RunConfig::from_toml_str("[rollout]\nstop = [\"a\", \"\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rollout.stop") && err.contains("stop string 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_values_are_rejected_with_their_key() {
         let err = RunConfig::from_toml_str("[runtime]\nteacher_sync_interval = 0\n")
             .unwrap_err()

@@ -190,3 +190,30 @@ fn stop_strings_end_responses_where_the_text_first_contains_them() {
     let err = generate_with(&m.lm, &prompts(), &seeds, &o, None).unwrap_err();
     assert!(err.to_string().contains("tokenizer"), "{err}");
 }
+
+#[test]
+fn bf16_models_budget_half_the_bytes_and_sample_consistent_logprobs() {
+    let mut m = model();
+    m.vs.bfloat16();
+    assert_eq!(m.lm.kind(), tch::Kind::BFloat16);
+    // Half of float32's 512 bytes per position: the same budget holds twice the rows.
+    assert_eq!(kv_bytes_per_position(&m.lm), 256);
+    let o = GenerateOptions {
+        kv_cache_bytes: budget(&m, 3),
+        ..opts()
+    };
+    let seeds = prompt_seeds(3, prompts().len());
+    let gens = generate_with(&m.lm, &prompts(), &seeds, &o, None).unwrap();
+    let responses: Vec<Vec<i64>> = gens.iter().map(|g| g.tokens.clone()).collect();
+    let scored = token_logprobs(&m.lm, &prompts(), &responses, o.temperature).unwrap();
+    for (g, s) in gens.iter().zip(&scored) {
+        assert!(!g.tokens.is_empty() && g.tokens.len() <= MAX_NEW);
+        for (a, b) in g.logprobs.iter().zip(s) {
+            // bf16 activations: agreement to bf16 rounding, not 1e-4.
+            assert!(
+                a.is_finite() && (a - b).abs() < 0.1,
+                "sampled {a} vs scored {b}"
+            );
+        }
+    }
+}

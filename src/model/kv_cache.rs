@@ -202,3 +202,43 @@ impl KvCache {
         self.len += t;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[rows, 1, t, 1]` keys/values holding `base + column`.
+    fn kv(rows: i64, t: i64, base: f64) -> Tensor {
+        Tensor::arange(t, (Kind::Float, Device::Cpu))
+            .f_add_scalar(base)
+            .unwrap()
+            .view([1, 1, t, 1])
+            .repeat([rows, 1, 1, 1])
+    }
+
+    fn column(c: &KvCache, row: i64) -> Vec<f32> {
+        let (k, _) = c.layers[0].as_ref().unwrap();
+        Vec::try_from(k.narrow(0, row, 1).narrow(2, 0, c.len()).flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn appended_rows_are_right_aligned_and_trimmed_columns_drop() {
+        let mut a = KvCache::new(1, 8);
+        let _ = a.append(0, &kv(1, 2, 10.0), &kv(1, 2, 10.0)).unwrap();
+        a.advance(2);
+        let mut b = KvCache::new(1, 4);
+        let _ = b.append(0, &kv(2, 4, 20.0), &kv(2, 4, 20.0)).unwrap();
+        b.advance(4);
+        // a (2 positions) moves right by 2; b (4) stays.
+        assert_eq!(a.append_rows(&b, 8).unwrap(), (2, 0));
+        assert_eq!((a.rows(), a.len()), (3, 4));
+        assert_eq!(column(&a, 0), [0.0, 0.0, 10.0, 11.0]);
+        assert_eq!(column(&a, 2), [20.0, 21.0, 22.0, 23.0]);
+        // Keep row 0 only: its first two columns are padding for every row.
+        a.select_rows(&Tensor::from_slice(&[0i64])).unwrap();
+        a.trim_front(2).unwrap();
+        assert_eq!((a.rows(), a.len()), (1, 2));
+        assert_eq!(column(&a, 0), [10.0, 11.0]);
+        assert!(a.trim_front(3).is_err());
+    }
+}
