@@ -29,7 +29,8 @@ fn sets(out: &Path, staleness: u64, faults: &str) -> Vec<String> {
         "rollout.max_new_tokens=16".into(),
         "optim.lr=1e-3".into(),
         "verifier.kind=\"regex\"".into(),
-        "verifier.regex.pattern=\"[02468]\"".into(),
+        // The final answer is even: rewards that vary within a group.
+        "verifier.regex.pattern='Answer: -?[0-9]*[02468]\\b'".into(),
         format!("runtime.faults=[{faults}]"),
     ]
 }

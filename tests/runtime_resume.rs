@@ -22,7 +22,8 @@ fn config(out: &std::path::Path, steps: u64) -> RunConfig {
         "optim.lr=1e-3".into(),
         // Rewards that vary on a barely-trained model: keep the update non-trivial.
         "verifier.kind=\"regex\"".into(),
-        "verifier.regex.pattern=\"[02468]\"".into(),
+        // The final answer is even: rewards that vary within a group.
+        "verifier.regex.pattern='Answer: -?[0-9]*[02468]\\b'".into(),
     ];
     RunConfig::load(None, &set).unwrap()
 }

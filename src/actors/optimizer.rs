@@ -254,12 +254,7 @@ fn train_and_commit(
     stats.timings.train_s = t0.elapsed().as_secs_f64() - validation_s;
     stats.timings.idle_s = idle_s;
     // ... and after every `validation.every` steps, on the new weights.
-    validation.extend(validation_after(
-        cfg,
-        &c.trainer.policy,
-        verifier,
-        next,
-    )?);
+    validation.extend(validation_after(cfg, &c.trainer.policy, verifier, next)?);
     stats.validation = validation;
     // Snapshots before the commit, so that nothing below can fail half-way.
     let policy = Frozen::new(c.trainer.policy.snapshot(next)?);

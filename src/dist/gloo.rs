@@ -89,10 +89,12 @@ fn no_gloo() -> Error {
     )
 }
 
+#[cfg(not(rlsd_no_gloo))]
 fn cstr(s: &str) -> Result<std::ffi::CString> {
     std::ffi::CString::new(s).map_err(|_| Error::Distributed(format!("{s:?} holds a NUL byte")))
 }
 
+#[cfg(not(rlsd_no_gloo))]
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1)
 }

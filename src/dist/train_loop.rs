@@ -10,15 +10,15 @@
 
 use super::sync::DataParallel;
 use super::{DistEnv, GlooGroup, GradSync, ProcessGroup, Store};
-use crate::pipeline::{
-    assign_credit, prepare_step, step_seed, step_stats, CreditBatch, RolloutBatch, ScoredBatch,
-    StepPlan, TeacherBatch, TeacherScores,
-};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::device::parse_device;
 use crate::error::{Error, Result};
 use crate::model::LoadedModel;
+use crate::pipeline::{
+    assign_credit, prepare_step, step_seed, step_stats, CreditBatch, RolloutBatch, ScoredBatch,
+    StepPlan, TeacherBatch, TeacherScores,
+};
 use crate::stats::{StageTimings, StepStats};
 use crate::train::{train_step, Trainer};
 use sha2::{Digest, Sha256};
@@ -152,7 +152,7 @@ pub fn train_rank(cfg: &RunConfig, env: &DistEnv, overwrite: bool) -> Result<Ran
         let version = step - 1;
         let all = source.next_batch(cfg.rollout.batch_prompts)?;
         let mine = super::shard::group_range(all.len(), env.world, env.rank);
-        let mut plan = StepPlan::new(&cfg, step, 0, all[mine].to_vec(), source.cursor());
+        let mut plan = StepPlan::new(cfg, step, 0, all[mine].to_vec(), source.cursor());
         // Ranks sample different prompts; a per-rank seed keeps their RNG
         // streams apart.
         plan.seed = step_seed(
@@ -165,10 +165,10 @@ pub fn train_rank(cfg: &RunConfig, env: &DistEnv, overwrite: bool) -> Result<Ran
         }
         let batch = if plan.examples.is_empty() {
             // A rank with no group this step still joins every collective.
-            empty_batch(plan, version, teacher_version, &cfg)?
+            empty_batch(plan, version, teacher_version, cfg)?
         } else {
             prepare_step(
-                &cfg,
+                cfg,
                 plan,
                 &trainer.policy,
                 version,

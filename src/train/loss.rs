@@ -222,12 +222,36 @@ pub(crate) struct Accum {
 impl Accum {
     /// The sums in field order (what a data-parallel step all-reduces).
     pub(crate) fn to_vec(self) -> Vec<f64> {
-        vec![self.loss, self.pg, self.kl, self.entropy, self.ahat, self.ahat_abs, self.delta, self.delta_abs, self.weight, self.weight_clipped, self.ratio, self.ratio_clipped, self.dual_clipped, self.delta_tokens, self.distill, self.weight_clipped_low, self.weight_clipped_high, self.delta_correct, self.tokens_correct, self.delta_wrong, self.tokens_wrong]
+        vec![
+            self.loss,
+            self.pg,
+            self.kl,
+            self.entropy,
+            self.ahat,
+            self.ahat_abs,
+            self.delta,
+            self.delta_abs,
+            self.weight,
+            self.weight_clipped,
+            self.ratio,
+            self.ratio_clipped,
+            self.dual_clipped,
+            self.delta_tokens,
+            self.distill,
+            self.weight_clipped_low,
+            self.weight_clipped_high,
+            self.delta_correct,
+            self.tokens_correct,
+            self.delta_wrong,
+            self.tokens_wrong,
+        ]
     }
 
     /// The inverse of [`Accum::to_vec`].
     pub(crate) fn from_slice(v: &[f64]) -> Accum {
-        let [loss, pg, kl, entropy, ahat, ahat_abs, delta, delta_abs, weight, weight_clipped, ratio, ratio_clipped, dual_clipped, delta_tokens, distill, weight_clipped_low, weight_clipped_high, delta_correct, tokens_correct, delta_wrong, tokens_wrong] = v[..] else {
+        let [loss, pg, kl, entropy, ahat, ahat_abs, delta, delta_abs, weight, weight_clipped, ratio, ratio_clipped, dual_clipped, delta_tokens, distill, weight_clipped_low, weight_clipped_high, delta_correct, tokens_correct, delta_wrong, tokens_wrong] =
+            v[..]
+        else {
             panic!("Accum::from_slice needs {} values, got {}", 21, v.len());
         };
         Accum {
