@@ -18,7 +18,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 url="https://github.com/pytorch/gloo/archive/$commit.tar.gz"
 echo "[setup_gloo] fetching $url" >&2
-curl -fsSL "$url" -o "$tmp/gloo.tar.gz"
+curl -fsSL --connect-timeout 20 --max-time 300 "$url" -o "$tmp/gloo.tar.gz"
 tar -xzf "$tmp/gloo.tar.gz" -C "$tmp"
 src="$tmp/gloo-$commit"
 mkdir -p "$dest"

@@ -374,30 +374,8 @@ pub(crate) fn logged_parts(
         n_wrong,
     ];
     let v = Vec::<f64>::try_from(Tensor::f_stack(&parts, 0)?.f_to_device(Device::Cpu)?)?;
-    let [loss, pg, kl, entropy, ahat, ahat_abs, delta, delta_abs, weight, weight_clipped, ratio, ratio_clipped, dual_clipped, delta_tokens, distill, weight_clipped_low, weight_clipped_high, delta_correct, tokens_correct, delta_wrong, tokens_wrong] =
-        <[f64; 21]>::try_from(v)
-            .map_err(|v| invalid(format!("{} logged values, expected 21", v.len())))?;
-    Ok(Accum {
-        loss,
-        pg,
-        kl,
-        entropy,
-        ahat,
-        ahat_abs,
-        delta,
-        delta_abs,
-        weight,
-        weight_clipped,
-        ratio,
-        ratio_clipped,
-        dual_clipped,
-        delta_tokens,
-        distill,
-        weight_clipped_low,
-        weight_clipped_high,
-        delta_correct,
-        tokens_correct,
-        delta_wrong,
-        tokens_wrong,
-    })
+    if v.len() != 21 {
+        return Err(invalid(format!("{} logged values, expected 21", v.len())));
+    }
+    Ok(Accum::from_slice(&v))
 }
