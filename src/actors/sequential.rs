@@ -2,7 +2,7 @@
 //! reference the actor runtime must match exactly with `max_staleness = 0`.
 
 use super::source::PromptSource;
-use crate::commands::eval::{validate, validates_at};
+use crate::commands::eval::validation_on;
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::error::Result;
@@ -34,19 +34,7 @@ pub fn run_sequential(
         Vec::new()
     };
     let validate_now = |policy: &LoadedModel, after: u64| -> Result<Vec<ValidationStats>> {
-        if !validates_at(&cfg.validation, after) || held_out.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut v = validate(
-            policy,
-            &held_out,
-            verifier,
-            &cfg.validation,
-            cfg.rollout.max_new_tokens,
-            cfg.rollout.batch_prompts * cfg.rollout.group_size,
-        )?;
-        v.after_step = after;
-        Ok(vec![v])
+        validation_on(cfg, policy, &held_out, verifier, after)
     };
     let mut pending = validate_now(&trainer.policy, 0)?;
     for step in 1..=cfg.runtime.steps {

@@ -398,7 +398,7 @@ pub fn validates_at(cfg: &ValidationConfig, step: u64) -> bool {
 /// held-out prompts of `cfg` (built on each call; validations are rare) and
 /// [`validate`] with `cfg.validation`. Empty when the run does not validate
 /// after `step`. The actor runtime's optimizer calls this where it commits a
-/// step; the sequential loop keeps its prompts and calls [`validate`].
+/// step; the sequential loop keeps its prompts and calls [`validation_on`].
 pub fn validation_after(
     cfg: &crate::config::RunConfig,
     model: &LoadedModel,
@@ -408,13 +408,25 @@ pub fn validation_after(
     if !validates_at(&cfg.validation, step) {
         return Ok(Vec::new());
     }
-    let held_out = held_out_examples(cfg)?;
-    if held_out.is_empty() {
+    validation_on(cfg, model, &held_out_examples(cfg)?, verifier, step)
+}
+
+/// [`validation_after`] on prompts the caller already holds (the sequential
+/// loop reads them once): empty when the run does not validate after `step`
+/// or `held_out` is empty.
+pub fn validation_on(
+    cfg: &crate::config::RunConfig,
+    model: &LoadedModel,
+    held_out: &[Example],
+    verifier: &dyn Verifier,
+    step: u64,
+) -> Result<Vec<ValidationStats>> {
+    if !validates_at(&cfg.validation, step) || held_out.is_empty() {
         return Ok(Vec::new());
     }
     let mut v = validate(
         model,
-        &held_out,
+        held_out,
         verifier,
         &cfg.validation,
         cfg.rollout.max_new_tokens,
