@@ -1,9 +1,9 @@
 //! The `rlsd` command line. Thin: parse arguments, call the library.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use rlsd::commands::ModelChoice;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Train language models with RL from verifiable rewards and self-distilled token credit (RLSD).
 #[derive(Debug, Parser)]
@@ -295,6 +295,7 @@ fn report(e: &anyhow::Error) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    use rlsd::commands::{compare, console, train};
     match cli.command {
         Command::Train {
             run,
@@ -307,26 +308,19 @@ fn run(cli: Cli) -> Result<()> {
             if nproc.is_some() || gpus.is_some() {
                 return Ok(rlsd::dist::launch::launch_from_cli(nproc, gpus.as_deref())?);
             }
-            if let Some(env) = rlsd::dist::DistEnv::from_env()? {
-                if resume.is_some() {
-                    anyhow::bail!(
-                        "--resume is not supported in data-parallel runs yet (docs/DISTRIBUTED.md)"
-                    );
-                }
-                let mut cfg = run.load()?;
-                if let Some(m) = model {
-                    cfg.model.path = m;
-                }
-                let r = rlsd::dist::train_loop::train_rank(&cfg, &env, overwrite)?;
-                println!(
-                    "rank {} of {}: {} steps, weights {}",
-                    r.rank, r.world, r.steps, r.weights_sha256
-                );
-                return Ok(());
+            let mut cfg = run.load()?;
+            if let Some(m) = model {
+                cfg.model.path = m;
             }
-            train(&run, model, resume, overwrite)
+            match rlsd::dist::DistEnv::from_env()? {
+                Some(env) => Ok(train::train_rank(&cfg, &env, resume, overwrite)?),
+                None => Ok(train::train(cfg, resume, overwrite)?),
+            }
         }
-        Command::Pretrain { config, set } => pretrain(config, set),
+        Command::Pretrain { config, set } => Ok(train::pretrain(&rlsd::config::load_toml(
+            config.as_deref(),
+            &set,
+        )?)?),
         Command::Compare {
             run,
             algos,
@@ -337,27 +331,15 @@ fn run(cli: Cli) -> Result<()> {
             out,
             overwrite,
         } => {
-            let cfg = run.load()?;
-            rlsd::commands::compare::check_out_dir(&out, overwrite)?;
-            let opts = rlsd::commands::compare::CompareOptions {
-                algos: rlsd::commands::compare::parse_algos(&algos)?,
+            let opts = compare::CompareOptions {
+                algos: compare::parse_algos(&algos)?,
                 seeds,
                 steps,
                 val_every,
                 jobs: jobs as usize,
-                out: out.clone(),
+                out,
             };
-            let runs = rlsd::commands::compare::compare(&cfg, &opts)?;
-            let failed = runs.iter().filter(|r| r.error.is_some()).count();
-            println!(
-                "{} runs ({failed} failed); wrote {}",
-                runs.len(),
-                out.join("results.md").display()
-            );
-            if failed > 0 {
-                anyhow::bail!("{failed} of {} runs failed (see results.md)", runs.len());
-            }
-            Ok(())
+            Ok(compare::compare_command(&run.load()?, &opts, overwrite)?)
         }
         Command::Inspect {
             run: Some(dir),
@@ -366,7 +348,14 @@ fn run(cli: Cli) -> Result<()> {
             json,
             quiet,
             ..
-        } => inspect_logged(&dir, step, &out, json.as_deref(), quiet),
+        } => {
+            let out = console::InspectOutput {
+                page: &out,
+                json: json.as_deref(),
+                quiet,
+            };
+            Ok(console::inspect_run(&dir, step, out)?)
+        }
         Command::Inspect {
             run: None,
             run_args,
@@ -377,17 +366,19 @@ fn run(cli: Cli) -> Result<()> {
             json,
             quiet,
         } => {
+            let out = console::InspectOutput {
+                page: &out,
+                json: json.as_deref(),
+                quiet,
+            };
             let cfg = run_args.load()?;
-            let choice = model.choice()?;
-            inspect(
+            Ok(console::inspect(
                 &cfg,
-                &choice,
+                &model.choice()?,
                 prompts,
                 step.unwrap_or(1),
-                &out,
-                json.as_deref(),
-                quiet,
-            )
+                out,
+            )?)
         }
         Command::Eval {
             run,
@@ -401,7 +392,6 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let cfg = run.load()?;
-            let choice = model.choice()?;
             let opts = rlsd::commands::eval::EvalOptions {
                 max_new_tokens: max_new_tokens.map_or(cfg.rollout.max_new_tokens, |m| m as usize),
                 batch_size: batch_size as usize,
@@ -409,7 +399,13 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 samples: samples as usize,
             };
-            eval(&cfg, &choice, n as usize, &opts, out.as_deref())
+            Ok(console::eval(
+                &cfg,
+                &model.choice()?,
+                n as usize,
+                &opts,
+                out.as_deref(),
+            )?)
         }
         Command::Generate {
             run,
@@ -436,7 +432,7 @@ fn run(cli: Cli) -> Result<()> {
                 top_p,
                 seed,
             };
-            generate(&cfg, &choice, &req)
+            Ok(console::generate(&cfg, &choice, &req)?)
         }
         Command::Plot {
             run_dirs,
@@ -479,279 +475,6 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", run.load()?.to_toml());
             Ok(())
         }
-        Command::Info => info(),
+        Command::Info => Ok(console::info()?),
     }
-}
-
-fn inspect(
-    cfg: &rlsd::config::RunConfig,
-    choice: &ModelChoice,
-    prompts: Option<u64>,
-    step: u64,
-    out: &Path,
-    json: Option<&Path>,
-    quiet: bool,
-) -> Result<()> {
-    use rlsd::commands::inspect::{inspect_step, render_page, render_terminal};
-    let model = rlsd::commands::load_model(cfg, choice, &cfg.runtime.sampler_device)?;
-    let verifier = rlsd::verify::build_verifier(&cfg.verifier)?;
-    let mut source = rlsd::actors::source::from_config(cfg)?;
-    let n = prompts.map_or(cfg.rollout.batch_prompts.min(2), |p| p as usize);
-    let examples = source.next_batch(n)?;
-    let ins = inspect_step(cfg, &model, &model, verifier.as_ref(), examples, step)?;
-    if !quiet {
-        print!("{}", render_terminal(&ins)?);
-    }
-    let title = format!(
-        "RLSD token credit: {} at step {} ({})",
-        ins.algo,
-        step,
-        choice.model_dir(cfg)?.display()
-    );
-    write_file(out, &render_page(&ins, &title)?)?;
-    if let Some(path) = json {
-        write_file(path, &serde_json::to_string_pretty(&ins)?)?;
-    }
-    println!(
-        "{} responses to {} prompts: accuracy {:.3}, mean reward {:.3}; page: {}",
-        ins.responses.len(),
-        ins.examples.len(),
-        ins.accuracy(),
-        ins.reward_mean(),
-        out.display()
-    );
-    Ok(())
-}
-
-/// `rlsd inspect --run DIR`: render a step logged in DIR/completions.jsonl.
-fn inspect_logged(
-    dir: &Path,
-    step: Option<u64>,
-    out: &Path,
-    json: Option<&Path>,
-    quiet: bool,
-) -> Result<()> {
-    use rlsd::commands::inspect::{inspect_logged, render_page, render_terminal};
-    let ins = inspect_logged(dir, step)?;
-    if !quiet {
-        print!("{}", render_terminal(&ins)?);
-    }
-    let title = format!(
-        "RLSD token credit: {} at step {} ({})",
-        ins.algo,
-        ins.step,
-        dir.display()
-    );
-    write_file(out, &render_page(&ins, &title)?)?;
-    if let Some(path) = json {
-        write_file(path, &serde_json::to_string_pretty(&ins)?)?;
-    }
-    println!(
-        "step {}: {} logged responses to {} prompts: accuracy {:.3}, mean reward {:.3}; page: {}",
-        ins.step,
-        ins.responses.len(),
-        ins.examples.len(),
-        ins.accuracy(),
-        ins.reward_mean(),
-        out.display()
-    );
-    Ok(())
-}
-
-fn eval(
-    cfg: &rlsd::config::RunConfig,
-    choice: &ModelChoice,
-    n: usize,
-    opts: &rlsd::commands::eval::EvalOptions,
-    out: Option<&Path>,
-) -> Result<()> {
-    use rlsd::commands::eval::{evaluate, progress_bar};
-    let model = rlsd::commands::load_model(cfg, choice, &cfg.runtime.sampler_device)?;
-    let verifier = rlsd::verify::build_verifier(&cfg.verifier)?;
-    let data = rlsd::data::Dataset::from_config(&cfg.data)?;
-    let take = n.min(data.len());
-    if take < n {
-        eprintln!(
-            "note: {} has {} examples; evaluating all of them",
-            data.source(),
-            data.len()
-        );
-    }
-    let examples = &data.examples()[..take];
-    let bar = progress_bar(take);
-    let mut report = evaluate(&model, examples, verifier.as_ref(), opts, Some(&bar))?;
-    bar.finish_and_clear();
-    report.model = choice.model_dir(cfg)?.display().to_string();
-    report.data = data.source().to_string();
-    println!(
-        "eval: {} prompts of {} with {} ({}): accuracy {:.4}, mean reward {:.4}, mean length {:.1} tokens, {:.0}% stopped on EOS, {:.1}s",
-        report.n,
-        report.data,
-        report.model,
-        if opts.temperature == 0.0 {
-            "greedy".to_string()
-        } else {
-            format!("sampled at T={}, seed {}", opts.temperature, opts.seed)
-        },
-        report.accuracy,
-        report.reward_mean,
-        report.response_len_mean,
-        100.0 * report.stopped_on_eos_frac,
-        report.wall_s
-    );
-    if report.samples > 1 {
-        let pass: Vec<String> = report
-            .pass_at_k
-            .iter()
-            .map(|(k, p)| format!("pass@{k} {p:.4}"))
-            .collect();
-        println!(
-            "eval: {} samples per prompt: {}, maj@{} {:.4}",
-            report.samples,
-            pass.join(", "),
-            report.samples,
-            report.maj_at_k
-        );
-    }
-    if let Some(path) = out {
-        write_file(path, &serde_json::to_string_pretty(&report)?)?;
-        println!("report: {}", path.display());
-    }
-    Ok(())
-}
-
-fn generate(
-    cfg: &rlsd::config::RunConfig,
-    choice: &ModelChoice,
-    req: &rlsd::commands::generate::GenerateRequest,
-) -> Result<()> {
-    let model = rlsd::commands::load_model(cfg, choice, &cfg.runtime.sampler_device)?;
-    let outs = rlsd::commands::generate::generate_text(&model, req)?;
-    for (i, g) in outs.iter().enumerate() {
-        println!(
-            "--- response {} ({} tokens, {}, logprob {:.3})",
-            i + 1,
-            g.tokens,
-            if g.stopped_on_eos {
-                "eos"
-            } else {
-                "max tokens"
-            },
-            g.logprob
-        );
-        println!("{}", g.text);
-    }
-    Ok(())
-}
-
-/// Write a file, creating its folder; errors name the path.
-fn write_file(path: &Path, text: &str) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
-}
-
-fn train(
-    run: &RunArgs,
-    model: Option<String>,
-    resume: Option<PathBuf>,
-    overwrite: bool,
-) -> Result<()> {
-    use std::io::IsTerminal;
-    let mut cfg = run.load()?;
-    if let Some(m) = model {
-        cfg.model.path = m;
-    }
-    let out_dir = cfg.runtime.out_dir.clone();
-    println!(
-        "rlsd train: algo={} model={} steps={} batch={}x{} staleness={} -> {}",
-        cfg.algo.algo.name(),
-        cfg.model.path,
-        cfg.runtime.steps,
-        cfg.rollout.batch_prompts,
-        cfg.rollout.group_size,
-        cfg.runtime.max_staleness,
-        out_dir.display()
-    );
-    let progress = std::sync::Arc::new(std::sync::Mutex::new(rlsd::progress::TrainProgress::new(
-        cfg.algo.algo,
-        cfg.runtime.steps,
-        std::io::stderr().is_terminal(),
-        std::io::stdout().is_terminal(),
-    )));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    let mut builder = rlsd::actors::Runtime::builder(cfg)
-        .handle_ctrl_c(true)
-        .overwrite(overwrite)
-        .on_step({
-            let progress = progress.clone();
-            move |s| {
-                if let Ok(mut p) = progress.lock() {
-                    p.step(s);
-                }
-            }
-        });
-    if let Some(dir) = resume {
-        builder = builder.resume(dir);
-    }
-    let report = rt.block_on(builder.run());
-    if let Ok(mut p) = progress.lock() {
-        p.finish();
-    }
-    let report = report?;
-    let restarts: u32 = report.restarts.values().sum();
-    println!(
-        "done: {} steps, {} restarts, reason: {}",
-        report.steps.len(),
-        restarts,
-        report.reason
-    );
-    println!(
-        "metrics: {}  report: {}",
-        out_dir.join("metrics.jsonl").display(),
-        out_dir.join(rlsd::observe::report::REPORT_FILE).display()
-    );
-    if let Some(ck) = &report.last_checkpoint {
-        println!("last checkpoint: {}", ck.display());
-    }
-    if report.failed {
-        anyhow::bail!("run failed: {}", report.reason);
-    }
-    Ok(())
-}
-
-fn pretrain(config: Option<PathBuf>, set: Vec<String>) -> Result<()> {
-    let cfg: rlsd::pretrain::PretrainConfig = rlsd::config::load_toml(config.as_deref(), &set)?;
-    let r = rlsd::pretrain::pretrain(&cfg)?;
-    let report = r.out_dir.join("pretrain_report.json");
-    std::fs::write(&report, serde_json::to_string_pretty(&r)? + "\n")
-        .with_context(|| format!("writing {}", report.display()))?;
-    println!(
-        "pretrained {} parameters for {} steps ({} examples, final loss {:.4}) in {:.1}s",
-        r.parameters, r.steps, r.examples_seen, r.final_loss, r.wall_seconds
-    );
-    println!(
-        "held-out greedy accuracy: {:.1}% of {} problems; saved to {}",
-        100.0 * r.heldout_accuracy,
-        r.heldout_problems,
-        r.out_dir.display()
-    );
-    println!(
-        "held-out mean log-prob of the answer tokens: teacher {:.3}, student {:.3}",
-        r.heldout_teacher_answer_logprob, r.heldout_student_answer_logprob
-    );
-    Ok(())
-}
-
-fn info() -> Result<()> {
-    println!("rlsd {}", env!("CARGO_PKG_VERSION"));
-    println!("{}", rlsd::device::describe());
-    let x = tch::Tensor::from_slice(&[1.0f32, 2.0, 3.0]);
-    let y = (&x * &x).sum(tch::Kind::Float);
-    println!("self-check: sum([1,2,3]^2) = {}", y.double_value(&[]));
-    Ok(())
 }

@@ -331,3 +331,25 @@ pub fn check_out_dir(out: &Path, overwrite: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `rlsd compare` as the binary runs it: refuse an earlier comparison in
+/// `opts.out` unless `overwrite`, run everything, print where the table is;
+/// an error when any run failed (the others are still written).
+pub fn compare_command(base: &RunConfig, opts: &CompareOptions, overwrite: bool) -> Result<()> {
+    check_out_dir(&opts.out, overwrite)?;
+    let runs = compare(base, opts)?;
+    let failed = runs.iter().filter(|r| r.error.is_some()).count();
+    println!(
+        "{} runs ({failed} failed); wrote {}",
+        runs.len(),
+        opts.out.join("results.md").display()
+    );
+    if failed > 0 {
+        return Err(Error::Runtime(format!(
+            "{failed} of {} runs failed (see {})",
+            runs.len(),
+            opts.out.join("results.md").display()
+        )));
+    }
+    Ok(())
+}

@@ -1,21 +1,26 @@
-//! The work behind the `rlsd` subcommands other than `train` and `pretrain`,
-//! as library functions the binary (and tests, and embedding programs) call.
+//! The work behind the `rlsd` subcommands, as library functions the binary (and tests, and embedding programs) call.
 //!
 //! - [`inspect`]: one step's worth of rollouts with the token credit the
 //!   train step would give them, rendered as an HTML page and as ANSI text.
 //! - [`eval`]: greedy accuracy and mean reward on the configured data.
 //! - [`generate`]: chat-templated sampling from a model.
 //! - [`plot`]: redraw a run's charts from its `metrics.jsonl`.
+//! - [`compare`]: the paper's comparison of algorithms over seeds.
+//! - [`train`]: `rlsd train` (actor runtime or one data-parallel rank) and
+//!   `rlsd pretrain` with their printed summaries.
+//! - [`console`]: what `inspect`, `eval`, `generate` and `info` print.
 //!
 //! Every command starts from a [`RunConfig`] (a TOML file plus `--set`
 //! overrides) and a model chosen by [`ModelChoice`].
 
 pub mod compare;
 pub mod compare_table;
+pub mod console;
 pub mod eval;
 pub mod generate;
 pub mod inspect;
 pub mod plot;
+pub mod train;
 
 use crate::config::RunConfig;
 use crate::device::parse_device;
@@ -110,4 +115,12 @@ fn check_model_dir(dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Write a text file, creating its folder; errors name the path.
+pub fn write_text(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }

@@ -1,0 +1,122 @@
+//! `rlsd train` and `rlsd pretrain` as the binary runs them: the actor
+//! runtime with a progress display, one rank of a data-parallel run, and the
+//! base model's pretraining, each printing its summary.
+
+use crate::config::RunConfig;
+use crate::dist::DistEnv;
+use crate::error::{Error, Result};
+use crate::pretrain::PretrainConfig;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Train with the actor runtime, drawing progress on the terminal; on
+/// `resume`, continue the run in that folder. A run that ends failed is an
+/// error carrying its reason (what was committed stays on disk).
+pub fn train(cfg: RunConfig, resume: Option<PathBuf>, overwrite: bool) -> Result<()> {
+    let out_dir = cfg.runtime.out_dir.clone();
+    println!(
+        "rlsd train: algo={} model={} steps={} batch={}x{} staleness={} -> {}",
+        cfg.algo.algo.name(),
+        cfg.model.path,
+        cfg.runtime.steps,
+        cfg.rollout.batch_prompts,
+        cfg.rollout.group_size,
+        cfg.runtime.max_staleness,
+        out_dir.display()
+    );
+    let progress = Arc::new(Mutex::new(crate::progress::TrainProgress::new(
+        cfg.algo.algo,
+        cfg.runtime.steps,
+        std::io::stderr().is_terminal(),
+        std::io::stdout().is_terminal(),
+    )));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("starting the tokio runtime: {e}")))?;
+    let mut builder = crate::actors::Runtime::builder(cfg)
+        .handle_ctrl_c(true)
+        .overwrite(overwrite)
+        .on_step({
+            let progress = progress.clone();
+            move |s| {
+                if let Ok(mut p) = progress.lock() {
+                    p.step(s);
+                }
+            }
+        });
+    if let Some(dir) = resume {
+        builder = builder.resume(dir);
+    }
+    let report = rt.block_on(builder.run());
+    if let Ok(mut p) = progress.lock() {
+        p.finish();
+    }
+    let report = report?;
+    let restarts: u32 = report.restarts.values().sum();
+    println!(
+        "done: {} steps, {} restarts, reason: {}",
+        report.steps.len(),
+        restarts,
+        report.reason
+    );
+    println!(
+        "metrics: {}  report: {}",
+        out_dir.join("metrics.jsonl").display(),
+        out_dir.join(crate::observe::report::REPORT_FILE).display()
+    );
+    if let Some(ck) = &report.last_checkpoint {
+        println!("last checkpoint: {}", ck.display());
+    }
+    if report.failed {
+        return Err(Error::Runtime(format!("run failed: {}", report.reason)));
+    }
+    Ok(())
+}
+
+/// One rank of a data-parallel run started by `--nproc`/`--gpus`, `torchrun`
+/// or Slurm (`env` read from the rank variables).
+pub fn train_rank(
+    cfg: &RunConfig,
+    env: &DistEnv,
+    resume: Option<PathBuf>,
+    overwrite: bool,
+) -> Result<()> {
+    if resume.is_some() {
+        return Err(Error::InvalidInput(
+            "--resume is not supported in data-parallel runs yet (docs/DISTRIBUTED.md)".into(),
+        ));
+    }
+    let r = crate::dist::train_loop::train_rank(cfg, env, overwrite)?;
+    println!(
+        "rank {} of {}: {} steps, weights {}",
+        r.rank, r.world, r.steps, r.weights_sha256
+    );
+    Ok(())
+}
+
+/// `rlsd pretrain`: train the built-in task's base model and write its
+/// report (`pretrain_report.json`) beside it.
+pub fn pretrain(cfg: &PretrainConfig) -> Result<()> {
+    let r = crate::pretrain::pretrain(cfg)?;
+    let report = r.out_dir.join("pretrain_report.json");
+    let json = serde_json::to_string_pretty(&r)
+        .map_err(|e| Error::Runtime(format!("serialising the pretrain report: {e}")))?;
+    super::write_text(&report, &(json + "\n"))?;
+    println!(
+        "pretrained {} parameters for {} steps ({} examples, final loss {:.4}) in {:.1}s",
+        r.parameters, r.steps, r.examples_seen, r.final_loss, r.wall_seconds
+    );
+    println!(
+        "held-out greedy accuracy: {:.1}% of {} problems; saved to {}",
+        100.0 * r.heldout_accuracy,
+        r.heldout_problems,
+        r.out_dir.display()
+    );
+    println!(
+        "held-out mean log-prob of the answer tokens: teacher {:.3}, student {:.3}",
+        r.heldout_teacher_answer_logprob, r.heldout_student_answer_logprob
+    );
+    Ok(())
+}
