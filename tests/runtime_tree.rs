@@ -84,7 +84,14 @@ fn whole_tree_runs_every_algorithm() {
 
 #[test]
 fn staleness_zero_matches_the_sequential_loop_exactly() {
-    let (cfg, _dir) = config("rlsd", 3, 0, &[]);
+    // Validation (before step 1 and after step 2) runs in the optimizer actor
+    // and must give what the sequential loop gives.
+    let validation = [
+        "validation.every=2",
+        "validation.num_prompts=3",
+        "validation.samples=2",
+    ];
+    let (cfg, _dir) = config("rlsd", 3, 0, &validation);
     let report = runtime()
         .block_on(Runtime::builder(cfg.clone()).verifier(ByteSumMod3).run())
         .unwrap();
@@ -113,7 +120,28 @@ fn staleness_zero_matches_the_sequential_loop_exactly() {
     for (a, b) in report.steps.iter().zip(&stats) {
         assert_eq!(a.reward_mean, b.reward_mean, "step {}", a.step);
         assert_eq!(a.loss, b.loss, "step {}", a.step);
+        let key = |s: &rlsd::stats::StepStats| -> Vec<(u64, usize, f64, f64, f64)> {
+            s.validation
+                .iter()
+                .map(|v| {
+                    (
+                        v.after_step,
+                        v.n,
+                        v.pass1_greedy,
+                        v.pass1_sampled,
+                        v.pass_at_k,
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(key(a), key(b), "validation at step {}", a.step);
     }
+    let after: Vec<Vec<u64>> = report
+        .steps
+        .iter()
+        .map(|s| s.validation.iter().map(|v| v.after_step).collect())
+        .collect();
+    assert_eq!(after, vec![vec![0], vec![2], vec![]]);
     let seq = trainer.policy.snapshot(3).unwrap();
     assert_eq!(seq.tensors.len(), report.final_weights.tensors.len());
     let mut moved = false;

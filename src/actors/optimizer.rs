@@ -14,8 +14,12 @@ use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published};
 use super::fault::{FaultKind, Role};
 use super::messages::{OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
 use super::shared::{join_err, RunEvent, Shared};
-use crate::commands::eval::validation_after;
+use crate::commands::eval::validation_on;
+use crate::config::RunConfig;
+use crate::data::Example;
+use crate::model::LoadedModel;
 use crate::pipeline::{step_stats, CreditBatch};
+use crate::stats::ValidationStats;
 use crate::train::train_step;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -38,6 +42,8 @@ pub struct OptimizerArgs {
     pub board: CommitBoard,
     /// The reward function, for held-out validation (`[validation]`).
     pub verifier: Arc<dyn crate::verify::Verifier>,
+    /// The held-out prompts of `[validation]` (empty: no validation).
+    pub held_out: Arc<Vec<Example>>,
 }
 
 impl std::fmt::Debug for OptimizerArgs {
@@ -156,9 +162,12 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
         let idle_s = st.last_done.elapsed().as_secs_f64();
         let commit = st.args.commit.clone();
         let sh = shared.clone();
-        let verifier = st.args.verifier.clone();
+        let held_out = HeldOut {
+            verifier: st.args.verifier.clone(),
+            held_out: st.args.held_out.clone(),
+        };
         let done = tokio::task::spawn_blocking(move || {
-            train_and_commit(&sh, &mut commit.lock(), &batch, idle_s, &*verifier)
+            train_and_commit(&sh, &mut commit.lock(), &batch, idle_s, &held_out)
         })
         .await
         .map_err(join_err)??;
@@ -218,6 +227,25 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
     }
 }
 
+/// What held-out validation needs (`[validation]`): the reward function and
+/// the held-out prompts.
+struct HeldOut {
+    verifier: Arc<dyn crate::verify::Verifier>,
+    held_out: Arc<Vec<Example>>,
+}
+
+impl HeldOut {
+    /// The validation of `model` after `step` (0 = before step 1), if due.
+    fn after(
+        &self,
+        cfg: &RunConfig,
+        model: &LoadedModel,
+        step: u64,
+    ) -> crate::Result<Vec<ValidationStats>> {
+        validation_on(cfg, model, &self.held_out, &*self.verifier, step)
+    }
+}
+
 /// Train `batch` (the next step) and commit it. An error before the commit
 /// leaves `c` at the last commit (AdamW is atomic; nothing else was touched).
 fn train_and_commit(
@@ -225,7 +253,7 @@ fn train_and_commit(
     c: &mut OptimizerCommit,
     batch: &CreditBatch,
     idle_s: f64,
-    verifier: &dyn crate::verify::Verifier,
+    held_out: &HeldOut,
 ) -> crate::Result<Committed> {
     let cfg = &shared.cfg;
     let next = batch.plan().step;
@@ -236,7 +264,7 @@ fn train_and_commit(
     }
     // Held-out validation before step 1 (`[validation]`; issue 12).
     let mut validation = if next == 1 {
-        validation_after(cfg, &c.trainer.policy, verifier, 0)?
+        held_out.after(cfg, &c.trainer.policy, 0)?
     } else {
         Vec::new()
     };
@@ -254,7 +282,7 @@ fn train_and_commit(
     stats.timings.train_s = t0.elapsed().as_secs_f64() - validation_s;
     stats.timings.idle_s = idle_s;
     // ... and after every `validation.every` steps, on the new weights.
-    validation.extend(validation_after(cfg, &c.trainer.policy, verifier, next)?);
+    validation.extend(held_out.after(cfg, &c.trainer.policy, next)?);
     stats.validation = validation;
     // Snapshots before the commit, so that nothing below can fail half-way.
     let policy = Frozen::new(c.trainer.policy.snapshot(next)?);

@@ -287,6 +287,11 @@ impl RuntimeBuilder {
             consecutive_skips: 0,
         }));
         let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+        let held_out = Arc::new(if cfg.validation.every > 0 {
+            crate::commands::eval::held_out_examples(&cfg)?
+        } else {
+            Vec::new()
+        });
         let faults = FaultPlan::parse(&cfg.runtime.faults)?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let tree = Arc::new(Tree {
@@ -303,6 +308,7 @@ impl RuntimeBuilder {
             teacher: teacher_spec,
             verifier,
             template,
+            held_out,
         });
         let cfg = &tree.shared.cfg;
 

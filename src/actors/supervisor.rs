@@ -16,7 +16,7 @@ use super::shared::{RunEvent, Shared};
 use super::source::PromptSource;
 use super::teacher::{TeacherArgs, TeacherScorer};
 use super::verifier::{VerifierArgs, VerifierPool};
-use crate::data::TeacherPrompt;
+use crate::data::{Example, TeacherPrompt};
 use crate::verify::Verifier;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -45,6 +45,9 @@ pub struct Tree {
     pub verifier: Arc<dyn Verifier>,
     /// Teacher prompt wording (the teacher's).
     pub template: TeacherPrompt,
+    /// The held-out prompts of `[validation]` (the optimizer's; empty when
+    /// the run does not validate), read once at start.
+    pub held_out: Arc<Vec<Example>>,
 }
 
 impl std::fmt::Debug for Tree {
@@ -262,6 +265,7 @@ async fn spawn_role(
                 commit: t.optimizer.clone(),
                 board: t.commits.clone(),
                 verifier: t.verifier.clone(),
+                held_out: t.held_out.clone(),
             };
             let (r, _) = Actor::spawn_linked(None, Optimizer, args, cell).await?;
             let id = r.get_id();

@@ -394,25 +394,10 @@ pub fn validates_at(cfg: &ValidationConfig, step: u64) -> bool {
     cfg.every > 0 && step % cfg.every == 0
 }
 
-/// The validation a run does after `step` (0 = before step 1), if any: the
-/// held-out prompts of `cfg` (built on each call; validations are rare) and
-/// [`validate`] with `cfg.validation`. Empty when the run does not validate
-/// after `step`. The actor runtime's optimizer calls this where it commits a
-/// step; the sequential loop keeps its prompts and calls [`validation_on`].
-pub fn validation_after(
-    cfg: &crate::config::RunConfig,
-    model: &LoadedModel,
-    verifier: &dyn Verifier,
-    step: u64,
-) -> Result<Vec<ValidationStats>> {
-    if !validates_at(&cfg.validation, step) {
-        return Ok(Vec::new());
-    }
-    validation_on(cfg, model, &held_out_examples(cfg)?, verifier, step)
-}
-
-/// [`validation_after`] on prompts the caller already holds (the sequential
-/// loop reads them once): empty when the run does not validate after `step`
+/// The validation a run does after `step` (0 = before step 1) on the
+/// held-out prompts the caller holds ([`held_out_examples`], read once by the
+/// sequential loop and by the actor runtime for its optimizer): [`validate`]
+/// with `cfg.validation`; empty when the run does not validate after `step`
 /// or `held_out` is empty.
 pub fn validation_on(
     cfg: &crate::config::RunConfig,
