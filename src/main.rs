@@ -342,22 +342,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(compare::compare_command(&run.load()?, &opts, overwrite)?)
         }
         Command::Inspect {
-            run: Some(dir),
-            step,
-            out,
-            json,
-            quiet,
-            ..
-        } => {
-            let out = console::InspectOutput {
-                page: &out,
-                json: json.as_deref(),
-                quiet,
-            };
-            Ok(console::inspect_run(&dir, step, out)?)
-        }
-        Command::Inspect {
-            run: None,
+            run,
             run_args,
             model,
             prompts,
@@ -371,14 +356,16 @@ fn run(cli: Cli) -> Result<()> {
                 json: json.as_deref(),
                 quiet,
             };
-            let cfg = run_args.load()?;
-            Ok(console::inspect(
-                &cfg,
-                &model.choice()?,
-                prompts,
-                step.unwrap_or(1),
-                out,
-            )?)
+            match run {
+                Some(dir) => Ok(console::inspect_run(&dir, step, out)?),
+                None => Ok(console::inspect(
+                    &run_args.load()?,
+                    &model.choice()?,
+                    prompts,
+                    step.unwrap_or(1),
+                    out,
+                )?),
+            }
         }
         Command::Eval {
             run,

@@ -4,39 +4,27 @@
 //! divergence): same value, same parameter gradients, for top-k and full
 //! supports, both aggregations, and chunks smaller than the batch.
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rlsd::model::{
-    generate, score_responses_on_support, teacher_support, Config, GenerateOptions, LoadedModel,
-};
+#[path = "common/distill.rs"]
+mod distill;
+
+use distill::{rollout, T};
+use rlsd::model::{score_responses_on_support, teacher_support, Config, LoadedModel};
 use rlsd::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
 use rlsd::rlsd::distill_vocab::SupportVocabLoss;
 use rlsd::rlsd::{aggregate, support_divergence, LossAgg, LossNorm, OpsdLoss, TokenSupport};
 use rlsd::train::support_tensors;
 use tch::{Device, Kind, Tensor};
 
-const T: f64 = 1.0;
-
 fn setup(k: usize) -> (LoadedModel, Vec<PromptResponse>, Vec<TokenSupport>) {
     let student = LoadedModel::random(Config::tiny(), Device::Cpu, 1).unwrap();
     let teacher = LoadedModel::random(Config::tiny(), Device::Cpu, 2).unwrap();
     let prompts: Vec<Vec<i64>> = vec![vec![5, 9, 11], vec![5, 9, 11], vec![20, 21], vec![7]];
-    let opts = GenerateOptions {
-        max_new_tokens: 7,
-        temperature: T,
-        eos_ids: vec![1, 2, 3],
-        ..GenerateOptions::default()
-    };
-    let gens = generate(&student.lm, &prompts, &opts, &mut StdRng::seed_from_u64(3)).unwrap();
-    let responses: Vec<Vec<i64>> = gens.iter().map(|g| g.tokens.clone()).collect();
-    let tp: Vec<Vec<i64>> = prompts
-        .iter()
-        .map(|p| [p.as_slice(), &[60, 61]].concat())
-        .collect();
-    let support = teacher_support(&teacher.lm, &tp, &responses, T, k).unwrap();
-    let batch = prompts
+    let r = rollout(&student, prompts, 7, 3);
+    let support = teacher_support(&teacher.lm, &r.teacher_prompts, &r.responses, T, k).unwrap();
+    let batch = r
+        .prompts
         .into_iter()
-        .zip(responses)
+        .zip(r.responses)
         .map(|(prompt, response)| PromptResponse { prompt, response })
         .collect();
     (student, batch, support)

@@ -3,19 +3,18 @@
 //! from the train step's own forward, the divergence the step reports, and
 //! that a few steps move the student toward the teacher.
 
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+#[path = "common/distill.rs"]
+mod distill;
+
+use distill::{rollout, T};
 use rlsd::model::{
-    generate, score_responses_on_support, teacher_support, token_logprobs, Config, GenerateOptions,
-    LoadedModel,
+    score_responses_on_support, teacher_support, token_logprobs, Config, LoadedModel,
 };
 use rlsd::optim::OptimConfig;
 use rlsd::policy::PromptResponse;
 use rlsd::rlsd::{support_divergence, Algo, AlgoConfig, OpsdLoss, TokenSupport};
 use rlsd::train::{support_tensors, train_step, TrainBatch, Trainer};
 use tch::{Device, Kind};
-
-const T: f64 = 1.0;
 
 fn model(seed: u64) -> LoadedModel {
     LoadedModel::random(Config::tiny(), Device::Cpu, seed).unwrap()
@@ -29,32 +28,23 @@ fn batch(student: &LoadedModel, teacher: &LoadedModel, k: usize) -> TrainBatch {
         .iter()
         .flat_map(|p| std::iter::repeat_n(p.clone(), 3))
         .collect();
-    let opts = GenerateOptions {
-        max_new_tokens: 6,
-        temperature: T,
-        eos_ids: vec![1, 2, 3],
-        ..GenerateOptions::default()
-    };
-    let gens = generate(&student.lm, &prompts, &opts, &mut StdRng::seed_from_u64(5)).unwrap();
-    let responses: Vec<Vec<i64>> = gens.iter().map(|g| g.tokens.clone()).collect();
-    let tp: Vec<Vec<i64>> = prompts
-        .iter()
-        .map(|p| [p.as_slice(), &[60, 61]].concat())
-        .collect();
+    let r = rollout(student, prompts, 6, 5);
+    let (tp, responses) = (&r.teacher_prompts, &r.responses);
     TrainBatch {
-        samples: prompts
+        samples: r
+            .prompts
             .iter()
-            .zip(&responses)
-            .map(|(p, r)| PromptResponse {
+            .zip(responses)
+            .map(|(p, resp)| PromptResponse {
                 prompt: p.clone(),
-                response: r.clone(),
+                response: resp.clone(),
             })
             .collect(),
-        sampling_logprobs: gens.iter().map(|g| g.logprobs.clone()).collect(),
-        teacher_logprobs: Some(token_logprobs(&teacher.lm, &tp, &responses, T).unwrap()),
+        sampling_logprobs: r.sampling_logprobs.clone(),
+        teacher_logprobs: Some(token_logprobs(&teacher.lm, tp, responses, T).unwrap()),
         teacher_neg_logprobs: None,
         ref_logprobs: None,
-        teacher_support: Some(teacher_support(&teacher.lm, &tp, &responses, T, k).unwrap()),
+        teacher_support: Some(teacher_support(&teacher.lm, tp, responses, T, k).unwrap()),
         advantages: vec![1.0, -0.5, -0.5, 0.0, 0.7, -0.7],
         correct: None,
         step: 1,
