@@ -71,10 +71,10 @@ enum Command {
         overwrite: bool,
         /// Data-parallel training on CPU: start N ranks of this binary and
         /// supervise them (docs/DISTRIBUTED.md).
-        #[arg(long, value_name = "N", conflicts_with_all = ["gpus", "resume"])]
+        #[arg(long, value_name = "N", conflicts_with = "gpus")]
         nproc: Option<usize>,
         /// Data-parallel training on these GPUs, one rank each (e.g. `0,1`).
-        #[arg(long, value_name = "LIST", conflicts_with = "resume")]
+        #[arg(long, value_name = "LIST")]
         gpus: Option<String>,
     },
     /// Supervised warm-up that produces the built-in task's base model.
@@ -308,16 +308,11 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(rlsd::dist::launch::launch_from_cli(nproc, gpus.as_deref())?);
             }
             if let Some(env) = rlsd::dist::DistEnv::from_env()? {
-                if resume.is_some() {
-                    anyhow::bail!(
-                        "--resume is not supported in data-parallel runs yet (docs/DISTRIBUTED.md)"
-                    );
-                }
                 let mut cfg = run.load()?;
                 if let Some(m) = model {
                     cfg.model.path = m;
                 }
-                let r = rlsd::dist::train_loop::train_rank(&cfg, &env, overwrite)?;
+                let r = rlsd::dist::train_loop::train_rank(&cfg, &env, overwrite, resume.as_deref())?;
                 println!(
                     "rank {} of {}: {} steps, weights {}",
                     r.rank, r.world, r.steps, r.weights_sha256
