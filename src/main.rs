@@ -312,7 +312,8 @@ fn run(cli: Cli) -> Result<()> {
                 if let Some(m) = model {
                     cfg.model.path = m;
                 }
-                let r = rlsd::dist::train_loop::train_rank(&cfg, &env, overwrite, resume.as_deref())?;
+                let r =
+                    rlsd::dist::train_loop::train_rank(&cfg, &env, overwrite, resume.as_deref())?;
                 println!(
                     "rank {} of {}: {} steps, weights {}",
                     r.rank, r.world, r.steps, r.weights_sha256

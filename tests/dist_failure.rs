@@ -76,7 +76,10 @@ fn ok(o: &Output, what: &str) {
 fn failed_naming(o: &Output, what: &str, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{what} must fail:\n{err}");
-    assert!(err.contains(needle), "{what}: stderr should say {needle:?}:\n{err}");
+    assert!(
+        err.contains(needle),
+        "{what}: stderr should say {needle:?}:\n{err}"
+    );
 }
 
 fn report(out: &Path, rank: usize) -> Value {
@@ -114,20 +117,34 @@ fn latest_verified(out: &Path) -> Option<u64> {
 fn a_crashed_rank_stops_the_job_and_resume_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
-    ok(&run(train(&full, 4, 2), "uninterrupted run"), "uninterrupted run");
+    ok(
+        &run(train(&full, 4, 2), "uninterrupted run"),
+        "uninterrupted run",
+    );
     let steps: Vec<u64> = list_checkpoints(&root(&full))
         .unwrap()
         .iter()
         .map(|c| c.0)
         .collect();
-    assert_eq!(steps, vec![2, 4], "a checkpoint every 2 steps and at the end");
-    assert_eq!(report(&full, 0)["checkpoint_s"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        steps,
+        vec![2, 4],
+        "a checkpoint every 2 steps and at the end"
+    );
+    assert_eq!(
+        report(&full, 0)["checkpoint_s"].as_array().unwrap().len(),
+        2
+    );
 
     // Rank 1 aborts as step 4 starts: step 2 is the last committed checkpoint,
     // step 3 was trained and logged but not checkpointed.
     let mut crash = train(&cut, 4, 2);
     crash.env("RLSD_DIST_FAIL", "1:4");
-    failed_naming(&run(crash, "crash"), "crash", "rank 1 of 2 failed (signal 6)");
+    failed_naming(
+        &run(crash, "crash"),
+        "crash",
+        "rank 1 of 2 failed (signal 6)",
+    );
     assert_eq!(latest_verified(&cut), Some(2));
     assert_eq!(metrics(&cut).len(), 3);
 
@@ -169,7 +186,10 @@ fn a_stalled_rank_times_out_instead_of_hanging_and_the_run_resumes() {
     let o = run(stall, "stall");
     failed_naming(&o, "stall", "rank 0 of 2 failed (exit code");
     let err = String::from_utf8_lossy(&o.stderr).to_lowercase();
-    assert!(err.contains("timed out"), "rank 0 should report a timeout:\n{err}");
+    assert!(
+        err.contains("timed out"),
+        "rank 0 should report a timeout:\n{err}"
+    );
     assert_eq!(latest_verified(&out), Some(1));
 
     let mut resume = train(&out, 2, 1);

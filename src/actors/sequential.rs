@@ -237,14 +237,6 @@ pub fn run_sequential(
         teacher,
         teacher_version: 0,
     };
-    run_steps(
-        cfg,
-        &mut models,
-        1,
-        verifier,
-        source,
-        template,
-        &mut hooks,
-    )?;
+    run_steps(cfg, &mut models, 1, verifier, source, template, &mut hooks)?;
     Ok((models.trainer, hooks.all))
 }

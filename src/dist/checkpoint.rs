@@ -129,7 +129,10 @@ pub fn commit(
     agree_equal(
         sync,
         &digest,
-        &format!("weights and data cursor at step {} (no checkpoint written)", s.step),
+        &format!(
+            "weights and data cursor at step {} (no checkpoint written)",
+            s.step
+        ),
     )?;
     strike();
     let root = cfg.runtime.out_dir.join(&cfg.checkpoint.dir);
@@ -208,7 +211,9 @@ pub fn load_resume(dir: &Path) -> Result<Resume> {
         Error::InvalidInput(format!("{}: `{key}` {why}", state_path.display()))
     };
     let step = match field("trained_through").or_else(|| field("step")) {
-        Some(v) => v.as_u64().ok_or_else(|| bad("step", "is not a step number"))?,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| bad("step", "is not a step number"))?,
         None => checkpoint.step,
     };
     if step != checkpoint.step {
@@ -227,9 +232,7 @@ pub fn load_resume(dir: &Path) -> Result<Resume> {
         weights_sha256: field("weights_sha256")
             .and_then(|v| v.as_str())
             .map(str::to_string),
-        world: field("world")
-            .and_then(|v| v.as_u64())
-            .map(|w| w as usize),
+        world: field("world").and_then(|v| v.as_u64()).map(|w| w as usize),
         checkpoint,
     })
 }
@@ -250,7 +253,10 @@ impl Resume {
         if let Some(t) = &ck.teacher {
             models.teacher.load_snapshot(&WeightSnapshot {
                 version,
-                tensors: t.iter().map(|(n, x)| (n.clone(), x.shallow_clone())).collect(),
+                tensors: t
+                    .iter()
+                    .map(|(n, x)| (n.clone(), x.shallow_clone()))
+                    .collect(),
             })?;
             models.teacher_version = version;
         } else {
@@ -269,5 +275,67 @@ impl Resume {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rank whose peers hold `others`: `sum_values` adds their
+    /// `(bytes, squares)` vectors, as an all-reduce would.
+    #[derive(Debug)]
+    struct Peers {
+        others: Vec<Vec<u8>>,
+    }
+
+    impl GradSync for Peers {
+        fn world(&self) -> usize {
+            self.others.len() + 1
+        }
+        fn sum_values(&mut self, values: &mut [f64]) -> Result<()> {
+            for o in &self.others {
+                let sq = o.iter().map(|&b| f64::from(b) * f64::from(b));
+                for (v, x) in values
+                    .iter_mut()
+                    .zip(o.iter().map(|&b| f64::from(b)).chain(sq))
+                {
+                    *v += x;
+                }
+            }
+            Ok(())
+        }
+        fn sum_grads(&mut self, _: &[Tensor]) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn agree(own: &[u8], others: &[&[u8]]) -> bool {
+        let mut p = Peers {
+            others: others.iter().map(|o| o.to_vec()).collect(),
+        };
+        agree_equal(&mut p, own, "test digest").is_ok()
+    }
+
+    #[test]
+    fn equal_digests_agree_and_any_difference_is_seen() {
+        assert!(agree(&[7, 255, 0], &[]));
+        assert!(agree(&[7, 255, 0], &[&[7, 255, 0], &[7, 255, 0]]));
+        assert!(!agree(&[7, 255, 0], &[&[7, 254, 0]]));
+        // Sums alone would miss this: 10 + 9 + 11 = 3 * 10, but the squares
+        // differ (100 + 81 + 121 = 302 != 300).
+        assert!(!agree(&[10], &[&[9], &[11]]));
+        // ...and every rank reaches the same verdict.
+        assert!(!agree(&[9], &[&[10], &[11]]));
+        let mut p = Peers {
+            others: vec![vec![1]],
+        };
+        let e = agree_equal(&mut p, &[2], "weights at step 3")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2 ranks") && e.contains("weights at step 3"),
+            "{e}"
+        );
     }
 }

@@ -140,7 +140,9 @@ pub fn train_rank(
     } else {
         None
     };
-    let timeout = env.timeout.unwrap_or_else(|| cfg.runtime.collective_timeout());
+    let timeout = env
+        .timeout
+        .unwrap_or_else(|| cfg.runtime.collective_timeout());
     let (_store, pg) = join_group(env, device, timeout)?;
     let verifier = crate::verify::build_verifier(&cfg.verifier)?;
     let mut source = crate::actors::source::from_config(cfg)?;
@@ -324,9 +326,10 @@ impl StepHooks for RankHooks<'_> {
             world: self.world,
         };
         let fault = self.fault;
-        let committed = super::checkpoint::commit(sync.as_mut(), self.rank, self.cfg, &state, &|| {
-            RankFault::strike(fault.as_ref(), step, true)
-        });
+        let committed =
+            super::checkpoint::commit(sync.as_mut(), self.rank, self.cfg, &state, &|| {
+                RankFault::strike(fault.as_ref(), step, true)
+            });
         models.trainer.grad_sync = Some(sync);
         let dir = committed?;
         let secs = t.elapsed().as_secs_f64();
