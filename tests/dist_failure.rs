@@ -11,7 +11,8 @@
 //!   resumes;
 //! - a rank that dies inside a checkpoint commit leaves the newest complete
 //!   checkpoint consistent (the step being committed, or the one before);
-//! - `--resume` with no checkpoint is refused by name.
+//! - `--resume` with no checkpoint, or into another model than the
+//!   checkpoint's, is refused by name.
 
 use rlsd::checkpoint::{latest_checkpoint, list_checkpoints, verify_checkpoint};
 use serde_json::Value;
@@ -215,6 +216,30 @@ fn a_rank_lost_inside_a_commit_leaves_a_consistent_checkpoint() {
     // be stopped first; either way the newest checkpoint is complete.
     let step = latest_verified(&out).expect("step 1's checkpoint at least");
     assert!(step == 1 || step == 2, "latest checkpoint {step}");
+
+    // Resuming into another model than the checkpoint's is refused, naming
+    // both config.json files.
+    let ck = latest_checkpoint(&root(&out)).unwrap().unwrap();
+    let other = dir.path().join("other-model");
+    std::fs::create_dir_all(&other).unwrap();
+    let text = std::fs::read_to_string(ck.join("model/config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&text).unwrap();
+    let h = config["hidden_size"].as_u64().unwrap();
+    config["hidden_size"] = Value::from(h * 2);
+    std::fs::write(other.join("config.json"), config.to_string()).unwrap();
+    let mut wrong = train(&out, 3, 1);
+    wrong
+        .arg("--resume")
+        .arg("latest")
+        .arg("--set")
+        .arg(format!("model.path=\"{}\"", other.display()));
+    let o = run(wrong, "resume into another model");
+    failed_naming(&o, "resume into another model", "hidden_size");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&other.join("config.json").display().to_string()),
+        "{err}"
+    );
 
     let mut resume = train(&out, 3, 1);
     resume.arg("--resume").arg("latest");

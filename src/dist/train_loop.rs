@@ -16,6 +16,7 @@ use super::fault::RankFault;
 use super::sync::DataParallel;
 use super::{DistEnv, GlooGroup, GradSync, ProcessGroup, Store};
 use crate::actors::run_folder::{prepare_fresh, resolve_resume, RunLock};
+use crate::actors::runtime::check_same_shape;
 use crate::actors::sequential::{run_steps, LoopModels, StepDone, StepHooks};
 use crate::config::RunConfig;
 use crate::data::{Example, TeacherPrompt};
@@ -149,6 +150,9 @@ pub fn train_rank(
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
     let kind = crate::model::parse_kind(&cfg.model.dtype)?;
     let resumed = resume_dir.as_deref().map(load_resume).transpose()?;
+    if let Some(r) = &resumed {
+        check_same_shape(&cfg.model.resolved_path(), &r.checkpoint.model_dir)?;
+    }
     let policy = match &resumed {
         Some(r) => LoadedModel::load(&r.checkpoint.model_dir, device, kind)?,
         None => LoadedModel::load(&cfg.model.resolve()?, device, kind)?,
