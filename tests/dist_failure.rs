@@ -7,8 +7,7 @@
 //!   the last committed checkpoint verifies, and `--resume latest` ends with
 //!   exactly the weights and metrics of an uninterrupted run;
 //! - a rank that stalls makes its peer's collective time out
-//!   (`runtime.collective_timeout_s`): the job fails instead of hanging, and
-//!   resumes;
+//!   (`runtime.collective_timeout_s`): the job fails instead of hanging;
 //! - a rank that dies inside a checkpoint commit leaves the newest complete
 //!   checkpoint consistent (the step being committed, or the one before);
 //! - `--resume` with no checkpoint, or into another model than the
@@ -172,7 +171,7 @@ fn a_crashed_rank_stops_the_job_and_resume_equals_an_uninterrupted_run() {
     rlsd_no_gloo,
     ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
 )]
-fn a_stalled_rank_times_out_instead_of_hanging_and_the_run_resumes() {
+fn a_stalled_rank_times_out_instead_of_hanging() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     // Rank 1 stops answering as step 2 starts; rank 0's first collective of
@@ -191,14 +190,9 @@ fn a_stalled_rank_times_out_instead_of_hanging_and_the_run_resumes() {
         err.contains("timed out"),
         "rank 0 should report a timeout:\n{err}"
     );
+    // The step-1 checkpoint was committed before the stall and verifies
+    // (resuming from it is the first test's subject).
     assert_eq!(latest_verified(&out), Some(1));
-
-    let mut resume = train(&out, 2, 1);
-    resume.arg("--resume").arg(&out);
-    ok(&run(resume, "resume"), "resume");
-    assert_eq!(report(&out, 0)["resumed_from"], 1);
-    assert_eq!(metrics(&out).len(), 2);
-    assert_eq!(latest_verified(&out), Some(2));
 }
 
 #[test]
