@@ -179,6 +179,24 @@ pub struct RuntimeConfig {
     /// Memory of each device in GiB for the start-up memory check
     /// (`rlsd plan`); 0 = detect (RAM for `cpu`, `nvidia-smi` for CUDA).
     pub device_memory_gib: f64,
+    /// Data-parallel runs: seconds a collective (and the rendezvous) may
+    /// wait for the other ranks before it fails, so a rank that stalls or
+    /// vanishes stops the job instead of hanging it. `RLSD_DIST_TIMEOUT_S`
+    /// overrides it (docs/DISTRIBUTED.md).
+    pub collective_timeout_s: f64,
+}
+
+impl RuntimeConfig {
+    /// `collective_timeout_s` as a duration (the default where the value is
+    /// not a positive number; `validate` refuses such a value by name).
+    pub fn collective_timeout(&self) -> std::time::Duration {
+        let s = self.collective_timeout_s;
+        if s.is_finite() && s > 0.0 {
+            std::time::Duration::from_secs_f64(s.min(1e9))
+        } else {
+            crate::dist::env::DEFAULT_TIMEOUT
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -199,6 +217,7 @@ impl Default for RuntimeConfig {
             out_dir: PathBuf::from("runs/default"),
             max_consecutive_skips: 10,
             device_memory_gib: 0.0,
+            collective_timeout_s: crate::dist::env::DEFAULT_TIMEOUT.as_secs_f64(),
         }
     }
 }
@@ -286,6 +305,12 @@ impl RunConfig {
             return Err(Error::config(
                 "runtime.verifier_workers",
                 "must be at least 1",
+            ));
+        }
+        if !(rt.collective_timeout_s.is_finite() && rt.collective_timeout_s > 0.0) {
+            return Err(Error::config(
+                "runtime.collective_timeout_s",
+                "must be a positive number of seconds",
             ));
         }
         if rt.verifier_timeout_s.is_nan() || rt.verifier_timeout_s <= 0.0 {

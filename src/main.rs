@@ -71,10 +71,10 @@ enum Command {
         overwrite: bool,
         /// Data-parallel training on CPU: start N ranks of this binary and
         /// supervise them (docs/DISTRIBUTED.md).
-        #[arg(long, value_name = "N", conflicts_with_all = ["gpus", "resume"])]
+        #[arg(long, value_name = "N", conflicts_with = "gpus")]
         nproc: Option<usize>,
         /// Data-parallel training on these GPUs, one rank each (e.g. `0,1`).
-        #[arg(long, value_name = "LIST", conflicts_with = "resume")]
+        #[arg(long, value_name = "LIST")]
         gpus: Option<String>,
     },
     /// Supervised warm-up that produces the built-in task's base model.

@@ -518,7 +518,7 @@ fn refill_metrics(
 
 /// A resumed checkpoint must hold the model `[model]` names (same
 /// architecture sizes in `config.json`); the error names both files.
-fn check_same_shape(model_dir: &std::path::Path, ckpt_model: &std::path::Path) -> Result<()> {
+pub fn check_same_shape(model_dir: &std::path::Path, ckpt_model: &std::path::Path) -> Result<()> {
     let read = |dir: &std::path::Path| -> Option<serde_json::Value> {
         let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
         serde_json::from_str(&text).ok()

@@ -1,16 +1,209 @@
 //! The whole training loop as one plain function, top to bottom: the
 //! reference the actor runtime must match exactly with `max_staleness = 0`.
+//!
+//! [`run_steps`] is the step loop itself (draw prompts, generate, verify,
+//! score with the teacher, assign credit, train); what differs between its
+//! callers goes through [`StepHooks`]. [`run_sequential`] is the one-process
+//! loop (held-out validation, stats collected in memory); the data-parallel
+//! rank loop (`crate::dist::train_loop`) runs the same loop with its own
+//! hooks (its share of the prompts, a per-rank seed, global statistics,
+//! metrics and checkpoints).
 
 use super::source::PromptSource;
 use crate::commands::eval::validation_on;
 use crate::config::RunConfig;
-use crate::data::TeacherPrompt;
+use crate::data::{Example, TeacherPrompt};
 use crate::error::Result;
 use crate::model::LoadedModel;
-use crate::pipeline::{prepare_step, step_stats, StepPlan};
-use crate::stats::{StepStats, ValidationStats};
+use crate::pipeline::{
+    assign_credit, prepare_step, step_stats, CreditBatch, RolloutBatch, ScoredBatch, StepPlan,
+    TeacherBatch, TeacherScores,
+};
+use crate::stats::{StageTimings, StepStats, ValidationStats};
 use crate::train::{train_step, Trainer};
 use crate::verify::Verifier;
+
+/// What the step loop carries from one step to the next.
+#[derive(Debug)]
+pub struct LoopModels {
+    /// The trainable policy and its AdamW state.
+    pub trainer: Trainer<LoadedModel>,
+    /// The teacher replica.
+    pub teacher: LoadedModel,
+    /// Policy version of the teacher's weights.
+    pub teacher_version: u64,
+}
+
+/// A finished step, handed to [`StepHooks::step_done`].
+#[derive(Debug)]
+pub struct StepDone<'a> {
+    /// The step's stats (after [`StepHooks::finish_stats`]).
+    pub stats: StepStats,
+    /// Policy, optimizer and teacher after the step.
+    pub models: &'a mut LoopModels,
+    /// The data cursor after the step's prompts.
+    pub cursor: serde_json::Value,
+}
+
+/// The parts of [`run_steps`] that differ between its callers. Every method
+/// but [`StepHooks::step_done`] has the one-process behaviour as default.
+pub trait StepHooks {
+    /// Called as `step` starts, before its prompts are drawn.
+    fn step_started(&mut self, _step: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// The plan of `step` from the prompts drawn for it (default: all of
+    /// them, on-policy). A plan may hold no prompt (a rank without a group
+    /// this step); the step is then trained on an empty batch.
+    fn plan(
+        &mut self,
+        cfg: &RunConfig,
+        step: u64,
+        examples: Vec<Example>,
+        cursor: serde_json::Value,
+    ) -> StepPlan {
+        StepPlan::new(cfg, step, 0, examples, cursor)
+    }
+
+    /// How many sampled responses the step's stats carry for the
+    /// completions log.
+    fn completions(&self, cfg: &RunConfig) -> usize {
+        cfg.observe.completions_per_step
+    }
+
+    /// The step is trained: complete its stats (e.g. sums over ranks,
+    /// validation of the new weights).
+    fn finish_stats(
+        &mut self,
+        _trainer: &mut Trainer<LoadedModel>,
+        _batch: &CreditBatch,
+        _stats: &mut StepStats,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// The step is done: record it (stats, metrics, checkpoints).
+    fn step_done(&mut self, done: StepDone<'_>) -> Result<()>;
+}
+
+/// Run steps `first..=cfg.runtime.steps` of the loop: draw prompts,
+/// generate, verify, score with the teacher, assign credit, train. The
+/// teacher is refreshed from the policy whenever a step's plan asks for a
+/// newer teacher version than `models.teacher_version`.
+#[allow(clippy::too_many_arguments)] // the loop's inputs, each used once
+pub fn run_steps(
+    cfg: &RunConfig,
+    models: &mut LoopModels,
+    first: u64,
+    verifier: &dyn Verifier,
+    source: &mut dyn PromptSource,
+    template: &TeacherPrompt,
+    hooks: &mut dyn StepHooks,
+) -> Result<()> {
+    for step in first.max(1)..=cfg.runtime.steps {
+        hooks.step_started(step)?;
+        let version = step - 1;
+        let examples = source.next_batch(cfg.rollout.batch_prompts)?;
+        let plan = hooks.plan(cfg, step, examples, source.cursor());
+        if plan.teacher_version > models.teacher_version {
+            let snap = models.trainer.policy.snapshot(plan.teacher_version)?;
+            models.teacher.load_snapshot(&snap)?;
+            models.teacher_version = plan.teacher_version;
+        }
+        let cursor = plan.cursor_after.clone();
+        let batch = if plan.examples.is_empty() {
+            empty_batch(plan, version, models.teacher_version, cfg)?
+        } else {
+            prepare_step(
+                cfg,
+                plan,
+                &models.trainer.policy,
+                version,
+                &models.teacher,
+                models.teacher_version,
+                verifier,
+                template,
+            )?
+        };
+        let tb = batch.train_batch(&cfg.algo, cfg.rollout.temperature);
+        let trained = train_step(&mut models.trainer, &tb)?;
+        let mut stats = step_stats(
+            &batch,
+            &tb,
+            trained,
+            &cfg.algo,
+            models.trainer.policy.tokenizer.as_ref(),
+            hooks.completions(cfg),
+        );
+        hooks.finish_stats(&mut models.trainer, &batch, &mut stats)?;
+        hooks.step_done(StepDone {
+            stats,
+            models,
+            cursor,
+        })?;
+    }
+    Ok(())
+}
+
+/// The batch of a step that holds no prompt group (a data-parallel rank
+/// without a share this step still joins every collective).
+fn empty_batch(
+    plan: StepPlan,
+    policy_version: u64,
+    teacher_version: u64,
+    cfg: &RunConfig,
+) -> Result<CreditBatch> {
+    let rolled = RolloutBatch {
+        plan,
+        policy_version,
+        rollouts: Vec::new(),
+        timings: StageTimings::default(),
+    };
+    let taught = TeacherBatch {
+        scored: ScoredBatch::new(rolled, Vec::new())?,
+        teacher: TeacherScores {
+            version: teacher_version,
+            ..TeacherScores::default()
+        },
+    };
+    assign_credit(taught, cfg.rollout.group_size, &cfg.algo)
+}
+
+/// The one-process hooks: held-out validation after every step (as
+/// `validation.every` says) and the stats kept in memory.
+struct Sequential<'a> {
+    cfg: &'a RunConfig,
+    verifier: &'a dyn Verifier,
+    held_out: Vec<Example>,
+    /// Validation results not yet attached to a step's stats.
+    pending: Vec<ValidationStats>,
+    all: Vec<StepStats>,
+}
+
+impl StepHooks for Sequential<'_> {
+    fn finish_stats(
+        &mut self,
+        trainer: &mut Trainer<LoadedModel>,
+        _batch: &CreditBatch,
+        stats: &mut StepStats,
+    ) -> Result<()> {
+        self.pending.extend(validation_on(
+            self.cfg,
+            &trainer.policy,
+            &self.held_out,
+            self.verifier,
+            stats.step,
+        )?);
+        stats.validation = std::mem::take(&mut self.pending);
+        Ok(())
+    }
+
+    fn step_done(&mut self, done: StepDone<'_>) -> Result<()> {
+        self.all.push(done.stats);
+        Ok(())
+    }
+}
 
 /// Run `cfg.runtime.steps` steps sequentially: draw prompts, generate, verify,
 /// score with the teacher, assign credit, train. Returns the trainer and the
@@ -18,56 +211,32 @@ use crate::verify::Verifier;
 pub fn run_sequential(
     cfg: &RunConfig,
     policy: LoadedModel,
-    mut teacher: LoadedModel,
+    teacher: LoadedModel,
     verifier: &dyn Verifier,
     source: &mut dyn PromptSource,
     template: &TeacherPrompt,
 ) -> Result<(Trainer<LoadedModel>, Vec<StepStats>)> {
-    let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
-    let mut teacher_version = 0;
-    let mut all = Vec::new();
+    let trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
     // Held-out validation (before step 1 and every `validation.every` steps);
-    // the actor runtime's scheduler can call `validate_now` the same way.
+    // the actor runtime's scheduler can call `validation_on` the same way.
     let held_out = if cfg.validation.every > 0 {
         crate::commands::eval::held_out_examples(cfg)?
     } else {
         Vec::new()
     };
-    let validate_now = |policy: &LoadedModel, after: u64| -> Result<Vec<ValidationStats>> {
-        validation_on(cfg, policy, &held_out, verifier, after)
+    let pending = validation_on(cfg, &trainer.policy, &held_out, verifier, 0)?;
+    let mut hooks = Sequential {
+        cfg,
+        verifier,
+        held_out,
+        pending,
+        all: Vec::new(),
     };
-    let mut pending = validate_now(&trainer.policy, 0)?;
-    for step in 1..=cfg.runtime.steps {
-        let version = step - 1;
-        let examples = source.next_batch(cfg.rollout.batch_prompts)?;
-        let plan = StepPlan::new(cfg, step, 0, examples, source.cursor());
-        if plan.teacher_version > teacher_version {
-            teacher.load_snapshot(&trainer.policy.snapshot(plan.teacher_version)?)?;
-            teacher_version = plan.teacher_version;
-        }
-        let batch = prepare_step(
-            cfg,
-            plan,
-            &trainer.policy,
-            version,
-            &teacher,
-            teacher_version,
-            verifier,
-            template,
-        )?;
-        let tb = batch.train_batch(&cfg.algo, cfg.rollout.temperature);
-        let trained = train_step(&mut trainer, &tb)?;
-        let mut stats = step_stats(
-            &batch,
-            &tb,
-            trained,
-            &cfg.algo,
-            trainer.policy.tokenizer.as_ref(),
-            cfg.observe.completions_per_step,
-        );
-        pending.extend(validate_now(&trainer.policy, step)?);
-        stats.validation = std::mem::take(&mut pending);
-        all.push(stats);
-    }
-    Ok((trainer, all))
+    let mut models = LoopModels {
+        trainer,
+        teacher,
+        teacher_version: 0,
+    };
+    run_steps(cfg, &mut models, 1, verifier, source, template, &mut hooks)?;
+    Ok((models.trainer, hooks.all))
 }

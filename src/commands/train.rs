@@ -76,19 +76,15 @@ pub fn train(cfg: RunConfig, resume: Option<PathBuf>, overwrite: bool) -> Result
 }
 
 /// One rank of a data-parallel run started by `--nproc`/`--gpus`, `torchrun`
-/// or Slurm (`env` read from the rank variables).
+/// or Slurm (`env` read from the rank variables); on `resume`, every rank
+/// continues from that checkpoint (docs/DISTRIBUTED.md).
 pub fn train_rank(
     cfg: &RunConfig,
     env: &DistEnv,
     resume: Option<PathBuf>,
     overwrite: bool,
 ) -> Result<()> {
-    if resume.is_some() {
-        return Err(Error::InvalidInput(
-            "--resume is not supported in data-parallel runs yet (docs/DISTRIBUTED.md)".into(),
-        ));
-    }
-    let r = crate::dist::train_loop::train_rank(cfg, env, overwrite)?;
+    let r = crate::dist::train_loop::train_rank(cfg, env, overwrite, resume.as_deref())?;
     println!(
         "rank {} of {}: {} steps, weights {}",
         r.rank, r.world, r.steps, r.weights_sha256

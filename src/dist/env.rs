@@ -11,7 +11,7 @@
 //!
 //! `RANK` wins over `SLURM_PROCID` when both are set (torchrun inside an
 //! allocation). Also read: `RLSD_DIST_TIMEOUT_S` (collective and rendezvous
-//! timeout, default 300), `RLSD_DIST_BIND` (the address Gloo listens on;
+//! timeout; overrides `runtime.collective_timeout_s`, default 300), `RLSD_DIST_BIND` (the address Gloo listens on;
 //! `if:NAME` for an interface; `GLOO_SOCKET_IFNAME` works too),
 //! `RLSD_STORE_HOSTED=1` or torchrun's `TORCHELASTIC_USE_AGENT_STORE=True`
 //! (the store already runs; rank 0 connects instead of hosting it).
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 /// The default rendezvous port (torchrun's).
 pub const DEFAULT_PORT: u16 = 29500;
-/// The default collective timeout.
+/// The default collective timeout (`runtime.collective_timeout_s`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// One rank's place in the job.
@@ -41,8 +41,9 @@ pub struct DistEnv {
     pub host_store: bool,
     /// Address or `if:NAME` Gloo binds to; empty: this host's name.
     pub bind: String,
-    /// Collective and rendezvous timeout.
-    pub timeout: Duration,
+    /// Collective and rendezvous timeout from `RLSD_DIST_TIMEOUT_S`;
+    /// `None`: `runtime.collective_timeout_s` decides.
+    pub timeout: Option<Duration>,
 }
 
 fn parse<T: std::str::FromStr>(
@@ -106,13 +107,13 @@ impl DistEnv {
             (None, None) => String::new(),
         };
         let timeout = match parse::<f64>(get, "RLSD_DIST_TIMEOUT_S")? {
-            Some(s) if s > 0.0 && s.is_finite() => Duration::from_secs_f64(s),
+            Some(s) if s > 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
             Some(s) => {
                 return Err(Error::Distributed(format!(
                     "RLSD_DIST_TIMEOUT_S={s} must be > 0"
                 )))
             }
-            None => DEFAULT_TIMEOUT,
+            None => None,
         };
         Ok(Some(DistEnv {
             rank,
@@ -158,7 +159,7 @@ mod tests {
         );
         assert_eq!(e.master_addr, "node0");
         assert!(!e.host_store);
-        assert_eq!(e.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(e.timeout, None);
     }
 
     #[test]

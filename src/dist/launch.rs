@@ -29,8 +29,12 @@ pub struct Launch {
     pub gpus: Option<Vec<usize>>,
     /// The children's arguments (this command line without `--nproc`/`--gpus`).
     pub args: Vec<OsString>,
-    /// Rendezvous and collective timeout handed to the ranks.
+    /// Timeout of the launcher's store; with `forward_timeout`, also handed
+    /// to the ranks as `RLSD_DIST_TIMEOUT_S`.
     pub timeout: Duration,
+    /// Whether the ranks get `timeout` (set when `RLSD_DIST_TIMEOUT_S` was
+    /// given); otherwise each rank reads `runtime.collective_timeout_s`.
+    pub forward_timeout: bool,
     /// Grace period between SIGTERM and SIGKILL when stopping the ranks.
     pub grace: Duration,
 }
@@ -98,8 +102,10 @@ fn spawn(l: &Launch, rank: usize, port: u16) -> Result<Child> {
         .env("MASTER_ADDR", "127.0.0.1")
         .env("MASTER_PORT", port.to_string())
         .env("RLSD_STORE_HOSTED", "1")
-        .env("RLSD_DIST_BIND", "127.0.0.1")
-        .env("RLSD_DIST_TIMEOUT_S", l.timeout.as_secs_f64().to_string());
+        .env("RLSD_DIST_BIND", "127.0.0.1");
+    if l.forward_timeout {
+        cmd.env("RLSD_DIST_TIMEOUT_S", l.timeout.as_secs_f64().to_string());
+    }
     if let Some(gpus) = &l.gpus {
         cmd.env("CUDA_VISIBLE_DEVICES", gpus[rank].to_string())
             .env("RLSD_DIST_DEVICE", "cuda:0");
@@ -142,7 +148,8 @@ fn stop_all(children: &mut [(usize, Child)], grace: Duration) {
 }
 
 /// `rlsd train --nproc N` / `--gpus LIST`: this process's arguments (less
-/// those flags) for the children, the timeout from `RLSD_DIST_TIMEOUT_S`.
+/// those flags) for the children; `RLSD_DIST_TIMEOUT_S`, when set, is
+/// checked here and handed on.
 pub fn launch_from_cli(nproc: Option<usize>, gpus: Option<&str>) -> Result<()> {
     let gpus = gpus.map(parse_gpus).transpose()?;
     let nproc = match (&gpus, nproc) {
@@ -150,6 +157,7 @@ pub fn launch_from_cli(nproc: Option<usize>, gpus: Option<&str>) -> Result<()> {
         (None, Some(n)) => n,
         (None, None) => 1,
     };
+    let given = std::env::var("RLSD_DIST_TIMEOUT_S").is_ok();
     let timeout = match std::env::var("RLSD_DIST_TIMEOUT_S") {
         Ok(v) => v
             .parse::<f64>()
@@ -168,6 +176,7 @@ pub fn launch_from_cli(nproc: Option<usize>, gpus: Option<&str>) -> Result<()> {
         gpus,
         args: child_args(std::env::args_os().skip(1)),
         timeout,
+        forward_timeout: given,
         grace: Duration::from_secs(10),
     })
 }

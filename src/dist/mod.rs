@@ -15,13 +15,19 @@
 //!   `MASTER_ADDR`/`MASTER_PORT` (torchrun) or `SLURM_PROCID`/`SLURM_NTASKS`.
 //! - [`launch`]: `rlsd train --nproc N` / `--gpus 0,1`: start the ranks as
 //!   child processes of this binary and supervise them.
-//! - [`train_loop`]: one rank's training loop (the sequential loop, sharded).
+//! - [`train_loop`]: one rank's training loop (the sequential step loop
+//!   with rank hooks: sharded prompts, global statistics, checkpoints).
+//! - [`checkpoint`]: a checkpoint committed for all ranks or none, and
+//!   `--resume` on every rank.
+//! - [`fault`]: rehearsed rank failures (`RLSD_DIST_FAIL`) for the tests.
 
 use crate::error::Result;
 use tch::Tensor;
 
 pub mod bucket;
+pub mod checkpoint;
 pub mod env;
+pub mod fault;
 pub mod gloo;
 pub mod launch;
 #[cfg(feature = "gpu")]
