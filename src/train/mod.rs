@@ -25,7 +25,7 @@ mod micro;
 pub use checks::effective_algo;
 pub use distill::{distill_loss, support_tensors};
 pub use loss::{micro_batch_loss, MicroBatchLoss};
-pub use micro::micro_batches;
+pub use micro::{micro_batches, plan_micro_batches};
 
 use crate::error::Result;
 use crate::optim::{AdamW, OptimConfig};
@@ -173,10 +173,11 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     }
 
     let algo = effective_algo(&cfg, batch)?;
-    let (order, ranges) = micro_batches(
+    let (order, ranges) = plan_micro_batches(
         &batch.samples,
         trainer.optim.micro_batch_size,
         trainer.optim.max_tokens_per_micro_batch,
+        trainer.optim.share_prompt,
     );
     let sorted;
     let batch = if order.iter().enumerate().all(|(i, &o)| i == o) {
@@ -188,6 +189,7 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     let opts = ScoreOptions {
         chunk_tokens: trainer.optim.logit_chunk_tokens,
         activation_checkpointing: trainer.optim.activation_checkpointing,
+        share_prompt: trainer.optim.share_prompt,
     };
     let device = trainer.policy.device();
     trainer.optimizer.zero_grad();
