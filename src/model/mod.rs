@@ -26,6 +26,7 @@ pub mod generate;
 pub mod kv_cache;
 pub mod layers;
 pub mod logprobs;
+pub mod random;
 pub mod sampling;
 pub mod shared;
 pub mod snapshot;
