@@ -28,6 +28,7 @@ pub use loss::{micro_batch_loss, MicroBatchLoss};
 pub use micro::{micro_batches, plan_micro_batches};
 
 use crate::error::Result;
+use crate::model::shared::TrunkCost;
 use crate::optim::{AdamW, OptimConfig};
 use crate::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
 use crate::rlsd::distill_vocab::SupportVocabLoss;
@@ -179,6 +180,14 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
         trainer.optim.max_tokens_per_micro_batch,
         trainer.optim.share_prompt,
     );
+    stats.train_positions = ranges
+        .iter()
+        .map(|r| {
+            let mut cost = TrunkCost::default();
+            r.clone().for_each(|k| cost.add(&batch.samples[order[k]]));
+            cost.positions(trainer.optim.share_prompt)
+        })
+        .sum();
     let sorted;
     let batch = if order.iter().enumerate().all(|(i, &o)| i == o) {
         batch
