@@ -22,10 +22,10 @@
 mod bench_common;
 
 use anyhow::{bail, Context, Result};
+use bench_common::cpu_seconds;
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use bench_common::cpu_seconds;
 use rlsd::model::random::random_qwen2;
 use rlsd::model::{
     generate_profiled, kv_bytes_per_position, prompt_seeds, GenerateOptions, GenerationProfile,

@@ -15,10 +15,10 @@
 mod bench_common;
 
 use anyhow::{Context, Result};
+use bench_common::cpu_seconds;
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use bench_common::cpu_seconds;
 use rlsd::model::random::qwen2_shaped;
 use rlsd::model::{generate, Config, GenerateOptions, LoadedModel};
 use rlsd::policy::{Policy, PromptResponse};
