@@ -4,7 +4,8 @@
 //! next to the policy's forward + backward. Prints one JSON object.
 //!
 //! Model: random Qwen2, hidden 256, 4 layers, 4 heads, 2 KV heads, vocab 64;
-//! batch: 64 responses of 48 tokens after 16-token prompts.
+//! batch: 64 responses (groups of 8) of 48 tokens after 16-token prompts.
+//! `--builtin`: the built-in model's shape and a batch like its default run.
 //!
 //!     cargo run --release --example bench_train_step [-- --device cuda:0 --iters 10 --threads 1]
 
@@ -38,23 +39,40 @@ fn main() -> anyhow::Result<()> {
     let iters: usize = arg("--iters").map_or(Ok(5), |s| s.parse())?;
     // One intra-op thread by default, so CPU seconds are the computation's.
     tch::set_num_threads(arg("--threads").map_or(Ok(1), |s| s.parse())?);
-    let cfg = Config {
-        hidden_size: 256,
-        intermediate_size: 512,
-        num_hidden_layers: 4,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 64,
-        ..Config::tiny()
+    // `--builtin`: the built-in model's shape (assets/tiny-arith, random
+    // weights) and a batch like its default run's: 16 prompts x 16 responses,
+    // 20-token prompts, responses of 4-48 tokens.
+    let builtin = args.iter().any(|a| a == "--builtin");
+    let cfg = if builtin {
+        Config::from_file(std::path::Path::new("assets/tiny-arith/config.json"))?
+    } else {
+        Config {
+            hidden_size: 256,
+            intermediate_size: 512,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 64,
+            ..Config::tiny()
+        }
     };
-    let (b, prompt_len, resp_len, group) = (64usize, 16usize, 48usize, 8usize);
+    let (b, prompt_len, resp_len, group) = if builtin {
+        (256usize, 20usize, 48usize, 16usize)
+    } else {
+        (64, 16, 48, 8)
+    };
     let mut rng = StdRng::seed_from_u64(0);
     let samples: Vec<PromptResponse> = (0..b)
         .map(|i| {
             let mut prng = StdRng::seed_from_u64((i / group) as u64);
+            let len = if builtin {
+                rng.random_range(4..=resp_len)
+            } else {
+                resp_len
+            };
             PromptResponse {
                 prompt: (0..prompt_len).map(|_| prng.random_range(0..64)).collect(),
-                response: (0..resp_len).map(|_| rng.random_range(0..64)).collect(),
+                response: (0..len).map(|_| rng.random_range(0..64)).collect(),
             }
         })
         .collect();
@@ -147,8 +165,8 @@ fn main() -> anyhow::Result<()> {
     let math_s = t.elapsed().as_secs_f64() / (iters * 10) as f64;
     let out = serde_json::json!({
         "device": format!("{device:?}"),
-        "model": {"hidden": 256, "layers": 4, "heads": 4, "kv_heads": 2, "vocab": 64},
-        "batch": {"responses": b, "prompt_tokens": prompt_len, "response_tokens": resp_len},
+        "model": {"hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers, "vocab": cfg.vocab_size},
+        "batch": {"responses": b, "group": group, "prompt_tokens": prompt_len, "response_tokens_max": resp_len},
         "iters": iters,
         "train_step": results,
         "rlsd_math_only_s": math_s,
