@@ -71,6 +71,12 @@ pub struct OptimConfig {
     /// Response tokens per output-head chunk in the train step (0 = as many as
     /// fit in 64 MiB of float32 logits; see `model::chunked`).
     pub logit_chunk_tokens: usize,
+    /// Run a group's prompt once per micro-batch in the train step, its
+    /// responses attending to the prompt's keys and values (`model::shared`):
+    /// `G x P + B x (L - 1)` positions instead of `B x (P + L)`, the same loss
+    /// and gradients. Applies where a micro-batch holds two responses to one
+    /// prompt; on by default.
+    pub share_prompt: bool,
 }
 
 /// Default `optim.max_tokens_per_micro_batch`: 8,192 positions, a few GB of
@@ -94,6 +100,7 @@ impl Default for OptimConfig {
             max_tokens_per_micro_batch: DEFAULT_MAX_TOKENS_PER_MICRO_BATCH,
             activation_checkpointing: false,
             logit_chunk_tokens: 0,
+            share_prompt: true,
         }
     }
 }

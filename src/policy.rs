@@ -39,6 +39,10 @@ pub struct ScoreOptions {
     /// Recompute each decoder layer in the backward instead of keeping its
     /// activations (`optim.activation_checkpointing`).
     pub activation_checkpointing: bool,
+    /// Run each distinct prompt of a batch once, its responses attending to
+    /// its keys and values (`optim.share_prompt`; `model::shared`). The
+    /// default (false) is the plain per-row computation.
+    pub share_prompt: bool,
 }
 
 /// A loss term over the student's full next-token distribution, added chunk

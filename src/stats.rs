@@ -82,6 +82,11 @@ pub struct StepStats {
     pub response_len_mean: f64,
     /// Longest response in tokens.
     pub response_len_max: usize,
+    /// Token positions the train step's forward ran over its micro-batches,
+    /// padding included (`model::trunk_positions`: fewer with
+    /// `optim.share_prompt`). 0 where unknown.
+    #[serde(default)]
+    pub train_positions: usize,
     /// Lambda used for this step.
     pub lambda: f64,
     /// Learning rate used for this step.

@@ -160,6 +160,7 @@ fn cuda_chunked_checkpointed_gradients_match_cpu() {
     let lean = ScoreOptions {
         chunk_tokens: 16,
         activation_checkpointing: true,
+        ..ScoreOptions::default()
     };
     let want = grads(Device::Cpu, Kind::Float, plain);
     for (kind, tol) in [(Kind::Float, 1e-4), (Kind::BFloat16, 5e-2)] {

@@ -161,6 +161,7 @@ fn chunked_and_checkpointed_gradients_equal_the_full_path() {
             let opts = ScoreOptions {
                 chunk_tokens: chunk,
                 activation_checkpointing: ckpt,
+                ..ScoreOptions::default()
             };
             let ran = m
                 .backward_scores(&batch(), T, &opts, &mut |s| Ok(Some(test_loss(s))), None)
@@ -218,6 +219,7 @@ fn vocab_loss_hook_adds_its_gradient_chunk_by_chunk() {
         let opts = ScoreOptions {
             chunk_tokens: chunk,
             activation_checkpointing: ckpt,
+            ..ScoreOptions::default()
         };
         m.backward_scores(
             &batch(),

@@ -19,13 +19,16 @@
 //! Tokens per second count generated tokens up to and including the stop
 //! token. Prints one JSON object (also written to `--out`).
 
+mod bench_common;
+
 use anyhow::{bail, Context, Result};
+use bench_common::cpu_seconds;
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rlsd::model::random::random_qwen2;
 use rlsd::model::{
-    generate_profiled, kv_bytes_per_position, prompt_seeds, Arch, Config, GenerateOptions,
-    GenerationProfile, LoadedModel,
+    generate_profiled, kv_bytes_per_position, prompt_seeds, GenerateOptions, GenerationProfile,
 };
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -74,15 +77,6 @@ struct Args {
     out: PathBuf,
 }
 
-/// CPU seconds (user + system) of this process so far.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}
-
 fn profile_json(p: &GenerationProfile) -> Value {
     json!({
         "prefill_s": p.prefill_s, "decode_s": p.decode_s, "sample_s": p.sample_s,
@@ -118,21 +112,7 @@ fn main() -> Result<()> {
     if a.mean < 2 || a.rows == 0 || a.prompts == 0 {
         bail!("--mean must be >= 2, --rows and --prompts >= 1");
     }
-    let cfg = Config {
-        arch: Arch::Qwen2,
-        vocab_size: a.vocab,
-        hidden_size: a.hidden,
-        intermediate_size: a.hidden * 4,
-        num_hidden_layers: a.layers,
-        num_attention_heads: (a.hidden / 64).max(1),
-        num_key_value_heads: (a.hidden / 128).max(1),
-        head_dim: 64.min(a.hidden),
-        tie_word_embeddings: true,
-        eos_token_id: vec![],
-        max_position_embeddings: 4096,
-        ..Config::tiny()
-    };
-    let model = LoadedModel::random(cfg, Device::Cpu, 3)?;
+    let model = random_qwen2(a.vocab, a.hidden, a.layers, Device::Cpu, 3)?;
     let stop_ids: Vec<i64> = (0..a.vocab).filter(|t| t % a.mean == 7).collect();
     let mut rng = StdRng::seed_from_u64(11);
     let prompts: Vec<Vec<i64>> = (0..a.prompts)
@@ -189,6 +169,8 @@ fn main() -> Result<()> {
     };
     out["rlsd_continuous"] = run("rlsd continuous", prompts.len(), per_row * a.rows as u64)?;
     out["rlsd_static"] = run("rlsd static", a.rows, 0)?;
+    // Peak of this process (the rlsd variants; transformers runs in its own).
+    out["rlsd_peak_rss_gib"] = json!(bench_common::status_bytes("VmHWM:") / f64::from(1u32 << 30));
 
     if !a.skip_hf {
         let dir = std::env::temp_dir().join(format!("rlsd-bench-generate-{}", std::process::id()));

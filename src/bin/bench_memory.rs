@@ -13,16 +13,20 @@
 //!
 //! Run one measurement per process: the peak is the process's.
 
+mod bench_common;
+
 use anyhow::{bail, Context, Result};
+use bench_common::{cpu_seconds, status_bytes};
 use clap::{Parser, Subcommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rlsd::model::{Arch, Config, LoadedModel};
+use rlsd::model::random::qwen2_shaped;
+use rlsd::model::{trunk_positions, Config, LoadedModel};
 use rlsd::optim::OptimConfig;
 use rlsd::plan::{known_shape, optimizer_items, total, GIB};
 use rlsd::policy::PromptResponse;
 use rlsd::rlsd::AlgoConfig;
-use rlsd::train::{train_step, TrainBatch, Trainer};
+use rlsd::train::{plan_micro_batches, train_step, TrainBatch, Trainer};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,6 +70,9 @@ enum What {
         /// `optim.max_tokens_per_micro_batch` (default: the config default).
         #[arg(long)]
         budget: Option<usize>,
+        /// Run every row's prompt (`optim.share_prompt = false`).
+        #[arg(long)]
+        no_share: bool,
     },
     /// Write a random bf16 checkpoint of a published shape.
     MakeWeights {
@@ -82,41 +89,6 @@ enum What {
     },
 }
 
-/// CPU seconds (user + system) of this process so far, from `/proc/self/stat`
-/// (ticks of 1/100 s): the work done, whatever else shares the cores.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
-}
-
-/// `VmHWM` (peak) or `VmRSS` (now) of this process in bytes.
-fn status_bytes(key: &str) -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb * 1024.0)
-}
-
-fn qwen2_shape(vocab: i64, hidden: i64, layers: i64) -> Config {
-    Config {
-        arch: Arch::Qwen2,
-        vocab_size: vocab,
-        hidden_size: hidden,
-        intermediate_size: hidden * 4,
-        num_hidden_layers: layers,
-        num_attention_heads: (hidden / 64).max(1),
-        num_key_value_heads: (hidden / 128).max(1),
-        head_dim: 64.min(hidden),
-        tie_word_embeddings: true,
-        ..Config::tiny()
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn step(
     vocab: i64,
@@ -128,13 +100,15 @@ fn step(
     plain: bool,
     checkpoint: bool,
     budget: Option<usize>,
+    share: bool,
 ) -> Result<serde_json::Value> {
-    let cfg = qwen2_shape(vocab, hidden, layers);
+    let cfg = qwen2_shaped(vocab, hidden, layers);
     let rss0 = status_bytes("VmRSS:");
     let model = LoadedModel::random(cfg.clone(), Device::Cpu, 1)?;
     let mut optim = OptimConfig {
         lr: 1e-5,
         activation_checkpointing: checkpoint,
+        share_prompt: share,
         ..OptimConfig::default()
     };
     if let Some(b) = budget {
@@ -144,6 +118,7 @@ fn step(
         optim.max_tokens_per_micro_batch = 0;
         optim.logit_chunk_tokens = rows * response;
         optim.activation_checkpointing = false;
+        optim.share_prompt = false;
     }
     let mut rng = StdRng::seed_from_u64(7);
     let mut tok = |n: usize| -> Vec<i64> { (0..n).map(|_| rng.random_range(0..vocab)).collect() };
@@ -172,6 +147,19 @@ fn step(
         lr: 1e-5,
         temperature: 1.0,
     };
+    // The positions the trunk runs, over the step's micro-batches.
+    let (order, ranges) = plan_micro_batches(
+        &batch.samples,
+        optim.micro_batch_size,
+        optim.max_tokens_per_micro_batch,
+        optim.share_prompt,
+    );
+    let planned: Vec<PromptResponse> = order.iter().map(|&i| batch.samples[i].clone()).collect();
+    let positions: usize = ranges
+        .iter()
+        .map(|r| trunk_positions(&planned[r.clone()], optim.share_prompt))
+        .sum();
+    let micro_batches = ranges.len();
     let predicted = optimizer_items(&cfg, Kind::Float, &optim, rows, prompt, response);
     let mut trainer = Trainer::new(model, AlgoConfig::default(), optim)?;
     let rss_ready = status_bytes("VmRSS:");
@@ -194,7 +182,8 @@ fn step(
         "what": "step",
         "vocab": vocab, "hidden": hidden, "layers": layers,
         "rows": rows, "prompt": prompt, "response": response,
-        "plain": plain, "checkpoint": checkpoint,
+        "plain": plain, "checkpoint": checkpoint, "share_prompt": trainer.optim.share_prompt,
+        "trunk_positions": positions, "micro_batches": micro_batches,
         "budget": trainer.optim.max_tokens_per_micro_batch,
         "loss": stats.loss, "grad_norm": stats.grad_norm,
         "step_s": secs,
@@ -326,6 +315,7 @@ fn main() -> Result<()> {
             plain,
             checkpoint,
             budget,
+            no_share,
         } => step(
             *vocab,
             *hidden,
@@ -336,6 +326,7 @@ fn main() -> Result<()> {
             *plain,
             *checkpoint,
             *budget,
+            !*no_share,
         )?,
         What::MakeWeights { dir, shape } => make_weights(dir, shape)?,
         What::Load { dir, read_all } => load(dir, *read_all)?,

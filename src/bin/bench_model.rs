@@ -12,11 +12,15 @@
 //! `.libtorch-python` (or `--python`), and writes both sides and the ratios
 //! as JSON (`--out`, default `bench_model.json`). See docs/BENCHMARKS.md.
 
+mod bench_common;
+
 use anyhow::{Context, Result};
+use bench_common::cpu_seconds;
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rlsd::model::{generate, Arch, Config, GenerateOptions, LoadedModel};
+use rlsd::model::random::qwen2_shaped;
+use rlsd::model::{generate, Config, GenerateOptions, LoadedModel};
 use rlsd::policy::{Policy, PromptResponse};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -52,32 +56,9 @@ const PROMPT: usize = 16;
 const NEW: usize = 48;
 const TRAIN_T: usize = 64;
 
+/// The benchmark's model: a random Qwen2 of hidden 256, 4 layers, vocab 64.
 fn bench_config() -> Config {
-    Config {
-        arch: Arch::Qwen2,
-        vocab_size: 64,
-        hidden_size: 256,
-        intermediate_size: 1024,
-        num_hidden_layers: 4,
-        num_attention_heads: 4,
-        num_key_value_heads: 2,
-        head_dim: 64,
-        tie_word_embeddings: true,
-        eos_token_id: vec![],
-        ..Config::tiny()
-    }
-}
-
-/// CPU seconds (user + system) used by this process so far, from
-/// `/proc/self/stat` (clock ticks of 1/100 s). With one intra-op thread this
-/// is the work done, unaffected by other processes taking the cores.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (tick(11) + tick(12)) / 100.0
+    qwen2_shaped(64, 256, 4)
 }
 
 /// Wall-clock and CPU seconds since `start`.
@@ -101,14 +82,6 @@ impl Stopwatch {
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
-}
-
-/// Peak resident set size of this process in MiB (Linux `VmHWM`).
-fn peak_rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 /// Seconds the generation workload spends in its weight matmuls alone (the
@@ -233,7 +206,7 @@ fn main() -> Result<()> {
         "generate_seconds": gen_s,
         "generate_tokens_per_s": gen_tok_s,
         "forward_backward_seconds": fb_s,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": bench_common::status_bytes("VmHWM:") / (1024.0 * 1024.0),
         "generate_cpu_seconds": gen_cpu_s,
         "forward_backward_cpu_seconds": fb_cpu_s,
         "generate_matmul_floor_seconds": floor_s,

@@ -71,6 +71,44 @@ impl Attention {
         mask: AttnMask<'_>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
+        let (q, k, v) = self.qkv(x, cos, sin)?;
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?,
+            None => (k, v),
+        };
+        self.attend(&q, &k, &v, mask)
+    }
+
+    /// A group's shared prompt and its responses in one layer: `xp [G, P,
+    /// hidden]` (the distinct prompts, right-padded) attend causally among
+    /// themselves; `xr [B, R, hidden]` (the responses) attend to their
+    /// prompt's keys and values followed by their own, under `mask [B, 1, R,
+    /// P + R]`. `group [B]` names each response's prompt row; its keys and
+    /// values are gathered per response (`index_select`), so the backward
+    /// sums every response's contribution into the prompt's activations.
+    /// Returns the outputs of both, `([G, P, hidden], [B, R, hidden])`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_shared(
+        &self,
+        xp: &Tensor,
+        xr: &Tensor,
+        prompt_rope: (&Tensor, &Tensor),
+        response_rope: (&Tensor, &Tensor),
+        group: &Tensor,
+        mask: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        let (qp, kp, vp) = self.qkv(xp, prompt_rope.0, prompt_rope.1)?;
+        let out_p = self.attend(&qp, &kp, &vp, AttnMask::Causal)?;
+        let (qr, kr, vr) = self.qkv(xr, response_rope.0, response_rope.1)?;
+        let k = Tensor::f_cat(&[&kp.f_index_select(0, group)?, &kr], 2)?;
+        let v = Tensor::f_cat(&[&vp.f_index_select(0, group)?, &vr], 2)?;
+        let out_r = self.attend(&qr, &k, &v, AttnMask::Explicit(mask))?;
+        Ok((out_p, out_r))
+    }
+
+    /// Queries, keys and values `[B, heads, T, D]` of `x [B, T, hidden]`,
+    /// with the per-head norms (Qwen3) and rotary embeddings applied.
+    fn qkv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let size = x.size();
         let (b, t) = (size[0], size[1]);
         let heads = |lin: &Linear, n: i64, norm: &Option<RmsNorm>| -> Result<Tensor> {
@@ -92,32 +130,35 @@ impl Attention {
             sin,
         )?;
         let v = heads(&self.v_proj, self.num_kv_heads, &None)?;
-        let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, &k, &v)?,
-            None => (k, v),
-        };
+        Ok((q, k, v))
+    }
+
+    /// Attention of queries `q [B, heads, T, D]` over keys and values `[B,
+    /// kv_heads, S, D]` under `mask`, then the output projection: `[B, T, hidden]`.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: AttnMask<'_>) -> Result<Tensor> {
+        let (b, t) = (q.size()[0], q.size()[2]);
         let s = k.size()[2];
         let gqa = self.num_heads != self.num_kv_heads;
         let out = if t == 1 && gqa {
             // One query per row (decoding): grouped attention as two batched
             // matmuls over [B, kv_heads, group, .], cheaper than the fused
             // kernel on the cache's strided view.
-            self.decode_attention(&q, &k, &v, mask)?
+            self.decode_attention(q, k, v, mask)?
         } else {
             match mask {
                 AttnMask::Causal if t == 1 => Tensor::f_scaled_dot_product_attention::<Tensor>(
-                    &q, &k, &v, None, 0.0, false, None, gqa,
+                    q, k, v, None, 0.0, false, None, gqa,
                 )?,
                 AttnMask::Causal if t == s => Tensor::f_scaled_dot_product_attention::<Tensor>(
-                    &q, &k, &v, None, 0.0, true, None, gqa,
+                    q, k, v, None, 0.0, true, None, gqa,
                 )?,
                 AttnMask::Causal => {
                     // Queries sit at the end of the key sequence.
-                    let m = Tensor::f_ones([t, s], (tch::Kind::Bool, x.device()))?.f_tril(s - t)?;
+                    let m = Tensor::f_ones([t, s], (tch::Kind::Bool, q.device()))?.f_tril(s - t)?;
                     Tensor::f_scaled_dot_product_attention(
-                        &q,
-                        &k,
-                        &v,
+                        q,
+                        k,
+                        v,
                         Some(&m),
                         0.0,
                         false,
@@ -125,16 +166,9 @@ impl Attention {
                         gqa,
                     )?
                 }
-                AttnMask::Explicit(m) => Tensor::f_scaled_dot_product_attention(
-                    &q,
-                    &k,
-                    &v,
-                    Some(m),
-                    0.0,
-                    false,
-                    None,
-                    gqa,
-                )?,
+                AttnMask::Explicit(m) => {
+                    Tensor::f_scaled_dot_product_attention(q, k, v, Some(m), 0.0, false, None, gqa)?
+                }
             }
         };
         let out = out.f_transpose(1, 2)?.f_contiguous()?.f_view([

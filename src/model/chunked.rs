@@ -20,7 +20,8 @@
 //! one-pass computation; only summation order differs. A batch whose tokens
 //! fit in one chunk takes the one-pass route (no recomputation).
 
-use super::transformer::CausalLm;
+use super::shared::{shares_prompt, SharedPrompt};
+use super::transformer::{CausalLm, TrunkInput};
 use crate::error::{Error, Result};
 use crate::policy::{PromptResponse, ResponseScores, ScoreOptions, VocabLoss};
 use tch::{Device, Kind, Tensor};
@@ -38,12 +39,14 @@ pub fn chunk_tokens(vocab: i64, requested: usize) -> usize {
     (LOGIT_CHUNK_BYTES / (4 * vocab.max(1) as usize)).max(1)
 }
 
-/// Where a batch's response tokens sit in its right-padded `[B, S]` input.
+/// Where a batch's response tokens sit in the trunk's input and output.
 #[derive(Debug)]
 pub(crate) struct Layout {
-    /// Token ids `[B, S]`, prompt then response, right-padded with 0.
-    pub(crate) ids: Tensor,
-    /// `[N]` flat index into `B * S` of the position predicting each response token.
+    /// What the trunk runs: `[B, S]` prompt then response, right-padded with
+    /// 0, or the shared-prompt layout ([`SharedPrompt`]).
+    pub(crate) input: TrunkInput,
+    /// `[N]` flat index into the trunk's output positions (`B * S`, or
+    /// `G * P + B * R` shared) of the position predicting each response token.
     pub(crate) sel: Tensor,
     /// `[N]` flat index into `B * L` of each response token in the padded scores.
     pub(crate) out: Tensor,
@@ -58,10 +61,9 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    /// Lay out `batch` on `device` (sequences already checked).
+    /// Lay out `batch` on `device` (sequences already checked) as padded rows.
     pub(crate) fn new(batch: &[PromptResponse], device: Device) -> Result<Layout> {
         let b = batch.len();
-        let l = batch.iter().map(|p| p.response.len()).max().unwrap_or(0);
         let s = batch
             .iter()
             .map(|p| p.prompt.len() + p.response.len())
@@ -69,15 +71,52 @@ impl Layout {
             .unwrap_or(0)
             .max(1);
         let mut ids = vec![0i64; b * s];
-        let (mut sel, mut out, mut targets) = (Vec::new(), Vec::new(), Vec::new());
-        let mut mask = vec![0f32; b * l];
+        let mut sel = Vec::new();
         for (r, pr) in batch.iter().enumerate() {
             let row = &mut ids[r * s..(r + 1) * s];
             let p = pr.prompt.len();
             row[..p].copy_from_slice(&pr.prompt);
             row[p..p + pr.response.len()].copy_from_slice(&pr.response);
+            sel.extend((0..pr.response.len()).map(|j| (r * s + p - 1 + j) as i64));
+        }
+        let ids = Tensor::f_from_slice(&ids)?
+            .f_to_device(device)?
+            .f_view([b as i64, s as i64])?;
+        Layout::with(batch, TrunkInput::Rows(ids), &sel, device)
+    }
+
+    /// Lay out `batch` with each distinct prompt once ([`SharedPrompt`]).
+    pub(crate) fn shared(batch: &[PromptResponse], device: Device) -> Result<Layout> {
+        let (shared, sel) = SharedPrompt::new(batch, device)?;
+        Layout::with(batch, TrunkInput::Shared(shared), &sel, device)
+    }
+
+    /// The shared layout when `share` is on and some prompt repeats, else rows.
+    pub(crate) fn for_training(
+        batch: &[PromptResponse],
+        share: bool,
+        device: Device,
+    ) -> Result<Layout> {
+        if shares_prompt(batch, share) {
+            Layout::shared(batch, device)
+        } else {
+            Layout::new(batch, device)
+        }
+    }
+
+    /// The parts common to both layouts: targets, output slots, mask.
+    fn with(
+        batch: &[PromptResponse],
+        input: TrunkInput,
+        sel: &[i64],
+        device: Device,
+    ) -> Result<Layout> {
+        let b = batch.len();
+        let l = batch.iter().map(|p| p.response.len()).max().unwrap_or(0);
+        let (mut out, mut targets) = (Vec::new(), Vec::new());
+        let mut mask = vec![0f32; b * l];
+        for (r, pr) in batch.iter().enumerate() {
             for (j, &t) in pr.response.iter().enumerate() {
-                sel.push((r * s + p - 1 + j) as i64);
                 out.push((r * l + j) as i64);
                 targets.push(t);
                 mask[r * l + j] = 1.0;
@@ -86,8 +125,8 @@ impl Layout {
         let on =
             |v: &[i64]| -> Result<Tensor> { Ok(Tensor::f_from_slice(v)?.f_to_device(device)?) };
         Ok(Layout {
-            ids: on(&ids)?.f_view([b as i64, s as i64])?,
-            sel: on(&sel)?,
+            input,
+            sel: on(sel)?,
             out: on(&out)?,
             targets: on(&targets)?,
             mask: Tensor::f_from_slice(&mask)?
@@ -113,9 +152,10 @@ impl Layout {
         Ok(padded.f_reshape([-1])?.f_index_select(0, &self.out)?)
     }
 
-    /// The picked hidden states `[N, hidden]` of trunk output `[B, S, hidden]`.
+    /// The picked hidden states `[N, hidden]` of the trunk's output (`[B, S,
+    /// hidden]`, or flat positions when shared).
     pub(crate) fn pick(&self, hidden: &Tensor) -> Result<Tensor> {
-        let width = hidden.size()[2];
+        let width = *hidden.size().last().unwrap_or(&1);
         Ok(hidden
             .f_reshape([-1, width])?
             .f_index_select(0, &self.sel)?)
@@ -202,7 +242,7 @@ pub(crate) fn backward_scores(
     loss: &mut dyn FnMut(&ResponseScores) -> Result<Option<Tensor>>,
     mut vocab_loss: Option<&mut dyn VocabLoss>,
 ) -> Result<bool> {
-    let layout = Layout::new(batch, lm.device())?;
+    let layout = Layout::for_training(batch, opts.share_prompt, lm.device())?;
     let chunk = chunk_tokens(lm.config.vocab_size, opts.chunk_tokens);
     if layout.n == 0 {
         let z = Tensor::f_zeros([layout.b, layout.l], (Kind::Float, lm.device()))?;
@@ -213,7 +253,7 @@ pub(crate) fn backward_scores(
         };
         return Ok(loss(&scores)?.is_some());
     }
-    let pass = lm.trunk_forward(&layout.ids, opts.activation_checkpointing)?;
+    let pass = lm.trunk_forward(&layout.input, opts.activation_checkpointing)?;
     let h = layout.pick(&pass.hidden)?;
     if layout.n as usize <= chunk {
         // One chunk: the plain one-pass graph.

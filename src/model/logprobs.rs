@@ -34,7 +34,7 @@ pub fn score_responses(
         let z = Tensor::f_zeros([0], (Kind::Float, lm.device()))?;
         (z.f_zeros_like()?, Some(z))
     } else {
-        let h = layout.pick(&lm.hidden_all(&layout.ids, None)?)?;
+        let h = layout.pick(&lm.trunk_forward(&layout.input, false)?.hidden)?;
         chunked_scores(lm, &h, &layout.targets, temperature, chunk, true)?
     };
     let ent = ent.ok_or_else(|| Error::InvalidInput("entropy missing".into()))?;

@@ -26,7 +26,9 @@ pub mod generate;
 pub mod kv_cache;
 pub mod layers;
 pub mod logprobs;
+pub mod random;
 pub mod sampling;
+pub mod shared;
 pub mod snapshot;
 pub mod support;
 pub mod tokenizer;
@@ -45,6 +47,7 @@ pub use logprobs::{
     score_responses, shared_prompt_logprobs, token_logprobs, token_logprobs_by_prompt,
     token_logprobs_by_prompt_within,
 };
+pub use shared::{shares_prompt, trunk_positions};
 pub use snapshot::WeightSnapshot;
 pub use support::{score_responses_on_support, teacher_support};
 pub use tokenizer::Tokenizer;

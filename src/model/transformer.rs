@@ -10,6 +10,7 @@ use super::attention::{Attention, AttnMask};
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::layers::{Linear, Mlp, RmsNorm, Rope};
+use super::shared::SharedPrompt;
 use crate::error::{Error, Result};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -50,6 +51,26 @@ impl DecoderLayer {
             .mlp
             .forward(&self.post_attention_layernorm.forward(&x)?)?;
         Ok(x.f_add(&mlp)?)
+    }
+
+    /// [`DecoderLayer::forward`] for a shared prompt and its responses
+    /// (`[G, P, hidden]`, `[B, R, hidden]`; see [`Attention::forward_shared`]).
+    fn forward_shared(&self, xp: &Tensor, xr: &Tensor, s: &SharedTables) -> Result<[Tensor; 2]> {
+        let (ap, ar) = self.self_attn.forward_shared(
+            &self.input_layernorm.forward(xp)?,
+            &self.input_layernorm.forward(xr)?,
+            (&s.prompt_cos, &s.prompt_sin),
+            (&s.response_cos, &s.response_sin),
+            &s.group,
+            &s.mask,
+        )?;
+        let mlp = |x: &Tensor| -> Result<Tensor> {
+            let m = self
+                .mlp
+                .forward(&self.post_attention_layernorm.forward(x)?)?;
+            Ok(x.f_add(&m)?)
+        };
+        Ok([mlp(&xp.f_add(&ap)?)?, mlp(&xr.f_add(&ar)?)?])
     }
 }
 
@@ -213,71 +234,166 @@ impl CausalLm {
         self.norm.forward(&x)
     }
 
-    /// The trunk's forward over right-padded or unpadded `ids [B, T]` (causal,
-    /// positions from 0), set up for a later [`CausalLm::trunk_backward`].
+    /// The trunk's forward over `input`, set up for a later
+    /// [`CausalLm::trunk_backward`]. `hidden` is `[B, S, hidden]` for
+    /// [`TrunkInput::Rows`] and the flat `[G * P + B * R, hidden]` (prompt
+    /// positions, then response positions) for [`TrunkInput::Shared`].
     ///
     /// Plain: `hidden` carries the whole autograd graph (every layer's
     /// activations stay alive). Checkpointed (`checkpoint = true`): the
-    /// layers run without gradients and only each layer's input `[B, T,
-    /// hidden]` is kept; `hidden` is the final norm of a leaf, and the backward
-    /// recomputes one layer at a time.
-    pub fn trunk_forward(&self, ids: &Tensor, checkpoint: bool) -> Result<TrunkPass> {
-        let (b, t) = self.check_ids(ids)?;
+    /// layers run without gradients and only each layer's input (per stream)
+    /// is kept; `hidden` is the final norm of leaves, and the backward
+    /// recomputes one layer at a time. A layer maps its inputs (prompt and
+    /// responses together when shared) to its outputs, so recomputing it from
+    /// its saved inputs gives the same graph: the two compose.
+    pub fn trunk_forward(&self, input: &TrunkInput, checkpoint: bool) -> Result<TrunkPass> {
+        let tables = self.tables(input)?;
         if !checkpoint || !grad_enabled() {
-            let hidden = self.hidden_all(ids, None)?;
+            let mut xs = self.embed(input)?;
+            for layer in &self.layers {
+                xs = self.layer_step(layer, &xs, &tables)?;
+            }
             return Ok(TrunkPass {
-                hidden,
+                hidden: self.finish(&xs)?,
                 saved: None,
             });
         }
-        let pos = Tensor::f_arange(t, (Kind::Int64, self.device))?.f_expand([b, t], true)?;
-        let (inputs, last, cos, sin) = tch::no_grad(|| -> Result<_> {
-            let mut x = Tensor::f_embedding(&self.embed_tokens, ids, -1, false, false)?;
-            let (cos, sin) = self.rope.cos_sin(&pos, x.kind())?;
+        let (inputs, last) = tch::no_grad(|| -> Result<_> {
+            let mut xs = self.embed(input)?;
             let mut inputs = Vec::with_capacity(self.layers.len());
             for layer in &self.layers {
-                let y = layer.forward(&x, &cos, &sin, AttnMask::Causal, None)?;
-                inputs.push(x);
-                x = y;
+                let ys = self.layer_step(layer, &xs, &tables)?;
+                inputs.push(xs);
+                xs = ys;
             }
-            Ok((inputs, x, cos, sin))
+            Ok((inputs, xs))
         })?;
-        let leaf = last.f_detach()?.f_set_requires_grad(true)?;
-        let hidden = self.norm.forward(&leaf)?;
+        let leaves = last
+            .iter()
+            .map(|x| Ok(x.f_detach()?.f_set_requires_grad(true)?))
+            .collect::<Result<Vec<_>>>()?;
+        let hidden = self.finish(&leaves)?;
         Ok(TrunkPass {
             hidden,
             saved: Some(Checkpoints {
-                ids: ids.shallow_clone(),
+                input: input.shallow_clone(),
                 inputs,
-                leaf,
-                cos,
-                sin,
+                leaves,
+                tables,
             }),
         })
     }
 
     /// Back-propagate `seed` (a scalar computed from `pass.hidden`) into every
     /// parameter. With checkpoints, each layer is recomputed with gradients
-    /// from its saved input, last layer first, and its output gradient pushed
+    /// from its saved inputs, last layer first, and its output gradients pushed
     /// through it; the embedding last. Gradients accumulate into `.grad`.
     pub fn trunk_backward(&self, pass: TrunkPass, seed: &Tensor) -> Result<()> {
         seed.f_backward()?;
         let Some(saved) = pass.saved else {
             return Ok(());
         };
-        let mut grad = saved.leaf.f_grad()?;
-        if !grad.defined() {
-            return Ok(()); // the loss does not reach the trunk
+        let mut grads = saved
+            .leaves
+            .iter()
+            .map(grad_of)
+            .collect::<Result<Vec<_>>>()?;
+        for (layer, inputs) in self.layers.iter().zip(saved.inputs).rev() {
+            if grads.iter().all(Option::is_none) {
+                return Ok(()); // the loss does not reach the trunk
+            }
+            let xs = inputs
+                .iter()
+                .map(|x| Ok(x.f_detach()?.f_set_requires_grad(true)?))
+                .collect::<Result<Vec<_>>>()?;
+            let ys = self.layer_step(layer, &xs, &saved.tables)?;
+            weighted_sum(&ys, &grads)?.f_backward()?;
+            grads = xs.iter().map(grad_of).collect::<Result<Vec<_>>>()?;
         }
-        for (layer, input) in self.layers.iter().zip(saved.inputs).rev() {
-            let x = input.f_detach()?.f_set_requires_grad(true)?;
-            let y = layer.forward(&x, &saved.cos, &saved.sin, AttnMask::Causal, None)?;
-            y.f_mul(&grad)?.f_sum(y.kind())?.f_backward()?;
-            grad = x.f_grad()?;
+        if grads.iter().any(Option::is_some) {
+            weighted_sum(&self.embed(&saved.input)?, &grads)?.f_backward()?;
         }
-        let x = Tensor::f_embedding(&self.embed_tokens, &saved.ids, -1, false, false)?;
-        x.f_mul(&grad)?.f_sum(x.kind())?.f_backward()?;
         Ok(())
+    }
+
+    /// The embedded streams of `input`: `[x]` for rows, `[prompts, responses]` when shared.
+    fn embed(&self, input: &TrunkInput) -> Result<Vec<Tensor>> {
+        let e = |ids: &Tensor| -> Result<Tensor> {
+            Ok(Tensor::f_embedding(
+                &self.embed_tokens,
+                ids,
+                -1,
+                false,
+                false,
+            )?)
+        };
+        Ok(match input {
+            TrunkInput::Rows(ids) => vec![e(ids)?],
+            TrunkInput::Shared(s) => vec![e(&s.prompt_ids)?, e(&s.response_ids)?],
+        })
+    }
+
+    /// Rotary tables (and the shared mask) of `input`, made once per pass.
+    fn tables(&self, input: &TrunkInput) -> Result<Tables> {
+        let kind = self.kind();
+        Ok(match input {
+            TrunkInput::Rows(ids) => {
+                let (b, t) = self.check_ids(ids)?;
+                let pos =
+                    Tensor::f_arange(t, (Kind::Int64, self.device))?.f_expand([b, t], true)?;
+                let (cos, sin) = self.rope.cos_sin(&pos, kind)?;
+                Tables::Rows { cos, sin }
+            }
+            TrunkInput::Shared(s) => {
+                self.check_ids(&s.prompt_ids)?;
+                self.check_ids(&s.response_ids)?;
+                let (prompt_cos, prompt_sin) = self.rope.cos_sin(&s.prompt_positions, kind)?;
+                let (response_cos, response_sin) =
+                    self.rope.cos_sin(&s.response_positions, kind)?;
+                Tables::Shared(SharedTables {
+                    prompt_cos,
+                    prompt_sin,
+                    response_cos,
+                    response_sin,
+                    group: s.group.shallow_clone(),
+                    mask: s.mask.shallow_clone(),
+                })
+            }
+        })
+    }
+
+    /// One decoder layer over the streams.
+    fn layer_step(&self, layer: &DecoderLayer, xs: &[Tensor], t: &Tables) -> Result<Vec<Tensor>> {
+        Ok(match (t, xs) {
+            (Tables::Rows { cos, sin }, [x]) => {
+                vec![layer.forward(x, cos, sin, AttnMask::Causal, None)?]
+            }
+            (Tables::Shared(s), [xp, xr]) => layer.forward_shared(xp, xr, s)?.into(),
+            _ => {
+                return Err(Error::InvalidInput(format!(
+                    "trunk: {} streams do not match the input",
+                    xs.len()
+                )))
+            }
+        })
+    }
+
+    /// Final norm of the last layer's streams: `[B, S, hidden]` for one
+    /// stream, the flattened prompt then response positions for two.
+    fn finish(&self, xs: &[Tensor]) -> Result<Tensor> {
+        match xs {
+            [x] => self.norm.forward(x),
+            _ => {
+                let flat = xs
+                    .iter()
+                    .map(|x| {
+                        let width = *x.size().last().unwrap_or(&1);
+                        self.norm.forward(&x.f_reshape([-1, width])?)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Tensor::f_cat(&flat, 0)?)
+            }
+        }
     }
 
     /// Logits `[.., V]` of final-norm hidden states `[.., hidden]` (tied or untied head).
@@ -289,23 +405,84 @@ impl CausalLm {
     }
 }
 
+/// What the trunk runs over: right-padded or unpadded rows `ids [B, T]`
+/// (causal, positions from 0), or a group's shared prompt and its responses.
+#[derive(Debug)]
+pub enum TrunkInput {
+    /// `ids [B, T]`, prompt then response per row.
+    Rows(Tensor),
+    /// Distinct prompts once, responses attending to them ([`SharedPrompt`]).
+    Shared(SharedPrompt),
+}
+
+impl TrunkInput {
+    fn shallow_clone(&self) -> TrunkInput {
+        match self {
+            TrunkInput::Rows(ids) => TrunkInput::Rows(ids.shallow_clone()),
+            TrunkInput::Shared(s) => TrunkInput::Shared(s.shallow_clone()),
+        }
+    }
+}
+
 /// A trunk forward awaiting its backward ([`CausalLm::trunk_forward`]).
 #[derive(Debug)]
 pub struct TrunkPass {
-    /// Final-norm hidden states `[B, T, hidden]`, with gradient.
+    /// Final-norm hidden states, with gradient: `[B, S, hidden]` for rows,
+    /// `[G * P + B * R, hidden]` for a shared prompt.
     pub hidden: Tensor,
     saved: Option<Checkpoints>,
 }
 
-/// What a checkpointed forward keeps: the ids, each layer's input, the leaf
-/// standing for the last layer's output, and the rotary tables.
+/// What a checkpointed forward keeps: the input, each layer's input streams,
+/// the leaves standing for the last layer's outputs, and the tables.
 #[derive(Debug)]
 struct Checkpoints {
-    ids: Tensor,
-    inputs: Vec<Tensor>,
-    leaf: Tensor,
-    cos: Tensor,
-    sin: Tensor,
+    input: TrunkInput,
+    inputs: Vec<Vec<Tensor>>,
+    leaves: Vec<Tensor>,
+    tables: Tables,
+}
+
+/// Per-pass constants of the layers.
+#[derive(Debug)]
+enum Tables {
+    /// Rotary tables `[B, 1, T, D]` of positions `0..T`.
+    Rows { cos: Tensor, sin: Tensor },
+    /// A shared prompt's.
+    Shared(SharedTables),
+}
+
+/// Rotary tables of the prompt and response positions, each response's
+/// prompt row, and the responses' attention mask.
+#[derive(Debug)]
+struct SharedTables {
+    prompt_cos: Tensor,
+    prompt_sin: Tensor,
+    response_cos: Tensor,
+    response_sin: Tensor,
+    group: Tensor,
+    mask: Tensor,
+}
+
+/// The gradient accumulated in leaf `t`, or `None` when nothing reached it.
+fn grad_of(t: &Tensor) -> Result<Option<Tensor>> {
+    let g = t.f_grad()?;
+    Ok(if g.defined() { Some(g) } else { None })
+}
+
+/// `sum_i sum(ys[i] * grads[i])` over the streams that received a gradient.
+fn weighted_sum(ys: &[Tensor], grads: &[Option<Tensor>]) -> Result<Tensor> {
+    let mut total: Option<Tensor> = None;
+    for (y, g) in ys.iter().zip(grads) {
+        if let Some(g) = g {
+            let term = y.f_mul(g)?.f_sum(y.kind())?;
+            total = Some(match total {
+                Some(t) => t.f_add(&term)?,
+                None => term,
+            });
+        }
+    }
+    total.ok_or_else(|| Error::InvalidInput("no gradient reached the trunk".into()))
 }
 
 /// Whether autograd records operations on this thread now.

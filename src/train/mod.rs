@@ -25,9 +25,10 @@ mod micro;
 pub use checks::effective_algo;
 pub use distill::{distill_loss, support_tensors};
 pub use loss::{micro_batch_loss, MicroBatchLoss};
-pub use micro::micro_batches;
+pub use micro::{micro_batches, plan_micro_batches};
 
 use crate::error::Result;
+use crate::model::shared::TrunkCost;
 use crate::optim::{AdamW, OptimConfig};
 use crate::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
 use crate::rlsd::distill_vocab::SupportVocabLoss;
@@ -173,11 +174,20 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     }
 
     let algo = effective_algo(&cfg, batch)?;
-    let (order, ranges) = micro_batches(
+    let (order, ranges) = plan_micro_batches(
         &batch.samples,
         trainer.optim.micro_batch_size,
         trainer.optim.max_tokens_per_micro_batch,
+        trainer.optim.share_prompt,
     );
+    stats.train_positions = ranges
+        .iter()
+        .map(|r| {
+            let mut cost = TrunkCost::default();
+            r.clone().for_each(|k| cost.add(&batch.samples[order[k]]));
+            cost.positions(trainer.optim.share_prompt)
+        })
+        .sum();
     let sorted;
     let batch = if order.iter().enumerate().all(|(i, &o)| i == o) {
         batch
@@ -188,6 +198,7 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     let opts = ScoreOptions {
         chunk_tokens: trainer.optim.logit_chunk_tokens,
         activation_checkpointing: trainer.optim.activation_checkpointing,
+        share_prompt: trainer.optim.share_prompt,
     };
     let device = trainer.policy.device();
     trainer.optimizer.zero_grad();
