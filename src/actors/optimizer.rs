@@ -14,6 +14,7 @@ use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published};
 use super::fault::{FaultKind, Role};
 use super::messages::{OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
 use super::shared::{join_err, RunEvent, Shared};
+use super::streams::ActorStreams;
 use crate::commands::eval::validation_after;
 use crate::pipeline::{step_stats, CreditBatch};
 use crate::train::train_step;
@@ -38,6 +39,9 @@ pub struct OptimizerArgs {
     pub board: CommitBoard,
     /// The reward function, for held-out validation (`[validation]`).
     pub verifier: Arc<dyn crate::verify::Verifier>,
+    /// Its CUDA streams: `optimizer` for all its work, `snapshot` for the
+    /// published weight copies ([`Stream::none`] on the CPU).
+    pub streams: ActorStreams,
 }
 
 impl std::fmt::Debug for OptimizerArgs {
@@ -108,7 +112,9 @@ impl Actor for Optimizer {
             OptimizerMsg::Checkpoint { last, reply } => {
                 let shared = st.args.shared.clone();
                 let commit = st.args.commit.clone();
+                let stream = st.args.streams.optimizer;
                 let res = tokio::task::spawn_blocking(move || {
+                    let _on = stream.enter()?;
                     let mut c = commit.lock();
                     if last {
                         c.stopped = true;
@@ -157,8 +163,17 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
         let commit = st.args.commit.clone();
         let sh = shared.clone();
         let verifier = st.args.verifier.clone();
+        let streams = st.args.streams;
         let done = tokio::task::spawn_blocking(move || {
-            train_and_commit(&sh, &mut commit.lock(), &batch, idle_s, &*verifier)
+            let _on = streams.optimizer.enter()?;
+            train_and_commit(
+                &sh,
+                &mut commit.lock(),
+                &batch,
+                idle_s,
+                &*verifier,
+                streams.snapshot,
+            )
         })
         .await
         .map_err(join_err)??;
@@ -195,10 +210,13 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
         if checkpoint_due {
             let commit = st.args.commit.clone();
             let sh = shared.clone();
-            let res =
-                tokio::task::spawn_blocking(move || checkpoint_committed(&sh, &mut commit.lock()))
-                    .await
-                    .map_err(join_err)?;
+            let stream = st.args.streams.optimizer;
+            let res = tokio::task::spawn_blocking(move || {
+                let _on = stream.enter()?;
+                checkpoint_committed(&sh, &mut commit.lock())
+            })
+            .await
+            .map_err(join_err)?;
             if let Err(e) = res {
                 // Retried once already: stop the run (non-zero) with the cause.
                 let reason = format!("checkpoint of step {next} failed: {e}");
@@ -226,6 +244,7 @@ fn train_and_commit(
     batch: &CreditBatch,
     idle_s: f64,
     verifier: &dyn crate::verify::Verifier,
+    snapshot_stream: crate::cuda::Stream,
 ) -> crate::Result<Committed> {
     let cfg = &shared.cfg;
     let next = batch.plan().step;
@@ -257,7 +276,8 @@ fn train_and_commit(
     validation.extend(validation_after(cfg, &c.trainer.policy, verifier, next)?);
     stats.validation = validation;
     // Snapshots before the commit, so that nothing below can fail half-way.
-    let policy = Frozen::new(c.trainer.policy.snapshot(next)?);
+    // The published copy is made on the snapshot stream (src/actors/streams.rs).
+    let policy = Frozen::snapshot_on(&c.trainer.policy, next, snapshot_stream)?;
     let teacher = if next % cfg.runtime.teacher_sync_interval == 0 {
         Some(Frozen::new(cpu_copy(&c.trainer.policy.snapshot(next)?)?))
     } else {
@@ -363,5 +383,5 @@ fn write_checkpoint(shared: &Shared, c: &OptimizerCommit) -> crate::Result<PathB
             &cfg.to_toml(),
             cfg.checkpoint.keep_last,
         )
-    })
+    })?
 }

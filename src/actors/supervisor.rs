@@ -14,6 +14,7 @@ use super::sampler::{Sampler, SamplerArgs};
 use super::scheduler::{Scheduler, SchedulerArgs};
 use super::shared::{RunEvent, Shared};
 use super::source::PromptSource;
+use super::streams::ActorStreams;
 use super::teacher::{TeacherArgs, TeacherScorer};
 use super::verifier::{VerifierArgs, VerifierPool};
 use crate::data::TeacherPrompt;
@@ -45,6 +46,8 @@ pub struct Tree {
     pub verifier: Arc<dyn Verifier>,
     /// Teacher prompt wording (the teacher's).
     pub template: TeacherPrompt,
+    /// The CUDA stream of each GPU actor (kept across respawns).
+    pub streams: ActorStreams,
 }
 
 impl std::fmt::Debug for Tree {
@@ -222,6 +225,7 @@ async fn spawn_role(
                 shared: shared.clone(),
                 spec: t.sampler.clone(),
                 commits: t.commits.reader(),
+                stream: t.streams.sampler,
             };
             let (r, _) = Actor::spawn_linked(None, Sampler, args, cell).await?;
             let id = r.get_id();
@@ -244,6 +248,7 @@ async fn spawn_role(
                 spec: t.teacher.clone(),
                 commits: t.commits.reader(),
                 template: t.template.clone(),
+                stream: t.streams.teacher,
             };
             let (r, _) = Actor::spawn_linked(None, TeacherScorer, args, cell).await?;
             let id = r.get_id();
@@ -262,6 +267,7 @@ async fn spawn_role(
                 commit: t.optimizer.clone(),
                 board: t.commits.clone(),
                 verifier: t.verifier.clone(),
+                streams: t.streams,
             };
             let (r, _) = Actor::spawn_linked(None, Optimizer, args, cell).await?;
             let id = r.get_id();
