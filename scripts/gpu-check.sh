@@ -87,14 +87,18 @@ if [ -f "$BIN" ]; then
 fi
 [ -d "$BIN" ] || BIN="$repo/target/debug"
 chmod +x "$BIN"/* 2>/dev/null || true
+# Errors as one line (anyhow's backtraces would fill the stage tails);
+# panics keep theirs.
+export RUST_LIB_BACKTRACE=0
 # Shipped files (assets/tiny-arith, tests/fixtures) come from this checkout,
 # not from the path the binaries were built in.
 export RLSD_SOURCE_DIR="$repo"
 
 # This machine's libtorch, CUDA runtime and NCCL from python3's torch wheel.
-torch_lib=$("$py" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null || true)
-site=$("$py" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null || true)
-torch_version=$("$py" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo unknown)
+# (one import: importing torch takes seconds)
+read -r torch_version torch_lib site < <("$py" -c 'import os, torch; d = os.path.dirname(torch.__file__); print(torch.__version__, os.path.join(d, "lib"), os.path.dirname(d))' 2>/dev/null || echo "unknown")
+torch_lib=${torch_lib:-}
+site=${site:-}
 if [ -z "$torch_lib" ] || [ ! -f "$torch_lib/libtorch_cpu.so" ]; then
   say "python3 cannot import torch (or its lib/ has no libtorch_cpu.so): set PYTHON to a python with the torch 2.11 wheel"
   exit 1
