@@ -21,6 +21,14 @@
 //!   (`RLSD_GLOO_INCLUDE` overrides). Without them the shim is left out,
 //!   cfg `rlsd_no_gloo` is set, and creating a Gloo group is an error that
 //!   says so.
+//!
+//! - With the `gpu` feature, compiles `csrc/rlsd_cuda.cpp`, the C ABI over
+//!   libtorch's CUDA streams and events that `src/cuda` calls, and sets cfg
+//!   `rlsd_cuda_shim`. It needs only libtorch's own headers (it goes through
+//!   c10's device-generic stream/event interface, which libc10_cuda
+//!   implements), so it builds wherever the rest does; without the feature,
+//!   or when libtorch's headers are missing, the cfg is unset and every
+//!   stream call in `src/cuda` is a no-op.
 
 use std::path::PathBuf;
 
@@ -31,7 +39,11 @@ const GLOO_COMMIT: &str = "9322e67cf84d1c0a514b5ec250957bce3b1098b3";
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo::rustc-check-cfg=cfg(rlsd_no_gloo)");
+    println!("cargo::rustc-check-cfg=cfg(rlsd_cuda_shim)");
     build_dist_shim();
+    if std::env::var_os("CARGO_FEATURE_GPU").is_some() {
+        build_cuda_shim();
+    }
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:warning=torch-sys did not report its libtorch folder; no rpath set");
         return;
@@ -145,4 +157,39 @@ fn build_dist_shim() {
     for l in ["torch_cpu", "c10"] {
         println!("cargo:rustc-link-lib=dylib={l}");
     }
+}
+
+/// Compile csrc/rlsd_cuda.cpp (the `gpu` feature) against libtorch's headers
+/// and set cfg `rlsd_cuda_shim`. Nothing of CUDA itself is needed here: the
+/// shim calls c10's device-generic interface, and the CUDA implementation
+/// comes from libtorch_cuda at run time.
+fn build_cuda_shim() {
+    println!("cargo:rerun-if-changed=csrc/rlsd_cuda.cpp");
+    let torch = std::env::var_os("DEP_TCH_LIBTORCH_LIB")
+        .and_then(|l| PathBuf::from(l).canonicalize().ok())
+        .and_then(|l| l.parent().map(PathBuf::from))
+        .filter(|t| {
+            t.join("include/c10/core/impl/DeviceGuardImplInterface.h")
+                .exists()
+        });
+    let Some(torch) = torch else {
+        println!("cargo:warning=libtorch's c10 headers not found; CUDA streams per actor are left out (every stream call is a no-op)");
+        return;
+    };
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/rlsd_cuda.cpp")
+        .std("c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .include(torch.join("include"))
+        .flag_if_supported("-w")
+        .opt_level(1)
+        .debug(false)
+        .compile("rlsd_cuda");
+    let lib = torch.join("lib");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    for l in ["torch_cpu", "c10"] {
+        println!("cargo:rustc-link-lib=dylib={l}");
+    }
+    println!("cargo:rustc-cfg=rlsd_cuda_shim");
 }

@@ -98,7 +98,17 @@ impl ModelConfig {
 
 /// Folder of the built-in task's base model shipped with the crate.
 pub fn builtin_model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-arith")
+    source_dir().join("assets/tiny-arith")
+}
+
+/// The rlsd source tree the binary reads its shipped files from (`assets/`):
+/// `RLSD_SOURCE_DIR` when set (a binary carried to another machine, e.g. by
+/// scripts/gpu-check.sh), else the folder it was built in.
+pub fn source_dir() -> PathBuf {
+    match std::env::var_os("RLSD_SOURCE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    }
 }
 
 /// `[rollout]`: what the sampler generates for each step.

@@ -128,6 +128,9 @@ pub enum Error {
     /// (src/dist); the message names the rank and the operation.
     #[error("distributed: {0}")]
     Distributed(String),
+    /// A CUDA stream or event call failed (`src/cuda`; the message is c10's).
+    #[error("cuda: {0}")]
+    Cuda(String),
 }
 
 impl Error {

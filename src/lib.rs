@@ -11,6 +11,8 @@
 //!
 //! - [`error`]: the crate's error enum; messages name the file, line, key or tensor.
 //! - [`device`]: `cpu` / `cuda:N` / `auto` from config strings; libtorch facts.
+//! - [`cuda`]: CUDA streams and events (the `gpu` feature's C++ shim; no-ops
+//!   on the CPU and without the feature).
 //! - [`logging`]: `tracing-subscriber` set up from `RLSD_LOG` or `RUST_LOG`;
 //!   colours only on a terminal.
 //! - [`progress`]: the progress bar / plain lines of `rlsd train`.
@@ -52,6 +54,7 @@ pub mod actors;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
+pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod dist;

@@ -21,8 +21,10 @@ fn gpu() -> Device {
     Device::Cuda(0)
 }
 
+/// `RLSD_SOURCE_DIR` (set by scripts/gpu-check.sh, where the binary runs
+/// away from the tree it was built in) or the build tree.
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    rlsd::config::source_dir()
         .join("tests/fixtures/models")
         .join(name)
 }
@@ -227,4 +229,181 @@ fn cuda_train_step_with_token_budget_and_checkpointing_runs() {
     let mut t = Trainer::new(m, AlgoConfig::default(), optim).unwrap();
     let s = train_step(&mut t, &batch).unwrap();
     assert!(!s.skipped && s.loss.is_finite() && s.grad_norm > 0.0);
+}
+
+/// The same chain of kernels (matmuls, tanh, a reduction) from fixed
+/// inputs, on whatever stream is current, read back to the host.
+fn stream_workload(seed: i64, dev: Device) -> Vec<f32> {
+    let n = 512;
+    let a = (Tensor::arange(n * n, (Kind::Float, dev)).view([n, n]) * (0.001 * (seed + 1) as f64))
+        .sin();
+    let mut x = a.shallow_clone();
+    for _ in 0..20 {
+        x = (x.matmul(&a) / n as f64).tanh();
+    }
+    Vec::<f32>::try_from(
+        x.sum_dim_intlist([1i64].as_slice(), false, Kind::Float)
+            .to_device(Device::Cpu),
+    )
+    .unwrap()
+}
+
+/// Two actors' work, each on its own thread and its own pool stream, gives
+/// the default stream's results; entering a stream makes it current and the
+/// guard restores the default one.
+#[test]
+fn pool_streams_on_two_threads_match_the_default_stream() {
+    use rlsd::cuda::{synchronize_device, Stream};
+    let dev = gpu();
+    assert!(
+        rlsd::cuda::streams_enabled(),
+        "built without the CUDA stream shim"
+    );
+    let default = Stream::current(dev).unwrap();
+    assert!(default.is_cuda());
+    let want: Vec<Vec<f32>> = (0..2).map(|i| stream_workload(i, dev)).collect();
+    synchronize_device(dev).unwrap();
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let s = Stream::from_pool(dev).unwrap();
+                let before = Stream::current(dev).unwrap();
+                let got = {
+                    let _on = s.enter().unwrap();
+                    assert_eq!(
+                        Stream::current(dev).unwrap(),
+                        s,
+                        "entered stream is current"
+                    );
+                    stream_workload(i as i64, dev)
+                };
+                assert_eq!(
+                    Stream::current(dev).unwrap(),
+                    before,
+                    "guard restored the stream"
+                );
+                (s, got)
+            })
+        })
+        .collect();
+    let got: Vec<(Stream, Vec<f32>)> = workers.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_ne!(got[0].0, got[1].0, "two pool streams");
+    assert_ne!(got[0].0, default, "a pool stream is not the default stream");
+    for (i, (w, (_, g))) in want.iter().zip(&got).enumerate() {
+        assert_eq!(w.len(), g.len());
+        for (a, b) in w.iter().zip(g) {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "worker {i}: {a} vs {b}"
+            );
+        }
+    }
+}
+
+/// A producer stream writes a tensor with a long chain of in-place kernels
+/// and records an event; a consumer stream on another thread waits for the
+/// event and reads every element as final.
+#[test]
+fn an_event_orders_a_hand_off_between_streams() {
+    use rlsd::cuda::{synchronize_device, Stream};
+    let dev = gpu();
+    let producer = Stream::from_pool(dev).unwrap();
+    let consumer = Stream::from_pool(dev).unwrap();
+    assert_ne!(producer, consumer);
+    let x = Tensor::zeros([4096, 4096], (Kind::Float, dev));
+    synchronize_device(dev).unwrap();
+    let rounds = 200;
+    let ready = {
+        let _on = producer.enter().unwrap();
+        for _ in 0..rounds {
+            let _ = x.shallow_clone().g_add_scalar_(1.0);
+        }
+        producer.record().unwrap()
+    };
+    assert!(ready.is_cuda());
+    let shared = x.shallow_clone();
+    let (lo, hi) = std::thread::spawn(move || {
+        let _on = consumer.enter().unwrap();
+        consumer.wait(&ready).unwrap();
+        consumer.keep_alive(&shared).unwrap();
+        (
+            shared.min().double_value(&[]),
+            shared.max().double_value(&[]),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!((lo, hi), (rounds as f64, rounds as f64));
+}
+
+/// The optimizer's hand-off: weights snapshotted on their own stream after
+/// the "training" stream's work, loaded into a replica on a third stream
+/// and thread, equal the weights at snapshot time, even though the training
+/// stream changes the weights in place right after.
+#[test]
+fn a_snapshot_on_its_own_stream_hands_over_the_weights_of_its_step() {
+    use rlsd::actors::commit::{Frozen, ReplicaSpec};
+    use rlsd::cuda::{synchronize_device, Stream};
+    let dev = gpu();
+    let cfg = rlsd::model::Config {
+        hidden_size: 512,
+        intermediate_size: 1536,
+        ..rlsd::model::Config::tiny()
+    };
+    let model = LoadedModel::random(cfg, Device::Cpu, 5)
+        .unwrap()
+        .replicate(dev)
+        .unwrap();
+    let train = Stream::from_pool(dev).unwrap();
+    let copy = Stream::from_pool(dev).unwrap();
+    let sampler = Stream::from_pool(dev).unwrap();
+    synchronize_device(dev).unwrap();
+    let expect = |m: &LoadedModel, add: f64| -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> =
+            m.vs.variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.to_device(Device::Cpu) + add))
+                .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let frozen = {
+        let _on = train.enter().unwrap();
+        tch::no_grad(|| {
+            for (_, v) in model.vs.variables() {
+                for _ in 0..20 {
+                    let _ = v.shallow_clone().g_add_scalar_(0.5);
+                }
+            }
+        });
+        let frozen = Frozen::snapshot_on(&model, 7, copy).unwrap();
+        assert!(frozen.ready().is_cuda());
+        // The next step's in-place update, queued right behind the copy.
+        tch::no_grad(|| {
+            for (_, v) in model.vs.variables() {
+                let _ = v.shallow_clone().g_add_scalar_(100.0);
+            }
+        });
+        frozen
+    };
+    let want = {
+        let _on = train.enter().unwrap();
+        expect(&model, -100.0)
+    };
+    let spec = ReplicaSpec::of(&model, dev);
+    let got = std::thread::spawn(move || {
+        let _on = sampler.enter().unwrap();
+        let replica = spec.build(&frozen).unwrap();
+        expect(&replica, 0.0)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(want.len(), got.len());
+    for ((n, a), (_, b)) in want.iter().zip(&got) {
+        let d = (a - b).abs().max().double_value(&[]);
+        assert!(
+            d <= 1e-4,
+            "{n}: snapshot differs from the step's weights by {d}"
+        );
+    }
 }

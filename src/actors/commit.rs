@@ -15,6 +15,7 @@
 //! - [`ReplicaSpec`]: how the sampler and the teacher build their own model
 //!   replica (architecture, dtype, tokenizer, device) from published weights.
 
+use crate::cuda::{Event, Stream};
 use crate::error::Result;
 use crate::model::{Config, LoadedModel, Tokenizer, WeightSnapshot};
 use crate::stats::StepStats;
@@ -31,19 +32,56 @@ pub const RECENT_STATS: usize = 64;
 
 /// Weights frozen at one version, shareable between threads (a tensor is
 /// `Send` but not `Sync`, so readers take turns through a lock).
+///
+/// On a GPU the copy may still be in flight on the stream that made it:
+/// `ready` is the event recorded after it, and every reader below makes its
+/// own current stream wait for it before touching the tensors (a no-op on
+/// the CPU and without the `gpu` feature).
 #[derive(Debug, Clone)]
 pub struct Frozen {
     version: u64,
     snapshot: Arc<Mutex<WeightSnapshot>>,
+    ready: Event,
 }
 
 impl Frozen {
-    /// Freeze a snapshot.
+    /// Freeze a snapshot whose tensors are complete (host tensors, or device
+    /// work the caller has synchronised).
     pub fn new(snapshot: WeightSnapshot) -> Frozen {
+        Frozen::after(snapshot, Event::done())
+    }
+
+    /// Freeze a snapshot whose copy completes with `ready`.
+    pub fn after(snapshot: WeightSnapshot, ready: Event) -> Frozen {
         Frozen {
             version: snapshot.version,
             snapshot: Arc::new(Mutex::new(snapshot)),
+            ready,
         }
+    }
+
+    /// Snapshot `model`'s weights at `version` on the stream `copy` (the
+    /// optimizer's snapshot stream), ordered after the work queued so far on
+    /// the calling thread's current stream (the optimizer's: the step that
+    /// made the weights), which in turn waits for the copy before any later
+    /// work (the next step's in-place update) touches the parameters. The
+    /// calling thread does not block. Without a CUDA `copy` stream on the
+    /// model's device, a plain snapshot on the current stream.
+    pub fn snapshot_on(model: &LoadedModel, version: u64, copy: Stream) -> Result<Frozen> {
+        let device = model.vs.device();
+        if !copy.is_cuda() || copy.device() != Some(device) {
+            return Ok(Frozen::new(model.snapshot(version)?));
+        }
+        let here = Stream::current(device)?;
+        let trained = here.record()?;
+        let snapshot = {
+            let _on = copy.enter()?;
+            copy.wait(&trained)?;
+            model.snapshot(version)?
+        };
+        let copied = copy.record()?;
+        here.wait(&copied)?;
+        Ok(Frozen::after(snapshot, copied))
     }
 
     /// Policy version of these weights.
@@ -51,19 +89,55 @@ impl Frozen {
         self.version
     }
 
-    /// Copy these weights into `model` (casting kind and device).
+    /// The event after which the tensors are complete.
+    pub fn ready(&self) -> &Event {
+        &self.ready
+    }
+
+    /// Make the calling thread's current streams on `devices` wait for the
+    /// copy, and keep the tensors' memory from reuse until the work queued
+    /// on them next is done.
+    fn order_reads(&self, snap: &WeightSnapshot, devices: &[Device]) -> Result<()> {
+        if !self.ready.is_cuda() {
+            return Ok(());
+        }
+        let source = snap.tensors.first().map(|(_, t)| t.device());
+        let mut streams: Vec<Stream> = Vec::new();
+        for &d in devices.iter().chain(source.iter()) {
+            let s = Stream::current(d)?;
+            if s.is_cuda() && !streams.contains(&s) {
+                s.wait(&self.ready)?;
+                streams.push(s);
+            }
+        }
+        for s in streams.iter().filter(|s| s.device() == source) {
+            for (_, t) in &snap.tensors {
+                s.keep_alive(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copy these weights into `model` (casting kind and device), on the
+    /// calling thread's current stream, after the copy that made them.
     pub fn load_into(&self, model: &mut LoadedModel) -> Result<()> {
-        model.load_snapshot(&self.snapshot.lock())
+        let snap = self.snapshot.lock();
+        self.order_reads(&snap, &[model.vs.device()])?;
+        model.load_snapshot(&snap)
     }
 
-    /// Run `f` on the tensors (for checkpoints).
-    pub fn with_tensors<T>(&self, f: impl FnOnce(&[(String, tch::Tensor)]) -> T) -> T {
-        f(&self.snapshot.lock().tensors)
+    /// Run `f` on the tensors (for checkpoints), after the copy that made them.
+    pub fn with_tensors<T>(&self, f: impl FnOnce(&[(String, tch::Tensor)]) -> T) -> Result<T> {
+        let snap = self.snapshot.lock();
+        self.order_reads(&snap, &[])?;
+        Ok(f(&snap.tensors))
     }
 
-    /// A deep, detached copy of the snapshot.
+    /// A deep, detached copy of the snapshot, after the copy that made it.
     pub fn to_snapshot(&self) -> Result<WeightSnapshot> {
-        self.snapshot.lock().deep_copy()
+        let snap = self.snapshot.lock();
+        self.order_reads(&snap, &[])?;
+        snap.deep_copy()
     }
 }
 

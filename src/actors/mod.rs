@@ -20,6 +20,7 @@
 //!   runtime is tested against).
 //! - [`commit`]: the optimizer's committed state and what it publishes.
 //! - [`shared`]: the read-only run context (config, peers, event sink).
+//! - [`streams`]: the CUDA stream of each GPU actor (none on the CPU).
 //! - [`messages`], [`fault`], [`source`], [`run_folder`], and one file per actor.
 //! - The stages themselves are in [`crate::pipeline`] ([`stages`] re-exports
 //!   a few old names).
@@ -37,6 +38,7 @@ pub mod sequential;
 pub mod shared;
 pub mod source;
 pub mod stages;
+pub mod streams;
 pub mod supervisor;
 pub mod teacher;
 pub mod verifier;

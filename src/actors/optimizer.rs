@@ -14,6 +14,7 @@ use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published};
 use super::fault::{FaultKind, Role};
 use super::messages::{OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
 use super::shared::{join_err, RunEvent, Shared};
+use super::streams::ActorStreams;
 use crate::commands::eval::validation_on;
 use crate::config::RunConfig;
 use crate::data::Example;
@@ -44,6 +45,9 @@ pub struct OptimizerArgs {
     pub verifier: Arc<dyn crate::verify::Verifier>,
     /// The held-out prompts of `[validation]` (empty: no validation).
     pub held_out: Arc<Vec<Example>>,
+    /// Its CUDA streams: `optimizer` for all its work, `snapshot` for the
+    /// published weight copies ([`Stream::none`] on the CPU).
+    pub streams: ActorStreams,
 }
 
 impl std::fmt::Debug for OptimizerArgs {
@@ -114,7 +118,9 @@ impl Actor for Optimizer {
             OptimizerMsg::Checkpoint { last, reply } => {
                 let shared = st.args.shared.clone();
                 let commit = st.args.commit.clone();
+                let stream = st.args.streams.optimizer;
                 let res = tokio::task::spawn_blocking(move || {
+                    let _on = stream.enter()?;
                     let mut c = commit.lock();
                     if last {
                         c.stopped = true;
@@ -166,8 +172,17 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
             verifier: st.args.verifier.clone(),
             held_out: st.args.held_out.clone(),
         };
+        let streams = st.args.streams;
         let done = tokio::task::spawn_blocking(move || {
-            train_and_commit(&sh, &mut commit.lock(), &batch, idle_s, &held_out)
+            let _on = streams.optimizer.enter()?;
+            train_and_commit(
+                &sh,
+                &mut commit.lock(),
+                &batch,
+                idle_s,
+                &held_out,
+                streams.snapshot,
+            )
         })
         .await
         .map_err(join_err)??;
@@ -204,10 +219,13 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
         if checkpoint_due {
             let commit = st.args.commit.clone();
             let sh = shared.clone();
-            let res =
-                tokio::task::spawn_blocking(move || checkpoint_committed(&sh, &mut commit.lock()))
-                    .await
-                    .map_err(join_err)?;
+            let stream = st.args.streams.optimizer;
+            let res = tokio::task::spawn_blocking(move || {
+                let _on = stream.enter()?;
+                checkpoint_committed(&sh, &mut commit.lock())
+            })
+            .await
+            .map_err(join_err)?;
             if let Err(e) = res {
                 // Retried once already: stop the run (non-zero) with the cause.
                 let reason = format!("checkpoint of step {next} failed: {e}");
@@ -254,6 +272,7 @@ fn train_and_commit(
     batch: &CreditBatch,
     idle_s: f64,
     held_out: &HeldOut,
+    snapshot_stream: crate::cuda::Stream,
 ) -> crate::Result<Committed> {
     let cfg = &shared.cfg;
     let next = batch.plan().step;
@@ -285,7 +304,8 @@ fn train_and_commit(
     validation.extend(held_out.after(cfg, &c.trainer.policy, next)?);
     stats.validation = validation;
     // Snapshots before the commit, so that nothing below can fail half-way.
-    let policy = Frozen::new(c.trainer.policy.snapshot(next)?);
+    // The published copy is made on the snapshot stream (src/actors/streams.rs).
+    let policy = Frozen::snapshot_on(&c.trainer.policy, next, snapshot_stream)?;
     let teacher = if next % cfg.runtime.teacher_sync_interval == 0 {
         Some(Frozen::new(cpu_copy(&c.trainer.policy.snapshot(next)?)?))
     } else {
@@ -391,5 +411,5 @@ fn write_checkpoint(shared: &Shared, c: &OptimizerCommit) -> crate::Result<PathB
             &cfg.to_toml(),
             cfg.checkpoint.keep_last,
         )
-    })
+    })?
 }

@@ -19,6 +19,7 @@ use super::fault::{FaultPlan, Role};
 use super::run_folder::{prepare_fresh, resolve_resume, RunLock};
 use super::shared::{Peers, RunEvent, Shared};
 use super::source::PromptSource;
+use super::streams::ActorStreams;
 use super::supervisor::{Supervisor, SupervisorMsg, Tree};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
@@ -293,6 +294,12 @@ impl RuntimeBuilder {
             Vec::new()
         });
         let faults = FaultPlan::parse(&cfg.runtime.faults)?;
+        // Set-up ran on libtorch's default stream; the actors' pool streams
+        // do not wait for it by themselves (docs/RUNTIME.md, "CUDA streams").
+        let streams = ActorStreams::for_devices(sampler_spec.device, teacher_spec.device, opt_dev)?;
+        for d in [sampler_spec.device, teacher_spec.device, opt_dev] {
+            crate::cuda::synchronize_device(d)?;
+        }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let tree = Arc::new(Tree {
             shared: Arc::new(Shared {
@@ -309,6 +316,7 @@ impl RuntimeBuilder {
             verifier,
             template,
             held_out,
+            streams,
         });
         let cfg = &tree.shared.cfg;
 
@@ -376,7 +384,11 @@ impl RuntimeBuilder {
         }
         recorder.metrics.sync()?;
         recorder.observer.finish();
-        // The tree is down: its last commit is the run's result.
+        // The tree is down: its last commit is the run's result (after any
+        // work the actors' streams still hold).
+        for d in [tree.sampler.device, tree.teacher.device, opt_dev] {
+            crate::cuda::synchronize_device(d)?;
+        }
         let (final_weights, trained) = {
             let c = optimizer.lock();
             (

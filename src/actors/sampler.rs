@@ -7,6 +7,7 @@ use super::commit::{CommitReader, Published, ReplicaSpec};
 use super::fault::Role;
 use super::messages::{SamplerMsg, StepPlan, VerifierMsg};
 use super::shared::{join_err, Shared};
+use crate::cuda::Stream;
 use crate::model::LoadedModel;
 use crate::pipeline::rollout;
 use parking_lot::Mutex;
@@ -27,6 +28,8 @@ pub struct SamplerArgs {
     pub spec: ReplicaSpec,
     /// The optimizer's published commits.
     pub commits: CommitReader,
+    /// The CUDA stream all its work runs on ([`Stream::none`] on the CPU).
+    pub stream: Stream,
 }
 
 /// The sampler's own state.
@@ -57,9 +60,13 @@ impl Actor for Sampler {
         let last = args.commits.latest();
         let spec = args.spec.clone();
         let weights = last.policy.clone();
-        let model = tokio::task::spawn_blocking(move || spec.build(&weights))
-            .await
-            .map_err(join_err)??;
+        let stream = args.stream;
+        let model = tokio::task::spawn_blocking(move || {
+            let _on = stream.enter()?;
+            spec.build(&weights)
+        })
+        .await
+        .map_err(join_err)??;
         Ok(SamplerState {
             version: last.policy.version(),
             committed: last.step,
@@ -96,9 +103,13 @@ async fn install(st: &mut SamplerState, p: Arc<Published>) -> Result<(), ActorPr
     }
     let replica = st.replica.clone();
     let weights = p.policy.clone();
-    tokio::task::spawn_blocking(move || weights.load_into(&mut replica.lock()))
-        .await
-        .map_err(join_err)??;
+    let stream = st.args.stream;
+    tokio::task::spawn_blocking(move || {
+        let _on = stream.enter()?;
+        weights.load_into(&mut replica.lock())
+    })
+    .await
+    .map_err(join_err)??;
     st.version = p.policy.version();
     Ok(())
 }
@@ -118,7 +129,9 @@ async fn generate(st: &mut SamplerState, plan: StepPlan) -> Result<(), ActorProc
     let replica = st.replica.clone();
     let version = st.version;
     let cfg = shared.clone();
+    let stream = st.args.stream;
     let mut batch = tokio::task::spawn_blocking(move || {
+        let _on = stream.enter()?;
         rollout(&replica.lock(), plan, version, &cfg.cfg.rollout)
     })
     .await

@@ -14,6 +14,7 @@ use super::sampler::{Sampler, SamplerArgs};
 use super::scheduler::{Scheduler, SchedulerArgs};
 use super::shared::{RunEvent, Shared};
 use super::source::PromptSource;
+use super::streams::ActorStreams;
 use super::teacher::{TeacherArgs, TeacherScorer};
 use super::verifier::{VerifierArgs, VerifierPool};
 use crate::data::{Example, TeacherPrompt};
@@ -48,6 +49,8 @@ pub struct Tree {
     /// The held-out prompts of `[validation]` (the optimizer's; empty when
     /// the run does not validate), read once at start.
     pub held_out: Arc<Vec<Example>>,
+    /// The CUDA stream of each GPU actor (kept across respawns).
+    pub streams: ActorStreams,
 }
 
 impl std::fmt::Debug for Tree {
@@ -225,6 +228,7 @@ async fn spawn_role(
                 shared: shared.clone(),
                 spec: t.sampler.clone(),
                 commits: t.commits.reader(),
+                stream: t.streams.sampler,
             };
             let (r, _) = Actor::spawn_linked(None, Sampler, args, cell).await?;
             let id = r.get_id();
@@ -247,6 +251,7 @@ async fn spawn_role(
                 spec: t.teacher.clone(),
                 commits: t.commits.reader(),
                 template: t.template.clone(),
+                stream: t.streams.teacher,
             };
             let (r, _) = Actor::spawn_linked(None, TeacherScorer, args, cell).await?;
             let id = r.get_id();
@@ -266,6 +271,7 @@ async fn spawn_role(
                 board: t.commits.clone(),
                 verifier: t.verifier.clone(),
                 held_out: t.held_out.clone(),
+                streams: t.streams,
             };
             let (r, _) = Actor::spawn_linked(None, Optimizer, args, cell).await?;
             let id = r.get_id();

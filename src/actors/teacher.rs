@@ -7,6 +7,7 @@ use super::commit::{CommitReader, Published, ReplicaSpec};
 use super::fault::Role;
 use super::messages::{CreditMsg, TeacherMsg};
 use super::shared::{join_err, Shared};
+use crate::cuda::Stream;
 use crate::data::TeacherPrompt;
 use crate::model::LoadedModel;
 use crate::pipeline::{teacher_pass, ScoredBatch};
@@ -32,6 +33,8 @@ pub struct TeacherArgs {
     pub commits: CommitReader,
     /// Teacher prompt wording.
     pub template: TeacherPrompt,
+    /// The CUDA stream all its work runs on ([`Stream::none`] on the CPU).
+    pub stream: Stream,
 }
 
 /// The teacher's own state.
@@ -60,9 +63,13 @@ impl Actor for TeacherScorer {
         let last = args.commits.latest();
         let spec = args.spec.clone();
         let weights = last.teacher.clone();
-        let model = tokio::task::spawn_blocking(move || spec.build(&weights))
-            .await
-            .map_err(join_err)??;
+        let stream = args.stream;
+        let model = tokio::task::spawn_blocking(move || {
+            let _on = stream.enter()?;
+            spec.build(&weights)
+        })
+        .await
+        .map_err(join_err)??;
         Ok(TeacherState {
             version: last.teacher.version(),
             replica: Arc::new(Mutex::new(model)),
@@ -97,9 +104,13 @@ async fn install(st: &mut TeacherState, p: Arc<Published>) -> Result<(), ActorPr
     }
     let replica = st.replica.clone();
     let weights = p.teacher.clone();
-    tokio::task::spawn_blocking(move || weights.load_into(&mut replica.lock()))
-        .await
-        .map_err(join_err)??;
+    let stream = st.args.stream;
+    tokio::task::spawn_blocking(move || {
+        let _on = stream.enter()?;
+        weights.load_into(&mut replica.lock())
+    })
+    .await
+    .map_err(join_err)??;
     st.version = p.teacher.version();
     Ok(())
 }
@@ -119,7 +130,9 @@ async fn score(st: &mut TeacherState, batch: Box<ScoredBatch>) -> Result<(), Act
     let version = st.version;
     let template = st.args.template.clone();
     let cfg = shared.clone();
+    let stream = st.args.stream;
     let mut taught = tokio::task::spawn_blocking(move || {
+        let _on = stream.enter()?;
         let c = &cfg.cfg;
         teacher_pass(
             &replica.lock(),

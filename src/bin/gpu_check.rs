@@ -9,6 +9,13 @@
 //! - `train`: one GRPO train step (forward, backward, AdamW) of the same
 //!   model on `--batch` sequences of `--seq` tokens, seconds and MFU against
 //!   `--peak-tflops` (dense bf16; 989 for H100/H200 SXM).
+//! - `overlap`: the actor runtime on one device (sampler, teacher and
+//!   optimizer each on its own CUDA stream), a random model of
+//!   `--overlap-shape` with the built-in task's tokenizer: the steady-state
+//!   step time against the slowest stage's time, at `max_staleness` 1
+//!   (generation of step k+1 overlaps training of step k) and 0 (no
+//!   overlap, for contrast). Issue 11's goal: step within 10% of the
+//!   slowest stage.
 //!
 //! Also runs on CPU with a small `--shape tiny` for a smoke test.
 
@@ -28,7 +35,7 @@ use tch::{Device, Kind, Tensor};
 #[derive(Debug, Parser)]
 #[command(about = "GPU checks for scripts/gpu-check.sh (one stage per call, JSON on stdout)")]
 struct Args {
-    /// `logits`, `gen` or `train`.
+    /// `logits`, `gen`, `train` or `overlap`.
     stage: String,
     /// `cuda:0`, `cpu`, ...
     #[arg(long, default_value = "cuda:0")]
@@ -54,6 +61,16 @@ struct Args {
     /// Dense peak of the device in TFLOP/s, for MFU.
     #[arg(long, default_value_t = 989.0)]
     peak_tflops: f64,
+    /// Steps per run (overlap; the first two are warm-up).
+    #[arg(long, default_value_t = 8)]
+    steps: u64,
+    /// Prompts per step (overlap; `--batch` is the group size there).
+    #[arg(long, default_value_t = 16)]
+    prompts: usize,
+    /// Model of the overlap runs: `small` (hidden 1024, 8 layers), `medium`
+    /// (hidden 2048, 16 layers) or `tiny`.
+    #[arg(long, default_value = "small")]
+    overlap_shape: String,
 }
 
 /// Qwen2-0.5B's shape (hidden 896, 24 layers, 14 heads, 2 KV heads).
@@ -245,6 +262,146 @@ fn train(a: &Args, device: Device) -> Result<serde_json::Value> {
     )
 }
 
+/// A random model of `shape` with the built-in task's tokenizer and token
+/// ids, saved into `dir` in `dtype`.
+fn overlap_model(shape: &str, dtype: Kind, device: Device, dir: &std::path::Path) -> Result<()> {
+    let base_dir = rlsd::config::builtin_model_dir();
+    let base = LoadedModel::load(&base_dir, Device::Cpu, Kind::Float)
+        .with_context(|| format!("the built-in model at {}", base_dir.display()))?;
+    let (hidden, layers, heads) = match shape {
+        "tiny" => (
+            base.config.hidden_size,
+            base.config.num_hidden_layers,
+            base.config.num_attention_heads,
+        ),
+        "small" => (1024, 8, 16),
+        "medium" => (2048, 16, 16),
+        other => bail!("unknown --overlap-shape {other:?} (tiny, small, medium)"),
+    };
+    let config = Config {
+        hidden_size: hidden,
+        intermediate_size: if shape == "tiny" {
+            base.config.intermediate_size
+        } else {
+            hidden * 11 / 4
+        },
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: heads.min(base.config.num_key_value_heads.max(4)),
+        head_dim: hidden / heads,
+        max_position_embeddings: base.config.max_position_embeddings.max(1024),
+        ..base.config.clone()
+    };
+    let mut m = random_on(config, device, dtype)?;
+    m.tokenizer = base.tokenizer.clone();
+    m.save(dir)?;
+    Ok(())
+}
+
+/// One actor-runtime run for the overlap stage: per step, the stage times
+/// and the wall time between consecutive commits.
+fn overlap_run(a: &Args, model: &std::path::Path, staleness: u64) -> Result<serde_json::Value> {
+    use rlsd::actors::Runtime;
+    use rlsd::config::RunConfig;
+    use std::sync::{Arc, Mutex};
+    let out = tempfile_dir("rlsd-overlap-run")?;
+    let set: Vec<String> = vec![
+        format!("model.path=\"{}\"", model.display()),
+        format!("model.dtype=\"{}\"", a.dtype),
+        format!("runtime.steps={}", a.steps),
+        format!("runtime.max_staleness={staleness}"),
+        "runtime.teacher_sync_interval=1".into(),
+        format!("runtime.sampler_device=\"{}\"", a.device),
+        format!("runtime.teacher_device=\"{}\"", a.device),
+        format!("runtime.optimizer_device=\"{}\"", a.device),
+        format!("runtime.out_dir=\"{}\"", out.display()),
+        "checkpoint.every_steps=0".into(),
+        format!("rollout.batch_prompts={}", a.prompts),
+        format!("rollout.group_size={}", a.batch),
+        format!("rollout.max_new_tokens={}", a.new_tokens),
+        // A random model never stops by itself: every response is full length.
+        "algo.algo=\"rlsd\"".into(),
+    ];
+    let cfg = RunConfig::load(None, &set)?;
+    let commits: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = commits.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let t0 = Instant::now();
+    let report = rt.block_on(
+        Runtime::builder(cfg)
+            .on_step(move |_| seen.lock().expect("commit times").push(Instant::now()))
+            .run(),
+    )?;
+    let wall = t0.elapsed().as_secs_f64();
+    rt.shutdown_background();
+    let _ = std::fs::remove_dir_all(&out);
+    if report.failed {
+        bail!("the run failed: {}", report.reason);
+    }
+    let times = commits.lock().expect("commit times").clone();
+    // Steady state: intervals between commits from the third step on.
+    let warm = 2.min(times.len().saturating_sub(2));
+    let intervals: Vec<f64> = times
+        .windows(2)
+        .skip(warm)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    if intervals.is_empty() {
+        bail!(
+            "too few steps to measure ({} committed); raise --steps",
+            times.len()
+        );
+    }
+    let steps = report.steps.get(warm + 1..).unwrap_or(&[]);
+    let mean = |f: &dyn Fn(&rlsd::stats::StepStats) -> f64| {
+        steps.iter().map(f).sum::<f64>() / steps.len().max(1) as f64
+    };
+    let generate = mean(&|s| s.timings.generate_s);
+    let verify = mean(&|s| s.timings.verify_s);
+    let teacher = mean(&|s| s.timings.teacher_s);
+    let credit = mean(&|s| s.timings.credit_s);
+    let train = mean(&|s| s.timings.train_s);
+    let step = intervals.iter().sum::<f64>() / intervals.len() as f64;
+    let slowest = generate.max(verify).max(teacher).max(credit).max(train);
+    let serial = generate + verify + teacher + credit + train;
+    Ok(json!({
+        "max_staleness": staleness, "steps": report.steps.len(), "wall_s": wall,
+        "step_s": step, "generate_s": generate, "verify_s": verify, "teacher_s": teacher,
+        "credit_s": credit, "train_s": train, "slowest_stage_s": slowest, "stages_sum_s": serial,
+        "step_over_slowest": step / slowest.max(1e-9),
+    }))
+}
+
+/// A fresh folder under the system's temporary directory.
+fn tempfile_dir(prefix: &str) -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn overlap(a: &Args, device: Device) -> Result<serde_json::Value> {
+    let dir = tempfile_dir("rlsd-overlap-model")?;
+    overlap_model(&a.overlap_shape, kind(&a.dtype)?, device, &dir)?;
+    let overlapped = overlap_run(a, &dir, 1);
+    let serial = overlap_run(a, &dir, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (overlapped, serial) = (overlapped?, serial?);
+    let ratio = overlapped["step_over_slowest"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "stage": "overlap", "shape": a.overlap_shape, "dtype": a.dtype, "streams": rlsd::cuda::streams_enabled(),
+        "prompts": a.prompts, "group": a.batch, "new_tokens": a.new_tokens,
+        "staleness_1": overlapped, "staleness_0": serial,
+        "step_over_slowest": ratio, "goal_within_10pct": ratio <= 1.10,
+    }))
+}
+
 fn main() -> Result<()> {
     let a = Args::parse();
     let device =
@@ -253,7 +410,8 @@ fn main() -> Result<()> {
         "logits" => logits(device)?,
         "gen" => gen(&a, device)?,
         "train" => train(&a, device)?,
-        other => bail!("unknown stage {other:?} (logits, gen, train)"),
+        "overlap" => overlap(&a, device)?,
+        other => bail!("unknown stage {other:?} (logits, gen, train, overlap)"),
     };
     println!("{out}");
     Ok(())
