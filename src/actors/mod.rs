@@ -30,6 +30,7 @@ pub mod credit;
 pub mod fault;
 pub mod messages;
 pub mod optimizer;
+pub mod replica;
 pub mod run_folder;
 pub mod runtime;
 pub mod sampler;

@@ -6,11 +6,10 @@
 use super::commit::{CommitReader, Published, ReplicaSpec};
 use super::fault::Role;
 use super::messages::{SamplerMsg, StepPlan, VerifierMsg};
-use super::shared::{join_err, Shared};
+use super::replica::Replica;
+use super::shared::Shared;
 use crate::cuda::Stream;
-use crate::model::LoadedModel;
 use crate::pipeline::rollout;
-use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,11 +35,8 @@ pub struct SamplerArgs {
 #[derive(Debug)]
 pub struct SamplerState {
     args: SamplerArgs,
-    /// The replica (behind a lock only so blocking threads can use it; no
-    /// other actor sees it).
-    replica: Arc<Mutex<LoadedModel>>,
-    /// Policy version the replica holds.
-    version: u64,
+    /// The policy replica and the version it holds.
+    replica: Replica,
     /// Highest step known to be committed (its prompts need no sampling).
     committed: u64,
     /// Plans whose `min_version` is ahead of the replica; run when weights arrive.
@@ -58,19 +54,10 @@ impl Actor for Sampler {
         args: SamplerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let last = args.commits.latest();
-        let spec = args.spec.clone();
-        let weights = last.policy.clone();
-        let stream = args.stream;
-        let model = tokio::task::spawn_blocking(move || {
-            let _on = stream.enter()?;
-            spec.build(&weights)
-        })
-        .await
-        .map_err(join_err)??;
+        let replica = Replica::build(args.spec.clone(), last.policy.clone(), args.stream).await?;
         Ok(SamplerState {
-            version: last.policy.version(),
             committed: last.step,
-            replica: Arc::new(Mutex::new(model)),
+            replica,
             waiting: Vec::new(),
             args,
         })
@@ -98,20 +85,7 @@ impl Actor for Sampler {
 /// Load a commit's policy weights unless the replica holds them or newer.
 async fn install(st: &mut SamplerState, p: Arc<Published>) -> Result<(), ActorProcessingErr> {
     st.committed = st.committed.max(p.step);
-    if p.policy.version() <= st.version {
-        return Ok(());
-    }
-    let replica = st.replica.clone();
-    let weights = p.policy.clone();
-    let stream = st.args.stream;
-    tokio::task::spawn_blocking(move || {
-        let _on = stream.enter()?;
-        weights.load_into(&mut replica.lock())
-    })
-    .await
-    .map_err(join_err)??;
-    st.version = p.policy.version();
-    Ok(())
+    st.replica.install(&p.policy).await
 }
 
 async fn generate(st: &mut SamplerState, plan: StepPlan) -> Result<(), ActorProcessingErr> {
@@ -119,23 +93,19 @@ async fn generate(st: &mut SamplerState, plan: StepPlan) -> Result<(), ActorProc
     if plan.step <= committed {
         return Ok(()); // already trained (a duplicate from a re-issue)
     }
-    if st.version < plan.min_version {
+    if st.replica.version() < plan.min_version {
         st.waiting.push(plan);
         return Ok(());
     }
     let shared = st.args.shared.clone();
     shared.faults.check(Role::Sampler, plan.step)?;
     let t0 = Instant::now();
-    let replica = st.replica.clone();
-    let version = st.version;
+    let version = st.replica.version();
     let cfg = shared.clone();
-    let stream = st.args.stream;
-    let mut batch = tokio::task::spawn_blocking(move || {
-        let _on = stream.enter()?;
-        rollout(&replica.lock(), plan, version, &cfg.cfg.rollout)
-    })
-    .await
-    .map_err(join_err)??;
+    let mut batch = st
+        .replica
+        .run(move |m| rollout(m, plan, version, &cfg.cfg.rollout))
+        .await?;
     batch.timings.generate_s = t0.elapsed().as_secs_f64();
     shared.send(|p| p.verifier.clone(), VerifierMsg::Verify(Box::new(batch)));
     Ok(())

@@ -6,12 +6,11 @@
 use super::commit::{CommitReader, Published, ReplicaSpec};
 use super::fault::Role;
 use super::messages::{CreditMsg, TeacherMsg};
-use super::shared::{join_err, Shared};
+use super::replica::Replica;
+use super::shared::Shared;
 use crate::cuda::Stream;
 use crate::data::TeacherPrompt;
-use crate::model::LoadedModel;
 use crate::pipeline::{teacher_pass, ScoredBatch};
-use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,10 +40,8 @@ pub struct TeacherArgs {
 #[derive(Debug)]
 pub struct TeacherState {
     args: TeacherArgs,
-    /// The replica (behind a lock only so blocking threads can use it).
-    replica: Arc<Mutex<LoadedModel>>,
-    /// Teacher weights version the replica holds.
-    version: u64,
+    /// The teacher replica and the teacher weights version it holds.
+    replica: Replica,
     /// Batches waiting for the teacher weights they need.
     #[allow(clippy::vec_box)] // batches arrive boxed and leave boxed
     waiting: Vec<Box<ScoredBatch>>,
@@ -61,18 +58,9 @@ impl Actor for TeacherScorer {
         args: TeacherArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let last = args.commits.latest();
-        let spec = args.spec.clone();
-        let weights = last.teacher.clone();
-        let stream = args.stream;
-        let model = tokio::task::spawn_blocking(move || {
-            let _on = stream.enter()?;
-            spec.build(&weights)
-        })
-        .await
-        .map_err(join_err)??;
+        let replica = Replica::build(args.spec.clone(), last.teacher.clone(), args.stream).await?;
         Ok(TeacherState {
-            version: last.teacher.version(),
-            replica: Arc::new(Mutex::new(model)),
+            replica,
             waiting: Vec::new(),
             args,
         })
@@ -99,53 +87,38 @@ impl Actor for TeacherScorer {
 
 /// Load a commit's teacher weights unless the replica holds them or newer.
 async fn install(st: &mut TeacherState, p: Arc<Published>) -> Result<(), ActorProcessingErr> {
-    if p.teacher.version() <= st.version {
-        return Ok(());
-    }
-    let replica = st.replica.clone();
-    let weights = p.teacher.clone();
-    let stream = st.args.stream;
-    tokio::task::spawn_blocking(move || {
-        let _on = stream.enter()?;
-        weights.load_into(&mut replica.lock())
-    })
-    .await
-    .map_err(join_err)??;
-    st.version = p.teacher.version();
-    Ok(())
+    st.replica.install(&p.teacher).await
 }
 
 async fn score(st: &mut TeacherState, batch: Box<ScoredBatch>) -> Result<(), ActorProcessingErr> {
     let plan = &batch.rollout.plan;
     // Wait even when the plan needs no teacher, so the logged teacher
     // version is the one a sequential loop would report.
-    if st.version < plan.teacher_version {
+    if st.replica.version() < plan.teacher_version {
         st.waiting.push(batch);
         return Ok(());
     }
     let shared = st.args.shared.clone();
     shared.faults.check(Role::Teacher, plan.step)?;
     let t0 = Instant::now();
-    let replica = st.replica.clone();
-    let version = st.version;
+    let version = st.replica.version();
     let template = st.args.template.clone();
     let cfg = shared.clone();
-    let stream = st.args.stream;
-    let mut taught = tokio::task::spawn_blocking(move || {
-        let _on = stream.enter()?;
-        let c = &cfg.cfg;
-        teacher_pass(
-            &replica.lock(),
-            version,
-            &template,
-            *batch,
-            &c.algo,
-            c.rollout.temperature,
-            c.optim.max_tokens_per_micro_batch,
-        )
-    })
-    .await
-    .map_err(join_err)??;
+    let mut taught = st
+        .replica
+        .run(move |m| {
+            let c = &cfg.cfg;
+            teacher_pass(
+                m,
+                version,
+                &template,
+                *batch,
+                &c.algo,
+                c.rollout.temperature,
+                c.optim.max_tokens_per_micro_batch,
+            )
+        })
+        .await?;
     taught.scored.rollout.timings.teacher_s = t0.elapsed().as_secs_f64();
     shared.send(|p| p.credit.clone(), CreditMsg::Assign(Box::new(taught)));
     Ok(())
