@@ -85,6 +85,7 @@ fn gloo_include() -> Option<PathBuf> {
 /// Compile csrc/rlsd_dist.cpp against libtorch's headers and gloo's.
 fn build_dist_shim() {
     println!("cargo:rerun-if-changed=csrc/rlsd_dist.cpp");
+    println!("cargo:rerun-if-changed=csrc/rlsd_guard.h");
     let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB") else {
         println!("cargo:rustc-cfg=rlsd_no_gloo");
         return;
@@ -165,6 +166,7 @@ fn build_dist_shim() {
 /// comes from libtorch_cuda at run time.
 fn build_cuda_shim() {
     println!("cargo:rerun-if-changed=csrc/rlsd_cuda.cpp");
+    println!("cargo:rerun-if-changed=csrc/rlsd_guard.h");
     let torch = std::env::var_os("DEP_TCH_LIBTORCH_LIB")
         .and_then(|l| PathBuf::from(l).canonicalize().ok())
         .and_then(|l| l.parent().map(PathBuf::from))

@@ -31,22 +31,9 @@
 #include <cstdint>
 #include <string>
 
+#include "rlsd_guard.h"
+
 namespace {
-
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return -1;
-}
 
 const c10::impl::DeviceGuardImplInterface* cuda() {
   return c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);

@@ -15,22 +15,9 @@
 #include <string>
 #include <vector>
 
+#include "rlsd_guard.h"
+
 namespace {
-
-thread_local std::string last_error;
-
-template <typename F>
-int guarded(F&& f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    last_error = e.what();
-  } catch (...) {
-    last_error = "unknown C++ exception";
-  }
-  return -1;
-}
 
 // Wait for every piece of work, in order; the first failure is rethrown
 // after all have finished or failed, so no work is left running.

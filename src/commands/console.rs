@@ -45,6 +45,18 @@ fn show_inspection(ins: &Inspection, source: &Path, out: InspectOutput<'_>) -> R
     Ok(())
 }
 
+/// The line after an inspection: how many responses, accuracy, reward, page.
+fn print_summary(ins: &Inspection, prefix: &str, kind: &str, out: InspectOutput<'_>) {
+    println!(
+        "{prefix}{} {kind}responses to {} prompts: accuracy {:.3}, mean reward {:.3}; page: {}",
+        ins.responses.len(),
+        ins.examples.len(),
+        ins.accuracy(),
+        ins.reward_mean(),
+        out.page.display()
+    );
+}
+
 /// `rlsd inspect`: roll out `prompts` prompts with the chosen model and
 /// show the credit the train step at `step` would give their tokens.
 pub fn inspect(
@@ -61,14 +73,7 @@ pub fn inspect(
     let examples = source.next_batch(n)?;
     let ins = inspect_step(cfg, &model, &model, verifier.as_ref(), examples, step)?;
     show_inspection(&ins, &choice.model_dir(cfg)?, out)?;
-    println!(
-        "{} responses to {} prompts: accuracy {:.3}, mean reward {:.3}; page: {}",
-        ins.responses.len(),
-        ins.examples.len(),
-        ins.accuracy(),
-        ins.reward_mean(),
-        out.page.display()
-    );
+    print_summary(&ins, "", "", out);
     Ok(())
 }
 
@@ -76,15 +81,7 @@ pub fn inspect(
 pub fn inspect_run(dir: &Path, step: Option<u64>, out: InspectOutput<'_>) -> Result<()> {
     let ins = inspect_logged(dir, step)?;
     show_inspection(&ins, dir, out)?;
-    println!(
-        "step {}: {} logged responses to {} prompts: accuracy {:.3}, mean reward {:.3}; page: {}",
-        ins.step,
-        ins.responses.len(),
-        ins.examples.len(),
-        ins.accuracy(),
-        ins.reward_mean(),
-        out.page.display()
-    );
+    print_summary(&ins, &format!("step {}: ", ins.step), "logged ", out);
     Ok(())
 }
 
