@@ -7,12 +7,11 @@
 #[path = "common/distill.rs"]
 mod distill;
 
-use distill::{rollout, T};
-use rlsd::model::{score_responses_on_support, teacher_support, Config, LoadedModel};
+use distill::{rollout, support_divergence_of, T};
+use rlsd::model::{teacher_support, Config, LoadedModel};
 use rlsd::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
 use rlsd::rlsd::distill_vocab::SupportVocabLoss;
-use rlsd::rlsd::{aggregate, support_divergence, LossAgg, LossNorm, OpsdLoss, TokenSupport};
-use rlsd::train::support_tensors;
+use rlsd::rlsd::{aggregate, LossAgg, LossNorm, OpsdLoss, TokenSupport};
 use tch::{Device, Kind, Tensor};
 
 fn setup(k: usize) -> (LoadedModel, Vec<PromptResponse>, Vec<TokenSupport>) {
@@ -60,19 +59,7 @@ fn unchunked(
     coef: f64,
 ) -> (f64, Vec<(String, Tensor)>) {
     zero_grads(m);
-    let len = batch.iter().map(|s| s.response.len()).max().unwrap();
-    let (ids, teacher) = support_tensors(sup, len, Device::Cpu).unwrap();
-    let (scores, student) = score_responses_on_support(&m.lm, batch, T, &ids).unwrap();
-    let k = ids.size()[2];
-    let d = support_divergence(
-        form,
-        &teacher.view([-1, k]),
-        &student.to_kind(Kind::Double).view([-1, k]),
-        !sup[0].full_vocab,
-    )
-    .unwrap()
-    .view([batch.len() as i64, len as i64]);
-    let mask = scores.mask.to_kind(Kind::Double);
+    let (d, mask) = support_divergence_of(m, batch, sup, form);
     let value = aggregate(&(d * &mask), &mask, agg, norm).unwrap();
     (&value * coef).backward();
     (f64::try_from(&value).unwrap(), grads(m))

@@ -6,14 +6,12 @@
 #[path = "common/distill.rs"]
 mod distill;
 
-use distill::{rollout, T};
-use rlsd::model::{
-    score_responses_on_support, teacher_support, token_logprobs, Config, LoadedModel,
-};
+use distill::{rollout, support_divergence_of, T};
+use rlsd::model::{teacher_support, token_logprobs, Config, LoadedModel};
 use rlsd::optim::OptimConfig;
 use rlsd::policy::PromptResponse;
-use rlsd::rlsd::{support_divergence, Algo, AlgoConfig, OpsdLoss, TokenSupport};
-use rlsd::train::{support_tensors, train_step, TrainBatch, Trainer};
+use rlsd::rlsd::{Algo, AlgoConfig, OpsdLoss, TokenSupport};
+use rlsd::train::{train_step, TrainBatch, Trainer};
 use tch::{Device, Kind};
 
 fn model(seed: u64) -> LoadedModel {
@@ -57,20 +55,7 @@ fn batch(student: &LoadedModel, teacher: &LoadedModel, k: usize) -> TrainBatch {
 /// The batch's mean per-token divergence under `m`, computed directly.
 fn divergence(m: &LoadedModel, b: &TrainBatch, form: OpsdLoss) -> f64 {
     let sup = b.teacher_support.as_ref().unwrap();
-    let len = b.samples.iter().map(|s| s.response.len()).max().unwrap();
-    let (ids, teacher) = support_tensors(sup, len, Device::Cpu).unwrap();
-    let (scores, student) =
-        tch::no_grad(|| score_responses_on_support(&m.lm, &b.samples, T, &ids)).unwrap();
-    let k = ids.size()[2];
-    let d = support_divergence(
-        form,
-        &teacher.view([-1, k]),
-        &student.to_kind(Kind::Double).view([-1, k]),
-        !sup[0].full_vocab,
-    )
-    .unwrap()
-    .view([b.samples.len() as i64, len as i64]);
-    let mask = scores.mask.to_kind(Kind::Double);
+    let (d, mask) = tch::no_grad(|| support_divergence_of(m, &b.samples, sup, form));
     f64::try_from((d * &mask).sum(Kind::Double) / mask.sum(Kind::Double)).unwrap()
 }
 

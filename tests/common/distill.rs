@@ -5,7 +5,11 @@
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rlsd::model::{generate, GenerateOptions, LoadedModel};
+use rlsd::model::{generate, score_responses_on_support, GenerateOptions, LoadedModel};
+use rlsd::policy::PromptResponse;
+use rlsd::rlsd::{support_divergence, OpsdLoss, TokenSupport};
+use rlsd::train::support_tensors;
+use tch::{Device, Kind, Tensor};
 
 /// Sampling temperature of the rollout and of every score taken on it.
 pub const T: f64 = 1.0;
@@ -54,4 +58,29 @@ pub fn rollout(
         prompts,
         teacher_prompts,
     }
+}
+
+/// The student's per-token divergence from the teacher on the teacher's
+/// support, computed directly from one `[B, L, K]` scoring of `batch` under
+/// `m` (with gradients unless the caller disables them): `(D [B, L], mask
+/// [B, L])`, both float64, D zero-free only where the mask is 1.
+pub fn support_divergence_of(
+    m: &LoadedModel,
+    batch: &[PromptResponse],
+    sup: &[TokenSupport],
+    form: OpsdLoss,
+) -> (Tensor, Tensor) {
+    let len = batch.iter().map(|s| s.response.len()).max().unwrap();
+    let (ids, teacher) = support_tensors(sup, len, Device::Cpu).unwrap();
+    let (scores, student) = score_responses_on_support(&m.lm, batch, T, &ids).unwrap();
+    let k = ids.size()[2];
+    let d = support_divergence(
+        form,
+        &teacher.view([-1, k]),
+        &student.to_kind(Kind::Double).view([-1, k]),
+        !sup[0].full_vocab,
+    )
+    .unwrap()
+    .view([batch.len() as i64, len as i64]);
+    (d, scores.mask.to_kind(Kind::Double))
 }
