@@ -484,5 +484,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("runtime.sampler_device"), "{err}");
+        for bad in ["0", "-5.0", "nan"] {
+            let err =
+                RunConfig::from_toml_str(&format!("[runtime]\ncollective_timeout_s = {bad}\n"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("runtime.collective_timeout_s"), "{bad}: {err}");
+        }
     }
 }
