@@ -100,10 +100,18 @@ pub struct RankState<'a> {
     pub world: usize,
 }
 
-/// What the ranks agree on before a commit: a digest of the step, the
-/// policy and teacher weights, the teacher version and the data cursor; and
-/// the policy's own digest (stored in `state.json`).
-fn state_digest(s: &RankState<'_>) -> Result<(Vec<u8>, String)> {
+/// What the ranks agree on before a commit, and what the write reuses.
+struct StateDigest {
+    /// Digest of the step, the policy and teacher weights, the teacher
+    /// version and the data cursor.
+    digest: Vec<u8>,
+    /// The policy's own digest (stored in `state.json`).
+    policy_sha: String,
+    /// The teacher weights (hashed here, written by rank 0).
+    teacher: WeightSnapshot,
+}
+
+fn state_digest(s: &RankState<'_>) -> Result<StateDigest> {
     let policy = weights_digest(&s.models.trainer.optimizer.parameters())?;
     let teacher = s.models.teacher.snapshot(s.models.teacher_version)?;
     let mut h = Sha256::new();
@@ -112,7 +120,11 @@ fn state_digest(s: &RankState<'_>) -> Result<(Vec<u8>, String)> {
     hash_tensors(&mut h, teacher.tensors.iter().map(|(_, t)| t))?;
     h.update(s.models.teacher_version.to_le_bytes());
     h.update(s.cursor.to_string().as_bytes());
-    Ok((h.finalize().to_vec(), policy))
+    Ok(StateDigest {
+        digest: h.finalize().to_vec(),
+        policy_sha: policy,
+        teacher,
+    })
 }
 
 /// Commit a checkpoint of `s` for all ranks or none (module docs). Returns
@@ -125,10 +137,10 @@ pub fn commit(
     s: &RankState<'_>,
     strike: &dyn Fn(),
 ) -> Result<PathBuf> {
-    let (digest, policy_sha) = state_digest(s)?;
+    let agreed = state_digest(s)?;
     agree_equal(
         sync,
-        &digest,
+        &agreed.digest,
         &format!(
             "weights and data cursor at step {} (no checkpoint written)",
             s.step
@@ -138,9 +150,9 @@ pub fn commit(
     let root = cfg.runtime.out_dir.join(&cfg.checkpoint.dir);
     let dir = root.join(crate::checkpoint::checkpoint_dir_name(s.step));
     let written = if rank == 0 {
-        write(cfg, &root, s, &policy_sha).or_else(|first| {
+        write(cfg, &root, s, &agreed).or_else(|first| {
             tracing::warn!("checkpoint write failed ({first}); retrying once");
-            write(cfg, &root, s, &policy_sha)
+            write(cfg, &root, s, &agreed)
         })
     } else {
         Ok(dir.clone())
@@ -157,7 +169,7 @@ pub fn commit(
     }
 }
 
-fn write(cfg: &RunConfig, root: &Path, s: &RankState<'_>, policy_sha: &str) -> Result<PathBuf> {
+fn write(cfg: &RunConfig, root: &Path, s: &RankState<'_>, agreed: &StateDigest) -> Result<PathBuf> {
     let m = s.models;
     let state = serde_json::json!({
         "step": s.step,
@@ -170,15 +182,14 @@ fn write(cfg: &RunConfig, root: &Path, s: &RankState<'_>, policy_sha: &str) -> R
         "metrics_lines": s.step,
         "skipped_steps": m.trainer.skipped_steps,
         "world": s.world,
-        "weights_sha256": policy_sha,
+        "weights_sha256": agreed.policy_sha,
     });
-    let teacher = m.teacher.snapshot(m.teacher_version)?;
     save_checkpoint_with_teacher(
         root,
         s.step,
         &|dir: &Path| m.trainer.policy.save(dir),
         &m.trainer.optimizer.state_tensors(),
-        Some(&teacher.tensors),
+        Some(&agreed.teacher.tensors),
         &state,
         &cfg.to_toml(),
         cfg.checkpoint.keep_last,
