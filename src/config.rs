@@ -194,6 +194,25 @@ pub struct RuntimeConfig {
     /// vanishes stops the job instead of hanging it. `RLSD_DIST_TIMEOUT_S`
     /// overrides it (docs/DISTRIBUTED.md).
     pub collective_timeout_s: f64,
+    /// Data-parallel runs: `colocated` (every rank samples, scores and
+    /// trains) or `split` (the last `sampler_ranks` ranks only generate and
+    /// verify; the others score with the teacher and train, and broadcast
+    /// the new weights to the samplers after every step).
+    pub placement: Placement,
+    /// `placement = "split"`: how many ranks sample (the last ones); at
+    /// least one rank must be left to learn.
+    pub sampler_ranks: usize,
+}
+
+/// Where the stages of a data-parallel run go (`runtime.placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Every rank samples its share of the prompts, scores and trains.
+    #[default]
+    Colocated,
+    /// Sampler ranks generate and verify; learner ranks score and train.
+    Split,
 }
 
 impl RuntimeConfig {
@@ -228,6 +247,8 @@ impl Default for RuntimeConfig {
             max_consecutive_skips: 10,
             device_memory_gib: 0.0,
             collective_timeout_s: crate::dist::env::DEFAULT_TIMEOUT.as_secs_f64(),
+            placement: Placement::Colocated,
+            sampler_ranks: 1,
         }
     }
 }
@@ -321,6 +342,12 @@ impl RunConfig {
             return Err(Error::config(
                 "runtime.collective_timeout_s",
                 "must be a positive number of seconds",
+            ));
+        }
+        if rt.placement == Placement::Split && rt.sampler_ranks == 0 {
+            return Err(Error::config(
+                "runtime.sampler_ranks",
+                "must be at least 1 with placement = \"split\"",
             ));
         }
         if rt.verifier_timeout_s.is_nan() || rt.verifier_timeout_s <= 0.0 {

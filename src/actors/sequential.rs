@@ -16,12 +16,13 @@ use crate::data::{Example, TeacherPrompt};
 use crate::error::Result;
 use crate::model::LoadedModel;
 use crate::pipeline::{
-    assign_credit, prepare_step, step_stats, CreditBatch, RolloutBatch, ScoredBatch, StepPlan,
-    TeacherBatch, TeacherScores,
+    assign_credit, rollout, step_stats, teacher_pass, verify_all, CreditBatch, RolloutBatch,
+    ScoredBatch, StepPlan, TeacherBatch, TeacherScores,
 };
 use crate::stats::{StageTimings, StepStats, ValidationStats};
 use crate::train::{train_step, Trainer};
 use crate::verify::Verifier;
+use std::time::Instant;
 
 /// What the step loop carries from one step to the next.
 #[derive(Debug)]
@@ -64,6 +65,21 @@ pub trait StepHooks {
         cursor: serde_json::Value,
     ) -> StepPlan {
         StepPlan::new(cfg, step, 0, examples, cursor)
+    }
+
+    /// The step's responses for `plan`, verified (default: generated here
+    /// with `policy`, which is at `version`, then verified, by
+    /// [`sample_and_verify`]). A learner rank under split placement
+    /// receives them from the sampler ranks instead.
+    fn scored(
+        &mut self,
+        cfg: &RunConfig,
+        plan: StepPlan,
+        policy: &LoadedModel,
+        version: u64,
+        verifier: &dyn Verifier,
+    ) -> Result<ScoredBatch> {
+        sample_and_verify(cfg, plan, policy, version, verifier)
     }
 
     /// How many sampled responses the step's stats carry for the
@@ -112,20 +128,14 @@ pub fn run_steps(
             models.teacher_version = plan.teacher_version;
         }
         let cursor = plan.cursor_after.clone();
-        let batch = if plan.examples.is_empty() {
-            empty_batch(plan, version, models.teacher_version, cfg)?
-        } else {
-            prepare_step(
-                cfg,
-                plan,
-                &models.trainer.policy,
-                version,
-                &models.teacher,
-                models.teacher_version,
-                verifier,
-                template,
-            )?
-        };
+        let scored = hooks.scored(cfg, plan, &models.trainer.policy, version, verifier)?;
+        let batch = teach_and_credit(
+            cfg,
+            scored,
+            &models.teacher,
+            models.teacher_version,
+            template,
+        )?;
         let tb = batch.train_batch(&cfg.algo, cfg.rollout.temperature);
         let trained = train_step(&mut models.trainer, &tb)?;
         let mut stats = step_stats(
@@ -146,28 +156,70 @@ pub fn run_steps(
     Ok(())
 }
 
-/// The batch of a step that holds no prompt group (a data-parallel rank
-/// without a share this step still joins every collective).
-fn empty_batch(
-    plan: StepPlan,
-    policy_version: u64,
-    teacher_version: u64,
+/// Generate `G` responses for each of the plan's prompts with `policy` (at
+/// `version`) and verify them, timing both stages. A plan without prompts
+/// (a data-parallel rank without a share this step, which still joins every
+/// collective) gives an empty batch.
+pub fn sample_and_verify(
     cfg: &RunConfig,
+    plan: StepPlan,
+    policy: &LoadedModel,
+    version: u64,
+    verifier: &dyn Verifier,
+) -> Result<ScoredBatch> {
+    if plan.examples.is_empty() {
+        let empty = RolloutBatch {
+            plan,
+            policy_version: version,
+            rollouts: Vec::new(),
+            timings: StageTimings::default(),
+        };
+        return ScoredBatch::new(empty, Vec::new());
+    }
+    let t = Instant::now();
+    let mut rolled = rollout(policy, plan, version, &cfg.rollout)?;
+    rolled.timings.generate_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut scored = verify_all(verifier, rolled)?;
+    scored.rollout.timings.verify_s = t.elapsed().as_secs_f64();
+    Ok(scored)
+}
+
+/// The teacher pass (with `teacher`, at `teacher_version`) and the credit
+/// of a scored batch, timing both; a batch without responses skips the
+/// teacher.
+fn teach_and_credit(
+    cfg: &RunConfig,
+    scored: ScoredBatch,
+    teacher: &LoadedModel,
+    teacher_version: u64,
+    template: &TeacherPrompt,
 ) -> Result<CreditBatch> {
-    let rolled = RolloutBatch {
-        plan,
-        policy_version,
-        rollouts: Vec::new(),
-        timings: StageTimings::default(),
+    let t = Instant::now();
+    let mut taught = if scored.rollout.rollouts.is_empty() {
+        TeacherBatch {
+            scored,
+            teacher: TeacherScores {
+                version: teacher_version,
+                ..TeacherScores::default()
+            },
+        }
+    } else {
+        teacher_pass(
+            teacher,
+            teacher_version,
+            template,
+            scored,
+            &cfg.algo,
+            cfg.rollout.temperature,
+            cfg.optim.max_tokens_per_micro_batch,
+        )?
     };
-    let taught = TeacherBatch {
-        scored: ScoredBatch::new(rolled, Vec::new())?,
-        teacher: TeacherScores {
-            version: teacher_version,
-            ..TeacherScores::default()
-        },
-    };
-    assign_credit(taught, cfg.rollout.group_size, &cfg.algo)
+    taught.scored.rollout.timings.teacher_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut credit = assign_credit(taught, cfg.rollout.group_size, &cfg.algo)?;
+    credit.taught.scored.rollout.timings.credit_s = t.elapsed().as_secs_f64();
+    Ok(credit)
 }
 
 /// The one-process hooks: held-out validation after every step (as

@@ -14,6 +14,13 @@ use std::sync::{Arc, Mutex};
 /// `resume`, continue the run in that folder. A run that ends failed is an
 /// error carrying its reason (what was committed stays on disk).
 pub fn train(cfg: RunConfig, resume: Option<PathBuf>, overwrite: bool) -> Result<()> {
+    if cfg.runtime.placement == crate::config::Placement::Split {
+        return Err(Error::config(
+            "runtime.placement",
+            "\"split\" places samplers and learners on different ranks: run it with \
+             --nproc N or --gpus LIST (N >= 2), or under torchrun / Slurm",
+        ));
+    }
     let out_dir = cfg.runtime.out_dir.clone();
     println!(
         "rlsd train: algo={} model={} steps={} batch={}x{} staleness={} -> {}",

@@ -19,6 +19,11 @@
 //!   with rank hooks: sharded prompts, global statistics, checkpoints).
 //! - [`checkpoint`]: a checkpoint committed for all ranks or none, and
 //!   `--resume` on every rank.
+//! - [`split`]: split placement (`runtime.placement = "split"`): sampler
+//!   ranks send each step's verified responses to the learner ranks, which
+//!   broadcast the new weights back; [`sampler_loop`]: a sampler rank.
+//! - [`report`]: each rank's `ranks/rank<r>.json` (role, weights digest,
+//!   stage seconds, tokens/s, peak memory).
 //! - [`fault`]: rehearsed rank failures (`RLSD_DIST_FAIL`) for the tests.
 
 use crate::error::Result;
@@ -32,7 +37,10 @@ pub mod gloo;
 pub mod launch;
 #[cfg(feature = "gpu")]
 pub mod nccl;
+pub mod report;
+pub mod sampler_loop;
 pub mod shard;
+pub mod split;
 pub mod sync;
 pub mod train_loop;
 

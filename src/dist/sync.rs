@@ -53,20 +53,26 @@ impl DataParallel {
 
     /// Overwrite `params` with rank 0's, so every replica starts equal.
     pub fn broadcast_params(&self, params: &[Tensor]) -> Result<()> {
-        tch::no_grad(|| -> Result<()> {
-            let flat: Vec<Tensor> = params
-                .iter()
-                .map(|p| p.f_detach()?.f_contiguous())
-                .collect::<std::result::Result<_, _>>()?;
-            self.pg.broadcast(&flat, 0)?;
-            for (p, f) in params.iter().zip(&flat) {
-                if f.data_ptr() != p.data_ptr() {
-                    p.shallow_clone().f_copy_(f)?;
-                }
-            }
-            Ok(())
-        })
+        broadcast_params(self.pg.as_ref(), params, 0)
     }
+}
+
+/// Overwrite `params` with rank `root`'s over `pg`, in place (every rank
+/// passes its replica's parameters in the same order).
+pub fn broadcast_params(pg: &dyn ProcessGroup, params: &[Tensor], root: usize) -> Result<()> {
+    tch::no_grad(|| -> Result<()> {
+        let flat: Vec<Tensor> = params
+            .iter()
+            .map(|p| p.f_detach()?.f_contiguous())
+            .collect::<std::result::Result<_, _>>()?;
+        pg.broadcast(&flat, root)?;
+        for (p, f) in params.iter().zip(&flat) {
+            if f.data_ptr() != p.data_ptr() {
+                p.shallow_clone().f_copy_(f)?;
+            }
+        }
+        Ok(())
+    })
 }
 
 impl GradSync for DataParallel {

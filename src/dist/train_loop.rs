@@ -9,11 +9,19 @@
 //! ranks), then takes the same AdamW step. Rank 0 writes the run folder
 //! (`config.toml`, `metrics.jsonl` with global batch statistics,
 //! `checkpoints/`, `final/`); every rank writes `ranks/rank<r>.json` with a
-//! digest of its weights.
+//! digest of its weights, its stage seconds, tokens/s and peak memory.
+//!
+//! Under split placement ([`super::split`]) the last ranks sample
+//! ([`super::sampler_loop`]); the learners run this loop over their own
+//! sub-group, receive the step's responses instead of generating them, and
+//! broadcast the new weights to the samplers after every step.
 
 use super::checkpoint::{agree_equal, load_resume, RankState};
 use super::fault::RankFault;
-use super::sync::DataParallel;
+use super::report::{write_report, RankTotals};
+use super::sampler_loop::{ordered_params, run_sampler, SamplerSeat};
+use super::split::{exchange, learner_batch, share_seed, Role};
+use super::sync::{broadcast_params, DataParallel};
 use super::{DistEnv, GlooGroup, GradSync, ProcessGroup, Store};
 use crate::actors::run_folder::{prepare_fresh, resolve_resume, RunLock};
 use crate::actors::runtime::check_same_shape;
@@ -23,44 +31,19 @@ use crate::data::{Example, TeacherPrompt};
 use crate::device::parse_device;
 use crate::error::{Error, Result};
 use crate::model::LoadedModel;
-use crate::pipeline::{step_seed, CreditBatch, StepPlan};
+use crate::pipeline::{CreditBatch, ScoredBatch, StepPlan};
 use crate::stats::StepStats;
 use crate::train::Trainer;
+use crate::verify::Verifier;
 use sha2::{Digest, Sha256};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tch::Device;
 
 pub use super::checkpoint::weights_digest;
 
-/// What a rank reports at the end.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct RankReport {
-    /// This rank.
-    pub rank: usize,
-    /// Number of ranks.
-    pub world: usize,
-    /// Steps trained.
-    pub steps: u64,
-    /// The checkpoint step this run resumed from, if it did.
-    #[serde(default)]
-    pub resumed_from: Option<u64>,
-    /// SHA-256 of every trainable parameter's bytes, in name order.
-    pub weights_sha256: String,
-    /// Seconds in collectives over the run.
-    pub collective_s: f64,
-    /// Seconds from start to the first step (group, model, checkpoint load).
-    #[serde(default)]
-    pub setup_s: f64,
-    /// Seconds of each checkpoint commit (agreement, write, acknowledgement).
-    #[serde(default)]
-    pub checkpoint_s: Vec<f64>,
-    /// The last committed checkpoint.
-    #[serde(default)]
-    pub last_checkpoint: Option<PathBuf>,
-    /// Seconds of the whole loop.
-    pub wall_s: f64,
-}
+pub use super::report::RankReport;
 
 /// The device a rank trains on: `RLSD_DIST_DEVICE` (set by `--gpus`) or
 /// `runtime.optimizer_device`.
@@ -71,43 +54,51 @@ fn rank_device(cfg: &RunConfig) -> Result<Device> {
     }
 }
 
-/// Join the job's process group: Gloo on CPU, NCCL on CUDA (`gpu` feature);
-/// rendezvous and every collective fail after `timeout`.
-pub fn join_group(
+/// Connect to the job's store (hosting it where `env` says so); the
+/// rendezvous fails after `timeout`.
+pub fn connect_store(env: &DistEnv, timeout: Duration) -> Result<Store> {
+    if env.host_store {
+        Store::server(&env.master_addr, env.master_port, timeout)
+    } else {
+        Store::client(&env.master_addr, env.master_port, timeout)
+    }
+}
+
+/// Join a process group named `name` over `store` as `rank` of `world`:
+/// Gloo on CPU, NCCL on CUDA (`gpu` feature); every collective fails after
+/// `timeout`. Groups of different names are independent (a sub-group of
+/// some ranks beside the job's whole group).
+pub fn new_group(
+    store: &Store,
+    name: &str,
     env: &DistEnv,
     device: Device,
+    rank: usize,
+    world: usize,
     timeout: Duration,
-) -> Result<(Store, Box<dyn ProcessGroup>)> {
-    let store = if env.host_store {
-        Store::server(&env.master_addr, env.master_port, timeout)?
-    } else {
-        Store::client(&env.master_addr, env.master_port, timeout)?
-    };
-    let pg: Box<dyn ProcessGroup> = match device {
+) -> Result<Box<dyn ProcessGroup>> {
+    Ok(match device {
         Device::Cpu => Box::new(GlooGroup::new(
-            &store,
-            "rlsd/gloo/",
+            store,
+            &format!("rlsd/gloo{name}/"),
             &env.bind,
-            env.rank,
-            env.world,
+            rank,
+            world,
             timeout,
         )?),
         #[cfg(feature = "gpu")]
         Device::Cuda(_) => Box::new(super::nccl::NcclGroup::new(
-            &store,
-            "rlsd/nccl/",
+            store,
+            &format!("rlsd/nccl{name}/"),
             device,
-            env.rank,
-            env.world,
+            rank,
+            world,
             timeout,
         )?),
-        other => {
-            return Err(Error::Distributed(format!(
+        other => return Err(Error::Distributed(format!(
             "no process group for device {other:?} (CUDA ranks need a build with --features gpu)"
-        )))
-        }
-    };
-    Ok((store, pg))
+        ))),
+    })
 }
 
 /// Run `cfg.runtime.steps` data-parallel steps as rank `env.rank`, or, with
@@ -123,6 +114,7 @@ pub fn train_rank(
 ) -> Result<RankReport> {
     let started = Instant::now();
     let device = rank_device(cfg)?;
+    let role = Role::of(cfg, env.rank, env.world)?;
     let out = cfg.runtime.out_dir.clone();
     let ckpt_root = out.join(&cfg.checkpoint.dir);
     let resume_dir = resume
@@ -144,115 +136,293 @@ pub fn train_rank(
     let timeout = env
         .timeout
         .unwrap_or_else(|| cfg.runtime.collective_timeout());
-    let (_store, pg) = join_group(env, device, timeout)?;
+    let store = connect_store(env, timeout)?;
+    let world_pg = new_group(&store, "", env, device, env.rank, env.world, timeout)?;
     let verifier = crate::verify::build_verifier(&cfg.verifier)?;
     let mut source = crate::actors::source::from_config(cfg)?;
-    let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
     let kind = crate::model::parse_kind(&cfg.model.dtype)?;
     let resumed = resume_dir.as_deref().map(load_resume).transpose()?;
     if let Some(r) = &resumed {
         check_same_shape(&cfg.model.resolved_path(), &r.checkpoint.model_dir)?;
+        source.restore(&r.cursor)?;
     }
     let policy = match &resumed {
         Some(r) => LoadedModel::load(&r.checkpoint.model_dir, device, kind)?,
         None => LoadedModel::load(&cfg.model.resolve()?, device, kind)?,
     };
-    let teacher = policy.replicate(device)?;
-    let mut models = LoopModels {
-        trainer: Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?,
-        teacher,
-        teacher_version: 0,
+    let start_step = resumed.as_ref().map_or(0, |r| r.step);
+    let fault = RankFault::from_env(env.rank)?;
+    let finish = |report: &mut RankReport, totals: &RankTotals| -> Result<()> {
+        totals.fill(report);
+        report.wall_s = started.elapsed().as_secs_f64();
+        write_report(&out, report)
     };
-    let mut dp = DataParallel::new(pg, device);
-    let start_step = match &resumed {
-        Some(r) => {
-            r.install(&mut models)?;
-            source.restore(&r.cursor)?;
-            if let Some(w) = r.world.filter(|w| *w != env.world) {
-                tracing::warn!(
-                    was = w,
-                    now = env.world,
-                    "resuming with another number of ranks: same global batch, other summation order"
-                );
+    match role {
+        Role::Sampler {
+            index,
+            samplers,
+            learners,
+        } => {
+            let seat = SamplerSeat {
+                index,
+                samplers,
+                learners,
+                device,
+            };
+            // Learner 0's weights, whether fresh or resumed.
+            broadcast_params(world_pg.as_ref(), &ordered_params(&policy), 0)?;
+            let setup_s = started.elapsed().as_secs_f64();
+            let totals = run_sampler(
+                cfg,
+                seat,
+                world_pg.as_ref(),
+                &policy,
+                &*verifier,
+                &mut *source,
+                start_step + 1,
+                fault.as_ref(),
+            )?;
+            let mut report = RankReport {
+                rank: env.rank,
+                world: env.world,
+                role: role.name().into(),
+                steps: cfg.runtime.steps,
+                resumed_from: resumed.as_ref().map(|r| r.step),
+                weights_sha256: weights_digest(&ordered_params(&policy))?,
+                setup_s,
+                ..RankReport::default()
+            };
+            finish(&mut report, &totals)?;
+            // Nobody leaves before everyone has written its report.
+            world_pg.barrier()?;
+            Ok(report)
+        }
+        Role::Learner {
+            index,
+            learners,
+            samplers,
+        } => {
+            let learner_pg = if role.is_split() {
+                Some(new_group(
+                    &store,
+                    "-learners",
+                    env,
+                    device,
+                    index,
+                    learners,
+                    timeout,
+                )?)
+            } else {
+                None
+            };
+            let (dp_pg, split) = match learner_pg {
+                Some(pg) => (
+                    pg,
+                    Some(SplitLink {
+                        world: world_pg,
+                        samplers,
+                        device,
+                        range: 0..0,
+                        groups: 0,
+                    }),
+                ),
+                None => (world_pg, None),
+            };
+            let learner = Learner {
+                cfg,
+                env,
+                index,
+                learners,
+                out: &out,
+                device,
+                policy,
+                resumed: resumed.as_ref(),
+                dp: DataParallel::new(dp_pg, device),
+                split,
+                fault,
+                verifier: &*verifier,
+                source: &mut *source,
+            };
+            learner.run(started, &finish)
+        }
+    }
+}
+
+/// A learner rank's inputs.
+struct Learner<'a> {
+    cfg: &'a RunConfig,
+    env: &'a DistEnv,
+    index: usize,
+    learners: usize,
+    out: &'a Path,
+    device: Device,
+    policy: LoadedModel,
+    resumed: Option<&'a super::checkpoint::Resume>,
+    /// The learners' group (the job's whole group when colocated).
+    dp: DataParallel,
+    split: Option<SplitLink>,
+    fault: Option<RankFault>,
+    verifier: &'a dyn Verifier,
+    source: &'a mut dyn crate::actors::source::PromptSource,
+}
+
+impl Learner<'_> {
+    /// Train every step, write the final model (rank 0) and this rank's
+    /// report (through `finish`), and wait for every rank to have written
+    /// its own.
+    fn run(
+        self,
+        started: Instant,
+        finish: &dyn Fn(&mut RankReport, &RankTotals) -> Result<()>,
+    ) -> Result<RankReport> {
+        let Learner {
+            cfg,
+            env,
+            index,
+            learners,
+            out,
+            device,
+            policy,
+            resumed,
+            mut dp,
+            split,
+            fault,
+            verifier,
+            source,
+        } = self;
+        let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+        let teacher = policy.replicate(device)?;
+        let mut models = LoopModels {
+            trainer: Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?,
+            teacher,
+            teacher_version: 0,
+        };
+        let start_step = match resumed {
+            Some(r) => {
+                r.install(&mut models)?;
+                if let Some(w) = r.world.filter(|w| *w != env.world) {
+                    tracing::warn!(
+                        was = w,
+                        now = env.world,
+                        "resuming with another number of ranks: same global batch, other summation order"
+                    );
+                }
+                // Every learner must continue from the same checkpoint and weights.
+                let mut h = Sha256::new();
+                h.update(r.step.to_le_bytes());
+                h.update(weights_digest(&models.trainer.optimizer.parameters())?.as_bytes());
+                agree_equal(&mut dp, &h.finalize(), "resumed checkpoint")?;
+                tracing::info!(rank = env.rank, step = r.step, dir = %r.checkpoint.dir.display(), "resumed");
+                r.step
             }
-            // Every rank must continue from the same checkpoint and weights.
-            let mut h = Sha256::new();
-            h.update(r.step.to_le_bytes());
-            h.update(weights_digest(&models.trainer.optimizer.parameters())?.as_bytes());
-            agree_equal(&mut dp, &h.finalize(), "resumed checkpoint")?;
-            tracing::info!(rank = env.rank, step = r.step, dir = %r.checkpoint.dir.display(), "resumed");
-            r.step
+            None => {
+                if split.is_none() {
+                    dp.broadcast_params(&models.trainer.optimizer.parameters())?;
+                }
+                0
+            }
+        };
+        if let Some(link) = &split {
+            // Learner 0's weights to every rank, samplers included.
+            broadcast_params(
+                link.world.as_ref(),
+                &models.trainer.optimizer.parameters(),
+                0,
+            )?;
         }
-        None => {
-            dp.broadcast_params(&models.trainer.optimizer.parameters())?;
-            0
-        }
-    };
-    dp.group().barrier()?;
-    models.trainer.grad_sync = Some(Box::new(dp));
-    let metrics = if env.rank == 0 {
-        let path = out.join("metrics.jsonl");
-        Some(if resumed.is_some() {
-            crate::metrics::MetricsWriter::resume(&path, start_step)?
+        dp.group().barrier()?;
+        models.trainer.grad_sync = Some(Box::new(dp));
+        let metrics = if env.rank == 0 {
+            let path = out.join("metrics.jsonl");
+            Some(if resumed.is_some() {
+                crate::metrics::MetricsWriter::resume(&path, start_step)?
+            } else {
+                crate::metrics::MetricsWriter::create(&path)?
+            })
         } else {
-            crate::metrics::MetricsWriter::create(&path)?
-        })
-    } else {
-        None
-    };
-    let mut hooks = RankHooks {
-        cfg,
-        rank: env.rank,
-        world: env.world,
-        fault: RankFault::from_env(env.rank)?,
-        metrics,
-        collective_s: 0.0,
-        checkpoint_s: Vec::new(),
-        last_checkpoint: resumed.as_ref().map(|r| r.checkpoint.dir.clone()),
-    };
-    let setup_s = started.elapsed().as_secs_f64();
-    run_steps(
-        cfg,
-        &mut models,
-        start_step + 1,
-        &*verifier,
-        &mut *source,
-        &template,
-        &mut hooks,
-    )?;
-    let params = models.trainer.optimizer.parameters();
-    let report = RankReport {
-        rank: env.rank,
-        world: env.world,
-        steps: cfg.runtime.steps,
-        resumed_from: resumed.as_ref().map(|r| r.step),
-        weights_sha256: weights_digest(&params)?,
-        collective_s: hooks.collective_s,
-        setup_s,
-        checkpoint_s: hooks.checkpoint_s,
-        last_checkpoint: hooks.last_checkpoint,
-        wall_s: started.elapsed().as_secs_f64(),
-    };
-    write_report(&out, &report)?;
-    if env.rank == 0 {
-        models.trainer.policy.save(&out.join("final"))?;
-    }
-    if let Some(sync) = models.trainer.grad_sync.as_mut() {
+            None
+        };
+        let mut hooks = RankHooks {
+            cfg,
+            rank: env.rank,
+            index,
+            learners,
+            world: env.world,
+            fault,
+            metrics,
+            split,
+            totals: RankTotals::default(),
+            checkpoint_s: Vec::new(),
+            last_checkpoint: resumed.map(|r| r.checkpoint.dir.clone()),
+        };
+        let setup_s = started.elapsed().as_secs_f64();
+        run_steps(
+            cfg,
+            &mut models,
+            start_step + 1,
+            verifier,
+            source,
+            &template,
+            &mut hooks,
+        )?;
+        let params = models.trainer.optimizer.parameters();
+        let mut report = RankReport {
+            rank: env.rank,
+            world: env.world,
+            role: "learner".into(),
+            steps: cfg.runtime.steps,
+            resumed_from: resumed.map(|r| r.step),
+            weights_sha256: weights_digest(&params)?,
+            setup_s,
+            checkpoint_s: hooks.checkpoint_s,
+            last_checkpoint: hooks.last_checkpoint,
+            ..RankReport::default()
+        };
+        if env.rank == 0 {
+            models.trainer.policy.save(&out.join("final"))?;
+        }
+        finish(&mut report, &hooks.totals)?;
         // Nobody leaves before everyone has written its report.
-        sync.sum_values(&mut [0.0])?;
+        match hooks.split.as_ref() {
+            Some(link) => link.world.barrier()?,
+            None => {
+                if let Some(sync) = models.trainer.grad_sync.as_mut() {
+                    sync.sum_values(&mut [0.0])?;
+                }
+            }
+        }
+        Ok(report)
     }
-    Ok(report)
+}
+
+/// A split learner's link to the samplers: the job's whole group, and the
+/// step's share (set by `plan`, used by `scored`).
+struct SplitLink {
+    world: Box<dyn ProcessGroup>,
+    samplers: usize,
+    device: Device,
+    /// This learner's groups of the current step.
+    range: Range<usize>,
+    /// The current step's number of groups.
+    groups: usize,
 }
 
 /// The rank-specific parts of the step loop ([`run_steps`]).
 struct RankHooks<'a> {
     cfg: &'a RunConfig,
     rank: usize,
+    /// This learner, `0..learners`.
+    index: usize,
+    /// Number of learner ranks (all ranks when colocated).
+    learners: usize,
+    /// Number of ranks in the job.
     world: usize,
     fault: Option<RankFault>,
     /// Rank 0's metrics log.
     metrics: Option<crate::metrics::MetricsWriter>,
-    collective_s: f64,
+    /// Split placement: the samplers.
+    split: Option<SplitLink>,
+    totals: RankTotals,
     checkpoint_s: Vec<f64>,
     last_checkpoint: Option<PathBuf>,
 }
@@ -271,15 +441,47 @@ impl StepHooks for RankHooks<'_> {
         cursor: serde_json::Value,
     ) -> StepPlan {
         // Every rank draws the same prompts and keeps its whole groups.
-        let mine = super::shard::group_range(all.len(), self.world, self.rank);
+        let mine = super::shard::group_range(all.len(), self.learners, self.index);
+        if let Some(link) = self.split.as_mut() {
+            link.range = mine.clone();
+            link.groups = all.len();
+        }
         let mut plan = StepPlan::new(cfg, step, 0, all[mine].to_vec(), cursor);
         // Ranks sample different prompts; a per-rank seed keeps their RNG
         // streams apart.
-        plan.seed = step_seed(
-            cfg.runtime.seed ^ (self.rank as u64).wrapping_mul(0xA24B_AED4_963E_E407),
-            step,
-        );
+        plan.seed = share_seed(cfg, self.index, step);
         plan
+    }
+
+    fn scored(
+        &mut self,
+        cfg: &RunConfig,
+        plan: StepPlan,
+        policy: &LoadedModel,
+        version: u64,
+        verifier: &dyn Verifier,
+    ) -> Result<ScoredBatch> {
+        let Some(link) = self.split.as_mut() else {
+            return crate::actors::sequential::sample_and_verify(
+                cfg, plan, policy, version, verifier,
+            );
+        };
+        let t = Instant::now();
+        let batches = exchange(
+            link.world.as_ref(),
+            self.learners,
+            link.samplers,
+            None,
+            link.device,
+        )?;
+        self.totals.exchange_s += t.elapsed().as_secs_f64();
+        learner_batch(
+            plan,
+            link.range.clone(),
+            link.groups,
+            cfg.rollout.group_size,
+            batches,
+        )
     }
 
     fn completions(&self, cfg: &RunConfig) -> usize {
@@ -302,7 +504,15 @@ impl StepHooks for RankHooks<'_> {
             .as_mut()
             .ok_or_else(|| Error::Distributed("grad sync lost".into()))?;
         global_rollout_stats(sync.as_mut(), batch, stats)?;
-        self.collective_s += stats.timings.collective_s;
+        self.totals.add_stages(&stats.timings, self.split.is_none());
+        let tokens = |rs: &[crate::pipeline::Rollout]| -> u64 {
+            rs.iter().map(|r| r.response_ids.len() as u64).sum()
+        };
+        let mine = tokens(batch.rollouts());
+        self.totals.trained_tokens += mine;
+        if self.split.is_none() {
+            self.totals.generated_tokens += mine;
+        }
         Ok(())
     }
 
@@ -313,11 +523,32 @@ impl StepHooks for RankHooks<'_> {
             m.append(&done.stats)?;
             m.sync()?;
         }
-        if !super::checkpoint::due(self.cfg, step) {
-            return Ok(());
+        if super::checkpoint::due(self.cfg, step) {
+            self.commit(step, done.models, &done.cursor)?;
         }
+        if let Some(link) = &self.split {
+            // The samplers generate the next step with the new weights.
+            let t = Instant::now();
+            broadcast_params(
+                link.world.as_ref(),
+                &done.models.trainer.optimizer.parameters(),
+                0,
+            )?;
+            self.totals.weights_broadcast_s += t.elapsed().as_secs_f64();
+        }
+        Ok(())
+    }
+}
+
+impl RankHooks<'_> {
+    /// Commit step `step`'s checkpoint for all learners or none.
+    fn commit(
+        &mut self,
+        step: u64,
+        models: &mut LoopModels,
+        cursor: &serde_json::Value,
+    ) -> Result<()> {
         let t = Instant::now();
-        let models = &mut *done.models;
         let mut sync = models
             .trainer
             .grad_sync
@@ -326,7 +557,7 @@ impl StepHooks for RankHooks<'_> {
         let state = RankState {
             step,
             models,
-            cursor: &done.cursor,
+            cursor,
             world: self.world,
         };
         let fault = self.fault;
@@ -342,15 +573,6 @@ impl StepHooks for RankHooks<'_> {
         self.last_checkpoint = Some(dir);
         Ok(())
     }
-}
-
-fn write_report(out: &Path, r: &RankReport) -> Result<()> {
-    let dir = out.join("ranks");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let path = dir.join(format!("rank{}.json", r.rank));
-    let text = serde_json::to_string_pretty(r)
-        .map_err(|e| Error::Distributed(format!("{}: {e}", path.display())))?;
-    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
 }
 
 /// Reward, accuracy, length and truncation over all ranks' samples (each

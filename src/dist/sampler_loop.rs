@@ -1,0 +1,94 @@
+//! A sampler rank under split placement ([`super::split`]): every step it
+//! draws the step's prompts like every rank, generates and verifies its
+//! share of the groups with the seed a colocated rank of the same index
+//! would use, sends them to the learners ([`super::split::exchange`]), and
+//! receives the weights the learners trained (learner 0's broadcast). It
+//! holds one policy replica: no optimizer state, no teacher.
+
+use super::fault::RankFault;
+use super::report::RankTotals;
+use super::shard::group_range;
+use super::split::{exchange, share_seed, WireBatch};
+use super::sync::broadcast_params;
+use super::ProcessGroup;
+use crate::actors::sequential::sample_and_verify;
+use crate::actors::source::PromptSource;
+use crate::config::RunConfig;
+use crate::error::Result;
+use crate::model::LoadedModel;
+use crate::pipeline::StepPlan;
+use crate::verify::Verifier;
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+/// Where a sampler rank sits in the job.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplerSeat {
+    /// This sampler, `0..samplers`.
+    pub index: usize,
+    /// Number of sampler ranks.
+    pub samplers: usize,
+    /// Number of learner ranks (ranks `0..learners`).
+    pub learners: usize,
+    /// The device collectives use.
+    pub device: Device,
+}
+
+/// The trainable parameters of `model` in the optimizer's order (sorted by
+/// name), so they pair with the learners' in a broadcast.
+pub fn ordered_params(model: &LoadedModel) -> Vec<Tensor> {
+    let mut params: Vec<(String, Tensor)> = model
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Run steps `first..=cfg.runtime.steps` as sampler `seat` over the job's
+/// group `world`, with `policy` (already equal to the learners' weights).
+#[allow(clippy::too_many_arguments)] // the loop's inputs, each used once
+pub fn run_sampler(
+    cfg: &RunConfig,
+    seat: SamplerSeat,
+    world: &dyn ProcessGroup,
+    policy: &LoadedModel,
+    verifier: &dyn Verifier,
+    source: &mut dyn PromptSource,
+    first: u64,
+    fault: Option<&RankFault>,
+) -> Result<RankTotals> {
+    let params = ordered_params(policy);
+    let mut totals = RankTotals::default();
+    for step in first.max(1)..=cfg.runtime.steps {
+        RankFault::strike(fault, step, false);
+        let all = source.next_batch(cfg.rollout.batch_prompts)?;
+        let range = group_range(all.len(), seat.samplers, seat.index);
+        let mut plan = StepPlan::new(cfg, step, 0, all[range.clone()].to_vec(), source.cursor());
+        plan.seed = share_seed(cfg, seat.index, step);
+        let scored = sample_and_verify(cfg, plan, policy, step - 1, verifier)?;
+        totals.add_stages(&scored.rollout.timings, true);
+        totals.generated_tokens += scored
+            .rollout
+            .rollouts
+            .iter()
+            .map(|r| r.response_ids.len() as u64)
+            .sum::<u64>();
+        let wire = WireBatch::from_scored(&scored, range.start);
+        let t = Instant::now();
+        exchange(
+            world,
+            seat.learners,
+            seat.samplers,
+            Some(&wire),
+            seat.device,
+        )?;
+        totals.exchange_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        broadcast_params(world, &params, 0)?;
+        totals.weights_broadcast_s += t.elapsed().as_secs_f64();
+    }
+    Ok(totals)
+}

@@ -1,0 +1,173 @@
+//! Split placement through the real binary (`rlsd train --nproc N` with
+//! `runtime.placement = "split"`): sampler ranks generate and verify, learner
+//! ranks score, train and broadcast the weights back. A split job of S
+//! samplers and L = S learners computes exactly what a colocated job of L
+//! ranks does (same responses, same gradients): the final weights' SHA-256
+//! and every metrics line but the timings are equal, and the samplers end
+//! with the learners' weights. Bad placements are refused by key.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const STEPS: u64 = 3;
+
+fn train(out: &Path, nproc: usize, algo: &str, split: Option<usize>) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
+    cmd.arg("train").arg("--nproc").arg(nproc.to_string());
+    let mut sets = vec![
+        format!("algo.algo=\"{algo}\""),
+        format!("runtime.steps={STEPS}"),
+        "runtime.optimizer_device=\"cpu\"".into(),
+        format!("runtime.out_dir=\"{}\"", out.display()),
+        // 3 groups: uneven over 2 ranks (2 + 1).
+        "rollout.batch_prompts=3".into(),
+        "rollout.group_size=4".into(),
+        "rollout.max_new_tokens=24".into(),
+        "optim.lr=1e-3".into(),
+        "checkpoint.every_steps=2".into(),
+    ];
+    if let Some(s) = split {
+        sets.push("runtime.placement=\"split\"".into());
+        sets.push(format!("runtime.sampler_ranks={s}"));
+    }
+    for s in sets {
+        cmd.arg("--set").arg(s);
+    }
+    cmd.env("RLSD_LOG", "warn")
+        .env("RLSD_DIST_TIMEOUT_S", "120");
+    cmd
+}
+
+/// Run `cmd`, failing if it outlives a generous bound (a hang is a bug).
+fn run(mut cmd: Command, what: &str) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what}: still running after 300 s (hung?)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ok(cmd: Command, what: &str) {
+    let o = run(cmd, what);
+    assert!(
+        o.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn report(out: &Path, rank: usize) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join(format!("ranks/rank{rank}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every metrics line without its timings (wall clock differs by placement).
+fn metrics(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("timings");
+            v
+        })
+        .collect()
+}
+
+/// A split job of `2 * ranks` processes against a colocated one of `ranks`.
+fn split_equals_colocated(algo: &str, ranks: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let (co, sp) = (dir.path().join("co"), dir.path().join("split"));
+    ok(train(&co, ranks, algo, None), "colocated");
+    ok(train(&sp, 2 * ranks, algo, Some(ranks)), "split");
+    let want = report(&co, 0)["weights_sha256"].clone();
+    let rows = metrics(&co);
+    assert_eq!(rows.len(), STEPS as usize);
+    assert!(
+        rows.iter().any(|r| r["grad_norm"].as_f64().unwrap() > 0.0),
+        "no step had a gradient, so equal weights would prove nothing: {rows:?}"
+    );
+    assert_eq!(metrics(&sp), rows, "{algo}: metrics differ");
+    for r in 0..2 * ranks {
+        let rep = report(&sp, r);
+        assert_eq!(
+            rep["weights_sha256"], want,
+            "{algo}: rank {r} ends elsewhere"
+        );
+        let learner = r < ranks;
+        assert_eq!(rep["role"], if learner { "learner" } else { "sampler" });
+        let (made, trained) = (
+            rep["generated_tokens"].as_u64().unwrap(),
+            rep["trained_tokens"].as_u64().unwrap(),
+        );
+        if learner {
+            assert_eq!(made, 0, "rank {r}");
+            assert!(trained > 0 && rep["stage_s"]["train_s"].as_f64().unwrap() > 0.0);
+        } else {
+            assert_eq!(trained, 0, "rank {r}");
+            assert!(made > 0 && rep["generate_tokens_per_s"].as_f64().unwrap() > 0.0);
+            assert!(rep["weights_broadcast_s"].as_f64().unwrap() > 0.0);
+        }
+        assert!(rep["peak_rss_bytes"].as_u64().unwrap() > 0);
+    }
+    // The learners checkpointed (steps 2 and 3); the samplers did not write.
+    assert!(sp.join("checkpoints/step-000002").is_dir());
+    assert!(sp.join("final/config.json").exists());
+}
+
+#[test]
+#[cfg_attr(
+    rlsd_no_gloo,
+    ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
+)]
+fn one_sampler_and_one_learner_equal_one_colocated_rank() {
+    split_equals_colocated("rlsd", 1);
+}
+
+#[test]
+#[cfg_attr(
+    rlsd_no_gloo,
+    ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
+)]
+fn two_samplers_and_two_learners_equal_two_colocated_ranks() {
+    split_equals_colocated("grpo+opsd", 2);
+}
+
+#[test]
+fn split_placements_without_a_learner_or_ranks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    // All ranks sampling: refused by key before any group forms.
+    let o = run(
+        train(&dir.path().join("a"), 2, "grpo", Some(2)),
+        "no learner",
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("runtime.sampler_ranks"), "{err}");
+    // One process cannot split.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
+    cmd.arg("train")
+        .arg("--set")
+        .arg(format!(
+            "runtime.out_dir=\"{}\"",
+            dir.path().join("b").display()
+        ))
+        .arg("--set")
+        .arg("runtime.placement=\"split\"");
+    let o = run(cmd, "one process");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("runtime.placement"), "{err}");
+}
