@@ -1,7 +1,7 @@
 //! Data-parallel train steps over real c10d Gloo process groups (ranks as
 //! threads of this test, each with its own policy replica): R ranks, each
 //! training on its share of the groups, end with the weights of one rank
-//! training on the whole batch (within 1e-5 after 3 steps), for GRPO
+//! training on the whole batch (within 1e-5 after 5 steps), for GRPO
 //! and RLSD (tests/dist_equal_algos.rs: the other algorithms); ranks stay bit-identical; uneven group counts (and a rank with
 //! no groups) work.
 

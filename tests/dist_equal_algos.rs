@@ -1,6 +1,6 @@
 //! As tests/dist_equal.rs, for the algorithms that distil or contrast: two
 //! Gloo ranks on their shares of the groups end with the one-rank weights
-//! (within 1e-5 after 3 steps, float64) and bit-identical to each other.
+//! (within 1e-5 after 5 steps, float64) and bit-identical to each other.
 
 mod dist_common;
 

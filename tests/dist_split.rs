@@ -3,8 +3,10 @@
 //! ranks score, train and broadcast the weights back. A split job of S
 //! samplers and L = S learners computes exactly what a colocated job of L
 //! ranks does (same responses, same gradients): the final weights' SHA-256
-//! and every metrics line but the timings are equal, and the samplers end
-//! with the learners' weights. Bad placements are refused by key.
+//! and every metrics line but the timings (held-out validation on rank 0
+//! included) are equal, and the samplers end with the learners' weights.
+//! Samplers one step ahead generate with the weights before last. Bad
+//! placements are refused by key.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -13,6 +15,18 @@ use std::time::{Duration, Instant};
 const STEPS: u64 = 3;
 
 fn train(out: &Path, nproc: usize, algo: &str, split: Option<usize>) -> Command {
+    train_with(out, nproc, algo, split, 0)
+}
+
+/// `staleness`: `runtime.max_staleness` (split samplers run one step ahead
+/// when it is 1; colocated ranks ignore it).
+fn train_with(
+    out: &Path,
+    nproc: usize,
+    algo: &str,
+    split: Option<usize>,
+    staleness: u64,
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
     cmd.arg("train").arg("--nproc").arg(nproc.to_string());
     let mut sets = vec![
@@ -26,6 +40,11 @@ fn train(out: &Path, nproc: usize, algo: &str, split: Option<usize>) -> Command 
         "rollout.max_new_tokens=24".into(),
         "optim.lr=1e-3".into(),
         "checkpoint.every_steps=2".into(),
+        format!("runtime.max_staleness={staleness}"),
+        // Rank 0 validates before step 1 and after step 2.
+        "validation.every=2".into(),
+        "validation.num_prompts=4".into(),
+        "validation.samples=2".into(),
     ];
     if let Some(s) = split {
         sets.push("runtime.placement=\"split\"".into());
@@ -73,7 +92,8 @@ fn report(out: &Path, rank: usize) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// Every metrics line without its timings (wall clock differs by placement).
+/// Every metrics line without its timings and validation wall times (wall
+/// clock differs by placement).
 fn metrics(out: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -81,6 +101,9 @@ fn metrics(out: &Path) -> Vec<serde_json::Value> {
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
             v.as_object_mut().unwrap().remove("timings");
+            for val in v["validation"].as_array_mut().into_iter().flatten() {
+                val.as_object_mut().unwrap().remove("wall_s");
+            }
             v
         })
         .collect()
@@ -99,6 +122,16 @@ fn split_equals_colocated(algo: &str, ranks: usize) {
         rows.iter().any(|r| r["grad_norm"].as_f64().unwrap() > 0.0),
         "no step had a gradient, so equal weights would prove nothing: {rows:?}"
     );
+    let after = |r: &serde_json::Value| -> Vec<u64> {
+        r["validation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["after_step"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(after(&rows[0]), vec![0]);
+    assert_eq!(after(&rows[1]), vec![2]);
     assert_eq!(metrics(&sp), rows, "{algo}: metrics differ");
     for r in 0..2 * ranks {
         let rep = report(&sp, r);
@@ -143,6 +176,34 @@ fn one_sampler_and_one_learner_equal_one_colocated_rank() {
 )]
 fn two_samplers_and_two_learners_equal_two_colocated_ranks() {
     split_equals_colocated("grpo+opsd", 2);
+}
+
+#[test]
+#[cfg_attr(
+    rlsd_no_gloo,
+    ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
+)]
+fn samplers_one_step_ahead_generate_with_the_weights_before_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lock, ahead) = (dir.path().join("lock"), dir.path().join("ahead"));
+    ok(train_with(&lock, 2, "rlsd", Some(1), 0), "lockstep");
+    ok(train_with(&ahead, 2, "rlsd", Some(1), 1), "one step ahead");
+    let (a, b) = (metrics(&lock), metrics(&ahead));
+    assert_eq!(b.len(), STEPS as usize);
+    // Step 1 is sampled with the initial weights either way.
+    assert_eq!(a[0], b[0]);
+    for (i, row) in b.iter().enumerate() {
+        let step = i as u64 + 1;
+        // Step k's responses come from the weights after step k - 2.
+        let lag = u64::from(step > 1);
+        assert_eq!(row["version_lag"], lag, "step {step}: {row}");
+        assert_eq!(row["policy_version"], (step - 1 - lag), "step {step}");
+    }
+    assert_eq!(
+        report(&ahead, 0)["weights_sha256"],
+        report(&ahead, 1)["weights_sha256"],
+        "the sampler ends with the learner's weights"
+    );
 }
 
 #[test]

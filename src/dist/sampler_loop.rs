@@ -47,8 +47,21 @@ pub fn ordered_params(model: &LoadedModel) -> Vec<Tensor> {
     params.into_iter().map(|(_, t)| t).collect()
 }
 
+/// Whether split samplers run one step ahead of the learners
+/// (`runtime.max_staleness >= 1`): step `k + 1` is generated with the
+/// weights of step `k - 1` while the learners train step `k`.
+pub fn samplers_ahead(cfg: &RunConfig) -> bool {
+    cfg.runtime.max_staleness >= 1
+}
+
 /// Run steps `first..=cfg.runtime.steps` as sampler `seat` over the job's
-/// group `world`, with `policy` (already equal to the learners' weights).
+/// group `world`, with `policy` (already equal to the learners' weights of
+/// step `first - 1`). In lockstep the sampler generates step `k` after
+/// receiving step `k - 1`'s weights; one step ahead
+/// ([`samplers_ahead`]) it generates step `k + 1` right after sending step
+/// `k`, then receives step `k`'s weights. Either way every rank issues the
+/// same collectives in the same order: step `k`'s responses, then step
+/// `k`'s weights.
 #[allow(clippy::too_many_arguments)] // the loop's inputs, each used once
 pub fn run_sampler(
     cfg: &RunConfig,
@@ -62,21 +75,25 @@ pub fn run_sampler(
 ) -> Result<RankTotals> {
     let params = ordered_params(policy);
     let mut totals = RankTotals::default();
-    for step in first.max(1)..=cfg.runtime.steps {
+    let first = first.max(1);
+    // The policy version the replica holds.
+    let mut version = first - 1;
+    let mut ahead: Option<WireBatch> = None;
+    for step in first..=cfg.runtime.steps {
         RankFault::strike(fault, step, false);
-        let all = source.next_batch(cfg.rollout.batch_prompts)?;
-        let range = group_range(all.len(), seat.samplers, seat.index);
-        let mut plan = StepPlan::new(cfg, step, 0, all[range.clone()].to_vec(), source.cursor());
-        plan.seed = share_seed(cfg, seat.index, step);
-        let scored = sample_and_verify(cfg, plan, policy, step - 1, verifier)?;
-        totals.add_stages(&scored.rollout.timings, true);
-        totals.generated_tokens += scored
-            .rollout
-            .rollouts
-            .iter()
-            .map(|r| r.response_ids.len() as u64)
-            .sum::<u64>();
-        let wire = WireBatch::from_scored(&scored, range.start);
+        let wire = match ahead.take() {
+            Some(w) => w,
+            None => generate(
+                cfg,
+                seat,
+                policy,
+                version,
+                verifier,
+                source,
+                step,
+                &mut totals,
+            )?,
+        };
         let t = Instant::now();
         exchange(
             world,
@@ -86,9 +103,50 @@ pub fn run_sampler(
             seat.device,
         )?;
         totals.exchange_s += t.elapsed().as_secs_f64();
+        if samplers_ahead(cfg) && step < cfg.runtime.steps {
+            ahead = Some(generate(
+                cfg,
+                seat,
+                policy,
+                version,
+                verifier,
+                source,
+                step + 1,
+                &mut totals,
+            )?);
+        }
         let t = Instant::now();
         broadcast_params(world, &params, 0)?;
         totals.weights_broadcast_s += t.elapsed().as_secs_f64();
+        version = step;
     }
     Ok(totals)
+}
+
+/// Draw step `step`'s prompts, generate and verify this sampler's share
+/// with `policy` (at `version`), ready to send.
+#[allow(clippy::too_many_arguments)] // one step's inputs
+fn generate(
+    cfg: &RunConfig,
+    seat: SamplerSeat,
+    policy: &LoadedModel,
+    version: u64,
+    verifier: &dyn Verifier,
+    source: &mut dyn PromptSource,
+    step: u64,
+    totals: &mut RankTotals,
+) -> Result<WireBatch> {
+    let all = source.next_batch(cfg.rollout.batch_prompts)?;
+    let range = group_range(all.len(), seat.samplers, seat.index);
+    let mut plan = StepPlan::new(cfg, step, 0, all[range.clone()].to_vec(), source.cursor());
+    plan.seed = share_seed(cfg, seat.index, step);
+    let scored = sample_and_verify(cfg, plan, policy, version, verifier)?;
+    totals.add_stages(&scored.rollout.timings, true);
+    totals.generated_tokens += scored
+        .rollout
+        .rollouts
+        .iter()
+        .map(|r| r.response_ids.len() as u64)
+        .sum::<u64>();
+    Ok(WireBatch::from_scored(&scored, range.start))
 }

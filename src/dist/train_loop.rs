@@ -26,6 +26,7 @@ use super::{DistEnv, GlooGroup, GradSync, ProcessGroup, Store};
 use crate::actors::run_folder::{prepare_fresh, resolve_resume, RunLock};
 use crate::actors::runtime::check_same_shape;
 use crate::actors::sequential::{run_steps, LoopModels, StepDone, StepHooks};
+use crate::commands::eval::validation_on;
 use crate::config::RunConfig;
 use crate::data::{Example, TeacherPrompt};
 use crate::device::parse_device;
@@ -95,9 +96,11 @@ pub fn new_group(
             world,
             timeout,
         )?),
-        other => return Err(Error::Distributed(format!(
+        other => {
+            return Err(Error::Distributed(format!(
             "no process group for device {other:?} (CUDA ranks need a build with --features gpu)"
-        ))),
+        )))
+        }
     })
 }
 
@@ -342,8 +345,23 @@ impl Learner<'_> {
         } else {
             None
         };
+        // Held-out validation on rank 0 (before step 1 and every
+        // `validation.every` steps).
+        let held_out = if env.rank == 0 && cfg.validation.every > 0 {
+            crate::commands::eval::held_out_examples(cfg)?
+        } else {
+            Vec::new()
+        };
+        let pending = if resumed.is_none() {
+            validation_on(cfg, &models.trainer.policy, &held_out, verifier, 0)?
+        } else {
+            Vec::new()
+        };
         let mut hooks = RankHooks {
             cfg,
+            held_out,
+            verifier,
+            pending,
             rank: env.rank,
             index,
             learners,
@@ -423,6 +441,11 @@ struct RankHooks<'a> {
     /// Split placement: the samplers.
     split: Option<SplitLink>,
     totals: RankTotals,
+    /// Rank 0: the held-out prompts (`[validation]`; empty when off).
+    held_out: Vec<crate::data::Example>,
+    verifier: &'a dyn Verifier,
+    /// Validation results not yet attached to a step's stats.
+    pending: Vec<crate::stats::ValidationStats>,
     checkpoint_s: Vec<f64>,
     last_checkpoint: Option<PathBuf>,
 }
@@ -504,6 +527,16 @@ impl StepHooks for RankHooks<'_> {
             .as_mut()
             .ok_or_else(|| Error::Distributed("grad sync lost".into()))?;
         global_rollout_stats(sync.as_mut(), batch, stats)?;
+        // Rank 0 validates the new weights (the others wait at the next
+        // collective), as the one-process loop does.
+        self.pending.extend(validation_on(
+            self.cfg,
+            &trainer.policy,
+            &self.held_out,
+            self.verifier,
+            stats.step,
+        )?);
+        stats.validation = std::mem::take(&mut self.pending);
         self.totals.add_stages(&stats.timings, self.split.is_none());
         let tokens = |rs: &[crate::pipeline::Rollout]| -> u64 {
             rs.iter().map(|r| r.response_ids.len() as u64).sum()

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tch::{Device, Tensor};
 
 const G: usize = 4;
-const STEPS: u64 = 3;
+const STEPS: u64 = 5;
 
 /// The tiny model in float64: the comparison then sees the data-parallel
 /// arithmetic, not float32 summation order amplified by Adam's first steps.
