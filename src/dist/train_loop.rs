@@ -526,7 +526,7 @@ impl StepHooks for RankHooks<'_> {
             .grad_sync
             .as_mut()
             .ok_or_else(|| Error::Distributed("grad sync lost".into()))?;
-        global_rollout_stats(sync.as_mut(), batch, stats)?;
+        global_rollout_stats(sync.as_mut(), self.index, batch, stats)?;
         // Rank 0 validates the new weights (the others wait at the next
         // collective), as the one-process loop does.
         self.pending.extend(validation_on(
@@ -609,14 +609,17 @@ impl RankHooks<'_> {
 }
 
 /// Reward, accuracy, length and truncation over all ranks' samples (each
-/// rank's `fill_rollout_stats` saw only its own).
+/// rank's `fill_rollout_stats` saw only its own). The longest response is
+/// gathered by a sum too: rank `index` puts its own in slot `index` of a
+/// vector that is zero elsewhere.
 fn global_rollout_stats(
     sync: &mut dyn GradSync,
+    index: usize,
     batch: &CreditBatch,
     stats: &mut StepStats,
 ) -> Result<()> {
     let (r, s) = (batch.rollouts(), batch.scores());
-    let mut v = [
+    let mut v = vec![
         r.len() as f64,
         s.iter().map(|x| f64::from(x.reward)).sum(),
         s.iter().filter(|x| x.correct).count() as f64,
@@ -625,11 +628,16 @@ fn global_rollout_stats(
             .filter(|x| !x.stopped_on_eos && !x.stopped_on_stop_string)
             .count() as f64,
     ];
+    let longest = r.iter().map(|x| x.response_ids.len()).max().unwrap_or(0);
+    let mut slots = vec![0.0; sync.world()];
+    slots[index] = longest as f64;
+    v.extend(slots);
     sync.sum_values(&mut v)?;
     let n = v[0].max(1.0);
     stats.reward_mean = v[1] / n;
     stats.accuracy = v[2] / n;
     stats.response_len_mean = v[3] / n;
     stats.truncation_rate = v[4] / n;
+    stats.response_len_max = v[5..].iter().fold(0.0, |a: f64, b| a.max(*b)) as usize;
     Ok(())
 }
