@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Data-parallel runs on this machine: the same global batch (built-in task,
-# RLSD, 8 prompts x 4 responses, 32 new tokens) trained by
+# RLSD, $BENCH_PROMPTS (32) prompts x $BENCH_GROUP (8) responses, 32 new
+# tokens) trained by
 #   co1    one rank                       (rlsd train --nproc 1)
 #   co2    two colocated ranks            (--nproc 2)
 #   split0 one sampler + one learner, lockstep       (--nproc 2, placement split, max_staleness 0)
@@ -31,7 +32,7 @@ for c in "${cases[@]}"; do
   t0=$(date +%s.%N)
   RLSD_LOG=warn "$bin" train "${args[@]}" \
     --set algo.algo=\"rlsd\" --set runtime.steps="$steps" --set runtime.optimizer_device=\"cpu\" \
-    --set rollout.batch_prompts=8 --set rollout.group_size=4 --set rollout.max_new_tokens=32 \
+    --set rollout.batch_prompts="${BENCH_PROMPTS:-32}" --set rollout.group_size="${BENCH_GROUP:-8}" --set rollout.max_new_tokens=32 \
     --set runtime.out_dir=\"$out\" > "$tmp/log-$c" 2>&1 || { cat "$tmp/log-$c" >&2; exit 1; }
   t1=$(date +%s.%N)
   python3 - "$out" "$c" "$steps" "$t0" "$t1" "$tmp/$c.json" <<'PY'

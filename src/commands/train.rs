@@ -93,8 +93,8 @@ pub fn train_rank(
 ) -> Result<()> {
     let r = crate::dist::train_loop::train_rank(cfg, env, overwrite, resume.as_deref())?;
     println!(
-        "rank {} of {}: {} steps, weights {}",
-        r.rank, r.world, r.steps, r.weights_sha256
+        "rank {} of {} ({}): {} steps, weights {}",
+        r.rank, r.world, r.role, r.steps, r.weights_sha256
     );
     Ok(())
 }

@@ -13,6 +13,11 @@
 //! child that exits non-zero (or is killed) stops the others (SIGTERM, then
 //! SIGKILL after a grace period) and the launcher returns an error naming
 //! it. Children die with the launcher (`PR_SET_PDEATHSIG`).
+//!
+//! The ranks share the node's cores: unless `OMP_NUM_THREADS` is set, each
+//! child gets `OMP_NUM_THREADS = max(1, cores / N)` (and the same
+//! `MKL_NUM_THREADS`), so N ranks do not each start a thread per core and
+//! fight over them ([`rank_threads`]).
 
 use super::gloo::Store;
 use crate::error::{Error, Result};
@@ -106,6 +111,11 @@ fn spawn(l: &Launch, rank: usize, port: u16) -> Result<Child> {
     if l.forward_timeout {
         cmd.env("RLSD_DIST_TIMEOUT_S", l.timeout.as_secs_f64().to_string());
     }
+    if std::env::var_os("OMP_NUM_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let n = rank_threads(cores, l.nproc).to_string();
+        cmd.env("OMP_NUM_THREADS", &n).env("MKL_NUM_THREADS", &n);
+    }
     if let Some(gpus) = &l.gpus {
         cmd.env("CUDA_VISIBLE_DEVICES", gpus[rank].to_string())
             .env("RLSD_DIST_DEVICE", "cuda:0");
@@ -119,6 +129,12 @@ fn spawn(l: &Launch, rank: usize, port: u16) -> Result<Child> {
     }
     cmd.spawn()
         .map_err(|e| Error::Distributed(format!("starting rank {rank} ({}): {e}", exe.display())))
+}
+
+/// Intra-op threads of each of `nproc` ranks on a node of `cores` cores:
+/// an even share, at least one.
+pub fn rank_threads(cores: usize, nproc: usize) -> usize {
+    (cores / nproc.max(1)).max(1)
 }
 
 /// Stop every child still running: SIGTERM, then SIGKILL after `grace`.
@@ -264,6 +280,15 @@ mod tests {
             "c.toml",
         ]));
         assert_eq!(got, a(&["train", "--set", "x=1", "--config", "c.toml"]));
+    }
+
+    #[test]
+    fn ranks_share_the_cores() {
+        assert_eq!(rank_threads(2, 2), 1);
+        assert_eq!(rank_threads(16, 4), 4);
+        assert_eq!(rank_threads(16, 3), 5);
+        assert_eq!(rank_threads(2, 4), 1);
+        assert_eq!(rank_threads(8, 0), 8);
     }
 
     #[test]
