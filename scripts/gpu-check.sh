@@ -16,7 +16,8 @@
 #             own CUDA streams): steady-state step time vs the slowest stage,
 #             at max_staleness 1 and 0
 #   dp_equal  with 2+ GPUs: tests/dist_equal.rs (Gloo ranks on CPU, the
-#             equality logic) and `rlsd train --gpus 0,1` (NCCL ranks) with
+#             equality logic), split placement on GPUs 0 (learner) and 1
+#             (sampler), and `rlsd train --gpus 0,1` (NCCL ranks) with
 #             bit-identical weights across ranks
 # Output: $OUT/gpu-check.json (one object, a key per stage), per-stage logs
 # and $OUT/gpu-check-summary.txt.
@@ -193,6 +194,20 @@ if [ "$gpus" -ge 2 ]; then
     say "  NCCL ranks bit-identical: $same"
   else
     result[dp_identical]='{"ok": false, "error": "no rank reports"}'
+  fi
+  # Split placement: GPU 1 samples, GPU 0 trains and broadcasts the weights
+  # back (NCCL); both must end with the same weights.
+  sp="$OUT/split-run"
+  rm -rf "$sp"
+  run_stage split_gpus 120 env RLSD_LOG=warn RLSD_DIST_TIMEOUT_S=60 "$BIN/rlsd" train --gpus 0,1 --overwrite \
+    --set runtime.steps=3 --set rollout.batch_prompts=4 --set rollout.group_size=4 --set rollout.max_new_tokens=32 \
+    --set 'runtime.placement="split"' --set "runtime.out_dir=\"$sp\""
+  if [ -f "$sp/ranks/rank0.json" ] && [ -f "$sp/ranks/rank1.json" ]; then
+    same=$("$py" -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; print(str(a["weights_sha256"]==b["weights_sha256"]).lower())' "$sp/ranks/rank0.json" "$sp/ranks/rank1.json")
+    result[split_identical]="{\"ok\": $same}"
+    say "  split sampler holds the learner's weights: $same"
+  else
+    result[split_identical]='{"ok": false, "error": "no rank reports"}'
   fi
 else
   say "stage dp: skipped (needs 2+ GPUs)"
