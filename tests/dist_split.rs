@@ -5,8 +5,10 @@
 //! ranks does (same responses, same gradients): the final weights' SHA-256
 //! and every metrics line but the timings (held-out validation on rank 0
 //! included) are equal, and the samplers end with the learners' weights.
-//! Samplers one step ahead generate with the weights before last. Bad
-//! placements are refused by key.
+//! Samplers one step ahead generate with the weights before last. A
+//! sampler that dies stops the job, and `--resume` from the learners'
+//! checkpoint ends where an uninterrupted run does. Bad placements are
+//! refused by key.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -204,6 +206,37 @@ fn samplers_one_step_ahead_generate_with_the_weights_before_last() {
         report(&ahead, 1)["weights_sha256"],
         "the sampler ends with the learner's weights"
     );
+}
+
+#[test]
+#[cfg_attr(
+    rlsd_no_gloo,
+    ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
+)]
+fn a_sampler_that_dies_stops_the_job_and_resume_equals_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
+    ok(train(&full, 2, "rlsd", Some(1)), "uninterrupted");
+    // The sampler (rank 1) aborts as step 3 starts; the learners' step-2
+    // checkpoint is the newest.
+    let mut crash = train(&cut, 2, "rlsd", Some(1));
+    crash.env("RLSD_DIST_FAIL", "1:3");
+    let o = run(crash, "crash");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the job must fail:\n{err}");
+    assert!(err.contains("rank 1 of 2 failed (signal 6)"), "{err}");
+    assert!(cut.join("checkpoints/step-000002").is_dir());
+    assert!(!cut.join("checkpoints/step-000003").exists());
+    let mut resume = train(&cut, 2, "rlsd", Some(1));
+    resume.arg("--resume").arg("latest");
+    ok(resume, "resume");
+    assert_eq!(report(&cut, 0)["resumed_from"], 2);
+    assert_eq!(report(&cut, 1)["resumed_from"], 2);
+    let want = report(&full, 0)["weights_sha256"].clone();
+    for r in 0..2 {
+        assert_eq!(report(&cut, r)["weights_sha256"], want, "rank {r}");
+    }
+    assert_eq!(metrics(&cut), metrics(&full));
 }
 
 #[test]
