@@ -202,6 +202,11 @@ pub struct RuntimeConfig {
     /// `placement = "split"`: how many ranks sample (the last ones); at
     /// least one rank must be left to learn.
     pub sampler_ranks: usize,
+    /// libtorch's intra-op CPU threads for `rlsd train` (one process, the
+    /// actor runtime); 0 = auto ([`crate::device::cpu_threads`]:
+    /// `OMP_NUM_THREADS` when set, else the cores shared among the actors
+    /// that compute at once).
+    pub cpu_threads: usize,
 }
 
 /// Where the stages of a data-parallel run go (`runtime.placement`).
@@ -249,6 +254,7 @@ impl Default for RuntimeConfig {
             collective_timeout_s: crate::dist::env::DEFAULT_TIMEOUT.as_secs_f64(),
             placement: Placement::Colocated,
             sampler_ranks: 1,
+            cpu_threads: 0,
         }
     }
 }

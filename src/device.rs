@@ -37,6 +37,35 @@ fn cuda(idx: usize, name: &str) -> Result<Device> {
     Ok(Device::Cuda(idx))
 }
 
+/// Intra-op CPU threads for one process of the actor runtime: `configured`
+/// (`runtime.cpu_threads`) when not 0, else `OMP_NUM_THREADS` when set
+/// (`omp`), else the `cores` shared among the actors that compute at once:
+/// with `max_staleness >= 1` the sampler, the teacher-scorer and the
+/// optimizer overlap (3), otherwise one stage runs at a time. Each actor
+/// that runs a tensor op starts its own OpenMP team of this size, so a
+/// per-core team per actor oversubscribes the cores, and spinning OpenMP
+/// workers then steal the cycles of the ones doing work (measured on a
+/// loaded 2-core machine: 4 steps of the default run in 12.8 s with 2
+/// threads, 3.6 s with 1).
+pub fn cpu_threads(
+    configured: usize,
+    omp: Option<&str>,
+    cores: usize,
+    max_staleness: u64,
+) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    if let Some(n) = omp
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    let overlapping = if max_staleness >= 1 { 3 } else { 1 };
+    (cores / overlapping).max(1)
+}
+
 /// One line describing the libtorch build and the devices it can see.
 pub fn describe() -> String {
     format!(
@@ -85,5 +114,20 @@ mod tests {
             let err = parse_device("cuda:0").unwrap_err().to_string();
             assert!(err.contains("cuda:0"), "{err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_threads;
+
+    #[test]
+    fn cpu_threads_share_the_cores_among_overlapping_actors() {
+        assert_eq!(cpu_threads(0, None, 2, 1), 1);
+        assert_eq!(cpu_threads(0, None, 16, 1), 5);
+        assert_eq!(cpu_threads(0, None, 16, 0), 16);
+        assert_eq!(cpu_threads(0, Some("4"), 16, 1), 4);
+        assert_eq!(cpu_threads(0, Some("junk"), 2, 0), 2);
+        assert_eq!(cpu_threads(3, Some("4"), 16, 1), 3);
     }
 }

@@ -22,6 +22,14 @@ pub fn train(cfg: RunConfig, resume: Option<PathBuf>, overwrite: bool) -> Result
         ));
     }
     let out_dir = cfg.runtime.out_dir.clone();
+    let threads = crate::device::cpu_threads(
+        cfg.runtime.cpu_threads,
+        std::env::var("OMP_NUM_THREADS").ok().as_deref(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cfg.runtime.max_staleness,
+    );
+    tch::set_num_threads(i32::try_from(threads).unwrap_or(i32::MAX));
+    tracing::info!(threads, "libtorch intra-op CPU threads");
     println!(
         "rlsd train: algo={} model={} steps={} batch={}x{} staleness={} -> {}",
         cfg.algo.algo.name(),
