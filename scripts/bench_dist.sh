@@ -53,6 +53,7 @@ res = {
         "generate_tokens_per_s": round(r["generate_tokens_per_s"], 1),
         "train_tokens_per_s": round(r["train_tokens_per_s"], 1),
         "peak_rss_mib": round(r["peak_rss_bytes"] / 2**20),
+        "setup_s": round(r["setup_s"], 2),
     } for r in ranks],
 }
 json.dump(res, open(dst, "w"))
@@ -62,7 +63,7 @@ for r in res["ranks"]:
     print(f"  rank {r['rank']} {r['role']}: generate {p['generate_s']} teacher {p['teacher_s']} "
           f"train {p['train_s']} collective {r['collective_per_step_s']} (exchange "
           f"{r['exchange_per_step_s']}, weights {r['weights_broadcast_per_step_s']}) s/step; "
-          f"peak {r['peak_rss_mib']} MiB")
+          f"peak {r['peak_rss_mib']} MiB, setup {r['setup_s']} s")
 PY
 done
 python3 - "$json" "$tmp" "${cases[@]}" <<'PY'
