@@ -115,11 +115,6 @@ mod tests {
             assert!(err.contains("cuda:0"), "{err}");
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::cpu_threads;
 
     #[test]
     fn cpu_threads_share_the_cores_among_overlapping_actors() {
