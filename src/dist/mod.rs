@@ -35,6 +35,7 @@ pub mod env;
 pub mod fault;
 pub mod gloo;
 pub mod launch;
+mod learner;
 #[cfg(feature = "gpu")]
 pub mod nccl;
 pub mod report;
