@@ -344,19 +344,24 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
             ),
         },
     ];
+    Ok(MemoryPlan {
+        params: param_count(model),
+        model: model.clone(),
+        devices: device_totals(&actors),
+        actors,
+    })
+}
+
+/// Each device's predicted peak: its runtime overhead plus its actors' items.
+pub fn device_totals(actors: &[ActorPlan]) -> Vec<(String, f64)> {
     let mut devices: Vec<(String, f64)> = Vec::new();
-    for a in &actors {
+    for a in actors {
         match devices.iter_mut().find(|(d, _)| *d == a.device) {
             Some((_, b)) => *b += total(&a.items),
             None => devices.push((a.device.clone(), overhead(&a.device) + total(&a.items))),
         }
     }
-    Ok(MemoryPlan {
-        params: param_count(model),
-        model: model.clone(),
-        actors,
-        devices,
-    })
+    devices
 }
 
 /// The model shape of a run: `config.json` in the model folder, else the

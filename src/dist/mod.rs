@@ -36,6 +36,7 @@ pub mod fault;
 pub mod gloo;
 pub mod launch;
 mod learner;
+pub mod memory;
 #[cfg(feature = "gpu")]
 pub mod nccl;
 pub mod report;

@@ -130,6 +130,16 @@ pub fn train_rank(
     } else {
         None
     };
+    let device_name = match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    };
+    // The ranks of a node share its RAM (the launcher and torchrun say how many).
+    let local_ranks = std::env::var("LOCAL_WORLD_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1);
+    super::memory::refuse_rank_if_too_big(cfg, role, &device_name, local_ranks)?;
     let timeout = env
         .timeout
         .unwrap_or_else(|| cfg.runtime.collective_timeout());

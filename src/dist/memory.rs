@@ -1,0 +1,146 @@
+//! The memory model ([`crate::plan`]) for one rank of a data-parallel job:
+//! every actor of a rank shares the rank's device, and a rank holds only
+//! its share of each step. A colocated rank samples, scores and trains its
+//! share of the groups; a split learner scores and trains (no sampler); a
+//! sampler only generates (one replica and its KV cache). Checked when a
+//! rank starts, so a job that cannot fit stops before any group forms.
+
+use super::split::Role;
+use crate::config::RunConfig;
+use crate::error::Result;
+use crate::model::Config;
+use crate::plan::{check_fits, device_memory, device_totals, model_shape, plan, MemoryPlan};
+
+/// The plan of a rank in `role` on `device`, for a model of shape `model`
+/// and prompts of `prompt_tokens`.
+pub fn rank_plan(
+    cfg: &RunConfig,
+    model: &Config,
+    prompt_tokens: usize,
+    role: Role,
+    device: &str,
+) -> Result<MemoryPlan> {
+    let (share_of, sampling, training) = match role {
+        Role::Learner {
+            learners, samplers, ..
+        } => (learners, samplers == 0, true),
+        Role::Sampler { samplers, .. } => (samplers, true, false),
+    };
+    let mut c = cfg.clone();
+    // The largest share: contiguous groups, the first ranks one more.
+    c.rollout.batch_prompts = cfg.rollout.batch_prompts.div_ceil(share_of.max(1)).max(1);
+    c.runtime.sampler_device = device.into();
+    c.runtime.teacher_device = device.into();
+    c.runtime.optimizer_device = device.into();
+    let mut p = plan(&c, model, prompt_tokens)?;
+    p.actors.retain(|a| match a.actor {
+        "sampler" => sampling,
+        _ => training,
+    });
+    p.devices = device_totals(&p.actors);
+    Ok(p)
+}
+
+/// Refuse, with the numbers, a rank whose plan cannot fit its device. On
+/// the CPU the ranks of a node share its memory, so the plan is counted
+/// `local_ranks` times against it. A model whose shape cannot be read is
+/// left to the loader to report.
+pub fn refuse_rank_if_too_big(
+    cfg: &RunConfig,
+    role: Role,
+    device: &str,
+    local_ranks: usize,
+) -> Result<()> {
+    let Ok(shape) = model_shape(cfg) else {
+        return Ok(());
+    };
+    let mut p = rank_plan(
+        cfg,
+        &shape,
+        crate::plan::DEFAULT_PROMPT_TOKENS,
+        role,
+        device,
+    )?;
+    if device == "cpu" {
+        for (_, bytes) in &mut p.devices {
+            *bytes *= local_ranks.max(1) as f64;
+        }
+    }
+    check_fits(&p, |d| device_memory(d, cfg.runtime.device_memory_gib))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{known_shape, total, GIB};
+
+    fn actors(p: &MemoryPlan) -> Vec<&'static str> {
+        p.actors.iter().map(|a| a.actor).collect()
+    }
+
+    #[test]
+    fn a_rank_plans_its_own_share_and_role() {
+        let model = known_shape("qwen2.5-1.5b").unwrap();
+        let mut cfg = RunConfig::default();
+        cfg.rollout.batch_prompts = 9;
+        let one = Role::Learner {
+            index: 0,
+            learners: 1,
+            samplers: 0,
+        };
+        let whole = rank_plan(&cfg, &model, 512, one, "cuda:0").unwrap();
+        assert_eq!(actors(&whole), vec!["optimizer", "sampler", "teacher"]);
+        // Three colocated ranks: 3 of the 9 groups each, less activation and KV cache.
+        let third = Role::Learner {
+            index: 0,
+            learners: 3,
+            samplers: 0,
+        };
+        let p = rank_plan(&cfg, &model, 512, third, "cuda:0").unwrap();
+        assert!(p.devices[0].1 < whole.devices[0].1);
+        // ...exactly a one-process run of 3 prompts with every actor on the device.
+        let mut three = cfg.clone();
+        three.rollout.batch_prompts = 3;
+        three.runtime.sampler_device = "cuda:0".into();
+        three.runtime.teacher_device = "cuda:0".into();
+        three.runtime.optimizer_device = "cuda:0".into();
+        let same = crate::plan::plan(&three, &model, 512).unwrap();
+        assert_eq!(p.devices, same.devices);
+        // A split learner holds no sampler; a sampler only its replica and cache.
+        let learner = Role::Learner {
+            index: 0,
+            learners: 1,
+            samplers: 1,
+        };
+        let l = rank_plan(&cfg, &model, 512, learner, "cuda:0").unwrap();
+        assert_eq!(actors(&l), vec!["optimizer", "teacher"]);
+        let sampler = Role::Sampler {
+            index: 0,
+            samplers: 1,
+            learners: 1,
+        };
+        let s = rank_plan(&cfg, &model, 512, sampler, "cuda:1").unwrap();
+        assert_eq!(actors(&s), vec!["sampler"]);
+        assert_eq!(s.devices[0].0, "cuda:1");
+        let sum = |p: &MemoryPlan| p.actors.iter().map(|a| total(&a.items)).sum::<f64>();
+        // Both together hold what the colocated rank holds (one overhead each).
+        assert!((sum(&l) + sum(&s) - sum(&whole)).abs() < 1e-3 * GIB);
+    }
+
+    #[test]
+    fn a_rank_that_cannot_fit_is_refused_with_the_numbers() {
+        let mut cfg = RunConfig::default();
+        cfg.model.path = "qwen2.5-7b".into();
+        cfg.runtime.device_memory_gib = 1.0;
+        let role = Role::Sampler {
+            index: 0,
+            samplers: 1,
+            learners: 1,
+        };
+        let err = refuse_rank_if_too_big(&cfg, role, "cpu", 2)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("predicted peak"), "{err}");
+        assert!(err.contains("sampler"), "{err}");
+    }
+}
