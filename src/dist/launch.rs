@@ -17,7 +17,10 @@
 //! The ranks share the node's cores: unless `OMP_NUM_THREADS` is set, each
 //! child gets `OMP_NUM_THREADS = max(1, cores / N)` (and the same
 //! `MKL_NUM_THREADS`), so N ranks do not each start a thread per core and
-//! fight over them ([`rank_threads`]).
+//! fight over them ([`rank_threads`]); unless `OMP_WAIT_POLICY` is set, it
+//! is `PASSIVE`, so a rank's idle OpenMP workers sleep instead of spinning
+//! on cores another process needs (a one-rank job on this 2-core machine
+//! beside one busy process: 8.5 s a step spinning, 0.98 s passive).
 
 use super::gloo::Store;
 use crate::error::{Error, Result};
@@ -115,6 +118,9 @@ fn spawn(l: &Launch, rank: usize, port: u16) -> Result<Child> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let n = rank_threads(cores, l.nproc).to_string();
         cmd.env("OMP_NUM_THREADS", &n).env("MKL_NUM_THREADS", &n);
+    }
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        cmd.env("OMP_WAIT_POLICY", "PASSIVE");
     }
     if let Some(gpus) = &l.gpus {
         cmd.env("CUDA_VISIBLE_DEVICES", gpus[rank].to_string())
