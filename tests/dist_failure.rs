@@ -13,11 +13,13 @@
 //! - `--resume` with no checkpoint, or into another model than the
 //!   checkpoint's, is refused by name.
 
+mod dist_common;
+
+use dist_common::process::{failed_naming, metrics, ok, report, run};
 use rlsd::checkpoint::{latest_checkpoint, list_checkpoints, verify_checkpoint};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 /// `rlsd train --nproc 2` for `steps` steps, 3 prompt groups (2 + 1 per
 /// rank), a checkpoint every `every` steps.
@@ -42,61 +44,6 @@ fn train(out: &Path, steps: u64, every: u64) -> Command {
         .env("RLSD_DIST_TIMEOUT_S", "120")
         .env_remove("RLSD_DIST_FAIL");
     cmd
-}
-
-/// Run to the end, failing the test if it outlives a generous bound (a
-/// hang is the bug looked for).
-fn run(mut cmd: Command, what: &str) -> Output {
-    let mut child: Child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what}: still running after 300 s (hung?)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn failed_naming(o: &Output, what: &str, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{what} must fail:\n{err}");
-    assert!(
-        err.contains(needle),
-        "{what}: stderr should say {needle:?}:\n{err}"
-    );
-}
-
-fn report(out: &Path, rank: usize) -> Value {
-    let text = std::fs::read_to_string(out.join(format!("ranks/rank{rank}.json"))).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// The metrics log without its wall-clock timings.
-fn metrics(out: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-    text.lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("timings");
-            v
-        })
-        .collect()
 }
 
 fn root(out: &Path) -> PathBuf {

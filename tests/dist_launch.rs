@@ -3,9 +3,11 @@
 //! ranks end bit-identical; a rank that crashes mid-run stops the job with a
 //! non-zero exit (no hang); bad rank variables are refused by name.
 
+mod dist_common;
+
+use dist_common::process::run;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const STEPS: u64 = 2;
 
@@ -27,31 +29,6 @@ fn train(out: &Path, nproc: usize, batch_prompts: usize) -> Command {
     cmd.env("RLSD_LOG", "warn")
         .env("RLSD_DIST_TIMEOUT_S", "120");
     cmd
-}
-
-/// Wait for `child`, killing it (and failing) if it outlives a generous
-/// bound: a hang is the bug these tests look for.
-fn wait_bounded(mut child: Child, what: &str) -> Output {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what}: still running after 240 s (hung?)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn run(mut cmd: Command, what: &str) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_bounded(child, what)
 }
 
 #[test]

@@ -10,9 +10,11 @@
 //! checkpoint ends where an uninterrupted run does. Bad placements are
 //! refused by key.
 
+mod dist_common;
+
+use dist_common::process::{metrics, ok, report, run};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const STEPS: u64 = 3;
 
@@ -60,63 +62,18 @@ fn train_with(
     cmd
 }
 
-/// Run `cmd`, failing if it outlives a generous bound (a hang is a bug).
-fn run(mut cmd: Command, what: &str) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what}: still running after 300 s (hung?)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn ok(cmd: Command, what: &str) {
-    let o = run(cmd, what);
-    assert!(
-        o.status.success(),
-        "{what} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn report(out: &Path, rank: usize) -> serde_json::Value {
-    let text = std::fs::read_to_string(out.join(format!("ranks/rank{rank}.json"))).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// Every metrics line without its timings and validation wall times (wall
-/// clock differs by placement).
-fn metrics(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("timings");
-            for val in v["validation"].as_array_mut().into_iter().flatten() {
-                val.as_object_mut().unwrap().remove("wall_s");
-            }
-            v
-        })
-        .collect()
-}
-
 /// A split job of `2 * ranks` processes against a colocated one of `ranks`.
 fn split_equals_colocated(algo: &str, ranks: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (co, sp) = (dir.path().join("co"), dir.path().join("split"));
-    ok(train(&co, ranks, algo, None), "colocated");
-    ok(train(&sp, 2 * ranks, algo, Some(ranks)), "split");
+    ok(
+        &run(train(&co, ranks, algo, None), "colocated"),
+        "colocated",
+    );
+    ok(
+        &run(train(&sp, 2 * ranks, algo, Some(ranks)), "split"),
+        "split",
+    );
     let want = report(&co, 0)["weights_sha256"].clone();
     let rows = metrics(&co);
     assert_eq!(rows.len(), STEPS as usize);
@@ -188,8 +145,14 @@ fn two_samplers_and_two_learners_equal_two_colocated_ranks() {
 fn samplers_one_step_ahead_generate_with_the_weights_before_last() {
     let dir = tempfile::tempdir().unwrap();
     let (lock, ahead) = (dir.path().join("lock"), dir.path().join("ahead"));
-    ok(train_with(&lock, 2, "rlsd", Some(1), 0), "lockstep");
-    ok(train_with(&ahead, 2, "rlsd", Some(1), 1), "one step ahead");
+    ok(
+        &run(train_with(&lock, 2, "rlsd", Some(1), 0), "lockstep"),
+        "lockstep",
+    );
+    ok(
+        &run(train_with(&ahead, 2, "rlsd", Some(1), 1), "one step ahead"),
+        "one step ahead",
+    );
     let (a, b) = (metrics(&lock), metrics(&ahead));
     assert_eq!(b.len(), STEPS as usize);
     // Step 1 is sampled with the initial weights either way.
@@ -216,7 +179,10 @@ fn samplers_one_step_ahead_generate_with_the_weights_before_last() {
 fn a_sampler_that_dies_stops_the_job_and_resume_equals_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
-    ok(train(&full, 2, "rlsd", Some(1)), "uninterrupted");
+    ok(
+        &run(train(&full, 2, "rlsd", Some(1)), "uninterrupted"),
+        "uninterrupted",
+    );
     // The sampler (rank 1) aborts as step 3 starts; the learners' step-2
     // checkpoint is the newest.
     let mut crash = train(&cut, 2, "rlsd", Some(1));
@@ -229,7 +195,7 @@ fn a_sampler_that_dies_stops_the_job_and_resume_equals_an_uninterrupted_run() {
     assert!(!cut.join("checkpoints/step-000003").exists());
     let mut resume = train(&cut, 2, "rlsd", Some(1));
     resume.arg("--resume").arg("latest");
-    ok(resume, "resume");
+    ok(&run(resume, "resume"), "resume");
     assert_eq!(report(&cut, 0)["resumed_from"], 2);
     assert_eq!(report(&cut, 1)["resumed_from"], 2);
     let want = report(&full, 0)["weights_sha256"].clone();

@@ -16,13 +16,11 @@ use crate::data::{Example, TeacherPrompt};
 use crate::error::Result;
 use crate::model::LoadedModel;
 use crate::pipeline::{
-    assign_credit, rollout, step_stats, teacher_pass, verify_all, CreditBatch, RolloutBatch,
-    ScoredBatch, StepPlan, TeacherBatch, TeacherScores,
+    sample_and_verify, step_stats, teach_and_credit, CreditBatch, ScoredBatch, StepPlan,
 };
-use crate::stats::{StageTimings, StepStats, ValidationStats};
+use crate::stats::{StepStats, ValidationStats};
 use crate::train::{train_step, Trainer};
 use crate::verify::Verifier;
-use std::time::Instant;
 
 /// What the step loop carries from one step to the next.
 #[derive(Debug)]
@@ -156,80 +154,73 @@ pub fn run_steps(
     Ok(())
 }
 
-/// Generate `G` responses for each of the plan's prompts with `policy` (at
-/// `version`) and verify them, timing both stages. A plan without prompts
-/// (a data-parallel rank without a share this step, which still joins every
-/// collective) gives an empty batch.
-pub fn sample_and_verify(
-    cfg: &RunConfig,
-    plan: StepPlan,
-    policy: &LoadedModel,
-    version: u64,
-    verifier: &dyn Verifier,
-) -> Result<ScoredBatch> {
-    if plan.examples.is_empty() {
-        let empty = RolloutBatch {
-            plan,
-            policy_version: version,
-            rollouts: Vec::new(),
-            timings: StageTimings::default(),
-        };
-        return ScoredBatch::new(empty, Vec::new());
-    }
-    let t = Instant::now();
-    let mut rolled = rollout(policy, plan, version, &cfg.rollout)?;
-    rolled.timings.generate_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let mut scored = verify_all(verifier, rolled)?;
-    scored.rollout.timings.verify_s = t.elapsed().as_secs_f64();
-    Ok(scored)
-}
-
-/// The teacher pass (with `teacher`, at `teacher_version`) and the credit
-/// of a scored batch, timing both; a batch without responses skips the
-/// teacher.
-fn teach_and_credit(
-    cfg: &RunConfig,
-    scored: ScoredBatch,
-    teacher: &LoadedModel,
-    teacher_version: u64,
-    template: &TeacherPrompt,
-) -> Result<CreditBatch> {
-    let t = Instant::now();
-    let mut taught = if scored.rollout.rollouts.is_empty() {
-        TeacherBatch {
-            scored,
-            teacher: TeacherScores {
-                version: teacher_version,
-                ..TeacherScores::default()
-            },
-        }
-    } else {
-        teacher_pass(
-            teacher,
-            teacher_version,
-            template,
-            scored,
-            &cfg.algo,
-            cfg.rollout.temperature,
-            cfg.optim.max_tokens_per_micro_batch,
-        )?
-    };
-    taught.scored.rollout.timings.teacher_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let mut credit = assign_credit(taught, cfg.rollout.group_size, &cfg.algo)?;
-    credit.taught.scored.rollout.timings.credit_s = t.elapsed().as_secs_f64();
-    Ok(credit)
-}
-
-/// The one-process hooks: held-out validation after every step (as
-/// `validation.every` says) and the stats kept in memory.
-struct Sequential<'a> {
+/// Held-out validation as the step loop runs it: before step 1 and every
+/// `validation.every` steps, each result attached to the stats of the step
+/// it follows (the one before step 1 to step 1's).
+pub struct StepValidation<'a> {
     cfg: &'a RunConfig,
     verifier: &'a dyn Verifier,
     held_out: Vec<Example>,
     /// Validation results not yet attached to a step's stats.
     pending: Vec<ValidationStats>,
+}
+
+impl std::fmt::Debug for StepValidation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepValidation")
+            .field("held_out", &self.held_out.len())
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> StepValidation<'a> {
+    /// Read the held-out prompts when `enabled` and `validation.every > 0`
+    /// (else validate nothing), and validate `policy` before step 1 when
+    /// `before_first` (a fresh run, not a resumed one).
+    pub fn start(
+        cfg: &'a RunConfig,
+        verifier: &'a dyn Verifier,
+        policy: &LoadedModel,
+        enabled: bool,
+        before_first: bool,
+    ) -> Result<StepValidation<'a>> {
+        let held_out = if enabled && cfg.validation.every > 0 {
+            crate::commands::eval::held_out_examples(cfg)?
+        } else {
+            Vec::new()
+        };
+        let pending = if before_first {
+            validation_on(cfg, policy, &held_out, verifier, 0)?
+        } else {
+            Vec::new()
+        };
+        Ok(StepValidation {
+            cfg,
+            verifier,
+            held_out,
+            pending,
+        })
+    }
+
+    /// Validate `policy` after `stats.step` if due, and attach what is pending.
+    pub fn attach(&mut self, policy: &LoadedModel, stats: &mut StepStats) -> Result<()> {
+        self.pending.extend(validation_on(
+            self.cfg,
+            policy,
+            &self.held_out,
+            self.verifier,
+            stats.step,
+        )?);
+        stats.validation = std::mem::take(&mut self.pending);
+        Ok(())
+    }
+}
+
+/// The one-process hooks: held-out validation after every step (as
+/// `validation.every` says) and the stats kept in memory.
+struct Sequential<'a> {
+    validation: StepValidation<'a>,
     all: Vec<StepStats>,
 }
 
@@ -240,15 +231,7 @@ impl StepHooks for Sequential<'_> {
         _batch: &CreditBatch,
         stats: &mut StepStats,
     ) -> Result<()> {
-        self.pending.extend(validation_on(
-            self.cfg,
-            &trainer.policy,
-            &self.held_out,
-            self.verifier,
-            stats.step,
-        )?);
-        stats.validation = std::mem::take(&mut self.pending);
-        Ok(())
+        self.validation.attach(&trainer.policy, stats)
     }
 
     fn step_done(&mut self, done: StepDone<'_>) -> Result<()> {
@@ -270,18 +253,10 @@ pub fn run_sequential(
 ) -> Result<(Trainer<LoadedModel>, Vec<StepStats>)> {
     let trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
     // Held-out validation (before step 1 and every `validation.every` steps);
-    // the actor runtime's scheduler can call `validation_on` the same way.
-    let held_out = if cfg.validation.every > 0 {
-        crate::commands::eval::held_out_examples(cfg)?
-    } else {
-        Vec::new()
-    };
-    let pending = validation_on(cfg, &trainer.policy, &held_out, verifier, 0)?;
+    // the actor runtime's scheduler calls `validation_on` the same way.
+    let validation = StepValidation::start(cfg, verifier, &trainer.policy, true, true)?;
     let mut hooks = Sequential {
-        cfg,
-        verifier,
-        held_out,
-        pending,
+        validation,
         all: Vec::new(),
     };
     let mut models = LoopModels {

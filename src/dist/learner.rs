@@ -12,8 +12,7 @@ use super::report::{RankReport, RankTotals};
 use super::split::{exchange, learner_batch, share_seed};
 use super::sync::{broadcast_params, DataParallel};
 use super::{DistEnv, GradSync, ProcessGroup};
-use crate::actors::sequential::{run_steps, LoopModels, StepDone, StepHooks};
-use crate::commands::eval::validation_on;
+use crate::actors::sequential::{run_steps, LoopModels, StepDone, StepHooks, StepValidation};
 use crate::config::RunConfig;
 use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
@@ -122,23 +121,18 @@ impl Learner<'_> {
         } else {
             None
         };
-        // Held-out validation on rank 0 (before step 1 and every
-        // `validation.every` steps).
-        let held_out = if env.rank == 0 && cfg.validation.every > 0 {
-            crate::commands::eval::held_out_examples(cfg)?
-        } else {
-            Vec::new()
-        };
-        let pending = if resumed.is_none() {
-            validation_on(cfg, &models.trainer.policy, &held_out, verifier, 0)?
-        } else {
-            Vec::new()
-        };
+        // Held-out validation on rank 0 (before step 1 of a fresh run and
+        // every `validation.every` steps).
+        let validation = StepValidation::start(
+            cfg,
+            verifier,
+            &models.trainer.policy,
+            env.rank == 0,
+            resumed.is_none(),
+        )?;
         let mut hooks = RankHooks {
             cfg,
-            held_out,
-            verifier,
-            pending,
+            validation,
             rank: env.rank,
             index,
             learners,
@@ -218,11 +212,8 @@ struct RankHooks<'a> {
     /// Split placement: the samplers.
     split: Option<SplitLink>,
     totals: RankTotals,
-    /// Rank 0: the held-out prompts (`[validation]`; empty when off).
-    held_out: Vec<crate::data::Example>,
-    verifier: &'a dyn Verifier,
-    /// Validation results not yet attached to a step's stats.
-    pending: Vec<crate::stats::ValidationStats>,
+    /// Rank 0: held-out validation (`[validation]`).
+    validation: StepValidation<'a>,
     checkpoint_s: Vec<f64>,
     last_checkpoint: Option<PathBuf>,
 }
@@ -262,9 +253,7 @@ impl StepHooks for RankHooks<'_> {
         verifier: &dyn Verifier,
     ) -> Result<ScoredBatch> {
         let Some(link) = self.split.as_mut() else {
-            return crate::actors::sequential::sample_and_verify(
-                cfg, plan, policy, version, verifier,
-            );
+            return crate::pipeline::sample_and_verify(cfg, plan, policy, version, verifier);
         };
         let t = Instant::now();
         let batches = exchange(
@@ -306,14 +295,7 @@ impl StepHooks for RankHooks<'_> {
         global_rollout_stats(sync.as_mut(), self.index, batch, stats)?;
         // Rank 0 validates the new weights (the others wait at the next
         // collective), as the one-process loop does.
-        self.pending.extend(validation_on(
-            self.cfg,
-            &trainer.policy,
-            &self.held_out,
-            self.verifier,
-            stats.step,
-        )?);
-        stats.validation = std::mem::take(&mut self.pending);
+        self.validation.attach(&trainer.policy, stats)?;
         self.totals.add_stages(&stats.timings, self.split.is_none());
         let tokens = |rs: &[crate::pipeline::Rollout]| -> u64 {
             rs.iter().map(|r| r.response_ids.len() as u64).sum()

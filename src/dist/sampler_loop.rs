@@ -11,11 +11,11 @@ use super::shard::group_range;
 use super::split::{exchange, share_seed, WireBatch};
 use super::sync::broadcast_params;
 use super::ProcessGroup;
-use crate::actors::sequential::sample_and_verify;
 use crate::actors::source::PromptSource;
 use crate::config::RunConfig;
 use crate::error::Result;
 use crate::model::LoadedModel;
+use crate::pipeline::sample_and_verify;
 use crate::pipeline::StepPlan;
 use crate::verify::Verifier;
 use std::time::Instant;
@@ -79,20 +79,23 @@ pub fn run_sampler(
     // The policy version the replica holds.
     let mut version = first - 1;
     let mut ahead: Option<WireBatch> = None;
+    let mut make = |step: u64, version: u64, totals: &mut RankTotals| {
+        generate(
+            cfg,
+            seat,
+            policy,
+            version,
+            verifier,
+            &mut *source,
+            step,
+            totals,
+        )
+    };
     for step in first..=cfg.runtime.steps {
         RankFault::strike(fault, step, false);
         let wire = match ahead.take() {
             Some(w) => w,
-            None => generate(
-                cfg,
-                seat,
-                policy,
-                version,
-                verifier,
-                source,
-                step,
-                &mut totals,
-            )?,
+            None => make(step, version, &mut totals)?,
         };
         let t = Instant::now();
         exchange(
@@ -104,16 +107,7 @@ pub fn run_sampler(
         )?;
         totals.exchange_s += t.elapsed().as_secs_f64();
         if samplers_ahead(cfg) && step < cfg.runtime.steps {
-            ahead = Some(generate(
-                cfg,
-                seat,
-                policy,
-                version,
-                verifier,
-                source,
-                step + 1,
-                &mut totals,
-            )?);
+            ahead = Some(make(step + 1, version, &mut totals)?);
         }
         let t = Instant::now();
         broadcast_params(world, &params, 0)?;

@@ -21,6 +21,7 @@ use crate::rlsd::sdpo::render_sdpo;
 use crate::rlsd::{cepo_negatives, group_advantages, sdpo_feedback, Algo, AlgoConfig};
 use crate::stats::StageTimings;
 use crate::verify::{extract_final_answer, Verdict, Verifier};
+use std::time::Instant;
 
 /// The model's tokenizer, or an error naming what is missing.
 pub fn tokenizer_of(model: &LoadedModel) -> Result<&Tokenizer> {
@@ -305,8 +306,8 @@ pub fn assign_credit(
 
 /// Every stage of one step before the train step, in order on this thread:
 /// rollout with `policy` (at `policy_version`), verify, teacher pass with
-/// `teacher` (at `teacher_version`), credit. The sequential loop and
-/// `rlsd inspect` use this; the actors run the same stages one each.
+/// `teacher` (at `teacher_version`), credit, each timed. The sequential loop
+/// and `rlsd inspect` use this; the actors run the same stages one each.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_step(
     cfg: &RunConfig,
@@ -318,16 +319,72 @@ pub fn prepare_step(
     verifier: &dyn Verifier,
     template: &TeacherPrompt,
 ) -> Result<CreditBatch> {
-    let rolled = rollout(policy, plan, policy_version, &cfg.rollout)?;
-    let scored = verify_all(verifier, rolled)?;
-    let taught = teacher_pass(
-        teacher,
-        teacher_version,
-        template,
-        scored,
-        &cfg.algo,
-        cfg.rollout.temperature,
-        cfg.optim.max_tokens_per_micro_batch,
-    )?;
-    assign_credit(taught, cfg.rollout.group_size, &cfg.algo)
+    let scored = sample_and_verify(cfg, plan, policy, policy_version, verifier)?;
+    teach_and_credit(cfg, scored, teacher, teacher_version, template)
+}
+
+/// Generate `G` responses for each of the plan's prompts with `policy` (at
+/// `version`) and verify them, timing both stages. A plan without prompts
+/// (a data-parallel rank without a share this step, which still joins every
+/// collective) gives an empty batch.
+pub fn sample_and_verify(
+    cfg: &RunConfig,
+    plan: StepPlan,
+    policy: &LoadedModel,
+    version: u64,
+    verifier: &dyn Verifier,
+) -> Result<ScoredBatch> {
+    if plan.examples.is_empty() {
+        let empty = RolloutBatch {
+            plan,
+            policy_version: version,
+            rollouts: Vec::new(),
+            timings: StageTimings::default(),
+        };
+        return ScoredBatch::new(empty, Vec::new());
+    }
+    let t = Instant::now();
+    let mut rolled = rollout(policy, plan, version, &cfg.rollout)?;
+    rolled.timings.generate_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut scored = verify_all(verifier, rolled)?;
+    scored.rollout.timings.verify_s = t.elapsed().as_secs_f64();
+    Ok(scored)
+}
+
+/// The teacher pass (with `teacher`, at `teacher_version`) and the credit
+/// of a scored batch, timing both; a batch without responses skips the
+/// teacher.
+pub fn teach_and_credit(
+    cfg: &RunConfig,
+    scored: ScoredBatch,
+    teacher: &LoadedModel,
+    teacher_version: u64,
+    template: &TeacherPrompt,
+) -> Result<CreditBatch> {
+    let t = Instant::now();
+    let mut taught = if scored.rollout.rollouts.is_empty() {
+        TeacherBatch {
+            scored,
+            teacher: TeacherScores {
+                version: teacher_version,
+                ..TeacherScores::default()
+            },
+        }
+    } else {
+        teacher_pass(
+            teacher,
+            teacher_version,
+            template,
+            scored,
+            &cfg.algo,
+            cfg.rollout.temperature,
+            cfg.optim.max_tokens_per_micro_batch,
+        )?
+    };
+    taught.scored.rollout.timings.teacher_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut credit = assign_credit(taught, cfg.rollout.group_size, &cfg.algo)?;
+    credit.taught.scored.rollout.timings.credit_s = t.elapsed().as_secs_f64();
+    Ok(credit)
 }

@@ -1,7 +1,11 @@
 //! Shared by tests/dist_equal*.rs: a fixed global batch on the tiny model
-//! (float64), one rank on all of it vs R Gloo ranks (threads) on their shares.
+//! (float64), one rank on all of it vs R Gloo ranks (threads) on their shares;
+//! [`process`]: running whole jobs of the binary (tests/dist_launch.rs,
+//! tests/dist_failure.rs, tests/dist_split.rs).
 
 #![allow(dead_code)]
+
+pub mod process;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
