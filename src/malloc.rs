@@ -14,7 +14,8 @@
 //! so each of them was faulted in again, page by page (a tiny Qwen2 step: 62k
 //! faults, 11% of its CPU time in the kernel). [`use_one_arena`] therefore
 //! fixes the mmap threshold at [`MMAP_THRESHOLD`] and the trim threshold at
-//! [`TRIM_THRESHOLD`]: freed buffers stay in the heap and are reused.
+//! [`TRIM_THRESHOLD`]: freed buffers up to 32 MiB stay in the heap and are
+//! reused (docs/benchmarks/runtime.md, 2026-11-30).
 //!
 //! Memory kept that way is bounded by [`trim`]: the runtime calls it after
 //! every committed step, and it hands the free pages back (`malloc_trim(0)`)
@@ -32,12 +33,16 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Buffers at least this large are mapped on their own and unmapped at
-/// `free`; smaller ones come from the heap and are reused (256 MiB).
-pub const MMAP_THRESHOLD: usize = 256 << 20;
+/// `free`; smaller ones come from the heap and are reused (32 MiB, the
+/// highest value glibc's sliding threshold reaches). Higher values were
+/// measured worse: at 256 MiB a real-vocabulary train step's 64 MiB logit
+/// chunks came from the heap too and its peak resident size grew from 1.7
+/// to 2.9 GiB (fragmentation), although it ran 45% faster.
+pub const MMAP_THRESHOLD: usize = 32 << 20;
 
 /// Free memory at the top of the heap beyond this is returned to the kernel
-/// at `free` (1 GiB); below it the heap keeps it for the next allocation.
-pub const TRIM_THRESHOLD: usize = 1 << 30;
+/// at `free` (256 MiB); below it the heap keeps it for the next allocation.
+pub const TRIM_THRESHOLD: usize = 256 << 20;
 
 /// [`trim`] hands memory back only when the resident size grew by more than
 /// this (64 MiB) or a quarter, whichever is more.
