@@ -112,5 +112,9 @@ if f:
     print(f"  share of the floor reached (cpu): TRL {f.get('trl_floor_fraction_cpu', float('nan')):.0%}, "
           f"rlsd grpo-rt0 {f.get('grpo-rt0_floor_fraction_cpu', float('nan')):.0%}, "
           f"rlsd rlsd-rt0 {f.get('rlsd-rt0_floor_fraction_cpu', float('nan')):.0%}")
+    print(f"  same against the model used until 2026-11-30 (every row's prompt trained): "
+          f"TRL {f.get('trl_floor_fraction_rows_cpu', float('nan')):.0%}, "
+          f"rlsd grpo-rt0 {f.get('grpo-rt0_floor_fraction_rows_cpu', float('nan')):.0%}, "
+          f"rlsd rlsd-rt0 {f.get('rlsd-rt0_floor_fraction_rows_cpu', float('nan')):.0%}")
 EOF
 echo "[bench] done in $(( $(date +%s) - t0 )) s; results in $out" >&2

@@ -6,51 +6,162 @@
 //! docs/benchmarks/runtime.md measured this at 6-11% of a CPU step. One arena
 //! for the whole process removes it.
 //!
-//! glibc also keeps freed memory inside the heap (its mmap threshold grows
-//! after large frees, so later large buffers come from the heap and fragment
-//! it): the resident size of a long run creeps up although nothing leaks.
-//! [`trim`] hands the free pages back (`malloc_trim(0)`); the runtime calls
-//! it after every committed step once [`use_one_arena`] or [`enable_trim`]
-//! turned it on.
+//! glibc also hands big buffers back to the kernel as soon as they are freed:
+//! a buffer above its mmap threshold (128 KiB, rising with the largest buffer
+//! freed so far up to 32 MiB) is unmapped at `free`, and the top of the heap
+//! is returned once more than twice that threshold is free there. A train
+//! step allocates and frees the same activations every layer and every step,
+//! so each of them was faulted in again, page by page (a tiny Qwen2 step: 62k
+//! faults, 11% of its CPU time in the kernel). [`use_one_arena`] therefore
+//! fixes the mmap threshold at [`MMAP_THRESHOLD`] and the trim threshold at
+//! [`TRIM_THRESHOLD`]: freed buffers up to 32 MiB stay in the heap and are
+//! reused (docs/benchmarks/runtime.md, 2026-11-30).
+//!
+//! Memory kept that way is bounded by [`trim`]: the runtime calls it after
+//! every committed step, and it hands the free pages back (`malloc_trim(0)`)
+//! when the resident size has grown by more than a quarter (and at least
+//! [`TRIM_MIN_GROWTH`]) over the size at the end of the step after the last
+//! trim: a long run's resident size creeps by at most that much between
+//! trims (fragmentation made it grow without bound before trimming existed),
+//! and steady steps do not fault their whole working set in again.
 //!
 //! Only the binaries call [`use_one_arena`]: a program that embeds the
-//! runtime decides its own allocator policy (or exports `MALLOC_ARENA_MAX=1`).
+//! runtime decides its own allocator policy (or exports `MALLOC_ARENA_MAX=1`,
+//! `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`); a variable the user
+//! exported always wins over the setting here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Buffers at least this large are mapped on their own and unmapped at
+/// `free`; smaller ones come from the heap and are reused (32 MiB, the
+/// highest value glibc's sliding threshold reaches). Higher values were
+/// measured worse: at 256 MiB a real-vocabulary train step's 64 MiB logit
+/// chunks came from the heap too and its peak resident size grew from 1.7
+/// to 2.9 GiB (fragmentation), although it ran 45% faster.
+pub const MMAP_THRESHOLD: usize = 32 << 20;
+
+/// Free memory at the top of the heap beyond this is returned to the kernel
+/// at `free` (256 MiB); below it the heap keeps it for the next allocation.
+pub const TRIM_THRESHOLD: usize = 256 << 20;
+
+/// [`trim`] hands memory back only when the resident size grew by more than
+/// this (64 MiB) or a quarter, whichever is more.
+pub const TRIM_MIN_GROWTH: u64 = 64 << 20;
 
 /// Whether [`trim`] does anything (set by the binaries).
 static TRIM: AtomicBool = AtomicBool::new(false);
 
-/// Use a single malloc arena for the whole process, unless the user set
-/// `MALLOC_ARENA_MAX` themselves, and turn on [`trim`] after each step.
-/// Call first thing in `main`, before threads start. A no-op on platforms
-/// without glibc.
+/// Resident bytes at the first [`trim`] call after the last actual trim (0:
+/// not measured yet).
+static BASELINE: AtomicU64 = AtomicU64::new(0);
+
+/// Use a single malloc arena for the whole process and keep freed buffers
+/// for reuse ([`MMAP_THRESHOLD`], [`TRIM_THRESHOLD`]), each unless the user
+/// set the matching `MALLOC_*` variable (or `GLIBC_TUNABLES`) themselves, and
+/// turn on [`trim`] after each step. Call first thing in `main`, before
+/// threads start. A no-op on platforms without glibc.
 pub fn use_one_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    {
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        let unset = |var: &str, tunable: &str| {
+            std::env::var_os(var).is_none() && !tunables.contains(tunable)
+        };
         // SAFETY: mallopt only changes allocator tuning; it is called before
         // any other thread exists.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
+            if unset("MALLOC_ARENA_MAX", "arena_max") {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
+            if unset("MALLOC_MMAP_THRESHOLD_", "mmap_threshold") {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+            }
+            if unset("MALLOC_TRIM_THRESHOLD_", "trim_threshold") {
+                libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int);
+            }
         }
     }
     enable_trim();
 }
 
-/// Let the runtime return freed heap pages to the kernel after every step.
+/// Let the runtime return freed heap pages to the kernel after a step when
+/// the resident size has grown (see [`trim`]).
 pub fn enable_trim() {
     TRIM.store(true, Ordering::Relaxed);
 }
 
-/// Return free heap pages to the kernel (glibc `malloc_trim(0)`), if enabled;
-/// otherwise, or without glibc, nothing.
+/// Whether [`trim`] hands memory back at `resident` bytes, given the
+/// `baseline` measured after the last trim: growth over a quarter of the
+/// baseline and over [`TRIM_MIN_GROWTH`].
+pub fn should_trim(resident: u64, baseline: u64) -> bool {
+    resident > baseline.saturating_add((baseline / 4).max(TRIM_MIN_GROWTH))
+}
+
+/// The process's resident bytes (`/proc/self/statm`), where readable.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    #[cfg(unix)]
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    #[cfg(not(unix))]
+    let page = 4096;
+    Some(pages * page)
+}
+
+/// If enabled: return free heap pages to the kernel (glibc `malloc_trim(0)`)
+/// when the resident size has grown past [`should_trim`]'s bound over the
+/// first size measured after the last trim (the first call only measures).
+/// Otherwise, or without glibc, nothing.
 pub fn trim() {
     if !TRIM.load(Ordering::Relaxed) {
         return;
     }
+    let Some(resident) = resident_bytes() else {
+        release();
+        return;
+    };
+    let baseline = BASELINE.load(Ordering::Relaxed);
+    if baseline == 0 {
+        BASELINE.store(resident, Ordering::Relaxed);
+    } else if should_trim(resident, baseline) {
+        release();
+        BASELINE.store(0, Ordering::Relaxed);
+    }
+}
+
+/// glibc `malloc_trim(0)`; nothing without glibc.
+fn release() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free memory; it takes the arena locks itself.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_only_past_a_quarter_or_the_minimum_growth() {
+        let mib = 1u64 << 20;
+        // Baseline 1 GiB: the bound is a quarter, 256 MiB.
+        assert!(!should_trim(1024 * mib + 256 * mib, 1024 * mib));
+        assert!(should_trim(1024 * mib + 256 * mib + 1, 1024 * mib));
+        // Baseline 100 MiB: a quarter is 25 MiB, below the 64 MiB minimum.
+        assert!(!should_trim(164 * mib, 100 * mib));
+        assert!(should_trim(164 * mib + 1, 100 * mib));
+        // Shrinking never trims; a huge baseline does not overflow.
+        assert!(!should_trim(10 * mib, 100 * mib));
+        assert!(!should_trim(u64::MAX, u64::MAX));
+    }
+
+    #[test]
+    fn resident_size_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let r = resident_bytes().expect("statm");
+            assert!(r > 1 << 20, "{r} resident bytes");
+        }
     }
 }

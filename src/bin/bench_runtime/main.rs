@@ -280,8 +280,12 @@ fn run_case(args: &Args, name: &str, scratch: &Path) -> Result<CaseRun> {
 /// training forward+backward, 2ND for generation, 2ND for RLSD's teacher pass.
 /// N counts the parameters of every matmul (linear weights and the tied
 /// embedding used as the output head); attention scores are left out.
-/// Generation and the teacher pass run each group's prompt once (8 groups of
-/// 8); training runs every row's prompt.
+/// D counts the positions a step must forward: each group's prompt once (8
+/// groups of 8) in training, generation and the teacher pass; in training and
+/// generation each response without its last token (it predicts nothing),
+/// in the teacher pass with it. The `*_rows` figures are the model used
+/// until 2026-11-30, when training ran every row's prompt and response:
+/// `6 N B (P + L)` (kept so that old and new floor fractions can be compared).
 fn flop_model(model_dir: &Path) -> Result<Value> {
     let m = LoadedModel::load(model_dir, tch::Device::Cpu, tch::Kind::Float)?;
     let n: i64 =
@@ -302,7 +306,10 @@ fn flop_model(model_dir: &Path) -> Result<Value> {
     let pt_short = teacher_len(SHORT_TEMPLATE)?;
     let (groups, seqs, new) = (8.0, 64.0, 48.0);
     let n = n as f64;
-    let train = 6.0 * n * seqs * (p + new);
+    // Training runs each group's prompt once (`optim.share_prompt`, on by
+    // default) and each response but its last token.
+    let train = 6.0 * n * (groups * p + seqs * (new - 1.0));
+    let train_rows = 6.0 * n * seqs * (p + new);
     // Generation forwards each group's prompt once, then each sampled token but the last.
     let gen = 2.0 * n * (groups * p + seqs * (new - 1.0));
     let teacher = 2.0 * n * (groups * pt + seqs * new);
@@ -314,6 +321,10 @@ fn flop_model(model_dir: &Path) -> Result<Value> {
         "new_tokens": new,
         "sequences": seqs,
         "train_flops": train,
+        "train_flops_rows": train_rows,
+        "grpo_step_flops_rows": train_rows + gen,
+        "rlsd_step_flops_rows": train_rows + gen + teacher,
+        "rlsd_short_step_flops_rows": train_rows + gen + teacher_short,
         "generate_flops": gen,
         "teacher_flops": teacher,
         "teacher_prompt_tokens_short": pt_short,
@@ -437,34 +448,45 @@ fn main() -> Result<()> {
         .fold(f64::NAN, f64::max)
             * 1e9;
         let mut floors = serde_json::Map::new();
-        let grpo_floor = f(&result["flops"]["grpo_step_flops"]) / rate;
-        let rlsd_floor = f(&result["flops"]["rlsd_step_flops"]) / rate;
         floors.insert("rate_gflops".into(), json!(rate / 1e9));
-        floors.insert("grpo_step_floor_s".into(), json!(grpo_floor));
-        floors.insert("rlsd_step_floor_s".into(), json!(rlsd_floor));
-        let short_floor = f(&result["flops"]["rlsd_short_step_flops"]) / rate;
-        floors.insert("rlsd_short_step_floor_s".into(), json!(short_floor));
         let names: Vec<String> = cases
             .as_object()
             .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
-        for c in names {
-            let floor = if c.starts_with("rlsd") && c.ends_with("-short") {
-                short_floor
-            } else if c.starts_with("rlsd") {
-                rlsd_floor
-            } else {
-                grpo_floor
+        // The current model, then the one used until 2026-11-30 (`_rows`).
+        for model in ["", "_rows"] {
+            let mut floor_of = |what: &str| {
+                let s = f(&result["flops"][format!("{what}_step_flops{model}")]) / rate;
+                floors.insert(format!("{what}_step_floor{model}_s"), json!(s));
+                s
             };
-            for clock in ["wall", "cpu"] {
-                let t = step(&c, &format!("median_step_{clock}_s"));
-                floors.insert(format!("{c}_floor_fraction_{clock}"), json!(floor / t));
+            let grpo_floor = floor_of("grpo");
+            let rlsd_floor = floor_of("rlsd");
+            let short_floor = floor_of("rlsd_short");
+            for c in &names {
+                let floor = if c.starts_with("rlsd") && c.ends_with("-short") {
+                    short_floor
+                } else if c.starts_with("rlsd") {
+                    rlsd_floor
+                } else {
+                    grpo_floor
+                };
+                for clock in ["wall", "cpu"] {
+                    let t = step(c, &format!("median_step_{clock}_s"));
+                    floors.insert(
+                        format!("{c}_floor_fraction{model}_{clock}"),
+                        json!(floor / t),
+                    );
+                }
             }
-        }
-        if let Some(trl) = result.get("trl").cloned() {
-            for clock in ["wall", "cpu"] {
-                let t = f(&trl[format!("median_step_{clock}_s")]);
-                floors.insert(format!("trl_floor_fraction_{clock}"), json!(grpo_floor / t));
+            if let Some(trl) = result.get("trl") {
+                for clock in ["wall", "cpu"] {
+                    let t = f(&trl[format!("median_step_{clock}_s")]);
+                    floors.insert(
+                        format!("trl_floor_fraction{model}_{clock}"),
+                        json!(grpo_floor / t),
+                    );
+                }
             }
         }
         result["matmul"] = mm;
@@ -487,11 +509,26 @@ fn main() -> Result<()> {
     }
     if let Some(fl) = result.get("floor") {
         println!(
-            "FLOP floor at {:.1} GFLOP/s: grpo step {:.3} s, rlsd step {:.3} s",
+            "FLOP floor at {:.1} GFLOP/s: grpo step {:.3} s, rlsd step {:.3} s \
+             (until 2026-11-30's model, every row's prompt trained: {:.3} s, {:.3} s)",
             f(&fl["rate_gflops"]),
             f(&fl["grpo_step_floor_s"]),
-            f(&fl["rlsd_step_floor_s"])
+            f(&fl["rlsd_step_floor_s"]),
+            f(&fl["grpo_step_floor_rows_s"]),
+            f(&fl["rlsd_step_floor_rows_s"])
         );
+        let mut keys: Vec<&String> = fl
+            .as_object()
+            .map(|m| {
+                m.keys()
+                    .filter(|k| k.contains("_floor_fraction") && k.ends_with("_cpu"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.sort();
+        for k in keys {
+            println!("  {k:<44} {:6.3}", f(&fl[k.as_str()]));
+        }
     }
     std::fs::write(&args.out, serde_json::to_string_pretty(&result)?)
         .with_context(|| format!("writing {}", args.out.display()))?;
