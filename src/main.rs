@@ -305,10 +305,13 @@ fn run(cli: Cli) -> Result<()> {
             nproc,
             gpus,
         } => {
+            let mut cfg = run.load()?;
             if nproc.is_some() || gpus.is_some() {
+                // The ranks read the config again; a bad one or a placement
+                // the job cannot hold is reported here once, before any rank.
+                rlsd::dist::launch::check_job(&cfg, nproc, gpus.as_deref())?;
                 return Ok(rlsd::dist::launch::launch_from_cli(nproc, gpus.as_deref())?);
             }
-            let mut cfg = run.load()?;
             if let Some(m) = model {
                 cfg.model.path = m;
             }

@@ -169,6 +169,21 @@ fn stop_all(children: &mut [(usize, Child)], grace: Duration) {
     }
 }
 
+/// Check, before any rank starts, that a job of `--nproc`/`--gpus` ranks
+/// can hold `cfg`'s placement (split placement needs a learner and a
+/// sampler).
+pub fn check_job(
+    cfg: &crate::config::RunConfig,
+    nproc: Option<usize>,
+    gpus: Option<&str>,
+) -> Result<()> {
+    let world = match gpus {
+        Some(g) => parse_gpus(g)?.len(),
+        None => nproc.unwrap_or(1),
+    };
+    super::split::Role::of(cfg, 0, world.max(1)).map(|_| ())
+}
+
 /// `rlsd train --nproc N` / `--gpus LIST`: this process's arguments (less
 /// those flags) for the children; `RLSD_DIST_TIMEOUT_S`, when set, is
 /// checked here and handed on.
