@@ -238,6 +238,10 @@ enum Command {
         /// Memory per device in GiB (default: `runtime.device_memory_gib`, else detected).
         #[arg(long)]
         device_memory_gib: Option<f64>,
+        /// Plan each rank of a data-parallel job of N ranks (each on
+        /// `runtime.optimizer_device`, with `runtime.placement`).
+        #[arg(long, value_name = "N")]
+        nproc: Option<usize>,
     },
     /// Write a run's report: one HTML file with the charts, the resolved
     /// config and sampled completions coloured by their token credit.
@@ -448,11 +452,20 @@ fn run(cli: Cli) -> Result<()> {
             run,
             prompt_tokens,
             device_memory_gib,
-        } => Ok(rlsd::plan::plan_command(
-            &run.load()?,
-            prompt_tokens,
-            device_memory_gib,
-        )?),
+            nproc,
+        } => match nproc {
+            Some(n) => Ok(rlsd::dist::memory::plan_job_command(
+                &run.load()?,
+                n,
+                prompt_tokens,
+                device_memory_gib,
+            )?),
+            None => Ok(rlsd::plan::plan_command(
+                &run.load()?,
+                prompt_tokens,
+                device_memory_gib,
+            )?),
+        },
         Command::Report { run_dir, out } => {
             let out = out.unwrap_or_else(|| run_dir.join(rlsd::observe::report::REPORT_FILE));
             rlsd::observe::report::write_report(&run_dir, &out)?;

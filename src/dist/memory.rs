@@ -54,19 +54,73 @@ pub fn refuse_rank_if_too_big(
     let Ok(shape) = model_shape(cfg) else {
         return Ok(());
     };
-    let mut p = rank_plan(
+    let p = rank_plan(
         cfg,
         &shape,
         crate::plan::DEFAULT_PROMPT_TOKENS,
         role,
         device,
     )?;
-    if device == "cpu" {
-        for (_, bytes) in &mut p.devices {
+    check_rank(p, local_ranks, cfg.runtime.device_memory_gib)
+}
+
+/// Check a rank's plan against its device (`gib` overrides the detected
+/// memory), counting it `local_ranks` times against a shared CPU.
+fn check_rank(mut p: MemoryPlan, local_ranks: usize, gib: f64) -> Result<()> {
+    for (device, bytes) in &mut p.devices {
+        if device == "cpu" {
             *bytes *= local_ranks.max(1) as f64;
         }
     }
-    check_fits(&p, |d| device_memory(d, cfg.runtime.device_memory_gib))
+    check_fits(&p, |d| device_memory(d, gib))
+}
+
+/// `rlsd plan --nproc N`: the plan of each kind of rank of a job of `world`
+/// ranks on one node, each on `runtime.optimizer_device` (the device every
+/// rank of `--gpus` gets), assuming prompts of `prompt_tokens`; fails when
+/// one cannot fit (`device_memory_gib` overrides the detected memory).
+pub fn plan_job_command(
+    cfg: &RunConfig,
+    world: usize,
+    prompt_tokens: usize,
+    device_memory_gib: Option<f64>,
+) -> Result<()> {
+    let shape = model_shape(cfg)?;
+    let device = cfg.runtime.optimizer_device.trim().to_string();
+    let gib = device_memory_gib.unwrap_or(cfg.runtime.device_memory_gib);
+    let mut shown: Vec<(&'static str, usize)> = Vec::new();
+    for rank in 0..world.max(1) {
+        let role = Role::of(cfg, rank, world.max(1))?;
+        let (of, index) = match role {
+            Role::Learner {
+                index, learners, ..
+            } => (learners, index),
+            Role::Sampler {
+                index, samplers, ..
+            } => (samplers, index),
+        };
+        let groups = super::shard::group_range(cfg.rollout.batch_prompts, of, index).len();
+        if shown.contains(&(role.name(), groups)) {
+            continue;
+        }
+        shown.push((role.name(), groups));
+        let p = rank_plan(cfg, &shape, prompt_tokens, role, &device)?;
+        println!(
+            "rank {rank} ({}, {groups} of {} prompt groups):",
+            role.name(),
+            cfg.rollout.batch_prompts
+        );
+        print!("{}", crate::plan::render(&p));
+        if let Some((_, bytes)) = p.devices.iter().find(|(d, _)| d == "cpu") {
+            println!(
+                "  {world} ranks share this node's memory: {:.2} GiB on cpu",
+                bytes * world as f64 / crate::plan::GIB
+            );
+        }
+        check_rank(p, world, gib)?;
+    }
+    println!("fits");
+    Ok(())
 }
 
 #[cfg(test)]
@@ -125,6 +179,25 @@ mod tests {
         let sum = |p: &MemoryPlan| p.actors.iter().map(|a| total(&a.items)).sum::<f64>();
         // Both together hold what the colocated rank holds (one overhead each).
         assert!((sum(&l) + sum(&s) - sum(&whole)).abs() < 1e-3 * GIB);
+    }
+
+    #[test]
+    fn a_job_plan_checks_every_kind_of_rank() {
+        let mut cfg = RunConfig::default();
+        cfg.model.path = "qwen2.5-0.5b".into();
+        cfg.runtime.optimizer_device = "cuda:0".into();
+        cfg.runtime.placement = crate::config::Placement::Split;
+        // 80 GiB per GPU: fits; 1 GiB: the first rank's plan is refused by number.
+        plan_job_command(&cfg, 3, 512, Some(80.0)).unwrap();
+        let err = plan_job_command(&cfg, 3, 512, Some(1.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("predicted peak"), "{err}");
+        cfg.runtime.sampler_ranks = 3;
+        let err = plan_job_command(&cfg, 3, 512, Some(80.0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.sampler_ranks"), "{err}");
     }
 
     #[test]
