@@ -3,6 +3,10 @@
 //! written out here; checkpointed layers against the plain backward; the
 //! vocabulary-loss hook; token-budget teacher passes; the micro-batch plan.
 
+#[path = "common/grads.rs"]
+mod grads;
+
+use grads::take_grads;
 use rlsd::model::{token_logprobs, token_logprobs_by_prompt_within, Config, LoadedModel};
 use rlsd::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions, VocabLoss};
 use rlsd::train::micro_batches;
@@ -73,21 +77,6 @@ fn test_loss(s: &ResponseScores) -> Tensor {
     (&s.logprobs * weights(b, l, 1) + &s.entropy * weights(b, l, 2)).sum(Kind::Float)
 }
 
-fn grads(m: &LoadedModel) -> BTreeMap<String, Tensor> {
-    let out =
-        m.vs.variables()
-            .into_iter()
-            .map(|(n, v)| (n, v.grad().copy()))
-            .collect();
-    m.vs.variables().values().for_each(|v| {
-        let mut g = v.grad();
-        if g.defined() {
-            let _ = g.zero_();
-        }
-    });
-    out
-}
-
 fn assert_grads_close(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>, what: &str) {
     for (name, ga) in a {
         let gb = &b[name];
@@ -156,7 +145,7 @@ fn chunked_and_checkpointed_gradients_equal_the_full_path() {
             mask: Tensor::zeros([1], (Kind::Float, Device::Cpu)),
         };
         test_loss(&reference).backward();
-        let want = grads(&m);
+        let want = take_grads(&m);
         for (chunk, ckpt) in [(0, false), (1, false), (4, false), (6, true), (0, true)] {
             let opts = ScoreOptions {
                 chunk_tokens: chunk,
@@ -169,7 +158,7 @@ fn chunked_and_checkpointed_gradients_equal_the_full_path() {
             assert!(ran);
             assert_grads_close(
                 &want,
-                &grads(&m),
+                &take_grads(&m),
                 &format!("tied {tied} chunk {chunk} ckpt {ckpt}"),
             );
         }
@@ -184,7 +173,7 @@ fn chunked_and_checkpointed_gradients_equal_the_full_path() {
             )
             .unwrap();
         assert!(!ran);
-        assert!(grads(&m)
+        assert!(take_grads(&m)
             .values()
             .all(|g| !g.defined() || g.abs().max().double_value(&[]) == 0.0));
     }
@@ -213,7 +202,7 @@ fn vocab_loss_hook_adds_its_gradient_chunk_by_chunk() {
     };
     let hook_term = (&all * hook_weights(96)).sum(Kind::Float) * 0.05;
     (test_loss(&reference) + hook_term).backward();
-    let want = grads(&m);
+    let want = take_grads(&m);
     for (chunk, ckpt) in [(0, false), (4, true)] {
         let mut hook = Hook { seen: Vec::new() };
         let opts = ScoreOptions {
@@ -229,7 +218,7 @@ fn vocab_loss_hook_adds_its_gradient_chunk_by_chunk() {
             Some(&mut hook),
         )
         .unwrap();
-        assert_grads_close(&want, &grads(&m), &format!("hook chunk {chunk}"));
+        assert_grads_close(&want, &take_grads(&m), &format!("hook chunk {chunk}"));
         // The chunks cover the 15 response tokens once, in order.
         let covered: Vec<usize> = hook.seen.iter().flat_map(|r| r.clone()).collect();
         assert_eq!(covered, (0..15).collect::<Vec<_>>());

@@ -5,6 +5,10 @@
 //! the vocabulary hook and the token budget; and the planner's cost and
 //! packing, by hand.
 
+#[path = "common/grads.rs"]
+mod grads;
+
+use grads::take_grads;
 use rlsd::model::{shares_prompt, trunk_positions, Config, LoadedModel};
 use rlsd::optim::OptimConfig;
 use rlsd::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions, VocabLoss};
@@ -16,6 +20,14 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 const T: f64 = 0.9;
+
+/// [`take_grads`] in float64, for comparisons across float32 and float64 runs.
+fn take_grads_f64(m: &LoadedModel) -> BTreeMap<String, Tensor> {
+    take_grads(m)
+        .into_iter()
+        .map(|(n, g)| (n, g.to_kind(Kind::Double)))
+        .collect()
+}
 
 fn fixture(name: &str, kind: Kind) -> LoadedModel {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,21 +106,6 @@ impl VocabLoss for Hook {
     }
 }
 
-fn take_grads(m: &LoadedModel) -> BTreeMap<String, Tensor> {
-    let out =
-        m.vs.variables()
-            .into_iter()
-            .map(|(n, v)| (n, v.grad().to_kind(Kind::Double)))
-            .collect();
-    m.vs.variables().values().for_each(|v| {
-        let mut g = v.grad();
-        if g.defined() {
-            let _ = g.zero_();
-        }
-    });
-    out
-}
-
 /// Scores seen by the loss, then the gradients, of one `backward_scores`.
 fn run(
     m: &LoadedModel,
@@ -130,7 +127,7 @@ fn run(
         )
         .unwrap();
     assert!(ran);
-    (seen.unwrap(), take_grads(m))
+    (seen.unwrap(), take_grads_f64(m))
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -210,7 +207,7 @@ fn responses_of_at_most_one_token_still_share() {
         };
         m.backward_scores(&b, T, &opts, &mut |s| Ok(Some(test_loss(s))), None)
             .unwrap();
-        take_grads(&m)
+        take_grads_f64(&m)
     };
     let (want, got) = (grads(false), grads(true));
     for (n, g) in &want {

@@ -64,15 +64,7 @@ impl Stream {
     pub fn from_pool(device: Device) -> Result<Stream> {
         match device {
             #[cfg(rlsd_cuda_shim)]
-            Device::Cuda(i) => {
-                let device = device_index(i)?;
-                Ok(Stream {
-                    raw: Some(Raw {
-                        id: ffi::pool_stream(device)?,
-                        device,
-                    }),
-                })
-            }
+            Device::Cuda(i) => Stream::of_shim(i, ffi::pool_stream),
             _ => Ok(Stream::none()),
         }
     }
@@ -83,17 +75,21 @@ impl Stream {
     pub fn current(device: Device) -> Result<Stream> {
         match device {
             #[cfg(rlsd_cuda_shim)]
-            Device::Cuda(i) => {
-                let device = device_index(i)?;
-                Ok(Stream {
-                    raw: Some(Raw {
-                        id: ffi::current_stream(device)?,
-                        device,
-                    }),
-                })
-            }
+            Device::Cuda(i) => Stream::of_shim(i, ffi::current_stream),
             _ => Ok(Stream::none()),
         }
+    }
+
+    /// The stream `get` returns for CUDA device `index`.
+    #[cfg(rlsd_cuda_shim)]
+    fn of_shim(index: usize, get: fn(i8) -> Result<i64>) -> Result<Stream> {
+        let device = device_index(index)?;
+        Ok(Stream {
+            raw: Some(Raw {
+                id: get(device)?,
+                device,
+            }),
+        })
     }
 
     /// Make this the calling thread's current stream on its device until
