@@ -524,5 +524,13 @@ mod tests {
                     .to_string();
             assert!(err.contains("runtime.collective_timeout_s"), "{bad}: {err}");
         }
+        let err = RunConfig::from_toml_str("[runtime]\nplacement = \"split\"\nsampler_ranks = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.sampler_ranks"), "{err}");
+        let err = RunConfig::from_toml_str("[runtime]\nplacement = \"spread\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.placement"), "{err}");
     }
 }

@@ -432,5 +432,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("step 5's responses during step 4"), "{err}");
+        // Bytes that are not a sampler's batch name the sampler's rank.
+        let err = WireBatch::decode(b"{\"step\": 4", 3)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sampler rank 3 are garbled"), "{err}");
     }
 }
