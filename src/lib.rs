@@ -16,6 +16,7 @@
 //! - [`logging`]: `tracing-subscriber` set up from `RLSD_LOG` or `RUST_LOG`;
 //!   colours only on a terminal.
 //! - [`progress`]: the progress bar / plain lines of `rlsd train`.
+//! - [`process`]: this process's resident and peak memory from `/proc`.
 //! - [`hub`]: Hugging Face model ids through the local cache or a download.
 //! - [`malloc`]: one glibc malloc arena for the binaries (tensor work hops threads).
 //! - [`policy`]: the [`policy::Policy`] trait the train step scores responses with.
@@ -72,6 +73,7 @@ pub mod plan;
 pub mod plot;
 pub mod policy;
 pub mod pretrain;
+pub mod process;
 pub mod progress;
 pub mod rlsd;
 pub mod stats;

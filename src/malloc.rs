@@ -97,16 +97,9 @@ pub fn should_trim(resident: u64, baseline: u64) -> bool {
     resident > baseline.saturating_add((baseline / 4).max(TRIM_MIN_GROWTH))
 }
 
-/// The process's resident bytes (`/proc/self/statm`), where readable.
+/// The process's resident bytes, where readable.
 fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf only reads a system constant.
-    #[cfg(unix)]
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    #[cfg(not(unix))]
-    let page = 4096;
-    Some(pages * page)
+    crate::process::status_bytes("VmRSS:")
 }
 
 /// If enabled: return free heap pages to the kernel (glibc `malloc_trim(0)`)

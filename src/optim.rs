@@ -197,17 +197,25 @@ struct Update {
     value: Tensor,
 }
 
+/// Every variable of `vs` that requires grad, sorted by name: the order the
+/// optimiser updates them in, and so the order data-parallel collectives
+/// pair them across replicas.
+pub fn trainable_by_name(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut params: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    params
+}
+
 impl AdamW {
     /// An optimiser for every variable of `vs` that requires grad. It keeps
     /// handles to those tensors: load new weights into them in place
     /// (`VarStore::copy`, `Tensor::copy_`), not by replacing them.
     pub fn new(vs: &nn::VarStore, cfg: &OptimConfig) -> Self {
-        let mut params: Vec<(String, Tensor)> = vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let params = trainable_by_name(vs);
         let moments = params.iter().map(|_| None).collect();
         AdamW {
             params,

@@ -75,10 +75,8 @@ fn learner() -> String {
 /// A rank's running totals, turned into its report at the end.
 #[derive(Debug, Default, Clone)]
 pub struct RankTotals {
-    /// Stage seconds (own work).
+    /// Stage seconds (own work; `collective_s` the learners' collectives).
     pub stages: StageTimings,
-    /// Collective seconds.
-    pub collective_s: f64,
     /// Response exchange seconds (split).
     pub exchange_s: f64,
     /// Weight broadcast seconds (split).
@@ -102,12 +100,11 @@ impl RankTotals {
         s.credit_s += t.credit_s;
         s.train_s += t.train_s;
         s.collective_s += t.collective_s;
-        self.collective_s += t.collective_s;
     }
 
     /// Fill the report's time, token and memory fields from these totals.
     pub fn fill(&self, r: &mut RankReport) {
-        r.collective_s = self.collective_s + self.exchange_s + self.weights_broadcast_s;
+        r.collective_s = self.stages.collective_s + self.exchange_s + self.weights_broadcast_s;
         r.stage_s = self.stages.clone();
         r.exchange_s = self.exchange_s;
         r.weights_broadcast_s = self.weights_broadcast_s;
@@ -116,19 +113,8 @@ impl RankTotals {
         let rate = |n: u64, s: f64| if s > 0.0 { n as f64 / s } else { 0.0 };
         r.generate_tokens_per_s = rate(self.generated_tokens, self.stages.generate_s);
         r.train_tokens_per_s = rate(self.trained_tokens, self.stages.train_s);
-        r.peak_rss_bytes = peak_rss_bytes();
+        r.peak_rss_bytes = crate::process::status_bytes("VmHWM:").unwrap_or(0);
     }
-}
-
-/// Peak resident set of this process from `/proc/self/status` (`VmHWM`);
-/// 0 where it cannot be read.
-pub fn peak_rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Write `ranks/rank<r>.json` under the run folder `out`.

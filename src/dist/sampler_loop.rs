@@ -34,17 +34,14 @@ pub struct SamplerSeat {
     pub device: Device,
 }
 
-/// The trainable parameters of `model` in the optimizer's order (sorted by
-/// name), so they pair with the learners' in a broadcast.
+/// The trainable parameters of `model` in the optimizer's order
+/// ([`crate::optim::trainable_by_name`]), so they pair with the learners'
+/// in a broadcast.
 pub fn ordered_params(model: &LoadedModel) -> Vec<Tensor> {
-    let mut params: Vec<(String, Tensor)> = model
-        .vs
-        .variables()
+    crate::optim::trainable_by_name(&model.vs)
         .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
-    params.sort_by(|a, b| a.0.cmp(&b.0));
-    params.into_iter().map(|(_, t)| t).collect()
+        .map(|(_, t)| t)
+        .collect()
 }
 
 /// Whether split samplers run one step ahead of the learners

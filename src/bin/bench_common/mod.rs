@@ -16,10 +16,5 @@ pub(crate) fn cpu_seconds() -> f64 {
 /// A byte count from `/proc/self/status`: `"VmHWM:"` (peak resident set) or
 /// `"VmRSS:"` (resident now); NaN where it cannot be read.
 pub(crate) fn status_bytes(key: &str) -> f64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb * 1024.0)
+    rlsd::process::status_bytes(key).map_or(f64::NAN, |b| b as f64)
 }
