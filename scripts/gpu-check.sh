@@ -183,32 +183,30 @@ if [ "$gpus" -ge 2 ]; then
   if [ -x "$BIN/test_dist_equal" ]; then
     run_stage dp_equal_cpu 90 "$BIN/test_dist_equal" --test-threads=1
   fi
-  dp="$OUT/dp-run"
-  rm -rf "$dp"
-  run_stage dp_gpus 150 env RLSD_LOG=warn RLSD_DIST_TIMEOUT_S=60 "$BIN/rlsd" train --gpus 0,1 --overwrite \
-    --set runtime.steps=3 --set rollout.batch_prompts=4 --set rollout.group_size=4 --set rollout.max_new_tokens=32 \
-    --set "runtime.out_dir=\"$dp\""
-  if [ -f "$dp/ranks/rank0.json" ] && [ -f "$dp/ranks/rank1.json" ]; then
-    same=$("$py" -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; print(str(a["weights_sha256"]==b["weights_sha256"]).lower())' "$dp/ranks/rank0.json" "$dp/ranks/rank1.json")
-    result[dp_identical]="{\"ok\": $same}"
-    say "  NCCL ranks bit-identical: $same"
-  else
-    result[dp_identical]='{"ok": false, "error": "no rank reports"}'
-  fi
+  # two_gpu_run STAGE TIMEOUT_S KEY WHAT [--set ...]: `rlsd train --gpus 0,1` for 3
+  # steps into $OUT/STAGE; result[KEY] says whether both ranks end with the
+  # same weights (SHA-256 in ranks/rank*.json).
+  two_gpu_run() {
+    local stage=$1 limit=$2 key=$3 what=$4; shift 4
+    local dir="$OUT/$stage"
+    rm -rf "$dir"
+    run_stage "$stage" "$limit" env RLSD_LOG=warn RLSD_DIST_TIMEOUT_S=60 "$BIN/rlsd" train --gpus 0,1 --overwrite \
+      --set runtime.steps=3 --set rollout.batch_prompts=4 --set rollout.group_size=4 --set rollout.max_new_tokens=32 \
+      --set "runtime.out_dir=\"$dir\"" "$@"
+    if [ -f "$dir/ranks/rank0.json" ] && [ -f "$dir/ranks/rank1.json" ]; then
+      local same
+      same=$("$py" -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; print(str(a["weights_sha256"]==b["weights_sha256"]).lower())' "$dir/ranks/rank0.json" "$dir/ranks/rank1.json")
+      result[$key]="{\"ok\": $same}"
+      say "  $what: $same"
+    else
+      result[$key]='{"ok": false, "error": "no rank reports"}'
+    fi
+  }
+  two_gpu_run dp_gpus 150 dp_identical "NCCL ranks bit-identical"
   # Split placement: GPU 1 samples, GPU 0 trains and broadcasts the weights
   # back (NCCL); both must end with the same weights.
-  sp="$OUT/split-run"
-  rm -rf "$sp"
-  run_stage split_gpus 120 env RLSD_LOG=warn RLSD_DIST_TIMEOUT_S=60 "$BIN/rlsd" train --gpus 0,1 --overwrite \
-    --set runtime.steps=3 --set rollout.batch_prompts=4 --set rollout.group_size=4 --set rollout.max_new_tokens=32 \
-    --set 'runtime.placement="split"' --set "runtime.out_dir=\"$sp\""
-  if [ -f "$sp/ranks/rank0.json" ] && [ -f "$sp/ranks/rank1.json" ]; then
-    same=$("$py" -c 'import json,sys; a,b=[json.load(open(f)) for f in sys.argv[1:]]; print(str(a["weights_sha256"]==b["weights_sha256"]).lower())' "$sp/ranks/rank0.json" "$sp/ranks/rank1.json")
-    result[split_identical]="{\"ok\": $same}"
-    say "  split sampler holds the learner's weights: $same"
-  else
-    result[split_identical]='{"ok": false, "error": "no rank reports"}'
-  fi
+  two_gpu_run split_gpus 120 split_identical "split sampler holds the learner's weights" \
+    --set 'runtime.placement="split"'
 else
   say "stage dp: skipped (needs 2+ GPUs)"
 fi
