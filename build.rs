@@ -15,7 +15,7 @@
 //! metadata) and names the folder it linked against.
 //!
 //! - Compiles `csrc/rlsd_dist.cpp`, the C ABI over libtorch's c10d
-//!   (TCPStore, ProcessGroupGloo) that `src/dist` calls. c10d's Gloo header
+//!   (TCPStore, ProcessGroupGloo) that `src/distributed` calls. c10d's Gloo header
 //!   includes gloo's own headers, which the torch wheel does not ship:
 //!   `scripts/setup_gloo.sh` puts them in the cache at the pinned commit
 //!   (`RLSD_GLOO_INCLUDE` overrides). Without them the shim is left out,

@@ -19,11 +19,11 @@
 //! measure the neighbours instead of the runtime.
 
 use anyhow::{Context, Result};
-use rlsd::actors::sequential::run_sequential;
 use rlsd::actors::Runtime;
 use rlsd::config::RunConfig;
 use rlsd::data::TeacherPrompt;
 use rlsd::model::{parse_kind, LoadedModel};
+use rlsd::run::sequential::run_sequential;
 use rlsd::verify::build_verifier;
 
 /// User + system CPU seconds of this process so far.
@@ -65,7 +65,7 @@ fn run_case(case: &str, steps: u64, sets: &[String]) -> Result<(f64, f64)> {
             let policy = LoadedModel::load(&dir, dev, kind)?;
             let teacher = LoadedModel::load(&dir, dev, kind)?;
             let verifier = build_verifier(&cfg.verifier)?;
-            let mut source = rlsd::actors::source::from_config(&cfg)?;
+            let mut source = rlsd::run::source::from_config(&cfg)?;
             let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
             let (_, stats) = run_sequential(
                 &cfg,

@@ -103,5 +103,5 @@ py=""
 if [ -x "$dir/../../../../bin/python" ]; then py="$(cd "$dir/../../../../bin" && pwd)/python"; fi
 echo "${py:-python3}" > "$repo/.libtorch-python.tmp" && mv "$repo/.libtorch-python.tmp" "$repo/.libtorch-python"
 say "libtorch $(libtorch_version "$dir") ready ($(( $(date +%s) - t0 ))s)"
-# gloo's headers for the c10d Gloo shim (data-parallel training, src/dist).
+# gloo's headers for the c10d Gloo shim (data-parallel training, src/distributed).
 "$repo/scripts/setup_gloo.sh" || say "warning: gloo headers not fetched; distributed training will be left out of the build"

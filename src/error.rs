@@ -125,7 +125,7 @@ pub enum Error {
         msg: String,
     },
     /// A collective, the rendezvous or a rank of a data-parallel run failed
-    /// (src/dist); the message names the rank and the operation.
+    /// (src/distributed); the message names the rank and the operation.
     #[error("distributed: {0}")]
     Distributed(String),
     /// A CUDA stream or event call failed (`src/cuda`; the message is c10's).

@@ -275,7 +275,7 @@ enum ConfigAction {
 
 fn main() {
     rlsd::malloc::use_one_arena();
-    rlsd::actors::fault::short_injected_panics();
+    rlsd::fault::short_injected_panics();
     rlsd::logging::init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -313,13 +313,16 @@ fn run(cli: Cli) -> Result<()> {
             if nproc.is_some() || gpus.is_some() {
                 // The ranks read the config again; a bad one or a placement
                 // the job cannot hold is reported here once, before any rank.
-                rlsd::dist::launch::check_job(&cfg, nproc, gpus.as_deref())?;
-                return Ok(rlsd::dist::launch::launch_from_cli(nproc, gpus.as_deref())?);
+                rlsd::distributed::launch::check_job(&cfg, nproc, gpus.as_deref())?;
+                return Ok(rlsd::distributed::launch::launch_from_cli(
+                    nproc,
+                    gpus.as_deref(),
+                )?);
             }
             if let Some(m) = model {
                 cfg.model.path = m;
             }
-            match rlsd::dist::DistEnv::from_env()? {
+            match rlsd::distributed::DistEnv::from_env()? {
                 Some(env) => Ok(train::train_rank(&cfg, &env, resume, overwrite)?),
                 None => Ok(train::train(cfg, resume, overwrite)?),
             }
@@ -386,7 +389,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
         } => {
             let cfg = run.load()?;
-            let opts = rlsd::commands::eval::EvalOptions {
+            let opts = rlsd::run::evaluate::EvalOptions {
                 max_new_tokens: max_new_tokens.map_or(cfg.rollout.max_new_tokens, |m| m as usize),
                 batch_size: batch_size as usize,
                 temperature,
@@ -436,14 +439,14 @@ fn run(cli: Cli) -> Result<()> {
             smooth,
         } if run_dirs.len() > 1 || out.is_some() => {
             let out = out.unwrap_or_else(|| PathBuf::from(format!("compare.{format}")));
-            rlsd::commands::plot::compare_runs(&run_dirs, &key, smooth as usize, &out)?;
+            rlsd::observe::charts::compare_runs(&run_dirs, &key, smooth as usize, &out)?;
             println!("wrote {}", out.display());
             Ok(())
         }
         Command::Plot {
             run_dirs, format, ..
         } => {
-            for path in rlsd::commands::plot::plot_run(&run_dirs[0], format.parse()?)? {
+            for path in rlsd::observe::charts::plot_run(&run_dirs[0], format.parse()?)? {
                 println!("wrote {}", path.display());
             }
             Ok(())
@@ -454,7 +457,7 @@ fn run(cli: Cli) -> Result<()> {
             device_memory_gib,
             nproc,
         } => match nproc {
-            Some(n) => Ok(rlsd::dist::memory::plan_job_command(
+            Some(n) => Ok(rlsd::distributed::memory::plan_job_command(
                 &run.load()?,
                 n,
                 prompt_tokens,

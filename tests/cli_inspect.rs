@@ -1,15 +1,15 @@
 //! `rlsd inspect`'s credit, recomputed independently: `delta_t` from two
 //! separate log-prob passes (teacher prompt with the answer, student prompt),
 //! then the spec's formula for `Ahat_t`, against what
-//! [`rlsd::commands::inspect::inspect_step`] reports.
+//! [`rlsd::observe::inspection::inspect_step`] reports.
 
 mod common;
 
-use rlsd::commands::inspect::{inspect_step, render_page};
 use rlsd::config::RunConfig;
 use rlsd::data::prompt::student_prompt_ids;
 use rlsd::data::{Dataset, TeacherPrompt};
 use rlsd::model::{token_logprobs, LoadedModel};
+use rlsd::observe::inspection::{inspect_step, render_page};
 use rlsd::verify::build_verifier;
 
 fn tiny_model(dir: &std::path::Path) -> LoadedModel {
@@ -78,7 +78,7 @@ fn check(algo: &str, model: &LoadedModel) {
                 r.ahat[j]
             );
             if algo != "grpo" {
-                assert!((f64::from(r.delta[j]) - delta).abs() < 1e-4);
+                assert!((f64::from(r.delta_or_zeros()[j]) - delta).abs() < 1e-4);
             }
         }
     }

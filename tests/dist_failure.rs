@@ -1,6 +1,6 @@
 //! Checkpoints, rank failure and `--resume` in data-parallel runs, through
 //! the real binary (`rlsd train --nproc 2`) on the built-in task. Failures
-//! are injected with `RLSD_DIST_FAIL` (src/dist/fault.rs) at a given step,
+//! are injected with `RLSD_DIST_FAIL` (src/distributed/fault.rs) at a given step,
 //! so no assertion depends on timing:
 //!
 //! - a rank that aborts mid-run stops the job (non-zero, naming the rank),

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use rlsd::inspect::{render_credit_ansi, render_credit_html};
+use rlsd::observe::credit_view::{render_credit_ansi, render_credit_html};
 use rlsd::plot::{
     line_chart, line_chart_svg, metrics_chart, metrics_chart_with, metrics_panels, metrics_series,
     ChartOptions, ImageFormat, Series, PALETTE, PNG_SIGNATURE,

@@ -109,7 +109,7 @@ fn finish(out: &Path, staleness: u64) {
 
 fn expected_ids(out: &Path) -> Vec<String> {
     let cfg = rlsd::config::RunConfig::load(None, &sets(out, 0, "")).unwrap();
-    let mut src = rlsd::actors::source::from_config(&cfg).unwrap();
+    let mut src = rlsd::run::source::from_config(&cfg).unwrap();
     src.next_batch(STEPS as usize * B)
         .unwrap()
         .into_iter()

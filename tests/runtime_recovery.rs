@@ -4,10 +4,10 @@
 //! checkpoint that cannot be written stops the run, one run per folder, and
 //! hung verifiers are abandoned. All on the built-in task's tiny model, CPU.
 
-use rlsd::actors::run_folder::RunLock;
 use rlsd::actors::{Role, Runtime};
 use rlsd::config::RunConfig;
 use rlsd::data::Example;
+use rlsd::run::folder::RunLock;
 use rlsd::verify::{Verdict, Verifier};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +71,7 @@ impl Verifier for ByteSumMod3 {
 
 /// Prompt ids of the first `steps` steps, in order.
 fn expected_ids(cfg: &RunConfig, steps: u64) -> Vec<String> {
-    let mut source = rlsd::actors::source::from_config(cfg).unwrap();
+    let mut source = rlsd::run::source::from_config(cfg).unwrap();
     source
         .next_batch(steps as usize * B)
         .unwrap()

@@ -1,11 +1,11 @@
 //! The whole actor tree on the built-in task's tiny model, on CPU.
 
-use rlsd::actors::sequential::run_sequential;
 use rlsd::actors::{Role, Runtime};
 use rlsd::config::RunConfig;
 use rlsd::data::Example;
 use rlsd::data::TeacherPrompt;
 use rlsd::model::LoadedModel;
+use rlsd::run::sequential::run_sequential;
 use rlsd::verify::{Verdict, Verifier};
 use std::collections::HashSet;
 
@@ -105,7 +105,7 @@ fn staleness_zero_matches_the_sequential_loop_exactly() {
     let path = cfg.model.resolved_path();
     let policy = LoadedModel::load(&path, tch::Device::Cpu, kind).unwrap();
     let teacher = LoadedModel::load(&path, tch::Device::Cpu, kind).unwrap();
-    let mut source = rlsd::actors::source::from_config(&cfg).unwrap();
+    let mut source = rlsd::run::source::from_config(&cfg).unwrap();
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone()).unwrap();
     let (trainer, stats) = run_sequential(
         &cfg,
@@ -169,7 +169,7 @@ fn staleness_zero_matches_the_sequential_loop_exactly() {
 fn faults_in_every_actor_are_survived_without_losing_or_repeating_prompts() {
     let steps = 3u64;
     let (cfg0, _d) = config("rlsd", steps, 0, &[]);
-    let mut source = rlsd::actors::source::from_config(&cfg0).unwrap();
+    let mut source = rlsd::run::source::from_config(&cfg0).unwrap();
     let expected: Vec<String> = source
         .next_batch((steps as usize) * cfg0.rollout.batch_prompts)
         .unwrap()

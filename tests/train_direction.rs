@@ -21,7 +21,7 @@ fn one_step_gain(algo: &str, lr: f64) -> (f64, usize) {
     let policy = LoadedModel::load(&path, tch::Device::Cpu, kind).unwrap();
     let teacher = LoadedModel::load(&path, tch::Device::Cpu, kind).unwrap();
     let verifier = rlsd::verify::build_verifier(&cfg.verifier).unwrap();
-    let mut source = rlsd::actors::source::from_config(&cfg).unwrap();
+    let mut source = rlsd::run::source::from_config(&cfg).unwrap();
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone()).unwrap();
 
     let mut plan = StepPlan::new(

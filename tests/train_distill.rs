@@ -190,7 +190,7 @@ impl GradTap {
     }
 }
 
-impl rlsd::dist::GradSync for GradTap {
+impl rlsd::distributed::GradSync for GradTap {
     fn world(&self) -> usize {
         1
     }

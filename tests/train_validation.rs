@@ -4,10 +4,10 @@
 //! algorithm of the paper's comparison runs a step (sdpo and grpo+opsd with
 //! the full-vocabulary JSD / top-k KL forms).
 
-use rlsd::actors::sequential::run_sequential;
 use rlsd::config::{builtin_model_dir, RunConfig};
 use rlsd::data::TeacherPrompt;
 use rlsd::model::LoadedModel;
+use rlsd::run::sequential::run_sequential;
 
 fn run(extra: &[&str]) -> Vec<rlsd::stats::StepStats> {
     let dir = tempfile::tempdir().unwrap();
@@ -27,7 +27,7 @@ fn run(extra: &[&str]) -> Vec<rlsd::stats::StepStats> {
     let load =
         || LoadedModel::load(&builtin_model_dir(), tch::Device::Cpu, tch::Kind::Float).unwrap();
     let verifier = rlsd::verify::build_verifier(&cfg.verifier).unwrap();
-    let mut source = rlsd::actors::source::from_config(&cfg).unwrap();
+    let mut source = rlsd::run::source::from_config(&cfg).unwrap();
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone()).unwrap();
     let (_, stats) = run_sequential(
         &cfg,

@@ -4,9 +4,9 @@
 //! formed in the train step by the same `src/rlsd/` function. Stateless: it
 //! needs only the run context.
 
-use super::fault::Role;
 use super::messages::{CreditMsg, OptimizerMsg};
 use super::shared::Shared;
+use crate::fault::Role;
 use crate::pipeline::assign_credit;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;

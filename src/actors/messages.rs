@@ -75,3 +75,15 @@ pub enum OptimizerMsg {
         reply: RpcReplyPort<Result<Option<std::path::PathBuf>, String>>,
     },
 }
+
+/// Messages to the supervisor.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Start the run (sent once the tree is up).
+    Start,
+    /// Stop gracefully (a signal).
+    Shutdown(String),
+    /// The scheduler is ending the run: children that stop from now on are
+    /// not failures.
+    Stopping,
+}

@@ -16,34 +16,28 @@
 //! No actor reads another's state.
 //!
 //! - [`runtime`]: the embedding API ([`Runtime`]) and the run loop.
-//! - [`sequential`]: the same stages as one plain loop (the reference the
-//!   runtime is tested against).
 //! - [`commit`]: the optimizer's committed state and what it publishes.
 //! - [`shared`]: the read-only run context (config, peers, event sink).
 //! - [`streams`]: the CUDA stream of each GPU actor (none on the CPU).
-//! - [`messages`], [`fault`], [`source`], [`run_folder`], and one file per actor.
-//! - The stages themselves are in [`crate::pipeline`] ([`stages`] re-exports
-//!   a few old names).
+//! - [`messages`] and one file per actor.
+//! - The stages themselves are in [`crate::pipeline`]; the plain loop the
+//!   runtime is tested against, the prompt source, the run folder and
+//!   validation are in [`crate::run`], which this layer stands on.
 
 pub mod commit;
 pub mod credit;
-pub mod fault;
 pub mod messages;
 pub mod optimizer;
 pub mod replica;
-pub mod run_folder;
 pub mod runtime;
 pub mod sampler;
 pub mod scheduler;
-pub mod sequential;
 pub mod shared;
-pub mod source;
-pub mod stages;
 pub mod streams;
 pub mod supervisor;
 pub mod teacher;
 pub mod verifier;
 
-pub use fault::{FaultPlan, Role};
+pub use crate::fault::{FaultPlan, Role};
+pub use crate::run::source::PromptSource;
 pub use runtime::{RunReport, Runtime};
-pub use source::PromptSource;

@@ -11,15 +11,15 @@
 //! at any `max_staleness`.
 
 use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published};
-use super::fault::{FaultKind, Role};
 use super::messages::{OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
 use super::shared::{join_err, RunEvent, Shared};
 use super::streams::ActorStreams;
-use crate::commands::eval::validation_on;
 use crate::config::RunConfig;
 use crate::data::Example;
+use crate::fault::{FaultKind, Role};
 use crate::model::LoadedModel;
 use crate::pipeline::{step_stats, CreditBatch};
+use crate::run::evaluate::validation_on;
 use crate::stats::ValidationStats;
 use crate::train::train_step;
 use parking_lot::Mutex;

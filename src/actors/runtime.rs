@@ -15,18 +15,21 @@
 //! ```
 
 use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published, ReplicaSpec};
-use super::fault::{FaultPlan, Role};
-use super::run_folder::{prepare_fresh, resolve_resume, RunLock};
+use super::messages::SupervisorMsg;
 use super::shared::{Peers, RunEvent, Shared};
-use super::source::PromptSource;
 use super::streams::ActorStreams;
-use super::supervisor::{Supervisor, SupervisorMsg, Tree};
+use super::supervisor::{Supervisor, Tree};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::device::parse_device;
 use crate::error::{Error, Result};
+use crate::fault::{FaultPlan, Role};
 use crate::metrics::MetricsWriter;
 use crate::model::{LoadedModel, WeightSnapshot};
+use crate::run::folder::{prepare_fresh, resolve_resume, RunLock};
+use crate::run::record::{StepCallback, StepRecorder};
+use crate::run::resume::{check_same_shape, refill_metrics, Resumed};
+use crate::run::source::PromptSource;
 use crate::stats::StepStats;
 use crate::train::Trainer;
 use crate::verify::{build_verifier, Verifier};
@@ -35,8 +38,6 @@ use ractor::Actor;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-
-type StepCallback = Box<dyn FnMut(&StepStats) + Send>;
 
 /// Entry point of the embedding API.
 #[derive(Debug)]
@@ -148,17 +149,61 @@ impl RuntimeBuilder {
     /// Run to the end. Returns an error only when the run could not start or
     /// its parts are unusable; a run that stops on a spent restart budget
     /// returns a report with `failed = true`.
+    ///
+    /// Check, build the tree, run, report.
     pub async fn run(self) -> Result<RunReport> {
         let RuntimeBuilder {
             cfg,
             verifier,
             source,
             policy,
-            mut on_step,
+            on_step,
             resume,
             ctrl_c,
             overwrite,
         } = self;
+        let start = Start::check(&cfg, resume.as_deref(), overwrite)?;
+        if let Some(report) = start.nothing_to_train(&cfg)? {
+            return Ok(report);
+        }
+        let parts = Parts {
+            verifier,
+            source,
+            policy,
+        };
+        let (tree, events) = build_tree(cfg, &start, parts)?;
+        let recorder = open_recorder(&tree.shared.cfg, &start, on_step)?;
+        let ended = drive((tree, events), recorder, ctrl_c).await?;
+        report(ended)
+    }
+}
+
+/// What the builder was given instead of the config's parts.
+struct Parts {
+    verifier: Option<Arc<dyn Verifier>>,
+    source: Option<Box<dyn PromptSource>>,
+    policy: Option<LoadedModel>,
+}
+
+/// A checked start: the run folder locked and prepared, and the checkpoint a
+/// resume continues from (loaded).
+struct Start {
+    /// Held for the whole run: no second process writes this run folder.
+    _lock: RunLock,
+    /// `runtime.out_dir`.
+    out_dir: PathBuf,
+    /// The resumed checkpoint folder, as resolved from `--resume`.
+    resume_dir: Option<PathBuf>,
+    /// Its tensors and state.
+    checkpoint: Option<crate::checkpoint::LoadedCheckpoint>,
+    /// What its state says.
+    resumed: Option<Resumed>,
+}
+
+impl Start {
+    /// Validate the config, lock the run folder, resolve the resume (or
+    /// prepare a fresh folder) and refuse a run that cannot fit in memory.
+    fn check(cfg: &RunConfig, resume: Option<&std::path::Path>, overwrite: bool) -> Result<Start> {
         cfg.validate()?;
         if cfg.algo.kl_coef > 0.0 {
             return Err(Error::config(
@@ -168,32 +213,16 @@ impl RuntimeBuilder {
         }
         let out_dir = cfg.runtime.out_dir.clone();
         let ckpt_root = out_dir.join(&cfg.checkpoint.dir);
-        let _lock = RunLock::acquire(&out_dir)?;
-        let resume = match &resume {
+        let lock = RunLock::acquire(&out_dir)?;
+        let resume_dir = match resume {
             Some(arg) => Some(resolve_resume(arg, &ckpt_root, &cfg.checkpoint.dir)?),
             None => {
                 prepare_fresh(&out_dir, &ckpt_root, overwrite)?;
                 None
             }
         };
-        crate::plan::refuse_if_too_big(&cfg)?;
-        let verifier = match verifier {
-            Some(v) => v,
-            None => {
-                // The command verifier kills its process group by the pool's timeout.
-                let mut vc = cfg.verifier.clone();
-                let cap_ms = (cfg.runtime.verifier_timeout_s * 1000.0).ceil() as u64;
-                vc.command.timeout_ms = vc.command.timeout_ms.min(cap_ms.max(1));
-                Arc::from(build_verifier(&vc)?)
-            }
-        };
-        let mut source = match source {
-            Some(s) => s,
-            None => super::source::from_config(&cfg)?,
-        };
-        let kind = crate::model::parse_kind(&cfg.model.dtype)?;
-        let opt_dev = parse_device(&cfg.runtime.optimizer_device)?;
-        let checkpoint = match &resume {
+        crate::plan::refuse_if_too_big(cfg)?;
+        let checkpoint = match &resume_dir {
             Some(dir) => Some(crate::checkpoint::load_checkpoint(dir)?),
             None => None,
         };
@@ -201,363 +230,318 @@ impl RuntimeBuilder {
             .as_ref()
             .map(|ck| Resumed::of(ck, &ckpt_root))
             .transpose()?;
-        let start_step = resumed.as_ref().map_or(0, |r| r.step);
-        if start_step >= cfg.runtime.steps && resumed.is_some() {
-            let dir = resume.clone().unwrap_or_default();
-            let reason = format!(
-                "nothing to train: the checkpoint {} is at step {start_step}, runtime.steps is {}",
-                dir.display(),
-                cfg.runtime.steps
-            );
-            tracing::info!("{reason}");
-            let policy = LoadedModel::load(&dir.join("model"), opt_dev, kind)?;
-            return Ok(RunReport {
-                steps: Vec::new(),
-                restarts: HashMap::new(),
-                failed: false,
-                reason,
-                last_checkpoint: Some(dir),
-                final_weights: policy.snapshot(start_step)?,
-                trained: Vec::new(),
-            });
-        }
-        let policy = match (policy, &checkpoint) {
-            (_, Some(ck)) => {
-                check_same_shape(&cfg.model.resolved_path(), &ck.model_dir)?;
-                LoadedModel::load(&ck.model_dir, opt_dev, kind)?
-            }
-            (Some(p), None) => p,
-            (None, None) => LoadedModel::load(&cfg.model.resolve()?, opt_dev, kind)?,
-        };
-        if policy.tokenizer.is_none() {
-            let dir = checkpoint
-                .as_ref()
-                .map_or_else(|| cfg.model.resolved_path(), |c| c.model_dir.clone());
-            return Err(Error::InvalidInput(format!(
-                "{}: no tokenizer.json; training needs one to build prompts and decode responses",
-                dir.display()
-            )));
-        }
-        let sampler_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.sampler_device)?);
-        let teacher_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.teacher_device)?);
-        let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
-        // The teacher's weights as of the start: the initial policy, or the
-        // checkpoint's teacher.
-        let mut teacher = Frozen::new(cpu_copy(&trainer.policy.snapshot(start_step)?)?);
-        let mut trained_before = Vec::new();
-        let mut recent = BTreeMap::new();
-        let mut last_checkpoint = None;
-        if let (Some(ck), Some(r)) = (&checkpoint, &resumed) {
-            trainer.optimizer.load_state_tensors(&ck.optimizer)?;
-            if let Some(c) = &r.cursor {
-                source.restore(c)?;
-            }
-            if let Some(t) = &ck.teacher {
-                let snap = WeightSnapshot {
-                    version: r.teacher_version.unwrap_or(start_step),
-                    tensors: t
-                        .iter()
-                        .map(|(n, x)| (n.clone(), x.shallow_clone()))
-                        .collect(),
-                };
-                teacher = Frozen::new(cpu_copy(&snap)?);
-            }
-            trained_before = r.ledger.clone();
-            for s in &r.recent {
-                recent.insert(s.step, s.clone());
-            }
-            last_checkpoint = r.own_dir.clone().map(|d| (start_step, d));
-        }
-        let cursor = source.cursor();
-        let commits = CommitBoard::new(Published {
-            step: start_step,
-            cursor: cursor.clone(),
-            policy: Frozen::new(trainer.policy.snapshot(start_step)?),
-            teacher: teacher.clone(),
-        });
-        let optimizer = Arc::new(Mutex::new(OptimizerCommit {
-            trainer,
-            trained_through: start_step,
-            cursor,
-            recent,
-            teacher,
-            trained: Vec::new(),
-            trained_before,
-            last_checkpoint,
-            stopped: false,
-            consecutive_skips: 0,
-        }));
-        let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
-        let held_out = Arc::new(if cfg.validation.every > 0 {
-            crate::commands::eval::held_out_examples(&cfg)?
-        } else {
-            Vec::new()
-        });
-        let faults = FaultPlan::parse(&cfg.runtime.faults)?;
-        // Set-up ran on libtorch's default stream; the actors' pool streams
-        // do not wait for it by themselves (docs/RUNTIME.md, "CUDA streams").
-        let streams = ActorStreams::for_devices(sampler_spec.device, teacher_spec.device, opt_dev)?;
-        for d in [sampler_spec.device, teacher_spec.device, opt_dev] {
-            crate::cuda::synchronize_device(d)?;
-        }
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let tree = Arc::new(Tree {
-            shared: Arc::new(Shared {
-                faults,
-                peers: RwLock::new(Peers::default()),
-                events: tx,
-                cfg,
-            }),
-            source: Arc::new(Mutex::new(source)),
-            optimizer: optimizer.clone(),
-            commits,
-            sampler: sampler_spec,
-            teacher: teacher_spec,
-            verifier,
-            template,
-            held_out,
-            streams,
-        });
-        let cfg = &tree.shared.cfg;
-
-        let metrics_path = out_dir.join("metrics.jsonl");
-        let mut metrics = MetricsWriter::resume(&metrics_path, start_step)?;
-        if let Some(r) = &resumed {
-            refill_metrics(&mut metrics, &metrics_path, &r.recent, start_step)?;
-        }
-        let observer = crate::observe::Observer::open(cfg, start_step)?;
-        let mut signals = if ctrl_c { Some(Signals::new()?) } else { None };
-
-        let (sup, handle) = Actor::spawn(None, Supervisor, tree.clone())
-            .await
-            .map_err(|e| Error::Runtime(format!("could not start the actor tree: {e}")))?;
-        sup.cast(SupervisorMsg::Start)
-            .map_err(|e| Error::Runtime(format!("supervisor unreachable: {e}")))?;
-
-        let mut recorder = StepRecorder {
-            metrics,
-            observer,
-            on_step: on_step.take(),
-            steps: Vec::new(),
-        };
-        let mut last_checkpoint = None;
-        let mut restarts: HashMap<Role, u32> = HashMap::new();
-        let mut interrupted = false;
-        let (failed, reason) = loop {
-            let ev = match signals.as_mut() {
-                Some(sig) => tokio::select! {
-                    ev = rx.recv() => ev,
-                    name = sig.next() => {
-                        if interrupted {
-                            eprintln!("rlsd: second {name}: exiting at once without a checkpoint");
-                            std::process::exit(130);
-                        }
-                        interrupted = true;
-                        tracing::warn!("{name}: stopping after a final checkpoint (send it again to exit at once)");
-                        let _ = sup.cast(SupervisorMsg::Shutdown(format!("interrupted by {name}")));
-                        continue;
-                    }
-                },
-                None => rx.recv().await,
-            };
-            match ev {
-                Some(RunEvent::Step(stats)) => recorder.record(*stats)?,
-                Some(RunEvent::Checkpoint(p)) => last_checkpoint = Some(p),
-                Some(RunEvent::Restarted(role)) => {
-                    tracing::warn!(role = role.name(), "actor respawned");
-                    *restarts.entry(role).or_default() += 1;
-                }
-                Some(RunEvent::Finished { reason, failed }) => break (failed, reason),
-                None => break (true, "actor tree vanished".into()),
-            }
-        };
-        sup.stop(None);
-        let _ = handle.await;
-        // Steps committed before the final checkpoint whose events are still queued.
-        while let Ok(ev) = rx.try_recv() {
-            match ev {
-                RunEvent::Step(stats) => recorder.record(*stats)?,
-                RunEvent::Checkpoint(p) => last_checkpoint = Some(p),
-                RunEvent::Restarted(role) => *restarts.entry(role).or_default() += 1,
-                RunEvent::Finished { .. } => {}
-            }
-        }
-        recorder.metrics.sync()?;
-        recorder.observer.finish();
-        // The tree is down: its last commit is the run's result (after any
-        // work the actors' streams still hold).
-        for d in [tree.sampler.device, tree.teacher.device, opt_dev] {
-            crate::cuda::synchronize_device(d)?;
-        }
-        let (final_weights, trained) = {
-            let c = optimizer.lock();
-            (
-                c.trainer.policy.snapshot(c.trained_through)?,
-                c.trained.clone(),
-            )
-        };
-        Ok(RunReport {
-            steps: recorder.steps,
-            restarts,
-            failed,
-            reason,
-            last_checkpoint,
-            final_weights,
-            trained,
+        Ok(Start {
+            _lock: lock,
+            out_dir,
+            resume_dir,
+            checkpoint,
+            resumed,
         })
+    }
+
+    /// The step training continues after (0 for a fresh run).
+    fn start_step(&self) -> u64 {
+        self.resumed.as_ref().map_or(0, |r| r.step)
+    }
+
+    /// A resume whose checkpoint is already at `runtime.steps` trains nothing:
+    /// its report, with the checkpoint's weights.
+    fn nothing_to_train(&self, cfg: &RunConfig) -> Result<Option<RunReport>> {
+        let start_step = self.start_step();
+        let Some(dir) = self.resume_dir.clone() else {
+            return Ok(None);
+        };
+        if start_step < cfg.runtime.steps {
+            return Ok(None);
+        }
+        let reason = format!(
+            "nothing to train: the checkpoint {} is at step {start_step}, runtime.steps is {}",
+            dir.display(),
+            cfg.runtime.steps
+        );
+        tracing::info!("{reason}");
+        let kind = crate::model::parse_kind(&cfg.model.dtype)?;
+        let opt_dev = parse_device(&cfg.runtime.optimizer_device)?;
+        let policy = LoadedModel::load(&dir.join("model"), opt_dev, kind)?;
+        Ok(Some(RunReport {
+            steps: Vec::new(),
+            restarts: HashMap::new(),
+            failed: false,
+            reason,
+            last_checkpoint: Some(dir),
+            final_weights: policy.snapshot(start_step)?,
+            trained: Vec::new(),
+        }))
     }
 }
 
-/// Where every committed step's [`StepStats`] goes, in step order, exactly
-/// once: the metrics log, the caller's `on_step`, and the report.
-struct StepRecorder {
-    metrics: MetricsWriter,
-    /// TensorBoard events, completions.jsonl and the end-of-run report.
-    observer: crate::observe::Observer,
+/// The reward function: the builder's, or `[verifier]` (whose command
+/// verifier kills its process group by the pool's timeout).
+fn verifier_of(cfg: &RunConfig, given: Option<Arc<dyn Verifier>>) -> Result<Arc<dyn Verifier>> {
+    if let Some(v) = given {
+        return Ok(v);
+    }
+    let mut vc = cfg.verifier.clone();
+    let cap_ms = (cfg.runtime.verifier_timeout_s * 1000.0).ceil() as u64;
+    vc.command.timeout_ms = vc.command.timeout_ms.min(cap_ms.max(1));
+    Ok(Arc::from(build_verifier(&vc)?))
+}
+
+/// The policy to train: the checkpoint's (whose shape must match `[model]`),
+/// the builder's, or `[model]`'s; it must have a tokenizer.
+fn policy_of(cfg: &RunConfig, start: &Start, given: Option<LoadedModel>) -> Result<LoadedModel> {
+    let kind = crate::model::parse_kind(&cfg.model.dtype)?;
+    let opt_dev = parse_device(&cfg.runtime.optimizer_device)?;
+    let policy = match (given, &start.checkpoint) {
+        (_, Some(ck)) => {
+            check_same_shape(&cfg.model.resolved_path(), &ck.model_dir)?;
+            LoadedModel::load(&ck.model_dir, opt_dev, kind)?
+        }
+        (Some(p), None) => p,
+        (None, None) => LoadedModel::load(&cfg.model.resolve()?, opt_dev, kind)?,
+    };
+    if policy.tokenizer.is_none() {
+        let dir = start
+            .checkpoint
+            .as_ref()
+            .map_or_else(|| cfg.model.resolved_path(), |c| c.model_dir.clone());
+        return Err(Error::InvalidInput(format!(
+            "{}: no tokenizer.json; training needs one to build prompts and decode responses",
+            dir.display()
+        )));
+    }
+    Ok(policy)
+}
+
+/// The optimizer's recovery state at the start: a fresh trainer, or the
+/// checkpoint's AdamW moments, teacher, ledger and recent stats (the prompt
+/// source is moved to the checkpoint's cursor).
+fn optimizer_commit(
+    cfg: &RunConfig,
+    start: &Start,
+    policy: LoadedModel,
+    source: &mut dyn PromptSource,
+) -> Result<OptimizerCommit> {
+    let start_step = start.start_step();
+    let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
+    // The teacher's weights as of the start: the initial policy, or the
+    // checkpoint's teacher.
+    let mut teacher = Frozen::new(cpu_copy(&trainer.policy.snapshot(start_step)?)?);
+    let mut trained_before = Vec::new();
+    let mut recent = BTreeMap::new();
+    let mut last_checkpoint = None;
+    if let (Some(ck), Some(r)) = (&start.checkpoint, &start.resumed) {
+        trainer.optimizer.load_state_tensors(&ck.optimizer)?;
+        if let Some(c) = &r.cursor {
+            source.restore(c)?;
+        }
+        if let Some(t) = &ck.teacher {
+            let snap = WeightSnapshot {
+                version: r.teacher_version.unwrap_or(start_step),
+                tensors: t
+                    .iter()
+                    .map(|(n, x)| (n.clone(), x.shallow_clone()))
+                    .collect(),
+            };
+            teacher = Frozen::new(cpu_copy(&snap)?);
+        }
+        trained_before = r.ledger.clone();
+        for s in &r.recent {
+            recent.insert(s.step, s.clone());
+        }
+        last_checkpoint = r.own_dir.clone().map(|d| (start_step, d));
+    }
+    Ok(OptimizerCommit {
+        trainer,
+        trained_through: start_step,
+        cursor: source.cursor(),
+        recent,
+        teacher,
+        trained: Vec::new(),
+        trained_before,
+        last_checkpoint,
+        stopped: false,
+        consecutive_skips: 0,
+    })
+}
+
+/// Build the supervised tree's kept arguments: the verifier, the prompt
+/// source, the optimizer's state and first commit, the replicas' specs, the
+/// held-out prompts and the actors' streams.
+fn build_tree(cfg: RunConfig, start: &Start, parts: Parts) -> Result<(Arc<Tree>, RunEvents)> {
+    let verifier = verifier_of(&cfg, parts.verifier)?;
+    let mut source = match parts.source {
+        Some(s) => s,
+        None => crate::run::source::from_config(&cfg)?,
+    };
+    let policy = policy_of(&cfg, start, parts.policy)?;
+    let opt_dev = parse_device(&cfg.runtime.optimizer_device)?;
+    let sampler_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.sampler_device)?);
+    let teacher_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.teacher_device)?);
+    let commit = optimizer_commit(&cfg, start, policy, source.as_mut())?;
+    let commits = CommitBoard::new(Published {
+        step: commit.trained_through,
+        cursor: commit.cursor.clone(),
+        policy: Frozen::new(commit.trainer.policy.snapshot(commit.trained_through)?),
+        teacher: commit.teacher.clone(),
+    });
+    let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+    let held_out = Arc::new(if cfg.validation.every > 0 {
+        crate::run::evaluate::held_out_examples(&cfg)?
+    } else {
+        Vec::new()
+    });
+    let faults = FaultPlan::parse(&cfg.runtime.faults)?;
+    // Set-up ran on libtorch's default stream; the actors' pool streams
+    // do not wait for it by themselves (docs/RUNTIME.md, "CUDA streams").
+    let streams = ActorStreams::for_devices(sampler_spec.device, teacher_spec.device, opt_dev)?;
+    for d in [sampler_spec.device, teacher_spec.device, opt_dev] {
+        crate::cuda::synchronize_device(d)?;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let tree = Arc::new(Tree {
+        shared: Arc::new(Shared {
+            faults,
+            peers: RwLock::new(Peers::default()),
+            events: tx,
+            cfg,
+        }),
+        source: Arc::new(Mutex::new(source)),
+        optimizer: Arc::new(Mutex::new(commit)),
+        commits,
+        sampler: sampler_spec,
+        teacher: teacher_spec,
+        verifier,
+        template,
+        held_out,
+        streams,
+    });
+    Ok((tree, rx))
+}
+
+/// The actors' events, read by the run loop.
+type RunEvents = tokio::sync::mpsc::UnboundedReceiver<RunEvent>;
+
+/// The metrics log (cut back to the start step and refilled from the
+/// checkpoint), the observers and the caller's callback.
+fn open_recorder(
+    cfg: &RunConfig,
+    start: &Start,
     on_step: Option<StepCallback>,
+) -> Result<StepRecorder> {
+    let start_step = start.start_step();
+    let metrics_path = start.out_dir.join("metrics.jsonl");
+    let mut metrics = MetricsWriter::resume(&metrics_path, start_step)?;
+    if let Some(r) = &start.resumed {
+        refill_metrics(&mut metrics, &metrics_path, &r.recent, start_step)?;
+    }
+    Ok(StepRecorder {
+        metrics,
+        observer: crate::observe::Observer::open(cfg, start_step)?,
+        on_step,
+        steps: Vec::new(),
+    })
+}
+
+/// How the tree's run ended.
+struct Ended {
+    failed: bool,
+    reason: String,
+    last_checkpoint: Option<PathBuf>,
+    restarts: HashMap<Role, u32>,
     steps: Vec<StepStats>,
 }
 
-impl StepRecorder {
-    /// Record one committed step (the one place that does).
-    fn record(&mut self, stats: StepStats) -> Result<()> {
-        if self.steps.last().is_some_and(|l| l.step >= stats.step) {
-            return Ok(()); // already recorded
-        }
-        self.metrics.append(&stats)?;
-        self.observer.on_step(&stats)?;
-        if let Some(f) = self.on_step.as_mut() {
-            f(&stats);
-        }
-        self.steps.push(stats);
-        crate::malloc::trim();
-        Ok(())
-    }
-}
-
-/// What a checkpoint's `state.json` says about the step it holds.
-struct Resumed {
-    /// The committed step.
-    step: u64,
-    /// Data cursor after that step.
-    cursor: Option<serde_json::Value>,
-    /// Version of the stored teacher weights.
-    teacher_version: Option<u64>,
-    /// Stats of recent steps (metrics lines the log may lack).
-    recent: Vec<StepStats>,
-    /// Prompt ids trained at each step up to `step`.
-    ledger: Vec<(u64, Vec<String>)>,
-    /// The checkpoint folder, when it lies in this run's checkpoint root.
-    own_dir: Option<PathBuf>,
-}
-
-impl Resumed {
-    fn of(ck: &crate::checkpoint::LoadedCheckpoint, root: &std::path::Path) -> Result<Resumed> {
-        let state_path = ck.dir.join(crate::checkpoint::STATE_FILE);
-        let bad = |key: &str, e: String| {
-            Error::InvalidInput(format!("{}: `{key}`: {e}", state_path.display()))
+/// Start the supervisor and record its events until the run finishes (a
+/// first signal asks for a clean stop, a second exits at once).
+async fn drive(
+    (tree, mut rx): (Arc<Tree>, RunEvents),
+    mut recorder: StepRecorder,
+    ctrl_c: bool,
+) -> Result<(Arc<Tree>, Ended)> {
+    let mut signals = if ctrl_c { Some(Signals::new()?) } else { None };
+    let (sup, handle) = Actor::spawn(None, Supervisor, tree.clone())
+        .await
+        .map_err(|e| Error::Runtime(format!("could not start the actor tree: {e}")))?;
+    sup.cast(SupervisorMsg::Start)
+        .map_err(|e| Error::Runtime(format!("supervisor unreachable: {e}")))?;
+    let mut last_checkpoint = None;
+    let mut restarts: HashMap<Role, u32> = HashMap::new();
+    let mut interrupted = false;
+    let (failed, reason) = loop {
+        let ev = match signals.as_mut() {
+            Some(sig) => tokio::select! {
+                ev = rx.recv() => ev,
+                name = sig.next() => {
+                    if interrupted {
+                        eprintln!("rlsd: second {name}: exiting at once without a checkpoint");
+                        std::process::exit(130);
+                    }
+                    interrupted = true;
+                    tracing::warn!("{name}: stopping after a final checkpoint (send it again to exit at once)");
+                    let _ = sup.cast(SupervisorMsg::Shutdown(format!("interrupted by {name}")));
+                    continue;
+                }
+            },
+            None => rx.recv().await,
         };
-        let field = |key: &str| ck.state.get(key).filter(|v| !v.is_null());
-        let step = match field("trained_through").or_else(|| field("step")) {
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| bad("step", "not a step number".into()))?,
-            None => ck.step,
-        };
-        if step != ck.step {
-            return Err(bad(
-                "step",
-                format!("says {step}, the manifest says {}", ck.step),
-            ));
-        }
-        let recent = match field("recent_stats") {
-            Some(v) => {
-                serde_json::from_value(v.clone()).map_err(|e| bad("recent_stats", e.to_string()))?
+        match ev {
+            Some(RunEvent::Step(stats)) => recorder.record(*stats)?,
+            Some(RunEvent::Checkpoint(p)) => last_checkpoint = Some(p),
+            Some(RunEvent::Restarted(role)) => {
+                tracing::warn!(role = role.name(), "actor respawned");
+                *restarts.entry(role).or_default() += 1;
             }
-            None => Vec::new(),
-        };
-        let ledger = match field("trained") {
-            Some(v) => {
-                serde_json::from_value(v.clone()).map_err(|e| bad("trained", e.to_string()))?
-            }
-            None => Vec::new(),
-        };
-        let same_root =
-            |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
-                (Ok(a), Ok(b)) => a == b,
-                _ => false,
-            };
-        let own_dir = ck
-            .dir
-            .parent()
-            .filter(|p| same_root(p, root))
-            .map(|_| ck.dir.clone());
-        Ok(Resumed {
-            step,
-            cursor: field("data_cursor").cloned(),
-            teacher_version: field("teacher_version").and_then(|v| v.as_u64()),
-            recent,
-            ledger,
-            own_dir,
-        })
-    }
-}
-
-/// After the log was cut back to the checkpoint's step, append the lines of
-/// committed steps it lacks (a crash can come after a checkpoint but before
-/// the run loop wrote that step's line), so it holds each of `1..=step` once.
-fn refill_metrics(
-    metrics: &mut MetricsWriter,
-    path: &std::path::Path,
-    recent: &[StepStats],
-    step: u64,
-) -> Result<()> {
-    let have: std::collections::HashSet<u64> = crate::metrics::read_metrics(path)?
-        .iter()
-        .filter_map(|r| r.get(crate::metrics::STEP_KEY).and_then(|s| s.as_u64()))
-        .collect();
-    for s in recent {
-        if s.step <= step && !have.contains(&s.step) {
-            tracing::info!(
-                step = s.step,
-                "restoring a metrics line from the checkpoint"
-            );
-            metrics.append(s)?;
+            Some(RunEvent::Finished { reason, failed }) => break (failed, reason),
+            None => break (true, "actor tree vanished".into()),
+        }
+    };
+    sup.stop(None);
+    let _ = handle.await;
+    // Steps committed before the final checkpoint whose events are still queued.
+    while let Ok(ev) = rx.try_recv() {
+        match ev {
+            RunEvent::Step(stats) => recorder.record(*stats)?,
+            RunEvent::Checkpoint(p) => last_checkpoint = Some(p),
+            RunEvent::Restarted(role) => *restarts.entry(role).or_default() += 1,
+            RunEvent::Finished { .. } => {}
         }
     }
-    Ok(())
+    recorder.metrics.sync()?;
+    recorder.observer.finish();
+    let ended = Ended {
+        failed,
+        reason,
+        last_checkpoint,
+        restarts,
+        steps: recorder.steps,
+    };
+    Ok((tree, ended))
 }
 
-/// A resumed checkpoint must hold the model `[model]` names (same
-/// architecture sizes in `config.json`); the error names both files.
-pub fn check_same_shape(model_dir: &std::path::Path, ckpt_model: &std::path::Path) -> Result<()> {
-    let read = |dir: &std::path::Path| -> Option<serde_json::Value> {
-        let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
-        serde_json::from_str(&text).ok()
-    };
-    let (Some(a), Some(b)) = (read(model_dir), read(ckpt_model)) else {
-        return Ok(()); // an embedding program may train a model with no folder
-    };
-    for key in [
-        "model_type",
-        "hidden_size",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "intermediate_size",
-        "vocab_size",
-    ] {
-        if a.get(key) != b.get(key) {
-            return Err(Error::InvalidInput(format!(
-                "the checkpoint's model ({}) does not match [model].path ({}): `{key}` is {} vs {}; resume with the config of the run that wrote it",
-                ckpt_model.join("config.json").display(),
-                model_dir.join("config.json").display(),
-                b.get(key).unwrap_or(&serde_json::Value::Null),
-                a.get(key).unwrap_or(&serde_json::Value::Null),
-            )));
-        }
+/// The run's report: the tree is down, so its last commit is the result
+/// (after any work the actors' streams still hold).
+fn report((tree, ended): (Arc<Tree>, Ended)) -> Result<RunReport> {
+    let opt_dev = parse_device(&tree.shared.cfg.runtime.optimizer_device)?;
+    for d in [tree.sampler.device, tree.teacher.device, opt_dev] {
+        crate::cuda::synchronize_device(d)?;
     }
-    Ok(())
+    let (final_weights, trained) = {
+        let c = tree.optimizer.lock();
+        (
+            c.trainer.policy.snapshot(c.trained_through)?,
+            c.trained.clone(),
+        )
+    };
+    Ok(RunReport {
+        steps: ended.steps,
+        restarts: ended.restarts,
+        failed: ended.failed,
+        reason: ended.reason,
+        last_checkpoint: ended.last_checkpoint,
+        final_weights,
+        trained,
+    })
 }
 
 /// SIGINT and SIGTERM as one stream.

@@ -4,11 +4,11 @@
 //! weights arrive as [`SamplerMsg::Committed`].
 
 use super::commit::{CommitReader, Published, ReplicaSpec};
-use super::fault::Role;
 use super::messages::{SamplerMsg, StepPlan, VerifierMsg};
 use super::replica::Replica;
 use super::shared::Shared;
 use crate::cuda::Stream;
+use crate::fault::Role;
 use crate::pipeline::rollout;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;

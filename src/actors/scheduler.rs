@@ -12,12 +12,12 @@
 //! prompts, the same seeds).
 
 use super::commit::CommitReader;
-use super::fault::Role;
+use super::messages::SupervisorMsg;
 use super::messages::{OptimizerMsg, SamplerMsg, SchedulerMsg, StepPlan};
 use super::shared::{RunEvent, Shared};
-use super::source::PromptSource;
-use super::supervisor::SupervisorMsg;
 use crate::error::Result;
+use crate::fault::Role;
+use crate::run::source::PromptSource;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::BTreeMap;

@@ -6,9 +6,9 @@
 //! and learns about the others' progress only from messages and from the
 //! optimizer's published commits ([`super::commit`]).
 
-use super::fault::{FaultPlan, Role};
 use super::messages::{CreditMsg, OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg, VerifierMsg};
 use crate::config::RunConfig;
+use crate::fault::{FaultPlan, Role};
 use crate::stats::StepStats;
 use parking_lot::RwLock;
 use ractor::ActorRef;

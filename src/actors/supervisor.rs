@@ -7,17 +7,18 @@
 
 use super::commit::{CommitBoard, OptimizerCommit, ReplicaSpec};
 use super::credit::CreditAssigner;
-use super::fault::Role;
 use super::messages::SchedulerMsg;
+use super::messages::SupervisorMsg;
 use super::optimizer::{Optimizer, OptimizerArgs};
 use super::sampler::{Sampler, SamplerArgs};
 use super::scheduler::{Scheduler, SchedulerArgs};
 use super::shared::{RunEvent, Shared};
-use super::source::PromptSource;
 use super::streams::ActorStreams;
 use super::teacher::{TeacherArgs, TeacherScorer};
 use super::verifier::{VerifierArgs, VerifierPool};
 use crate::data::{Example, TeacherPrompt};
+use crate::fault::Role;
+use crate::run::source::PromptSource;
 use crate::verify::Verifier;
 use parking_lot::Mutex;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -64,18 +65,6 @@ impl std::fmt::Debug for Tree {
 /// The supervisor actor.
 #[derive(Debug)]
 pub struct Supervisor;
-
-/// Messages to the supervisor.
-#[derive(Debug)]
-pub enum SupervisorMsg {
-    /// Start the run (sent once the tree is up).
-    Start,
-    /// Stop gracefully (a signal).
-    Shutdown(String),
-    /// The scheduler is ending the run: children that stop from now on are
-    /// not failures.
-    Stopping,
-}
 
 /// Supervisor state.
 #[derive(Debug)]

@@ -4,12 +4,12 @@
 //! under the privileged context, with no gradient. CEPO adds a second pass.
 
 use super::commit::{CommitReader, Published, ReplicaSpec};
-use super::fault::Role;
 use super::messages::{CreditMsg, TeacherMsg};
 use super::replica::Replica;
 use super::shared::Shared;
 use crate::cuda::Stream;
 use crate::data::TeacherPrompt;
+use crate::fault::Role;
 use crate::pipeline::{teacher_pass, ScoredBatch};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;

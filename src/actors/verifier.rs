@@ -7,9 +7,9 @@
 //! verifier's own timeout is capped at `verifier_timeout_s`, so its process
 //! group is killed by then.
 
-use super::fault::Role;
 use super::messages::{TeacherMsg, VerifierMsg};
 use super::shared::Shared;
+use crate::fault::Role;
 use crate::pipeline::{verify_one, Score, ScoredBatch};
 use crate::verify::{Verdict, Verifier};
 use ractor::{Actor, ActorProcessingErr, ActorRef};

@@ -25,7 +25,7 @@
 //! temperature (the mean over `validation.samples` samples a prompt); greedy
 //! pass@1 and pass@K are reported beside it.
 
-use crate::actors::sequential::run_sequential;
+pub use super::compare_table::{CompareOptions, RunSummary};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::error::{Error, Result};
@@ -33,53 +33,14 @@ use crate::metrics::MetricsWriter;
 use crate::model::{parse_kind, LoadedModel};
 use crate::plot::{panels, write_image, ChartOptions, ImageFormat, Series};
 use crate::rlsd::Algo;
+use crate::run::sequential::run_sequential;
 use crate::stats::StepStats;
 use crate::verify::build_verifier;
-use serde::{Deserialize, Serialize};
+
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
-
-/// What `rlsd compare` runs.
-#[derive(Debug, Clone)]
-pub struct CompareOptions {
-    /// Algorithms, in table order (the first `grpo` is the reference row).
-    pub algos: Vec<Algo>,
-    /// Seeds; each algorithm runs once per seed.
-    pub seeds: Vec<u64>,
-    /// Training steps of every run.
-    pub steps: u64,
-    /// Validate before step 1 and every this many steps.
-    pub val_every: u64,
-    /// Runs at a time (threads; each uses one libtorch thread).
-    pub jobs: usize,
-    /// Output folder.
-    pub out: PathBuf,
-}
-
-/// One finished (or failed) run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunSummary {
-    /// Algorithm name.
-    pub algo: String,
-    /// Seed.
-    pub seed: u64,
-    /// Why it failed (None when it finished).
-    pub error: Option<String>,
-    /// `(step, pass@1 sampled, pass@1 greedy, pass@K)` of every validation.
-    pub validation: Vec<(u64, f64, f64, f64)>,
-    /// Mean training reward of the last 10% of steps.
-    pub final_train_reward: f64,
-    /// Mean weight-clip fraction below `1 - eps_w` over steps.
-    pub weight_clip_low_frac: f64,
-    /// Mean weight-clip fraction above `1 + eps_w` over steps.
-    pub weight_clip_high_frac: f64,
-    /// Mean PPO ratio-clip fraction over steps.
-    pub ratio_clip_frac: f64,
-    /// Wall seconds of the run (validation included).
-    pub wall_s: f64,
-}
 
 /// The config of one run: `base` with the algorithm, seed and budget set.
 pub fn run_config(base: &RunConfig, algo: Algo, seed: u64, opts: &CompareOptions) -> RunConfig {
@@ -111,7 +72,7 @@ fn one_run(base: &RunConfig, algo: Algo, seed: u64, opts: &CompareOptions) -> Re
     let teacher = LoadedModel::load(&dir, tch::Device::Cpu, kind)?;
     let verifier = build_verifier(&cfg.verifier)?;
     let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
-    let mut source = crate::actors::source::from_config(&cfg)?;
+    let mut source = crate::run::source::from_config(&cfg)?;
     let (_, stats) = run_sequential(&cfg, policy, teacher, &*verifier, &mut *source, &template)?;
     let wall_s = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&cfg.runtime.out_dir)

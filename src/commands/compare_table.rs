@@ -1,10 +1,51 @@
 //! The numbers of `rlsd compare`: accuracy curves aggregated over seeds, and
 //! the Markdown table written to `results.md`.
 
-use super::compare::{CompareOptions, RunSummary};
 use crate::config::RunConfig;
 use crate::rlsd::Algo;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// What `rlsd compare` runs.
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    /// Algorithms, in table order (the first `grpo` is the reference row).
+    pub algos: Vec<Algo>,
+    /// Seeds; each algorithm runs once per seed.
+    pub seeds: Vec<u64>,
+    /// Training steps of every run.
+    pub steps: u64,
+    /// Validate before step 1 and every this many steps.
+    pub val_every: u64,
+    /// Runs at a time (threads; each uses one libtorch thread).
+    pub jobs: usize,
+    /// Output folder.
+    pub out: PathBuf,
+}
+
+/// One finished (or failed) run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Algorithm name.
+    pub algo: String,
+    /// Seed.
+    pub seed: u64,
+    /// Why it failed (None when it finished).
+    pub error: Option<String>,
+    /// `(step, pass@1 sampled, pass@1 greedy, pass@K)` of every validation.
+    pub validation: Vec<(u64, f64, f64, f64)>,
+    /// Mean training reward of the last 10% of steps.
+    pub final_train_reward: f64,
+    /// Mean weight-clip fraction below `1 - eps_w` over steps.
+    pub weight_clip_low_frac: f64,
+    /// Mean weight-clip fraction above `1 + eps_w` over steps.
+    pub weight_clip_high_frac: f64,
+    /// Mean PPO ratio-clip fraction over steps.
+    pub ratio_clip_frac: f64,
+    /// Wall seconds of the run (validation included).
+    pub wall_s: f64,
+}
 
 /// One validation step of an algorithm, over its finished seeds.
 #[derive(Debug, Clone, PartialEq)]

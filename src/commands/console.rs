@@ -2,12 +2,14 @@
 //! it needs, calls the library function of its command and writes the
 //! summary lines (and the files asked for with `--out` / `--json`).
 
-use super::eval::{evaluate, progress_bar, EvalOptions};
 use super::generate::{generate_text, GenerateRequest};
-use super::inspect::{inspect_logged, inspect_step, render_page, render_terminal, Inspection};
 use super::{load_model, write_text, ModelChoice};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
+use crate::observe::inspection::{
+    inspect_logged, inspect_step, render_page, render_terminal, Inspection,
+};
+use crate::run::evaluate::{evaluate, progress_bar, EvalOptions};
 use std::path::Path;
 
 /// Where `rlsd inspect` writes, and whether it also prints the page as text.
@@ -68,7 +70,7 @@ pub fn inspect(
 ) -> Result<()> {
     let model = load_model(cfg, choice, &cfg.runtime.sampler_device)?;
     let verifier = crate::verify::build_verifier(&cfg.verifier)?;
-    let mut source = crate::actors::source::from_config(cfg)?;
+    let mut source = crate::run::source::from_config(cfg)?;
     let n = prompts.map_or(cfg.rollout.batch_prompts.min(2), |p| p as usize);
     let examples = source.next_batch(n)?;
     let ins = inspect_step(cfg, &model, &model, verifier.as_ref(), examples, step)?;

@@ -1,9 +1,9 @@
 //! `rlsd generate`: sample responses to one prompt through the model's chat template.
 
-use crate::actors::stages::tokenizer_of;
 use crate::data::prompt::chat_prompt_ids;
 use crate::error::{Error, Result};
 use crate::model::{generate, GenerateOptions, LoadedModel};
+use crate::pipeline::tokenizer_of;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;

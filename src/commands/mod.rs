@@ -16,10 +16,8 @@
 pub mod compare;
 pub mod compare_table;
 pub mod console;
-pub mod eval;
+
 pub mod generate;
-pub mod inspect;
-pub mod plot;
 pub mod train;
 
 use crate::config::RunConfig;

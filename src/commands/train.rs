@@ -3,7 +3,7 @@
 //! base model's pretraining, each printing its summary.
 
 use crate::config::RunConfig;
-use crate::dist::DistEnv;
+use crate::distributed::DistEnv;
 use crate::error::{Error, Result};
 use crate::pretrain::PretrainConfig;
 use std::io::IsTerminal;
@@ -99,7 +99,7 @@ pub fn train_rank(
     resume: Option<PathBuf>,
     overwrite: bool,
 ) -> Result<()> {
-    let r = crate::dist::train_loop::train_rank(cfg, env, overwrite, resume.as_deref())?;
+    let r = crate::distributed::train_loop::train_rank(cfg, env, overwrite, resume.as_deref())?;
     println!(
         "rank {} of {} ({}): {} steps, weights {}",
         r.rank, r.world, r.role, r.steps, r.weights_sha256

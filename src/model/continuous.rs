@@ -15,7 +15,7 @@
 //! so sampling is independent of batch composition.
 
 use super::distinct_rows;
-use super::generate::{Generation, StopCheck};
+use super::generation::{Generation, StopCheck};
 use super::kv_cache::KvCache;
 use super::sampling::{sample_with_uniforms, SamplingParams};
 use super::transformer::{positions_from_mask, CausalLm};

@@ -23,6 +23,7 @@ pub mod chunked;
 pub mod config;
 mod continuous;
 pub mod generate;
+pub mod generation;
 pub mod kv_cache;
 pub mod layers;
 pub mod logprobs;

@@ -13,56 +13,35 @@
 //!   advantages and per-token credit of a few responses per step;
 //! - `config.toml`: the resolved configuration;
 //! - at the end, `reward.svg`/`.png`, `panels.svg`/`.png` and `report.html`
-//!   ([`report`]).
+//!   ([`report`], drawn by [`charts`]).
+//!
+//! It also holds what `rlsd inspect` and `rlsd plot` show: [`inspection`]
+//! (one step's per-token credit, fresh or from the log), [`credit_view`]
+//! (that credit as HTML or ANSI text) and [`charts`] (metrics as charts).
 
+pub mod charts;
 pub mod completions;
+pub mod credit_view;
+pub mod inspection;
 pub mod report;
 pub mod tfevents;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::config::ObserveConfig;
 use crate::config::RunConfig;
 use crate::metrics::MetricsWriter;
 use crate::stats::StepStats;
 use crate::{Error, Result};
 
+pub use crate::pipeline::sample_completions;
 pub use completions::{
-    read_completions, read_step, sample_completions, CompletionSample, StepCompletions,
-    COMPLETIONS_FILE,
+    read_completions, read_step, CompletionSample, StepCompletions, COMPLETIONS_FILE,
 };
 use tfevents::{EventBody, EventWriter, SummaryValue};
 
 /// The resolved configuration's file name inside a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
-
-/// `[observe]`: what a run writes for people to look at.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ObserveConfig {
-    /// Write TensorBoard event files into the run folder.
-    pub tensorboard: bool,
-    /// Responses per step logged to `completions.jsonl` (and as TensorBoard
-    /// text) with their token credit; the first ones of the batch, so whole
-    /// prompt groups. 0 turns the log off.
-    pub completions_per_step: usize,
-    /// Draw the charts and write `report.html` when the run ends.
-    pub report: bool,
-    /// Also draw the end-of-run charts as PNG next to the SVGs.
-    pub png: bool,
-}
-
-impl Default for ObserveConfig {
-    fn default() -> Self {
-        Self {
-            tensorboard: true,
-            completions_per_step: 8,
-            report: true,
-            png: true,
-        }
-    }
-}
 
 /// Writes a run's TensorBoard events, completions log, charts and report.
 #[derive(Debug)]
@@ -173,7 +152,7 @@ impl Observer {
             &[crate::plot::ImageFormat::Svg]
         };
         for &f in formats {
-            match crate::commands::plot::plot_run(&self.dir, f) {
+            match charts::plot_run(&self.dir, f) {
                 Ok(paths) => written.extend(paths),
                 Err(e) => tracing::warn!(error = %e, "could not draw the run's charts"),
             }

@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::commands::inspect::render_sections;
-use crate::commands::plot::{resolve, reward_series, run_panels};
+use super::charts::{resolve, reward_series, run_panels};
+use super::inspection::render_sections;
 use crate::metrics::{lookup_number, read_metrics};
 use crate::plot::{line_chart_svg, panels_svg, xml_escape, ChartOptions};
 use crate::{Error, Result};
@@ -145,7 +145,7 @@ pub fn render_report(run_dir: &Path) -> Result<String> {
             body.push_str("<p>completions.jsonl has no steps yet.</p>\n");
         }
         for s in chosen {
-            let ins = s.to_inspection();
+            let ins = super::inspection::Inspection::from_logged(s);
             let (st, sections) = render_sections(&ins)?;
             style = st;
             let _ = writeln!(

@@ -1,6 +1,6 @@
 //! The stages of one training step as plain functions over typed batches
 //! (DESIGN.md, "Pipeline"): the actors call them one stage each, and the
-//! sequential loop ([`crate::actors::sequential`]), `rlsd inspect` and the
+//! sequential loop ([`crate::run::sequential`]), `rlsd inspect` and the
 //! tests call them in order with [`prepare_step`].
 //!
 //! ```text
@@ -13,9 +13,12 @@
 //! - [`batch`]: one type per stage.
 //! - [`stages`]: the stage functions.
 //! - [`stats`]: [`step_stats`], the one place that assembles [`crate::stats::StepStats`].
+//! - [`records`]: the per-response records (token credit) a step hands its observers.
 
 pub mod batch;
+pub mod leakage;
 pub mod plan;
+pub mod records;
 pub mod stages;
 pub mod stats;
 
@@ -23,6 +26,7 @@ pub use batch::{
     CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, TeacherBatch, TeacherScores,
 };
 pub use plan::{needs_teacher_pass, required_teacher_version, step_seed, StepPlan};
+pub use records::sample_completions;
 pub use stages::{
     assign_credit, prepare_step, rollout, sample_and_verify, teach_and_credit, teacher_pass,
     teacher_prompt_ids, tokenizer_of, verify_all, verify_one,

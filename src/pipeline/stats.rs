@@ -37,7 +37,7 @@ pub fn step_stats(
         .filter(|r| !r.stopped_on_eos && !r.stopped_on_stop_string)
         .count() as f64
         / n;
-    s.leakage_rate = crate::rlsd::leakage::leakage_rate(
+    s.leakage_rate = super::leakage::leakage_rate(
         rollouts
             .iter()
             .map(|r| (&plan.examples[r.group], r.response_text.as_str())),
@@ -51,6 +51,6 @@ pub fn step_stats(
     s.timings.verify_s = t.verify_s;
     s.timings.teacher_s = t.teacher_s;
     s.timings.credit_s = t.credit_s;
-    s.completions = crate::observe::sample_completions(batch, tb, algo, tokenizer, completions);
+    s.completions = super::records::sample_completions(batch, tb, algo, tokenizer, completions);
     trained
 }

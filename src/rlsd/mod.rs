@@ -7,7 +7,6 @@
 //! - [`distill`]: the OPSD distillation terms (sampled-token KL; KL / JSD on
 //!   the teacher's top-k support plus a tail bucket, or the full vocabulary).
 //! - [`distill_vocab`]: the `kl` / `jsd` term as a chunked [`crate::policy::VocabLoss`].
-//! - [`leakage`]: the leakage monitor (privileged text said before the final answer).
 //! - [`loss`]: the PPO clipped surrogate with asymmetric and dual clip, k3 KL,
 //!   entropy, token-mean and seq-mean-token-mean aggregation.
 //! - [`sdpo`]: SDPO's teacher context from the group's own attempts.
@@ -18,7 +17,6 @@ pub mod config;
 pub mod credit;
 pub mod distill;
 pub mod distill_vocab;
-pub mod leakage;
 pub mod loss;
 pub mod schedule;
 pub mod sdpo;

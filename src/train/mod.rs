@@ -13,19 +13,21 @@
 //! step itself.
 //!
 //! Data-parallel seam: a [`Trainer`] with a `grad_sync`
-//! ([`crate::dist::GradSync`]) normalises the loss by the global batch and
+//! ([`GradSync`]) normalises the loss by the global batch and
 //! sums the gradients over ranks after every micro-batch's backward and
-//! before clipping and AdamW (see `crate::dist::sync`).
+//! before clipping and AdamW (see [`sync`]).
 
 mod checks;
 mod distill;
 mod loss;
 mod micro;
+pub mod sync;
 
 pub use checks::effective_algo;
 pub use distill::{distill_loss, support_tensors};
 pub use loss::{micro_batch_loss, MicroBatchLoss};
 pub use micro::{micro_batches, plan_micro_batches};
+pub use sync::GradSync;
 
 use crate::error::Result;
 use crate::model::shared::TrunkCost;
@@ -88,8 +90,8 @@ pub struct Trainer<P: Policy> {
     /// Steps skipped so far (non-finite inputs, loss or gradient).
     pub skipped_steps: u64,
     /// Data-parallel runs: sums the loss normaliser, the gradients and the
-    /// logged sums over ranks ([`crate::dist::GradSync`]); `None` on one rank.
-    pub grad_sync: Option<Box<dyn crate::dist::GradSync>>,
+    /// logged sums over ranks ([`GradSync`]); `None` on one rank.
+    pub grad_sync: Option<Box<dyn GradSync>>,
 }
 
 impl<P: Policy> Trainer<P> {
@@ -159,8 +161,8 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
     let agreed = Instant::now();
     if let Some(sync) = trainer.grad_sync.as_mut() {
         // Data-parallel: every rank takes the same decision, and the loss is
-        // normalised by the global batch (crate::dist::sync).
-        let (global, bad) = crate::dist::sync::agree(sync.as_mut(), norm, non_finite_input(batch))?;
+        // normalised by the global batch ([`sync`]).
+        let (global, bad) = self::sync::agree(sync.as_mut(), norm, non_finite_input(batch))?;
         norm = global;
         stats.timings.collective_s = agreed.elapsed().as_secs_f64();
         if let Some(reason) = bad {
@@ -311,7 +313,7 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
         let t0 = Instant::now();
         let params = trainer.optimizer.parameters();
         let mut sums = acc.to_vec();
-        crate::dist::sync::reduce_step(
+        self::sync::reduce_step(
             sync.as_mut(),
             &params,
             &mut sums,

@@ -9,9 +9,9 @@ pub mod process;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rlsd::dist::shard::group_range;
-use rlsd::dist::train_loop::weights_digest;
-use rlsd::dist::{DataParallel, GlooGroup, Store};
+use rlsd::distributed::shard::group_range;
+use rlsd::distributed::train_loop::weights_digest;
+use rlsd::distributed::{DataParallel, GlooGroup, Store};
 use rlsd::model::{token_logprobs, Config, LoadedModel};
 use rlsd::optim::OptimConfig;
 use rlsd::policy::PromptResponse;

@@ -2,7 +2,7 @@
 //! (8 prompts x 8 responses x 48 new tokens, one optimizer step per batch).
 //!
 //! Cases, each `--warmup` untimed steps then `--steps` timed ones:
-//! - `grpo-seq`, `rlsd-seq`: the plain loop [`rlsd::actors::sequential::run_sequential`];
+//! - `grpo-seq`, `rlsd-seq`: the plain loop [`rlsd::run::sequential::run_sequential`];
 //! - `grpo-rt0`, `rlsd-rt0`: the actor runtime with `max_staleness = 0`;
 //! - `grpo-rt1`, `rlsd-rt1`: the actor runtime with `max_staleness = 1`;
 //! - `rlsd-rt0-short` (any case with `-short`): the teacher template is just
@@ -18,11 +18,11 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use parking_lot::Mutex;
-use rlsd::actors::sequential::run_sequential;
 use rlsd::actors::{PromptSource, Runtime};
 use rlsd::config::RunConfig;
 use rlsd::data::{Example, TeacherPrompt};
 use rlsd::model::{parse_kind, LoadedModel};
+use rlsd::run::sequential::run_sequential;
 use rlsd::stats::StageTimings;
 use rlsd::verify::build_verifier;
 use serde_json::{json, Value};

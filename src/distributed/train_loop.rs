@@ -1,5 +1,5 @@
 //! One rank of a data-parallel run: the sequential step loop
-//! ([`crate::actors::sequential::run_steps`]) with rank hooks: each step's
+//! ([`crate::run::sequential::run_steps`]) with rank hooks: each step's
 //! prompt groups split across ranks ([`super::shard`]), a per-rank sampling
 //! seed, [`super::DataParallel`] installed as the trainer's gradient sync,
 //! rollout statistics summed over ranks, and checkpoints committed for all
@@ -19,19 +19,19 @@
 //! and broadcast the new weights to the samplers after every step.
 
 use super::checkpoint::load_resume;
-use super::fault::RankFault;
 use super::learner::{Learner, SplitLink};
 use super::report::{write_report, RankTotals};
 use super::sampler_loop::{ordered_params, run_sampler, SamplerSeat};
 use super::split::Role;
 use super::sync::{broadcast_params, DataParallel};
 use super::{DistEnv, GlooGroup, ProcessGroup, Store};
-use crate::actors::run_folder::{prepare_fresh, resolve_resume, RunLock};
-use crate::actors::runtime::check_same_shape;
 use crate::config::RunConfig;
 use crate::device::parse_device;
 use crate::error::{Error, Result};
+use crate::fault::RankFault;
 use crate::model::LoadedModel;
+use crate::run::folder::{prepare_fresh, resolve_resume, RunLock};
+use crate::run::resume::check_same_shape;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tch::Device;
@@ -146,7 +146,7 @@ pub fn train_rank(
     let store = connect_store(env, timeout)?;
     let world_pg = new_group(&store, "", env, device, env.rank, env.world, timeout)?;
     let verifier = crate::verify::build_verifier(&cfg.verifier)?;
-    let mut source = crate::actors::source::from_config(cfg)?;
+    let mut source = crate::run::source::from_config(cfg)?;
     let kind = crate::model::parse_kind(&cfg.model.dtype)?;
     let resumed = resume_dir.as_deref().map(load_resume).transpose()?;
     if let Some(r) = &resumed {

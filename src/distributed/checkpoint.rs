@@ -26,11 +26,11 @@
 //! one.
 
 use super::GradSync;
-use crate::actors::sequential::LoopModels;
 use crate::checkpoint::{load_checkpoint, save_checkpoint_with_teacher, LoadedCheckpoint};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
 use crate::model::WeightSnapshot;
+use crate::run::sequential::LoopModels;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};

@@ -5,18 +5,18 @@
 //! receives the weights the learners trained (learner 0's broadcast). It
 //! holds one policy replica: no optimizer state, no teacher.
 
-use super::fault::RankFault;
 use super::report::RankTotals;
 use super::shard::group_range;
 use super::split::{exchange, share_seed, WireBatch};
 use super::sync::broadcast_params;
 use super::ProcessGroup;
-use crate::actors::source::PromptSource;
 use crate::config::RunConfig;
 use crate::error::Result;
+use crate::fault::RankFault;
 use crate::model::LoadedModel;
 use crate::pipeline::sample_and_verify;
 use crate::pipeline::StepPlan;
+use crate::run::source::PromptSource;
 use crate::verify::Verifier;
 use std::time::Instant;
 use tch::{Device, Tensor};

@@ -13,10 +13,13 @@ use crate::optim::OptimConfig;
 use crate::rlsd::AlgoConfig;
 use crate::verify::VerifierConfig;
 use serde::{Deserialize, Serialize};
+
+mod sections;
+pub use sections::{ObserveConfig, ValidationConfig, DEFAULT_COLLECTIVE_TIMEOUT};
 use std::path::{Path, PathBuf};
 
 /// The built-in default run (`rlsd train` with no `--config`).
-pub const BUILTIN_TOML: &str = include_str!("../configs/builtin.toml");
+pub const BUILTIN_TOML: &str = include_str!("../../configs/builtin.toml");
 
 /// A whole run, as read from TOML.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -40,9 +43,9 @@ pub struct RunConfig {
     /// Where and how often checkpoints are written.
     pub checkpoint: CheckpointConfig,
     /// TensorBoard events, the completions log, charts and the run report.
-    pub observe: crate::observe::ObserveConfig,
+    pub observe: ObserveConfig,
     /// Held-out validation during training (off unless `validation.every > 0`).
-    pub validation: crate::commands::eval::ValidationConfig,
+    pub validation: ValidationConfig,
 }
 
 /// `[model]`: the policy's weights.
@@ -228,7 +231,7 @@ impl RuntimeConfig {
         if s.is_finite() && s > 0.0 {
             std::time::Duration::from_secs_f64(s.min(1e9))
         } else {
-            crate::dist::env::DEFAULT_TIMEOUT
+            DEFAULT_COLLECTIVE_TIMEOUT
         }
     }
 }
@@ -251,7 +254,7 @@ impl Default for RuntimeConfig {
             out_dir: PathBuf::from("runs/default"),
             max_consecutive_skips: 10,
             device_memory_gib: 0.0,
-            collective_timeout_s: crate::dist::env::DEFAULT_TIMEOUT.as_secs_f64(),
+            collective_timeout_s: DEFAULT_COLLECTIVE_TIMEOUT.as_secs_f64(),
             placement: Placement::Colocated,
             sampler_ranks: 1,
             cpu_threads: 0,
@@ -369,7 +372,7 @@ impl RunConfig {
         ] {
             crate::device::parse_device(dev).map_err(|e| e.at_key(key))?;
         }
-        crate::actors::fault::FaultPlan::parse(&rt.faults)?;
+        crate::fault::FaultPlan::parse(&rt.faults)?;
         self.algo.validate()?;
         self.optim.validate()?;
         crate::model::parse_kind(&self.model.dtype).map_err(|e| e.at_key("model.dtype"))?;

@@ -5,12 +5,11 @@
 //! score with the teacher, assign credit, train); what differs between its
 //! callers goes through [`StepHooks`]. [`run_sequential`] is the one-process
 //! loop (held-out validation, stats collected in memory); the data-parallel
-//! rank loop (`crate::dist::train_loop`) runs the same loop with its own
+//! rank loop (`crate::distributed::train_loop`) runs the same loop with its own
 //! hooks (its share of the prompts, a per-rank seed, global statistics,
 //! metrics and checkpoints).
 
 use super::source::PromptSource;
-use crate::commands::eval::validation_on;
 use crate::config::RunConfig;
 use crate::data::{Example, TeacherPrompt};
 use crate::error::Result;
@@ -18,6 +17,7 @@ use crate::model::LoadedModel;
 use crate::pipeline::{
     sample_and_verify, step_stats, teach_and_credit, CreditBatch, ScoredBatch, StepPlan,
 };
+use crate::run::evaluate::validation_on;
 use crate::stats::{StepStats, ValidationStats};
 use crate::train::{train_step, Trainer};
 use crate::verify::Verifier;
@@ -186,7 +186,7 @@ impl<'a> StepValidation<'a> {
         before_first: bool,
     ) -> Result<StepValidation<'a>> {
         let held_out = if enabled && cfg.validation.every > 0 {
-            crate::commands::eval::held_out_examples(cfg)?
+            crate::run::evaluate::held_out_examples(cfg)?
         } else {
             Vec::new()
         };

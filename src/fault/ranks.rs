@@ -1,5 +1,5 @@
 //! Rehearsed rank failures for the tests (`RLSD_DIST_FAIL`), the
-//! data-parallel counterpart of [`crate::actors::fault`]:
+//! data-parallel counterpart of [`super::actors`]:
 //!
 //! - `R:S` or `R:S:abort`: rank `R` aborts (SIGABRT) as step `S` starts;
 //! - `R:S:stall`: rank `R` stops answering as step `S` starts (sleeps until

@@ -16,11 +16,12 @@
 //! every few steps (RLSD-SPEC.md, "Reward and prompts"): pass@1 greedy,
 //! pass@1 sampled and pass@K on a held-out set, for the run loop to log.
 
-use crate::actors::stages::{tokenizer_of, verify_one};
+use crate::config::ValidationConfig;
 use crate::data::prompt::student_prompt_ids;
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::model::{generate, GenerateOptions, LoadedModel};
+use crate::pipeline::{tokenizer_of, verify_one};
 use crate::stats::ValidationStats;
 use crate::verify::Verifier;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -299,45 +300,7 @@ pub fn evaluate(
     })
 }
 
-/// `[validation]`: held-out evaluation during training (the reference
-/// validates before training and every 5 steps).
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ValidationConfig {
-    /// Validate before step 1 and after every this many steps; 0 turns it off.
-    pub every: u64,
-    /// Held-out prompts per validation.
-    pub num_prompts: usize,
-    /// Samples per prompt for pass@1 (sampled) and pass@K.
-    pub samples: usize,
-    /// Sampling temperature of the sampled pass@1 / pass@K (the reference's: 1.0).
-    pub temperature: f64,
-    /// Most new tokens per response; 0 = `rollout.max_new_tokens`.
-    pub max_new_tokens: usize,
-    /// Seed of the built-in task's held-out problems (a seed the training
-    /// data does not use) and of the sampler.
-    pub seed: u64,
-    /// Held-out dataset (JSONL / Parquet, read with `[data]`'s columns and
-    /// format); unset: the built-in task's problems from `seed`, minus any
-    /// prompt of the training set. Required with a training dataset.
-    pub path: Option<std::path::PathBuf>,
-}
-
-impl Default for ValidationConfig {
-    fn default() -> Self {
-        ValidationConfig {
-            every: 0,
-            num_prompts: 64,
-            samples: 4,
-            temperature: 1.0,
-            max_new_tokens: 0,
-            seed: 0x005E_ED0F_4E1D,
-            path: None,
-        }
-    }
-}
-
-/// The held-out prompts of a run (see [`ValidationConfig::path`]): the first
+/// The held-out prompts of a run (see [`crate::config::ValidationConfig::path`]): the first
 /// `num_prompts` of the validation file, or built-in task problems that do
 /// not occur in the training set.
 pub fn held_out_examples(cfg: &crate::config::RunConfig) -> Result<Vec<Example>> {

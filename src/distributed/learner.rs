@@ -7,17 +7,17 @@
 //! new weights to them.
 
 use super::checkpoint::{agree_equal, weights_digest, RankState};
-use super::fault::RankFault;
 use super::report::{RankReport, RankTotals};
 use super::split::{exchange, learner_batch, share_seed};
 use super::sync::{broadcast_params, DataParallel};
 use super::{DistEnv, GradSync, ProcessGroup};
-use crate::actors::sequential::{run_steps, LoopModels, StepDone, StepHooks, StepValidation};
 use crate::config::RunConfig;
 use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
+use crate::fault::RankFault;
 use crate::model::LoadedModel;
 use crate::pipeline::{CreditBatch, ScoredBatch, StepPlan};
+use crate::run::sequential::{run_steps, LoopModels, StepDone, StepHooks, StepValidation};
 use crate::stats::StepStats;
 use crate::train::Trainer;
 use crate::verify::Verifier;
@@ -42,7 +42,7 @@ pub(super) struct Learner<'a> {
     pub(super) split: Option<SplitLink>,
     pub(super) fault: Option<RankFault>,
     pub(super) verifier: &'a dyn Verifier,
-    pub(super) source: &'a mut dyn crate::actors::source::PromptSource,
+    pub(super) source: &'a mut dyn crate::run::source::PromptSource,
 }
 
 impl Learner<'_> {

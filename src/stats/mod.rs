@@ -2,6 +2,9 @@
 //! worth logging"). The train step fills the loss and credit fields; the
 //! runtime fills rewards, accuracy, version lag and stage timings.
 
+mod record;
+pub use record::ResponseRecord;
+
 use serde::{Deserialize, Serialize};
 
 /// Wall time of each pipeline stage for one step, in seconds (runtime-filled).
@@ -25,7 +28,7 @@ pub struct StageTimings {
     pub collective_s: f64,
 }
 
-/// One held-out validation (`commands::eval::validate`), logged with the
+/// One held-out validation (`run::evaluate::validate`), logged with the
 /// step it follows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ValidationStats {
@@ -128,7 +131,7 @@ pub struct StepStats {
     #[serde(default)]
     pub truncation_rate: f64,
     /// Share of responses that contain the privileged text verbatim before
-    /// their final answer (runtime-filled; see `rlsd::leakage`).
+    /// their final answer (runtime-filled; see `pipeline::leakage`).
     #[serde(default)]
     pub leakage_rate: f64,
     /// Mean PPO ratio over response tokens.
@@ -155,10 +158,10 @@ pub struct StepStats {
     pub timings: StageTimings,
     /// A few of the step's responses with their token credit, for the
     /// completions log and TensorBoard (filled where the step's stats are
-    /// assembled by [`crate::observe::sample_completions`]; not a metric, so
+    /// assembled by [`crate::pipeline::sample_completions`]; not a metric, so
     /// not in `metrics.jsonl`).
     #[serde(skip)]
-    pub completions: Vec<crate::observe::CompletionSample>,
+    pub completions: Vec<ResponseRecord>,
     /// Validations run with this step: after it, and before training on step 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation: Vec<ValidationStats>,

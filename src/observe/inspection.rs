@@ -12,49 +12,24 @@
 //! `completions.jsonl` (`rlsd inspect --run DIR --step N`): no model needed.
 //!
 //! The result renders as one HTML page (every response's tokens coloured by
-//! `Ahat_t / A` with [`crate::inspect::render_credit_html`], grouped by prompt
+//! `Ahat_t / A` with [`super::credit_view::render_credit_html`], grouped by prompt
 //! with the reward and advantage) and as ANSI text for a terminal.
 
+use super::completions::StepCompletions;
+use super::credit_view::{render_credit_ansi, render_credit_html};
 use crate::config::RunConfig;
 use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
-use crate::inspect::{render_credit_ansi, render_credit_html};
 use crate::model::{token_logprobs, LoadedModel};
-use crate::observe::completions::{padded, rows};
+use crate::pipeline::records::{padded, rows};
 use crate::pipeline::{prepare_step, tokenizer_of, StepPlan};
 use crate::plot::xml_escape;
 use crate::rlsd::LossNorm;
+use crate::stats::ResponseRecord;
 use crate::train::{effective_algo, micro_batch_loss};
 use crate::verify::Verifier;
 use serde::Serialize;
 use std::fmt::Write as _;
-
-/// One response with its verdict and the credit of each of its tokens.
-#[derive(Debug, Clone, Serialize)]
-pub struct InspectedResponse {
-    /// Index of the prompt in the step.
-    pub group: usize,
-    /// The response text (special tokens skipped).
-    pub text: String,
-    /// The response's token ids.
-    pub response_ids: Vec<i64>,
-    /// Each response token decoded on its own.
-    pub tokens: Vec<String>,
-    /// Verifier reward.
-    pub reward: f32,
-    /// Verifier verdict.
-    pub correct: bool,
-    /// The verifier's short reason.
-    pub reason: String,
-    /// Group-relative advantage `A_i`.
-    pub advantage: f32,
-    /// `Ahat_t` per token.
-    pub ahat: Vec<f32>,
-    /// Raw weight `w_t = exp(sign(A) delta_t)` per token (1 where the algorithm has none).
-    pub weights: Vec<f32>,
-    /// `delta_t` per token (0 where the algorithm has no teacher).
-    pub delta: Vec<f32>,
-}
 
 /// One step's prompts, responses and credit.
 #[derive(Debug, Clone, Serialize)]
@@ -70,10 +45,46 @@ pub struct Inspection {
     /// The step's prompts.
     pub examples: Vec<Example>,
     /// Every response, prompt-major.
-    pub responses: Vec<InspectedResponse>,
+    pub responses: Vec<ResponseRecord>,
 }
 
 impl Inspection {
+    /// A step of the completions log, for the renderers: prompts numbered in
+    /// order of first appearance.
+    pub fn from_logged(logged: &StepCompletions) -> Inspection {
+        let mut examples: Vec<Example> = Vec::new();
+        let mut groups: Vec<usize> = Vec::new();
+        let mut responses = Vec::with_capacity(logged.samples.len());
+        for s in &logged.samples {
+            let g = match groups.iter().position(|&g| g == s.group) {
+                Some(g) => g,
+                None => {
+                    groups.push(s.group);
+                    examples.push(Example {
+                        id: s.example_id.clone(),
+                        prompt: s.prompt.clone(),
+                        answer: s.answer.clone(),
+                        privileged: String::new(),
+                        context: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+            responses.push(ResponseRecord {
+                group: g,
+                ..s.clone()
+            });
+        }
+        Inspection {
+            algo: logged.algo.clone(),
+            step: logged.step,
+            lambda: logged.lambda,
+            eps_w: logged.eps_w,
+            examples,
+            responses,
+        }
+    }
+
     /// Fraction of responses the verifier marked correct.
     pub fn accuracy(&self) -> f64 {
         let n = self.responses.len().max(1) as f64;
@@ -147,9 +158,13 @@ pub fn inspect_step(
             .iter()
             .map(|&id| tok.decode(&[id], false))
             .collect::<Result<Vec<_>>>()?;
-        out.push(InspectedResponse {
+        let ex = batch.example_of(i);
+        out.push(ResponseRecord {
             group: s.group,
-            text: s.response_text.clone(),
+            example_id: ex.map(|e| e.id.clone()).unwrap_or_default(),
+            prompt: ex.map(|e| e.prompt.clone()).unwrap_or_default(),
+            answer: ex.map(|e| e.answer.clone()).unwrap_or_default(),
+            response: s.response_text.clone(),
             response_ids: s.response_ids.clone(),
             tokens,
             reward: score.reward,
@@ -157,12 +172,8 @@ pub fn inspect_step(
             reason: score.reason.clone(),
             advantage: batch.advantages[i],
             ahat: ahat[i][..l].to_vec(),
-            weights: weights
-                .as_ref()
-                .map_or_else(|| vec![1.0; l], |w| w[i][..l].to_vec()),
-            delta: delta
-                .as_ref()
-                .map_or_else(|| vec![0.0; l], |d| d[i][..l].to_vec()),
+            weights: weights.as_ref().map(|w| w[i][..l].to_vec()),
+            delta: delta.as_ref().map(|d| d[i][..l].to_vec()),
         });
     }
     Ok(Inspection {
@@ -184,7 +195,7 @@ pub fn inspect_logged(run_dir: &std::path::Path, step: Option<u64>) -> Result<In
             run_dir.display()
         )));
     }
-    Ok(crate::observe::read_step(run_dir, step)?.to_inspection())
+    Ok(Inspection::from_logged(&super::read_step(run_dir, step)?))
 }
 
 /// Split a page from [`render_credit_html`] into its `<style>` block and its
@@ -236,7 +247,13 @@ pub fn render_sections(ins: &Inspection) -> Result<(String, String)> {
             xml_escape(&ex.answer)
         );
         for (j, r) in ins.responses.iter().filter(|r| r.group == g).enumerate() {
-            let page = render_credit_html(&r.tokens, &r.ahat, &r.weights, &r.delta, r.advantage)?;
+            let page = render_credit_html(
+                &r.tokens,
+                &r.ahat,
+                &r.weights_or_ones(),
+                &r.delta_or_zeros(),
+                r.advantage,
+            )?;
             let (st, body) = page_parts(&page)?;
             if style.is_empty() {
                 style = st.to_string();
@@ -331,8 +348,8 @@ pub fn render_terminal(ins: &Inspection) -> Result<String> {
             s.push_str(&render_credit_ansi(
                 &r.tokens,
                 &r.ahat,
-                &r.weights,
-                &r.delta,
+                &r.weights_or_ones(),
+                &r.delta_or_zeros(),
                 r.advantage,
             )?);
         }

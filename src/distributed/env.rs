@@ -22,7 +22,7 @@ use std::time::Duration;
 /// The default rendezvous port (torchrun's).
 pub const DEFAULT_PORT: u16 = 29500;
 /// The default collective timeout (`runtime.collective_timeout_s`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_TIMEOUT: Duration = crate::config::DEFAULT_COLLECTIVE_TIMEOUT;
 
 /// One rank's place in the job.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,7 +24,6 @@
 //!   broadcast the new weights back; [`sampler_loop`]: a sampler rank.
 //! - [`report`]: each rank's `ranks/rank<r>.json` (role, weights digest,
 //!   stage seconds, tokens/s, peak memory).
-//! - [`fault`]: rehearsed rank failures (`RLSD_DIST_FAIL`) for the tests.
 
 use crate::error::Result;
 use tch::Tensor;
@@ -32,7 +31,6 @@ use tch::Tensor;
 pub mod bucket;
 pub mod checkpoint;
 pub mod env;
-pub mod fault;
 pub mod gloo;
 pub mod launch;
 mod learner;
@@ -73,14 +71,4 @@ pub trait ProcessGroup: std::fmt::Debug + Send {
     fn barrier(&self) -> Result<()>;
 }
 
-/// The hook [`crate::train::train_step`] calls on a data-parallel rank
-/// between the backward and the AdamW step (`Trainer::grad_sync`).
-pub trait GradSync: std::fmt::Debug + Send {
-    /// Number of ranks.
-    fn world(&self) -> usize;
-    /// Sum `values` over ranks, in place.
-    fn sum_values(&mut self, values: &mut [f64]) -> Result<()>;
-    /// Sum the gradient of each parameter over ranks, in place; a parameter
-    /// without a gradient on this rank counts as zero (and gets one).
-    fn sum_grads(&mut self, params: &[Tensor]) -> Result<()>;
-}
+pub use crate::train::GradSync;

@@ -1,0 +1,75 @@
+//! The sections of a run's TOML whose consumers sit above the config (the
+//! observers and the run layer), so that their types live here and the
+//! config knows nothing above it.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The default collective timeout of data-parallel ranks
+/// (`runtime.collective_timeout_s`).
+pub const DEFAULT_COLLECTIVE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `[observe]`: what a run writes for people to look at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserveConfig {
+    /// Write TensorBoard event files into the run folder.
+    pub tensorboard: bool,
+    /// Responses per step logged to `completions.jsonl` (and as TensorBoard
+    /// text) with their token credit; the first ones of the batch, so whole
+    /// prompt groups. 0 turns the log off.
+    pub completions_per_step: usize,
+    /// Draw the charts and write `report.html` when the run ends.
+    pub report: bool,
+    /// Also draw the end-of-run charts as PNG next to the SVGs.
+    pub png: bool,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        Self {
+            tensorboard: true,
+            completions_per_step: 8,
+            report: true,
+            png: true,
+        }
+    }
+}
+
+/// `[validation]`: held-out evaluation during training (the reference
+/// validates before training and every 5 steps).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationConfig {
+    /// Validate before step 1 and after every this many steps; 0 turns it off.
+    pub every: u64,
+    /// Held-out prompts per validation.
+    pub num_prompts: usize,
+    /// Samples per prompt for pass@1 (sampled) and pass@K.
+    pub samples: usize,
+    /// Sampling temperature of the sampled pass@1 / pass@K (the reference's: 1.0).
+    pub temperature: f64,
+    /// Most new tokens per response; 0 = `rollout.max_new_tokens`.
+    pub max_new_tokens: usize,
+    /// Seed of the built-in task's held-out problems (a seed the training
+    /// data does not use) and of the sampler.
+    pub seed: u64,
+    /// Held-out dataset (JSONL / Parquet, read with `[data]`'s columns and
+    /// format); unset: the built-in task's problems from `seed`, minus any
+    /// prompt of the training set. Required with a training dataset.
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig {
+            every: 0,
+            num_prompts: 64,
+            samples: 4,
+            temperature: 1.0,
+            max_new_tokens: 0,
+            seed: 0x005E_ED0F_4E1D,
+            path: None,
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The layer that runs steps, below every front end (the actor runtime, the
+//! data-parallel ranks and the CLI commands all stand on it):
+//!
+//! - [`sequential`]: the step loop and its hooks ([`sequential::StepHooks`]),
+//!   the plain single-threaded reference the actor runtime is tested against;
+//! - [`source`]: where prompts come from ([`PromptSource`]);
+//! - [`folder`]: the run folder: its lock, a fresh start (`--overwrite`) and
+//!   the checkpoint a `--resume` names;
+//! - [`resume`]: what a checkpoint's state says, the metrics lines it
+//!   restores, and the shape check against `[model]`;
+//! - [`record`]: where each committed step's stats go, once, in order;
+//! - [`evaluate`]: `rlsd eval`'s engine and the held-out validation a run
+//!   logs.
+
+pub mod evaluate;
+pub mod folder;
+pub mod record;
+pub mod resume;
+pub mod sequential;
+pub mod source;
+
+pub use source::PromptSource;

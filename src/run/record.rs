@@ -1,0 +1,46 @@
+//! Where each committed step's stats go, exactly once and in step order.
+
+use crate::error::Result;
+use crate::metrics::MetricsWriter;
+use crate::stats::StepStats;
+
+/// The embedding program's per-step callback ([`crate::actors::runtime::RuntimeBuilder::on_step`]).
+pub type StepCallback = Box<dyn FnMut(&StepStats) + Send>;
+
+/// Where every committed step's [`StepStats`] goes, in step order, exactly
+/// once: the metrics log, the caller's `on_step`, and the report.
+pub struct StepRecorder {
+    /// The run's `metrics.jsonl`.
+    pub metrics: MetricsWriter,
+    /// TensorBoard events, completions.jsonl and the end-of-run report.
+    pub observer: crate::observe::Observer,
+    /// The embedding program's callback.
+    pub on_step: Option<StepCallback>,
+    /// Every step recorded, in order.
+    pub steps: Vec<StepStats>,
+}
+
+impl StepRecorder {
+    /// Record one committed step (the one place that does).
+    pub fn record(&mut self, stats: StepStats) -> Result<()> {
+        if self.steps.last().is_some_and(|l| l.step >= stats.step) {
+            return Ok(()); // already recorded
+        }
+        self.metrics.append(&stats)?;
+        self.observer.on_step(&stats)?;
+        if let Some(f) = self.on_step.as_mut() {
+            f(&stats);
+        }
+        self.steps.push(stats);
+        crate::malloc::trim();
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for StepRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepRecorder")
+            .field("steps", &self.steps.len())
+            .finish()
+    }
+}

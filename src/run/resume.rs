@@ -1,0 +1,135 @@
+//! Resuming a run: what a checkpoint's state says about its step, the
+//! metrics lines it restores, and the check that it holds `[model]`'s shape.
+
+use crate::error::{Error, Result};
+use crate::metrics::MetricsWriter;
+use crate::stats::StepStats;
+use std::path::PathBuf;
+
+/// What a checkpoint's `state.json` says about the step it holds.
+#[derive(Debug)]
+pub struct Resumed {
+    /// The committed step.
+    pub step: u64,
+    /// Data cursor after that step.
+    pub cursor: Option<serde_json::Value>,
+    /// Version of the stored teacher weights.
+    pub teacher_version: Option<u64>,
+    /// Stats of recent steps (metrics lines the log may lack).
+    pub recent: Vec<StepStats>,
+    /// Prompt ids trained at each step up to `step`.
+    pub ledger: Vec<(u64, Vec<String>)>,
+    /// The checkpoint folder, when it lies in this run's checkpoint root.
+    pub own_dir: Option<PathBuf>,
+}
+
+impl Resumed {
+    /// Read the state of the loaded checkpoint `ck`; `root` is this run's
+    /// checkpoint folder.
+    pub fn of(ck: &crate::checkpoint::LoadedCheckpoint, root: &std::path::Path) -> Result<Resumed> {
+        let state_path = ck.dir.join(crate::checkpoint::STATE_FILE);
+        let bad = |key: &str, e: String| {
+            Error::InvalidInput(format!("{}: `{key}`: {e}", state_path.display()))
+        };
+        let field = |key: &str| ck.state.get(key).filter(|v| !v.is_null());
+        let step = match field("trained_through").or_else(|| field("step")) {
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| bad("step", "not a step number".into()))?,
+            None => ck.step,
+        };
+        if step != ck.step {
+            return Err(bad(
+                "step",
+                format!("says {step}, the manifest says {}", ck.step),
+            ));
+        }
+        let recent = match field("recent_stats") {
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|e| bad("recent_stats", e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let ledger = match field("trained") {
+            Some(v) => {
+                serde_json::from_value(v.clone()).map_err(|e| bad("trained", e.to_string()))?
+            }
+            None => Vec::new(),
+        };
+        let same_root =
+            |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+        let own_dir = ck
+            .dir
+            .parent()
+            .filter(|p| same_root(p, root))
+            .map(|_| ck.dir.clone());
+        Ok(Resumed {
+            step,
+            cursor: field("data_cursor").cloned(),
+            teacher_version: field("teacher_version").and_then(|v| v.as_u64()),
+            recent,
+            ledger,
+            own_dir,
+        })
+    }
+}
+
+/// After the log was cut back to the checkpoint's step, append the lines of
+/// committed steps it lacks (a crash can come after a checkpoint but before
+/// the run loop wrote that step's line), so it holds each of `1..=step` once.
+pub fn refill_metrics(
+    metrics: &mut MetricsWriter,
+    path: &std::path::Path,
+    recent: &[StepStats],
+    step: u64,
+) -> Result<()> {
+    let have: std::collections::HashSet<u64> = crate::metrics::read_metrics(path)?
+        .iter()
+        .filter_map(|r| r.get(crate::metrics::STEP_KEY).and_then(|s| s.as_u64()))
+        .collect();
+    for s in recent {
+        if s.step <= step && !have.contains(&s.step) {
+            tracing::info!(
+                step = s.step,
+                "restoring a metrics line from the checkpoint"
+            );
+            metrics.append(s)?;
+        }
+    }
+    Ok(())
+}
+
+/// A resumed checkpoint must hold the model `[model]` names (same
+/// architecture sizes in `config.json`); the error names both files.
+pub fn check_same_shape(model_dir: &std::path::Path, ckpt_model: &std::path::Path) -> Result<()> {
+    let read = |dir: &std::path::Path| -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let (Some(a), Some(b)) = (read(model_dir), read(ckpt_model)) else {
+        return Ok(()); // an embedding program may train a model with no folder
+    };
+    for key in [
+        "model_type",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "intermediate_size",
+        "vocab_size",
+    ] {
+        if a.get(key) != b.get(key) {
+            return Err(Error::InvalidInput(format!(
+                "the checkpoint's model ({}) does not match [model].path ({}): `{key}` is {} vs {}; resume with the config of the run that wrote it",
+                ckpt_model.join("config.json").display(),
+                model_dir.join("config.json").display(),
+                b.get(key).unwrap_or(&serde_json::Value::Null),
+                a.get(key).unwrap_or(&serde_json::Value::Null),
+            )));
+        }
+    }
+    Ok(())
+}
