@@ -21,6 +21,7 @@ mod checks;
 mod distill;
 mod loss;
 mod micro;
+mod micro_step;
 pub mod sync;
 
 pub use checks::effective_algo;
@@ -32,15 +33,14 @@ pub use sync::GradSync;
 use crate::error::Result;
 use crate::model::shared::TrunkCost;
 use crate::optim::{AdamW, OptimConfig};
-use crate::policy::{Policy, PromptResponse, ResponseScores, ScoreOptions};
-use crate::rlsd::distill_vocab::SupportVocabLoss;
+use crate::policy::{Policy, PromptResponse};
 use crate::rlsd::{Algo, AlgoConfig, LossNorm, TokenSupport};
 use crate::stats::StepStats;
-use checks::{check_lengths, invalid, non_finite_input};
-use loss::{logged_parts, Accum};
+use checks::{check_lengths, non_finite_input};
+use loss::Accum;
 use micro::permuted;
+use micro_step::MicroStep;
 use std::time::Instant;
-use tch::Tensor;
 
 /// One batch ready for the optimizer: responses with everything the loss needs.
 /// Per-token vectors have exactly the length of their response.
@@ -125,16 +125,83 @@ fn skip<P: Policy>(trainer: &mut Trainer<P>, mut stats: StepStats, reason: Strin
 /// One optimizer step on `batch` (see the module docs). The loss is
 /// aggregated with the whole batch's token / sequence counts, so any
 /// `micro_batch_size` gives the same update as one big batch.
+///
+/// Agree on the normaliser, backward each micro-batch, reduce over ranks,
+/// clip, step.
 pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Result<StepStats> {
     let started = Instant::now();
     check_lengths(batch)?;
+    let mut stats = initial_stats(trainer, batch);
+    let norm = match agree_on_norm(trainer, batch, &mut stats)? {
+        Ok(norm) => norm,
+        Err(reason) => return Ok(skip(trainer, stats, reason)),
+    };
     let cfg = trainer.algo.clone();
+    let algo = effective_algo(&cfg, batch)?;
+    let (order, ranges) = plan_micro_batches(
+        &batch.samples,
+        trainer.optim.micro_batch_size,
+        trainer.optim.max_tokens_per_micro_batch,
+        trainer.optim.share_prompt,
+    );
+    stats.train_positions = train_positions(batch, &order, &ranges, trainer.optim.share_prompt);
+    let sorted;
+    let batch = if order.iter().enumerate().all(|(i, &o)| i == o) {
+        batch
+    } else {
+        sorted = permuted(batch, &order);
+        &sorted
+    };
+    trainer.optimizer.zero_grad();
+    let mut acc = Accum::default();
+    let mut bad_loss = None;
+    for range in ranges {
+        let step = MicroStep {
+            cfg: &cfg,
+            algo,
+            batch,
+            norm,
+        };
+        let vals = step.backward(&trainer.policy, &trainer.optim, range)?;
+        if !vals.loss.is_finite() {
+            if trainer.grad_sync.is_none() {
+                let reason = format!("non-finite loss {}", vals.loss);
+                return Ok(skip(trainer, stats, reason));
+            }
+            // Data-parallel: the other ranks wait in the reduction below.
+            bad_loss = Some(vals.loss);
+            break;
+        }
+        acc.add(&vals);
+    }
+    let n = match reduce_over_ranks(trainer, batch, norm, bad_loss, &mut acc, &mut stats)? {
+        Ok(n) => n,
+        Err(reason) => return Ok(skip(trainer, stats, reason)),
+    };
+    let grad_norm = trainer
+        .optimizer
+        .clip_grad_norm(trainer.optim.max_grad_norm)?;
+    stats.grad_norm = grad_norm;
+    if !grad_norm.is_finite() {
+        let reason = format!("non-finite gradient norm {grad_norm}");
+        return Ok(skip(trainer, stats, reason));
+    }
+    trainer.optimizer.step(batch.lr)?;
+    trainer.optimizer.zero_grad();
+    fill_from_sums(&mut stats, &acc, algo, n);
+    stats.timings.train_s = started.elapsed().as_secs_f64();
+    Ok(stats)
+}
+
+/// The stats a step knows before its forward: the batch's counts, lengths,
+/// advantages, lambda and learning rate.
+fn initial_stats<P: Policy>(trainer: &Trainer<P>, batch: &TrainBatch) -> StepStats {
     let lens: Vec<usize> = batch.samples.iter().map(|s| s.response.len()).collect();
     let b = batch.samples.len();
     let total_tokens: usize = lens.iter().sum();
     let mut stats = StepStats {
         step: batch.step,
-        algo: cfg.algo.name().to_string(),
+        algo: trainer.algo.algo.name().to_string(),
         skipped_steps: trainer.skipped_steps,
         num_responses: b,
         num_tokens: total_tokens,
@@ -149,204 +216,83 @@ pub fn train_step<P: Policy>(trainer: &mut Trainer<P>, batch: &TrainBatch) -> Re
         ..StepStats::default()
     };
     if b > 0 {
-        stats.adv_mean = batch.advantages.iter().map(|&a| f64::from(a)).sum::<f64>() / b as f64;
-        stats.adv_abs_mean = batch
-            .advantages
-            .iter()
-            .map(|&a| f64::from(a).abs())
-            .sum::<f64>()
-            / b as f64;
+        let adv = batch.advantages.iter().map(|&a| f64::from(a));
+        stats.adv_mean = adv.clone().sum::<f64>() / b as f64;
+        stats.adv_abs_mean = adv.map(f64::abs).sum::<f64>() / b as f64;
     }
+    stats
+}
+
+/// The loss normaliser of the step (the global batch's on a data-parallel
+/// rank, where every rank takes the same decision, [`sync`]), or why the
+/// step is skipped (non-finite inputs, no response tokens).
+fn agree_on_norm<P: Policy>(
+    trainer: &mut Trainer<P>,
+    batch: &TrainBatch,
+    stats: &mut StepStats,
+) -> Result<std::result::Result<LossNorm, String>> {
     let mut norm = LossNorm::of_batch(batch);
     let agreed = Instant::now();
     if let Some(sync) = trainer.grad_sync.as_mut() {
-        // Data-parallel: every rank takes the same decision, and the loss is
-        // normalised by the global batch ([`sync`]).
         let (global, bad) = self::sync::agree(sync.as_mut(), norm, non_finite_input(batch))?;
         norm = global;
         stats.timings.collective_s = agreed.elapsed().as_secs_f64();
         if let Some(reason) = bad {
-            return Ok(skip(trainer, stats, reason));
+            return Ok(Err(reason));
         }
     } else if let Some(what) = non_finite_input(batch) {
-        return Ok(skip(trainer, stats, format!("non-finite values in {what}")));
+        return Ok(Err(format!("non-finite values in {what}")));
     }
     if norm.total_tokens == 0.0 {
-        return Ok(skip(trainer, stats, "batch has no response tokens".into()));
+        return Ok(Err("batch has no response tokens".into()));
     }
+    Ok(Ok(norm))
+}
 
-    let algo = effective_algo(&cfg, batch)?;
-    let (order, ranges) = plan_micro_batches(
-        &batch.samples,
-        trainer.optim.micro_batch_size,
-        trainer.optim.max_tokens_per_micro_batch,
-        trainer.optim.share_prompt,
-    );
-    stats.train_positions = ranges
+/// Positions the train step's forwards run over (the shared prompt counted
+/// once per micro-batch where it is shared).
+fn train_positions(
+    batch: &TrainBatch,
+    order: &[usize],
+    ranges: &[std::ops::Range<usize>],
+    share_prompt: bool,
+) -> usize {
+    ranges
         .iter()
         .map(|r| {
             let mut cost = TrunkCost::default();
             r.clone().for_each(|k| cost.add(&batch.samples[order[k]]));
-            cost.positions(trainer.optim.share_prompt)
+            cost.positions(share_prompt)
         })
-        .sum();
-    let sorted;
-    let batch = if order.iter().enumerate().all(|(i, &o)| i == o) {
-        batch
-    } else {
-        sorted = permuted(batch, &order);
-        &sorted
-    };
-    let opts = ScoreOptions {
-        chunk_tokens: trainer.optim.logit_chunk_tokens,
-        activation_checkpointing: trainer.optim.activation_checkpointing,
-        share_prompt: trainer.optim.share_prompt,
-    };
-    let device = trainer.policy.device();
-    trainer.optimizer.zero_grad();
-    let mut acc = Accum::default();
-    let mut bad_loss = None;
-    for range in ranges {
-        let chunk = &batch.samples[range.clone()];
-        // Rows of correct / wrong responses (the verdicts, or the sign of A_i).
-        let side: Vec<f64> = range
-            .clone()
-            .map(|i| match &batch.correct {
-                Some(c) => f64::from(u8::from(c[i])) * 2.0 - 1.0,
-                None => f64::from(batch.advantages[i]).signum(),
-            })
-            .collect();
-        let mut vals: Option<Accum> = None;
-        // OPSD kl / jsd: the divergence goes through the chunked scoring's
-        // vocabulary hook, not the loss closure (issue 12).
-        let vocab_distill = batch.teacher_support.is_some()
-            && algo.distills()
-            && cfg.opsd_loss.needs_distribution();
-        let mut loss_of =
-            |scores: &ResponseScores, student_support: Option<&Tensor>| -> Result<Option<Tensor>> {
-                let mb = micro_batch_loss(
-                    &cfg,
-                    algo,
-                    batch,
-                    range.clone(),
-                    &scores.logprobs,
-                    &scores.entropy,
-                    norm,
-                )?;
-                let distill = if vocab_distill {
-                    None
-                } else {
-                    distill_loss(
-                        &cfg,
-                        algo,
-                        batch,
-                        range.clone(),
-                        &scores.logprobs,
-                        student_support,
-                        &mb.mask,
-                        norm,
-                    )?
-                };
-                let total = match &distill {
-                    Some(d) => mb.loss.loss.f_add(&d.f_mul_scalar(cfg.distill_coef)?)?,
-                    None => mb.loss.loss.shallow_clone(),
-                };
-                let v = logged_parts(&mb, &total, distill.as_ref(), &side, device)?;
-                let finite = v.loss.is_finite();
-                vals = Some(v);
-                Ok(finite.then_some(total))
-            };
-        match &batch.teacher_support {
-            // OPSD kl / jsd: the student's log-probs on the teacher's support
-            // are gathered chunk by chunk from the chunked scoring's
-            // log-softmax (`SupportVocabLoss`), so no [b, L, V] tensor lives.
-            Some(sup) if vocab_distill => {
-                let lens: Vec<usize> = chunk.iter().map(|s| s.response.len()).collect();
-                let mut vl = SupportVocabLoss::new(
-                    cfg.opsd_loss,
-                    &sup[range.clone()],
-                    &lens,
-                    cfg.loss_agg,
-                    norm,
-                    cfg.distill_coef,
-                    device,
-                )?;
-                trainer.policy.backward_scores(
-                    chunk,
-                    batch.temperature,
-                    &opts,
-                    &mut |s: &ResponseScores| loss_of(s, None),
-                    Some(&mut vl),
-                )?;
-                if let Some(v) = vals.as_mut() {
-                    v.loss += cfg.distill_coef * vl.value();
-                    v.distill += vl.value();
-                }
-            }
-            _ => {
-                trainer.policy.backward_scores(
-                    chunk,
-                    batch.temperature,
-                    &opts,
-                    &mut |s: &ResponseScores| loss_of(s, None),
-                    None,
-                )?;
-            }
-        }
-        let vals = vals.ok_or_else(|| invalid("the policy never computed the loss".into()))?;
-        if !vals.loss.is_finite() {
-            if trainer.grad_sync.is_none() {
-                return Ok(skip(
-                    trainer,
-                    stats,
-                    format!("non-finite loss {}", vals.loss),
-                ));
-            }
-            // Data-parallel: the other ranks wait in the reduction below.
-            bad_loss = Some(vals.loss);
-            break;
-        }
-        acc.add(&vals);
-    }
-    let mut n = total_tokens as f64;
-    if let Some(sync) = trainer.grad_sync.as_mut() {
-        let t0 = Instant::now();
-        let params = trainer.optimizer.parameters();
-        let mut sums = acc.to_vec();
-        self::sync::reduce_step(
-            sync.as_mut(),
-            &params,
-            &mut sums,
-            bad_loss,
-            &mut stats,
-            batch,
-        )?;
-        acc = Accum::from_slice(&sums);
-        stats.timings.collective_s += t0.elapsed().as_secs_f64();
-        if stats.skipped {
-            let reason = stats.skip_reason.take().unwrap_or_default();
-            stats.skipped = false;
-            return Ok(skip(trainer, stats, reason));
-        }
-        n = norm.total_tokens;
-    }
-    let grad_norm = trainer
-        .optimizer
-        .clip_grad_norm(trainer.optim.max_grad_norm)?;
-    stats.grad_norm = grad_norm;
-    if !grad_norm.is_finite() {
-        return Ok(skip(
-            trainer,
-            stats,
-            format!("non-finite gradient norm {grad_norm}"),
-        ));
-    }
-    trainer.optimizer.step(batch.lr)?;
-    trainer.optimizer.zero_grad();
+        .sum()
+}
 
-    fill_from_sums(&mut stats, &acc, algo, n);
-    stats.timings.train_s = started.elapsed().as_secs_f64();
-    Ok(stats)
+/// On a data-parallel rank, sum the gradients and the logged sums over
+/// ranks (a rank's non-finite loss skips the step everywhere). The token
+/// count the step's means divide by, or why the step is skipped.
+fn reduce_over_ranks<P: Policy>(
+    trainer: &mut Trainer<P>,
+    batch: &TrainBatch,
+    norm: LossNorm,
+    bad_loss: Option<f64>,
+    acc: &mut Accum,
+    stats: &mut StepStats,
+) -> Result<std::result::Result<f64, String>> {
+    let Some(sync) = trainer.grad_sync.as_mut() else {
+        return Ok(Ok(stats.num_tokens as f64));
+    };
+    let t0 = Instant::now();
+    let params = trainer.optimizer.parameters();
+    let mut sums = acc.to_vec();
+    self::sync::reduce_step(sync.as_mut(), &params, &mut sums, bad_loss, stats, batch)?;
+    *acc = Accum::from_slice(&sums);
+    stats.timings.collective_s += t0.elapsed().as_secs_f64();
+    if stats.skipped {
+        let reason = stats.skip_reason.take().unwrap_or_default();
+        stats.skipped = false;
+        return Ok(Err(reason));
+    }
+    Ok(Ok(norm.total_tokens))
 }
 
 /// The step's means and fractions from the summed [`Accum`] over
