@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rlsd::model::{token_logprobs, trunk_positions, Config, LoadedModel};
 use rlsd::optim::OptimConfig;
 use rlsd::policy::{Policy, PromptResponse};
-use rlsd::rlsd::{group_advantages, Algo, AlgoConfig, LossNorm};
+use rlsd::rlsd::{group_advantages, Algo, AlgoConfig};
 use rlsd::train::{
     effective_algo, micro_batch_loss, plan_micro_batches, train_step, TrainBatch, Trainer,
 };
@@ -148,7 +148,7 @@ fn main() -> anyhow::Result<()> {
     let scores = m.response_scores(&batch.samples, 1.0)?;
     let acfg = AlgoConfig::default();
     let algo = effective_algo(&acfg, &batch)?;
-    let norm = LossNorm::of_batch(&batch);
+    let norm = batch.loss_norm();
     let t = Instant::now();
     for _ in 0..iters * 10 {
         let out = micro_batch_loss(

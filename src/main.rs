@@ -457,13 +457,13 @@ fn run(cli: Cli) -> Result<()> {
             device_memory_gib,
             nproc,
         } => match nproc {
-            Some(n) => Ok(rlsd::distributed::memory::plan_job_command(
+            Some(n) => Ok(rlsd::distributed::rank_memory::plan_job_command(
                 &run.load()?,
                 n,
                 prompt_tokens,
                 device_memory_gib,
             )?),
-            None => Ok(rlsd::plan::plan_command(
+            None => Ok(rlsd::memory::plan_command(
                 &run.load()?,
                 prompt_tokens,
                 device_memory_gib,

@@ -3,9 +3,11 @@
 //! refusal message.
 
 use rlsd::config::RunConfig;
+use rlsd::memory::{
+    check_fits, known_shape, optimizer_items, param_count, plan, render, total, GIB,
+};
 use rlsd::model::{Config, LoadedModel};
 use rlsd::optim::OptimConfig;
-use rlsd::plan::{check_fits, known_shape, optimizer_items, param_count, plan, render, total, GIB};
 use rlsd::Error;
 use tch::{Device, Kind};
 

@@ -6,7 +6,7 @@ use rlsd::optim::{AdamW, LrSchedule, OptimConfig};
 use rlsd::policy::PromptResponse;
 use rlsd::rlsd::{
     cepo_negatives, group_advantages, lambda_at, lr_at, Algo, AlgoConfig, CepoFallback, LossAgg,
-    LossNorm, StudentLogprobs,
+    StudentLogprobs,
 };
 use rlsd::train::{effective_algo, micro_batch_loss, TrainBatch};
 use serde_json::Value;
@@ -188,7 +188,7 @@ fn credit_and_loss_match_reference() {
             0..lens.len(),
             &logp_new,
             &entropy,
-            LossNorm::of_batch(&batch),
+            batch.loss_norm(),
         )
         .unwrap();
         assert_grid(

@@ -221,7 +221,7 @@ impl Start {
                 None
             }
         };
-        crate::plan::refuse_if_too_big(cfg)?;
+        crate::memory::refuse_if_too_big(cfg)?;
         let checkpoint = match &resume_dir {
             Some(dir) => Some(crate::checkpoint::load_checkpoint(dir)?),
             None => None,

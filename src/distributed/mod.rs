@@ -34,9 +34,9 @@ pub mod env;
 pub mod gloo;
 pub mod launch;
 mod learner;
-pub mod memory;
 #[cfg(feature = "gpu")]
 pub mod nccl;
+pub mod rank_memory;
 pub mod report;
 pub mod sampler_loop;
 pub mod shard;

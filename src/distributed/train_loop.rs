@@ -139,7 +139,7 @@ pub fn train_rank(
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1);
-    super::memory::refuse_rank_if_too_big(cfg, role, &device_name, local_ranks)?;
+    super::rank_memory::refuse_rank_if_too_big(cfg, role, &device_name, local_ranks)?;
     let timeout = env
         .timeout
         .unwrap_or_else(|| cfg.runtime.collective_timeout());

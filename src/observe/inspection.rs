@@ -24,7 +24,6 @@ use crate::model::{token_logprobs, LoadedModel};
 use crate::pipeline::records::{padded, rows};
 use crate::pipeline::{prepare_step, tokenizer_of, StepPlan};
 use crate::plot::xml_escape;
-use crate::rlsd::LossNorm;
 use crate::stats::ResponseRecord;
 use crate::train::{effective_algo, micro_batch_loss};
 use crate::verify::Verifier;
@@ -142,7 +141,7 @@ pub fn inspect_step(
         0..n,
         &logp_new,
         &entropy,
-        LossNorm::of_batch(&tb),
+        tb.loss_norm(),
     )?;
     let ahat = rows(&mbl.credit.ahat)?;
     let weights = mbl.credit.weights.as_ref().map(rows).transpose()?;

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 
 use super::CreditBatch;
 use crate::model::Tokenizer;
-use crate::rlsd::{AlgoConfig, LossNorm};
+use crate::rlsd::AlgoConfig;
 use crate::stats::ResponseRecord;
 use crate::train::{effective_algo, micro_batch_loss, TrainBatch};
 use crate::{Error, Result};
@@ -51,15 +51,7 @@ fn try_sample(
     let len = lens.iter().copied().max().unwrap_or(0).max(1);
     let logp = padded(&tb.sampling_logprobs[..k], len)?;
     let entropy = logp.f_zeros_like()?;
-    let mbl = micro_batch_loss(
-        algo,
-        effective,
-        tb,
-        0..k,
-        &logp,
-        &entropy,
-        LossNorm::of_batch(tb),
-    )?;
+    let mbl = micro_batch_loss(algo, effective, tb, 0..k, &logp, &entropy, tb.loss_norm())?;
     let ahat = rows(&mbl.credit.ahat)?;
     let weights = mbl.credit.weights.as_ref().map(rows).transpose()?;
     let delta = mbl.delta.as_ref().map(rows).transpose()?;

@@ -14,7 +14,7 @@
 
 use super::config::{LossAgg, OpsdLoss};
 use super::distill::{support_divergence, TokenSupport};
-use super::loss::LossNorm;
+use super::policy_loss::LossNorm;
 use crate::error::{Error, Result};
 use crate::policy::VocabLoss;
 use std::ops::Range;

@@ -17,7 +17,7 @@ pub mod config;
 pub mod credit;
 pub mod distill;
 pub mod distill_vocab;
-pub mod loss;
+pub mod policy_loss;
 pub mod schedule;
 pub mod sdpo;
 
@@ -30,5 +30,7 @@ pub use credit::{
     token_weights, update_credit, TokenCredit,
 };
 pub use distill::{support_divergence, token_kl, top_k_support, TokenSupport};
-pub use loss::{aggregate, k3_kl, policy_loss, ppo_token_loss, LossNorm, PolicyLoss, PpoTokens};
+pub use policy_loss::{
+    aggregate, k3_kl, policy_loss, ppo_token_loss, LossNorm, PolicyLoss, PpoTokens,
+};
 pub use schedule::{lambda_at, lr_at};

@@ -5,7 +5,7 @@
 
 use super::checks::invalid;
 use super::distill_loss;
-use super::loss::{logged_parts, Accum};
+use super::micro_loss::{logged_parts, Accum};
 use super::{micro_batch_loss, TrainBatch};
 use crate::error::Result;
 use crate::optim::OptimConfig;

@@ -18,16 +18,16 @@
 //! before clipping and AdamW (see [`sync`]).
 
 mod checks;
-mod distill;
-mod loss;
 mod micro;
+mod micro_distill;
+mod micro_loss;
 mod micro_step;
 pub mod sync;
 
 pub use checks::effective_algo;
-pub use distill::{distill_loss, support_tensors};
-pub use loss::{micro_batch_loss, MicroBatchLoss};
 pub use micro::{micro_batches, plan_micro_batches};
+pub use micro_distill::{distill_loss, support_tensors};
+pub use micro_loss::{micro_batch_loss, MicroBatchLoss};
 pub use sync::GradSync;
 
 use crate::error::Result;
@@ -37,8 +37,8 @@ use crate::policy::{Policy, PromptResponse};
 use crate::rlsd::{Algo, AlgoConfig, LossNorm, TokenSupport};
 use crate::stats::StepStats;
 use checks::{check_lengths, non_finite_input};
-use loss::Accum;
 use micro::permuted;
+use micro_loss::Accum;
 use micro_step::MicroStep;
 use std::time::Instant;
 
@@ -74,6 +74,14 @@ pub struct TrainBatch {
     pub lr: f64,
     /// Sampling temperature; log-probs are taken at the same temperature.
     pub temperature: f64,
+}
+
+impl TrainBatch {
+    /// The whole batch's response-token and response counts (the loss
+    /// normaliser of a one-rank step).
+    pub fn loss_norm(&self) -> LossNorm {
+        LossNorm::of_lengths(self.samples.iter().map(|s| s.response.len()))
+    }
 }
 
 /// The policy with its optimizer and the update's configuration.
@@ -231,7 +239,7 @@ fn agree_on_norm<P: Policy>(
     batch: &TrainBatch,
     stats: &mut StepStats,
 ) -> Result<std::result::Result<LossNorm, String>> {
-    let mut norm = LossNorm::of_batch(batch);
+    let mut norm = batch.loss_norm();
     let agreed = Instant::now();
     if let Some(sync) = trainer.grad_sync.as_mut() {
         let (global, bad) = self::sync::agree(sync.as_mut(), norm, non_finite_input(batch))?;

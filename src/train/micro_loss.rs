@@ -41,20 +41,6 @@ pub(crate) fn length_mask(lens: &[usize], len: usize, device: Device) -> Result<
         .f_to_device(device)?)
 }
 
-impl LossNorm {
-    /// The whole batch's response-token and response counts.
-    pub fn of_batch(batch: &TrainBatch) -> LossNorm {
-        LossNorm {
-            total_tokens: batch
-                .samples
-                .iter()
-                .map(|s| s.response.len())
-                .sum::<usize>() as f64,
-            total_seqs: batch.samples.len() as f64,
-        }
-    }
-}
-
 /// The loss of one micro-batch and the credit behind it.
 #[derive(Debug)]
 pub struct MicroBatchLoss {

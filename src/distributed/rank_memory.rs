@@ -1,4 +1,4 @@
-//! The memory model ([`crate::plan`]) for one rank of a data-parallel job:
+//! The memory model ([`crate::memory`]) for one rank of a data-parallel job:
 //! every actor of a rank shares the rank's device, and a rank holds only
 //! its share of each step. A colocated rank samples, scores and trains its
 //! share of the groups; a split learner scores and trains (no sampler); a
@@ -8,8 +8,8 @@
 use super::split::Role;
 use crate::config::RunConfig;
 use crate::error::Result;
+use crate::memory::{check_fits, device_memory, device_totals, model_shape, plan, MemoryPlan};
 use crate::model::Config;
-use crate::plan::{check_fits, device_memory, device_totals, model_shape, plan, MemoryPlan};
 
 /// The plan of a rank in `role` on `device`, for a model of shape `model`
 /// and prompts of `prompt_tokens`.
@@ -57,7 +57,7 @@ pub fn refuse_rank_if_too_big(
     let p = rank_plan(
         cfg,
         &shape,
-        crate::plan::DEFAULT_PROMPT_TOKENS,
+        crate::memory::DEFAULT_PROMPT_TOKENS,
         role,
         device,
     )?;
@@ -110,11 +110,11 @@ pub fn plan_job_command(
             role.name(),
             cfg.rollout.batch_prompts
         );
-        print!("{}", crate::plan::render(&p));
+        print!("{}", crate::memory::render(&p));
         if let Some((_, bytes)) = p.devices.iter().find(|(d, _)| d == "cpu") {
             println!(
                 "  {world} ranks share this node's memory: {:.2} GiB on cpu",
-                bytes * world as f64 / crate::plan::GIB
+                bytes * world as f64 / crate::memory::GIB
             );
         }
         check_rank(p, world, gib)?;
@@ -126,7 +126,7 @@ pub fn plan_job_command(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{known_shape, total, GIB};
+    use crate::memory::{known_shape, total, GIB};
 
     fn actors(p: &MemoryPlan) -> Vec<&'static str> {
         p.actors.iter().map(|a| a.actor).collect()
@@ -158,7 +158,7 @@ mod tests {
         three.runtime.sampler_device = "cuda:0".into();
         three.runtime.teacher_device = "cuda:0".into();
         three.runtime.optimizer_device = "cuda:0".into();
-        let same = crate::plan::plan(&three, &model, 512).unwrap();
+        let same = crate::memory::plan(&three, &model, 512).unwrap();
         assert_eq!(p.devices, same.devices);
         // A split learner holds no sampler; a sampler only its replica and cache.
         let learner = Role::Learner {

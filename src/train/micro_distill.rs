@@ -4,7 +4,7 @@
 //! pure functions of `rlsd::distill`.
 
 use super::checks::invalid;
-use super::loss::pad_rows;
+use super::micro_loss::pad_rows;
 use super::TrainBatch;
 use crate::error::{Error, Result};
 use crate::rlsd::{

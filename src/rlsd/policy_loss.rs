@@ -16,6 +16,17 @@ pub struct LossNorm {
     pub total_seqs: f64,
 }
 
+impl LossNorm {
+    /// The counts of a batch whose responses have these lengths.
+    pub fn of_lengths(lens: impl ExactSizeIterator<Item = usize>) -> LossNorm {
+        let total_seqs = lens.len() as f64;
+        LossNorm {
+            total_tokens: lens.sum::<usize>() as f64,
+            total_seqs,
+        }
+    }
+}
+
 /// Per-token PPO terms.
 #[derive(Debug)]
 pub struct PpoTokens {
