@@ -80,23 +80,12 @@ impl Actor for VerifierPool {
                     tokio::task::spawn_blocking(move || verify_one(verifier.as_ref(), &ex, &text));
                 let out = match tokio::time::timeout(timeout, job).await {
                     Ok(Ok(v)) => (v, false),
-                    Ok(Err(e)) => (
-                        Verdict {
-                            reward: 0.0,
-                            correct: false,
-                            reason: format!("verifier task failed: {e}"),
-                        },
-                        false,
-                    ),
+                    Ok(Err(e)) => (Verdict::wrong(format!("verifier task failed: {e}")), false),
                     Err(_) => (
-                        Verdict {
-                            reward: 0.0,
-                            correct: false,
-                            reason: format!(
-                                "verifier timed out after {:.1}s",
-                                timeout.as_secs_f64()
-                            ),
-                        },
+                        Verdict::wrong(format!(
+                            "verifier timed out after {:.1}s",
+                            timeout.as_secs_f64()
+                        )),
                         true,
                     ),
                 };
@@ -107,16 +96,9 @@ impl Actor for VerifierPool {
         }
         let mut scores = Vec::with_capacity(tasks.len());
         for t in tasks {
-            let (v, timed_out) = t.await.unwrap_or_else(|e| {
-                (
-                    Verdict {
-                        reward: 0.0,
-                        correct: false,
-                        reason: format!("verifier task failed: {e}"),
-                    },
-                    false,
-                )
-            });
+            let (v, timed_out) = t
+                .await
+                .unwrap_or_else(|e| (Verdict::wrong(format!("verifier task failed: {e}")), false));
             if timed_out {
                 tracing::warn!(
                     step = batch.plan.step,

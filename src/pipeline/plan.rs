@@ -4,7 +4,7 @@
 
 use crate::config::RunConfig;
 use crate::data::Example;
-use crate::rlsd::{lambda_at, lr_at, Algo, AlgoConfig};
+use crate::rlsd::{lambda_at, lr_at, AlgoConfig};
 
 /// The order for one step: which prompts, with which constants.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ pub fn step_seed(run_seed: u64, step: u64) -> u64 {
 /// except RLSD once lambda has decayed to 0 (then it is exactly GRPO, and the
 /// teacher forward is skipped).
 pub fn needs_teacher_pass(algo: &AlgoConfig, lambda: f64) -> bool {
-    algo.algo.needs_teacher() && !(algo.algo == Algo::Rlsd && lambda == 0.0)
+    algo.algo.at_lambda(lambda).needs_teacher()
 }
 
 /// Teacher weights version a step whose policy is at least `min_version`
@@ -87,6 +87,7 @@ pub fn required_teacher_version(min_version: u64, interval: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rlsd::Algo;
 
     #[test]
     fn teacher_pass_is_skipped_only_when_it_cannot_matter() {

@@ -105,16 +105,11 @@ pub fn verify_one(verifier: &dyn Verifier, ex: &Example, response: &str) -> Verd
         verifier.verify(ex, response)
     })) {
         Ok(v) if v.reward.is_finite() => v,
-        Ok(v) => Verdict {
-            reward: 0.0,
-            correct: false,
-            reason: format!("verifier returned a non-finite reward ({})", v.reward),
-        },
-        Err(_) => Verdict {
-            reward: 0.0,
-            correct: false,
-            reason: "verifier panicked".into(),
-        },
+        Ok(v) => Verdict::wrong(format!(
+            "verifier returned a non-finite reward ({})",
+            v.reward
+        )),
+        Err(_) => Verdict::wrong("verifier panicked"),
     }
 }
 

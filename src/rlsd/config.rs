@@ -31,6 +31,17 @@ pub enum Algo {
 }
 
 impl Algo {
+    /// The algorithm a step at `lambda` runs: RLSD at lambda 0 is exactly
+    /// GRPO (the credit no longer uses the teacher), so its teacher pass is
+    /// skipped. The one place this rule is decided.
+    pub fn at_lambda(self, lambda: f64) -> Algo {
+        if self == Algo::Rlsd && lambda == 0.0 {
+            Algo::Grpo
+        } else {
+            self
+        }
+    }
+
     /// Whether this algorithm needs the teacher's log-probs `logp_T_t`.
     pub fn needs_teacher(self) -> bool {
         !matches!(self, Algo::Grpo)

@@ -97,11 +97,11 @@ pub(crate) fn non_finite_input(batch: &TrainBatch) -> Option<&'static str> {
 /// Errors when the batch lacks what the algorithm needs.
 pub fn effective_algo(cfg: &AlgoConfig, batch: &TrainBatch) -> Result<Algo> {
     let algo = match (cfg.algo, &batch.teacher_logprobs) {
-        (Algo::Rlsd, None) if batch.lambda == 0.0 => Algo::Grpo,
-        (a, None) if a.needs_teacher() => {
+        (a, None) if a.at_lambda(batch.lambda).needs_teacher() => {
             return Err(invalid(format!("`{}` needs teacher_logprobs", a.name())))
         }
-        (a, _) => a,
+        (a, None) => a.at_lambda(batch.lambda),
+        (a, Some(_)) => a,
     };
     if algo == Algo::Cepo && batch.teacher_neg_logprobs.is_none() {
         return Err(invalid("`cepo` needs teacher_neg_logprobs".into()));
