@@ -7,43 +7,72 @@
 //! `exp(sign(A) * (logp_teacher - logp_student))` ("Self-Distilled RLVR",
 //! arXiv 2604.03128). GRPO, OPSD and CEPO run in the same template.
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`error`]: the crate's error enum; messages name the file, line, key or tensor.
-//! - [`device`]: `cpu` / `cuda:N` / `auto` from config strings; libtorch facts.
-//! - [`cuda`]: CUDA streams and events (the `gpu` feature's C++ shim; no-ops
-//!   on the CPU and without the feature).
-//! - [`logging`]: `tracing-subscriber` set up from `RLSD_LOG` or `RUST_LOG`;
-//!   colours only on a terminal.
-//! - [`progress`]: the progress bar / plain lines of `rlsd train`.
-//! - [`process`]: this process's resident and peak memory from `/proc`.
-//! - [`hub`]: Hugging Face model ids through the local cache or a download.
-//! - [`malloc`]: one glibc malloc arena for the binaries (tensor work hops threads).
-//! - [`policy`]: the [`policy::Policy`] trait the train step scores responses with.
-//! - [`model`]: Llama / Qwen2 / Qwen3 decoders loading Hugging Face checkpoints,
-//!   KV cache, batched generation, token log-probs, tokenizer and chat template.
-//! - [`rlsd`]: every formula of the spec, once: group advantages, token credit,
-//!   the clipped surrogate, the lambda and learning-rate schedules.
-//! - [`data`]: JSONL / Parquet datasets, the data cursor, prompt building, and
-//!   the built-in arithmetic task.
-//! - [`verify`]: the `Verifier` trait and the math, exact, regex and command verifiers.
-//! - [`stats`]: `StepStats`, what a step reports (losses, credit, timings).
-//! - [`optim`]: AdamW whose state can be checkpointed.
-//! - [`plan`]: the memory model: predicted peak memory per actor and device (`rlsd plan`).
-//! - [`pipeline`]: the stages of a step over typed batches (RolloutBatch ->
-//!   ScoredBatch -> TeacherBatch -> CreditBatch), `StepPlan`, `step_stats`.
-//! - [`train`]: `train_step`: forward, loss, backward, clip, AdamW; no actors.
-//! - [`dist`]: data-parallel ranks: c10d Gloo (CPU) / NCCL (GPU) process
-//!   groups, bucketed gradient all-reduce, the `--nproc` / `--gpus` launcher.
-//! - [`pretrain`]: supervised warm-up that makes the built-in task's base model.
-//! - [`config`]: the TOML run configuration; unknown keys are errors.
-//! - [`actors`]: the six supervised actors and their messages.
-//! - [`checkpoint`]: atomic, checksummed checkpoint directories; keep-last pruning.
-//! - [`metrics`]: `metrics.jsonl` writer (resume-safe) and a tolerant reader.
-//! - [`plot`]: `plotters` line charts (SVG, PNG) of metrics against the step.
-//! - [`observe`]: TensorBoard event files, `completions.jsonl`, the HTML run report.
-//! - [`inspect`]: per-token credit (`Ahat_t` vs `A`) as HTML or ANSI text.
-//! - [`commands`]: the work behind `rlsd inspect`, `eval`, `generate` and `plot`.
+//! Each layer imports only the layers below it (`scripts/import_graph.py`
+//! checks it: no import points back up, no cycle outside `verify/math`); only
+//! `main.rs` imports [`commands`].
+//!
+//! ```text
+//! main.rs                    parse arguments, dispatch
+//! commands/                  one file per CLI command: print, write, exit codes
+//! actors/  distributed/      front ends that run steps: the supervised actor tree
+//!                            (overlap, restarts) and the data-parallel ranks
+//! run/                       the step loop and its hooks, prompt source, run folder
+//!                            (lock, resume, overwrite), step recorder, evaluation
+//! observe/                   TensorBoard, completions log, charts, inspection, report
+//! pipeline/                  a step's stages over typed batches (StepPlan .. StepStats)
+//! train/                     the train step; its gradient-sync seam (GradSync)
+//! memory  pretrain           the memory model (`rlsd plan`); the built-in base model
+//! plot  progress             charts from series; the progress bar
+//! config                     the run's TOML: sections owned here or below
+//! stats                      StepStats and the one per-response record (ResponseRecord)
+//! checkpoint                 atomic, checksummed checkpoint folders
+//! verify                     rewards (Verifier)
+//! data                       datasets, prompts, the built-in task
+//! model                      transformers, KV cache, generation, tokenizer
+//! rlsd                       every formula of the spec, once
+//! policy  optim              the Policy trait; AdamW
+//! error fault device cuda process malloc logging hub metrics   plain ground floor
+//! ```
+//!
+//! # One batch's path (the sequential loop, [`run::sequential::run_steps`])
+//!
+//! ```text
+//! run::sequential   plan the step ─────────────────────────────────► pipeline::StepPlan::new
+//! pipeline::stages  rollout (model::generate) ─► RolloutBatch
+//!                   verify_all (verify::Verifier) ─► ScoredBatch
+//!                   teacher_pass (model::token_logprobs) ─► TeacherBatch
+//!                   assign_credit (rlsd::group_advantages) ─► CreditBatch
+//! train             train_step: agree, backward each micro-batch
+//!                   (train::micro_batch_loss -> rlsd::policy_loss), reduce, clip,
+//!                   optim::AdamW::step ─► StepStats
+//! pipeline::stats   step_stats (+ pipeline::sample_completions records)
+//! run::record       StepRecorder: metrics.jsonl, observe::Observer, on_step
+//! ```
+//!
+//! The actor runtime ([`actors`]) runs the same stage functions, one actor
+//! each, and the ranks ([`distributed`]) run `run_steps` with their hooks.
+//! docs/ARCHITECTURE.md has the same on one page.
+//!
+//! # Modules
+//!
+//! - [`error`], [`fault`] (rehearsed failures), [`device`], [`cuda`], [`process`],
+//!   [`malloc`], [`logging`], [`hub`] (Hugging Face ids), [`metrics`] (`metrics.jsonl`).
+//! - [`policy`]: the [`policy::Policy`] trait the train step scores responses
+//!   with; [`optim`]: AdamW whose state can be checkpointed.
+//! - [`rlsd`]: group advantages, token credit, the clipped surrogate, the
+//!   lambda and learning-rate schedules, the distillation terms.
+//! - [`model`]: Llama / Qwen2 / Qwen3 decoders loading Hugging Face checkpoints.
+//! - [`data`]: JSONL / Parquet datasets, prompts, the built-in arithmetic task.
+//! - [`verify`]: the `Verifier` trait and the built-in verifiers.
+//! - [`checkpoint`], [`stats`], [`config`], [`plot`], [`progress`], [`memory`],
+//!   [`pretrain`], [`train`], [`pipeline`], [`observe`], [`run`], [`actors`],
+//!   [`distributed`], [`commands`]: as in the layer table above.
+//!
+//! The embedding API: [`actors::Runtime`] (`Runtime::builder(cfg)`),
+//! [`verify::Verifier`], [`policy::Policy`], [`run::PromptSource`] (also at
+//! `actors::PromptSource`) and [`stats::StepStats`].
 //!
 //! Build notes: `tch` is pinned to 0.24.0 (libtorch 2.11.0), provisioned by
 //! `scripts/setup.sh`; `build.rs` embeds an rpath so binaries run without
@@ -65,6 +94,8 @@ pub mod hub;
 pub mod logging;
 pub mod malloc;
 pub mod memory;
+/// The memory model's former name.
+pub use memory as plan;
 pub mod metrics;
 pub mod model;
 pub mod observe;

@@ -1,10 +1,9 @@
-//! The work behind the `rlsd` subcommands, as library functions the binary (and tests, and embedding programs) call.
+//! The `rlsd` subcommands: what each prints and writes. Only `main.rs` uses
+//! this layer; the work itself (evaluation, inspection, charts) is in the
+//! layers below ([`crate::run::evaluate`], [`crate::observe::inspection`],
+//! [`crate::observe::charts`]).
 //!
-//! - [`inspect`]: one step's worth of rollouts with the token credit the
-//!   train step would give them, rendered as an HTML page and as ANSI text.
-//! - [`eval`]: greedy accuracy and mean reward on the configured data.
 //! - [`generate`]: chat-templated sampling from a model.
-//! - [`plot`]: redraw a run's charts from its `metrics.jsonl`.
 //! - [`compare`]: the paper's comparison of algorithms over seeds.
 //! - [`train`]: `rlsd train` (actor runtime or one data-parallel rank) and
 //!   `rlsd pretrain` with their printed summaries.

@@ -6,7 +6,7 @@
 //! it receives the step's responses from the samplers and broadcasts the
 //! new weights to them.
 
-use super::checkpoint::{agree_equal, weights_digest, RankState};
+use super::rank_checkpoint::{agree_equal, weights_digest, RankState};
 use super::report::{RankReport, RankTotals};
 use super::split::{exchange, learner_batch, share_seed};
 use super::sync::{broadcast_params, DataParallel};
@@ -36,7 +36,7 @@ pub(super) struct Learner<'a> {
     pub(super) out: &'a Path,
     pub(super) device: Device,
     pub(super) policy: LoadedModel,
-    pub(super) resumed: Option<&'a super::checkpoint::Resume>,
+    pub(super) resumed: Option<&'a super::rank_checkpoint::Resume>,
     /// The learners' group (the job's whole group when colocated).
     pub(super) dp: DataParallel,
     pub(super) split: Option<SplitLink>,
@@ -315,7 +315,7 @@ impl StepHooks for RankHooks<'_> {
             m.append(&done.stats)?;
             m.sync()?;
         }
-        if super::checkpoint::due(self.cfg, step) {
+        if super::rank_checkpoint::due(self.cfg, step) {
             self.commit(step, done.models, &done.cursor)?;
         }
         if let Some(link) = &self.split {
@@ -354,7 +354,7 @@ impl RankHooks<'_> {
         };
         let fault = self.fault;
         let committed =
-            super::checkpoint::commit(sync.as_mut(), self.rank, self.cfg, &state, &|| {
+            super::rank_checkpoint::commit(sync.as_mut(), self.rank, self.cfg, &state, &|| {
                 RankFault::strike(fault.as_ref(), step, true)
             });
         models.trainer.grad_sync = Some(sync);

@@ -8,8 +8,8 @@
 //!   `csrc/rlsd_dist.cpp` ([`gloo`]); on GPUs from NCCL itself
 //!   (`nccl`, behind the `gpu` feature).
 //! - [`bucket`]: gradients flattened into ~25 MB buckets, all in flight together.
-//! - [`sync`]: [`GradSync`] over a process group: the global loss
-//!   normaliser, the gradient sum and the logged sums of one step.
+//! - [`sync`]: [`DataParallel`], the train step's [`GradSync`] seam
+//!   (defined in [`crate::train::sync`]) over a process group.
 //! - [`shard`]: which prompt groups of a step a rank trains on.
 //! - [`env`]: rank, world size and rendezvous from `RANK`/`WORLD_SIZE`/
 //!   `MASTER_ADDR`/`MASTER_PORT` (torchrun) or `SLURM_PROCID`/`SLURM_NTASKS`.
@@ -17,8 +17,9 @@
 //!   child processes of this binary and supervise them.
 //! - [`train_loop`]: one rank's training loop (the sequential step loop
 //!   with rank hooks: sharded prompts, global statistics, checkpoints).
-//! - [`checkpoint`]: a checkpoint committed for all ranks or none, and
-//!   `--resume` on every rank.
+//! - [`rank_checkpoint`]: a checkpoint committed for all ranks or none, and
+//!   `--resume` on every rank (through [`crate::checkpoint`]'s atomic commit).
+//! - [`rank_memory`]: the memory plan ([`crate::memory`]) of each kind of rank.
 //! - [`split`]: split placement (`runtime.placement = "split"`): sampler
 //!   ranks send each step's verified responses to the learner ranks, which
 //!   broadcast the new weights back; [`sampler_loop`]: a sampler rank.
@@ -29,13 +30,13 @@ use crate::error::Result;
 use tch::Tensor;
 
 pub mod bucket;
-pub mod checkpoint;
 pub mod env;
 pub mod gloo;
 pub mod launch;
 mod learner;
 #[cfg(feature = "gpu")]
 pub mod nccl;
+pub mod rank_checkpoint;
 pub mod rank_memory;
 pub mod report;
 pub mod sampler_loop;

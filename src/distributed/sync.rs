@@ -1,11 +1,11 @@
 //! One data-parallel step's collectives, in the order every rank issues them:
 //!
-//! 1. [`agree`]: sum `[response tokens, responses, bad input]` so the loss
+//! 1. [`crate::train::sync::agree`]: sum `[response tokens, responses, bad input]` so the loss
 //!    is normalised by the *global* batch (token-mean over all ranks'
 //!    tokens) and every rank skips the step together;
 //! 2. backward on the rank's own samples (gradients of its share of the
 //!    global loss);
-//! 3. [`reduce_step`]: sum the gradients (bucketed), then the logged sums
+//! 3. [`crate::train::sync::reduce_step`]: sum the gradients (bucketed), then the logged sums
 //!    and a bad-loss flag. The summed gradient is the one-rank gradient of
 //!    the global batch, so clipping and AdamW give the same update on every
 //!    rank (bit-identical: each bucket is reduced once and sent to all).

@@ -3,7 +3,7 @@
 //! prompt groups split across ranks ([`super::shard`]), a per-rank sampling
 //! seed, [`super::DataParallel`] installed as the trainer's gradient sync,
 //! rollout statistics summed over ranks, and checkpoints committed for all
-//! ranks or none ([`super::checkpoint`]). Every rank draws the same prompts
+//! ranks or none ([`super::rank_checkpoint`]). Every rank draws the same prompts
 //! (same data, same seed), keeps its groups, rolls out, verifies, scores
 //! with the teacher and computes advantages on them (groups never straddle
 //! ranks), then takes the same AdamW step. Rank 0 writes the run folder
@@ -18,8 +18,8 @@
 //! sub-group, receive the step's responses instead of generating them,
 //! and broadcast the new weights to the samplers after every step.
 
-use super::checkpoint::load_resume;
 use super::learner::{Learner, SplitLink};
+use super::rank_checkpoint::load_resume;
 use super::report::{write_report, RankTotals};
 use super::sampler_loop::{ordered_params, run_sampler, SamplerSeat};
 use super::split::Role;
@@ -36,7 +36,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tch::Device;
 
-pub use super::checkpoint::weights_digest;
+pub use super::rank_checkpoint::weights_digest;
 
 pub use super::report::RankReport;
 

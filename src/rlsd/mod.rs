@@ -7,7 +7,7 @@
 //! - [`distill`]: the OPSD distillation terms (sampled-token KL; KL / JSD on
 //!   the teacher's top-k support plus a tail bucket, or the full vocabulary).
 //! - [`distill_vocab`]: the `kl` / `jsd` term as a chunked [`crate::policy::VocabLoss`].
-//! - [`loss`]: the PPO clipped surrogate with asymmetric and dual clip, k3 KL,
+//! - [`policy_loss`]: the PPO clipped surrogate with asymmetric and dual clip, k3 KL,
 //!   entropy, token-mean and seq-mean-token-mean aggregation.
 //! - [`sdpo`]: SDPO's teacher context from the group's own attempts.
 //! - [`schedule`]: `lambda_at(step)` and `lr_at(step)`, pure functions of the step.

@@ -7,10 +7,11 @@
 //! optimizer state stay untouched and [`StepStats::skipped`] says so.
 
 //!
-//! Layout: [`checks`] (input checks, [`effective_algo`]), [`loss`] (one
-//! micro-batch's credit and loss, the logged sums), [`micro`] (token-budget
-//! micro-batches), [`distill`] (the OPSD distillation term), and here the
-//! step itself.
+//! Layout: `checks` (input checks, [`effective_algo`]), `micro_loss` (one
+//! micro-batch's credit and loss, the logged sums), `micro_distill` (the
+//! OPSD distillation term), `micro` (token-budget micro-batches),
+//! `micro_step` (one micro-batch's forward and backward), [`sync`] (the
+//! data-parallel seam), and here the step itself.
 //!
 //! Data-parallel seam: a [`Trainer`] with a `grad_sync`
 //! ([`GradSync`]) normalises the loss by the global batch and
