@@ -149,100 +149,133 @@ struct Committed {
 
 /// Train every pending batch whose turn has come.
 async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> {
-    loop {
-        let next = {
-            let c = st.args.commit.lock();
-            if c.stopped {
-                st.pending.clear();
-                return Ok(());
-            }
-            c.trained_through + 1
-        };
-        let Some(batch) = st.pending.remove(&next) else {
-            // Drop anything at or below what is already trained.
-            st.pending.retain(|&s, _| s > next);
-            return Ok(());
-        };
-        let shared = st.args.shared.clone();
-        shared.faults.check(Role::Optimizer, next)?;
-        let idle_s = st.last_done.elapsed().as_secs_f64();
-        let commit = st.args.commit.clone();
-        let sh = shared.clone();
-        let held_out = HeldOut {
-            verifier: st.args.verifier.clone(),
-            held_out: st.args.held_out.clone(),
-        };
-        let streams = st.args.streams;
-        let done = tokio::task::spawn_blocking(move || {
-            let _on = streams.optimizer.enter()?;
-            train_and_commit(
-                &sh,
-                &mut commit.lock(),
-                &batch,
-                idle_s,
-                &held_out,
-                streams.snapshot,
-            )
-        })
-        .await
-        .map_err(join_err)??;
-        st.last_done = Instant::now();
-        let Committed {
-            published,
-            stats,
-            checkpoint_due,
-            diverged,
-        } = done;
-        st.args.board.publish(published.clone());
-        shared.emit(RunEvent::Step(Box::new(stats.clone())));
-        shared.send(
-            |p| p.sampler.clone(),
-            SamplerMsg::Committed(published.clone()),
-        );
-        shared.send(|p| p.teacher.clone(), TeacherMsg::Committed(published));
-        shared.send(
-            |p| p.scheduler.clone(),
-            SchedulerMsg::StepDone(Box::new(stats)),
-        );
-        if let Some(reason) = diverged {
-            tracing::error!("{reason}");
-            st.pending.clear();
-            shared.send(
-                |p| p.scheduler.clone(),
-                SchedulerMsg::Shutdown {
-                    reason,
-                    failed: true,
-                },
-            );
+    while let Some((next, batch)) = next_ready(st) {
+        st.args.shared.faults.check(Role::Optimizer, next)?;
+        let done = train_blocking(st, batch).await?;
+        let checkpoint_due = done.checkpoint_due;
+        if !publish(st, done) {
             return Ok(());
         }
-        if checkpoint_due {
-            let commit = st.args.commit.clone();
-            let sh = shared.clone();
-            let stream = st.args.streams.optimizer;
-            let res = tokio::task::spawn_blocking(move || {
-                let _on = stream.enter()?;
-                checkpoint_committed(&sh, &mut commit.lock())
-            })
-            .await
-            .map_err(join_err)?;
-            if let Err(e) = res {
-                // Retried once already: stop the run (non-zero) with the cause.
-                let reason = format!("checkpoint of step {next} failed: {e}");
-                tracing::error!("{reason}");
-                st.args.commit.lock().stopped = true;
-                st.pending.clear();
-                shared.send(
-                    |p| p.scheduler.clone(),
-                    SchedulerMsg::Shutdown {
-                        reason,
-                        failed: true,
-                    },
-                );
-                return Ok(());
-            }
+        if checkpoint_due && !checkpoint(st, next).await? {
+            return Ok(());
         }
     }
+    Ok(())
+}
+
+/// The batch of the step after the last commit, if it has arrived (stale
+/// ones are dropped; nothing once the run stopped).
+fn next_ready(st: &mut OptimizerState) -> Option<(u64, Box<CreditBatch>)> {
+    let next = {
+        let c = st.args.commit.lock();
+        if c.stopped {
+            st.pending.clear();
+            return None;
+        }
+        c.trained_through + 1
+    };
+    let Some(batch) = st.pending.remove(&next) else {
+        // Drop anything at or below what is already trained.
+        st.pending.retain(|&s, _| s > next);
+        return None;
+    };
+    Some((next, batch))
+}
+
+/// Train and commit `batch` on a blocking thread on the optimizer's stream.
+async fn train_blocking(
+    st: &mut OptimizerState,
+    batch: Box<CreditBatch>,
+) -> Result<Committed, ActorProcessingErr> {
+    let idle_s = st.last_done.elapsed().as_secs_f64();
+    let commit = st.args.commit.clone();
+    let sh = st.args.shared.clone();
+    let held_out = HeldOut {
+        verifier: st.args.verifier.clone(),
+        held_out: st.args.held_out.clone(),
+    };
+    let streams = st.args.streams;
+    let done = tokio::task::spawn_blocking(move || {
+        let _on = streams.optimizer.enter()?;
+        train_and_commit(
+            &sh,
+            &mut commit.lock(),
+            &batch,
+            idle_s,
+            &held_out,
+            streams.snapshot,
+        )
+    })
+    .await
+    .map_err(join_err)??;
+    st.last_done = Instant::now();
+    Ok(done)
+}
+
+/// Publish a commit to the board, the run loop, the sampler, the teacher
+/// and the scheduler. False when the run stops here (the policy diverged).
+fn publish(st: &mut OptimizerState, done: Committed) -> bool {
+    let shared = st.args.shared.clone();
+    let Committed {
+        published,
+        stats,
+        diverged,
+        ..
+    } = done;
+    st.args.board.publish(published.clone());
+    shared.emit(RunEvent::Step(Box::new(stats.clone())));
+    shared.send(
+        |p| p.sampler.clone(),
+        SamplerMsg::Committed(published.clone()),
+    );
+    shared.send(|p| p.teacher.clone(), TeacherMsg::Committed(published));
+    shared.send(
+        |p| p.scheduler.clone(),
+        SchedulerMsg::StepDone(Box::new(stats)),
+    );
+    match diverged {
+        Some(reason) => {
+            tracing::error!("{reason}");
+            stop(st, reason);
+            false
+        }
+        None => true,
+    }
+}
+
+/// Write the checkpoint of step `step` (on a blocking thread). False when
+/// the run stops here (the write failed twice).
+async fn checkpoint(st: &mut OptimizerState, step: u64) -> Result<bool, ActorProcessingErr> {
+    let commit = st.args.commit.clone();
+    let sh = st.args.shared.clone();
+    let stream = st.args.streams.optimizer;
+    let res = tokio::task::spawn_blocking(move || {
+        let _on = stream.enter()?;
+        checkpoint_committed(&sh, &mut commit.lock())
+    })
+    .await
+    .map_err(join_err)?;
+    if let Err(e) = res {
+        // Retried once already: stop the run (non-zero) with the cause.
+        let reason = format!("checkpoint of step {step} failed: {e}");
+        tracing::error!("{reason}");
+        st.args.commit.lock().stopped = true;
+        stop(st, reason);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Drop the pending batches and ask the scheduler to end the run as failed.
+fn stop(st: &mut OptimizerState, reason: String) {
+    st.pending.clear();
+    st.args.shared.send(
+        |p| p.scheduler.clone(),
+        SchedulerMsg::Shutdown {
+            reason,
+            failed: true,
+        },
+    );
 }
 
 /// What held-out validation needs (`[validation]`): the reward function and

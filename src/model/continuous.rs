@@ -83,99 +83,164 @@ struct Row {
 
 /// Generate every prompt of `job` (under `no_grad`).
 pub(crate) fn run(lm: &CausalLm, job: &Job<'_>) -> Result<(Vec<Generation>, GenerationProfile)> {
-    let mut prof = GenerationProfile::default();
-    let clock = Instant::now;
-    let device = lm.device();
-    let n = job.prompts.len();
-    let mut out: Vec<Generation> = (0..n)
-        .map(|_| Generation {
-            tokens: vec![],
-            logprobs: vec![],
-            stopped_on_eos: false,
-            stop_string: None,
-        })
-        .collect();
-    let mut rows: Vec<Row> = Vec::with_capacity(job.rows);
-    let mut cache = lm.new_cache(job.capacity);
-    // Next-token logits of `rows`, [rows, V].
-    let mut logits: Option<Tensor> = None;
-    let mut pending = 0usize;
+    let mut d = Decoding::new(lm, job);
     loop {
-        if rows.len() < job.rows && pending < n {
-            let k = (job.rows - rows.len()).min(n - pending);
-            let fresh = admit(
-                lm,
-                job,
-                pending..pending + k,
-                &mut cache,
-                &mut rows,
-                &mut prof,
-            )?;
-            pending += k;
-            logits = Some(match logits.take() {
-                Some(old) => Tensor::f_cat(&[&old, &fresh], 0)?,
-                None => fresh,
-            });
-            let t = clock();
-            trim(&mut cache, &mut rows)?;
-            prof.cache_s += t.elapsed().as_secs_f64();
+        d.admit_waiting()?;
+        let Some(lg) = d.logits.take() else { break };
+        let ids = d.sample(&lg)?;
+        let keep = d.record(&ids)?;
+        let Some(step_ids) = d.keep_rows(&keep, ids)? else {
+            continue; // every row finished: admit the next prompts
+        };
+        d.decode(&step_ids)?;
+    }
+    Ok((d.out, d.prof))
+}
+
+/// The state of one continuous-batching run.
+struct Decoding<'a, 'j> {
+    lm: &'a CausalLm,
+    job: &'a Job<'j>,
+    /// One continuation per prompt, filled as tokens are sampled.
+    out: Vec<Generation>,
+    /// The running rows, in cache-row order.
+    rows: Vec<Row>,
+    cache: KvCache,
+    /// Next-token logits of `rows`, `[rows, V]`.
+    logits: Option<Tensor>,
+    /// Prompts admitted so far.
+    pending: usize,
+    prof: GenerationProfile,
+}
+
+impl<'a, 'j> Decoding<'a, 'j> {
+    fn new(lm: &'a CausalLm, job: &'a Job<'j>) -> Self {
+        let out = (0..job.prompts.len())
+            .map(|_| Generation {
+                tokens: vec![],
+                logprobs: vec![],
+                stopped_on_eos: false,
+                stop_string: None,
+            })
+            .collect();
+        Decoding {
+            lm,
+            job,
+            out,
+            rows: Vec::with_capacity(job.rows),
+            cache: lm.new_cache(job.capacity),
+            logits: None,
+            pending: 0,
+            prof: GenerationProfile::default(),
         }
-        let Some(lg) = logits.take() else { break };
-        let t = clock();
-        let u: Vec<f32> = if job.params.greedy {
+    }
+
+    /// Prefill waiting prompts into free rows; their logits join the rows'.
+    fn admit_waiting(&mut self) -> Result<()> {
+        let (job, n) = (self.job, self.job.prompts.len());
+        if self.rows.len() >= job.rows || self.pending >= n {
+            return Ok(());
+        }
+        let k = (job.rows - self.rows.len()).min(n - self.pending);
+        let range = self.pending..self.pending + k;
+        let fresh = admit(
+            self.lm,
+            job,
+            range,
+            &mut self.cache,
+            &mut self.rows,
+            &mut self.prof,
+        )?;
+        self.pending += k;
+        self.logits = Some(match self.logits.take() {
+            Some(old) => Tensor::f_cat(&[&old, &fresh], 0)?,
+            None => fresh,
+        });
+        let t = Instant::now();
+        trim(&mut self.cache, &mut self.rows)?;
+        self.prof.cache_s += t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Sample each row's next token from `logits` (each row's own uniforms);
+    /// the ids on the device, and with their log-probs appended to `out`.
+    fn sample(&mut self, logits: &Tensor) -> Result<Sampled> {
+        let t = Instant::now();
+        let u: Vec<f32> = if self.job.params.greedy {
             vec![]
         } else {
-            rows.iter_mut().map(|r| r.rng.random::<f32>()).collect()
+            self.rows
+                .iter_mut()
+                .map(|r| r.rng.random::<f32>())
+                .collect()
         };
-        let (ids, lp) = sample_with_uniforms(&lg, &job.params, &u)?;
+        let (ids, lp) = sample_with_uniforms(logits, &self.job.params, &u)?;
         let ids_v: Vec<i64> = Vec::try_from(&ids.f_to_device(Device::Cpu)?)?;
         let lp_v: Vec<f32> = Vec::try_from(&lp.f_to_device(Device::Cpu)?)?;
-        prof.sample_s += t.elapsed().as_secs_f64();
-        prof.tokens += rows.len();
-        let t = clock();
-        let mut keep = Vec::with_capacity(rows.len());
-        for (r, row) in rows.iter().enumerate() {
-            let g = &mut out[row.idx];
-            g.tokens.push(ids_v[r]);
-            g.logprobs.push(lp_v[r]);
-            if job.eos.contains(&ids_v[r]) {
+        self.prof.sample_s += t.elapsed().as_secs_f64();
+        self.prof.tokens += self.rows.len();
+        Ok(Sampled { ids, ids_v, lp_v })
+    }
+
+    /// Append the sampled tokens; the rows still running (no EOS, no stop
+    /// string, under the token limit).
+    fn record(&mut self, s: &Sampled) -> Result<Vec<usize>> {
+        let t = Instant::now();
+        let mut keep = Vec::with_capacity(self.rows.len());
+        for (r, row) in self.rows.iter().enumerate() {
+            let g = &mut self.out[row.idx];
+            g.tokens.push(s.ids_v[r]);
+            g.logprobs.push(s.lp_v[r]);
+            if self.job.eos.contains(&s.ids_v[r]) {
                 g.stopped_on_eos = true;
-            } else if let Some(i) = match job.stop {
-                Some(s) => s.hit(&g.tokens)?,
+            } else if let Some(i) = match self.job.stop {
+                Some(stop) => stop.hit(&g.tokens)?,
                 None => None,
             } {
                 g.stop_string = Some(i);
-            } else if g.tokens.len() < job.max_new_tokens {
+            } else if g.tokens.len() < self.job.max_new_tokens {
                 keep.push(r);
             }
         }
-        prof.stop_s += t.elapsed().as_secs_f64();
-        let mut step_ids = ids.f_view([-1, 1])?;
-        if keep.len() < rows.len() {
-            let t = clock();
-            if keep.is_empty() {
-                rows.clear();
-                cache.clear();
-                continue;
-            }
-            let idx: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
-            let idx = Tensor::from_slice(&idx).f_to_device(device)?;
-            cache.select_rows(&idx)?;
-            step_ids = step_ids.f_index_select(0, &idx)?;
-            let mut kept = keep.iter().peekable();
-            rows = rows
-                .into_iter()
-                .enumerate()
-                .filter(|(r, _)| kept.next_if_eq(&r).is_some())
-                .map(|(_, row)| row)
-                .collect();
-            trim(&mut cache, &mut rows)?;
-            prof.cache_s += t.elapsed().as_secs_f64();
+        self.prof.stop_s += t.elapsed().as_secs_f64();
+        Ok(keep)
+    }
+
+    /// Drop the finished rows from the cache; the next step's input ids of
+    /// the kept ones (`None` when none is left).
+    fn keep_rows(&mut self, keep: &[usize], s: Sampled) -> Result<Option<Tensor>> {
+        let mut step_ids = s.ids.f_view([-1, 1])?;
+        if keep.len() == self.rows.len() {
+            return Ok(Some(step_ids));
         }
-        // One decoding step of the running rows: the new token sits at column
-        // `len`, position `len - start`.
-        let len = cache.len();
-        let starts: Vec<i64> = rows.iter().map(|r| r.start).collect();
+        let t = Instant::now();
+        if keep.is_empty() {
+            self.rows.clear();
+            self.cache.clear();
+            return Ok(None);
+        }
+        let idx: Vec<i64> = keep.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::from_slice(&idx).f_to_device(self.lm.device())?;
+        self.cache.select_rows(&idx)?;
+        step_ids = step_ids.f_index_select(0, &idx)?;
+        let mut kept = keep.iter().peekable();
+        self.rows = std::mem::take(&mut self.rows)
+            .into_iter()
+            .enumerate()
+            .filter(|(r, _)| kept.next_if_eq(&r).is_some())
+            .map(|(_, row)| row)
+            .collect();
+        trim(&mut self.cache, &mut self.rows)?;
+        self.prof.cache_s += t.elapsed().as_secs_f64();
+        Ok(Some(step_ids))
+    }
+
+    /// One decoding step of the running rows: the new token sits at column
+    /// `len`, position `len - start`.
+    fn decode(&mut self, step_ids: &Tensor) -> Result<()> {
+        let device = self.lm.device();
+        let len = self.cache.len();
+        let starts: Vec<i64> = self.rows.iter().map(|r| r.start).collect();
         let st = Tensor::from_slice(&starts)
             .f_to_device(device)?
             .f_view([-1, 1])?;
@@ -186,13 +251,24 @@ pub(crate) fn run(lm: &CausalLm, job: &Job<'_>) -> Result<(Vec<Generation>, Gene
         } else {
             None
         };
-        let t = clock();
-        logits = Some(lm.forward(&step_ids, &pos, mask.as_ref(), &mut cache)?);
-        prof.decode_s += t.elapsed().as_secs_f64();
-        prof.steps += 1;
-        prof.row_steps += rows.len();
+        let t = Instant::now();
+        self.logits = Some(
+            self.lm
+                .forward(step_ids, &pos, mask.as_ref(), &mut self.cache)?,
+        );
+        self.prof.decode_s += t.elapsed().as_secs_f64();
+        self.prof.steps += 1;
+        self.prof.row_steps += self.rows.len();
+        Ok(())
     }
-    Ok((out, prof))
+}
+
+/// One sampling step's tokens: on the device, and on the host with their
+/// log-probs.
+struct Sampled {
+    ids: Tensor,
+    ids_v: Vec<i64>,
+    lp_v: Vec<f32>,
 }
 
 /// Prefill prompts `range` together (identical prompts once), append their

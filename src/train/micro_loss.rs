@@ -76,14 +76,7 @@ pub fn micro_batch_loss(
         .map(|s| s.response.len())
         .collect();
     let size = logp_new.size();
-    let max_len = lens.iter().copied().max().unwrap_or(0);
-    if size.len() != 2 || size[0] != lens.len() as i64 || (size[1] as usize) < max_len {
-        return Err(Error::ShapeMismatch {
-            name: "policy response log-probs".into(),
-            expected: vec![lens.len() as i64, max_len as i64],
-            got: size,
-        });
-    }
+    check_shape(&size, &lens)?;
     let device = logp_new.device();
     let len = size[1] as usize;
     let mask = length_mask(&lens, len, device)?;
@@ -104,29 +97,7 @@ pub fn micro_batch_loss(
                 .teacher_neg_logprobs
                 .as_ref()
                 .ok_or_else(|| invalid("`cepo` needs teacher_neg_logprobs".into()))?;
-            let negs = &negs[start..end];
-            let empty: &[f32] = &[];
-            let neg = pad_rows(
-                negs.iter().map(|r| r.as_deref().unwrap_or(empty)),
-                len,
-                device,
-            )?;
-            let has: Vec<f64> = negs
-                .iter()
-                .map(|r| f64::from(u8::from(r.is_some())))
-                .collect();
-            let has = Tensor::f_from_slice(&has)?
-                .f_to_device(device)?
-                .f_unsqueeze(-1)?
-                .f_gt(0.5)?;
-            // A group with no wrong response: GRPO (delta_t = 0, its authors'), or
-            // with `cepo_fallback = "rlsd"` Tneg is the student (RLSD's credit).
-            let delta = match cfg.cepo_fallback {
-                CepoFallback::Grpo => {
-                    token_delta(t, &neg)?.f_where_self(&has, &neg.f_zeros_like()?)?
-                }
-                CepoFallback::Rlsd => token_delta(t, &neg.f_where_self(&has, &logp_s)?)?,
-            };
+            let delta = cepo_delta(cfg, t, &negs[start..end], &logp_s, len)?;
             Some(delta.f_mul(&mask)?)
         }
         (Some(t), _) => Some(token_delta(t, &logp_s)?.f_mul(&mask)?),
@@ -155,6 +126,53 @@ pub fn micro_batch_loss(
         mask,
         entropy,
     })
+}
+
+/// The policy's response log-probs must be `[rows, >= longest response]`.
+fn check_shape(size: &[i64], lens: &[usize]) -> Result<()> {
+    let max_len = lens.iter().copied().max().unwrap_or(0);
+    if size.len() != 2 || size[0] != lens.len() as i64 || (size[1] as usize) < max_len {
+        return Err(Error::ShapeMismatch {
+            name: "policy response log-probs".into(),
+            expected: vec![lens.len() as i64, max_len as i64],
+            got: size.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// CEPO's `delta_t = logp_T - logp_Tneg` per row (`negs`: the teacher given
+/// the group's wrong answer, `None` for a group with none), padded to `len`.
+/// A group with no wrong response: GRPO (`delta_t = 0`, its authors'), or
+/// with `cepo_fallback = "rlsd"` Tneg is the student (RLSD's credit).
+fn cepo_delta(
+    cfg: &AlgoConfig,
+    teacher: &Tensor,
+    negs: &[Option<Vec<f32>>],
+    logp_s: &Tensor,
+    len: usize,
+) -> Result<Tensor> {
+    let device = teacher.device();
+    let empty: &[f32] = &[];
+    let neg = pad_rows(
+        negs.iter().map(|r| r.as_deref().unwrap_or(empty)),
+        len,
+        device,
+    )?;
+    let has: Vec<f64> = negs
+        .iter()
+        .map(|r| f64::from(u8::from(r.is_some())))
+        .collect();
+    let has = Tensor::f_from_slice(&has)?
+        .f_to_device(device)?
+        .f_unsqueeze(-1)?
+        .f_gt(0.5)?;
+    match cfg.cepo_fallback {
+        CepoFallback::Grpo => {
+            Ok(token_delta(teacher, &neg)?.f_where_self(&has, &neg.f_zeros_like()?)?)
+        }
+        CepoFallback::Rlsd => token_delta(teacher, &neg.f_where_self(&has, logp_s)?),
+    }
 }
 
 /// Sums over a batch of the per-token and per-step quantities logged in
