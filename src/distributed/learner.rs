@@ -76,51 +76,9 @@ impl Learner<'_> {
             teacher,
             teacher_version: 0,
         };
-        let start_step = match resumed {
-            Some(r) => {
-                r.install(&mut models)?;
-                if let Some(w) = r.world.filter(|w| *w != env.world) {
-                    tracing::warn!(
-                        was = w,
-                        now = env.world,
-                        "resuming with another number of ranks: same global batch, other summation order"
-                    );
-                }
-                // Every learner must continue from the same checkpoint and weights.
-                let mut h = Sha256::new();
-                h.update(r.step.to_le_bytes());
-                h.update(weights_digest(&models.trainer.optimizer.parameters())?.as_bytes());
-                agree_equal(&mut dp, &h.finalize(), "resumed checkpoint")?;
-                tracing::info!(rank = env.rank, step = r.step, dir = %r.checkpoint.dir.display(), "resumed");
-                r.step
-            }
-            None => {
-                if split.is_none() {
-                    dp.broadcast_params(&models.trainer.optimizer.parameters())?;
-                }
-                0
-            }
-        };
-        if let Some(link) = &split {
-            // Learner 0's weights to every rank, samplers included.
-            broadcast_params(
-                link.world.as_ref(),
-                &models.trainer.optimizer.parameters(),
-                0,
-            )?;
-        }
-        dp.group().barrier()?;
+        let start_step = start_weights(resumed, &mut models, &mut dp, env, split.as_ref())?;
         models.trainer.grad_sync = Some(Box::new(dp));
-        let metrics = if env.rank == 0 {
-            let path = out.join("metrics.jsonl");
-            Some(if resumed.is_some() {
-                crate::metrics::MetricsWriter::resume(&path, start_step)?
-            } else {
-                crate::metrics::MetricsWriter::create(&path)?
-            })
-        } else {
-            None
-        };
+        let metrics = open_metrics(env.rank, out, resumed.is_some(), start_step)?;
         // Held-out validation on rank 0 (before step 1 of a fresh run and
         // every `validation.every` steps).
         let validation = StepValidation::start(
@@ -182,6 +140,72 @@ impl Learner<'_> {
         }
         Ok(report)
     }
+}
+
+/// The weights every learner starts from, the same on all of them: the
+/// resumed checkpoint's (agreed by digest), or learner 0's broadcast; under
+/// split placement learner 0's weights also go to the samplers. The step
+/// training continues after.
+fn start_weights(
+    resumed: Option<&super::rank_checkpoint::Resume>,
+    models: &mut LoopModels,
+    dp: &mut DataParallel,
+    env: &DistEnv,
+    split: Option<&SplitLink>,
+) -> Result<u64> {
+    let start_step = match resumed {
+        Some(r) => {
+            r.install(models)?;
+            if let Some(w) = r.world.filter(|w| *w != env.world) {
+                tracing::warn!(
+                    was = w,
+                    now = env.world,
+                    "resuming with another number of ranks: same global batch, other summation order"
+                );
+            }
+            // Every learner must continue from the same checkpoint and weights.
+            let mut h = Sha256::new();
+            h.update(r.step.to_le_bytes());
+            h.update(weights_digest(&models.trainer.optimizer.parameters())?.as_bytes());
+            agree_equal(dp, &h.finalize(), "resumed checkpoint")?;
+            tracing::info!(rank = env.rank, step = r.step, dir = %r.checkpoint.dir.display(), "resumed");
+            r.step
+        }
+        None => {
+            if split.is_none() {
+                dp.broadcast_params(&models.trainer.optimizer.parameters())?;
+            }
+            0
+        }
+    };
+    if let Some(link) = split {
+        // Learner 0's weights to every rank, samplers included.
+        broadcast_params(
+            link.world.as_ref(),
+            &models.trainer.optimizer.parameters(),
+            0,
+        )?;
+    }
+    dp.group().barrier()?;
+    Ok(start_step)
+}
+
+/// Rank 0's `metrics.jsonl` (cut back to the resumed step); none elsewhere.
+fn open_metrics(
+    rank: usize,
+    out: &Path,
+    resumed: bool,
+    start_step: u64,
+) -> Result<Option<crate::metrics::MetricsWriter>> {
+    if rank != 0 {
+        return Ok(None);
+    }
+    let path = out.join("metrics.jsonl");
+    Ok(Some(if resumed {
+        crate::metrics::MetricsWriter::resume(&path, start_step)?
+    } else {
+        crate::metrics::MetricsWriter::create(&path)?
+    }))
 }
 
 /// A split learner's link to the samplers: the job's whole group, and the

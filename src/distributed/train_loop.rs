@@ -119,27 +119,17 @@ pub fn train_rank(
         .transpose()?;
     // Rank 0 owns the run folder for the whole job.
     let _lock = if env.rank == 0 {
-        let lock = RunLock::acquire(&out)?;
-        if resume_dir.is_none() {
-            prepare_fresh(&out, &ckpt_root, overwrite)?;
-        }
-        std::fs::create_dir_all(out.join("ranks")).map_err(|e| Error::io(&out, e))?;
-        std::fs::write(out.join("config.toml"), cfg.to_toml())
-            .map_err(|e| Error::io(out.join("config.toml"), e))?;
-        Some(lock)
+        Some(own_run_folder(
+            cfg,
+            &out,
+            &ckpt_root,
+            overwrite,
+            resume_dir.is_none(),
+        )?)
     } else {
         None
     };
-    let device_name = match device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        _ => "cpu".to_string(),
-    };
-    // The ranks of a node share its RAM (the launcher and torchrun say how many).
-    let local_ranks = std::env::var("LOCAL_WORLD_SIZE")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(1);
-    super::rank_memory::refuse_rank_if_too_big(cfg, role, &device_name, local_ranks)?;
+    refuse_if_rank_too_big(cfg, role, device)?;
     let timeout = env
         .timeout
         .unwrap_or_else(|| cfg.runtime.collective_timeout());
@@ -209,32 +199,7 @@ pub fn train_rank(
             learners,
             samplers,
         } => {
-            let learner_pg = if role.is_split() {
-                Some(new_group(
-                    &store,
-                    "-learners",
-                    env,
-                    device,
-                    index,
-                    learners,
-                    timeout,
-                )?)
-            } else {
-                None
-            };
-            let (dp_pg, split) = match learner_pg {
-                Some(pg) => (
-                    pg,
-                    Some(SplitLink {
-                        world: world_pg,
-                        samplers,
-                        device,
-                        range: 0..0,
-                        groups: 0,
-                    }),
-                ),
-                None => (world_pg, None),
-            };
+            let (dp_pg, split) = learner_groups(&store, env, role, world_pg, device, timeout)?;
             let learner = Learner {
                 cfg,
                 env,
@@ -245,7 +210,13 @@ pub fn train_rank(
                 policy,
                 resumed: resumed.as_ref(),
                 dp: DataParallel::new(dp_pg, device),
-                split,
+                split: split.map(|world| SplitLink {
+                    world,
+                    samplers,
+                    device,
+                    range: 0..0,
+                    groups: 0,
+                }),
                 fault,
                 verifier: &*verifier,
                 source: &mut *source,
@@ -253,4 +224,62 @@ pub fn train_rank(
             learner.run(started, &finish)
         }
     }
+}
+
+/// Rank 0's hold on the run folder: locked for the whole job, prepared for
+/// a fresh run (`fresh`), with the `ranks/` folder and the resolved config.
+fn own_run_folder(
+    cfg: &RunConfig,
+    out: &Path,
+    ckpt_root: &Path,
+    overwrite: bool,
+    fresh: bool,
+) -> Result<RunLock> {
+    let lock = RunLock::acquire(out)?;
+    if fresh {
+        prepare_fresh(out, ckpt_root, overwrite)?;
+    }
+    std::fs::create_dir_all(out.join("ranks")).map_err(|e| Error::io(out, e))?;
+    std::fs::write(out.join("config.toml"), cfg.to_toml())
+        .map_err(|e| Error::io(out.join("config.toml"), e))?;
+    Ok(lock)
+}
+
+/// Refuse a rank whose memory plan does not fit its device (the ranks of a
+/// node share its RAM: the launcher and torchrun say how many there are).
+fn refuse_if_rank_too_big(cfg: &RunConfig, role: Role, device: Device) -> Result<()> {
+    let device_name = match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    };
+    let local_ranks = std::env::var("LOCAL_WORLD_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1);
+    super::rank_memory::refuse_rank_if_too_big(cfg, role, &device_name, local_ranks)
+}
+
+/// A learner's data-parallel group (the learners' own group under split
+/// placement, else the job's) and, under split placement, the job's group
+/// it shares with the samplers.
+#[allow(clippy::type_complexity)]
+fn learner_groups(
+    store: &Store,
+    env: &DistEnv,
+    role: Role,
+    world_pg: Box<dyn ProcessGroup>,
+    device: Device,
+    timeout: std::time::Duration,
+) -> Result<(Box<dyn ProcessGroup>, Option<Box<dyn ProcessGroup>>)> {
+    let Role::Learner {
+        index, learners, ..
+    } = role
+    else {
+        return Ok((world_pg, None));
+    };
+    if !role.is_split() {
+        return Ok((world_pg, None));
+    }
+    let pg = new_group(store, "-learners", env, device, index, learners, timeout)?;
+    Ok((pg, Some(world_pg)))
 }

@@ -232,6 +232,70 @@ fn grad_of(t: &Tensor) -> Result<Option<Tensor>> {
     Ok(if g.defined() { Some(g) } else { None })
 }
 
+/// The one-chunk path: scores from the full `logp`, the caller's loss plus
+/// the vocabulary loss; `None` when the caller skips the batch.
+fn one_pass_loss(
+    layout: &Layout,
+    logp: &Tensor,
+    loss: &mut dyn FnMut(&ResponseScores) -> Result<Option<Tensor>>,
+    vocab_loss: Option<&mut dyn VocabLoss>,
+) -> Result<Option<Tensor>> {
+    let (lp, ent) = token_scores(logp, &layout.targets, true)?;
+    let scores = ResponseScores {
+        logprobs: layout.pad(&lp)?,
+        entropy: layout.pad(&ent.unwrap_or(lp.f_zeros_like()?))?,
+        mask: layout.mask.shallow_clone(),
+    };
+    let Some(mut total) = loss(&scores)? else {
+        return Ok(None);
+    };
+    if let Some(v) = vocab_loss {
+        if let Some(extra) = v.chunk_loss(0..layout.n as usize, logp)? {
+            total = total.f_add(&extra.f_to_kind(total.kind())?)?;
+        }
+    }
+    Ok(Some(total))
+}
+
+/// Stage 2 of the chunked backward for positions `start..start + len`: the
+/// chunk's log-probs and entropies weighted by the loss's gradients with
+/// respect to them (`grads`: d loss / d logp, d loss / d entropy), plus the
+/// vocabulary loss of the chunk. Its backward is the chunk's share of the
+/// loss's gradient.
+fn chunk_surrogate<'v>(
+    layout: &Layout,
+    logp: &Tensor,
+    start: i64,
+    len: i64,
+    (g_lp, g_ent): (Option<&Tensor>, Option<&Tensor>),
+    vocab_loss: Option<&mut (dyn VocabLoss + 'v)>,
+) -> Result<Option<Tensor>> {
+    let targets = layout.targets.f_narrow(0, start, len)?;
+    let (lp, ent) = token_scores(logp, &targets, g_ent.is_some())?;
+    let mut terms = Vec::new();
+    if let Some(g) = g_lp {
+        terms.push(lp.f_mul(&g.f_narrow(0, start, len)?.f_to_kind(Kind::Float)?)?);
+    }
+    if let (Some(e), Some(g)) = (&ent, g_ent) {
+        terms.push(e.f_mul(&g.f_narrow(0, start, len)?.f_to_kind(Kind::Float)?)?);
+    }
+    let mut surrogate = match terms.len() {
+        0 => None,
+        _ => Some(Tensor::f_cat(&terms, 0)?.f_sum(Kind::Float)?),
+    };
+    if let Some(v) = vocab_loss {
+        let range = start as usize..(start + len) as usize;
+        if let Some(extra) = v.chunk_loss(range, logp)? {
+            let extra = extra.f_to_kind(Kind::Float)?;
+            surrogate = Some(match surrogate {
+                Some(s) => s.f_add(&extra)?,
+                None => extra,
+            });
+        }
+    }
+    Ok(surrogate)
+}
+
 /// [`crate::policy::Policy::backward_scores`] for the transformer (see the
 /// module docs). `batch` must have passed the sequence checks.
 pub(crate) fn backward_scores(
@@ -258,20 +322,9 @@ pub(crate) fn backward_scores(
     if layout.n as usize <= chunk {
         // One chunk: the plain one-pass graph.
         let logp = log_softmax(lm, &h, temperature)?;
-        let (lp, ent) = token_scores(&logp, &layout.targets, true)?;
-        let scores = ResponseScores {
-            logprobs: layout.pad(&lp)?,
-            entropy: layout.pad(&ent.unwrap_or(lp.f_zeros_like()?))?,
-            mask: layout.mask.shallow_clone(),
-        };
-        let Some(mut total) = loss(&scores)? else {
+        let Some(total) = one_pass_loss(&layout, &logp, loss, vocab_loss)? else {
             return Ok(false);
         };
-        if let Some(v) = vocab_loss.as_deref_mut() {
-            if let Some(extra) = v.chunk_loss(0..layout.n as usize, &logp)? {
-                total = total.f_add(&extra.f_to_kind(total.kind())?)?;
-            }
-        }
         lm.trunk_backward(pass, &total)?;
         return Ok(true);
     }
@@ -302,29 +355,9 @@ pub(crate) fn backward_scores(
     while start < n {
         let len = (chunk as i64).min(n - start);
         let logp = log_softmax(lm, &leaf.f_narrow(0, start, len)?, temperature)?;
-        let targets = layout.targets.f_narrow(0, start, len)?;
-        let (lp, ent) = token_scores(&logp, &targets, g_ent.is_some())?;
-        let mut terms = Vec::new();
-        if let Some(g) = &g_lp {
-            terms.push(lp.f_mul(&g.f_narrow(0, start, len)?.f_to_kind(Kind::Float)?)?);
-        }
-        if let (Some(e), Some(g)) = (&ent, &g_ent) {
-            terms.push(e.f_mul(&g.f_narrow(0, start, len)?.f_to_kind(Kind::Float)?)?);
-        }
-        let mut surrogate = match terms.len() {
-            0 => None,
-            _ => Some(Tensor::f_cat(&terms, 0)?.f_sum(Kind::Float)?),
-        };
-        if let Some(v) = vocab_loss.as_deref_mut() {
-            let range = start as usize..(start + len) as usize;
-            if let Some(extra) = v.chunk_loss(range, &logp)? {
-                let extra = extra.f_to_kind(Kind::Float)?;
-                surrogate = Some(match surrogate {
-                    Some(s) => s.f_add(&extra)?,
-                    None => extra,
-                });
-            }
-        }
+        let grads = (g_lp.as_ref(), g_ent.as_ref());
+        let surrogate =
+            chunk_surrogate(&layout, &logp, start, len, grads, vocab_loss.as_deref_mut())?;
         if let Some(s) = surrogate {
             if s.requires_grad() {
                 s.f_backward()?;
