@@ -147,7 +147,6 @@ pub fn train_rank(
         Some(r) => LoadedModel::load(&r.checkpoint.model_dir, device, kind)?,
         None => LoadedModel::load(&cfg.model.resolve()?, device, kind)?,
     };
-    let start_step = resumed.as_ref().map_or(0, |r| r.step);
     let fault = RankFault::from_env(env.rank)?;
     let finish = |report: &mut RankReport, totals: &RankTotals| -> Result<()> {
         totals.fill(report);
@@ -166,33 +165,22 @@ pub fn train_rank(
                 learners,
                 device,
             };
-            // Learner 0's weights, whether fresh or resumed.
-            broadcast_params(world_pg.as_ref(), &ordered_params(&policy), 0)?;
-            let setup_s = started.elapsed().as_secs_f64();
-            let totals = run_sampler(
+            let ctx = SamplerRank {
                 cfg,
+                env,
+                role,
+                started,
+                resumed_from: resumed.as_ref().map(|r| r.step),
+                fault: fault.as_ref(),
+            };
+            ctx.run(
                 seat,
                 world_pg.as_ref(),
                 &policy,
                 &*verifier,
                 &mut *source,
-                start_step + 1,
-                fault.as_ref(),
-            )?;
-            let mut report = RankReport {
-                rank: env.rank,
-                world: env.world,
-                role: role.name().into(),
-                steps: cfg.runtime.steps,
-                resumed_from: resumed.as_ref().map(|r| r.step),
-                weights_sha256: weights_digest(&ordered_params(&policy))?,
-                setup_s,
-                ..RankReport::default()
-            };
-            finish(&mut report, &totals)?;
-            // Nobody leaves before everyone has written its report.
-            world_pg.barrier()?;
-            Ok(report)
+                &finish,
+            )
         }
         Role::Learner {
             index,
@@ -223,6 +211,54 @@ pub fn train_rank(
             };
             learner.run(started, &finish)
         }
+    }
+}
+
+/// What a sampler rank runs with, besides its models and data.
+struct SamplerRank<'a> {
+    cfg: &'a RunConfig,
+    env: &'a DistEnv,
+    role: Role,
+    started: Instant,
+    /// The step of the resumed checkpoint, if any.
+    resumed_from: Option<u64>,
+    fault: Option<&'a RankFault>,
+}
+
+impl SamplerRank<'_> {
+    /// Receive learner 0's weights, generate and verify every step's share
+    /// for the learners, then write the rank's report.
+    fn run(
+        &self,
+        seat: SamplerSeat,
+        world_pg: &dyn ProcessGroup,
+        policy: &LoadedModel,
+        verifier: &dyn crate::verify::Verifier,
+        source: &mut dyn crate::run::PromptSource,
+        finish: &dyn Fn(&mut RankReport, &RankTotals) -> Result<()>,
+    ) -> Result<RankReport> {
+        let (cfg, env) = (self.cfg, self.env);
+        // Learner 0's weights, whether fresh or resumed.
+        broadcast_params(world_pg, &ordered_params(policy), 0)?;
+        let setup_s = self.started.elapsed().as_secs_f64();
+        let first_step = self.resumed_from.unwrap_or(0) + 1;
+        let totals = run_sampler(
+            cfg, seat, world_pg, policy, verifier, source, first_step, self.fault,
+        )?;
+        let mut report = RankReport {
+            rank: env.rank,
+            world: env.world,
+            role: self.role.name().into(),
+            steps: cfg.runtime.steps,
+            resumed_from: self.resumed_from,
+            weights_sha256: weights_digest(&ordered_params(policy))?,
+            setup_s,
+            ..RankReport::default()
+        };
+        finish(&mut report, &totals)?;
+        // Nobody leaves before everyone has written its report.
+        world_pg.barrier()?;
+        Ok(report)
     }
 }
 
