@@ -5,6 +5,8 @@
 //! 1..N once, and at staleness 0 the weights, AdamW and teacher state equal
 //! an uninterrupted run's bit for bit.
 
+#[path = "common/tiny_run.rs"]
+mod tiny_run;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,26 +15,18 @@ const B: usize = 2;
 const STEPS: u64 = 8;
 
 fn sets(out: &Path, staleness: u64, faults: &str) -> Vec<String> {
-    vec![
+    let mut set = tiny_run::tiny_run(out, STEPS, 16);
+    set.extend([
         "algo.algo=\"rlsd\"".into(),
-        format!("runtime.steps={STEPS}"),
         format!("runtime.max_staleness={staleness}"),
         "runtime.teacher_sync_interval=2".into(),
         "checkpoint.every_steps=3".into(),
         "checkpoint.keep_last=2".into(),
-        "runtime.sampler_device=\"cpu\"".into(),
-        "runtime.teacher_device=\"cpu\"".into(),
-        "runtime.optimizer_device=\"cpu\"".into(),
-        format!("runtime.out_dir=\"{}\"", out.display()),
         format!("rollout.batch_prompts={B}"),
-        "rollout.group_size=4".into(),
-        "rollout.max_new_tokens=16".into(),
-        "optim.lr=1e-3".into(),
-        "verifier.kind=\"regex\"".into(),
-        // The final answer is even: rewards that vary within a group.
-        "verifier.regex.pattern='Answer: -?[0-9]*[02468]\\b'".into(),
+        tiny_run::FAST_LR.into(),
         format!("runtime.faults=[{faults}]"),
-    ]
+    ]);
+    tiny_run::with(set, &tiny_run::EVEN_ANSWER)
 }
 
 fn spawn(out: &Path, staleness: u64, faults: &str, extra: &[&str]) -> Child {

@@ -4,6 +4,8 @@
 //! checkpoint that cannot be written stops the run, one run per folder, and
 //! hung verifiers are abandoned. All on the built-in task's tiny model, CPU.
 
+#[path = "common/tiny_run.rs"]
+mod tiny_run;
 use rlsd::actors::{Role, Runtime};
 use rlsd::config::RunConfig;
 use rlsd::data::Example;
@@ -16,26 +18,18 @@ use std::sync::Arc;
 const B: usize = 2;
 
 fn config(out: &Path, steps: u64, staleness: u64, extra: &[&str]) -> RunConfig {
-    let mut set: Vec<String> = vec![
+    let mut set = tiny_run::tiny_run(out, steps, 16);
+    set.extend([
         "algo.algo=\"rlsd\"".into(),
-        format!("runtime.steps={steps}"),
         format!("runtime.max_staleness={staleness}"),
         // every_steps (3) is coprime to the teacher sync interval (2).
         "runtime.teacher_sync_interval=2".into(),
         "checkpoint.every_steps=3".into(),
         "checkpoint.keep_last=0".into(),
-        "runtime.sampler_device=\"cpu\"".into(),
-        "runtime.teacher_device=\"cpu\"".into(),
-        "runtime.optimizer_device=\"cpu\"".into(),
-        format!("runtime.out_dir=\"{}\"", out.display()),
         format!("rollout.batch_prompts={B}"),
-        "rollout.group_size=4".into(),
-        "rollout.max_new_tokens=16".into(),
-        "optim.lr=1e-3".into(),
-        "verifier.kind=\"regex\"".into(),
-        // The final answer is even: rewards that vary within a group.
-        "verifier.regex.pattern='Answer: -?[0-9]*[02468]\\b'".into(),
-    ];
+        tiny_run::FAST_LR.into(),
+    ]);
+    set = tiny_run::with(set, &tiny_run::EVEN_ANSWER);
     set.extend(extra.iter().map(|s| s.to_string()));
     RunConfig::load(None, &set).unwrap()
 }

@@ -2,29 +2,25 @@
 //! reproduces the uninterrupted run's weights exactly.
 
 use rlsd::actors::Runtime;
+#[path = "common/tiny_run.rs"]
+mod tiny_run;
 use rlsd::config::RunConfig;
 
 fn config(out: &std::path::Path, steps: u64) -> RunConfig {
-    let set: Vec<String> = vec![
-        "algo.algo=\"rlsd\"".into(),
-        format!("runtime.steps={steps}"),
-        "runtime.max_staleness=0".into(),
-        "runtime.teacher_sync_interval=2".into(),
-        "runtime.sampler_device=\"cpu\"".into(),
-        "runtime.teacher_device=\"cpu\"".into(),
-        "runtime.optimizer_device=\"cpu\"".into(),
-        format!("runtime.out_dir=\"{}\"", out.display()),
-        "checkpoint.every_steps=2".into(),
-        "checkpoint.keep_last=0".into(),
-        "rollout.batch_prompts=2".into(),
-        "rollout.group_size=4".into(),
-        "rollout.max_new_tokens=24".into(),
-        "optim.lr=1e-3".into(),
-        // Rewards that vary on a barely-trained model: keep the update non-trivial.
-        "verifier.kind=\"regex\"".into(),
-        // The final answer is even: rewards that vary within a group.
-        "verifier.regex.pattern='Answer: -?[0-9]*[02468]\\b'".into(),
-    ];
+    let base = tiny_run::tiny_run(out, steps, 24);
+    let mut set = tiny_run::with(
+        base,
+        &[
+            "algo.algo=\"rlsd\"",
+            "runtime.max_staleness=0",
+            "runtime.teacher_sync_interval=2",
+            "checkpoint.every_steps=2",
+            "checkpoint.keep_last=0",
+            tiny_run::FAST_LR,
+        ],
+    );
+    // Rewards that vary on a barely-trained model: keep the update non-trivial.
+    set = tiny_run::with(set, &tiny_run::EVEN_ANSWER);
     RunConfig::load(None, &set).unwrap()
 }
 

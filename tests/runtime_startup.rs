@@ -5,6 +5,8 @@
 //! without `tokenizer.json` and a checkpoint of another model shape are
 //! refused at start, naming the path. CPU, the built-in tiny model.
 
+#[path = "common/tiny_run.rs"]
+mod tiny_run;
 use rlsd::actors::Runtime;
 use rlsd::config::RunConfig;
 use std::os::unix::process::CommandExt;
@@ -12,21 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn sets(out: &Path, steps: u64, extra: &[&str]) -> Vec<String> {
-    let mut set: Vec<String> = vec![
-        "algo.algo=\"rlsd\"".into(),
-        format!("runtime.steps={steps}"),
-        "runtime.max_staleness=0".into(),
-        "checkpoint.every_steps=2".into(),
-        "checkpoint.keep_last=0".into(),
-        "runtime.sampler_device=\"cpu\"".into(),
-        "runtime.teacher_device=\"cpu\"".into(),
-        "runtime.optimizer_device=\"cpu\"".into(),
-        format!("runtime.out_dir=\"{}\"", out.display()),
-        "rollout.batch_prompts=2".into(),
-        "rollout.group_size=4".into(),
-        "rollout.max_new_tokens=16".into(),
-        "observe.tensorboard=false".into(),
-    ];
+    let base = tiny_run::tiny_run(out, steps, 16);
+    let mut set = tiny_run::with(
+        base,
+        &[
+            "algo.algo=\"rlsd\"",
+            "runtime.max_staleness=0",
+            "checkpoint.every_steps=2",
+            "checkpoint.keep_last=0",
+            "observe.tensorboard=false",
+        ],
+    );
     set.extend(extra.iter().map(|s| s.to_string()));
     set
 }

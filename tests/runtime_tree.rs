@@ -1,5 +1,7 @@
 //! The whole actor tree on the built-in task's tiny model, on CPU.
 
+#[path = "common/tiny_run.rs"]
+mod tiny_run;
 use rlsd::actors::{Role, Runtime};
 use rlsd::config::RunConfig;
 use rlsd::data::Example;
@@ -16,20 +18,13 @@ fn config(
     extra: &[&str],
 ) -> (RunConfig, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut set: Vec<String> = vec![
+    let mut set = tiny_run::tiny_run(dir.path(), steps, 24);
+    set.extend([
         format!("algo.algo=\"{algo}\""),
-        format!("runtime.steps={steps}"),
         format!("runtime.max_staleness={staleness}"),
         "runtime.teacher_sync_interval=2".into(),
-        "runtime.sampler_device=\"cpu\"".into(),
-        "runtime.teacher_device=\"cpu\"".into(),
-        "runtime.optimizer_device=\"cpu\"".into(),
-        format!("runtime.out_dir=\"{}\"", dir.path().display()),
-        "rollout.batch_prompts=2".into(),
-        "rollout.group_size=4".into(),
-        "rollout.max_new_tokens=24".into(),
-        "optim.lr=1e-3".into(),
-    ];
+        tiny_run::FAST_LR.into(),
+    ]);
     set.extend(extra.iter().map(|s| s.to_string()));
     (RunConfig::load(None, &set).unwrap(), dir)
 }
