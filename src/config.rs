@@ -331,6 +331,7 @@ impl RunConfig {
                 format!("stop string {i} is empty"),
             ));
         }
+        self.validation.validate()?;
         let rt = &self.runtime;
         if rt.teacher_sync_interval == 0 {
             return Err(Error::config(

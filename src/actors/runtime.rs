@@ -240,7 +240,8 @@ impl RuntimeBuilder {
         }
         let sampler_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.sampler_device)?);
         let teacher_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.teacher_device)?);
-        let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
+        let algo = crate::pipeline::algo_for(&cfg.algo, &policy)?;
+        let mut trainer = Trainer::new(policy, algo, cfg.optim.clone())?;
         // The teacher's weights as of the start: the initial policy, or the
         // checkpoint's teacher.
         let mut teacher = Frozen::new(cpu_copy(&trainer.policy.snapshot(start_step)?)?);
@@ -287,7 +288,7 @@ impl RuntimeBuilder {
             stopped: false,
             consecutive_skips: 0,
         }));
-        let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+        let template = TeacherPrompt::for_data(&cfg.data)?;
         let held_out = Arc::new(if cfg.validation.every > 0 {
             crate::commands::eval::held_out_examples(&cfg)?
         } else {

@@ -108,6 +108,33 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Responses per prompt (`K`, at least 1; above 1 needs a temperature above 0).
     pub samples: usize,
+    /// Top-k / top-p truncation and presence penalty of sampled decoding.
+    pub filters: SamplingFilters,
+}
+
+/// The truncation and penalty of sampled validation decoding (off by default:
+/// top-k 0, top-p 1.0, presence penalty 0). The reference validates at
+/// temperature 0.7 with top-p 0.8, top-k 20, presence penalty 1.5 and one
+/// sample (iie-ycx/RLSD `examples/visual_rl/rlsd_config.yaml` 99-104,
+/// `val_override_config`); `configs/paper.toml` sets those.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingFilters {
+    /// Sample only from the `top_k` most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Sample only from the smallest set reaching probability `top_p` (1.0 = off).
+    pub top_p: f64,
+    /// Subtract this from the logit of every token already generated (0 = off).
+    pub presence_penalty: f64,
+}
+
+impl Default for SamplingFilters {
+    fn default() -> Self {
+        SamplingFilters {
+            top_k: 0,
+            top_p: 1.0,
+            presence_penalty: 0.0,
+        }
+    }
 }
 
 /// The unbiased pass@k estimator for one prompt with `n` samples of which `c`
@@ -185,6 +212,7 @@ pub fn evaluate(
         temperature,
         seed,
         samples,
+        filters,
     } = *opts;
     if samples == 0 {
         return Err(Error::InvalidInput(
@@ -216,6 +244,9 @@ pub fn evaluate(
         max_new_tokens,
         greedy,
         temperature: if greedy { 1.0 } else { temperature },
+        top_k: filters.top_k,
+        top_p: filters.top_p,
+        presence_penalty: if greedy { 0.0 } else { filters.presence_penalty },
         eos_ids: tok.eos_ids().to_vec(),
         pad_id: tok.pad_id(),
         ..GenerateOptions::default()
@@ -310,8 +341,17 @@ pub struct ValidationConfig {
     pub num_prompts: usize,
     /// Samples per prompt for pass@1 (sampled) and pass@K.
     pub samples: usize,
-    /// Sampling temperature of the sampled pass@1 / pass@K (the reference's: 1.0).
+    /// Sampling temperature of the sampled pass@1 / pass@K (default 1.0, the
+    /// training temperature; the reference validates at 0.7 with the filters
+    /// below: `rlsd_config.yaml` 99-104, set in `configs/paper.toml`).
     pub temperature: f64,
+    /// Top-k of the sampled validation decoding (0 = off; the reference's: 20).
+    pub top_k: usize,
+    /// Top-p of the sampled validation decoding (1.0 = off; the reference's: 0.8).
+    pub top_p: f64,
+    /// Presence penalty of the sampled validation decoding (0 = off; the
+    /// reference's: 1.5, as vLLM applies it).
+    pub presence_penalty: f64,
     /// Most new tokens per response; 0 = `rollout.max_new_tokens`.
     pub max_new_tokens: usize,
     /// Seed of the built-in task's held-out problems (a seed the training
@@ -330,10 +370,35 @@ impl Default for ValidationConfig {
             num_prompts: 64,
             samples: 4,
             temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            presence_penalty: 0.0,
             max_new_tokens: 0,
             seed: 0x005E_ED0F_4E1D,
             path: None,
         }
+    }
+}
+
+impl ValidationConfig {
+    /// Check the decoding values; the error names the key (`validation.<field>`).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::config(
+                "validation.temperature",
+                "must be 0 (greedy) or a positive number",
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::config("validation.top_p", "must be in (0, 1]"));
+        }
+        if !self.presence_penalty.is_finite() {
+            return Err(Error::config(
+                "validation.presence_penalty",
+                "must be a finite number",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -442,6 +507,7 @@ pub fn validate(
         temperature: 0.0,
         seed: cfg.seed,
         samples: 1,
+        filters: SamplingFilters::default(),
     };
     let greedy = evaluate(model, examples, verifier, &base, None)?;
     let sampled = evaluate(
@@ -451,6 +517,11 @@ pub fn validate(
         &EvalOptions {
             temperature: cfg.temperature,
             samples: cfg.samples.max(1),
+            filters: SamplingFilters {
+                top_k: cfg.top_k,
+                top_p: cfg.top_p,
+                presence_penalty: cfg.presence_penalty,
+            },
             ..base
         },
         None,

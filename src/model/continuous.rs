@@ -17,7 +17,7 @@
 use super::distinct_rows;
 use super::generate::{Generation, StopCheck};
 use super::kv_cache::KvCache;
-use super::sampling::{sample_with_uniforms, SamplingParams};
+use super::sampling::{apply_presence_penalty, sample_with_uniforms, SamplingParams};
 use super::transformer::{positions_from_mask, CausalLm};
 use crate::error::Result;
 use rand::rngs::StdRng;
@@ -126,6 +126,12 @@ pub(crate) fn run(lm: &CausalLm, job: &Job<'_>) -> Result<(Vec<Generation>, Gene
             vec![]
         } else {
             rows.iter_mut().map(|r| r.rng.random::<f32>()).collect()
+        };
+        let lg = if job.params.presence_penalty != 0.0 {
+            let seen: Vec<&[i64]> = rows.iter().map(|r| out[r.idx].tokens.as_slice()).collect();
+            apply_presence_penalty(&lg, &seen, job.params.presence_penalty)?
+        } else {
+            lg
         };
         let (ids, lp) = sample_with_uniforms(&lg, &job.params, &u)?;
         let ids_v: Vec<i64> = Vec::try_from(&ids.f_to_device(Device::Cpu)?)?;

@@ -55,7 +55,8 @@ impl StepPlan {
             needs_teacher: needs_teacher_pass(&cfg.algo, lambda),
             teacher_version: required_teacher_version(
                 min_version,
-                cfg.runtime.teacher_sync_interval,
+                cfg.algo
+                    .teacher_sync_interval(cfg.runtime.teacher_sync_interval),
             ),
         }
     }

@@ -18,7 +18,7 @@ use crate::model::{
     GenerateOptions, LoadedModel, Tokenizer,
 };
 use crate::rlsd::sdpo::render_sdpo;
-use crate::rlsd::{cepo_negatives, group_advantages, sdpo_feedback, Algo, AlgoConfig};
+use crate::rlsd::{batch_advantages, cepo_negatives, sdpo_feedback, Algo, AlgoConfig};
 use crate::stats::StageTimings;
 use crate::verify::{extract_final_answer, Verdict, Verifier};
 use std::time::Instant;
@@ -72,6 +72,8 @@ pub fn rollout(
         pad_id: tok.pad_id(),
         kv_cache_bytes: cfg.kv_cache_bytes,
         stop: cfg.stop.clone(),
+        // Training samples the policy's own distribution (logp_old).
+        presence_penalty: 0.0,
     };
     // Response i samples from the stream prompt_seed(plan.seed, i).
     let seeds = prompt_seeds(plan.seed, prompts.len());
@@ -290,14 +292,33 @@ fn cepo_negative_pass(
     Ok(out)
 }
 
-/// Credit-assigner: group-relative advantages `A_i` for every response.
+/// The update's configuration for a run of `model`: `algo` with the token
+/// ids of `<thought>` / `</thought>` (each encoded alone, as the reference's
+/// `_build_thought_span_mask`) filled in when `rlsd_thought_only` asks.
+pub fn algo_for(algo: &AlgoConfig, model: &LoadedModel) -> Result<AlgoConfig> {
+    let mut algo = algo.clone();
+    if algo.rlsd_thought_only {
+        let tok = tokenizer_of(model)?;
+        algo.thought_tag_ids = Some((
+            tok.encode("<thought>", false)?,
+            tok.encode("</thought>", false)?,
+        ));
+    }
+    Ok(algo)
+}
+
+/// Credit-assigner: the advantage `A_i` of every response (group-relative;
+/// `grpo+opsd`: see [`batch_advantages`]).
 pub fn assign_credit(
     batch: TeacherBatch,
     group_size: usize,
     algo: &AlgoConfig,
 ) -> Result<CreditBatch> {
     let rewards: Vec<f32> = batch.scored.scores.iter().map(|s| s.reward).collect();
-    let advantages = group_advantages(&rewards, group_size, algo.scale_by_std)?;
+    let lengths: Vec<usize> = (batch.scored.rollout.rollouts.iter())
+        .map(|r| r.response_ids.len())
+        .collect();
+    let advantages = batch_advantages(algo, &rewards, &lengths, group_size)?;
     Ok(CreditBatch {
         taught: batch,
         advantages,
