@@ -246,7 +246,11 @@ pub fn evaluate(
         temperature: if greedy { 1.0 } else { temperature },
         top_k: filters.top_k,
         top_p: filters.top_p,
-        presence_penalty: if greedy { 0.0 } else { filters.presence_penalty },
+        presence_penalty: if greedy {
+            0.0
+        } else {
+            filters.presence_penalty
+        },
         eos_ids: tok.eos_ids().to_vec(),
         pad_id: tok.pad_id(),
         ..GenerateOptions::default()

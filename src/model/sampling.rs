@@ -192,7 +192,9 @@ mod tests {
         assert_eq!(ids.int64_value(&[0]), 1);
         assert!((lp.double_value(&[0]) + 0.491628).abs() < 1e-5, "{lp}");
         // Off, and bad input.
-        assert!(apply_presence_penalty(&logits, &[&[2], &[]], 0.0).unwrap().equal(&logits));
+        assert!(apply_presence_penalty(&logits, &[&[2], &[]], 0.0)
+            .unwrap()
+            .equal(&logits));
         assert!(apply_presence_penalty(&logits, &[&[4], &[]], 1.5).is_err());
         assert!(apply_presence_penalty(&logits, &[&[1]], 1.5).is_err());
     }

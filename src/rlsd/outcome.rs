@@ -108,5 +108,7 @@ pub fn batch_advantages(
         OutcomeAdvantage::ReinforcePlusPlus => reinforce_pp_advantages(rewards, lengths)?,
     };
     let coef = cfg.outcome_ppo_coef;
-    Ok(a.into_iter().map(|x| (f64::from(x) * coef) as f32).collect())
+    Ok(a.into_iter()
+        .map(|x| (f64::from(x) * coef) as f32)
+        .collect())
 }
