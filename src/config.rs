@@ -4,7 +4,16 @@
 //! `[optim]` is [`crate::optim::OptimConfig`], ...); this file assembles them,
 //! applies `--set key=value` overrides, and turns serde's complaints into errors
 //! that name the dotted key (`algo.lambda0`). Every struct denies unknown keys
-//! and defaults to the paper's values, so an empty file is a valid run.
+//! and has defaults, so an empty file is a valid run: the built-in task on
+//! the tiny model. The defaults are not the paper's run: the update's
+//! hyper-parameters are the reference's (`AlgoConfig`, `OptimConfig`), but
+//! `max_staleness = 1` (the reference is on-policy), no format reward, the
+//! student template `{prompt}` (no `<thought>`/`<answer>` instruction), a
+//! shuffled data order, teacher sync every 10 steps (the reference script:
+//! 20), validation at temperature 1.0 with 4 samples (the reference: 0.7,
+//! top-p 0.8, top-k 20, presence penalty 1.5, one sample), and this
+//! runtime's variants of the baselines. `configs/paper.toml` is the
+//! reference's run (docs/ALGORITHMS.md, "The paper preset").
 
 use crate::checkpoint::CheckpointConfig;
 use crate::data::DataConfig;

@@ -15,7 +15,7 @@ use rlsd::rlsd::{
     batch_advantages, group_advantages, reinforce_pp_advantages, restrict_reweighting,
     thought_span_mask, Algo, AlgoConfig, LossNorm, OpsdLoss, OutcomeAdvantage,
 };
-use rlsd::train::{micro_batch_loss, TrainBatch};
+use rlsd::train::{distill_loss, micro_batch_loss, TrainBatch};
 use tch::{Kind, Tensor};
 
 fn vals(t: &Tensor) -> Vec<f64> {
@@ -26,6 +26,31 @@ fn close(got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
     for (g, w) in got.iter().zip(want) {
         assert!((g - w).abs() < tol, "{got:?} vs {want:?}");
+    }
+}
+
+/// Two responses: [1, 2, 7, 3, 4] (`<thought> 7 </thought>` with the tag ids
+/// [1, 2] / [3, 4]) with `A = +1`, and [7, 8] with `A = -1`; sampling
+/// log-probs -1; teacher log-probs (-1, -1, -0.5, -1, -1) and (-0.5, -1.5).
+fn two_responses() -> TrainBatch {
+    TrainBatch {
+        samples: vec![
+            PromptResponse {
+                prompt: vec![0],
+                response: vec![1, 2, 7, 3, 4],
+            },
+            PromptResponse {
+                prompt: vec![0],
+                response: vec![7, 8],
+            },
+        ],
+        sampling_logprobs: vec![vec![-1.0; 5], vec![-1.0; 2]],
+        teacher_logprobs: Some(vec![vec![-1.0, -1.0, -0.5, -1.0, -1.0], vec![-0.5, -1.5]]),
+        advantages: vec![1.0, -1.0],
+        lambda: 0.5,
+        temperature: 1.0,
+        step: 1,
+        ..TrainBatch::default()
     }
 }
 
@@ -140,25 +165,7 @@ fn restricted_reweighting_falls_back_to_grpo() {
 /// `w = (e^-0.5, e^0.5) -> (0.8, 1.2)`, `Ahat = -(0.9, 1.1)`.
 #[test]
 fn negative_only_and_thought_only_in_the_train_step() {
-    let batch = TrainBatch {
-        samples: vec![
-            PromptResponse {
-                prompt: vec![0],
-                response: vec![1, 2, 7, 3, 4],
-            },
-            PromptResponse {
-                prompt: vec![0],
-                response: vec![7, 8],
-            },
-        ],
-        sampling_logprobs: vec![vec![-1.0; 5], vec![-1.0; 2]],
-        teacher_logprobs: Some(vec![vec![-1.0, -1.0, -0.5, -1.0, -1.0], vec![-0.5, -1.5]]),
-        advantages: vec![1.0, -1.0],
-        lambda: 0.5,
-        temperature: 1.0,
-        step: 1,
-        ..TrainBatch::default()
-    };
+    let batch = two_responses();
     let logp = Tensor::full([2, 5], -1.0, (Kind::Double, tch::Device::Cpu));
     let ent = logp.zeros_like();
     let ahat = |neg: bool, thought: bool| {
@@ -204,6 +211,49 @@ fn negative_only_and_thought_only_in_the_train_step() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("rlsd_thought_only"), "{err}");
+}
+
+/// OPSD as the paper preset runs it, the reference's default
+/// (`dp_opsd_actor.py` 986-1001, `core_algos.py` 566: `kl = logp_T - logp_S`
+/// on the sampled token, teacher detached, `average_loss` token-mean, alpha
+/// 1): over the 7 response tokens of [`two_responses`] the per-token terms
+/// are (0, 0, 0.5, 0, 0) and (0.5, -0.5), so the loss is 0.5 / 7 = 0.0714286
+/// and its gradient on every student log-prob is -1/7; the PPO credit is 0.
+#[test]
+fn opsd_token_kl_through_the_train_step() {
+    let cfg = paper().algo;
+    let batch = two_responses();
+    let logp = Tensor::full([2, 5], -1.0, (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
+    let mask = Tensor::from_slice(&[1.0f64, 1., 1., 1., 1., 1., 1., 0., 0., 0.]).view([2, 5]);
+    let loss = distill_loss(
+        &cfg,
+        Algo::Opsd,
+        &batch,
+        0..2,
+        &logp,
+        None,
+        &mask,
+        LossNorm::of_batch(&batch),
+    )
+    .unwrap()
+    .unwrap();
+    assert!((loss.double_value(&[]) - 0.5 / 7.0).abs() < 1e-12, "{loss}");
+    loss.backward();
+    let g = vals(&logp.grad());
+    let n = -1.0 / 7.0;
+    close(&g, &[n, n, n, n, n, n, n, 0., 0., 0.], 1e-12);
+    let ent = logp.detach().zeros_like();
+    let out = micro_batch_loss(
+        &cfg,
+        Algo::Opsd,
+        &batch,
+        0..2,
+        &logp.detach(),
+        &ent,
+        LossNorm::of_batch(&batch),
+    )
+    .unwrap();
+    assert_eq!(vals(&out.credit.ahat), vec![0.0; 10]);
 }
 
 /// The reference's OPSD teacher is the live actor (`freeze_teacher_model =
