@@ -360,6 +360,15 @@ impl RunConfig {
                 "must be a positive number of seconds",
             ));
         }
+        if rt.placement == Placement::Split
+            && self.algo.algo == crate::rlsd::Algo::Sdpo
+            && self.algo.sdpo_num_candidates > 0
+        {
+            return Err(Error::config(
+                "algo.sdpo_num_candidates",
+                "SDPO's feedback candidates are not sent between split ranks; use placement = \"colocated\" or 0",
+            ));
+        }
         if rt.placement == Placement::Split && rt.sampler_ranks == 0 {
             return Err(Error::config(
                 "runtime.sampler_ranks",

@@ -294,6 +294,7 @@ fn paper_preset_is_the_reference_run() {
     assert_eq!((a.distill_coef, a.outcome_ppo_coef), (1.0, 1.0));
     assert_eq!(a.outcome_advantage, OutcomeAdvantage::ReinforcePlusPlus);
     assert!(!a.rlsd_negative_only && !a.rlsd_thought_only);
+    assert_eq!(a.sdpo_num_candidates, 8);
     assert!(!cfg.data.shuffle);
     assert_eq!(cfg.data.teacher_question, TeacherQuestion::Raw);
     assert_eq!(cfg.runtime.max_staleness, 0);
@@ -337,4 +338,82 @@ fn paper_prompts_render_as_the_reference() {
     d.student_template = "{prompt} / {prompt}".into();
     let err = TeacherPrompt::for_data(&d).unwrap_err().to_string();
     assert!(err.contains("data.teacher_question"), "{err}");
+}
+
+/// SDPO's feedback from a separate rollout (the reference's
+/// `sdpo_num_candidates`, opsd_trainer.py 686-727): the candidates are
+/// sampled after the groups, verified with them, and dropped before the
+/// teacher pass returns, so only the group is distilled and trained, and
+/// the teacher's context (built from the candidates alone) never holds a
+/// response it scores.
+#[test]
+fn sdpo_feedback_comes_from_separate_candidates() {
+    let set = vec![
+        "algo.algo=\"sdpo\"".to_string(),
+        "algo.sdpo_num_candidates=3".to_string(),
+        "rollout.batch_prompts=2".to_string(),
+        "rollout.group_size=4".to_string(),
+        "rollout.max_new_tokens=24".to_string(),
+    ];
+    let cfg = RunConfig::load(None, &set).unwrap();
+    let kind = rlsd::model::parse_kind(&cfg.model.dtype).unwrap();
+    let path = cfg.model.resolved_path();
+    let policy = rlsd::model::LoadedModel::load(&path, tch::Device::Cpu, kind).unwrap();
+    let verifier = rlsd::verify::build_verifier(&cfg.verifier).unwrap();
+    let mut source = rlsd::actors::source::from_config(&cfg).unwrap();
+    let plan = StepPlan::new(
+        &cfg,
+        1,
+        0,
+        source.next_batch(2).unwrap(),
+        serde_json::Value::Null,
+    );
+    assert_eq!(plan.sdpo_candidates, 3);
+    let scored =
+        rlsd::pipeline::sample_and_verify(&cfg, plan, &policy, 0, verifier.as_ref()).unwrap();
+    // 2 prompts x (4 + 3): the candidates after both groups.
+    let groups: Vec<usize> = scored.rollout.rollouts.iter().map(|r| r.group).collect();
+    assert_eq!(groups, [0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1]);
+    let texts: Vec<String> = (scored.rollout.rollouts.iter())
+        .map(|r| r.response_text.clone())
+        .collect();
+    let (group, cands) = rlsd::pipeline::split_sdpo_candidates(scored.clone()).unwrap();
+    let (cands, cand_scores) = cands.unwrap();
+    assert_eq!(
+        (group.rollout.rollouts.len(), cands.len(), cand_scores.len()),
+        (8, 6, 6)
+    );
+    let template = TeacherPrompt::for_data(&cfg.data).unwrap();
+    let taught = rlsd::pipeline::teacher_pass(
+        &policy,
+        0,
+        &template,
+        scored,
+        &cfg.algo,
+        cfg.rollout.temperature,
+        0,
+    )
+    .unwrap();
+    let kept: Vec<String> = (taught.scored.rollout.rollouts.iter())
+        .map(|r| r.response_text.clone())
+        .collect();
+    assert_eq!(kept, texts[..8].to_vec());
+    let lp = taught.teacher.logprobs.unwrap();
+    assert_eq!(lp.len(), 8);
+    for (l, r) in lp.iter().zip(&taught.scored.rollout.rollouts) {
+        assert_eq!(l.len(), r.response_ids.len());
+    }
+    // Without candidates the plan keeps the group-only variant.
+    let mut cfg0 = cfg.clone();
+    cfg0.algo.sdpo_num_candidates = 0;
+    let p0 = StepPlan::new(&cfg0, 1, 0, Vec::new(), serde_json::Value::Null);
+    assert_eq!(p0.sdpo_candidates, 0);
+    // Split placement cannot carry them: refused by name.
+    let err = RunConfig::load(
+        None,
+        &[set, vec!["runtime.placement=\"split\"".to_string()]].concat(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("algo.sdpo_num_candidates"), "{err}");
 }

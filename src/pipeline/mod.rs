@@ -24,7 +24,7 @@ pub use batch::{
 };
 pub use plan::{needs_teacher_pass, required_teacher_version, step_seed, StepPlan};
 pub use stages::{
-    algo_for, assign_credit, prepare_step, rollout, sample_and_verify, teach_and_credit,
-    teacher_pass, teacher_prompt_ids, tokenizer_of, verify_all, verify_one,
+    algo_for, assign_credit, prepare_step, rollout, sample_and_verify, split_sdpo_candidates,
+    teach_and_credit, teacher_pass, teacher_prompt_ids, tokenizer_of, verify_all, verify_one,
 };
 pub use stats::step_stats;

@@ -28,6 +28,9 @@ pub struct StepPlan {
     /// Teacher weights version this step must be scored with
     /// ([`required_teacher_version`] of `min_version`).
     pub teacher_version: u64,
+    /// SDPO's feedback candidates per prompt sampled besides the group
+    /// (`algo.sdpo_num_candidates` for `sdpo`, else 0).
+    pub sdpo_candidates: usize,
 }
 
 impl StepPlan {
@@ -58,6 +61,10 @@ impl StepPlan {
                 cfg.algo
                     .teacher_sync_interval(cfg.runtime.teacher_sync_interval),
             ),
+            sdpo_candidates: match cfg.algo.algo {
+                Algo::Sdpo => cfg.algo.sdpo_num_candidates,
+                _ => 0,
+            },
         }
     }
 }

@@ -62,6 +62,16 @@ pub fn rollout(
             groups.push(g);
         }
     }
+    // SDPO's feedback candidates (`algo.sdpo_num_candidates`), after every
+    // group's responses: the teacher pass picks its context from them and
+    // drops them ([`split_sdpo_candidates`]), so they are never trained on.
+    for (g, ex) in plan.examples.iter().enumerate() {
+        let ids = student_prompt_ids(tok, ex)?;
+        for _ in 0..plan.sdpo_candidates {
+            prompts.push(ids.clone());
+            groups.push(g);
+        }
+    }
     let opts = GenerateOptions {
         max_new_tokens: cfg.max_new_tokens,
         greedy: false,
@@ -167,16 +177,20 @@ pub fn teacher_pass(
     };
     if !batch.rollout.plan.needs_teacher {
         return Ok(TeacherBatch {
-            scored: batch,
+            scored: split_sdpo_candidates(batch)?.0,
             teacher: scores,
         });
     }
     let tok = tokenizer_of(teacher)?;
+    let (batch, candidates) = split_sdpo_candidates(batch)?;
     let examples = &batch.rollout.plan.examples;
     let rollouts = &batch.rollout.rollouts;
     // One teacher context per group; every sample of its group reuses it.
     let contexts = if algo.algo == Algo::Sdpo {
-        sdpo_contexts(tok, algo, &batch)?
+        match &candidates {
+            Some(c) => sdpo_candidate_contexts(tok, algo, &batch, c)?,
+            None => sdpo_contexts(tok, algo, &batch)?,
+        }
     } else {
         examples
             .iter()
@@ -235,6 +249,58 @@ fn sdpo_contexts(tok: &Tokenizer, algo: &AlgoConfig, batch: &ScoredBatch) -> Res
             let text = |i: Option<usize>| i.map(|i| rollouts[i].response_text.as_str());
             let user = render_sdpo(&algo.sdpo_template, &ex.prompt, text(right), text(wrong));
             chat_prompt_ids(tok, &user)
+        })
+        .collect()
+}
+
+/// SDPO's feedback candidates, the reference's (iie-ycx/RLSD
+/// `verl/trainer/opsd_trainer.py` 686-727): `plan.sdpo_candidates` responses
+/// per prompt, sampled after the groups' responses ([`rollout`]) and
+/// verified with them. Returns the batch without them (what is distilled and
+/// trained) and, where the plan has any, the candidates with their scores
+/// (`C` per prompt, prompt-major).
+pub fn split_sdpo_candidates(
+    mut batch: ScoredBatch,
+) -> Result<(ScoredBatch, Option<(Vec<Rollout>, Vec<Score>)>)> {
+    let c = batch.rollout.plan.sdpo_candidates;
+    let n = batch.rollout.plan.examples.len() * c;
+    if c == 0 || batch.rollout.rollouts.is_empty() {
+        return Ok((batch, None));
+    }
+    let total = batch.rollout.rollouts.len();
+    if n > total || batch.scores.len() != total {
+        return Err(Error::InvalidInput(format!(
+            "sdpo: {total} responses and {} scores cannot hold {n} candidates",
+            batch.scores.len()
+        )));
+    }
+    let rollouts = batch.rollout.rollouts.split_off(total - n);
+    let scores = batch.scores.split_off(total - n);
+    Ok((batch, Some((rollouts, scores))))
+}
+
+/// SDPO's teacher context per group from its candidates, as the reference's
+/// `_select_sdpo_feedback` (opsd_trainer.py 561-615): "correct" is a score
+/// above 0 (a formatted wrong answer scoring 0.1 counts), the shortest such
+/// candidate is the correct solution and the shortest other one the
+/// feedback, the first on ties; none leaves its slot empty.
+fn sdpo_candidate_contexts(
+    tok: &Tokenizer,
+    algo: &AlgoConfig,
+    batch: &ScoredBatch,
+    (rollouts, scores): &(Vec<Rollout>, Vec<Score>),
+) -> Result<Vec<Vec<i64>>> {
+    let c = batch.rollout.plan.sdpo_candidates;
+    let correct: Vec<bool> = scores.iter().map(|s| s.reward > 0.0).collect();
+    let lens: Vec<usize> = rollouts.iter().map(|r| r.response_ids.len()).collect();
+    let picks = sdpo_feedback(&correct, &lens, c)?;
+    let text = |i: Option<usize>| i.map(|i| rollouts[i].response_text.as_str());
+    (batch.rollout.plan.examples.iter().zip(picks))
+        .map(|(ex, (right, wrong))| {
+            chat_prompt_ids(
+                tok,
+                &render_sdpo(&algo.sdpo_template, &ex.prompt, text(right), text(wrong)),
+            )
         })
         .collect()
 }

@@ -204,6 +204,12 @@ pub struct AlgoConfig {
     /// SDPO's teacher template, with `{question}`, `{correct_solution}` and
     /// `{feedback}` (the shortest correct / wrong response of the group).
     pub sdpo_template: String,
+    /// SDPO: feedback candidates sampled per prompt besides the group, the
+    /// reference's `sdpo_num_candidates` (8 in its config; the paper preset's).
+    /// 0 (the default, this runtime's variant) takes the feedback from the
+    /// group being distilled, so the teacher's context can hold the very
+    /// response it scores.
+    pub sdpo_num_candidates: usize,
     /// `eps_w`: the token weight is clipped to `[1 - eps_w, 1 + eps_w]`.
     pub eps_w: f64,
     /// PPO lower clip: the ratio is clamped below at `1 - eps_low`.
@@ -270,6 +276,7 @@ impl Default for AlgoConfig {
             scale_by_std: true,
             kl_coef: 0.0,
             entropy_coef: 0.0,
+            sdpo_num_candidates: 0,
             outcome_advantage: OutcomeAdvantage::Grpo,
             outcome_ppo_coef: 1.0,
             opsd_teacher_sync_interval: None,
