@@ -356,6 +356,9 @@ pub struct ValidationConfig {
     /// Presence penalty of the sampled validation decoding (0 = off; the
     /// reference's: 1.5, as vLLM applies it).
     pub presence_penalty: f64,
+    /// Window, in tokens, of the leakage measurement on the sampled
+    /// responses (`rlsd::leakage_probe`); 0 turns it off.
+    pub leakage_ngram: usize,
     /// Most new tokens per response; 0 = `rollout.max_new_tokens`.
     pub max_new_tokens: usize,
     /// Seed of the built-in task's held-out problems (a seed the training
@@ -377,6 +380,7 @@ impl Default for ValidationConfig {
             top_k: 0,
             top_p: 1.0,
             presence_penalty: 0.0,
+            leakage_ngram: crate::rlsd::leakage_probe::DEFAULT_NGRAM,
             max_new_tokens: 0,
             seed: 0x005E_ED0F_4E1D,
             path: None,
@@ -478,6 +482,7 @@ pub fn validation_on(
     if !validates_at(&cfg.validation, step) || held_out.is_empty() {
         return Ok(Vec::new());
     }
+    let teacher = crate::data::prompt::TeacherPrompt::for_data(&cfg.data)?;
     let mut v = validate(
         model,
         held_out,
@@ -485,13 +490,17 @@ pub fn validation_on(
         &cfg.validation,
         cfg.rollout.max_new_tokens,
         cfg.rollout.batch_prompts * cfg.rollout.group_size,
+        Some(&teacher),
     )?;
+
     v.after_step = step;
     Ok(vec![v])
 }
 
 /// Validate `model` on `examples`: one greedy pass and one of `cfg.samples`
-/// samples per prompt (see [`evaluate`]).
+/// samples per prompt (see [`evaluate`]); with `teacher` (the run's teacher
+/// prompt) and `cfg.leakage_ngram > 0`, the leakage of the sampled
+/// responses ([`held_out_leakage`]).
 pub fn validate(
     model: &LoadedModel,
     examples: &[Example],
@@ -499,6 +508,7 @@ pub fn validate(
     cfg: &ValidationConfig,
     default_max_new_tokens: usize,
     batch_size: usize,
+    teacher: Option<&crate::data::prompt::TeacherPrompt>,
 ) -> Result<ValidationStats> {
     let started = Instant::now();
     let max_new_tokens = match cfg.max_new_tokens {
@@ -530,7 +540,15 @@ pub fn validate(
         },
         None,
     )?;
+    let leak = match teacher {
+        Some(t) if cfg.leakage_ngram > 0 => {
+            held_out_leakage(model, examples, &sampled.records, t, cfg.leakage_ngram)?
+        }
+        _ => crate::rlsd::leakage_probe::LeakageRates::default(),
+    };
     Ok(ValidationStats {
+        leakage_span: leak.span,
+        leakage_cue: leak.cue,
         after_step: 0,
         n: examples.len(),
         samples: sampled.samples,
@@ -541,6 +559,47 @@ pub fn validate(
         reward_mean: sampled.reward_mean,
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The leakage of validation responses (`rlsd::leakage_probe`): for each
+/// example, the `n`-grams of its teacher message (`teacher`, the privileged
+/// text in it) that are in neither its student message nor its answer line;
+/// `records` are [`evaluate`]'s, the samples of each example in a row.
+pub fn held_out_leakage(
+    model: &LoadedModel,
+    examples: &[Example],
+    records: &[EvalRecord],
+    teacher: &crate::data::prompt::TeacherPrompt,
+    n: usize,
+) -> Result<crate::rlsd::leakage_probe::LeakageRates> {
+    use crate::rlsd::leakage_probe::{answer_lines, leakage_rates, PrivilegedSpans};
+    let tok = tokenizer_of(model)?;
+    let mut spans = std::collections::HashMap::new();
+    for ex in examples {
+        let excluded = answer_lines(&ex.answer)
+            .iter()
+            .map(|a| tok.encode(a, false))
+            .collect::<Result<Vec<_>>>()?;
+        let s = PrivilegedSpans::new(
+            &tok.encode(&teacher.render(ex), false)?,
+            &tok.encode(&ex.prompt, false)?,
+            &excluded,
+            n,
+        );
+        spans.insert(ex.id.clone(), s);
+    }
+    let ids = records
+        .iter()
+        .map(|r| tok.encode(&r.response, false))
+        .collect::<Result<Vec<_>>>()?;
+    let empty = PrivilegedSpans::default();
+    Ok(leakage_rates(records.iter().zip(&ids).map(|(r, ids)| {
+        (
+            spans.get(&r.id).unwrap_or(&empty),
+            ids.as_slice(),
+            r.response.as_str(),
+        )
+    })))
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //!   the teacher's top-k support plus a tail bucket, or the full vocabulary).
 //! - [`distill_vocab`]: the `kl` / `jsd` term as a chunked [`crate::policy::VocabLoss`].
 //! - [`leakage`]: the leakage monitor (privileged text said before the final answer).
+//! - [`leakage_probe`]: leakage on held-out prompts (privileged `n`-grams and
+//!   cue phrases in the student's own responses), logged per validation.
 //! - [`loss`]: the PPO clipped surrogate with asymmetric and dual clip, k3 KL,
 //!   entropy, token-mean and seq-mean-token-mean aggregation.
 //! - [`outcome`]: `grpo+opsd`'s outcome advantage (GRPO or the reference's
@@ -23,6 +25,7 @@ pub mod credit;
 pub mod distill;
 pub mod distill_vocab;
 pub mod leakage;
+pub mod leakage_probe;
 pub mod loss;
 pub mod outcome;
 pub mod restrict;
