@@ -253,6 +253,9 @@ fn sdpo_contexts(tok: &Tokenizer, algo: &AlgoConfig, batch: &ScoredBatch) -> Res
         .collect()
 }
 
+/// SDPO's feedback candidates of a step with their scores, prompt-major.
+pub type SdpoCandidates = (Vec<Rollout>, Vec<Score>);
+
 /// SDPO's feedback candidates, the reference's (iie-ycx/RLSD
 /// `verl/trainer/opsd_trainer.py` 686-727): `plan.sdpo_candidates` responses
 /// per prompt, sampled after the groups' responses ([`rollout`]) and
@@ -261,7 +264,7 @@ fn sdpo_contexts(tok: &Tokenizer, algo: &AlgoConfig, batch: &ScoredBatch) -> Res
 /// (`C` per prompt, prompt-major).
 pub fn split_sdpo_candidates(
     mut batch: ScoredBatch,
-) -> Result<(ScoredBatch, Option<(Vec<Rollout>, Vec<Score>)>)> {
+) -> Result<(ScoredBatch, Option<SdpoCandidates>)> {
     let c = batch.rollout.plan.sdpo_candidates;
     let n = batch.rollout.plan.examples.len() * c;
     if c == 0 || batch.rollout.rollouts.is_empty() {
@@ -288,7 +291,7 @@ fn sdpo_candidate_contexts(
     tok: &Tokenizer,
     algo: &AlgoConfig,
     batch: &ScoredBatch,
-    (rollouts, scores): &(Vec<Rollout>, Vec<Score>),
+    (rollouts, scores): &SdpoCandidates,
 ) -> Result<Vec<Vec<i64>>> {
     let c = batch.rollout.plan.sdpo_candidates;
     let correct: Vec<bool> = scores.iter().map(|s| s.reward > 0.0).collect();
