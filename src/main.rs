@@ -395,6 +395,7 @@ fn run(cli: Cli) -> Result<()> {
                 temperature,
                 seed,
                 samples: samples as usize,
+                filters: Default::default(),
             };
             Ok(console::eval(
                 &cfg,

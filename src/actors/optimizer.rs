@@ -339,7 +339,12 @@ fn train_and_commit(
     // Snapshots before the commit, so that nothing below can fail half-way.
     // The published copy is made on the snapshot stream (src/actors/streams.rs).
     let policy = Frozen::snapshot_on(&c.trainer.policy, next, snapshot_stream)?;
-    let teacher = if next % cfg.runtime.teacher_sync_interval == 0 {
+    let teacher = if next
+        % cfg
+            .algo
+            .teacher_sync_interval(cfg.runtime.teacher_sync_interval)
+        == 0
+    {
         Some(Frozen::new(cpu_copy(&c.trainer.policy.snapshot(next)?)?))
     } else {
         None

@@ -323,7 +323,8 @@ fn optimizer_commit(
     source: &mut dyn PromptSource,
 ) -> Result<OptimizerCommit> {
     let start_step = start.start_step();
-    let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
+    let algo = crate::pipeline::algo_for(&cfg.algo, &policy)?;
+    let mut trainer = Trainer::new(policy, algo, cfg.optim.clone())?;
     // The teacher's weights as of the start: the initial policy, or the
     // checkpoint's teacher.
     let mut teacher = Frozen::new(cpu_copy(&trainer.policy.snapshot(start_step)?)?);
@@ -385,7 +386,7 @@ fn build_tree(cfg: RunConfig, start: &Start, parts: Parts) -> Result<(Arc<Tree>,
         policy: Frozen::new(commit.trainer.policy.snapshot(commit.trained_through)?),
         teacher: commit.teacher.clone(),
     });
-    let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+    let template = TeacherPrompt::for_data(&cfg.data)?;
     let held_out = Arc::new(if cfg.validation.every > 0 {
         crate::run::evaluate::held_out_examples(&cfg)?
     } else {

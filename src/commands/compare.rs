@@ -71,7 +71,7 @@ fn one_run(base: &RunConfig, algo: Algo, seed: u64, opts: &CompareOptions) -> Re
     let policy = LoadedModel::load(&dir, tch::Device::Cpu, kind)?;
     let teacher = LoadedModel::load(&dir, tch::Device::Cpu, kind)?;
     let verifier = build_verifier(&cfg.verifier)?;
-    let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+    let template = TeacherPrompt::for_data(&cfg.data)?;
     let mut source = crate::run::source::from_config(&cfg)?;
     let (_, stats) = run_sequential(&cfg, policy, teacher, &*verifier, &mut *source, &template)?;
     let wall_s = started.elapsed().as_secs_f64();

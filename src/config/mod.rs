@@ -4,7 +4,16 @@
 //! `[optim]` is [`crate::optim::OptimConfig`], ...); this file assembles them,
 //! applies `--set key=value` overrides, and turns serde's complaints into errors
 //! that name the dotted key (`algo.lambda0`). Every struct denies unknown keys
-//! and defaults to the paper's values, so an empty file is a valid run.
+//! and has defaults, so an empty file is a valid run: the built-in task on
+//! the tiny model. The defaults are not the paper's run: the update's
+//! hyper-parameters are the reference's (`AlgoConfig`, `OptimConfig`), but
+//! `max_staleness = 1` (the reference is on-policy), no format reward, the
+//! student template `{prompt}` (no `<thought>`/`<answer>` instruction), a
+//! shuffled data order, teacher sync every 10 steps (the reference script:
+//! 20), validation at temperature 1.0 with 4 samples (the reference: 0.7,
+//! top-p 0.8, top-k 20, presence penalty 1.5, one sample), and this
+//! runtime's variants of the baselines. `configs/paper.toml` is the
+//! reference's run (docs/ALGORITHMS.md, "The paper preset").
 
 use crate::checkpoint::CheckpointConfig;
 use crate::data::DataConfig;
@@ -15,7 +24,9 @@ use crate::verify::VerifierConfig;
 use serde::{Deserialize, Serialize};
 
 mod sections;
-pub use sections::{ObserveConfig, ValidationConfig, DEFAULT_COLLECTIVE_TIMEOUT};
+pub use sections::{
+    ObserveConfig, ValidationConfig, DEFAULT_COLLECTIVE_TIMEOUT, DEFAULT_LEAKAGE_NGRAM,
+};
 use std::path::{Path, PathBuf};
 
 /// The built-in default run (`rlsd train` with no `--config`).
@@ -334,6 +345,7 @@ impl RunConfig {
                 format!("stop string {i} is empty"),
             ));
         }
+        self.validation.validate()?;
         let rt = &self.runtime;
         if rt.teacher_sync_interval == 0 {
             return Err(Error::config(
@@ -351,6 +363,15 @@ impl RunConfig {
             return Err(Error::config(
                 "runtime.collective_timeout_s",
                 "must be a positive number of seconds",
+            ));
+        }
+        if rt.placement == Placement::Split
+            && self.algo.algo == crate::rlsd::Algo::Sdpo
+            && self.algo.sdpo_num_candidates > 0
+        {
+            return Err(Error::config(
+                "algo.sdpo_num_candidates",
+                "SDPO's feedback candidates are not sent between split ranks; use placement = \"colocated\" or 0",
             ));
         }
         if rt.placement == Placement::Split && rt.sampler_ranks == 0 {

@@ -2,8 +2,13 @@
 //! observers and the run layer), so that their types live here and the
 //! config knows nothing above it.
 
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// The default window, in tokens, of the held-out leakage measurement
+/// (`validation.leakage_ngram`).
+pub const DEFAULT_LEAKAGE_NGRAM: usize = 8;
 
 /// The default collective timeout of data-parallel ranks
 /// (`runtime.collective_timeout_s`).
@@ -47,8 +52,20 @@ pub struct ValidationConfig {
     pub num_prompts: usize,
     /// Samples per prompt for pass@1 (sampled) and pass@K.
     pub samples: usize,
-    /// Sampling temperature of the sampled pass@1 / pass@K (the reference's: 1.0).
+    /// Sampling temperature of the sampled pass@1 / pass@K (default 1.0, the
+    /// training temperature; the reference validates at 0.7 with the filters
+    /// below: `rlsd_config.yaml` 99-104, set in `configs/paper.toml`).
     pub temperature: f64,
+    /// Top-k of the sampled validation decoding (0 = off; the reference's: 20).
+    pub top_k: usize,
+    /// Top-p of the sampled validation decoding (1.0 = off; the reference's: 0.8).
+    pub top_p: f64,
+    /// Presence penalty of the sampled validation decoding (0 = off; the
+    /// reference's: 1.5, as vLLM applies it).
+    pub presence_penalty: f64,
+    /// Window, in tokens, of the leakage measurement on the sampled
+    /// responses (`pipeline::leakage_probe`); 0 turns it off.
+    pub leakage_ngram: usize,
     /// Most new tokens per response; 0 = `rollout.max_new_tokens`.
     pub max_new_tokens: usize,
     /// Seed of the built-in task's held-out problems (a seed the training
@@ -67,9 +84,35 @@ impl Default for ValidationConfig {
             num_prompts: 64,
             samples: 4,
             temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            presence_penalty: 0.0,
+            leakage_ngram: DEFAULT_LEAKAGE_NGRAM,
             max_new_tokens: 0,
             seed: 0x005E_ED0F_4E1D,
             path: None,
         }
+    }
+}
+
+impl ValidationConfig {
+    /// Check the decoding values; the error names the key (`validation.<field>`).
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return Err(Error::config(
+                "validation.temperature",
+                "must be 0 (greedy) or a positive number",
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::config("validation.top_p", "must be in (0, 1]"));
+        }
+        if !self.presence_penalty.is_finite() {
+            return Err(Error::config(
+                "validation.presence_penalty",
+                "must be a finite number",
+            ));
+        }
+        Ok(())
     }
 }

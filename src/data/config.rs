@@ -119,8 +119,15 @@ pub struct DataConfig {
     pub system_prompt: Option<String>,
     /// The student's user message, with a `{prompt}` placeholder for the
     /// dataset's prompt, e.g. `"{prompt}\n\nPut the final answer in \\boxed{}."`.
-    /// The teacher's `{question}` is this rendered text too.
+    /// The teacher's `{question}` is this rendered text too, unless
+    /// `teacher_question = "raw"`.
     pub student_template: String,
+    /// What the teacher template's `{question}` receives: `"student"`
+    /// (default: the student's rendered message, format instruction included)
+    /// or `"raw"` (the dataset's prompt alone, as the reference renders its
+    /// teacher prompt from the raw problem: iie-ycx/RLSD
+    /// `examples/visual_rl/format_prompt/teacher_hint_self_distill.jinja`).
+    pub teacher_question: TeacherQuestion,
     /// Shuffle the examples anew every epoch (seeded).
     pub shuffle: bool,
     /// Seed of the per-epoch shuffle.
@@ -134,6 +141,17 @@ pub struct DataConfig {
     pub teacher_template: String,
     /// The built-in task, used when `path` is unset.
     pub task: TaskConfig,
+}
+
+/// What the teacher's `{question}` is (`data.teacher_question`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherQuestion {
+    /// The student's message (the student template applied).
+    #[default]
+    Student,
+    /// The dataset's prompt without the student template (the reference's).
+    Raw,
 }
 
 impl Default for DataConfig {
@@ -150,6 +168,7 @@ impl Default for DataConfig {
             epochs: 0,
             on_bad_row: OnBadRow::Stop,
             teacher_template: DEFAULT_TEACHER_TEMPLATE.to_string(),
+            teacher_question: TeacherQuestion::Student,
             task: TaskConfig::default(),
         }
     }

@@ -22,7 +22,9 @@ mod row;
 pub mod schema;
 pub mod task;
 
-pub use config::{ColumnNames, Columns, DataConfig, DataFormat, FileType, OnBadRow};
+pub use config::{
+    ColumnNames, Columns, DataConfig, DataFormat, FileType, OnBadRow, TeacherQuestion,
+};
 pub use dataset::{DataCursor, Dataset};
 pub use prompt::{
     StudentPrompt, TeacherPrompt, DEFAULT_STUDENT_TEMPLATE, DEFAULT_TEACHER_TEMPLATE,

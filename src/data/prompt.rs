@@ -37,12 +37,17 @@ pub const DEFAULT_TEACHER_TEMPLATE: &str = "{question}\n\nHere is a reference so
 pub struct TeacherPrompt {
     /// Template text with `{question}` and `{answer}` placeholders.
     template: String,
+    /// `data.teacher_question = "raw"`: the text the student template puts
+    /// before and after `{prompt}`, removed from the student's message to
+    /// give `{question}` the dataset's own prompt.
+    strip: Option<(String, String)>,
 }
 
 impl Default for TeacherPrompt {
     fn default() -> Self {
         TeacherPrompt {
             template: DEFAULT_TEACHER_TEMPLATE.to_string(),
+            strip: None,
         }
     }
 }
@@ -60,7 +65,50 @@ impl TeacherPrompt {
                 ));
             }
         }
-        Ok(TeacherPrompt { template })
+        Ok(TeacherPrompt {
+            template,
+            strip: None,
+        })
+    }
+
+    /// The teacher prompt of a run's data: `data.teacher_template`, its
+    /// `{question}` the dataset's own prompt where `data.teacher_question =
+    /// "raw"` ([`TeacherPrompt::with_raw_question`]).
+    pub fn for_data(cfg: &super::DataConfig) -> Result<Self> {
+        let t = TeacherPrompt::new(cfg.teacher_template.clone())?;
+        match cfg.teacher_question {
+            super::config::TeacherQuestion::Student => Ok(t),
+            super::config::TeacherQuestion::Raw => t.with_raw_question(&cfg.student_template),
+        }
+    }
+
+    /// Give `{question}` the dataset's prompt instead of the student's
+    /// message: the text `student_template` puts around its one `{prompt}`
+    /// is removed again (an example whose prompt does not carry it, e.g. a
+    /// chat dataset's own turn, keeps its prompt). A template with more than
+    /// one `{prompt}` is refused, naming `data.teacher_question`.
+    pub fn with_raw_question(mut self, student_template: &str) -> Result<Self> {
+        let mut parts = student_template.split(PROMPT_PLACEHOLDER);
+        let (Some(pre), Some(post), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::config(
+                "data.teacher_question",
+                format!("\"raw\" needs a student template with exactly one `{PROMPT_PLACEHOLDER}`"),
+            ));
+        };
+        self.strip = Some((pre.to_string(), post.to_string()));
+        Ok(self)
+    }
+
+    /// What `{question}` receives for an example.
+    fn question<'a>(&self, example: &'a Example) -> &'a str {
+        let p = example.prompt.as_str();
+        match &self.strip {
+            Some((pre, post)) => p
+                .strip_prefix(pre.as_str())
+                .and_then(|q| q.strip_suffix(post.as_str()))
+                .unwrap_or(p),
+            None => p,
+        }
     }
 
     /// Token ids of the teacher context for an example: its chat context,
@@ -87,7 +135,7 @@ impl TeacherPrompt {
             out.push_str(&rest[..open]);
             let tail = &rest[open..];
             if let Some(after) = tail.strip_prefix(QUESTION_PLACEHOLDER) {
-                out.push_str(&example.prompt);
+                out.push_str(self.question(example));
                 rest = after;
             } else if let Some(after) = tail.strip_prefix(ANSWER_PLACEHOLDER) {
                 out.push_str(&example.privileged);

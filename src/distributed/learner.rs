@@ -69,10 +69,11 @@ impl Learner<'_> {
             verifier,
             source,
         } = self;
-        let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+        let template = TeacherPrompt::for_data(&cfg.data)?;
         let teacher = policy.replicate(device)?;
+        let algo = crate::pipeline::algo_for(&cfg.algo, &policy)?;
         let mut models = LoopModels {
-            trainer: Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?,
+            trainer: Trainer::new(policy, algo, cfg.optim.clone())?,
             teacher,
             teacher_version: 0,
         };

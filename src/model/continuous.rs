@@ -17,7 +17,7 @@
 use super::distinct_rows;
 use super::generation::{Generation, StopCheck};
 use super::kv_cache::KvCache;
-use super::sampling::{sample_with_uniforms, SamplingParams};
+use super::sampling::{apply_presence_penalty, sample_with_uniforms, SamplingParams};
 use super::transformer::{positions_from_mask, CausalLm};
 use crate::error::Result;
 use rand::rngs::StdRng;
@@ -173,6 +173,18 @@ impl<'a, 'j> Decoding<'a, 'j> {
                 .iter_mut()
                 .map(|r| r.rng.random::<f32>())
                 .collect()
+        };
+        let penalised;
+        let logits = if self.job.params.presence_penalty != 0.0 {
+            let seen: Vec<&[i64]> = self
+                .rows
+                .iter()
+                .map(|r| self.out[r.idx].tokens.as_slice())
+                .collect();
+            penalised = apply_presence_penalty(logits, &seen, self.job.params.presence_penalty)?;
+            &penalised
+        } else {
+            logits
         };
         let (ids, lp) = sample_with_uniforms(logits, &self.job.params, &u)?;
         let ids_v: Vec<i64> = Vec::try_from(&ids.f_to_device(Device::Cpu)?)?;

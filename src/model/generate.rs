@@ -55,6 +55,9 @@ pub struct GenerateOptions {
     /// Stop strings: a row stops once its decoded response contains one.
     /// Needs a tokenizer ([`generate_with`]).
     pub stop: Vec<String>,
+    /// Presence penalty (0 = off; validation decoding, see
+    /// [`super::sampling::apply_presence_penalty`]).
+    pub presence_penalty: f64,
 }
 
 impl Default for GenerateOptions {
@@ -69,6 +72,7 @@ impl Default for GenerateOptions {
             pad_id: None,
             kv_cache_bytes: 0,
             stop: vec![],
+            presence_penalty: 0.0,
         }
     }
 }
@@ -234,6 +238,7 @@ pub fn generate_profiled(
             temperature: opts.temperature,
             top_k: opts.top_k,
             top_p: opts.top_p,
+            presence_penalty: opts.presence_penalty,
         },
         max_new_tokens: opts.max_new_tokens,
         eos: &eos,

@@ -4,7 +4,9 @@
 //!
 //! The returned log-prob is always `log_softmax(logits / temperature)` over the
 //! full vocabulary at the chosen token (what training uses as `logp_old`);
-//! top-k and top-p only restrict where the token is drawn from.
+//! top-k and top-p only restrict where the token is drawn from. A presence
+//! penalty ([`apply_presence_penalty`], validation decoding only) changes the
+//! logits themselves, so the log-prob is then of the penalised distribution.
 
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
@@ -22,6 +24,53 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches `top_p` (1.0 = all).
     pub top_p: f64,
+    /// Subtracted from the logit of every token the row has already generated
+    /// (0 = off); see [`apply_presence_penalty`].
+    pub presence_penalty: f64,
+}
+
+/// The presence penalty as vLLM applies it (the engine behind the
+/// reference's validation, `presence_penalty: 1.5` in iie-ycx/RLSD
+/// `examples/visual_rl/rlsd_config.yaml` 99-104): before the temperature,
+/// `logit_v -= penalty` for every token `v` that occurs at least once in the
+/// row's generated tokens (the prompt does not count), however often.
+///
+/// `logits` is `[B, V]`; `generated[i]` are row `i`'s tokens so far. Ids
+/// outside the vocabulary are an error.
+pub fn apply_presence_penalty(
+    logits: &Tensor,
+    generated: &[&[i64]],
+    penalty: f64,
+) -> Result<Tensor> {
+    let size = logits.size();
+    let (b, v) = (size[0], size[1]);
+    if generated.len() as i64 != b {
+        return Err(Error::InvalidInput(format!(
+            "presence penalty: {} rows of generated tokens for {b} rows of logits",
+            generated.len()
+        )));
+    }
+    if penalty == 0.0 {
+        return Ok(logits.shallow_clone());
+    }
+    let mut flat: Vec<i64> = Vec::new();
+    for (i, row) in generated.iter().enumerate() {
+        for &t in *row {
+            if !(0..v).contains(&t) {
+                return Err(Error::InvalidInput(format!(
+                    "presence penalty: token {t} of row {i} outside the vocabulary (size {v})"
+                )));
+            }
+            flat.push(i as i64 * v + t);
+        }
+    }
+    flat.sort_unstable();
+    flat.dedup();
+    let idx = Tensor::f_from_slice(&flat)?.f_to_device(logits.device())?;
+    let seen = Tensor::f_zeros([b * v], (logits.kind(), logits.device()))?
+        .f_index_fill(0, &idx, penalty)?
+        .f_view([b, v])?;
+    Ok(logits.f_sub(&seen)?)
 }
 
 /// Pick one token per row of `logits [B, V]`; returns `(ids [B] int64,
@@ -114,7 +163,40 @@ mod tests {
             temperature: 1.0,
             top_k,
             top_p,
+            presence_penalty: 0.0,
         }
+    }
+
+    /// vLLM's rule (`vllm/model_executor/layers/utils.py` `apply_penalties`:
+    /// `logits -= presence_penalties.unsqueeze(1) * output_mask`), by hand:
+    /// row 0 generated [2, 2, 0] -> tokens 0 and 2 lose 1.5 once each;
+    /// row 1 generated nothing -> unchanged.
+    #[test]
+    fn presence_penalty_subtracts_once_per_generated_token() {
+        let logits = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 0.5, 0.0, -1.0, 4.0, 2.5]).view([2, 4]);
+        let out = apply_presence_penalty(&logits, &[&[2, 2, 0], &[]], 1.5).unwrap();
+        let got: Vec<f32> = Vec::try_from(out.view([-1])).unwrap();
+        assert_eq!(got, vec![-0.5, 2.0, 1.5, 0.5, 0.0, -1.0, 4.0, 2.5]);
+        // Then temperature 0.7 and the full-vocabulary log-prob of the draw:
+        // greedy on row 0 takes token 1 (2.0 is now the largest), with
+        // log p = 2/0.7 - ln(e^(-0.5/0.7) + e^(2/0.7) + e^(1.5/0.7) + e^(0.5/0.7))
+        //       = 2.857143 - ln(0.489542 + 17.411708 + 8.523756 + 2.042727) = -0.491628.
+        let p = SamplingParams {
+            greedy: true,
+            temperature: 0.7,
+            top_k: 20,
+            top_p: 0.8,
+            presence_penalty: 1.5,
+        };
+        let (ids, lp) = sample_with_uniforms(&out.narrow(0, 0, 1), &p, &[]).unwrap();
+        assert_eq!(ids.int64_value(&[0]), 1);
+        assert!((lp.double_value(&[0]) + 0.491628).abs() < 1e-5, "{lp}");
+        // Off, and bad input.
+        assert!(apply_presence_penalty(&logits, &[&[2], &[]], 0.0)
+            .unwrap()
+            .equal(&logits));
+        assert!(apply_presence_penalty(&logits, &[&[4], &[]], 1.5).is_err());
+        assert!(apply_presence_penalty(&logits, &[&[1]], 1.5).is_err());
     }
 
     #[test]

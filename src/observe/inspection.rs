@@ -120,7 +120,7 @@ pub fn inspect_step(
     let temperature = cfg.rollout.temperature;
     // As the sequential loop plans step `step`: on-policy, teacher = policy.
     let plan = StepPlan::new(cfg, step, 0, examples, serde_json::Value::Null);
-    let template = TeacherPrompt::new(cfg.data.teacher_template.clone())?;
+    let template = TeacherPrompt::for_data(&cfg.data)?;
     let version = step.saturating_sub(1);
     let batch = prepare_step(cfg, plan, policy, version, teacher, 0, verifier, &template)?;
     let tb = batch.train_batch(&cfg.algo, temperature);

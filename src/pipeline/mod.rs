@@ -17,6 +17,7 @@
 
 pub mod batch;
 pub mod leakage;
+pub mod leakage_probe;
 pub mod plan;
 pub mod records;
 pub mod stages;
@@ -28,7 +29,7 @@ pub use batch::{
 pub use plan::{needs_teacher_pass, required_teacher_version, step_seed, StepPlan};
 pub use records::sample_completions;
 pub use stages::{
-    assign_credit, prepare_step, rollout, sample_and_verify, teach_and_credit, teacher_pass,
-    teacher_prompt_ids, tokenizer_of, verify_all, verify_one,
+    algo_for, assign_credit, prepare_step, rollout, sample_and_verify, split_sdpo_candidates,
+    teach_and_credit, teacher_pass, teacher_prompt_ids, tokenizer_of, verify_all, verify_one,
 };
 pub use stats::step_stats;

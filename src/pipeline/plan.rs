@@ -4,7 +4,7 @@
 
 use crate::config::RunConfig;
 use crate::data::Example;
-use crate::rlsd::{lambda_at, lr_at, AlgoConfig};
+use crate::rlsd::{lambda_at, lr_at, Algo, AlgoConfig};
 
 /// The order for one step: which prompts, with which constants.
 #[derive(Debug, Clone)]
@@ -28,6 +28,9 @@ pub struct StepPlan {
     /// Teacher weights version this step must be scored with
     /// ([`required_teacher_version`] of `min_version`).
     pub teacher_version: u64,
+    /// SDPO's feedback candidates per prompt sampled besides the group
+    /// (`algo.sdpo_num_candidates` for `sdpo`, else 0).
+    pub sdpo_candidates: usize,
 }
 
 impl StepPlan {
@@ -55,8 +58,13 @@ impl StepPlan {
             needs_teacher: needs_teacher_pass(&cfg.algo, lambda),
             teacher_version: required_teacher_version(
                 min_version,
-                cfg.runtime.teacher_sync_interval,
+                cfg.algo
+                    .teacher_sync_interval(cfg.runtime.teacher_sync_interval),
             ),
+            sdpo_candidates: match cfg.algo.algo {
+                Algo::Sdpo => cfg.algo.sdpo_num_candidates,
+                _ => 0,
+            },
         }
     }
 }
@@ -87,7 +95,6 @@ pub fn required_teacher_version(min_version: u64, interval: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rlsd::Algo;
 
     #[test]
     fn teacher_pass_is_skipped_only_when_it_cannot_matter() {

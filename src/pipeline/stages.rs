@@ -18,7 +18,7 @@ use crate::model::{
     GenerateOptions, LoadedModel, Tokenizer,
 };
 use crate::rlsd::sdpo::render_sdpo;
-use crate::rlsd::{cepo_negatives, group_advantages, sdpo_feedback, Algo, AlgoConfig};
+use crate::rlsd::{batch_advantages, cepo_negatives, sdpo_feedback, Algo, AlgoConfig};
 use crate::stats::StageTimings;
 use crate::verify::{extract_final_answer, Verdict, Verifier};
 use std::time::Instant;
@@ -62,6 +62,16 @@ pub fn rollout(
             groups.push(g);
         }
     }
+    // SDPO's feedback candidates (`algo.sdpo_num_candidates`), after every
+    // group's responses: the teacher pass picks its context from them and
+    // drops them ([`split_sdpo_candidates`]), so they are never trained on.
+    for (g, ex) in plan.examples.iter().enumerate() {
+        let ids = student_prompt_ids(tok, ex)?;
+        for _ in 0..plan.sdpo_candidates {
+            prompts.push(ids.clone());
+            groups.push(g);
+        }
+    }
     let opts = GenerateOptions {
         max_new_tokens: cfg.max_new_tokens,
         greedy: false,
@@ -72,6 +82,8 @@ pub fn rollout(
         pad_id: tok.pad_id(),
         kv_cache_bytes: cfg.kv_cache_bytes,
         stop: cfg.stop.clone(),
+        // Training samples the policy's own distribution (logp_old).
+        presence_penalty: 0.0,
     };
     // Response i samples from the stream prompt_seed(plan.seed, i).
     let seeds = prompt_seeds(plan.seed, prompts.len());
@@ -160,16 +172,20 @@ pub fn teacher_pass(
     };
     if !batch.rollout.plan.needs_teacher {
         return Ok(TeacherBatch {
-            scored: batch,
+            scored: split_sdpo_candidates(batch)?.0,
             teacher: scores,
         });
     }
     let tok = tokenizer_of(teacher)?;
+    let (batch, candidates) = split_sdpo_candidates(batch)?;
     let examples = &batch.rollout.plan.examples;
     let rollouts = &batch.rollout.rollouts;
     // One teacher context per group; every sample of its group reuses it.
     let contexts = if algo.algo == Algo::Sdpo {
-        sdpo_contexts(tok, algo, &batch)?
+        match &candidates {
+            Some(c) => sdpo_candidate_contexts(tok, algo, &batch, c)?,
+            None => sdpo_contexts(tok, algo, &batch)?,
+        }
     } else {
         examples
             .iter()
@@ -232,6 +248,61 @@ fn sdpo_contexts(tok: &Tokenizer, algo: &AlgoConfig, batch: &ScoredBatch) -> Res
         .collect()
 }
 
+/// SDPO's feedback candidates of a step with their scores, prompt-major.
+pub type SdpoCandidates = (Vec<Rollout>, Vec<Score>);
+
+/// SDPO's feedback candidates, the reference's (iie-ycx/RLSD
+/// `verl/trainer/opsd_trainer.py` 686-727): `plan.sdpo_candidates` responses
+/// per prompt, sampled after the groups' responses ([`rollout`]) and
+/// verified with them. Returns the batch without them (what is distilled and
+/// trained) and, where the plan has any, the candidates with their scores
+/// (`C` per prompt, prompt-major).
+pub fn split_sdpo_candidates(
+    mut batch: ScoredBatch,
+) -> Result<(ScoredBatch, Option<SdpoCandidates>)> {
+    let c = batch.rollout.plan.sdpo_candidates;
+    let n = batch.rollout.plan.examples.len() * c;
+    if c == 0 || batch.rollout.rollouts.is_empty() {
+        return Ok((batch, None));
+    }
+    let total = batch.rollout.rollouts.len();
+    if n > total || batch.scores.len() != total {
+        return Err(Error::InvalidInput(format!(
+            "sdpo: {total} responses and {} scores cannot hold {n} candidates",
+            batch.scores.len()
+        )));
+    }
+    let rollouts = batch.rollout.rollouts.split_off(total - n);
+    let scores = batch.scores.split_off(total - n);
+    Ok((batch, Some((rollouts, scores))))
+}
+
+/// SDPO's teacher context per group from its candidates, as the reference's
+/// `_select_sdpo_feedback` (opsd_trainer.py 561-615): "correct" is a score
+/// above 0 (a formatted wrong answer scoring 0.1 counts), the shortest such
+/// candidate is the correct solution and the shortest other one the
+/// feedback, the first on ties; none leaves its slot empty.
+fn sdpo_candidate_contexts(
+    tok: &Tokenizer,
+    algo: &AlgoConfig,
+    batch: &ScoredBatch,
+    (rollouts, scores): &SdpoCandidates,
+) -> Result<Vec<Vec<i64>>> {
+    let c = batch.rollout.plan.sdpo_candidates;
+    let correct: Vec<bool> = scores.iter().map(|s| s.reward > 0.0).collect();
+    let lens: Vec<usize> = rollouts.iter().map(|r| r.response_ids.len()).collect();
+    let picks = sdpo_feedback(&correct, &lens, c)?;
+    let text = |i: Option<usize>| i.map(|i| rollouts[i].response_text.as_str());
+    (batch.rollout.plan.examples.iter().zip(picks))
+        .map(|(ex, (right, wrong))| {
+            chat_prompt_ids(
+                tok,
+                &render_sdpo(&algo.sdpo_template, &ex.prompt, text(right), text(wrong)),
+            )
+        })
+        .collect()
+}
+
 /// CEPO's second pass: the teacher shown the final answer of the lowest-reward
 /// wrong response of the same group. Groups without a wrong response get
 /// `None` (the credit then falls back as `cepo_fallback` says).
@@ -285,14 +356,33 @@ fn cepo_negative_pass(
     Ok(out)
 }
 
-/// Credit-assigner: group-relative advantages `A_i` for every response.
+/// The update's configuration for a run of `model`: `algo` with the token
+/// ids of `<thought>` / `</thought>` (each encoded alone, as the reference's
+/// `_build_thought_span_mask`) filled in when `rlsd_thought_only` asks.
+pub fn algo_for(algo: &AlgoConfig, model: &LoadedModel) -> Result<AlgoConfig> {
+    let mut algo = algo.clone();
+    if algo.rlsd_thought_only {
+        let tok = tokenizer_of(model)?;
+        algo.thought_tag_ids = Some((
+            tok.encode("<thought>", false)?,
+            tok.encode("</thought>", false)?,
+        ));
+    }
+    Ok(algo)
+}
+
+/// Credit-assigner: the advantage `A_i` of every response (group-relative;
+/// `grpo+opsd`: see [`batch_advantages`]).
 pub fn assign_credit(
     batch: TeacherBatch,
     group_size: usize,
     algo: &AlgoConfig,
 ) -> Result<CreditBatch> {
     let rewards: Vec<f32> = batch.scored.scores.iter().map(|s| s.reward).collect();
-    let advantages = group_advantages(&rewards, group_size, algo.scale_by_std)?;
+    let lengths: Vec<usize> = (batch.scored.rollout.rollouts.iter())
+        .map(|r| r.response_ids.len())
+        .collect();
+    let advantages = batch_advantages(algo, &rewards, &lengths, group_size)?;
     Ok(CreditBatch {
         taught: batch,
         advantages,

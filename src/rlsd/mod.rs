@@ -9,6 +9,10 @@
 //! - [`distill_vocab`]: the `kl` / `jsd` term as a chunked [`crate::policy::VocabLoss`].
 //! - [`policy_loss`]: the PPO clipped surrogate with asymmetric and dual clip, k3 KL,
 //!   entropy, token-mean and seq-mean-token-mean aggregation.
+//! - [`outcome`]: `grpo+opsd`'s outcome advantage (GRPO or the reference's
+//!   batch-whitened REINFORCE++) and its `outcome_ppo_coef`.
+//! - [`restrict`]: `rlsd_negative_only` / `rlsd_thought_only` (where the
+//!   reweighting applies).
 //! - [`sdpo`]: SDPO's teacher context from the group's own attempts.
 //! - [`schedule`]: `lambda_at(step)` and `lr_at(step)`, pure functions of the step.
 
@@ -17,7 +21,9 @@ pub mod config;
 pub mod credit;
 pub mod distill;
 pub mod distill_vocab;
+pub mod outcome;
 pub mod policy_loss;
+pub mod restrict;
 pub mod schedule;
 pub mod sdpo;
 
@@ -30,7 +36,9 @@ pub use credit::{
     token_weights, update_credit, TokenCredit,
 };
 pub use distill::{support_divergence, token_kl, top_k_support, TokenSupport};
+pub use outcome::{batch_advantages, reinforce_pp_advantages, OutcomeAdvantage};
 pub use policy_loss::{
     aggregate, k3_kl, policy_loss, ppo_token_loss, LossNorm, PolicyLoss, PpoTokens,
 };
+pub use restrict::{restrict_reweighting, thought_span_mask};
 pub use schedule::{lambda_at, lr_at};

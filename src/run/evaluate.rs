@@ -109,6 +109,33 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Responses per prompt (`K`, at least 1; above 1 needs a temperature above 0).
     pub samples: usize,
+    /// Top-k / top-p truncation and presence penalty of sampled decoding.
+    pub filters: SamplingFilters,
+}
+
+/// The truncation and penalty of sampled validation decoding (off by default:
+/// top-k 0, top-p 1.0, presence penalty 0). The reference validates at
+/// temperature 0.7 with top-p 0.8, top-k 20, presence penalty 1.5 and one
+/// sample (iie-ycx/RLSD `examples/visual_rl/rlsd_config.yaml` 99-104,
+/// `val_override_config`); `configs/paper.toml` sets those.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingFilters {
+    /// Sample only from the `top_k` most likely tokens (0 = off).
+    pub top_k: usize,
+    /// Sample only from the smallest set reaching probability `top_p` (1.0 = off).
+    pub top_p: f64,
+    /// Subtract this from the logit of every token already generated (0 = off).
+    pub presence_penalty: f64,
+}
+
+impl Default for SamplingFilters {
+    fn default() -> Self {
+        SamplingFilters {
+            top_k: 0,
+            top_p: 1.0,
+            presence_penalty: 0.0,
+        }
+    }
 }
 
 /// The unbiased pass@k estimator for one prompt with `n` samples of which `c`
@@ -186,6 +213,7 @@ pub fn evaluate(
         temperature,
         seed,
         samples,
+        filters,
     } = *opts;
     if samples == 0 {
         return Err(Error::InvalidInput(
@@ -217,6 +245,13 @@ pub fn evaluate(
         max_new_tokens,
         greedy,
         temperature: if greedy { 1.0 } else { temperature },
+        top_k: filters.top_k,
+        top_p: filters.top_p,
+        presence_penalty: if greedy {
+            0.0
+        } else {
+            filters.presence_penalty
+        },
         eos_ids: tok.eos_ids().to_vec(),
         pad_id: tok.pad_id(),
         ..GenerateOptions::default()
@@ -372,6 +407,7 @@ pub fn validation_on(
     if !validates_at(&cfg.validation, step) || held_out.is_empty() {
         return Ok(Vec::new());
     }
+    let teacher = crate::data::prompt::TeacherPrompt::for_data(&cfg.data)?;
     let mut v = validate(
         model,
         held_out,
@@ -379,13 +415,17 @@ pub fn validation_on(
         &cfg.validation,
         cfg.rollout.max_new_tokens,
         cfg.rollout.batch_prompts * cfg.rollout.group_size,
+        Some(&teacher),
     )?;
+
     v.after_step = step;
     Ok(vec![v])
 }
 
 /// Validate `model` on `examples`: one greedy pass and one of `cfg.samples`
-/// samples per prompt (see [`evaluate`]).
+/// samples per prompt (see [`evaluate`]); with `teacher` (the run's teacher
+/// prompt) and `cfg.leakage_ngram > 0`, the leakage of the sampled
+/// responses ([`held_out_leakage`]).
 pub fn validate(
     model: &LoadedModel,
     examples: &[Example],
@@ -393,6 +433,7 @@ pub fn validate(
     cfg: &ValidationConfig,
     default_max_new_tokens: usize,
     batch_size: usize,
+    teacher: Option<&crate::data::prompt::TeacherPrompt>,
 ) -> Result<ValidationStats> {
     let started = Instant::now();
     let max_new_tokens = match cfg.max_new_tokens {
@@ -405,6 +446,7 @@ pub fn validate(
         temperature: 0.0,
         seed: cfg.seed,
         samples: 1,
+        filters: SamplingFilters::default(),
     };
     let greedy = evaluate(model, examples, verifier, &base, None)?;
     let sampled = evaluate(
@@ -414,11 +456,24 @@ pub fn validate(
         &EvalOptions {
             temperature: cfg.temperature,
             samples: cfg.samples.max(1),
+            filters: SamplingFilters {
+                top_k: cfg.top_k,
+                top_p: cfg.top_p,
+                presence_penalty: cfg.presence_penalty,
+            },
             ..base
         },
         None,
     )?;
+    let leak = match teacher {
+        Some(t) if cfg.leakage_ngram > 0 => {
+            held_out_leakage(model, examples, &sampled.records, t, cfg.leakage_ngram)?
+        }
+        _ => crate::pipeline::leakage_probe::LeakageRates::default(),
+    };
     Ok(ValidationStats {
+        leakage_span: leak.span,
+        leakage_cue: leak.cue,
         after_step: 0,
         n: examples.len(),
         samples: sampled.samples,
@@ -429,6 +484,47 @@ pub fn validate(
         reward_mean: sampled.reward_mean,
         wall_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The leakage of validation responses (`pipeline::leakage_probe`): for each
+/// example, the `n`-grams of its teacher message (`teacher`, the privileged
+/// text in it) that are in neither its student message nor its answer line;
+/// `records` are [`evaluate`]'s, the samples of each example in a row.
+pub fn held_out_leakage(
+    model: &LoadedModel,
+    examples: &[Example],
+    records: &[EvalRecord],
+    teacher: &crate::data::prompt::TeacherPrompt,
+    n: usize,
+) -> Result<crate::pipeline::leakage_probe::LeakageRates> {
+    use crate::pipeline::leakage_probe::{answer_lines, leakage_rates, PrivilegedSpans};
+    let tok = tokenizer_of(model)?;
+    let mut spans = std::collections::HashMap::new();
+    for ex in examples {
+        let excluded = answer_lines(&ex.answer)
+            .iter()
+            .map(|a| tok.encode(a, false))
+            .collect::<Result<Vec<_>>>()?;
+        let s = PrivilegedSpans::new(
+            &tok.encode(&teacher.render(ex), false)?,
+            &tok.encode(&ex.prompt, false)?,
+            &excluded,
+            n,
+        );
+        spans.insert(ex.id.clone(), s);
+    }
+    let ids = records
+        .iter()
+        .map(|r| tok.encode(&r.response, false))
+        .collect::<Result<Vec<_>>>()?;
+    let empty = PrivilegedSpans::default();
+    Ok(leakage_rates(records.iter().zip(&ids).map(|(r, ids)| {
+        (
+            spans.get(&r.id).unwrap_or(&empty),
+            ids.as_slice(),
+            r.response.as_str(),
+        )
+    })))
 }
 
 #[cfg(test)]

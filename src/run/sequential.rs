@@ -251,7 +251,8 @@ pub fn run_sequential(
     source: &mut dyn PromptSource,
     template: &TeacherPrompt,
 ) -> Result<(Trainer<LoadedModel>, Vec<StepStats>)> {
-    let trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
+    let algo = crate::pipeline::algo_for(&cfg.algo, &policy)?;
+    let trainer = Trainer::new(policy, algo, cfg.optim.clone())?;
     // Held-out validation (before step 1 and every `validation.every` steps);
     // the actor runtime's scheduler calls `validation_on` the same way.
     let validation = StepValidation::start(cfg, verifier, &trainer.policy, true, true)?;

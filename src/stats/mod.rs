@@ -50,6 +50,13 @@ pub struct ValidationStats {
     pub reward_mean: f64,
     /// Wall-clock seconds of the validation.
     pub wall_s: f64,
+    /// Share of the sampled responses holding a span of the teacher's context
+    /// absent from their prompt and answer line (`pipeline::leakage_probe`).
+    #[serde(default)]
+    pub leakage_span: f64,
+    /// Share of the sampled responses referring to a reference they never saw.
+    #[serde(default)]
+    pub leakage_cue: f64,
 }
 
 /// Everything one training step reports.

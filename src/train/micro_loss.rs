@@ -6,8 +6,8 @@ use super::checks::invalid;
 use super::TrainBatch;
 use crate::error::{Error, Result};
 use crate::rlsd::{
-    policy_loss, token_delta, update_credit, Algo, AlgoConfig, CepoFallback, LossNorm, PolicyLoss,
-    StudentLogprobs, TokenCredit,
+    policy_loss, restrict_reweighting, thought_span_mask, token_delta, update_credit, Algo,
+    AlgoConfig, CepoFallback, LossNorm, PolicyLoss, StudentLogprobs, TokenCredit,
 };
 use std::ops::Range;
 use tch::{Device, Kind, Tensor};
@@ -107,7 +107,21 @@ pub fn micro_batch_loss(
         .map(|&a| f64::from(a))
         .collect();
     let adv = Tensor::f_from_slice(&adv)?.f_to_device(device)?;
-    let credit = update_credit(cfg, algo, &adv, delta.as_ref(), batch.lambda, &mask)?;
+    let mut credit = update_credit(cfg, algo, &adv, delta.as_ref(), batch.lambda, &mask)?;
+    if matches!(algo, Algo::Rlsd | Algo::Cepo) && (cfg.rlsd_negative_only || cfg.rlsd_thought_only)
+    {
+        let thought = cfg
+            .rlsd_thought_only
+            .then(|| thought_rows(cfg, &batch.samples[range.clone()], len, device))
+            .transpose()?;
+        credit.ahat = restrict_reweighting(
+            &credit.ahat,
+            &adv,
+            &mask,
+            cfg.rlsd_negative_only,
+            thought.as_ref(),
+        )?;
+    }
     let logp_ref = batch.ref_logprobs.as_deref().map(rows).transpose()?;
     let loss = policy_loss(
         &logp_new,
@@ -173,6 +187,24 @@ fn cepo_delta(
         }
         CepoFallback::Rlsd => token_delta(teacher, &neg.f_where_self(&has, logp_s)?),
     }
+}
+
+/// `[b, L]` 1.0 on the response tokens inside `<thought> ... </thought>`
+/// ([`crate::rlsd::thought_span_mask`]) for `rlsd_thought_only`.
+fn thought_rows(
+    cfg: &AlgoConfig,
+    samples: &[crate::policy::PromptResponse],
+    len: usize,
+    device: Device,
+) -> Result<Tensor> {
+    let (open, close) = cfg.thought_tag_ids.as_ref().ok_or_else(|| {
+        invalid("algo.rlsd_thought_only needs the token ids of <thought> and </thought> (AlgoConfig::thought_tag_ids)".into())
+    })?;
+    let rows: Vec<Vec<f32>> = samples
+        .iter()
+        .map(|s| thought_span_mask(&s.response, open, close))
+        .collect();
+    pad_rows(rows.iter().map(|r| r.as_slice()), len, device)
 }
 
 /// Sums over a batch of the per-token and per-step quantities logged in
