@@ -1,10 +1,17 @@
 //! `[data]` section of a run config: where the prompts come from and how they
 //! are read, ordered and repeated.
 
-use super::prompt::{DEFAULT_STUDENT_TEMPLATE, DEFAULT_TEACHER_TEMPLATE};
 use super::task::TaskConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+
+/// Default student template: the dataset's prompt as it is.
+pub const DEFAULT_STUDENT_TEMPLATE: &str = "{prompt}";
+
+/// Default teacher context (RLSD-SPEC.md, "The teacher prompt"): the question,
+/// a line with the reference solution, then an instruction to solve it in the
+/// model's own way.
+pub const DEFAULT_TEACHER_TEMPLATE: &str = "{question}\n\nHere is a reference solution: {answer}\n\nWith the reference solution in mind, solve the problem your own way.";
 
 /// Schema of a dataset: which columns hold the prompt and the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -24,13 +24,7 @@ pub const ANSWER_PLACEHOLDER: &str = "{answer}";
 /// Placeholder of the student template, replaced by the dataset's prompt.
 pub const PROMPT_PLACEHOLDER: &str = "{prompt}";
 
-/// Default student template: the dataset's prompt as it is.
-pub const DEFAULT_STUDENT_TEMPLATE: &str = "{prompt}";
-
-/// Default teacher context (RLSD-SPEC.md, "The teacher prompt"): the question,
-/// a line with the reference solution, then an instruction to solve it in the
-/// model's own way.
-pub const DEFAULT_TEACHER_TEMPLATE: &str = "{question}\n\nHere is a reference solution: {answer}\n\nWith the reference solution in mind, solve the problem your own way.";
+pub use super::config::{DEFAULT_STUDENT_TEMPLATE, DEFAULT_TEACHER_TEMPLATE};
 
 /// The teacher prompt template, checked once.
 #[derive(Debug, Clone, PartialEq, Eq)]
