@@ -313,6 +313,31 @@ mod tests {
     }
 
     #[test]
+    fn hub_files_of_qwen2_5_vl_and_qwen3_vl_are_accepted() {
+        // The files as Qwen/Qwen2.5-VL-7B-Instruct and Qwen/Qwen3-VL-8B-Instruct ship them.
+        let q25 = ImageProcessorConfig::from_json_str(
+            r#"{"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14,
+                "temporal_patch_size": 2, "merge_size": 2,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "image_processor_type": "Qwen2VLImageProcessor",
+                "processor_class": "Qwen2_5_VLProcessor"}"#,
+        )
+        .unwrap();
+        assert_eq!((q25.min_pixels, q25.max_pixels, q25.factor()), (3136, 12845056, 28));
+        let q3 = ImageProcessorConfig::from_json_str(
+            r#"{"size": {"longest_edge": 16777216, "shortest_edge": 65536},
+                "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                "processor_class": "Qwen3VLProcessor",
+                "image_processor_type": "Qwen2VLImageProcessorFast"}"#,
+        )
+        .unwrap();
+        assert_eq!((q3.min_pixels, q3.max_pixels, q3.factor()), (65536, 16777216, 32));
+        assert_eq!(q3.image_std, [0.5; 3]);
+    }
+
+    #[test]
     fn single_number_mean_is_broadcast() {
         let cfg = ImageProcessorConfig::from_json_str(
             r#"{"image_mean": 0.5, "image_std": [0.5, 0.5, 0.5]}"#,

@@ -8,19 +8,21 @@
 //! - [`resize`]: `smart_resize` and Pillow's bicubic filter, bit-exact;
 //! - [`preprocess`]: rescale, normalise, patchify into `pixel_values` and the
 //!   `(t, h, w)` grid;
-//! - [`placeholder`]: `<|image_pad|>` expanded to one token per merged patch.
+//! - [`placeholder`]: `<|image_pad|>` expanded to one token per merged patch;
+//! - [`rope_index`]: the (t, h, w) rotary position ids of a prompt with images.
 //!
-//! The vision tower, multimodal rotary positions and VL training are still to
-//! come; docs/VISION.md lists what exists and what is missing.
+//! The vision tower and VL training are still to come; docs/VISION.md lists what exists and what is missing.
 
 pub mod config;
 pub mod decode;
 pub mod placeholder;
 pub mod preprocess;
 pub mod resize;
+pub mod rope_index;
 
 pub use config::ImageProcessorConfig;
 pub use decode::{load_rgb, RgbImage};
 pub use placeholder::{expand_image_pad_ids, expand_image_pads, image_token_count, IMAGE_PAD};
 pub use preprocess::{ImageProcessor, ProcessedImage};
 pub use resize::{resize_bicubic, smart_resize};
+pub use rope_index::{rope_index, RopeIndex};
