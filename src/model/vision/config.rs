@@ -324,7 +324,10 @@ mod tests {
                 "processor_class": "Qwen2_5_VLProcessor"}"#,
         )
         .unwrap();
-        assert_eq!((q25.min_pixels, q25.max_pixels, q25.factor()), (3136, 12845056, 28));
+        assert_eq!(
+            (q25.min_pixels, q25.max_pixels, q25.factor()),
+            (3136, 12845056, 28)
+        );
         let q3 = ImageProcessorConfig::from_json_str(
             r#"{"size": {"longest_edge": 16777216, "shortest_edge": 65536},
                 "patch_size": 16, "temporal_patch_size": 2, "merge_size": 2,
@@ -333,7 +336,10 @@ mod tests {
                 "image_processor_type": "Qwen2VLImageProcessorFast"}"#,
         )
         .unwrap();
-        assert_eq!((q3.min_pixels, q3.max_pixels, q3.factor()), (65536, 16777216, 32));
+        assert_eq!(
+            (q3.min_pixels, q3.max_pixels, q3.factor()),
+            (65536, 16777216, 32)
+        );
         assert_eq!(q3.image_std, [0.5; 3]);
     }
 
