@@ -67,6 +67,15 @@ pub enum Error {
         /// Shape the model needs.
         expected: Vec<i64>,
     },
+    /// An image file is missing, unreadable, undecodable or unusable
+    /// (src/model/vision/).
+    #[error("image {path}: {msg}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// The memory model predicts that a run cannot fit a device (src/plan.rs).
     #[error("run does not fit device {device}: {msg}")]
     DoesNotFit {

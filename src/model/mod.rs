@@ -34,6 +34,7 @@ pub mod snapshot;
 pub mod support;
 pub mod tokenizer;
 pub mod transformer;
+pub mod vision;
 pub mod weights;
 
 pub use chat_template::{ChatMessage, ChatTemplate};

@@ -1,0 +1,28 @@
+//! Vision-language input for Qwen2-VL, Qwen2.5-VL and Qwen3-VL (issue 21).
+//!
+//! This first layer turns image files into what the vision tower reads, equal
+//! to transformers' `Qwen2VLImageProcessor` (PIL backend) and the processors'
+//! placeholder expansion:
+//! - [`decode`]: PNG / JPEG / WebP to 8-bit RGB, alpha composited over white;
+//! - [`config`]: `preprocessor_config.json`, unknown and video keys refused;
+//! - [`resize`]: `smart_resize` and Pillow's bicubic filter, bit-exact;
+//! - [`preprocess`]: rescale, normalise, patchify into `pixel_values` and the
+//!   `(t, h, w)` grid;
+//! - [`placeholder`]: `<|image_pad|>` expanded to one token per merged patch;
+//! - [`rope_index`]: the (t, h, w) rotary position ids of a prompt with images.
+//!
+//! The vision tower and VL training are still to come; docs/VISION.md lists what exists and what is missing.
+
+pub mod config;
+pub mod decode;
+pub mod placeholder;
+pub mod preprocess;
+pub mod resize;
+pub mod rope_index;
+
+pub use config::ImageProcessorConfig;
+pub use decode::{load_rgb, RgbImage};
+pub use placeholder::{expand_image_pad_ids, expand_image_pads, image_token_count, IMAGE_PAD};
+pub use preprocess::{ImageProcessor, ProcessedImage};
+pub use resize::{resize_bicubic, smart_resize};
+pub use rope_index::{rope_index, RopeIndex};
