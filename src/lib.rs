@@ -27,6 +27,8 @@
 //! - [`data`]: JSONL / Parquet datasets, the data cursor, prompt building, and
 //!   the built-in arithmetic task.
 //! - [`verify`]: the `Verifier` trait and the math, exact, regex and command verifiers.
+//! - [`env`]: episodes (given / generated segments), the async `Environment`
+//!   trait, tool calls, batched async rewards, JSON-lines worker processes.
 //! - [`stats`]: `StepStats`, what a step reports (losses, credit, timings).
 //! - [`optim`]: AdamW whose state can be checkpointed.
 //! - [`plan`]: the memory model: predicted peak memory per actor and device (`rlsd plan`).
@@ -59,6 +61,7 @@ pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod dist;
+pub mod env;
 pub mod error;
 pub mod hub;
 pub mod inspect;
