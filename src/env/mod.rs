@@ -10,13 +10,19 @@
 //!   per-function metrics.
 //! - [`tool_call`]: tool calls in the model's own format (Qwen/Hermes, Llama 3.1 JSON).
 //! - [`chat`]: an episode's given text through the chat template, turn by turn.
+//! - [`worker`]: long-lived JSON-lines worker processes (many requests in
+//!   flight, restart on crash, per-request timeout).
+//! - [`command`]: an environment served by such a process.
 
 pub mod chat;
+pub mod command;
 pub mod environment;
 pub mod episode;
 pub mod reward;
 pub mod tool_call;
+pub mod worker;
 
+pub use command::CommandEnvironment;
 pub use environment::{
     play_text, step_with_timeout, with_timeout, BoxFuture, EnvCounters, Environment, Message,
     Opening, Outcome, Reply, Session, Started, Transcript,
@@ -24,3 +30,4 @@ pub use environment::{
 pub use episode::{Episode, GivenKind, Segment};
 pub use reward::{GroupReward, GroupScores, VerifierReward, WeightedRewards};
 pub use tool_call::{ParsedTurn, ToolCall, ToolFormat};
+pub use worker::{Worker, WorkerConfig, WorkerError};
