@@ -270,7 +270,7 @@ mod tests {
         // accuracy [1, 1, 0]; shortest ("42" and "41" have length 2) [1, 0, 1]
         let total: Vec<f32> = s.verdicts.iter().map(|v| v.reward).collect();
         assert_eq!(total, vec![1.5, 1.0, 0.5]);
-        assert_eq!(s.verdicts[2].correct, false);
+        assert!(!s.verdicts[2].correct);
         assert_eq!(s.verdicts[0].reason, "has 42");
         assert_eq!(s.per_function["shortest"], vec![1.0, 0.0, 1.0]);
         let m = s.metrics();
