@@ -140,6 +140,10 @@ pub enum Error {
     /// A CUDA stream or event call failed (`src/cuda`; the message is c10's).
     #[error("cuda: {0}")]
     Cuda(String),
+    /// An environment or its worker process failed (`src/env`); the message
+    /// names the program and the request.
+    #[error("environment: {0}")]
+    Environment(String),
 }
 
 impl Error {

@@ -28,7 +28,7 @@
 //! config                     the run's TOML: sections owned here or below
 //! stats                      StepStats and the one per-response record (ResponseRecord)
 //! checkpoint                 atomic, checksummed checkpoint folders
-//! verify                     rewards (Verifier)
+//! verify  env                rewards (Verifier); episodes, environments, tools, workers
 //! data                       datasets, prompts, the built-in task
 //! model                      transformers, KV cache, generation, tokenizer
 //! rlsd                       every formula of the spec, once
@@ -66,6 +66,8 @@
 //! - [`model`]: Llama / Qwen2 / Qwen3 decoders loading Hugging Face checkpoints.
 //! - [`data`]: JSONL / Parquet datasets, prompts, the built-in arithmetic task.
 //! - [`verify`]: the `Verifier` trait and the built-in verifiers.
+//! - [`env`]: episodes of given and generated segments, async environments,
+//!   batched rewards, tool calls, long-lived JSON-lines workers.
 //! - [`checkpoint`], [`stats`], [`config`], [`plot`], [`progress`], [`memory`],
 //!   [`pretrain`], [`train`], [`pipeline`], [`observe`], [`run`], [`actors`],
 //!   [`distributed`], [`commands`]: as in the layer table above.
@@ -88,6 +90,7 @@ pub mod cuda;
 pub mod data;
 pub mod device;
 pub mod distributed;
+pub mod env;
 pub mod error;
 pub mod fault;
 pub mod hub;

@@ -30,6 +30,7 @@ fn verifier(program: &str, args: &[&str], timeout_ms: u64) -> Box<dyn Verifier> 
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
             timeout_ms,
+            worker: false,
         },
         ..VerifierConfig::default()
     };
@@ -124,6 +125,7 @@ fn empty_program_or_zero_timeout_is_a_config_error() {
                 program: program.into(),
                 args: vec![],
                 timeout_ms,
+                worker: false,
             },
             ..VerifierConfig::default()
         };

@@ -53,6 +53,10 @@ impl ChatTemplate {
                 ))
             },
         );
+        // transformers' `tojson` is Python's `json.dumps` (", " / ": "
+        // separators, no HTML escaping); minijinja's own is compact and escapes
+        // `<`, `>`, `&`, `'`, which would change the tool schemas the model sees.
+        env.add_filter("tojson", python_tojson);
         env.add_template_owned("chat", source.clone())
             .map_err(|e| Error::Model {
                 path: origin.to_path_buf(),
@@ -116,11 +120,102 @@ impl ChatTemplate {
         .map_err(|e| self.err(e))
     }
 
+    /// Render `messages` (transformers' message dicts: `role`, `content`,
+    /// `tool_calls`, `name`...) with `tools` (JSON schemas) passed to the
+    /// template as transformers passes them (`None` when empty).
+    pub fn render_with_tools<M: Serialize>(
+        &self,
+        messages: &[M],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+    ) -> Result<String> {
+        let tmpl = self.env.get_template("chat").map_err(|e| self.err(e))?;
+        let tools = (!tools.is_empty()).then_some(tools);
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            tools => tools,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token.unwrap_or(""),
+            eos_token => eos_token.unwrap_or(""),
+        })
+        .map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: minijinja::Error) -> Error {
         Error::Model {
             path: self.origin.clone(),
             msg: format!("chat template: {e}"),
         }
+    }
+}
+
+/// Python's `json.dumps(value, ensure_ascii=False, indent=indent)`: `", "` and
+/// `": "` between items, or one item per line with `indent`.
+fn python_tojson(
+    value: &minijinja::Value,
+    indent: Option<usize>,
+) -> std::result::Result<minijinja::Value, minijinja::Error> {
+    let mut out = Vec::<u8>::new();
+    let res = match indent {
+        Some(n) => {
+            let pad = " ".repeat(n);
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(pad.as_bytes());
+            value.serialize(&mut serde_json::Serializer::with_formatter(&mut out, fmt))
+        }
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out,
+            PythonFormatter,
+        )),
+    };
+    res.map_err(|e| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            "cannot serialize to JSON",
+        )
+        .with_source(e)
+    })?;
+    let text = String::from_utf8(out).map_err(|e| {
+        minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "JSON is not UTF-8")
+            .with_source(e)
+    })?;
+    Ok(minijinja::Value::from_safe_string(text))
+}
+
+/// serde_json's compact output with Python's default separators.
+struct PythonFormatter;
+
+impl serde_json::ser::Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
     }
 }
 

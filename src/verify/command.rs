@@ -8,6 +8,13 @@
 //! to start, a non-zero exit, a reply that is not such JSON, a non-finite
 //! reward, or running past `timeout_ms` scores 0 with the cause as the reason;
 //! the process (and its process group) is killed on timeout.
+//!
+//! With `worker = true` one long-lived process serves every response over
+//! JSON lines instead (`crate::env::worker`; protocol in docs/AGENTS.md):
+//! each request is `{"id", "type": "verify", "example": {"id", "prompt",
+//! "answer", "privileged"}, "response"}` and the reply carries the same
+//! `reward` / `correct` / `reason` fields. A crash or a timeout scores the
+//! requests in flight 0 and the worker is restarted.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Verdict, Verifier};
 use crate::data::Example;
+use crate::env::worker::{Worker, WorkerConfig, WorkerError};
 use crate::{Error, Result};
 
 /// Settings of the `command` verifier.
@@ -30,6 +38,9 @@ pub struct CommandConfig {
     pub args: Vec<String>,
     /// Wall-clock limit per response, in milliseconds.
     pub timeout_ms: u64,
+    /// Keep one process running and send it every response as a JSON line
+    /// (the worker protocol) instead of starting a process per response.
+    pub worker: bool,
 }
 
 impl Default for CommandConfig {
@@ -38,6 +49,7 @@ impl Default for CommandConfig {
             program: String::new(),
             args: Vec::new(),
             timeout_ms: 10_000,
+            worker: false,
         }
     }
 }
@@ -46,6 +58,8 @@ impl Default for CommandConfig {
 #[derive(Debug, Clone)]
 pub struct CommandVerifier {
     cfg: CommandConfig,
+    /// The long-lived process, when `worker = true`.
+    worker: Option<Worker>,
 }
 
 /// What the process must print.
@@ -68,7 +82,22 @@ impl CommandVerifier {
         if cfg.timeout_ms == 0 {
             return Err(Error::config("verifier.command.timeout_ms", "must be > 0"));
         }
-        Ok(CommandVerifier { cfg })
+        let worker = if cfg.worker {
+            let w = WorkerConfig {
+                program: cfg.program.clone(),
+                args: cfg.args.clone(),
+                timeout_ms: cfg.timeout_ms,
+            };
+            Some(Worker::new(w, "verifier.command")?)
+        } else {
+            None
+        };
+        Ok(CommandVerifier { cfg, worker })
+    }
+
+    /// The worker process, when `worker = true` (its restarts are counted there).
+    pub fn worker(&self) -> Option<&Worker> {
+        self.worker.as_ref()
     }
 
     fn spawn(&self) -> std::io::Result<Child> {
@@ -166,6 +195,71 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// The worker protocol's request for one response.
+fn worker_request(example: &Example, response: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("type".into(), "verify".into());
+    m.insert(
+        "example".into(),
+        serde_json::json!({
+            "id": example.id,
+            "prompt": example.prompt,
+            "answer": example.answer,
+            "privileged": example.privileged,
+        }),
+    );
+    m.insert("response".into(), response.into());
+    m
+}
+
+/// A worker's reply (or failure) as a verdict.
+fn worker_verdict(reply: std::result::Result<serde_json::Value, WorkerError>) -> Verdict {
+    match reply {
+        Ok(v) => match serde_json::from_value::<Reply>(v.clone()) {
+            Ok(r) => verdict_of(r),
+            Err(_) => {
+                let shown: String = v.to_string().chars().take(80).collect();
+                Verdict::wrong(format!("worker reply is not the expected JSON: `{shown}`"))
+            }
+        },
+        Err(e) => Verdict::wrong(e.to_string()),
+    }
+}
+
+impl CommandVerifier {
+    /// Score a group concurrently through the worker (all requests in flight
+    /// at once); without `worker = true`, one process per response on
+    /// blocking threads.
+    pub async fn verify_group(&self, example: &Example, responses: &[String]) -> Vec<Verdict> {
+        let Some(w) = &self.worker else {
+            let mut out = Vec::with_capacity(responses.len());
+            for r in responses {
+                let (me, ex, r) = (self.clone(), example.clone(), r.clone());
+                let v = tokio::task::spawn_blocking(move || me.verify(&ex, &r)).await;
+                out.push(
+                    v.unwrap_or_else(|e| Verdict::wrong(format!("verifier task failed: {e}"))),
+                );
+            }
+            return out;
+        };
+        let calls: Vec<_> = responses
+            .iter()
+            .map(|r| {
+                let (w, req) = (w.clone(), worker_request(example, r));
+                tokio::spawn(async move { w.call(req).await })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(calls.len());
+        for c in calls {
+            out.push(match c.await {
+                Ok(r) => worker_verdict(r),
+                Err(e) => Verdict::wrong(format!("verifier task failed: {e}")),
+            });
+        }
+        out
+    }
+}
+
 fn parse_reply(out: &str) -> Verdict {
     let text = out.trim();
     // The whole output, or else its last line (so a checker may log above it).
@@ -179,6 +273,10 @@ fn parse_reply(out: &str) -> Verdict {
         let shown: String = text.chars().take(80).collect();
         return Verdict::wrong(format!("command reply is not the expected JSON: `{shown}`"));
     };
+    verdict_of(reply)
+}
+
+fn verdict_of(reply: Reply) -> Verdict {
     if !reply.reward.is_finite() {
         return Verdict::wrong(format!("command reward is not finite: {}", reply.reward));
     }
@@ -191,6 +289,9 @@ fn parse_reply(out: &str) -> Verdict {
 
 impl Verifier for CommandVerifier {
     fn verify(&self, example: &Example, response: &str) -> Verdict {
+        if let Some(w) = &self.worker {
+            return worker_verdict(w.call_blocking(worker_request(example, response)));
+        }
         let input = serde_json::json!({
             "id": example.id,
             "prompt": example.prompt,
