@@ -58,6 +58,14 @@ pub struct ModelConfig {
     pub revision: Option<String>,
     /// Parameter dtype: `f32`, `bf16` or `f16`.
     pub dtype: String,
+    /// `[model.lora]`: train low-rank adapters on a frozen base instead of
+    /// every weight (see [`crate::model::lora`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::model::LoraConfig>,
+    /// A peft adapter folder to start from (its `adapter_config.json` gives
+    /// the LoRA settings; not together with `[model.lora]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -66,6 +74,8 @@ impl Default for ModelConfig {
             path: "builtin".into(),
             revision: None,
             dtype: "f32".into(),
+            lora: None,
+            adapter: None,
         }
     }
 }
@@ -83,6 +93,43 @@ impl ModelConfig {
             self.revision.as_deref(),
             &crate::hub::HubEnv::from_env(),
         )
+    }
+
+    /// Attach this section's adapter to a freshly loaded policy: the peft
+    /// folder `adapter`, or new adapters from `[model.lora]`. A model that
+    /// already carries one (a LoRA checkpoint being resumed) is left as is.
+    pub fn attach_adapter(&self, model: &mut crate::model::LoadedModel) -> Result<()> {
+        if model.lora.is_some() {
+            return Ok(());
+        }
+        match (&self.adapter, &self.lora) {
+            (Some(dir), _) => model.load_adapter(dir),
+            (None, Some(lora)) => model.attach_lora(lora),
+            (None, None) => Ok(()),
+        }
+    }
+
+    /// Check the adapter keys: one of `adapter` and `[model.lora]`, and
+    /// LoRA settings training supports.
+    pub fn validate_adapter(&self) -> Result<()> {
+        if let Some(lora) = &self.lora {
+            if self.adapter.is_some() {
+                return Err(Error::config(
+                    "model.adapter",
+                    "give either model.adapter or [model.lora], not both \
+                     (the adapter's adapter_config.json holds its settings)",
+                ));
+            }
+            lora.validate_for_training()?;
+        }
+        if let Some(dir) = &self.adapter {
+            let path = dir.join(crate::model::lora::ADAPTER_CONFIG);
+            let lora = crate::model::LoraConfig::from_peft_file(&path)
+                .map_err(|e| e.at_key("model.adapter"))?;
+            lora.validate_for_training()
+                .map_err(|e| e.at_key("model.adapter"))?;
+        }
+        Ok(())
     }
 
     /// The folder holding the model files, without the Hub (`builtin`
@@ -373,6 +420,7 @@ impl RunConfig {
         self.algo.validate()?;
         self.optim.validate()?;
         crate::model::parse_kind(&self.model.dtype).map_err(|e| e.at_key("model.dtype"))?;
+        self.model.validate_adapter()?;
         Ok(())
     }
 }
