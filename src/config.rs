@@ -95,22 +95,33 @@ impl ModelConfig {
         )
     }
 
-    /// Attach this section's adapter to a freshly loaded policy: the peft
+    /// Attach this section's adapter to a freshly loaded model: the peft
     /// folder `adapter`, or new adapters from `[model.lora]`. A model that
-    /// already carries one (a LoRA checkpoint being resumed) is left as is.
-    pub fn attach_adapter(&self, model: &mut crate::model::LoadedModel) -> Result<()> {
-        if model.lora.is_some() {
-            return Ok(());
+    /// already carries one (a LoRA checkpoint) is left as is. For
+    /// `training`, an adapter with dropout is refused (see
+    /// [`crate::model::LoraConfig::dropout`]).
+    pub fn attach_adapter(
+        &self,
+        model: &mut crate::model::LoadedModel,
+        training: bool,
+    ) -> Result<()> {
+        if model.lora.is_none() {
+            match (&self.adapter, &self.lora) {
+                (Some(dir), _) => model
+                    .load_adapter(dir)
+                    .map_err(|e| e.at_key("model.adapter"))?,
+                (None, Some(lora)) => model.attach_lora(lora)?,
+                (None, None) => {}
+            }
         }
-        match (&self.adapter, &self.lora) {
-            (Some(dir), _) => model.load_adapter(dir),
-            (None, Some(lora)) => model.attach_lora(lora),
-            (None, None) => Ok(()),
+        match &model.lora {
+            Some(lora) if training => lora.validate_for_training(),
+            _ => Ok(()),
         }
     }
 
-    /// Check the adapter keys: one of `adapter` and `[model.lora]`, and
-    /// LoRA settings training supports.
+    /// Check the adapter keys: not both `adapter` and `[model.lora]`, valid
+    /// LoRA settings, and a readable `adapter_config.json`.
     pub fn validate_adapter(&self) -> Result<()> {
         if let Some(lora) = &self.lora {
             if self.adapter.is_some() {
@@ -124,9 +135,7 @@ impl ModelConfig {
         }
         if let Some(dir) = &self.adapter {
             let path = dir.join(crate::model::lora::ADAPTER_CONFIG);
-            let lora = crate::model::LoraConfig::from_peft_file(&path)
-                .map_err(|e| e.at_key("model.adapter"))?;
-            lora.validate_for_training()
+            crate::model::LoraConfig::from_peft_file(&path)
                 .map_err(|e| e.at_key("model.adapter"))?;
         }
         Ok(())

@@ -227,7 +227,11 @@ impl RuntimeBuilder {
                 LoadedModel::load(&ck.model_dir, opt_dev, kind)?
             }
             (Some(p), None) => p,
-            (None, None) => LoadedModel::load(&cfg.model.resolve()?, opt_dev, kind)?,
+            (None, None) => {
+                let mut p = LoadedModel::load(&cfg.model.resolve()?, opt_dev, kind)?;
+                cfg.model.attach_adapter(&mut p, true)?;
+                p
+            }
         };
         if policy.tokenizer.is_none() {
             let dir = checkpoint
