@@ -344,12 +344,51 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
             ),
         },
     ];
+    let mut actors = actors;
+    if let Some(lora) = adapter_of(cfg) {
+        with_lora(&mut actors, model, &lora);
+    }
     Ok(MemoryPlan {
         params: param_count(model),
         model: model.clone(),
         devices: device_totals(&actors),
         actors,
     })
+}
+
+/// The run's LoRA settings: `[model.lora]`, or those of `model.adapter`.
+fn adapter_of(cfg: &RunConfig) -> Option<crate::model::LoraConfig> {
+    match (&cfg.model.lora, &cfg.model.adapter) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Some(dir)) => {
+            let path = dir.join(crate::model::lora::ADAPTER_CONFIG);
+            crate::model::LoraConfig::from_peft_file(&path).ok()
+        }
+        (None, None) => None,
+    }
+}
+
+/// LoRA's memory: the base keeps its weights (and the snapshot its copy) but
+/// has no gradients, moments or master copy; the float32 adapters (`Pa`
+/// parameters) have weights, gradients and moments `4 + 4 + 8` bytes each,
+/// and every replica holds them too. The replicas still hold a copy of the
+/// base each (the base is not shared between actors yet).
+pub fn with_lora(actors: &mut [ActorPlan], c: &Config, lora: &crate::model::LoraConfig) {
+    let pa = lora.param_count(c) as f64;
+    for a in actors.iter_mut() {
+        if a.actor == "optimizer" {
+            a.items.retain(|i| i.what != "f32 master copy");
+            for i in a.items.iter_mut() {
+                match i.what {
+                    "gradients" => i.bytes = 4.0 * pa,
+                    "AdamW moments" => i.bytes = 8.0 * pa,
+                    "weight snapshot" => i.bytes += 4.0 * pa,
+                    _ => {}
+                }
+            }
+        }
+        a.items.insert(1, item("LoRA adapters", 4.0 * pa));
+    }
 }
 
 /// Each device's predicted peak: its runtime overhead plus its actors' items.

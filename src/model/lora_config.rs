@@ -79,6 +79,28 @@ impl LoraConfig {
         self.target_modules.iter().any(|t| t == module)
     }
 
+    /// Adapter parameters on a decoder of shape `c`: `r (in + out)` per
+    /// targeted projection and layer.
+    pub fn param_count(&self, c: &super::Config) -> u64 {
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let (q, k) = (
+            c.num_attention_heads * c.head_dim,
+            c.num_key_value_heads * c.head_dim,
+        );
+        let per_layer: i64 = self
+            .target_modules
+            .iter()
+            .map(|m| match m.as_str() {
+                "q_proj" => h + q,
+                "k_proj" | "v_proj" => h + k,
+                "o_proj" => q + h,
+                "gate_proj" | "up_proj" | "down_proj" => h + i,
+                _ => 0,
+            })
+            .sum();
+        (self.rank * per_layer * c.num_hidden_layers) as u64
+    }
+
     /// Check ranges and module names; errors name `model.lora.KEY`.
     pub fn validate(&self) -> Result<()> {
         if self.rank < 1 {
@@ -330,6 +352,27 @@ mod tests {
         assert_eq!(c.scale(), 2.0);
         c.rslora = true;
         assert_eq!(c.scale(), 4.0); // 8 / sqrt(4)
+    }
+
+    #[test]
+    fn param_count_is_rank_times_in_plus_out() {
+        // h 8, i 16, 2 query heads and 1 kv head of 4, 3 layers.
+        let c = super::super::Config {
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_attention_heads: 2,
+            num_key_value_heads: 1,
+            head_dim: 4,
+            num_hidden_layers: 3,
+            ..super::super::Config::tiny()
+        };
+        let l = LoraConfig {
+            rank: 2,
+            target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+            ..LoraConfig::default()
+        };
+        // per layer: q (8 + 8) + v (8 + 4) + down (16 + 8) = 52; x r 2 x 3 layers.
+        assert_eq!(l.param_count(&c), 312);
     }
 
     #[test]
