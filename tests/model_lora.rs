@@ -289,3 +289,36 @@ fn bad_adapters_are_refused_naming_the_file() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn run_config_refuses_bad_lora_keys_by_name() {
+    let load = |set: &[&str]| {
+        let set: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+        rlsd::config::RunConfig::load(None, &set)
+    };
+    let adapter = format!("model.adapter={}", adapter_dir("llama").display());
+    let cfg = load(&[&adapter]).unwrap();
+    assert_eq!(cfg.model.adapter, Some(adapter_dir("llama")));
+    let err = load(&[&adapter, "model.lora.rank=4"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.adapter") && err.contains("not both"),
+        "{err}"
+    );
+    let err = load(&["model.lora.dropout=0.1"]).unwrap_err().to_string();
+    assert!(err.contains("model.lora.dropout"), "{err}");
+    let err = load(&["model.lora.target_modules=[\"lm_head\"]"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model.lora.target_modules"), "{err}");
+    let err = load(&["model.lora.ranks=4"]).unwrap_err().to_string();
+    assert!(err.contains("ranks"), "{err}");
+    let err = load(&["model.adapter=/nonexistent/adapter"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.adapter") && err.contains("adapter_config.json"),
+        "{err}"
+    );
+}
