@@ -322,3 +322,27 @@ fn run_config_refuses_bad_lora_keys_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn bf16_base_keeps_f32_adapters_and_stays_frozen() -> Result<()> {
+    let dir = fixtures().join("models/llama");
+    let mut m = LoadedModel::load(&dir, Device::Cpu, Kind::BFloat16)?;
+    m.load_adapter(&adapter_dir("llama"))?;
+    assert!(m
+        .adapter_tensors()
+        .iter()
+        .all(|(_, t)| t.kind() == Kind::Float));
+    let g = golden("llama");
+    let ids = ids_of(&g["prompts"][0]["ids"]);
+    let want: Vec<Vec<f32>> = serde_json::from_value(g["prompts"][0]["logits"].clone())?;
+    let got = logits(&m, &ids).to_kind(Kind::Float);
+    let d = max_abs_diff(&got, &Tensor::from_slice2(&want));
+    assert!(d < 0.25, "bf16 base with the adapter: logits off by {d}");
+    let before = base_weights(&m);
+    let mut opt = AdamW::new(&m.vs, &OptimConfig::default());
+    train_steps(&m, &mut opt, true, 2)?;
+    for ((n, b), (_, a)) in before.iter().zip(base_weights(&m)) {
+        assert!(b.equal(&a), "bf16 base tensor {n} changed");
+    }
+    Ok(())
+}
