@@ -76,8 +76,9 @@ pub fn param_count(c: &Config) -> u64 {
     v * h + u(c.num_hidden_layers) * layer + h + head
 }
 
-/// The published shapes of Qwen2.5-0.5B, -1.5B and -7B (Instruct alike), by
-/// a name or a path that contains `qwen2.5-0.5b`, `qwen2.5-1.5b` or `qwen2.5-7b`.
+/// The published shapes of Qwen2.5-0.5B, -1.5B and -7B (Instruct alike) and
+/// of Qwen3-8B's decoder, by a name or a path that contains `qwen2.5-0.5b`,
+/// `qwen2.5-1.5b`, `qwen2.5-7b`, `qwen3-8b` or `qwen3-vl-8b`.
 pub fn known_shape(name: &str) -> Option<Config> {
     let n = name.to_ascii_lowercase();
     let base = Config {
@@ -104,6 +105,15 @@ pub fn known_shape(name: &str) -> Option<Config> {
         Some(shape(1536, 8960, 28, 12, 2, 128, 151_936, true))
     } else if n.contains("qwen2.5-7b") {
         Some(shape(3584, 18_944, 28, 28, 4, 128, 152_064, false))
+    } else if n.contains("qwen3-8b") || n.contains("qwen3-vl-8b") {
+        // Qwen3-8B's decoder (also Qwen3-VL-8B's language model; its vision
+        // tower, about 0.6B parameters, is not counted).
+        Some(Config {
+            arch: crate::model::Arch::Qwen3,
+            qkv_bias: false,
+            qk_norm: true,
+            ..shape(4096, 12_288, 36, 32, 8, 128, 151_936, false)
+        })
     } else {
         None
     }
@@ -415,7 +425,7 @@ pub fn model_shape(cfg: &RunConfig) -> Result<Config> {
         Error::config(
             "model.path",
             format!(
-                "{} has no config.json and names no known shape (qwen2.5-0.5b, -1.5b, -7b)",
+                "{} has no config.json and names no known shape (qwen2.5-0.5b, -1.5b, -7b, qwen3-8b)",
                 dir.display()
             ),
         )

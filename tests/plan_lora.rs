@@ -1,6 +1,6 @@
 //! The memory plan with LoRA: a frozen base has no gradients, moments or
-//! master copy, so Qwen2.5-7B (bf16) fits on one 80 GB device with adapters
-//! where full fine-tuning does not.
+//! master copy, so Qwen2.5-7B and Qwen3-8B (bf16) fit on one 80 GB device
+//! with adapters where full fine-tuning does not.
 
 use rlsd::config::RunConfig;
 use rlsd::model::LoraConfig;
@@ -48,20 +48,23 @@ fn lora_counts_adapters_alone_in_the_optimizer_state() {
 }
 
 #[test]
-fn seven_b_fits_one_80_gb_device_with_lora_only() {
-    let shape = known_shape("qwen2.5-7b").unwrap();
-    let memory = |_: &str| Some(80.0 * GIB);
-    let full = plan(&one_device(None), &shape, 512).unwrap();
-    let lora = plan(&one_device(Some(LoraConfig::default())), &shape, 512).unwrap();
-    let gib = |p: &rlsd::plan::MemoryPlan| p.devices[0].1 / GIB;
-    eprintln!(
-        "7B bf16 on one device: full {:.1} GiB, LoRA {:.1} GiB",
-        gib(&full),
-        gib(&lora)
-    );
-    assert!(check_fits(&full, memory).is_err());
-    check_fits(&lora, memory).unwrap();
-    let opt_full = total(&full.actors[0].items);
-    let opt_lora = total(&lora.actors[0].items);
-    assert!(opt_lora < opt_full / 3.0);
+fn seven_and_eight_b_fit_one_80_gb_device_with_lora_only() {
+    for name in ["qwen2.5-7b", "qwen3-8b"] {
+        let shape = known_shape(name).unwrap();
+        let memory = |_: &str| Some(80.0 * GIB);
+        let full = plan(&one_device(None), &shape, 512).unwrap();
+        let lora = plan(&one_device(Some(LoraConfig::default())), &shape, 512).unwrap();
+        let gib = |p: &rlsd::plan::MemoryPlan| p.devices[0].1 / GIB;
+        eprintln!(
+            "{name} ({:.2}B) bf16 on one device: full {:.1} GiB, LoRA {:.1} GiB",
+            full.params as f64 / 1e9,
+            gib(&full),
+            gib(&lora)
+        );
+        assert!(check_fits(&full, memory).is_err(), "{name}: full fits?");
+        check_fits(&lora, memory).unwrap();
+        let opt_full = total(&full.actors[0].items);
+        let opt_lora = total(&lora.actors[0].items);
+        assert!(opt_lora < opt_full / 3.0);
+    }
 }
