@@ -346,3 +346,24 @@ fn bf16_base_keeps_f32_adapters_and_stays_frozen() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn replicas_and_snapshots_carry_the_adapter() -> Result<()> {
+    let mut m = base("qwen2");
+    m.load_adapter(&adapter_dir("qwen2"))?;
+    let ids = ids_of(&golden("qwen2")["prompts"][0]["ids"]);
+    let replica = m.replicate(Device::Cpu)?;
+    assert_eq!(replica.lora, m.lora);
+    assert!(logits(&replica, &ids).equal(&logits(&m, &ids)));
+    // A snapshot (what a teacher sync sends) holds base and adapters by name.
+    let snap = m.snapshot(1)?;
+    assert!(snap
+        .tensors
+        .iter()
+        .any(|(n, _)| n.ends_with("lora_B.weight")));
+    let mut other = base("qwen2");
+    other.attach_lora(m.lora.as_ref().unwrap())?;
+    other.load_snapshot(&snap)?;
+    assert!(logits(&other, &ids).equal(&logits(&m, &ids)));
+    Ok(())
+}
