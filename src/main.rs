@@ -22,14 +22,18 @@ struct RunArgs {
     /// Override a config key, e.g. `--set algo.lambda0=0.3` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// A peft LoRA adapter folder to apply to the model (sets `model.adapter`).
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
 }
 
 impl RunArgs {
     fn load(&self) -> Result<rlsd::config::RunConfig> {
-        Ok(rlsd::config::RunConfig::load(
-            self.config.as_deref(),
-            &self.set,
-        )?)
+        let mut set = self.set.clone();
+        if let Some(dir) = &self.adapter {
+            set.push(format!("model.adapter={}", dir.display()));
+        }
+        Ok(rlsd::config::RunConfig::load(self.config.as_deref(), &set)?)
     }
 }
 
@@ -243,6 +247,20 @@ enum Command {
         #[arg(long, value_name = "N")]
         nproc: Option<usize>,
     },
+    /// Write a model (a checkpoint's, or `--model` with `--adapter`) as a
+    /// Hugging Face folder; `--merge` folds a LoRA adapter into the weights.
+    Export {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Output folder (must not exist or be empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Merge the adapter (W + scale * B A) and write a plain model.
+        #[arg(long)]
+        merge: bool,
+    },
     /// Write a run's report: one HTML file with the charts, the resolved
     /// config and sampled completions coloured by their token credit.
     Report {
@@ -450,6 +468,18 @@ fn run(cli: Cli) -> Result<()> {
             for path in rlsd::observe::charts::plot_run(&run_dirs[0], format.parse()?)? {
                 println!("wrote {}", path.display());
             }
+            Ok(())
+        }
+        Command::Export {
+            run,
+            model,
+            out,
+            merge,
+        } => {
+            let merged =
+                rlsd::commands::export::export(&run.load()?, &model.choice()?, &out, merge)?;
+            let what = if merged { " (adapter merged)" } else { "" };
+            println!("wrote {}{what}", out.display());
             Ok(())
         }
         Command::Plan {

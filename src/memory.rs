@@ -76,8 +76,9 @@ pub fn param_count(c: &Config) -> u64 {
     v * h + u(c.num_hidden_layers) * layer + h + head
 }
 
-/// The published shapes of Qwen2.5-0.5B, -1.5B and -7B (Instruct alike), by
-/// a name or a path that contains `qwen2.5-0.5b`, `qwen2.5-1.5b` or `qwen2.5-7b`.
+/// The published shapes of Qwen2.5-0.5B, -1.5B and -7B (Instruct alike) and
+/// of Qwen3-8B's decoder, by a name or a path that contains `qwen2.5-0.5b`,
+/// `qwen2.5-1.5b`, `qwen2.5-7b`, `qwen3-8b` or `qwen3-vl-8b`.
 pub fn known_shape(name: &str) -> Option<Config> {
     let n = name.to_ascii_lowercase();
     let base = Config {
@@ -104,6 +105,15 @@ pub fn known_shape(name: &str) -> Option<Config> {
         Some(shape(1536, 8960, 28, 12, 2, 128, 151_936, true))
     } else if n.contains("qwen2.5-7b") {
         Some(shape(3584, 18_944, 28, 28, 4, 128, 152_064, false))
+    } else if n.contains("qwen3-8b") || n.contains("qwen3-vl-8b") {
+        // Qwen3-8B's decoder (also Qwen3-VL-8B's language model; its vision
+        // tower, about 0.6B parameters, is not counted).
+        Some(Config {
+            arch: crate::model::Arch::Qwen3,
+            qkv_bias: false,
+            qk_norm: true,
+            ..shape(4096, 12_288, 36, 32, 8, 128, 151_936, false)
+        })
     } else {
         None
     }
@@ -344,12 +354,51 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
             ),
         },
     ];
+    let mut actors = actors;
+    if let Some(lora) = adapter_of(cfg) {
+        with_lora(&mut actors, model, &lora);
+    }
     Ok(MemoryPlan {
         params: param_count(model),
         model: model.clone(),
         devices: device_totals(&actors),
         actors,
     })
+}
+
+/// The run's LoRA settings: `[model.lora]`, or those of `model.adapter`.
+fn adapter_of(cfg: &RunConfig) -> Option<crate::model::LoraConfig> {
+    match (&cfg.model.lora, &cfg.model.adapter) {
+        (Some(l), _) => Some(l.clone()),
+        (None, Some(dir)) => {
+            let path = dir.join(crate::model::lora::ADAPTER_CONFIG);
+            crate::model::LoraConfig::from_peft_file(&path).ok()
+        }
+        (None, None) => None,
+    }
+}
+
+/// LoRA's memory: the base keeps its weights (and the snapshot its copy) but
+/// has no gradients, moments or master copy; the float32 adapters (`Pa`
+/// parameters) have weights, gradients and moments `4 + 4 + 8` bytes each,
+/// and every replica holds them too. The replicas still hold a copy of the
+/// base each (the base is not shared between actors yet).
+pub fn with_lora(actors: &mut [ActorPlan], c: &Config, lora: &crate::model::LoraConfig) {
+    let pa = lora.param_count(c) as f64;
+    for a in actors.iter_mut() {
+        if a.actor == "optimizer" {
+            a.items.retain(|i| i.what != "f32 master copy");
+            for i in a.items.iter_mut() {
+                match i.what {
+                    "gradients" => i.bytes = 4.0 * pa,
+                    "AdamW moments" => i.bytes = 8.0 * pa,
+                    "weight snapshot" => i.bytes += 4.0 * pa,
+                    _ => {}
+                }
+            }
+        }
+        a.items.insert(1, item("LoRA adapters", 4.0 * pa));
+    }
 }
 
 /// Each device's predicted peak: its runtime overhead plus its actors' items.
@@ -376,7 +425,7 @@ pub fn model_shape(cfg: &RunConfig) -> Result<Config> {
         Error::config(
             "model.path",
             format!(
-                "{} has no config.json and names no known shape (qwen2.5-0.5b, -1.5b, -7b)",
+                "{} has no config.json and names no known shape (qwen2.5-0.5b, -1.5b, -7b, qwen3-8b)",
                 dir.display()
             ),
         )

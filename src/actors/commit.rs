@@ -254,6 +254,8 @@ pub struct ReplicaSpec {
     pub kind: Kind,
     /// The policy's tokenizer.
     pub tokenizer: Option<Tokenizer>,
+    /// The policy's LoRA settings: the replica gets the same adapters.
+    pub lora: Option<crate::model::LoraConfig>,
     /// Where the replica lives.
     pub device: Device,
 }
@@ -265,6 +267,7 @@ impl ReplicaSpec {
             config: model.config.clone(),
             kind: model.lm.kind(),
             tokenizer: model.tokenizer.clone(),
+            lora: model.lora.clone(),
             device,
         }
     }
@@ -274,6 +277,9 @@ impl ReplicaSpec {
         let mut m = LoadedModel::empty(self.config.clone(), self.device)?;
         m.vs.set_kind(self.kind);
         m.tokenizer = self.tokenizer.clone();
+        if let Some(lora) = &self.lora {
+            m.attach_lora(lora)?; // filled from `weights` with the rest
+        }
         weights.load_into(&mut m)?;
         Ok(m)
     }

@@ -298,7 +298,11 @@ fn policy_of(cfg: &RunConfig, start: &Start, given: Option<LoadedModel>) -> Resu
             LoadedModel::load(&ck.model_dir, opt_dev, kind)?
         }
         (Some(p), None) => p,
-        (None, None) => LoadedModel::load(&cfg.model.resolve()?, opt_dev, kind)?,
+        (None, None) => {
+            let mut p = LoadedModel::load(&cfg.model.resolve()?, opt_dev, kind)?;
+            cfg.model.attach_adapter(&mut p, true)?;
+            p
+        }
     };
     if policy.tokenizer.is_none() {
         let dir = start

@@ -4,6 +4,7 @@
 //! [`crate::observe::charts`]).
 //!
 //! - [`generate`]: chat-templated sampling from a model.
+//! - [`export`]: a model as a Hugging Face folder, a LoRA adapter merged or not.
 //! - [`compare`]: the paper's comparison of algorithms over seeds.
 //! - [`train`]: `rlsd train` (actor runtime or one data-parallel rank) and
 //!   `rlsd pretrain` with their printed summaries.
@@ -15,7 +16,7 @@
 pub mod compare;
 pub mod compare_table;
 pub mod console;
-
+pub mod export;
 pub mod generate;
 pub mod train;
 
@@ -87,7 +88,8 @@ pub fn load_model(cfg: &RunConfig, choice: &ModelChoice, device: &str) -> Result
     let dir = choice.model_dir(cfg)?;
     check_model_dir(&dir)?;
     let kind = parse_kind(&cfg.model.dtype)?;
-    let model = LoadedModel::load(&dir, parse_device(device)?, kind)?;
+    let mut model = LoadedModel::load(&dir, parse_device(device)?, kind)?;
+    cfg.model.attach_adapter(&mut model, false)?;
     if model.tokenizer.is_none() {
         return Err(Error::InvalidInput(format!(
             "model folder {} has no tokenizer.json; rlsd needs one to turn text into tokens",

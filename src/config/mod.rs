@@ -72,6 +72,14 @@ pub struct ModelConfig {
     pub revision: Option<String>,
     /// Parameter dtype: `f32`, `bf16` or `f16`.
     pub dtype: String,
+    /// `[model.lora]`: train low-rank adapters on a frozen base instead of
+    /// every weight (see [`crate::model::lora`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::model::LoraConfig>,
+    /// A peft adapter folder to start from (its `adapter_config.json` gives
+    /// the LoRA settings; not together with `[model.lora]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -80,6 +88,8 @@ impl Default for ModelConfig {
             path: "builtin".into(),
             revision: None,
             dtype: "f32".into(),
+            lora: None,
+            adapter: None,
         }
     }
 }
@@ -97,6 +107,52 @@ impl ModelConfig {
             self.revision.as_deref(),
             &crate::hub::HubEnv::from_env(),
         )
+    }
+
+    /// Attach this section's adapter to a freshly loaded model: the peft
+    /// folder `adapter`, or new adapters from `[model.lora]`. A model that
+    /// already carries one (a LoRA checkpoint) is left as is. For
+    /// `training`, an adapter with dropout is refused (see
+    /// [`crate::model::LoraConfig::dropout`]).
+    pub fn attach_adapter(
+        &self,
+        model: &mut crate::model::LoadedModel,
+        training: bool,
+    ) -> Result<()> {
+        if model.lora.is_none() {
+            match (&self.adapter, &self.lora) {
+                (Some(dir), _) => model
+                    .load_adapter(dir)
+                    .map_err(|e| e.at_key("model.adapter"))?,
+                (None, Some(lora)) => model.attach_lora(lora)?,
+                (None, None) => {}
+            }
+        }
+        match &model.lora {
+            Some(lora) if training => lora.validate_for_training(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Check the adapter keys: not both `adapter` and `[model.lora]`, valid
+    /// LoRA settings, and a readable `adapter_config.json`.
+    pub fn validate_adapter(&self) -> Result<()> {
+        if let Some(lora) = &self.lora {
+            if self.adapter.is_some() {
+                return Err(Error::config(
+                    "model.adapter",
+                    "give either model.adapter or [model.lora], not both \
+                     (the adapter's adapter_config.json holds its settings)",
+                ));
+            }
+            lora.validate_for_training()?;
+        }
+        if let Some(dir) = &self.adapter {
+            let path = dir.join(crate::model::lora::ADAPTER_CONFIG);
+            crate::model::LoraConfig::from_peft_file(&path)
+                .map_err(|e| e.at_key("model.adapter"))?;
+        }
+        Ok(())
     }
 
     /// The folder holding the model files, without the Hub (`builtin`
@@ -397,6 +453,7 @@ impl RunConfig {
         self.algo.validate()?;
         self.optim.validate()?;
         crate::model::parse_kind(&self.model.dtype).map_err(|e| e.at_key("model.dtype"))?;
+        self.model.validate_adapter()?;
         Ok(())
     }
 }

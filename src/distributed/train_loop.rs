@@ -145,7 +145,11 @@ pub fn train_rank(
     }
     let policy = match &resumed {
         Some(r) => LoadedModel::load(&r.checkpoint.model_dir, device, kind)?,
-        None => LoadedModel::load(&cfg.model.resolve()?, device, kind)?,
+        None => {
+            let mut p = LoadedModel::load(&cfg.model.resolve()?, device, kind)?;
+            cfg.model.attach_adapter(&mut p, true)?;
+            p
+        }
     };
     let fault = RankFault::from_env(env.rank)?;
     let finish = |report: &mut RankReport, totals: &RankTotals| -> Result<()> {

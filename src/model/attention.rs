@@ -36,6 +36,16 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// The projections by their peft names, for attaching adapters.
+    pub(crate) fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
+        [
+            ("q_proj", &mut self.q_proj),
+            ("k_proj", &mut self.k_proj),
+            ("v_proj", &mut self.v_proj),
+            ("o_proj", &mut self.o_proj),
+        ]
+    }
+
     /// Create the projections under `path` (`model.layers.N.self_attn`).
     pub fn new(path: nn::Path, cfg: &Config) -> Result<Attention> {
         let (h, d) = (cfg.hidden_size, cfg.head_dim);

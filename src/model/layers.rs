@@ -17,6 +17,9 @@ pub struct Linear {
     pub weight: Tensor,
     /// `[out]`, when the layer has a bias.
     pub bias: Option<Tensor>,
+    /// A LoRA adapter added to the output, when one is attached
+    /// ([`super::lora`]).
+    pub lora: Option<super::lora::LoraBranch>,
 }
 
 impl Linear {
@@ -28,12 +31,20 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { weight, bias })
+        Ok(Linear {
+            weight,
+            bias,
+            lora: None,
+        })
     }
 
     /// Apply to the last dimension of `x`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.f_linear(&self.weight, self.bias.as_ref())?)
+        let y = x.f_linear(&self.weight, self.bias.as_ref())?;
+        match &self.lora {
+            Some(lora) => lora.add_to(x, &y),
+            None => Ok(y),
+        }
     }
 }
 
@@ -136,6 +147,15 @@ pub struct Mlp {
 }
 
 impl Mlp {
+    /// The projections by their peft names, for attaching adapters.
+    pub(crate) fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 3] {
+        [
+            ("gate_proj", &mut self.gate_proj),
+            ("up_proj", &mut self.up_proj),
+            ("down_proj", &mut self.down_proj),
+        ]
+    }
+
     /// Create `gate_proj`, `up_proj`, `down_proj` under `path` (`...mlp`).
     pub fn new(path: nn::Path, cfg: &Config) -> Result<Mlp> {
         let (h, i, b) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);

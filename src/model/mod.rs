@@ -27,6 +27,8 @@ pub mod generation;
 pub mod kv_cache;
 pub mod layers;
 pub mod logprobs;
+pub mod lora;
+pub mod lora_config;
 pub mod random;
 pub mod sampling;
 pub mod shared;
@@ -49,6 +51,7 @@ pub use logprobs::{
     score_responses, shared_prompt_logprobs, token_logprobs, token_logprobs_by_prompt,
     token_logprobs_by_prompt_within,
 };
+pub use lora_config::LoraConfig;
 pub use shared::{shares_prompt, trunk_positions};
 pub use snapshot::WeightSnapshot;
 pub use support::{score_responses_on_support, teacher_support};
@@ -73,6 +76,8 @@ pub struct LoadedModel {
     pub config: Config,
     /// The tokenizer, when the checkpoint has a `tokenizer.json`.
     pub tokenizer: Option<Tokenizer>,
+    /// The attached LoRA adapter's settings ([`lora`]), if any.
+    pub lora: Option<LoraConfig>,
 }
 
 impl LoadedModel {
@@ -109,6 +114,7 @@ impl LoadedModel {
             lm,
             config,
             tokenizer: None,
+            lora: None,
         })
     }
 
@@ -129,16 +135,24 @@ impl LoadedModel {
         vs.set_kind(kind);
         weights::load_weights(&vs, dir)?;
         let tokenizer = Tokenizer::from_dir(dir, &config.eos_token_id, config.pad_token_id)?;
-        Ok(LoadedModel {
+        let mut model = LoadedModel {
             vs,
             lm,
             config,
             tokenizer,
-        })
+            lora: None,
+        };
+        // A folder saved with an adapter (a LoRA checkpoint) loads with it.
+        if dir.join(lora::ADAPTER_CONFIG).exists() {
+            model.load_adapter(dir)?;
+        }
+        Ok(model)
     }
 
     /// Save in the Hugging Face layout (`config.json`, `generation_config.json`,
-    /// `model.safetensors`, tokenizer files) so `transformers` can load it.
+    /// `model.safetensors`, tokenizer files) so `transformers` can load it;
+    /// an attached adapter goes next to it in peft's files (the base weights
+    /// stay unmerged).
     /// Files are written into a scratch folder inside `dir` first and then
     /// renamed into place one by one, so a crash never leaves a half-written
     /// file, and other files in `dir` are kept.
@@ -179,6 +193,9 @@ impl LoadedModel {
             }),
         )?;
         weights::save_weights(&self.vs, &dir.join("model.safetensors"))?;
+        if self.lora.is_some() {
+            self.save_adapter(dir, None)?;
+        }
         if let Some(t) = &self.tokenizer {
             t.save(dir)?;
         }

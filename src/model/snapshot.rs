@@ -37,6 +37,9 @@ impl LoadedModel {
         let mut m = LoadedModel::empty(self.config.clone(), device)?;
         m.vs.set_kind(self.lm.kind());
         m.tokenizer = self.tokenizer.clone();
+        if let Some(lora) = &self.lora {
+            m.attach_lora(lora)?; // the copy below fills the adapters too
+        }
         let src = self.vs.variables();
         tch::no_grad(|| -> Result<()> {
             for (name, var) in m.vs.variables() {

@@ -35,6 +35,16 @@ impl DecoderLayer {
         })
     }
 
+    /// The attention and MLP projections by their peft names
+    /// (`self_attn.q_proj`, ..., `mlp.down_proj`), for attaching adapters.
+    pub(crate) fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let attn = self.self_attn.linears_mut().into_iter();
+        let attn = attn.map(|(n, l)| (format!("self_attn.{n}"), l));
+        let mlp = self.mlp.linears_mut().into_iter();
+        attn.chain(mlp.map(|(n, l)| (format!("mlp.{n}"), l)))
+            .collect()
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -121,6 +131,11 @@ impl CausalLm {
             rope: Rope::new(cfg, root.device()),
             device: root.device(),
         })
+    }
+
+    /// The decoder layers, mutably, for attaching adapters ([`super::lora`]).
+    pub(crate) fn layers_mut(&mut self) -> &mut [DecoderLayer] {
+        &mut self.layers
     }
 
     /// Device of the parameters.
@@ -310,7 +325,8 @@ impl CausalLm {
             weighted_sum(&ys, &grads)?.f_backward()?;
             grads = xs.iter().map(grad_of).collect::<Result<Vec<_>>>()?;
         }
-        if grads.iter().any(Option::is_some) {
+        // A frozen embedding (LoRA) has nothing to receive the gradient.
+        if grads.iter().any(Option::is_some) && self.embed_tokens.requires_grad() {
             weighted_sum(&self.embed(&saved.input)?, &grads)?.f_backward()?;
         }
         Ok(())

@@ -211,10 +211,15 @@ pub fn dtype_name(kind: Kind) -> &'static str {
     }
 }
 
-/// Write every variable of `vs` to `path` as one safetensors file (CPU,
-/// contiguous, in the var store's kind), sorted by name.
+/// Write every variable of `vs` but LoRA adapter matrices to `path` as one
+/// safetensors file (CPU, contiguous, in the var store's kind), sorted by name.
 pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    // Adapter matrices are saved in peft's own file (`super::lora`).
+    let vars: BTreeMap<String, Tensor> = vs
+        .variables()
+        .into_iter()
+        .filter(|(n, _)| !super::lora::is_adapter_name(n))
+        .collect();
     let tensors = vars
         .into_iter()
         .map(|(n, t)| {
