@@ -3,28 +3,28 @@
 //! teacher replicas carry the adapters, and a resumed run reproduces the
 //! uninterrupted run's weights exactly.
 
+#[path = "common/tiny_run.rs"]
+mod tiny_run;
 use rlsd::actors::Runtime;
 use rlsd::config::RunConfig;
 use rlsd::model::LoadedModel;
 
 fn config(out: &std::path::Path, steps: u64) -> RunConfig {
-    let set: Vec<String> = vec![
-        "algo.algo=\"rlsd\"".into(),
-        format!("runtime.steps={steps}"),
-        "runtime.max_staleness=0".into(),
-        "runtime.teacher_sync_interval=2".into(),
-        format!("runtime.out_dir=\"{}\"", out.display()),
-        "checkpoint.every_steps=2".into(),
-        "checkpoint.keep_last=0".into(),
-        "rollout.batch_prompts=2".into(),
-        "rollout.group_size=4".into(),
-        "rollout.max_new_tokens=24".into(),
-        "optim.lr=1e-2".into(),
-        "model.lora.rank=4".into(),
-        "model.lora.target_modules=[\"q_proj\",\"v_proj\",\"up_proj\",\"down_proj\"]".into(),
-        "verifier.kind=\"regex\"".into(),
-        "verifier.regex.pattern='Answer: -?[0-9]*[02468]\\b'".into(),
-    ];
+    let base = tiny_run::tiny_run(out, steps, 24);
+    let set = tiny_run::with(
+        base,
+        &[
+            "algo.algo=\"rlsd\"",
+            "runtime.max_staleness=0",
+            "runtime.teacher_sync_interval=2",
+            "checkpoint.every_steps=2",
+            "checkpoint.keep_last=0",
+            "optim.lr=1e-2",
+            "model.lora.rank=4",
+            "model.lora.target_modules=[\"q_proj\",\"v_proj\",\"up_proj\",\"down_proj\"]",
+        ],
+    );
+    let set = tiny_run::with(set, &tiny_run::EVEN_ANSWER);
     RunConfig::load(None, &set).unwrap()
 }
 

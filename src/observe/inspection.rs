@@ -21,7 +21,7 @@ use crate::config::RunConfig;
 use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
 use crate::model::{token_logprobs, LoadedModel};
-use crate::pipeline::records::{padded, rows};
+use crate::pipeline::records::{credit_records, padded};
 use crate::pipeline::{prepare_step, tokenizer_of, StepPlan};
 use crate::plot::xml_escape;
 use crate::stats::ResponseRecord;
@@ -143,38 +143,8 @@ pub fn inspect_step(
         &entropy,
         tb.loss_norm(),
     )?;
-    let ahat = rows(&mbl.credit.ahat)?;
-    let weights = mbl.credit.weights.as_ref().map(rows).transpose()?;
-    let delta = mbl.delta.as_ref().map(rows).transpose()?;
-
     let tok = tokenizer_of(policy)?;
-    let mut out = Vec::with_capacity(n);
-    for (i, s) in batch.rollouts().iter().enumerate() {
-        let score = &batch.scores()[i];
-        let l = s.response_ids.len();
-        let tokens = s
-            .response_ids
-            .iter()
-            .map(|&id| tok.decode(&[id], false))
-            .collect::<Result<Vec<_>>>()?;
-        let ex = batch.example_of(i);
-        out.push(ResponseRecord {
-            group: s.group,
-            example_id: ex.map(|e| e.id.clone()).unwrap_or_default(),
-            prompt: ex.map(|e| e.prompt.clone()).unwrap_or_default(),
-            answer: ex.map(|e| e.answer.clone()).unwrap_or_default(),
-            response: s.response_text.clone(),
-            response_ids: s.response_ids.clone(),
-            tokens,
-            reward: score.reward,
-            correct: score.correct,
-            reason: score.reason.clone(),
-            advantage: batch.advantages[i],
-            ahat: ahat[i][..l].to_vec(),
-            weights: weights.as_ref().map(|w| w[i][..l].to_vec()),
-            delta: delta.as_ref().map(|d| d[i][..l].to_vec()),
-        });
-    }
+    let out = credit_records(&batch, &mbl, n, Some(tok))?;
     Ok(Inspection {
         algo: algo.name().to_string(),
         step,

@@ -12,7 +12,7 @@ use super::CreditBatch;
 use crate::model::Tokenizer;
 use crate::rlsd::AlgoConfig;
 use crate::stats::ResponseRecord;
-use crate::train::{effective_algo, micro_batch_loss, TrainBatch};
+use crate::train::{effective_algo, micro_batch_loss, MicroBatchLoss, TrainBatch};
 use crate::{Error, Result};
 
 /// The first `n` responses of a step's batch (prompt-major, so whole groups
@@ -52,13 +52,25 @@ fn try_sample(
     let logp = padded(&tb.sampling_logprobs[..k], len)?;
     let entropy = logp.f_zeros_like()?;
     let mbl = micro_batch_loss(algo, effective, tb, 0..k, &logp, &entropy, tb.loss_norm())?;
+    credit_records(batch, &mbl, k, tokenizer)
+}
+
+/// The first `k` responses of `batch` as records, with the token credit of
+/// `mbl` (the train step's loss over those rows); a token without a
+/// tokenizer shows as `<id>`.
+pub fn credit_records(
+    batch: &CreditBatch,
+    mbl: &MicroBatchLoss,
+    k: usize,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<Vec<ResponseRecord>> {
     let ahat = rows(&mbl.credit.ahat)?;
     let weights = mbl.credit.weights.as_ref().map(rows).transpose()?;
     let delta = mbl.delta.as_ref().map(rows).transpose()?;
     let mut out = Vec::with_capacity(k);
     for (i, s) in batch.rollouts()[..k].iter().enumerate() {
         let score = &batch.scores()[i];
-        let l = lens[i];
+        let l = s.response_ids.len();
         let tokens = s
             .response_ids
             .iter()
