@@ -372,6 +372,8 @@ impl RunConfig {
         crate::actors::fault::FaultPlan::parse(&rt.faults)?;
         self.algo.validate()?;
         self.optim.validate()?;
+        self.checkpoint.validate()?;
+        crate::config_checks::check_ranges(self)?;
         crate::model::parse_kind(&self.model.dtype).map_err(|e| e.at_key("model.dtype"))?;
         Ok(())
     }

@@ -37,6 +37,9 @@
 //!   groups, bucketed gradient all-reduce, the `--nproc` / `--gpus` launcher.
 //! - [`pretrain`]: supervised warm-up that makes the built-in task's base model.
 //! - [`config`]: the TOML run configuration; unknown keys are errors.
+//! - [`config_checks`]: range checks of numeric keys no section validator covers.
+//! - [`preflight`]: start-up checks of a run (verifier program, prompt lengths,
+//!   data enough for the steps, memory plan) before its folder is touched.
 //! - [`actors`]: the six supervised actors and their messages.
 //! - [`checkpoint`]: atomic, checksummed checkpoint directories; keep-last pruning.
 //! - [`metrics`]: `metrics.jsonl` writer (resume-safe) and a tolerant reader.
@@ -55,6 +58,7 @@ pub mod actors;
 pub mod checkpoint;
 pub mod commands;
 pub mod config;
+pub mod config_checks;
 pub mod cuda;
 pub mod data;
 pub mod device;
@@ -72,6 +76,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod plot;
 pub mod policy;
+pub mod preflight;
 pub mod pretrain;
 pub mod process;
 pub mod progress;

@@ -166,6 +166,7 @@ impl RuntimeBuilder {
                 "must be 0 for `rlsd train`: the runtime computes no reference-model log-probs for the KL term yet",
             ));
         }
+        crate::preflight::check_run(&cfg, verifier.is_none(), source.is_none())?;
         let out_dir = cfg.runtime.out_dir.clone();
         let ckpt_root = out_dir.join(&cfg.checkpoint.dir);
         let _lock = RunLock::acquire(&out_dir)?;
@@ -176,7 +177,6 @@ impl RuntimeBuilder {
                 None
             }
         };
-        crate::plan::refuse_if_too_big(&cfg)?;
         let verifier = match verifier {
             Some(v) => v,
             None => {
