@@ -339,6 +339,7 @@ impl RuntimeBuilder {
             observer,
             on_step: on_step.take(),
             steps: Vec::new(),
+            write_error: None,
         };
         let mut last_checkpoint = None;
         let mut restarts: HashMap<Role, u32> = HashMap::new();
@@ -361,7 +362,13 @@ impl RuntimeBuilder {
                 None => rx.recv().await,
             };
             match ev {
-                Some(RunEvent::Step(stats)) => recorder.record(*stats)?,
+                Some(RunEvent::Step(stats)) => {
+                    if let Err(e) = recorder.record(*stats) {
+                        // Keep the committed steps: stop after a final checkpoint.
+                        tracing::error!(error = %e, "could not record a step; stopping after a final checkpoint");
+                        let _ = sup.cast(SupervisorMsg::Shutdown(format!("could not record a step: {e}")));
+                    }
+                }
                 Some(RunEvent::Checkpoint(p)) => last_checkpoint = Some(p),
                 Some(RunEvent::Restarted(role)) => {
                     tracing::warn!(role = role.name(), "actor respawned");
@@ -376,13 +383,21 @@ impl RuntimeBuilder {
         // Steps committed before the final checkpoint whose events are still queued.
         while let Ok(ev) = rx.try_recv() {
             match ev {
-                RunEvent::Step(stats) => recorder.record(*stats)?,
+                RunEvent::Step(stats) => {
+                    let _ = recorder.record(*stats);
+                }
                 RunEvent::Checkpoint(p) => last_checkpoint = Some(p),
                 RunEvent::Restarted(role) => *restarts.entry(role).or_default() += 1,
                 RunEvent::Finished { .. } => {}
             }
         }
-        recorder.metrics.sync()?;
+        let (failed, reason) = match recorder.write_error.take() {
+            Some(e) => (true, e),
+            None => {
+                recorder.metrics.sync()?;
+                (failed, reason)
+            }
+        };
         recorder.observer.finish();
         // The tree is down: its last commit is the run's result (after any
         // work the actors' streams still hold).
@@ -416,16 +431,25 @@ struct StepRecorder {
     observer: crate::observe::Observer,
     on_step: Option<StepCallback>,
     steps: Vec<StepStats>,
+    /// The first failed write of a step's record; nothing is recorded after
+    /// it (the log must not skip a step), and the run ends failed with it.
+    write_error: Option<String>,
 }
 
 impl StepRecorder {
     /// Record one committed step (the one place that does).
     fn record(&mut self, stats: StepStats) -> Result<()> {
-        if self.steps.last().is_some_and(|l| l.step >= stats.step) {
-            return Ok(()); // already recorded
+        if self.write_error.is_some() || self.steps.last().is_some_and(|l| l.step >= stats.step) {
+            return Ok(()); // already recorded, or recording has stopped
         }
-        self.metrics.append(&stats)?;
-        self.observer.on_step(&stats)?;
+        let written = self
+            .metrics
+            .append(&stats)
+            .and_then(|()| self.observer.on_step(&stats));
+        if let Err(e) = written {
+            self.write_error = Some(format!("could not record step {}: {e}", stats.step));
+            return Err(e);
+        }
         if let Some(f) = self.on_step.as_mut() {
             f(&stats);
         }
