@@ -106,6 +106,24 @@ pub enum Error {
         msg: String,
     },
 
+    /// A prompt leaves no room for `rollout.max_new_tokens` in the model's
+    /// context (src/preflight.rs).
+    #[error("{source_name}: example `{id}`: the {who} prompt is {tokens} tokens; with rollout.max_new_tokens = {max_new_tokens} it exceeds the model's context of {context} tokens (max_position_embeddings); shorten or drop the row, or lower rollout.max_new_tokens")]
+    PromptTooLong {
+        /// The dataset (file or the built-in task).
+        source_name: String,
+        /// The example's id (its id column, or `file:line`).
+        id: String,
+        /// `student` or `teacher` (the longer of the two prompts).
+        who: &'static str,
+        /// Tokens of that prompt, chat template included.
+        tokens: usize,
+        /// `rollout.max_new_tokens`.
+        max_new_tokens: usize,
+        /// The model's `max_position_embeddings`.
+        context: usize,
+    },
+
     // ---- runtime (src/actors/, src/checkpoint.rs) -------------------------
     /// The actor runtime failed.
     #[error("runtime: {0}")]

@@ -298,7 +298,27 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("error: {}", report(&e));
-        std::process::exit(1);
+        std::process::exit(exit_code(&e));
+    }
+}
+
+/// 2 for bad input the user can fix in the config, its overrides or a data
+/// row (as clap uses for bad arguments); 1 for anything else.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    let usage = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rlsd::Error>(),
+            Some(
+                rlsd::Error::Config { .. }
+                    | rlsd::Error::Data { .. }
+                    | rlsd::Error::PromptTooLong { .. }
+            )
+        )
+    });
+    if usage {
+        2
+    } else {
+        1
     }
 }
 

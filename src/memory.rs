@@ -54,11 +54,14 @@ pub const DEFAULT_PROMPT_TOKENS: usize = 512;
 
 /// Parameters of a decoder of this shape (embedding, layers, final norm, an
 /// untied head).
+///
+/// Counted in `u128` and saturated: a `config.json` with absurd sizes gives
+/// `u64::MAX` (a plan that fits nothing), never an overflow.
 pub fn param_count(c: &Config) -> u64 {
-    let u = |x: i64| x as u64;
+    let u = |x: i64| x.max(0) as u128;
     let (h, i, v) = (u(c.hidden_size), u(c.intermediate_size), u(c.vocab_size));
-    let q = u(c.num_attention_heads * c.head_dim);
-    let k = u(c.num_key_value_heads * c.head_dim);
+    let q = u(c.num_attention_heads) * u(c.head_dim);
+    let k = u(c.num_key_value_heads) * u(c.head_dim);
     let mut layer = h * q + 2 * h * k + q * h + 3 * h * i + 2 * h;
     if c.qkv_bias {
         layer += q + 2 * k;
@@ -73,7 +76,8 @@ pub fn param_count(c: &Config) -> u64 {
         layer += 2 * u(c.head_dim);
     }
     let head = if c.tie_word_embeddings { 0 } else { v * h };
-    v * h + u(c.num_hidden_layers) * layer + h + head
+    let n = v * h + u(c.num_hidden_layers) * layer + h + head;
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// The published shapes of Qwen2.5-0.5B, -1.5B and -7B (Instruct alike) and
@@ -152,8 +156,8 @@ pub fn micro_batch_rows(optim: &OptimConfig, rows: usize, seq: usize) -> usize {
 /// Elements kept per token and layer for the backward (`A` in the module docs).
 fn layer_activations(c: &Config) -> f64 {
     let (h, i) = (c.hidden_size as f64, c.intermediate_size as f64);
-    let q = (c.num_attention_heads * c.head_dim) as f64;
-    let k = (c.num_key_value_heads * c.head_dim) as f64;
+    let q = c.num_attention_heads as f64 * c.head_dim as f64;
+    let k = c.num_key_value_heads as f64 * c.head_dim as f64;
     4.0 * h + 3.0 * q + 2.0 * k + 4.0 * i
 }
 
@@ -174,7 +178,7 @@ pub fn optimizer_items(
 ) -> Vec<Item> {
     let p = param_count(c) as f64;
     let w = width(kind);
-    let seq = prompt + response;
+    let seq = prompt.saturating_add(response);
     let m = micro_batch_rows(optim, rows, seq) as f64;
     let (t, n) = (m * seq as f64, m * response as f64);
     let (l, h, v) = (
@@ -220,8 +224,8 @@ pub fn sampler_items(
         c.intermediate_size as f64,
         c.vocab_size as f64,
     );
-    let k = (c.num_key_value_heads * c.head_dim) as f64;
-    let seq = (prompt + response) as f64;
+    let k = c.num_key_value_heads as f64 * c.head_dim as f64;
+    let seq = prompt as f64 + response as f64;
     vec![
         item("weights", param_count(c) as f64 * w),
         item("KV cache", rows as f64 * seq * l * 2.0 * k * w),
@@ -250,7 +254,7 @@ pub fn teacher_items(
         c.intermediate_size as f64,
         c.vocab_size as f64,
     );
-    let k = (c.num_key_value_heads * c.head_dim) as f64;
+    let k = c.num_key_value_heads as f64 * c.head_dim as f64;
     let budget = optim.max_tokens_per_micro_batch;
     let g = if budget == 0 {
         group
@@ -258,7 +262,7 @@ pub fn teacher_items(
         group.min((budget.saturating_sub(prompt) / response.max(1)).max(1))
     } as f64;
     let chunk = (chunk_tokens(c.vocab_size, 0) as f64).min(g * response as f64);
-    let seq = (prompt + response) as f64;
+    let seq = prompt as f64 + response as f64;
     vec![
         item("weights", param_count(c) as f64 * w),
         item("KV cache", g * seq * l * 2.0 * k * w),
@@ -305,15 +309,28 @@ fn overhead(device: &str) -> f64 {
 pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<MemoryPlan> {
     let kind = parse_kind(&cfg.model.dtype)?;
     let r = &cfg.rollout;
-    let rows = r.batch_prompts * r.group_size;
+    let rows = r.batch_prompts.checked_mul(r.group_size).ok_or_else(|| {
+        Error::config(
+            "rollout.group_size",
+            format!(
+                "batch_prompts x group_size ({} x {}) overflows",
+                r.batch_prompts, r.group_size
+            ),
+        )
+    })?;
     // With `rollout.kv_cache_bytes`, generation runs at most as many rows at
     // once as that budget holds (continuous batching; see `model::generate`).
-    let kv_row = (prompt_tokens + r.max_new_tokens) as u64
-        * (2 * model.num_hidden_layers * model.num_key_value_heads * model.head_dim) as u64
-        * kind.elt_size_in_bytes() as u64;
+    // Counted in u128: sizes from a file can be absurd.
+    let u = |x: i64| x.max(0) as u128;
+    let kv_row = (prompt_tokens as u128 + r.max_new_tokens as u128)
+        * 2
+        * u(model.num_hidden_layers)
+        * u(model.num_key_value_heads)
+        * u(model.head_dim)
+        * kind.elt_size_in_bytes() as u128;
     let gen_rows = match r.kv_cache_bytes {
         0 => rows,
-        b => rows.min((b / kv_row.max(1)).max(1) as usize),
+        b => rows.min((b as u128 / kv_row.max(1)).max(1) as usize),
     };
     let rt = &cfg.runtime;
     let actors = vec![

@@ -1,7 +1,8 @@
 //! `metrics.jsonl`: one JSON object per line, one line per record.
 //!
-//! [`MetricsWriter`] appends any `Serialize` value as a single line and
-//! flushes after every line, so a crash loses at most the line being written
+//! [`MetricsWriter`] appends any `Serialize` value as a single line in one
+//! write; a write that fails (disk full) is cut back off the file, so the
+//! log holds whole lines only. A crash can still lose the line being written
 //! (a "torn" last line). On resume from step `s` the log is first cut back to
 //! the records with `step <= s` (rewritten through a temporary file and a
 //! rename, so earlier lines are never lost), because the steps after the
@@ -9,7 +10,7 @@
 //! skips lines that do not parse, counts them and logs a warning.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -19,11 +20,12 @@ use crate::{Error, Result};
 /// Key holding the training step in a metrics record.
 pub const STEP_KEY: &str = "step";
 
-/// Appends JSON records to `metrics.jsonl`, one per line, flushed per line.
+/// Appends JSON records to `metrics.jsonl`, one per line, one write per line.
 #[derive(Debug)]
 pub struct MetricsWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// Unbuffered: each line goes to the OS in one `write_all`.
+    out: File,
     /// Lines written by this writer (used in error messages).
     lines: usize,
 }
@@ -57,7 +59,7 @@ impl MetricsWriter {
     fn from_file(path: &Path, file: File) -> Self {
         Self {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            out: file,
             lines: 0,
         }
     }
@@ -75,10 +77,16 @@ impl MetricsWriter {
             line: 0,
             msg: format!("record does not serialize to JSON: {e}"),
         })?;
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
         let io = |e| Error::io(&self.path, e);
-        self.out.write_all(line.as_bytes()).map_err(io)?;
-        self.out.write_all(b"\n").map_err(io)?;
-        self.out.flush().map_err(io)?;
+        let before = self.out.metadata().map_err(io)?.len();
+        if let Err(e) = self.out.write_all(&bytes) {
+            // Part of the line may have reached the file: cut it off again,
+            // so the log ends with a whole line.
+            let _ = self.out.set_len(before);
+            return Err(io(e));
+        }
         self.lines += 1;
         Ok(())
     }
@@ -87,7 +95,7 @@ impl MetricsWriter {
     pub fn sync(&mut self) -> Result<()> {
         let io = |e| Error::io(&self.path, e);
         self.out.flush().map_err(io)?;
-        self.out.get_ref().sync_all().map_err(io)
+        self.out.sync_all().map_err(io)
     }
 }
 

@@ -162,15 +162,15 @@ impl RuntimeBuilder {
             ctrl_c,
             overwrite,
         } = self;
-        let start = Start::check(&cfg, resume.as_deref(), overwrite)?;
-        if let Some(report) = start.nothing_to_train(&cfg)? {
-            return Ok(report);
-        }
         let parts = Parts {
             verifier,
             source,
             policy,
         };
+        let start = Start::check(&cfg, &parts, resume.as_deref(), overwrite)?;
+        if let Some(report) = start.nothing_to_train(&cfg)? {
+            return Ok(report);
+        }
         let (tree, events) = build_tree(cfg, &start, parts)?;
         let recorder = open_recorder(&tree.shared.cfg, &start, on_step)?;
         let ended = drive((tree, events), recorder, ctrl_c).await?;
@@ -203,7 +203,12 @@ struct Start {
 impl Start {
     /// Validate the config, lock the run folder, resolve the resume (or
     /// prepare a fresh folder) and refuse a run that cannot fit in memory.
-    fn check(cfg: &RunConfig, resume: Option<&std::path::Path>, overwrite: bool) -> Result<Start> {
+    fn check(
+        cfg: &RunConfig,
+        parts: &Parts,
+        resume: Option<&std::path::Path>,
+        overwrite: bool,
+    ) -> Result<Start> {
         cfg.validate()?;
         if cfg.algo.kl_coef > 0.0 {
             return Err(Error::config(
@@ -211,6 +216,8 @@ impl Start {
                 "must be 0 for `rlsd train`: the runtime computes no reference-model log-probs for the KL term yet",
             ));
         }
+        // Everything that can be checked before the run folder is touched.
+        crate::run::preflight::check_run(cfg, parts.verifier.is_none(), parts.source.is_none())?;
         let out_dir = cfg.runtime.out_dir.clone();
         let ckpt_root = out_dir.join(&cfg.checkpoint.dir);
         let lock = RunLock::acquire(&out_dir)?;
@@ -221,7 +228,6 @@ impl Start {
                 None
             }
         };
-        crate::memory::refuse_if_too_big(cfg)?;
         let checkpoint = match &resume_dir {
             Some(dir) => Some(crate::checkpoint::load_checkpoint(dir)?),
             None => None,
@@ -445,6 +451,7 @@ fn open_recorder(
         observer: crate::observe::Observer::open(cfg, start_step)?,
         on_step,
         steps: Vec::new(),
+        write_error: None,
     })
 }
 
@@ -491,7 +498,15 @@ async fn drive(
             None => rx.recv().await,
         };
         match ev {
-            Some(RunEvent::Step(stats)) => recorder.record(*stats)?,
+            Some(RunEvent::Step(stats)) => {
+                if let Err(e) = recorder.record(*stats) {
+                    // Keep the committed steps: stop after a final checkpoint.
+                    tracing::error!(error = %e, "could not record a step; stopping after a final checkpoint");
+                    let _ = sup.cast(SupervisorMsg::Shutdown(format!(
+                        "could not record a step: {e}"
+                    )));
+                }
+            }
             Some(RunEvent::Checkpoint(p)) => last_checkpoint = Some(p),
             Some(RunEvent::Restarted(role)) => {
                 tracing::warn!(role = role.name(), "actor respawned");
@@ -506,13 +521,21 @@ async fn drive(
     // Steps committed before the final checkpoint whose events are still queued.
     while let Ok(ev) = rx.try_recv() {
         match ev {
-            RunEvent::Step(stats) => recorder.record(*stats)?,
+            RunEvent::Step(stats) => {
+                let _ = recorder.record(*stats);
+            }
             RunEvent::Checkpoint(p) => last_checkpoint = Some(p),
             RunEvent::Restarted(role) => *restarts.entry(role).or_default() += 1,
             RunEvent::Finished { .. } => {}
         }
     }
-    recorder.metrics.sync()?;
+    let (failed, reason) = match recorder.write_error.take() {
+        Some(e) => (true, e),
+        None => {
+            recorder.metrics.sync()?;
+            (failed, reason)
+        }
+    };
     recorder.observer.finish();
     let ended = Ended {
         failed,

@@ -77,9 +77,49 @@ impl Default for CheckpointConfig {
 
 impl CheckpointConfig {
     /// Check values a TOML file could get wrong (errors name the key).
+    ///
+    /// `dir` is joined to the run folder and `--overwrite` empties it, so it
+    /// must name a folder strictly inside the run folder: not empty, not
+    /// absolute, not `.`, and no `..` anywhere.
     pub fn validate(&self) -> Result<()> {
+        use std::path::Component;
+        let key = "checkpoint.dir";
         if self.dir.as_os_str().is_empty() {
-            return Err(Error::config("checkpoint.dir", "must not be empty"));
+            return Err(Error::config(key, "must not be empty"));
+        }
+        let mut inside = false;
+        for c in self.dir.components() {
+            match c {
+                Component::Normal(_) => inside = true,
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    return Err(Error::config(
+                        key,
+                        format!(
+                            "{:?} leaves the run folder (`..`); use a relative folder inside runtime.out_dir",
+                            self.dir
+                        ),
+                    ))
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(Error::config(
+                        key,
+                        format!(
+                            "{:?} is absolute; use a relative folder inside runtime.out_dir",
+                            self.dir
+                        ),
+                    ))
+                }
+            }
+        }
+        if !inside {
+            return Err(Error::config(
+                key,
+                format!(
+                    "{:?} is the run folder itself; use a subfolder such as \"checkpoints\"",
+                    self.dir
+                ),
+            ));
         }
         Ok(())
     }
@@ -290,6 +330,17 @@ fn publish(root: &Path, tmp: &Path, final_dir: &Path, step: u64) -> Result<()> {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(())
+}
+
+/// Whether `name` is an entry [`save_checkpoint`] or [`prune_checkpoints`]
+/// creates in a checkpoint root (a checkpoint `step-<digits>` or one of the
+/// temporary `.tmp-step-*`, `.old-step-*`, `.del-step-*` folders): the only
+/// entries `--overwrite` may delete there.
+pub fn is_checkpoint_entry(name: &str) -> bool {
+    parse_step_name(name).is_some()
+        || [TMP_PREFIX, OLD_PREFIX, DEL_PREFIX]
+            .iter()
+            .any(|p| name.starts_with(p))
 }
 
 /// Remove directories left by crashed writers or deletions (`.tmp-step-*`,

@@ -23,6 +23,7 @@ use crate::rlsd::AlgoConfig;
 use crate::verify::VerifierConfig;
 use serde::{Deserialize, Serialize};
 
+pub mod checks;
 mod sections;
 pub use sections::{
     ObserveConfig, ValidationConfig, DEFAULT_COLLECTIVE_TIMEOUT, DEFAULT_LEAKAGE_NGRAM,
@@ -452,6 +453,8 @@ impl RunConfig {
         crate::fault::FaultPlan::parse(&rt.faults)?;
         self.algo.validate()?;
         self.optim.validate()?;
+        self.checkpoint.validate()?;
+        crate::config::checks::check_ranges(self)?;
         crate::model::parse_kind(&self.model.dtype).map_err(|e| e.at_key("model.dtype"))?;
         self.model.validate_adapter()?;
         Ok(())

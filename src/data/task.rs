@@ -217,8 +217,13 @@ impl ArithmeticTask {
     /// Check the configuration.
     pub fn new(cfg: TaskConfig) -> Result<Self> {
         if cfg.min_operands < 2 || cfg.max_operands < cfg.min_operands {
+            let key = if cfg.min_operands < 2 || cfg.min_operands > 16 {
+                "data.task.min_operands"
+            } else {
+                "data.task.max_operands"
+            };
             return Err(Error::config(
-                "data.task.min_operands",
+                key,
                 format!(
                     "need 2 <= min_operands <= max_operands, got {} and {}",
                     cfg.min_operands, cfg.max_operands

@@ -294,7 +294,7 @@ impl Config {
             Some(x) => ids_from_json(x).ok_or_else(|| bad(format!("bad `eos_token_id` {x}")))?,
         };
         let vocab_size = need("vocab_size")?;
-        Ok(Config {
+        let cfg = Config {
             arch,
             vocab_size,
             hidden_size,
@@ -316,7 +316,26 @@ impl Config {
             bos_token_id: int("bos_token_id")?,
             eos_token_id,
             pad_token_id: int("pad_token_id")?,
-        })
+        };
+        for (key, v) in [
+            ("vocab_size", cfg.vocab_size),
+            ("intermediate_size", cfg.intermediate_size),
+            ("num_hidden_layers", cfg.num_hidden_layers),
+            ("max_position_embeddings", cfg.max_position_embeddings),
+        ] {
+            if v <= 0 {
+                return Err(bad(format!("`{key}` must be positive, found {v}")));
+            }
+        }
+        for (key, v) in [
+            ("rms_norm_eps", cfg.rms_norm_eps),
+            ("rope_theta", cfg.rope_theta),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(format!("`{key}` must be a positive number, found {v}")));
+            }
+        }
+        Ok(cfg)
     }
 
     /// The `config.json` transformers reads back: both the transformers-4 keys

@@ -5,14 +5,14 @@
 //!   second run or resume into the same folder is refused while one is alive.
 //! - [`prepare_fresh`]: a fresh run into a folder that already holds a run
 //!   (metrics or checkpoints) is refused, naming `--resume` and `--overwrite`;
-//!   with `overwrite` the old metrics and checkpoints are removed first.
+//!   with `overwrite` what the old run wrote (and nothing else) is removed first.
 //! - [`resolve_resume`]: `latest`, a run folder, a checkpoint root or one
 //!   checkpoint folder, to the newest complete checkpoint.
 
 use crate::error::{Error, Result};
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// Name of the lock file inside the run folder.
 pub const LOCK_FILE: &str = ".rlsd.lock";
@@ -72,10 +72,41 @@ fn existing_run(out_dir: &Path, ckpt_root: &Path) -> Option<String> {
     }
 }
 
+/// Files of the run folder a run writes itself (beside `events.out.tfevents.*`
+/// and the checkpoint root): the only files `--overwrite` deletes there.
+const RUN_FILES: &[&str] = &[
+    "metrics.jsonl",
+    crate::observe::COMPLETIONS_FILE,
+    crate::observe::CONFIG_FILE,
+    "reward.svg",
+    "reward.png",
+    "panels.svg",
+    "panels.png",
+    crate::observe::report::REPORT_FILE,
+];
+
 /// Make `out_dir` ready for a fresh run (not a resume): refuse when it holds
-/// an earlier run, unless `overwrite`, which deletes the earlier run's
-/// metrics log and checkpoint root first.
+/// an earlier run, unless `overwrite`, which deletes what the earlier run
+/// wrote: its files in `out_dir` ([`RUN_FILES`], TensorBoard event files)
+/// and its checkpoint folders in `ckpt_root`. Nothing else is touched, and
+/// `ckpt_root` must lie strictly inside `out_dir`.
 pub fn prepare_fresh(out_dir: &Path, ckpt_root: &Path, overwrite: bool) -> Result<()> {
+    let inside = ckpt_root.strip_prefix(out_dir).ok().is_some_and(|rel| {
+        rel.components().any(|c| matches!(c, Component::Normal(_)))
+            && rel
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    });
+    if !inside {
+        return Err(Error::config(
+            "checkpoint.dir",
+            format!(
+                "{} is not a folder inside the run folder {}",
+                ckpt_root.display(),
+                out_dir.display()
+            ),
+        ));
+    }
     let Some(found) = existing_run(out_dir, ckpt_root) else {
         return Ok(());
     };
@@ -85,19 +116,44 @@ pub fn prepare_fresh(out_dir: &Path, ckpt_root: &Path, overwrite: bool) -> Resul
             out_dir.display()
         )));
     }
-    tracing::warn!(dir = %out_dir.display(), "--overwrite: removing the earlier run's metrics and checkpoints");
-    for f in ["metrics.jsonl", "reward.svg"] {
-        let p = out_dir.join(f);
-        match std::fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&p, e)),
+    tracing::warn!(dir = %out_dir.display(), "--overwrite: removing the earlier run's files and checkpoints");
+    for name in names_in(out_dir)? {
+        if RUN_FILES.contains(&name.as_str()) || name.starts_with("events.out.tfevents.") {
+            remove_file(&out_dir.join(name))?;
         }
     }
-    match std::fs::remove_dir_all(ckpt_root) {
+    for name in names_in(ckpt_root)? {
+        if crate::checkpoint::is_checkpoint_entry(&name) {
+            let p = ckpt_root.join(name);
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    // The root goes only when nothing but checkpoints was in it.
+    let _ = std::fs::remove_dir(ckpt_root);
+    Ok(())
+}
+
+/// Entry names of `dir` (none when it does not exist).
+fn names_in(dir: &Path) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
+}
+
+/// Remove one file; a file already gone is fine.
+fn remove_file(p: &Path) -> Result<()> {
+    match std::fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(ckpt_root, e)),
+        Err(e) => Err(Error::io(p, e)),
     }
 }
 
@@ -160,5 +216,34 @@ mod tests {
         prepare_fresh(d.path(), &root, true).unwrap();
         assert!(!d.path().join("metrics.jsonl").exists());
         prepare_fresh(d.path(), &root, false).unwrap();
+    }
+
+    #[test]
+    fn overwrite_removes_only_what_a_run_wrote_inside_its_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let run = d.path().join("run");
+        let root = run.join("checkpoints");
+        std::fs::create_dir_all(root.join("step-000010")).unwrap();
+        std::fs::write(root.join("step-000010").join("manifest.json"), "{}").unwrap();
+        std::fs::create_dir_all(root.join(".tmp-step-000011-7")).unwrap();
+        std::fs::write(root.join("notes.txt"), "mine").unwrap();
+        std::fs::write(run.join("metrics.jsonl"), "{\"step\":1}\n").unwrap();
+        std::fs::write(run.join("events.out.tfevents.1.host"), "x").unwrap();
+        std::fs::write(run.join("keep.txt"), "mine").unwrap();
+        std::fs::write(d.path().join("beside.txt"), "mine").unwrap();
+        prepare_fresh(&run, &root, true).unwrap();
+        assert!(!run.join("metrics.jsonl").exists());
+        assert!(!run.join("events.out.tfevents.1.host").exists());
+        assert!(!root.join("step-000010").exists());
+        assert!(!root.join(".tmp-step-000011-7").exists());
+        assert!(root.join("notes.txt").is_file());
+        assert!(run.join("keep.txt").is_file());
+        assert!(d.path().join("beside.txt").is_file());
+        // A checkpoint root that is not strictly inside the run folder is refused.
+        for bad in [run.clone(), d.path().to_path_buf(), run.join("..")] {
+            let err = prepare_fresh(&run, &bad, true).unwrap_err().to_string();
+            assert!(err.contains("checkpoint.dir"), "{err}");
+        }
+        assert!(d.path().join("beside.txt").is_file());
     }
 }

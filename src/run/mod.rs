@@ -9,11 +9,14 @@
 //! - [`resume`]: what a checkpoint's state says, the metrics lines it
 //!   restores, and the shape check against `[model]`;
 //! - [`record`]: where each committed step's stats go, once, in order;
+//! - [`preflight`]: start-up checks (verifier program, prompt lengths, data
+//!   enough for the steps, memory plan) before the run folder is touched;
 //! - [`evaluate`]: `rlsd eval`'s engine and the held-out validation a run
 //!   logs.
 
 pub mod evaluate;
 pub mod folder;
+pub mod preflight;
 pub mod record;
 pub mod resume;
 pub mod sequential;

@@ -18,16 +18,25 @@ pub struct StepRecorder {
     pub on_step: Option<StepCallback>,
     /// Every step recorded, in order.
     pub steps: Vec<StepStats>,
+    /// The first failed write of a step's record; nothing is recorded after
+    /// it (the log must not skip a step), and the run ends failed with it.
+    pub write_error: Option<String>,
 }
 
 impl StepRecorder {
     /// Record one committed step (the one place that does).
     pub fn record(&mut self, stats: StepStats) -> Result<()> {
-        if self.steps.last().is_some_and(|l| l.step >= stats.step) {
-            return Ok(()); // already recorded
+        if self.write_error.is_some() || self.steps.last().is_some_and(|l| l.step >= stats.step) {
+            return Ok(()); // already recorded, or recording has stopped
         }
-        self.metrics.append(&stats)?;
-        self.observer.on_step(&stats)?;
+        let written = self
+            .metrics
+            .append(&stats)
+            .and_then(|()| self.observer.on_step(&stats));
+        if let Err(e) = written {
+            self.write_error = Some(format!("could not record step {}: {e}", stats.step));
+            return Err(e);
+        }
         if let Some(f) = self.on_step.as_mut() {
             f(&stats);
         }
