@@ -10,10 +10,13 @@
 //!   per-function metrics.
 //! - [`tool_call`]: tool calls in the model's own format (Qwen/Hermes, Llama 3.1 JSON).
 //! - [`chat`]: an episode's given text through the chat template, turn by turn.
+//! - [`assemble`]: a token-level [`Episode`] built turn by turn from sampled
+//!   tokens and the environment's messages.
 //! - [`worker`]: long-lived JSON-lines worker processes (many requests in
 //!   flight, restart on crash, per-request timeout).
 //! - [`command`]: an environment served by such a process.
 
+pub mod assemble;
 pub mod chat;
 pub mod command;
 pub mod environment;
@@ -22,6 +25,7 @@ pub mod reward;
 pub mod tool_call;
 pub mod worker;
 
+pub use assemble::{EpisodeBuilder, SampledTurn};
 pub use command::CommandEnvironment;
 pub use environment::{
     play_text, step_with_timeout, with_timeout, BoxFuture, EnvCounters, Environment, Message,
