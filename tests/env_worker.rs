@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use rlsd::data::Example;
 use rlsd::env::{
-    play_text, BoxFuture, CommandEnvironment, EnvCounters, Message, Opening, Worker, WorkerConfig,
-    WorkerError,
+    build_group_reward, play_text, BoxFuture, CommandEnvironment, EnvCounters, Message, Opening,
+    Worker, WorkerConfig, WorkerError,
 };
-use rlsd::verify::{CommandConfig, CommandVerifier, Verifier};
+use rlsd::verify::{CommandConfig, CommandVerifier, Verifier, VerifierConfig, VerifierKind};
 use serde_json::{json, Map, Value};
 
 fn root(p: &str) -> String {
@@ -180,6 +180,25 @@ fn command_verifier_in_worker_mode_scores_over_one_process() {
     let rewards: Vec<f32> = verdicts.iter().map(|v| v.reward).collect();
     assert_eq!(rewards, vec![1.0, 0.0, 0.0]);
     assert_eq!(verdicts[2].reason, "no final answer");
+    // The same through the config's group reward (`verifier.command.worker = true`).
+    let cfg = VerifierConfig {
+        kind: VerifierKind::Command,
+        command: CommandConfig {
+            program: "python3".into(),
+            args: calculator().1,
+            timeout_ms: 5_000,
+            worker: true,
+        },
+        ..VerifierConfig::default()
+    };
+    let g = build_group_reward(&cfg).unwrap();
+    assert_eq!(g.name(), "command");
+    let again: Vec<f32> = rt()
+        .block_on(g.score_group(&ex, &group))
+        .iter()
+        .map(|v| v.reward)
+        .collect();
+    assert_eq!(again, rewards);
     assert_eq!(v.worker().unwrap().restarts(), 0);
 }
 

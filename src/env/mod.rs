@@ -32,6 +32,6 @@ pub use environment::{
     Opening, Outcome, Reply, Session, Started, Transcript,
 };
 pub use episode::{Episode, GivenKind, Segment};
-pub use reward::{GroupReward, GroupScores, VerifierReward, WeightedRewards};
+pub use reward::{build_group_reward, GroupReward, GroupScores, VerifierReward, WeightedRewards};
 pub use tool_call::{ParsedTurn, ToolCall, ToolFormat};
 pub use worker::{Worker, WorkerConfig, WorkerError};
