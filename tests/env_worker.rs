@@ -249,3 +249,62 @@ fn command_environment_plays_a_calculator_episode() {
     assert_eq!(t.outcome.components["tool_calls"], 1.0);
     assert_eq!(c.snapshot(), (0, 0));
 }
+
+/// Plays one turn: the text is the episode's prompt.
+fn say_prompt(
+) -> impl for<'m> FnMut(&'m Opening, &'m [Message]) -> BoxFuture<'m, rlsd::Result<String>> {
+    |opening, _| {
+        let text = opening.messages[0].content.clone();
+        Box::pin(async move { Ok(text) })
+    }
+}
+
+#[test]
+fn a_crashed_or_hung_environment_costs_its_episode_not_the_run() {
+    let env = CommandEnvironment::new(
+        WorkerConfig {
+            program: "python3".into(),
+            args: vec![root("tests/fixtures/env/crashy_env.py")],
+            timeout_ms: 1_500,
+        },
+        "env.command",
+    )
+    .unwrap();
+    let c = EnvCounters::default();
+    let rt = rt();
+    let play = |prompt: &str| {
+        let ex = Example::new("q", prompt, "", "");
+        rt.block_on(play_text(
+            &env,
+            &ex,
+            say_prompt(),
+            2,
+            Duration::from_secs(30),
+            &c,
+        ))
+        .unwrap()
+        .outcome
+    };
+    let crashed = play("crash");
+    assert_eq!(crashed.verdict.reward, 0.0);
+    assert!(
+        crashed.verdict.reason.contains("exit status: 4"),
+        "{:?}",
+        crashed
+    );
+    assert_eq!(c.snapshot(), (0, 1));
+    let hung = play("hang");
+    assert_eq!(hung.verdict.reward, 0.0);
+    assert!(
+        hung.verdict.reason.contains("timed out after 1500 ms"),
+        "{:?}",
+        hung
+    );
+    assert_eq!(c.snapshot(), (1, 1));
+    let fine = play("fine");
+    assert_eq!(
+        (fine.verdict.reward, fine.verdict.reason.as_str()),
+        (1.0, "ok")
+    );
+    assert_eq!(env.worker().restarts(), 2);
+}
