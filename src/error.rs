@@ -162,6 +162,9 @@ pub enum Error {
     /// names the program and the request.
     #[error("environment: {0}")]
     Environment(String),
+    /// An environment call ran past its time limit (scored 0 and counted as a timeout).
+    #[error("environment timed out: {0}")]
+    EnvironmentTimeout(String),
 }
 
 impl Error {

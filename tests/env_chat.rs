@@ -114,3 +114,87 @@ fn a_template_that_rewrites_history_is_refused() {
         "{e}"
     );
 }
+
+/// A template in the built-in model's format that also renders tool results
+/// (as a user turn prefixed `Tool: `).
+const TOOL_TEMPLATE: &str =
+    "{% for m in messages %}{% if m.role == 'user' %}<|user|>{{ m.content }}\
+{% elif m.role == 'tool' %}<|user|>Tool: {{ m.content }}\
+{% elif m.role == 'assistant' %}<|assistant|>{{ m.content }}<|end|>{% endif %}{% endfor %}\
+{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
+#[test]
+fn a_two_turn_episode_equals_the_one_assembled_by_hand() {
+    use rlsd::env::{EpisodeBuilder, GivenKind, SampledTurn};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/tiny-arith");
+    let tok = rlsd::model::Tokenizer::from_dir(&dir, &[], None)
+        .unwrap()
+        .unwrap();
+    let t = ChatTemplate::new(TOOL_TEMPLATE.into(), Path::new("tool.jinja")).unwrap();
+    let chat = EpisodeChat::new(&t, vec![], None, None);
+    let opening = Opening {
+        messages: vec![Message::new("user", "3*4+1=?")],
+        tools: vec![],
+        privileged: "13".into(),
+    };
+    let enc = |s: &str| tok.encode(s, false).unwrap();
+    let end = tok.token_to_id("<|end|>").unwrap();
+    // Turn 1 ends on EOS (<|end|>); turn 2 is cut by the token limit (no EOS).
+    let turn1: Vec<i64> = [enc("3*4"), vec![end]].concat();
+    let turn2 = enc("12+1=13");
+    let lp1: Vec<f32> = (0..turn1.len()).map(|i| -0.1 * (i as f32 + 1.0)).collect();
+    let lp2: Vec<f32> = (0..turn2.len()).map(|i| -0.5 - 0.01 * i as f32).collect();
+
+    let mut b = EpisodeBuilder::start(&tok, chat, &opening).unwrap();
+    let text = b
+        .model_turn(SampledTurn {
+            token_ids: turn1.clone(),
+            sampling_logprobs: lp1.clone(),
+            policy_version: 5,
+        })
+        .unwrap();
+    assert_eq!(
+        text, "3*4",
+        "the environment reads the text without special tokens"
+    );
+    b.environment(&[Message::new("tool", "12")], GivenKind::ToolResult)
+        .unwrap();
+    let context = b.context_ids();
+    b.model_turn(SampledTurn {
+        token_ids: turn2.clone(),
+        sampling_logprobs: lp2.clone(),
+        policy_version: 6,
+    })
+    .unwrap();
+    let e = b.finish();
+
+    // By hand: the prompt, turn 1 (its <|end|> is the model's, so the given
+    // text does not repeat it), the tool result and the generation prompt, turn 2.
+    let prompt = enc("<|user|>3*4+1=?<|assistant|>");
+    let tool = enc("<|user|>Tool: 12<|assistant|>");
+    let ids = [prompt.clone(), turn1.clone(), tool.clone(), turn2.clone()].concat();
+    assert_eq!(e.token_ids(), ids);
+    assert_eq!(
+        context,
+        [prompt.clone(), turn1.clone(), tool.clone()].concat()
+    );
+    let mask: Vec<f32> = [
+        vec![0.0; prompt.len()],
+        vec![1.0; turn1.len()],
+        vec![0.0; tool.len()],
+        vec![1.0; turn2.len()],
+    ]
+    .concat();
+    assert_eq!(e.loss_mask(), mask);
+    let lps: Vec<f32> = [vec![0.0; prompt.len()], lp1, vec![0.0; tool.len()], lp2].concat();
+    assert_eq!(e.sampling_logprobs(), lps);
+    assert_eq!(
+        (e.turns(), e.prompt_len(), e.oldest_policy_version()),
+        (2, prompt.len(), Some(5))
+    );
+    // The tokens decode to the conversation the template writes.
+    assert_eq!(
+        tok.decode(&e.token_ids(), false).unwrap(),
+        "<|user|>3*4+1=?<|assistant|>3*4<|end|><|user|>Tool: 12<|assistant|>12+1=13"
+    );
+}

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use rlsd::data::Example;
 use rlsd::env::{
-    play_text, BoxFuture, CommandEnvironment, EnvCounters, Message, Opening, Worker, WorkerConfig,
-    WorkerError,
+    build_group_reward, play_text, BoxFuture, CommandEnvironment, EnvCounters, Message, Opening,
+    Worker, WorkerConfig, WorkerError,
 };
-use rlsd::verify::{CommandConfig, CommandVerifier, Verifier};
+use rlsd::verify::{CommandConfig, CommandVerifier, Verifier, VerifierConfig, VerifierKind};
 use serde_json::{json, Map, Value};
 
 fn root(p: &str) -> String {
@@ -180,6 +180,25 @@ fn command_verifier_in_worker_mode_scores_over_one_process() {
     let rewards: Vec<f32> = verdicts.iter().map(|v| v.reward).collect();
     assert_eq!(rewards, vec![1.0, 0.0, 0.0]);
     assert_eq!(verdicts[2].reason, "no final answer");
+    // The same through the config's group reward (`verifier.command.worker = true`).
+    let cfg = VerifierConfig {
+        kind: VerifierKind::Command,
+        command: CommandConfig {
+            program: "python3".into(),
+            args: calculator().1,
+            timeout_ms: 5_000,
+            worker: true,
+        },
+        ..VerifierConfig::default()
+    };
+    let g = build_group_reward(&cfg).unwrap();
+    assert_eq!(g.name(), "command");
+    let again: Vec<f32> = rt()
+        .block_on(g.score_group(&ex, &group))
+        .iter()
+        .map(|v| v.reward)
+        .collect();
+    assert_eq!(again, rewards);
     assert_eq!(v.worker().unwrap().restarts(), 0);
 }
 
@@ -229,4 +248,63 @@ fn command_environment_plays_a_calculator_episode() {
     assert_eq!(t.outcome.verdict.reward, 1.0, "{:?}", t.outcome);
     assert_eq!(t.outcome.components["tool_calls"], 1.0);
     assert_eq!(c.snapshot(), (0, 0));
+}
+
+/// Plays one turn: the text is the episode's prompt.
+fn say_prompt(
+) -> impl for<'m> FnMut(&'m Opening, &'m [Message]) -> BoxFuture<'m, rlsd::Result<String>> {
+    |opening, _| {
+        let text = opening.messages[0].content.clone();
+        Box::pin(async move { Ok(text) })
+    }
+}
+
+#[test]
+fn a_crashed_or_hung_environment_costs_its_episode_not_the_run() {
+    let env = CommandEnvironment::new(
+        WorkerConfig {
+            program: "python3".into(),
+            args: vec![root("tests/fixtures/env/crashy_env.py")],
+            timeout_ms: 1_500,
+        },
+        "env.command",
+    )
+    .unwrap();
+    let c = EnvCounters::default();
+    let rt = rt();
+    let play = |prompt: &str| {
+        let ex = Example::new("q", prompt, "", "");
+        rt.block_on(play_text(
+            &env,
+            &ex,
+            say_prompt(),
+            2,
+            Duration::from_secs(30),
+            &c,
+        ))
+        .unwrap()
+        .outcome
+    };
+    let crashed = play("crash");
+    assert_eq!(crashed.verdict.reward, 0.0);
+    assert!(
+        crashed.verdict.reason.contains("exit status: 4"),
+        "{:?}",
+        crashed
+    );
+    assert_eq!(c.snapshot(), (0, 1));
+    let hung = play("hang");
+    assert_eq!(hung.verdict.reward, 0.0);
+    assert!(
+        hung.verdict.reason.contains("timed out after 1500 ms"),
+        "{:?}",
+        hung
+    );
+    assert_eq!(c.snapshot(), (1, 1));
+    let fine = play("fine");
+    assert_eq!(
+        (fine.verdict.reward, fine.verdict.reason.as_str()),
+        (1.0, "ok")
+    );
+    assert_eq!(env.worker().restarts(), 2);
 }

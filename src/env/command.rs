@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use super::environment::{
     BoxFuture, Environment, Message, Opening, Outcome, Reply, Session, Started,
 };
-use super::worker::{Worker, WorkerConfig};
+use super::worker::{Worker, WorkerConfig, WorkerError};
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::verify::Verdict;
@@ -52,10 +52,10 @@ impl CommandEnvironment {
 }
 
 async fn call(worker: &Worker, req: Map<String, Value>) -> Result<Value> {
-    worker
-        .call(req)
-        .await
-        .map_err(|e| Error::Environment(e.to_string()))
+    worker.call(req).await.map_err(|e| match e {
+        WorkerError::TimedOut { .. } => Error::EnvironmentTimeout(e.to_string()),
+        e => Error::Environment(e.to_string()),
+    })
 }
 
 fn request(kind: &str, episode: u64) -> Map<String, Value> {

@@ -153,7 +153,9 @@ impl EnvCounters {
 }
 
 /// Run one environment call with a time limit: past `timeout`, or on an
-/// error, the episode ends with reward 0 and the counter says why.
+/// error, the episode ends with reward 0 and the counter says why (an
+/// [`crate::Error::EnvironmentTimeout`] from the call itself, e.g. a worker's
+/// own timeout, counts as a timeout).
 pub async fn with_timeout<T>(
     call: impl Future<Output = Result<T>>,
     timeout: Duration,
@@ -161,6 +163,10 @@ pub async fn with_timeout<T>(
 ) -> std::result::Result<T, Outcome> {
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(v)) => Ok(v),
+        Ok(Err(e @ crate::Error::EnvironmentTimeout(_))) => {
+            counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            Err(Outcome::new(Verdict::wrong(e.to_string())))
+        }
         Ok(Err(e)) => {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             Err(Outcome::new(Verdict::wrong(format!(

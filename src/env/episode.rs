@@ -204,6 +204,23 @@ impl Episode {
         self.segments.iter().filter(|s| s.is_generated()).count()
     }
 
+    /// The tokens after the prompt ([`Episode::prompt_len`]): the "response"
+    /// of the train step's prompt / response split, environment tokens included.
+    pub fn response_ids(&self) -> Vec<i64> {
+        self.token_ids().split_off(self.prompt_len())
+    }
+
+    /// [`Episode::loss_mask`] over [`Episode::response_ids`]: 0 on the
+    /// environment's tokens inside the response.
+    pub fn response_loss_mask(&self) -> Vec<f32> {
+        self.loss_mask().split_off(self.prompt_len())
+    }
+
+    /// [`Episode::sampling_logprobs`] over [`Episode::response_ids`].
+    pub fn response_sampling_logprobs(&self) -> Vec<f32> {
+        self.sampling_logprobs().split_off(self.prompt_len())
+    }
+
     /// The oldest policy version among the model's turns (`None` before the
     /// first turn): an episode is as stale as its oldest turn.
     pub fn oldest_policy_version(&self) -> Option<u64> {
@@ -251,6 +268,12 @@ mod tests {
             (7, 2, 4, 2)
         );
         assert_eq!(e.oldest_policy_version(), Some(3));
+        assert_eq!(e.response_ids(), vec![20, 21, 22, 30, 40]);
+        assert_eq!(e.response_loss_mask(), vec![1., 1., 1., 0., 1.]);
+        assert_eq!(
+            e.response_sampling_logprobs(),
+            vec![-0.1, -0.2, -0.3, 0.0, -0.4]
+        );
     }
 
     #[test]

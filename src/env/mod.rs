@@ -10,10 +10,13 @@
 //!   per-function metrics.
 //! - [`tool_call`]: tool calls in the model's own format (Qwen/Hermes, Llama 3.1 JSON).
 //! - [`chat`]: an episode's given text through the chat template, turn by turn.
+//! - [`assemble`]: a token-level [`Episode`] built turn by turn from sampled
+//!   tokens and the environment's messages.
 //! - [`worker`]: long-lived JSON-lines worker processes (many requests in
 //!   flight, restart on crash, per-request timeout).
 //! - [`command`]: an environment served by such a process.
 
+pub mod assemble;
 pub mod chat;
 pub mod command;
 pub mod environment;
@@ -22,12 +25,13 @@ pub mod reward;
 pub mod tool_call;
 pub mod worker;
 
+pub use assemble::{EpisodeBuilder, SampledTurn};
 pub use command::CommandEnvironment;
 pub use environment::{
     play_text, step_with_timeout, with_timeout, BoxFuture, EnvCounters, Environment, Message,
     Opening, Outcome, Reply, Session, Started, Transcript,
 };
 pub use episode::{Episode, GivenKind, Segment};
-pub use reward::{GroupReward, GroupScores, VerifierReward, WeightedRewards};
+pub use reward::{build_group_reward, GroupReward, GroupScores, VerifierReward, WeightedRewards};
 pub use tool_call::{ParsedTurn, ToolCall, ToolFormat};
 pub use worker::{Worker, WorkerConfig, WorkerError};

@@ -90,6 +90,35 @@ impl GroupReward for VerifierReward {
     }
 }
 
+/// The command verifier scores a group natively: with `worker = true`, every
+/// response of the group is in flight to the worker at once.
+impl GroupReward for crate::verify::CommandVerifier {
+    fn name(&self) -> &str {
+        "command"
+    }
+
+    fn score_group<'a>(
+        &'a self,
+        example: &'a Example,
+        responses: &'a [String],
+    ) -> BoxFuture<'a, Vec<Verdict>> {
+        Box::pin(self.verify_group(example, responses))
+    }
+}
+
+/// The group reward a `[verifier]` section describes: the command verifier
+/// scores groups natively (without a format reward); any other verifier goes
+/// through [`VerifierReward`] under the name `accuracy`.
+pub fn build_group_reward(cfg: &crate::verify::VerifierConfig) -> Result<Box<dyn GroupReward>> {
+    if cfg.kind == crate::verify::VerifierKind::Command && cfg.format.is_none() {
+        return Ok(Box::new(crate::verify::CommandVerifier::new(
+            cfg.command.clone(),
+        )?));
+    }
+    let v: Arc<dyn Verifier> = Arc::from(crate::verify::build_verifier(cfg)?);
+    Ok(Box::new(VerifierReward::new("accuracy", v)))
+}
+
 /// The scores of one group under [`WeightedRewards`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupScores {
