@@ -21,7 +21,7 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 # Lowest first. Modules on one line share a layer (they may import each other
 # only if no cycle results).
 LAYERS = [
-    ["error", "fault", "process", "malloc", "logging", "device", "cuda", "hub", "metrics"],
+    ["error", "fault", "process", "malloc", "logging", "device", "cuda", "hub", "metrics", "worker"],
     ["policy", "optim"],
     ["rlsd"],
     ["model"],
@@ -221,6 +221,8 @@ def main():
           f"module edges: {len(module_edges)}  file edges: {len(file_edges)}")
     print(f"imports pointing back up: {len(up)}")
     print(f"cycles: {len(cycles)}")
+    mod_cycles = sccs(sorted({top(n) for n in files}), module_edges)
+    print(f"cycles between top-level modules: {len(mod_cycles)}")
     if unknown:
         print(f"modules missing from LAYERS: {sorted(unknown)}")
     if verbose:
@@ -228,6 +230,8 @@ def main():
             print(f"  up: {a} -> {b}")
         for c in cycles:
             print(f"  cycle: {' <-> '.join(c)}")
+        for c in mod_cycles:
+            print(f"  module cycle: {' <-> '.join(c)}")
 
 
 if __name__ == "__main__":

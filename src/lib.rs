@@ -33,7 +33,7 @@
 //! model                      transformers, KV cache, generation, tokenizer
 //! rlsd                       every formula of the spec, once
 //! policy  optim              the Policy trait; AdamW
-//! error fault device cuda process malloc logging hub metrics   plain ground floor
+//! error fault device cuda process malloc logging hub metrics worker   ground floor
 //! ```
 //!
 //! # One batch's path (the sequential loop, [`run::sequential::run_steps`])
@@ -57,7 +57,8 @@
 //!
 //! # Modules
 //!
-//! - [`error`], [`fault`] (rehearsed failures), [`device`], [`cuda`], [`process`],
+//! - [`error`], [`fault`] (rehearsed failures), [`worker`] (long-lived JSON-lines
+//!   processes), [`device`], [`cuda`], [`process`],
 //!   [`malloc`], [`logging`], [`hub`] (Hugging Face ids), [`metrics`] (`metrics.jsonl`).
 //! - [`policy`]: the [`policy::Policy`] trait the train step scores responses
 //!   with; [`optim`]: AdamW whose state can be checkpointed.
@@ -114,6 +115,7 @@ pub mod run;
 pub mod stats;
 pub mod train;
 pub mod verify;
+pub mod worker;
 
 pub use error::{Error, Result};
 /// The `tch` this crate is built against (0.24.0, libtorch 2.11): embedding

@@ -23,10 +23,10 @@ use serde_json::{Map, Value};
 use super::environment::{
     BoxFuture, Environment, Message, Opening, Outcome, Reply, Session, Started,
 };
-use super::worker::{Worker, WorkerConfig, WorkerError};
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::verify::Verdict;
+use crate::worker::{Worker, WorkerConfig, WorkerError};
 
 /// An [`Environment`] served by a worker process.
 #[derive(Debug, Clone)]

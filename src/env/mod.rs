@@ -12,7 +12,7 @@
 //! - [`chat`]: an episode's given text through the chat template, turn by turn.
 //! - [`assemble`]: a token-level [`Episode`] built turn by turn from sampled
 //!   tokens and the environment's messages.
-//! - [`worker`]: long-lived JSON-lines worker processes (many requests in
+//! - [`crate::worker`]: long-lived JSON-lines worker processes (many requests in
 //!   flight, restart on crash, per-request timeout).
 //! - [`command`]: an environment served by such a process.
 
@@ -23,8 +23,8 @@ pub mod environment;
 pub mod episode;
 pub mod reward;
 pub mod tool_call;
-pub mod worker;
 
+pub use crate::worker::{Worker, WorkerConfig, WorkerError};
 pub use assemble::{EpisodeBuilder, SampledTurn};
 pub use command::CommandEnvironment;
 pub use environment::{
@@ -34,4 +34,3 @@ pub use environment::{
 pub use episode::{Episode, GivenKind, Segment};
 pub use reward::{build_group_reward, GroupReward, GroupScores, VerifierReward, WeightedRewards};
 pub use tool_call::{ParsedTurn, ToolCall, ToolFormat};
-pub use worker::{Worker, WorkerConfig, WorkerError};

@@ -10,7 +10,7 @@
 //! the process (and its process group) is killed on timeout.
 //!
 //! With `worker = true` one long-lived process serves every response over
-//! JSON lines instead (`crate::env::worker`; protocol in docs/AGENTS.md):
+//! JSON lines instead (`crate::worker`; protocol in docs/AGENTS.md):
 //! each request is `{"id", "type": "verify", "example": {"id", "prompt",
 //! "answer", "privileged"}, "response"}` and the reply carries the same
 //! `reward` / `correct` / `reason` fields. A crash or a timeout scores the
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Verdict, Verifier};
 use crate::data::Example;
-use crate::env::worker::{Worker, WorkerConfig, WorkerError};
+use crate::worker::{Worker, WorkerConfig, WorkerError};
 use crate::{Error, Result};
 
 /// Settings of the `command` verifier.
