@@ -49,6 +49,8 @@ pub struct EvalRecord {
     pub reason: String,
     /// Generated tokens.
     pub tokens: usize,
+    /// Whether generation ended on an EOS token.
+    pub stopped_on_eos: bool,
     /// Which of the prompt's `K` samples this is (0-based).
     pub sample: usize,
 }
@@ -207,14 +209,71 @@ pub fn evaluate(
     opts: &EvalOptions,
     progress: Option<&ProgressBar>,
 ) -> Result<EvalReport> {
-    let EvalOptions {
-        max_new_tokens,
-        batch_size,
-        temperature,
-        seed,
-        samples,
-        filters,
-    } = *opts;
+    check_options(opts, examples)?;
+    let started = Instant::now();
+    let tok = tokenizer_of(model)?;
+    let greedy = opts.temperature == 0.0;
+    let gen = GenerateOptions {
+        max_new_tokens: opts.max_new_tokens,
+        greedy,
+        temperature: if greedy { 1.0 } else { opts.temperature },
+        top_k: opts.filters.top_k,
+        top_p: opts.filters.top_p,
+        presence_penalty: if greedy {
+            0.0
+        } else {
+            opts.filters.presence_penalty
+        },
+        eos_ids: tok.eos_ids().to_vec(),
+        pad_id: tok.pad_id(),
+        ..GenerateOptions::default()
+    };
+    let samples = opts.samples;
+    // Greedy decoding never draws from the RNG.
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    let mut records = Vec::with_capacity(examples.len() * samples);
+    // Each prompt `samples` times in a row, so a prompt's samples share a prefill.
+    let jobs: Vec<(&Example, usize)> = examples
+        .iter()
+        .flat_map(|ex| (0..samples).map(move |k| (ex, k)))
+        .collect();
+    for chunk in jobs.chunks(opts.batch_size) {
+        let prompts = chunk
+            .iter()
+            .map(|(ex, _)| student_prompt_ids(tok, ex))
+            .collect::<Result<Vec<_>>>()?;
+        let gens = tch::no_grad(|| generate(&model.lm, &prompts, &gen, &mut rng))?;
+        for (&(ex, sample), g) in chunk.iter().zip(gens) {
+            let response = tok.decode(&g.tokens, true)?;
+            let v = verify_one(verifier, ex, &response);
+            records.push(EvalRecord {
+                id: ex.id.clone(),
+                prompt: ex.prompt.clone(),
+                answer: ex.answer.clone(),
+                response,
+                reward: v.reward,
+                correct: v.correct,
+                reason: v.reason,
+                tokens: g.tokens.len(),
+                stopped_on_eos: g.stopped_on_eos,
+                sample,
+            });
+        }
+        if let Some(bar) = progress {
+            let correct = records.iter().filter(|r| r.correct).count();
+            bar.inc(chunk.iter().filter(|(_, k)| *k + 1 == samples).count() as u64);
+            bar.set_message(format!("acc {:.3}", correct as f64 / records.len() as f64));
+        }
+    }
+    let mut report = summarize(records, examples.len(), opts);
+    report.wall_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The options `rlsd eval` and validation decode with must make sense for
+/// `examples`.
+fn check_options(opts: &EvalOptions, examples: &[Example]) -> Result<()> {
+    let (samples, temperature) = (opts.samples, opts.temperature);
     if samples == 0 {
         return Err(Error::InvalidInput(
             "eval needs --samples of at least 1".into(),
@@ -228,7 +287,7 @@ pub fn evaluate(
     if examples.is_empty() {
         return Err(Error::InvalidInput("eval needs at least one prompt".into()));
     }
-    if batch_size == 0 || max_new_tokens == 0 {
+    if opts.batch_size == 0 || opts.max_new_tokens == 0 {
         return Err(Error::InvalidInput(
             "eval needs a batch size and max_new_tokens of at least 1".into(),
         ));
@@ -238,65 +297,15 @@ pub fn evaluate(
             "eval temperature must be 0 (greedy) or positive, got {temperature}"
         )));
     }
-    let greedy = temperature == 0.0;
-    let started = Instant::now();
-    let tok = tokenizer_of(model)?;
-    let opts = GenerateOptions {
-        max_new_tokens,
-        greedy,
-        temperature: if greedy { 1.0 } else { temperature },
-        top_k: filters.top_k,
-        top_p: filters.top_p,
-        presence_penalty: if greedy {
-            0.0
-        } else {
-            filters.presence_penalty
-        },
-        eos_ids: tok.eos_ids().to_vec(),
-        pad_id: tok.pad_id(),
-        ..GenerateOptions::default()
-    };
-    // Greedy decoding never draws from the RNG.
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut records = Vec::with_capacity(examples.len() * samples);
-    let mut eos = 0usize;
-    let mut correct = 0usize;
-    // Each prompt `samples` times in a row, so a prompt's samples share a prefill.
-    let jobs: Vec<(&Example, usize)> = examples
-        .iter()
-        .flat_map(|ex| (0..samples).map(move |k| (ex, k)))
-        .collect();
-    for chunk in jobs.chunks(batch_size) {
-        let prompts = chunk
-            .iter()
-            .map(|(ex, _)| student_prompt_ids(tok, ex))
-            .collect::<Result<Vec<_>>>()?;
-        let gens = tch::no_grad(|| generate(&model.lm, &prompts, &opts, &mut rng))?;
-        for (&(ex, sample), g) in chunk.iter().zip(gens) {
-            let response = tok.decode(&g.tokens, true)?;
-            let v = verify_one(verifier, ex, &response);
-            eos += usize::from(g.stopped_on_eos);
-            correct += usize::from(v.correct);
-            records.push(EvalRecord {
-                id: ex.id.clone(),
-                prompt: ex.prompt.clone(),
-                answer: ex.answer.clone(),
-                response,
-                reward: v.reward,
-                correct: v.correct,
-                reason: v.reason,
-                tokens: g.tokens.len(),
-                sample,
-            });
-        }
-        if let Some(bar) = progress {
-            bar.inc(chunk.iter().filter(|(_, k)| *k + 1 == samples).count() as u64);
-            bar.set_message(format!("acc {:.3}", correct as f64 / records.len() as f64));
-        }
-    }
+    Ok(())
+}
+
+/// The report of `n` prompts' records (each prompt's `opts.samples` in a
+/// row): accuracy, pass@k, maj@K, means; `wall_s` left 0.
+fn summarize(records: Vec<EvalRecord>, n: usize, opts: &EvalOptions) -> EvalReport {
     let nf = records.len() as f64;
-    let per_prompt: Vec<&[EvalRecord]> = records.chunks(samples).collect();
-    let pass = pass_ks(samples)
+    let per_prompt: Vec<&[EvalRecord]> = records.chunks(opts.samples).collect();
+    let pass = pass_ks(opts.samples)
         .into_iter()
         .map(|k| {
             let mean = per_prompt
@@ -318,21 +327,22 @@ pub fn evaluate(
         })
         .count() as f64
         / per_prompt.len() as f64;
-    Ok(EvalReport {
+    let mean = |f: &dyn Fn(&EvalRecord) -> f64| records.iter().map(f).sum::<f64>() / nf;
+    EvalReport {
         model: String::new(),
         data: String::new(),
-        n: examples.len(),
-        temperature,
-        samples,
-        accuracy: correct as f64 / nf,
+        n,
+        temperature: opts.temperature,
+        samples: opts.samples,
+        accuracy: mean(&|r| f64::from(u8::from(r.correct))),
         pass_at_k: pass,
         maj_at_k: maj,
-        reward_mean: records.iter().map(|r| f64::from(r.reward)).sum::<f64>() / nf,
-        response_len_mean: records.iter().map(|r| r.tokens as f64).sum::<f64>() / nf,
-        stopped_on_eos_frac: eos as f64 / nf,
-        wall_s: started.elapsed().as_secs_f64(),
+        reward_mean: mean(&|r| f64::from(r.reward)),
+        response_len_mean: mean(&|r| r.tokens as f64),
+        stopped_on_eos_frac: mean(&|r| f64::from(u8::from(r.stopped_on_eos))),
+        wall_s: 0.0,
         records,
-    })
+    }
 }
 
 /// The held-out prompts of a run (see [`crate::config::ValidationConfig::path`]): the first
