@@ -197,6 +197,80 @@ struct Update {
     value: Tensor,
 }
 
+/// One AdamW step's constants: betas, epsilon, weight decay, the learning
+/// rate and the two bias corrections.
+struct Hyper {
+    b1: f64,
+    b2: f64,
+    eps: f64,
+    wd: f64,
+    lr: f64,
+    bc1: f64,
+    bc2: f64,
+}
+
+/// The new moments and value of parameter `p` with gradient `g` (phase 1 of
+/// [`AdamW::step`]: fresh tensors only; `slot` holds the old moments, none
+/// at the first step). A low-precision parameter keeps an f32 master copy.
+fn adamw_update(p: &Tensor, g: &Tensor, slot: Option<&Moments>, h: &Hyper) -> Result<Update> {
+    let Hyper {
+        b1,
+        b2,
+        eps,
+        wd,
+        lr,
+        bc1,
+        bc2,
+    } = *h;
+    let g = g.f_to_kind(Kind::Float)?;
+    let (exp_avg, exp_avg_sq, master) = match slot {
+        Some(m) => (
+            m.exp_avg
+                .f_mul_scalar(b1)?
+                .f_add(&g.f_mul_scalar(1.0 - b1)?)?,
+            m.exp_avg_sq
+                .f_mul_scalar(b2)?
+                .f_add(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?,
+            m.master.as_ref().map(|t| t.f_detach()).transpose()?,
+        ),
+        None => (
+            g.f_mul_scalar(1.0 - b1)?,
+            g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?,
+            if needs_master(p.kind()) {
+                Some(p.detach().f_to_kind(Kind::Float)?)
+            } else {
+                None
+            },
+        ),
+    };
+    let denom = exp_avg_sq
+        .f_sqrt()?
+        .f_div_scalar(bc2.sqrt())?
+        .f_add_scalar(eps)?;
+    let update = exp_avg.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
+    let (value, master) = match master {
+        Some(master) => {
+            let master = master.f_mul_scalar(1.0 - lr * wd)?.f_sub(&update)?;
+            (master.f_to_kind(p.kind())?, Some(master))
+        }
+        None => {
+            let new = p
+                .f_to_kind(Kind::Float)?
+                .f_mul_scalar(1.0 - lr * wd)?
+                .f_sub(&update)?;
+            (new.f_to_kind(p.kind())?, None)
+        }
+    };
+    Ok(Update {
+        moments: Moments {
+            exp_avg,
+            exp_avg_sq,
+            master,
+        },
+        value,
+    })
+}
+
 /// Every variable of `vs` that requires grad, sorted by name: the order the
 /// optimiser updates them in, and so the order data-parallel collectives
 /// pair them across replicas.
@@ -315,7 +389,15 @@ impl AdamW {
         let t = (self.step + 1) as i32;
         let bc1 = 1.0 - self.beta1.powi(t);
         let bc2 = 1.0 - self.beta2.powi(t);
-        let (b1, b2, eps, wd) = (self.beta1, self.beta2, self.eps, self.weight_decay);
+        let hyper = Hyper {
+            b1: self.beta1,
+            b2: self.beta2,
+            eps: self.eps,
+            wd: self.weight_decay,
+            lr,
+            bc1,
+            bc2,
+        };
         let fail_at = self.fail_at.take();
         // Phase 1: compute, touching nothing that is kept.
         let updates = tch::no_grad(|| -> Result<Vec<Option<Update>>> {
@@ -331,53 +413,7 @@ impl AdamW {
                     out.push(None);
                     continue;
                 }
-                let g = g.f_to_kind(Kind::Float)?;
-                let (exp_avg, exp_avg_sq, master) = match slot {
-                    Some(m) => (
-                        m.exp_avg
-                            .f_mul_scalar(b1)?
-                            .f_add(&g.f_mul_scalar(1.0 - b1)?)?,
-                        m.exp_avg_sq
-                            .f_mul_scalar(b2)?
-                            .f_add(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?,
-                        m.master.as_ref().map(|t| t.f_detach()).transpose()?,
-                    ),
-                    None => (
-                        g.f_mul_scalar(1.0 - b1)?,
-                        g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?,
-                        if needs_master(p.kind()) {
-                            Some(p.detach().f_to_kind(Kind::Float)?)
-                        } else {
-                            None
-                        },
-                    ),
-                };
-                let denom = exp_avg_sq
-                    .f_sqrt()?
-                    .f_div_scalar(bc2.sqrt())?
-                    .f_add_scalar(eps)?;
-                let update = exp_avg.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
-                let (value, master) = match master {
-                    Some(master) => {
-                        let master = master.f_mul_scalar(1.0 - lr * wd)?.f_sub(&update)?;
-                        (master.f_to_kind(p.kind())?, Some(master))
-                    }
-                    None => {
-                        let new = p
-                            .f_to_kind(Kind::Float)?
-                            .f_mul_scalar(1.0 - lr * wd)?
-                            .f_sub(&update)?;
-                        (new.f_to_kind(p.kind())?, None)
-                    }
-                };
-                out.push(Some(Update {
-                    moments: Moments {
-                        exp_avg,
-                        exp_avg_sq,
-                        master,
-                    },
-                    value,
-                }));
+                out.push(Some(adamw_update(p, &g, slot.as_ref(), &hyper)?));
             }
             Ok(out)
         })?;
