@@ -118,17 +118,10 @@ pub fn train_rank(
         .map(|arg| resolve_resume(arg, &ckpt_root, &cfg.checkpoint.dir))
         .transpose()?;
     // Rank 0 owns the run folder for the whole job.
-    let _lock = if env.rank == 0 {
-        Some(own_run_folder(
-            cfg,
-            &out,
-            &ckpt_root,
-            overwrite,
-            resume_dir.is_none(),
-        )?)
-    } else {
-        None
-    };
+    let fresh = resume_dir.is_none();
+    let _lock = (env.rank == 0)
+        .then(|| own_run_folder(cfg, &out, &ckpt_root, overwrite, fresh))
+        .transpose()?;
     refuse_if_rank_too_big(cfg, role, device)?;
     let timeout = env
         .timeout
@@ -137,20 +130,8 @@ pub fn train_rank(
     let world_pg = new_group(&store, "", env, device, env.rank, env.world, timeout)?;
     let verifier = crate::verify::build_verifier(&cfg.verifier)?;
     let mut source = crate::run::source::from_config(cfg)?;
-    let kind = crate::model::parse_kind(&cfg.model.dtype)?;
     let resumed = resume_dir.as_deref().map(load_resume).transpose()?;
-    if let Some(r) = &resumed {
-        check_same_shape(&cfg.model.resolved_path(), &r.checkpoint.model_dir)?;
-        source.restore(&r.cursor)?;
-    }
-    let policy = match &resumed {
-        Some(r) => LoadedModel::load(&r.checkpoint.model_dir, device, kind)?,
-        None => {
-            let mut p = LoadedModel::load(&cfg.model.resolve()?, device, kind)?;
-            cfg.model.attach_adapter(&mut p, true)?;
-            p
-        }
-    };
+    let policy = rank_policy(cfg, resumed.as_ref(), &mut *source, device)?;
     let fault = RankFault::from_env(env.rank)?;
     let finish = |report: &mut RankReport, totals: &RankTotals| -> Result<()> {
         totals.fill(report);
@@ -216,6 +197,26 @@ pub fn train_rank(
             learner.run(started, &finish)
         }
     }
+}
+
+/// The rank's policy: the resumed checkpoint's (whose shape must match
+/// `[model]`; the prompt source moves to its cursor), or `[model]`'s with
+/// its adapter.
+fn rank_policy(
+    cfg: &RunConfig,
+    resumed: Option<&super::rank_checkpoint::Resume>,
+    source: &mut dyn crate::run::PromptSource,
+    device: Device,
+) -> Result<LoadedModel> {
+    let kind = crate::model::parse_kind(&cfg.model.dtype)?;
+    if let Some(r) = resumed {
+        check_same_shape(&cfg.model.resolved_path(), &r.checkpoint.model_dir)?;
+        source.restore(&r.cursor)?;
+        return LoadedModel::load(&r.checkpoint.model_dir, device, kind);
+    }
+    let mut p = LoadedModel::load(&cfg.model.resolve()?, device, kind)?;
+    cfg.model.attach_adapter(&mut p, true)?;
+    Ok(p)
 }
 
 /// What a sampler rank runs with, besides its models and data.
