@@ -116,7 +116,10 @@ fn a_full_disk_under_the_metrics_log_keeps_a_final_checkpoint_and_the_run_resume
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("No space left"), "{t}");
     let logged = logged_steps(&run.join("metrics.jsonl"));
-    assert!(!logged.is_empty() && (logged.len() as u64) < STEPS, "{logged:?}");
+    assert!(
+        !logged.is_empty() && (logged.len() as u64) < STEPS,
+        "{logged:?}"
+    );
     assert_eq!(logged, (1..=logged.len() as u64).collect::<Vec<_>>());
     // A final checkpoint of the last committed step: the step whose line
     // failed was committed before it was logged, so it is past the log.

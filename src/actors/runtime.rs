@@ -366,7 +366,9 @@ impl RuntimeBuilder {
                     if let Err(e) = recorder.record(*stats) {
                         // Keep the committed steps: stop after a final checkpoint.
                         tracing::error!(error = %e, "could not record a step; stopping after a final checkpoint");
-                        let _ = sup.cast(SupervisorMsg::Shutdown(format!("could not record a step: {e}")));
+                        let _ = sup.cast(SupervisorMsg::Shutdown(format!(
+                            "could not record a step: {e}"
+                        )));
                     }
                 }
                 Some(RunEvent::Checkpoint(p)) => last_checkpoint = Some(p),
