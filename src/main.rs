@@ -292,6 +292,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
             c.downcast_ref::<rlsd::Error>(),
             Some(
                 rlsd::Error::Config { .. }
+                    | rlsd::Error::ConfigSyntax { .. }
                     | rlsd::Error::Data { .. }
                     | rlsd::Error::PromptTooLong { .. }
             )

@@ -1,6 +1,7 @@
 //! Start-up checks of a run that need more than the config text, made
 //! before the run folder is touched (so a refused run writes nothing):
 //!
+//! - the devices exist (the config's validation only checks their names);
 //! - the verifier builds, and a command verifier's program exists;
 //! - the prompts load (the built-in task's settings are valid), and there
 //!   are enough of them for `runtime.steps` when `data.epochs` bounds them;
@@ -25,6 +26,14 @@ use crate::verify::VerifierKind;
 /// program that brings its own verifier or prompt source turns the checks
 /// of the configured ones off (`config_verifier`, `config_data` false).
 pub fn check_run(cfg: &RunConfig, config_verifier: bool, config_data: bool) -> Result<()> {
+    let rt = &cfg.runtime;
+    for (key, dev) in [
+        ("runtime.sampler_device", &rt.sampler_device),
+        ("runtime.teacher_device", &rt.teacher_device),
+        ("runtime.optimizer_device", &rt.optimizer_device),
+    ] {
+        crate::device::parse_device(dev).map_err(|e| e.at_key(key))?;
+    }
     if config_verifier {
         check_verifier(cfg)?;
     }
