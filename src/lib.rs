@@ -38,6 +38,7 @@
 //! - [`pretrain`]: supervised warm-up that makes the built-in task's base model.
 //! - [`config`]: the TOML run configuration; unknown keys are errors.
 //! - [`config_checks`]: range checks of numeric keys no section validator covers.
+//! - [`config_show`]: `rlsd config show`, unset optional keys included as comments.
 //! - [`preflight`]: start-up checks of a run (verifier program, prompt lengths,
 //!   data enough for the steps, memory plan) before its folder is touched.
 //! - [`actors`]: the six supervised actors and their messages.
@@ -59,6 +60,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod config;
 pub mod config_checks;
+pub mod config_show;
 pub mod cuda;
 pub mod data;
 pub mod device;

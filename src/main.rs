@@ -496,7 +496,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config {
             action: ConfigAction::Show { run },
         } => {
-            print!("{}", run.load()?.to_toml());
+            print!("{}", rlsd::config_show::show(&run.load()?));
             Ok(())
         }
         Command::Info => Ok(console::info()?),

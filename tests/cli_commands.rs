@@ -93,7 +93,11 @@ fn inspect_writes_a_page_of_escaped_tokens_and_the_train_step_credit() {
         json.to_str().unwrap(),
     ]);
     assert!(out.contains("8 responses to 2 prompts"), "{out}");
-    assert!(out.contains("\x1b[48;2;"), "no ANSI colours on stdout");
+    // Piped (and under NO_COLOR): the credit view is plain text.
+    assert!(
+        !out.contains('\x1b'),
+        "colour codes on piped stdout: {out:?}"
+    );
 
     let page = std::fs::read_to_string(&html).unwrap();
     let ins: serde_json::Value =

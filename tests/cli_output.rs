@@ -124,6 +124,10 @@ fn config_show_prints_the_resolved_config_as_toml() {
     assert_eq!(table["data"]["system_prompt"].as_str(), Some("Be brief."));
     // Keys the built-in config leaves out are shown with their defaults.
     assert_eq!(table["data"]["format"].as_str(), Some("auto"));
+    // Optional keys left unset are listed as comments; set ones are not.
+    assert!(stdout.contains("# data.path: unset"), "{stdout}");
+    assert!(stdout.contains("# model.revision: unset"), "{stdout}");
+    assert!(!stdout.contains("# data.system_prompt: unset"), "{stdout}");
     // What it prints loads back as the same run.
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("shown.toml");
