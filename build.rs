@@ -78,8 +78,12 @@ fn gloo_include() -> Option<PathBuf> {
         Some(c) => PathBuf::from(c),
         None => PathBuf::from(std::env::var_os("HOME")?).join(".cache"),
     };
-    let dir = cache.join("rlsd").join(format!("gloo-{GLOO_COMMIT}"));
-    dir.join("gloo/context.h").exists().then_some(dir)
+    // The pinned commit's headers, else Debian's libgloo-dev (setup_gloo.sh's
+    // fallback where GitHub is out of reach).
+    [format!("gloo-{GLOO_COMMIT}"), "gloo-debian".to_string()]
+        .into_iter()
+        .map(|d| cache.join("rlsd").join(d))
+        .find(|d| d.join("gloo/context.h").exists())
 }
 
 /// Compile csrc/rlsd_dist.cpp against libtorch's headers and gloo's.

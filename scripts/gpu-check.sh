@@ -4,7 +4,8 @@
 # built elsewhere (see "Preparing" below) against this machine's libtorch.
 #
 # Stages (each under its own timeout, all within one time budget, BUDGET_S,
-# default 450 s; a failing stage records its error and the script goes on):
+# default 450 s; a failing stage records its error and the script goes on;
+# the script exits 1 when any stage failed, timed out or was skipped for time):
 #   preflight the binaries load (ldd: every library found)
 #   info      rlsd info (libtorch version, CUDA devices)
 #   gpu_tests the `--features gpu` test binary (tests/gpu.rs: logits, bf16
@@ -224,8 +225,17 @@ total=$(( $(date +%s) - started ))
   echo
   echo "}"
 } > "$json"
+failed=""
+for k in "${!result[@]}"; do
+  case "${result[$k]}" in *'"ok": true'*) ;; *) failed="$failed $k" ;; esac
+done
 if "$py" -c 'import json,sys; json.load(open(sys.argv[1]))' "$json" 2>/dev/null; then
   say "done in ${total}s: $json"
 else
   say "done in ${total}s, but $json is not valid JSON (see the stage logs)"
+  failed="$failed json"
+fi
+if [ -n "$failed" ]; then
+  say "FAILED:$failed"
+  exit 1
 fi

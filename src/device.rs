@@ -26,6 +26,26 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// Check that `name` is a device string (`cpu`, `auto`, `cuda`, `cuda:N`)
+/// without asking libtorch which devices exist, so a config for a GPU
+/// machine can be shown and planned on a laptop; [`parse_device`] checks
+/// availability when a run starts.
+pub fn check_device_name(name: &str) -> Result<()> {
+    let name = name.trim();
+    let ok = matches!(name, "cpu" | "auto" | "cuda")
+        || name
+            .strip_prefix("cuda:")
+            .is_some_and(|n| n.parse::<usize>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "device",
+            format!("`{name}`: expected cpu, auto or cuda:N"),
+        ))
+    }
+}
+
 fn cuda(idx: usize, name: &str) -> Result<Device> {
     let n = tch::Cuda::device_count() as usize;
     if idx >= n {

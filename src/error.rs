@@ -32,6 +32,14 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+    /// A configuration file is not valid TOML.
+    #[error("{origin}: not valid TOML: {msg}")]
+    ConfigSyntax {
+        /// The file (or `<string>`) the text came from.
+        origin: String,
+        /// The parser's message, with the line and column.
+        msg: String,
+    },
     /// A tensor has the wrong shape.
     #[error("tensor `{name}`: expected shape {expected:?}, found {got:?}")]
     ShapeMismatch {

@@ -354,6 +354,7 @@ fn exit_code(e: &anyhow::Error) -> i32 {
             c.downcast_ref::<rlsd::Error>(),
             Some(
                 rlsd::Error::Config { .. }
+                    | rlsd::Error::ConfigSyntax { .. }
                     | rlsd::Error::Data { .. }
                     | rlsd::Error::PromptTooLong { .. }
             )
@@ -608,7 +609,7 @@ impl ConfigArgs {
         let ConfigArgs {
             action: ConfigAction::Show { run },
         } = self;
-        print!("{}", run.load()?.to_toml());
+        print!("{}", rlsd::config::show::show(&run.load()?));
         Ok(())
     }
 }

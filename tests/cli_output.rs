@@ -3,6 +3,8 @@
 //! something; `config show`, `train --model`, and pretrain's summary.
 
 mod common;
+#[path = "common/timed.rs"]
+mod timed;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -10,13 +12,14 @@ use std::process::{Command, Output};
 /// Run the binary with stdout and stderr piped, colours not turned off by
 /// the environment (the binary must see the pipe by itself).
 fn rlsd(args: &[&str]) -> (Output, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rlsd"))
-        .args(args)
-        .env_remove("NO_COLOR")
-        .env_remove("RLSD_LOG")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("running rlsd");
+    let out = timed::output_within(
+        Command::new(env!("CARGO_BIN_EXE_rlsd"))
+            .args(args)
+            .env_remove("NO_COLOR")
+            .env_remove("RLSD_LOG")
+            .env_remove("RUST_LOG"),
+        std::time::Duration::from_secs(600),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
@@ -121,6 +124,10 @@ fn config_show_prints_the_resolved_config_as_toml() {
     assert_eq!(table["data"]["system_prompt"].as_str(), Some("Be brief."));
     // Keys the built-in config leaves out are shown with their defaults.
     assert_eq!(table["data"]["format"].as_str(), Some("auto"));
+    // Optional keys left unset are listed as comments; set ones are not.
+    assert!(stdout.contains("# data.path: unset"), "{stdout}");
+    assert!(stdout.contains("# model.revision: unset"), "{stdout}");
+    assert!(!stdout.contains("# data.system_prompt: unset"), "{stdout}");
     // What it prints loads back as the same run.
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("shown.toml");

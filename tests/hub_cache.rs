@@ -4,6 +4,8 @@
 //! and `HF_HUB_OFFLINE` for the binary, and the error naming the folder.
 
 mod common;
+#[path = "common/timed.rs"]
+mod timed;
 
 use rlsd::hub::{resolve_model, HubEnv};
 use rlsd::model::LoadedModel;
@@ -107,21 +109,20 @@ fn the_binary_generates_from_a_cached_model_id() {
     )
     .unwrap();
     let run = |var: &str, value: PathBuf| {
-        Command::new(env!("CARGO_BIN_EXE_rlsd"))
-            .args([
-                "generate",
-                "--model",
-                "Org/Tiny-Arith",
-                "--prompt",
-                "What is 1+1?",
-            ])
-            .args(["--max-new-tokens", "4", "--temperature", "0"])
-            .env_remove("HF_HUB_CACHE")
-            .env_remove("HF_HOME")
-            .env(var, value)
-            .env("HF_HUB_OFFLINE", "1")
-            .output()
-            .unwrap()
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
+        cmd.args([
+            "generate",
+            "--model",
+            "Org/Tiny-Arith",
+            "--prompt",
+            "What is 1+1?",
+        ])
+        .args(["--max-new-tokens", "4", "--temperature", "0"])
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_HOME")
+        .env(var, value)
+        .env("HF_HUB_OFFLINE", "1");
+        timed::output_within(&mut cmd, std::time::Duration::from_secs(120))
     };
     for (var, value) in [
         ("HF_HUB_CACHE", tmp.path().join("hub")),

@@ -3,6 +3,9 @@
 //! with hand-computed token credit, `rlsd inspect --run`, `rlsd report`,
 //! `rlsd plot` on files and folders, and all of it from a real (tiny) run.
 
+#[path = "common/timed.rs"]
+mod timed;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -479,11 +482,12 @@ fn event_files_parse_with_valid_crcs_and_hold_every_metric() {
 // The binary.
 
 fn rlsd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlsd"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("running rlsd")
+    timed::output_within(
+        Command::new(env!("CARGO_BIN_EXE_rlsd"))
+            .args(args)
+            .env("NO_COLOR", "1"),
+        std::time::Duration::from_secs(600),
+    )
 }
 
 fn ok(args: &[&str]) -> String {

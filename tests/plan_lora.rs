@@ -3,8 +3,8 @@
 //! with adapters where full fine-tuning does not.
 
 use rlsd::config::RunConfig;
+use rlsd::memory::{check_fits, known_shape, plan, total, GIB};
 use rlsd::model::LoraConfig;
-use rlsd::plan::{check_fits, known_shape, plan, total, GIB};
 
 fn one_device(lora: Option<LoraConfig>) -> RunConfig {
     let mut cfg = RunConfig::default();
@@ -54,7 +54,7 @@ fn seven_and_eight_b_fit_one_80_gb_device_with_lora_only() {
         let memory = |_: &str| Some(80.0 * GIB);
         let full = plan(&one_device(None), &shape, 512).unwrap();
         let lora = plan(&one_device(Some(LoraConfig::default())), &shape, 512).unwrap();
-        let gib = |p: &rlsd::plan::MemoryPlan| p.devices[0].1 / GIB;
+        let gib = |p: &rlsd::memory::MemoryPlan| p.devices[0].1 / GIB;
         eprintln!(
             "{name} ({:.2}B) bf16 on one device: full {:.1} GiB, LoRA {:.1} GiB",
             full.params as f64 / 1e9,

@@ -5,10 +5,13 @@
 //! 1..N once, and at staleness 0 the weights, AdamW and teacher state equal
 //! an uninterrupted run's bit for bit.
 
+#[path = "common/timed.rs"]
+mod timed;
 #[path = "common/tiny_run.rs"]
 mod tiny_run;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 const B: usize = 2;
@@ -77,7 +80,12 @@ fn signal(child: &Child, sig: i32) {
 
 fn kill9(mut child: Child) {
     signal(&child, libc::SIGKILL);
-    let _ = child.wait();
+    wait(&mut child);
+}
+
+/// Wait for the binary, failing the test (child killed) after 300 s.
+fn wait(child: &mut Child) -> ExitStatus {
+    timed::wait_within(child, Duration::from_secs(300), "rlsd train")
 }
 
 fn has_checkpoint(out: &Path) -> bool {
@@ -95,9 +103,7 @@ fn writing(out: &Path, step: u64) -> bool {
 }
 
 fn finish(out: &Path, staleness: u64) {
-    let status = spawn(out, staleness, "", &["--resume", "latest"])
-        .wait()
-        .unwrap();
+    let status = wait(&mut spawn(out, staleness, "", &["--resume", "latest"]));
     assert!(status.success(), "resumed run failed: {status}");
 }
 
@@ -178,7 +184,7 @@ fn kill_story(out: &Path, staleness: u64) {
 #[test]
 fn kill_9_at_staleness_0_then_resume_equals_the_uninterrupted_run() {
     let clean = tempfile::tempdir().unwrap();
-    assert!(spawn(clean.path(), 0, "", &[]).wait().unwrap().success());
+    assert!(wait(&mut spawn(clean.path(), 0, "", &[])).success());
     let a = assert_exactly_once(clean.path(), STEPS);
 
     let killed = tempfile::tempdir().unwrap();
@@ -207,7 +213,7 @@ fn sigterm_mid_step_and_sigint_mid_checkpoint_stop_with_a_consistent_final_check
     let mut c = spawn(d.path(), 1, "", &[]);
     wait_for(&mut c, "step 2", || metrics_steps(d.path()).len() >= 2);
     signal(&c, libc::SIGTERM);
-    let status = c.wait().unwrap();
+    let status = wait(&mut c);
     assert!(status.success(), "SIGTERM: {status}");
     let k = metrics_steps(d.path()).len() as u64;
     assert!(k < 6, "stopped early (at {k})");
@@ -224,7 +230,7 @@ fn sigterm_mid_step_and_sigint_mid_checkpoint_stop_with_a_consistent_final_check
         writing(d.path(), 6)
     });
     signal(&c, libc::SIGINT);
-    let status = c.wait().unwrap();
+    let status = wait(&mut c);
     assert!(status.success(), "SIGINT mid-checkpoint: {status}");
     // The write finishes; the step in flight when the signal reached the
     // optimizer (at staleness 1, step 7) may be finished too ("finish or drop
@@ -247,6 +253,6 @@ fn a_second_signal_exits_at_once_non_zero() {
     signal(&c, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
     signal(&c, libc::SIGTERM);
-    let status = c.wait().unwrap();
+    let status = wait(&mut c);
     assert_eq!(status.code(), Some(130), "{status}");
 }

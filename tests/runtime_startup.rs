@@ -5,8 +5,11 @@
 //! without `tokenizer.json` and a checkpoint of another model shape are
 //! refused at start, naming the path. CPU, the built-in tiny model.
 
+#[path = "common/timed.rs"]
+mod timed;
 #[path = "common/tiny_run.rs"]
 mod tiny_run;
+
 use rlsd::actors::Runtime;
 use rlsd::config::RunConfig;
 use std::os::unix::process::CommandExt;
@@ -45,6 +48,11 @@ fn rlsd_train(out: &Path, steps: u64, args: &[&str]) -> Command {
     cmd
 }
 
+/// Run `cmd` to its end, failing the test (child killed) after 300 s.
+fn run(cmd: &mut Command) -> Output {
+    timed::output_within(cmd, std::time::Duration::from_secs(300))
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -78,7 +86,7 @@ fn bytes_under(dir: &Path) -> u64 {
 /// Size of one checkpoint of the tiny model, from a real 2-step run.
 fn checkpoint_bytes() -> u64 {
     let d = tempfile::tempdir().unwrap();
-    let o = rlsd_train(d.path(), 2, &[]).output().unwrap();
+    let o = run(&mut rlsd_train(d.path(), 2, &[]));
     assert!(o.status.success(), "{}", text(&o));
     bytes_under(&d.path().join("checkpoints"))
 }
@@ -128,7 +136,7 @@ fn a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint() {
             return;
         }
     };
-    let o = rlsd_train(&out, 6, &[]).output().unwrap();
+    let o = run(&mut rlsd_train(&out, 6, &[]));
     let t = text(&o);
     assert!(t.contains("No space left"), "{t}");
     assert_previous_checkpoint_intact(&out, &o);
@@ -139,7 +147,7 @@ fn a_file_size_limit_stops_the_run_and_keeps_the_previous_checkpoint() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path();
     // Steps 1-2 and their checkpoint with no limit.
-    let o = rlsd_train(out, 2, &[]).output().unwrap();
+    let o = run(&mut rlsd_train(out, 2, &[]));
     assert!(o.status.success(), "{}", text(&o));
     // The largest file of that checkpoint; resume under a limit below it.
     let largest = std::fs::read_dir(
@@ -169,7 +177,7 @@ fn a_file_size_limit_stops_the_run_and_keeps_the_previous_checkpoint() {
             Ok(())
         });
     }
-    let o = cmd.output().unwrap();
+    let o = run(&mut cmd);
     let t = text(&o);
     assert!(t.contains("File too large"), "{t}");
     assert_previous_checkpoint_intact(out, &o);
@@ -210,7 +218,7 @@ fn a_model_folder_without_a_tokenizer_is_refused_at_start_naming_it() {
 fn a_checkpoint_of_another_model_shape_is_refused_naming_both_paths() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
-    let o = rlsd_train(&out, 2, &[]).output().unwrap();
+    let o = run(&mut rlsd_train(&out, 2, &[]));
     assert!(o.status.success(), "{}", text(&o));
     // [model] names a copy of the built-in model with one more layer.
     let model = d.path().join("deeper");
@@ -230,7 +238,7 @@ fn a_checkpoint_of_another_model_shape_is_refused_naming_both_paths() {
     std::fs::write(&cfg_path, serde_json::to_string(&json).unwrap()).unwrap();
     let before = std::fs::read(out.join("metrics.jsonl")).unwrap();
 
-    let o = rlsd_train(
+    let mut cmd = rlsd_train(
         &out,
         4,
         &[
@@ -239,9 +247,8 @@ fn a_checkpoint_of_another_model_shape_is_refused_naming_both_paths() {
             "--resume",
             "latest",
         ],
-    )
-    .output()
-    .unwrap();
+    );
+    let o = run(&mut cmd);
     let t = text(&o);
     assert!(!o.status.success(), "{t}");
     assert!(

@@ -2,6 +2,8 @@
 //! hand-computed values, and the CUDA library staying linked where it exists.
 
 use tch::{Kind, Tensor};
+#[path = "common/timed.rs"]
+mod timed;
 
 #[test]
 fn matmul_and_softmax_match_hand_computed_values() {
@@ -60,11 +62,12 @@ fn binary_keeps_libtorch_cuda_linked() {
 
 #[test]
 fn binary_runs_without_ld_library_path() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rlsd"))
-        .arg("info")
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .expect("run rlsd info");
+    let out = timed::output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rlsd"))
+            .arg("info")
+            .env_remove("LD_LIBRARY_PATH"),
+        std::time::Duration::from_secs(120),
+    );
     assert!(
         out.status.success(),
         "{}",

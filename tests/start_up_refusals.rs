@@ -144,3 +144,55 @@ fn data_that_runs_out_before_the_last_step_is_refused_at_start() {
     );
     assert_refused(&o, &out, 2, &["runtime.steps", "data.epochs"]);
 }
+
+#[test]
+fn a_toml_syntax_error_names_the_file_and_line_not_a_config_key() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("bad.toml");
+    std::fs::write(&file, "[runtime]\nsteps = = 3\n").unwrap();
+    let out = d.path().join("run");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
+    cmd.args(["train", "--config"])
+        .arg(&file)
+        .env("RLSD_LOG", "error");
+    let o = timed::output_within(&mut cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("config key"), "{err}");
+    assert_refused(
+        &o,
+        &out,
+        2,
+        &[&file.display().to_string(), "not valid TOML", "line 2"],
+    );
+}
+
+#[test]
+fn a_cuda_config_is_shown_and_planned_without_a_gpu_and_refused_only_by_train() {
+    let sets = [
+        "--set",
+        "runtime.sampler_device=cuda:0",
+        "--set",
+        "runtime.teacher_device=cuda:0",
+        "--set",
+        "runtime.optimizer_device=cuda:0",
+    ];
+    for cmd in [
+        vec!["config", "show"],
+        vec!["plan", "--device-memory-gib", "80"],
+    ] {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rlsd"));
+        c.args(&cmd).args(sets).env("RLSD_LOG", "error");
+        let o = timed::output_within(&mut c, Duration::from_secs(60));
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    if tch::Cuda::device_count() == 0 {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("run");
+        let o = train(&out, &["runtime.sampler_device=cuda:0".into()]);
+        assert_refused(&o, &out, 2, &["runtime.sampler_device", "cuda:0"]);
+    }
+}

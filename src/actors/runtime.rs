@@ -487,7 +487,11 @@ async fn drive(
                 name = sig.next() => {
                     if interrupted {
                         eprintln!("rlsd: second {name}: exiting at once without a checkpoint");
-                        std::process::exit(130);
+                        // SAFETY: _exit ends the process without running atexit
+                        // handlers: libtorch's static destructors would run
+                        // while actor threads still use it and print pages of
+                        // C++ errors (issue 24). Nothing is left to flush.
+                        unsafe { libc::_exit(130) };
                     }
                     interrupted = true;
                     tracing::warn!("{name}: stopping after a final checkpoint (send it again to exit at once)");

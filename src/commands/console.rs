@@ -32,7 +32,13 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
 /// rollouts came from in the page title.
 fn show_inspection(ins: &Inspection, source: &Path, out: InspectOutput<'_>) -> Result<()> {
     if !out.quiet {
-        print!("{}", render_terminal(ins)?);
+        let text = render_terminal(ins)?;
+        // Colour codes only on a terminal without NO_COLOR; piped: plain text.
+        if crate::logging::use_colour(std::io::IsTerminal::is_terminal(&std::io::stdout())) {
+            print!("{text}");
+        } else {
+            print!("{}", crate::observe::credit_view::strip_ansi(&text));
+        }
     }
     let title = format!(
         "RLSD token credit: {} at step {} ({})",

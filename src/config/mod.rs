@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod checks;
 mod sections;
+pub mod show;
 pub use sections::{
     ObserveConfig, ValidationConfig, DEFAULT_COLLECTIVE_TIMEOUT, DEFAULT_LEAKAGE_NGRAM,
 };
@@ -342,9 +343,12 @@ impl RunConfig {
             ),
             None => (BUILTIN_TOML.to_string(), "configs/builtin.toml".to_string()),
         };
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Error::config(origin.clone(), format!("not valid TOML: {e}"))
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| Error::ConfigSyntax {
+                    origin: origin.clone(),
+                    msg: toml_error_line(&e),
+                })?;
         for ov in overrides {
             apply_override(&mut table, ov)?;
         }
@@ -355,9 +359,12 @@ impl RunConfig {
 
     /// Parse a TOML string (tests, embedding).
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            Error::config("<string>", format!("not valid TOML: {e}"))
-        })?;
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| Error::ConfigSyntax {
+                    origin: "<string>".into(),
+                    msg: toml_error_line(&e),
+                })?;
         let cfg = Self::from_table(table, "<string>")?;
         cfg.validate()?;
         Ok(cfg)
@@ -448,7 +455,7 @@ impl RunConfig {
             ("runtime.teacher_device", &rt.teacher_device),
             ("runtime.optimizer_device", &rt.optimizer_device),
         ] {
-            crate::device::parse_device(dev).map_err(|e| e.at_key(key))?;
+            crate::device::check_device_name(dev).map_err(|e| e.at_key(key))?;
         }
         crate::fault::FaultPlan::parse(&rt.faults)?;
         self.algo.validate()?;
@@ -489,13 +496,29 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
         ),
         None => (String::new(), "<defaults>".to_string()),
     };
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        Error::config(origin.clone(), format!("not valid TOML: {e}"))
-    })?;
+    let mut table: toml::Table =
+        text.parse()
+            .map_err(|e: toml::de::Error| Error::ConfigSyntax {
+                origin: origin.clone(),
+                msg: toml_error_line(&e),
+            })?;
     for ov in overrides {
         apply_override(&mut table, ov)?;
     }
     from_table(table, &with_overrides(origin, overrides))
+}
+
+/// A TOML parse error on one line: its position and message, without the
+/// source excerpt the parser draws under it.
+fn toml_error_line(e: &toml::de::Error) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('|') && !l.starts_with('^'))
+        .collect();
+    let joined = parts.join(": ");
+    joined.replace("TOML parse error at ", "")
 }
 
 /// Where a config's values came from, for error messages.

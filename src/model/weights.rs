@@ -69,11 +69,13 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
             };
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
             if var.size() != shape {
-                return Err(Error::ShapeMismatch {
-                    name: name.to_string(),
-                    expected: var.size(),
-                    got: shape,
-                });
+                // The shape the model expects comes from config.json: name
+                // both files, since either may be the wrong one.
+                return Err(bad(format!(
+                    "tensor `{name}` has shape {shape:?}, but {} makes the model expect {:?}",
+                    dir.join("config.json").display(),
+                    var.size()
+                )));
             }
             let kind = match view.dtype() {
                 safetensors::Dtype::F32 => Kind::Float,

@@ -247,6 +247,25 @@ fn top_tokens_table(h: &mut String, toks: &[TokenCredit<'_>]) {
     h.push_str("</table>\n");
 }
 
+/// `text` without its ANSI SGR sequences (`ESC [ ... m`): what
+/// [`render_credit_ansi`] prints when stdout is piped or `NO_COLOR` is set.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The same view for a terminal: 24-bit background colours, a legend line
 /// and the numbers summary. Control characters in tokens are shown escaped,
 /// never sent to the terminal.
@@ -284,4 +303,25 @@ pub fn render_credit_ansi(
     }
     s.push('\n');
     Ok(s)
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+
+    #[test]
+    fn the_coloured_view_strips_to_its_plain_text() {
+        let coloured = render_credit_ansi(
+            &["a".into(), "b\n".into(), "c".into()],
+            &[1.0, 2.0, 0.5],
+            &[1.0, 2.0, 0.5],
+            &[0.0, 0.1, -0.1],
+            1.0,
+        )
+        .unwrap();
+        assert!(coloured.contains("\x1b[48;2;"));
+        let plain = strip_ansi(&coloured);
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        assert!(plain.contains("ab↵\nc"), "{plain:?}");
+    }
 }

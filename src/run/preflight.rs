@@ -1,13 +1,14 @@
 //! Start-up checks of a run that need more than the config text, made
 //! before the run folder is touched (so a refused run writes nothing):
 //!
+//! - the devices exist (the config's validation only checks their names);
 //! - the verifier builds, and a command verifier's program exists;
 //! - the prompts load (the built-in task's settings are valid), and there
 //!   are enough of them for `runtime.steps` when `data.epochs` bounds them;
 //! - every prompt, student and teacher, leaves room for
 //!   `rollout.max_new_tokens` within the model's context
 //!   (`max_position_embeddings`), and one row fits `rollout.kv_cache_bytes`;
-//! - the memory plan fits the devices ([`crate::plan::refuse_if_too_big`]).
+//! - the memory plan fits the devices ([`crate::memory::refuse_if_too_big`]).
 //!
 //! A model folder that cannot be read here is left to the loader to report.
 
@@ -25,6 +26,14 @@ use crate::verify::VerifierKind;
 /// program that brings its own verifier or prompt source turns the checks
 /// of the configured ones off (`config_verifier`, `config_data` false).
 pub fn check_run(cfg: &RunConfig, config_verifier: bool, config_data: bool) -> Result<()> {
+    let rt = &cfg.runtime;
+    for (key, dev) in [
+        ("runtime.sampler_device", &rt.sampler_device),
+        ("runtime.teacher_device", &rt.teacher_device),
+        ("runtime.optimizer_device", &rt.optimizer_device),
+    ] {
+        crate::device::parse_device(dev).map_err(|e| e.at_key(key))?;
+    }
     if config_verifier {
         check_verifier(cfg)?;
     }
@@ -35,7 +44,7 @@ pub fn check_run(cfg: &RunConfig, config_verifier: bool, config_data: bool) -> R
             check_prompts_fit(cfg, &data, &model, &tokenizer)?;
         }
     }
-    crate::plan::refuse_if_too_big(cfg)
+    crate::memory::refuse_if_too_big(cfg)
 }
 
 /// The verifier builds; a command verifier's program is a file (a name
