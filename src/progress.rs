@@ -153,6 +153,22 @@ impl TrainProgress {
             Some(bar) if self.stdout_terminal => bar.println(&line),
             _ => println!("{line}"),
         }
+        for v in &s.validation {
+            let line = format!(
+                "validation after step {}: pass@1 greedy {:.3}, sampled {:.3}, pass@{k} {:.3}, maj@{k} {:.3} ({} prompts)",
+                v.after_step,
+                v.pass1_greedy,
+                v.pass1_sampled,
+                v.pass_at_k,
+                v.maj_at_k,
+                v.n,
+                k = v.samples
+            );
+            match &self.bar {
+                Some(bar) if self.stdout_terminal => bar.println(&line),
+                _ => println!("{line}"),
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.set_position(s.step);
             let mut msg = format!("reward {:.3} acc {:.3}", s.reward_mean, s.accuracy);

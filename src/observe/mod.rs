@@ -116,6 +116,11 @@ impl Observer {
         }
         if let Some(w) = self.events.as_mut() {
             w.summary(stats.step, &values)?;
+            // Validations are a list in the record (skipped above): each is
+            // tagged `validation/...` at the step it followed.
+            for v in &stats.validation {
+                w.summary(v.after_step, &validation_scalars(v))?;
+            }
         }
         if let (Some(w), false) = (self.completions.as_mut(), stats.completions.is_empty()) {
             w.append(&StepCompletions {
@@ -163,6 +168,16 @@ impl Observer {
         }
         written
     }
+}
+
+/// A validation's numbers as `validation/<field>` scalars (`after_step`,
+/// which is the event's step, left out).
+pub fn validation_scalars(v: &crate::stats::ValidationStats) -> Vec<SummaryValue> {
+    let mut record = serde_json::to_value(v).unwrap_or_default();
+    if let Some(map) = record.as_object_mut() {
+        map.remove("after_step");
+    }
+    scalars(&record, "validation")
 }
 
 /// Every number in `record` (booleans as 0/1) as a scalar, nested objects
@@ -258,6 +273,30 @@ fn completions_markdown(samples: &[CompletionSample]) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn validations_become_validation_tags() {
+        let v = crate::stats::ValidationStats {
+            after_step: 5,
+            pass1_greedy: 0.25,
+            ..Default::default()
+        };
+        let tags: Vec<(String, f32)> = validation_scalars(&v)
+            .into_iter()
+            .filter_map(|s| match s {
+                SummaryValue::Scalar { tag, value } => Some((tag, value)),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            tags.contains(&("validation/pass1_greedy".to_string(), 0.25)),
+            "{tags:?}"
+        );
+        assert!(
+            tags.iter().all(|(t, _)| t != "validation/after_step"),
+            "{tags:?}"
+        );
+    }
 
     #[test]
     fn scalars_flatten_nested_numbers_and_skip_the_rest() {
