@@ -80,6 +80,8 @@ const TABLE: &[(&str, &[&str])] = &[
     ("algo.dual_clip_c", &["-1", "0", "nan", "inf"]),
     ("algo.kl_coef", NONNEG),
     ("algo.entropy_coef", &["nan", "inf", "-inf"]),
+    ("algo.outcome_ppo_coef", &["-1", "0", "nan", "inf"]),
+    ("algo.sdpo_num_candidates", COUNT0),
     ("data.seed", COUNT0),
     ("data.epochs", COUNT0),
     ("data.task.min_operands", &["-1", "0", "nan", "inf", BIG]),
@@ -96,6 +98,10 @@ const TABLE: &[(&str, &[&str])] = &[
     ("validation.temperature", NONNEG),
     ("validation.max_new_tokens", COUNT0),
     ("validation.seed", COUNT0),
+    ("validation.top_k", COUNT0),
+    ("validation.top_p", &["-1", "0", "nan", "inf", "1e300"]),
+    ("validation.presence_penalty", &["nan", "inf", "-inf"]),
+    ("validation.leakage_ngram", COUNT0),
 ];
 
 /// Dotted keys of every integer or float leaf of `v`.
