@@ -23,6 +23,7 @@ use crate::rlsd::AlgoConfig;
 use crate::verify::VerifierConfig;
 use serde::{Deserialize, Serialize};
 
+pub mod builtin_model;
 pub mod checks;
 mod sections;
 pub mod show;
@@ -102,7 +103,7 @@ impl ModelConfig {
     /// Hugging Face cache, downloaded first when needed and allowed.
     pub fn resolve(&self) -> Result<PathBuf> {
         if self.path == "builtin" {
-            return Ok(builtin_model_dir());
+            return try_builtin_model_dir();
         }
         crate::hub::resolve_model(
             &self.path,
@@ -168,14 +169,35 @@ impl ModelConfig {
     }
 }
 
-/// Folder of the built-in task's base model shipped with the crate.
+/// Folder of the built-in task's base model: the copy of the files embedded
+/// in the binary, written once to the per-user cache (see
+/// [`builtin_model`]). Where that fails, the folder it would be in (loading
+/// from it then names it); [`try_builtin_model_dir`] gives the reason.
 pub fn builtin_model_dir() -> PathBuf {
-    source_dir().join("assets/tiny-arith")
+    try_builtin_model_dir()
+        .unwrap_or_else(|_| builtin_model::cache_dir_in(&builtin_model::cache_root()))
 }
 
-/// The rlsd source tree the binary reads its shipped files from (`assets/`):
-/// `RLSD_SOURCE_DIR` when set (a binary carried to another machine, e.g. by
-/// scripts/gpu-check.sh), else the folder it was built in.
+/// [`builtin_model_dir`], or why the embedded model cannot be written out.
+/// Located once per process.
+pub fn try_builtin_model_dir() -> Result<PathBuf> {
+    static DIR: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        builtin_model::locate(
+            &builtin_model::cache_root(),
+            &source_dir().join("assets/tiny-arith"),
+        )
+        .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|msg| Error::config("model.path", msg))
+}
+
+/// The rlsd source tree (test fixtures; the built-in model's fallback when
+/// the cache cannot be written): `RLSD_SOURCE_DIR` when set (a binary
+/// carried to another machine, e.g. by scripts/gpu-check.sh), else the
+/// folder it was built in. The binary needs none of it to run.
 pub fn source_dir() -> PathBuf {
     match std::env::var_os("RLSD_SOURCE_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d),
