@@ -80,6 +80,7 @@ fn global_batch(m: &LoadedModel, groups: usize) -> TrainBatch {
         lambda: 0.5,
         lr: 1e-2,
         temperature: 1.0,
+        response_mask: None,
     }
 }
 
