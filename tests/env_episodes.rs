@@ -175,8 +175,8 @@ fn a_played_episode_equals_the_one_assembled_by_hand() {
         // The sampler's log-probs are the policy's on the whole trajectory.
         let whole = token_logprobs(
             &m.lm,
-            &[sample.prompt.clone()],
-            &[sample.response.clone()],
+            std::slice::from_ref(&sample.prompt),
+            std::slice::from_ref(&sample.response),
             1.0,
         )
         .unwrap();

@@ -22,6 +22,9 @@ use tch::{Device, Kind, Tensor};
 
 const T: f64 = 1.0;
 
+/// An episode's model turns and the environment's segments between them.
+type Shape<'a> = (&'a [&'a [i64]], &'a [&'a [i64]]);
+
 fn model(seed: u64) -> LoadedModel {
     LoadedModel::random(Config::tiny(), Device::Cpu, seed).unwrap()
 }
@@ -32,7 +35,7 @@ fn model(seed: u64) -> LoadedModel {
 fn episodes(m: &LoadedModel) -> Vec<Episode> {
     let prompt = vec![5i64, 9, 11];
     // (turns, given segments between them)
-    let shapes: [(&[&[i64]], &[&[i64]]); 4] = [
+    let shapes: [Shape; 4] = [
         (&[&[12, 13, 14], &[15, 16]], &[&[40, 41, 42]]),
         (&[&[17, 18], &[19, 20, 21], &[22]], &[&[43, 44], &[45]]),
         (&[&[23, 24, 25, 26]], &[]),
@@ -297,7 +300,7 @@ fn an_all_ones_mask_is_bit_identical_to_no_mask() {
     ]
     .into_iter()
     .map(|r| {
-        let lps = token_logprobs(&m.lm, &[vec![5, 9, 11]], &[r.clone()], T).unwrap();
+        let lps = token_logprobs(&m.lm, &[vec![5, 9, 11]], std::slice::from_ref(&r), T).unwrap();
         Episode::single_turn(vec![5, 9, 11], r, lps[0].clone(), 0).unwrap()
     })
     .collect();
