@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         lambda: 0.5,
         lr: 1e-5,
         temperature: 1.0,
+        response_mask: None,
     };
 
     let mut results = Vec::new();

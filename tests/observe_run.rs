@@ -305,6 +305,7 @@ fn hand_batch() -> (CreditBatch, TrainBatch, AlgoConfig) {
         lambda: 0.5,
         lr: 1e-3,
         temperature: 1.0,
+        response_mask: None,
     };
     let mut algo = AlgoConfig::with_algo(Algo::Rlsd);
     algo.eps_w = 0.2;

@@ -166,6 +166,7 @@ fn credit_and_loss_match_reference() {
             lambda: case["lambda"].as_f64().unwrap(),
             lr: 0.0,
             temperature: 1.0,
+            response_mask: None,
         };
         let max_len = *lens.iter().max().unwrap();
         let pad = |v: &Value| {

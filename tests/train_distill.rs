@@ -49,6 +49,7 @@ fn batch(student: &LoadedModel, teacher: &LoadedModel, k: usize) -> TrainBatch {
         lambda: 0.0,
         lr: 1e-2,
         temperature: T,
+        response_mask: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn rollout(m: &LoadedModel, temperature: f64) -> (TrainBatch, Vec<usize>) {
         lambda: 0.5,
         lr: 3e-3,
         temperature,
+        response_mask: None,
     };
     (batch, winners)
 }

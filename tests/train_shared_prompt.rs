@@ -248,6 +248,7 @@ fn train_batch(samples: Vec<PromptResponse>) -> TrainBatch {
         lambda: 0.5,
         lr: 1e-5,
         temperature: T,
+        response_mask: None,
     }
 }
 

@@ -168,6 +168,7 @@ fn batch_for(policy: &Bigram, lambda: f64, stale: f32) -> TrainBatch {
         lambda,
         lr: 0.05,
         temperature: 1.0,
+        response_mask: None,
     }
 }
 
@@ -497,6 +498,7 @@ fn train_step_matches_pytorch() {
         lambda: case["lambda"].as_f64().unwrap(),
         lr,
         temperature: case["temperature"].as_f64().unwrap(),
+        response_mask: None,
     };
     for (k, want) in case["steps"].as_array().unwrap().iter().enumerate() {
         let s = train_step(&mut tr, &batch).unwrap();

@@ -146,6 +146,7 @@ fn step(
         lambda: 0.5,
         lr: 1e-5,
         temperature: 1.0,
+        response_mask: None,
     };
     // The positions the trunk runs, over the step's micro-batches.
     let (order, ranges) = plan_micro_batches(

@@ -191,6 +191,7 @@ impl CreditBatch {
             lambda: plan.lambda,
             lr: plan.lr,
             temperature,
+            response_mask: None,
         }
     }
 }

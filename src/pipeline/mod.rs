@@ -14,8 +14,10 @@
 //! - [`stages`]: the stage functions.
 //! - [`stats`]: [`step_stats`], the one place that assembles [`crate::stats::StepStats`].
 //! - [`records`]: the per-response records (token credit) a step hands its observers.
+//! - [`episodes`]: multi-turn rollouts with an environment, one episode at a time.
 
 pub mod batch;
+pub mod episodes;
 pub mod leakage;
 pub mod leakage_probe;
 pub mod plan;

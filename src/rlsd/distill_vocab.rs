@@ -50,6 +50,25 @@ impl SupportVocabLoss {
         coef: f64,
         device: Device,
     ) -> Result<Self> {
+        Self::new_masked(form, support, lens, None, agg, norm, coef, device)
+    }
+
+    /// [`SupportVocabLoss::new`] over the trained tokens only: `token_mask`
+    /// (one row per response, one value per token; 1 = the model's token,
+    /// 0 = an environment token) gives environment tokens weight 0, and
+    /// seq-mean-token-mean divides each response by its trained tokens.
+    /// `None` trains every token.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_masked(
+        form: OpsdLoss,
+        support: &[TokenSupport],
+        lens: &[usize],
+        token_mask: Option<&[Vec<f32>]>,
+        agg: LossAgg,
+        norm: LossNorm,
+        coef: f64,
+        device: Device,
+    ) -> Result<Self> {
         if !form.needs_distribution() {
             return Err(Error::InvalidInput(format!(
                 "SupportVocabLoss: opsd_loss `{}` is not a distribution divergence",
@@ -69,7 +88,16 @@ impl SupportVocabLoss {
         let mut lps = vec![0f64; n * k];
         let mut weight = Vec::with_capacity(n);
         let mut at = 0;
-        for (s, &len) in support.iter().zip(lens) {
+        if let Some(m) = token_mask {
+            let fits = m.len() == lens.len() && m.iter().zip(lens).all(|(r, &l)| r.len() == l);
+            if !fits {
+                return Err(Error::InvalidInput(format!(
+                    "SupportVocabLoss: the token mask does not cover {} responses of lengths {lens:?}",
+                    lens.len()
+                )));
+            }
+        }
+        for (i, (s, &len)) in support.iter().zip(lens).enumerate() {
             if s.k != k {
                 return Err(Error::InvalidInput(format!(
                     "teacher_support rows have k = {} and {k}",
@@ -81,11 +109,16 @@ impl SupportVocabLoss {
             for (d, &x) in lps[at * k..at * k + m].iter_mut().zip(&s.logprobs) {
                 *d = f64::from(x);
             }
+            let row = token_mask.map(|m| m[i].as_slice());
+            let trained = row.map_or(len as f64, |r| r.iter().map(|&x| f64::from(x)).sum());
             let w = match agg {
                 LossAgg::TokenMean => 1.0 / norm.total_tokens.max(1.0),
-                LossAgg::SeqMeanTokenMean => 1.0 / ((len.max(1) as f64) * norm.total_seqs.max(1.0)),
+                LossAgg::SeqMeanTokenMean => 1.0 / (trained.max(1.0) * norm.total_seqs.max(1.0)),
             };
-            weight.extend(std::iter::repeat_n(w, len));
+            match row {
+                None => weight.extend(std::iter::repeat_n(w, len)),
+                Some(r) => weight.extend(r.iter().map(|&x| w * f64::from(x))),
+            }
             at += len;
         }
         let shape = [n as i64, k as i64];

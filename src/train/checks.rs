@@ -57,6 +57,16 @@ pub(crate) fn check_lengths(batch: &TrainBatch) -> Result<()> {
             }
         }
     }
+    if let Some(m) = &batch.response_mask {
+        rows("response_mask", m)?;
+        for (i, row) in m.iter().enumerate() {
+            if let Some((j, x)) = row.iter().enumerate().find(|(_, &x)| x != 0.0 && x != 1.0) {
+                return Err(invalid(format!(
+                    "response_mask[{i}][{j}] is {x}; it must be 1 (model token) or 0 (environment token)"
+                )));
+            }
+        }
+    }
     if batch.advantages.len() != b {
         return Err(invalid(format!(
             "{} advantages for {b} samples",
@@ -66,9 +76,15 @@ pub(crate) fn check_lengths(batch: &TrainBatch) -> Result<()> {
     Ok(())
 }
 
-/// Which input, if any, holds a NaN or infinity.
+/// Which input, if any, holds a NaN or infinity on a trained token
+/// (environment tokens' values are never read, [`TrainBatch::response_mask`]).
 pub(crate) fn non_finite_input(batch: &TrainBatch) -> Option<&'static str> {
-    let bad = |v: &[Vec<f32>]| v.iter().flatten().any(|x| !x.is_finite());
+    let bad_row = |i: usize, r: &[f32]| {
+        r.iter()
+            .enumerate()
+            .any(|(j, x)| !x.is_finite() && batch.is_trained(i, j))
+    };
+    let bad = |v: &[Vec<f32>]| v.iter().enumerate().any(|(i, r)| bad_row(i, r));
     if batch.advantages.iter().any(|x| !x.is_finite()) {
         return Some("advantages (rewards)");
     }
@@ -79,7 +95,11 @@ pub(crate) fn non_finite_input(batch: &TrainBatch) -> Option<&'static str> {
         return Some("teacher_logprobs");
     }
     if let Some(n) = &batch.teacher_neg_logprobs {
-        if n.iter().flatten().flatten().any(|x| !x.is_finite()) {
+        let rows = n.iter().enumerate();
+        if rows
+            .filter_map(|(i, r)| Some((i, r.as_deref()?)))
+            .any(|(i, r)| bad_row(i, r))
+        {
             return Some("teacher_neg_logprobs");
         }
     }

@@ -96,5 +96,6 @@ pub(super) fn permuted(batch: &TrainBatch, order: &[usize]) -> TrainBatch {
         lambda: batch.lambda,
         lr: batch.lr,
         temperature: batch.temperature,
+        response_mask: batch.response_mask.as_deref().map(|v| pick(v, order)),
     }
 }

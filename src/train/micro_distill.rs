@@ -4,7 +4,7 @@
 //! pure functions of `rlsd::distill`.
 
 use super::checks::invalid;
-use super::micro_loss::pad_rows;
+use super::micro_loss::{keep_trained, pad_rows};
 use super::TrainBatch;
 use crate::error::{Error, Result};
 use crate::rlsd::{
@@ -59,7 +59,8 @@ pub fn support_tensors(
 ///   ([`support_divergence`]); `student_support` is the student's `[b, L, k]`
 ///   log-probs of the support ids, carrying gradient.
 ///
-/// Aggregated like the policy loss (`loss_agg`, whole-batch `norm`).
+/// Aggregated like the policy loss (`loss_agg`, whole-batch `norm`) over
+/// the trained tokens `mask` (environment tokens get no divergence).
 #[allow(clippy::too_many_arguments)]
 pub fn distill_loss(
     cfg: &AlgoConfig,
@@ -88,6 +89,7 @@ pub fn distill_loss(
                 len,
                 device,
             )?;
+            let t = keep_trained(&t, mask)?;
             token_kl(&t, &logp_new.f_to_kind(Kind::Double)?)?
         }
         form @ (OpsdLoss::Kl | OpsdLoss::Jsd) => {

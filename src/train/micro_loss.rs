@@ -41,6 +41,33 @@ pub(crate) fn length_mask(lens: &[usize], len: usize, device: Device) -> Result<
         .f_to_device(device)?)
 }
 
+/// `[b, len]` mask of the trained tokens of samples `range`: 1 on the
+/// model's response tokens, 0 on padding and on environment tokens
+/// ([`TrainBatch::response_mask`]).
+pub(crate) fn trained_mask(
+    batch: &TrainBatch,
+    range: Range<usize>,
+    len: usize,
+    device: Device,
+) -> Result<Tensor> {
+    match &batch.response_mask {
+        Some(m) => pad_rows(m[range].iter().map(|r| r.as_slice()), len, device),
+        None => {
+            let lens: Vec<usize> = batch.samples[range]
+                .iter()
+                .map(|s| s.response.len())
+                .collect();
+            length_mask(&lens, len, device)
+        }
+    }
+}
+
+/// `values` with 0 wherever `mask` is 0: an environment token's input
+/// (even a NaN) never reaches the loss.
+pub(crate) fn keep_trained(values: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    Ok(values.f_where_self(&mask.f_gt(0.5)?, &values.f_zeros_like()?)?)
+}
+
 /// The loss of one micro-batch and the credit behind it.
 #[derive(Debug)]
 pub struct MicroBatchLoss {
@@ -50,7 +77,8 @@ pub struct MicroBatchLoss {
     pub credit: TokenCredit,
     /// `delta_t`, where a teacher was given.
     pub delta: Option<Tensor>,
-    /// `[b, L]` response mask (f64).
+    /// `[b, L]` mask of the trained tokens (f64): 0 on padding and on
+    /// environment tokens.
     pub mask: Tensor,
     /// `[b, L]` masked entropy (f64).
     pub entropy: Tensor,
@@ -79,11 +107,16 @@ pub fn micro_batch_loss(
     check_shape(&size, &lens)?;
     let device = logp_new.device();
     let len = size[1] as usize;
-    let mask = length_mask(&lens, len, device)?;
+    let mask = trained_mask(batch, range.clone(), len, device)?;
     let logp_new = logp_new.f_to_kind(Kind::Double)?.f_mul(&mask)?;
     let entropy = entropy.f_to_kind(Kind::Double)?.f_mul(&mask)?;
-    let rows =
-        |v: &'_ [Vec<f32>]| pad_rows(v[start..end].iter().map(|r| r.as_slice()), len, device);
+    let rows = |v: &'_ [Vec<f32>]| {
+        let padded = pad_rows(v[start..end].iter().map(|r| r.as_slice()), len, device)?;
+        match batch.response_mask {
+            Some(_) => keep_trained(&padded, &mask),
+            None => Ok(padded),
+        }
+    };
     let logp_old = rows(&batch.sampling_logprobs)?;
     let logp_s = match cfg.student_logprobs {
         StudentLogprobs::Current => logp_new.detach(),
@@ -97,7 +130,7 @@ pub fn micro_batch_loss(
                 .teacher_neg_logprobs
                 .as_ref()
                 .ok_or_else(|| invalid("`cepo` needs teacher_neg_logprobs".into()))?;
-            let delta = cepo_delta(cfg, t, &negs[start..end], &logp_s, len)?;
+            let delta = cepo_delta(cfg, t, &negs[start..end], &logp_s, &mask)?;
             Some(delta.f_mul(&mask)?)
         }
         (Some(t), _) => Some(token_delta(t, &logp_s)?.f_mul(&mask)?),
@@ -156,7 +189,8 @@ fn check_shape(size: &[i64], lens: &[usize]) -> Result<()> {
 }
 
 /// CEPO's `delta_t = logp_T - logp_Tneg` per row (`negs`: the teacher given
-/// the group's wrong answer, `None` for a group with none), padded to `len`.
+/// the group's wrong answer, `None` for a group with none), padded to the
+/// width of `mask` (the trained tokens; `Tneg` is read only there).
 /// A group with no wrong response: GRPO (`delta_t = 0`, its authors'), or
 /// with `cepo_fallback = "rlsd"` Tneg is the student (RLSD's credit).
 fn cepo_delta(
@@ -164,15 +198,16 @@ fn cepo_delta(
     teacher: &Tensor,
     negs: &[Option<Vec<f32>>],
     logp_s: &Tensor,
-    len: usize,
+    mask: &Tensor,
 ) -> Result<Tensor> {
     let device = teacher.device();
     let empty: &[f32] = &[];
     let neg = pad_rows(
         negs.iter().map(|r| r.as_deref().unwrap_or(empty)),
-        len,
+        mask.size()[1] as usize,
         device,
     )?;
+    let neg = keep_trained(&neg, mask)?;
     let has: Vec<f64> = negs
         .iter()
         .map(|r| f64::from(u8::from(r.is_some())))

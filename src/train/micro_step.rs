@@ -65,10 +65,12 @@ impl MicroStep<'_> {
             // log-softmax (`SupportVocabLoss`), so no [b, L, V] tensor lives.
             Some(sup) if vocab_distill => {
                 let lens: Vec<usize> = chunk.iter().map(|s| s.response.len()).collect();
-                let mut vl = SupportVocabLoss::new(
+                let mask = batch.response_mask.as_deref().map(|m| &m[range.clone()]);
+                let mut vl = SupportVocabLoss::new_masked(
                     cfg.opsd_loss,
                     &sup[range.clone()],
                     &lens,
+                    mask,
                     cfg.loss_agg,
                     self.norm,
                     cfg.distill_coef,

@@ -75,13 +75,35 @@ pub struct TrainBatch {
     pub lr: f64,
     /// Sampling temperature; log-probs are taken at the same temperature.
     pub temperature: f64,
+    /// Per-sample loss mask over the response tokens (one value per token):
+    /// 1 on the model's tokens, 0 on environment / tool tokens inside a
+    /// multi-turn response ([`crate::env::Episode::response_loss_mask`]).
+    /// Masked tokens stay in the context but get no loss, no advantage, no
+    /// credit and do not count in the loss normaliser; their log-probs are
+    /// never read. `None`: every response token is the model's.
+    pub response_mask: Option<Vec<Vec<f32>>>,
 }
 
 impl TrainBatch {
     /// The whole batch's response-token and response counts (the loss
     /// normaliser of a one-rank step).
+    /// Environment tokens ([`TrainBatch::response_mask`]) are not counted.
     pub fn loss_norm(&self) -> LossNorm {
-        LossNorm::of_lengths(self.samples.iter().map(|s| s.response.len()))
+        match &self.response_mask {
+            None => LossNorm::of_lengths(self.samples.iter().map(|s| s.response.len())),
+            Some(m) => LossNorm {
+                total_tokens: m.iter().flatten().map(|&x| f64::from(x)).sum(),
+                total_seqs: self.samples.len() as f64,
+            },
+        }
+    }
+
+    /// Whether response token `j` of sample `i` is trained (the model's).
+    pub fn is_trained(&self, i: usize, j: usize) -> bool {
+        self.response_mask
+            .as_ref()
+            .and_then(|m| m.get(i)?.get(j).copied())
+            .is_none_or(|x| x != 0.0)
     }
 }
 
@@ -288,7 +310,7 @@ fn reduce_over_ranks<P: Policy>(
     stats: &mut StepStats,
 ) -> Result<std::result::Result<f64, String>> {
     let Some(sync) = trainer.grad_sync.as_mut() else {
-        return Ok(Ok(stats.num_tokens as f64));
+        return Ok(Ok(norm.total_tokens));
     };
     let t0 = Instant::now();
     let params = trainer.optimizer.parameters();

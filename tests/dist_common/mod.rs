@@ -80,6 +80,7 @@ fn global_batch(m: &LoadedModel, groups: usize) -> TrainBatch {
         lambda: 0.5,
         lr: 1e-2,
         temperature: 1.0,
+        response_mask: None,
     }
 }
 
@@ -97,6 +98,7 @@ fn shard(b: &TrainBatch, range: std::ops::Range<usize>) -> TrainBatch {
         ref_logprobs: None,
         teacher_support: None,
         correct: b.correct.as_ref().map(|v| v[r.clone()].to_vec()),
+        response_mask: b.response_mask.as_ref().map(|v| v[r.clone()].to_vec()),
         advantages: b.advantages[r].to_vec(),
         ..b.clone()
     }
