@@ -10,7 +10,7 @@ use rlsd::actors::Runtime;
 use rlsd::config::RunConfig;
 use rlsd::data::{Example, TeacherPrompt};
 use rlsd::model::LoadedModel;
-use rlsd::rlsd::{AdaptiveLambda, AdaptiveRule};
+use rlsd::rlsd::AdaptiveLambda;
 use rlsd::run::sequential::run_sequential;
 use rlsd::stats::StepStats;
 use rlsd::verify::{Verdict, Verifier};
@@ -63,13 +63,13 @@ fn lambdas(steps: &[StepStats]) -> Vec<f64> {
 /// The lambda each step should have used: the state after replaying the
 /// stats of the steps before it through [`AdaptiveLambda::observe`].
 fn replayed(cfg: &RunConfig, steps: &[StepStats]) -> Vec<f64> {
-    let rule = AdaptiveRule::of(&cfg.algo);
-    let mut state = AdaptiveLambda::start(&cfg.algo);
+    let rule = cfg.algo.adaptive_rule();
+    let mut state = cfg.algo.adaptive_start();
     steps
         .iter()
         .map(|s| {
             let l = state.lambda;
-            state.observe(&rule, s);
+            rlsd::pipeline::observe_step(&mut state, &rule, s);
             l
         })
         .collect()

@@ -244,7 +244,7 @@ impl OptimizerCommit {
         } else {
             0
         };
-        self.adaptive.observe(&self.adaptive_rule, &stats);
+        crate::pipeline::observe_step(&mut self.adaptive, &self.adaptive_rule, &stats);
         self.recent.insert(step, stats);
         while self.recent.len() > RECENT_STATS {
             self.recent.pop_first();

@@ -26,7 +26,6 @@ use crate::error::{Error, Result};
 use crate::fault::{FaultPlan, Role};
 use crate::metrics::MetricsWriter;
 use crate::model::{LoadedModel, WeightSnapshot};
-use crate::rlsd::{AdaptiveLambda, AdaptiveRule};
 use crate::run::folder::{prepare_fresh, resolve_resume, RunLock};
 use crate::run::record::{StepCallback, StepRecorder};
 use crate::run::resume::{check_same_shape, refill_metrics, Resumed};
@@ -342,7 +341,7 @@ fn optimizer_commit(
     let mut trained_before = Vec::new();
     let mut recent = BTreeMap::new();
     let mut last_checkpoint = None;
-    let mut adaptive = AdaptiveLambda::start(&cfg.algo);
+    let mut adaptive = cfg.algo.adaptive_start();
     if let (Some(ck), Some(r)) = (&start.checkpoint, &start.resumed) {
         adaptive = r.adaptive_lambda(&cfg.algo)?;
         trainer.optimizer.load_state_tensors(&ck.optimizer)?;
@@ -377,7 +376,7 @@ fn optimizer_commit(
         stopped: false,
         consecutive_skips: 0,
         adaptive,
-        adaptive_rule: AdaptiveRule::of(&cfg.algo),
+        adaptive_rule: cfg.algo.adaptive_rule(),
     })
 }
 

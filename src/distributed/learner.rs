@@ -83,7 +83,7 @@ impl Learner<'_> {
             trainer: Trainer::new(policy, algo, cfg.optim.clone())?,
             teacher,
             teacher_version: 0,
-            lambda_state: crate::rlsd::AdaptiveLambda::start(&cfg.algo),
+            lambda_state: cfg.algo.adaptive_start(),
         };
         let start_step = start_weights(resumed, &mut models, &mut dp, env, split.as_ref())?;
         models.trainer.grad_sync = Some(Box::new(dp));

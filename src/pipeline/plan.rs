@@ -4,7 +4,10 @@
 
 use crate::config::RunConfig;
 use crate::data::Example;
-use crate::rlsd::{lambda_at, lr_at, AdaptiveLambda, Algo, AlgoConfig, LambdaSchedule};
+use crate::rlsd::{
+    lambda_at, lr_at, AdaptiveLambda, AdaptiveRule, Algo, AlgoConfig, LambdaSchedule, SignalInputs,
+};
+use crate::stats::StepStats;
 
 /// The order for one step: which prompts, with which constants.
 #[derive(Debug, Clone)]
@@ -86,6 +89,23 @@ impl StepPlan {
         }
         self
     }
+}
+
+/// Feed committed step `stats` to the adaptive lambda schedule's `state`
+/// (`AdaptiveLambda::observe` on the logged values its signals read).
+pub fn observe_step(state: &mut AdaptiveLambda, rule: &AdaptiveRule, stats: &StepStats) {
+    state.observe(
+        rule,
+        &SignalInputs {
+            step: stats.step,
+            skipped: stats.skipped,
+            num_tokens: stats.num_tokens,
+            lambda: stats.lambda,
+            accuracy: stats.accuracy,
+            delta_mean_correct: stats.delta_mean_correct,
+            weight_clip_frac: stats.weight_clip_frac,
+        },
+    );
 }
 
 /// Seed of step `step`'s sampling RNG: a SplitMix64 mix of the run seed and the step,

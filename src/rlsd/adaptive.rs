@@ -25,9 +25,7 @@
 //!   i.e. where the teacher and the student disagree by more than
 //!   `log(1 + eps_w)`: a small rate means the reweighting barely moves `Ahat_t`.
 
-use super::config::AlgoConfig;
 use crate::error::{Error, Result};
-use crate::stats::StepStats;
 use serde::{Deserialize, Serialize};
 
 /// How lambda is decided for each step.
@@ -53,20 +51,41 @@ pub enum AdaptiveSignal {
 }
 
 impl AdaptiveSignal {
-    /// The signal step `stats` measured, or `None` when it measured none:
-    /// a skipped step, a step that ran no teacher pass (lambda 0 or no
-    /// tokens), or for `delta-correct` a step with no correct response.
-    pub fn of(self, stats: &StepStats) -> Option<f64> {
-        if stats.skipped || stats.num_tokens == 0 || stats.lambda == 0.0 {
+    /// The signal a step measured, from its logged values, or `None` when it
+    /// measured none: a skipped step, a step that ran no teacher pass
+    /// (`lambda` 0 or no response tokens), for `delta-correct` a step with no
+    /// correct response (`accuracy` 0), or a non-finite value.
+    pub fn of(self, step: &SignalInputs) -> Option<f64> {
+        if step.skipped || step.num_tokens == 0 || step.lambda == 0.0 {
             return None;
         }
         let v = match self {
-            AdaptiveSignal::DeltaCorrect if stats.accuracy > 0.0 => stats.delta_mean_correct,
+            AdaptiveSignal::DeltaCorrect if step.accuracy > 0.0 => step.delta_mean_correct,
             AdaptiveSignal::DeltaCorrect => return None,
-            AdaptiveSignal::WeightClip => stats.weight_clip_frac,
+            AdaptiveSignal::WeightClip => step.weight_clip_frac,
         };
         v.is_finite().then_some(v)
     }
+}
+
+/// What a committed step logged that the signals read (the fields of the
+/// same names in `StepStats`; `pipeline::observe_step` fills it).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SignalInputs {
+    /// Step number (from 1).
+    pub step: u64,
+    /// Whether the step was skipped (no update).
+    pub skipped: bool,
+    /// Response tokens in the batch.
+    pub num_tokens: usize,
+    /// lambda the step ran with.
+    pub lambda: f64,
+    /// Fraction of responses judged correct.
+    pub accuracy: f64,
+    /// Mean `delta_t` over the tokens of correct responses.
+    pub delta_mean_correct: f64,
+    /// Fraction of response tokens whose `w_t` was clipped.
+    pub weight_clip_frac: f64,
 }
 
 /// The adaptive schedule's settings (from `[algo]`).
@@ -85,17 +104,6 @@ pub struct AdaptiveRule {
 }
 
 impl AdaptiveRule {
-    /// The rule `cfg` configures.
-    pub fn of(cfg: &AlgoConfig) -> AdaptiveRule {
-        AdaptiveRule {
-            signal: cfg.adaptive_signal,
-            threshold: cfg.adaptive_threshold,
-            patience: cfg.adaptive_patience,
-            factor: cfg.adaptive_factor,
-            min_lambda: cfg.adaptive_min_lambda,
-        }
-    }
-
     /// Check the ranges; the error names the `algo.adaptive_*` key.
     pub fn validate(&self) -> Result<()> {
         let check = |ok: bool, key: &str, msg: &str| -> Result<()> {
@@ -137,27 +145,27 @@ pub struct AdaptiveLambda {
 }
 
 impl AdaptiveLambda {
-    /// The state before step 1: `lambda_0`, no streak.
-    pub fn start(cfg: &AlgoConfig) -> AdaptiveLambda {
+    /// The state before step 1: `lambda0`, no streak.
+    pub fn start(lambda0: f64) -> AdaptiveLambda {
         AdaptiveLambda {
-            lambda: cfg.lambda0(),
+            lambda: lambda0,
             streak: 0,
             observed_through: 0,
         }
     }
 
-    /// Observe committed step `stats.step`. Steps at or before
+    /// Observe committed step `step.step`. Steps at or before
     /// `observed_through` are ignored, so a step reported twice (a re-issued
     /// step) counts once. Follows the rule of this module's doc.
-    pub fn observe(&mut self, rule: &AdaptiveRule, stats: &StepStats) {
-        if stats.step <= self.observed_through {
+    pub fn observe(&mut self, rule: &AdaptiveRule, step: &SignalInputs) {
+        if step.step <= self.observed_through {
             return;
         }
-        self.observed_through = stats.step;
+        self.observed_through = step.step;
         if self.lambda == 0.0 {
             return;
         }
-        let Some(signal) = rule.signal.of(stats) else {
+        let Some(signal) = rule.signal.of(step) else {
             return;
         };
         if signal < rule.threshold {
@@ -179,15 +187,15 @@ impl AdaptiveLambda {
 mod tests {
     use super::*;
 
-    fn stats(step: u64, lambda: f64, delta_correct: f64, accuracy: f64) -> StepStats {
-        StepStats {
+    fn stats(step: u64, lambda: f64, delta_correct: f64, accuracy: f64) -> SignalInputs {
+        SignalInputs {
             step,
             lambda,
             delta_mean_correct: delta_correct,
             weight_clip_frac: delta_correct,
             accuracy,
             num_tokens: 10,
-            ..StepStats::default()
+            ..SignalInputs::default()
         }
     }
 
@@ -208,7 +216,7 @@ mod tests {
     #[test]
     fn halves_after_patience_steps_below_threshold_and_switches_to_zero() {
         let r = rule();
-        let mut a = AdaptiveLambda::start(&AlgoConfig::default());
+        let mut a = AdaptiveLambda::start(0.5);
         let signals = [0.05, 0.2, 0.05, 0.05, 0.05, 0.05, 0.01, 0.01];
         let want = [0.5, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125, 0.0];
         let want_streak = [1, 0, 1, 0, 1, 0, 1, 0];
@@ -230,7 +238,7 @@ mod tests {
     #[test]
     fn steps_without_signal_leave_the_streak_alone() {
         let r = rule();
-        let mut a = AdaptiveLambda::start(&AlgoConfig::default());
+        let mut a = AdaptiveLambda::start(0.5);
         a.observe(&r, &stats(1, 0.5, 0.0, 0.5)); // below: streak 1
         a.observe(&r, &stats(2, 0.5, 0.0, 0.0)); // no correct response: no signal
         let mut skipped = stats(3, 0.5, 0.0, 0.5);
@@ -245,7 +253,7 @@ mod tests {
     #[test]
     fn a_step_counts_once_and_only_in_order() {
         let r = rule();
-        let mut a = AdaptiveLambda::start(&AlgoConfig::default());
+        let mut a = AdaptiveLambda::start(0.5);
         a.observe(&r, &stats(1, 0.5, 0.0, 0.5));
         a.observe(&r, &stats(1, 0.5, 0.0, 0.5)); // re-issued step 1
         assert_eq!((a.lambda, a.streak), (0.5, 1));

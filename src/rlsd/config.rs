@@ -12,7 +12,7 @@
 //! like RLSD's (the reference: live). `configs/paper.toml` selects the
 //! reference's for every one of them (docs/ALGORITHMS.md).
 
-use super::adaptive::{AdaptiveRule, AdaptiveSignal, LambdaSchedule};
+use super::adaptive::{AdaptiveLambda, AdaptiveRule, AdaptiveSignal, LambdaSchedule};
 use super::outcome::OutcomeAdvantage;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -343,6 +343,22 @@ impl AlgoConfig {
         }
     }
 
+    /// The adaptive lambda schedule's rule (the `adaptive_*` keys).
+    pub fn adaptive_rule(&self) -> AdaptiveRule {
+        AdaptiveRule {
+            signal: self.adaptive_signal,
+            threshold: self.adaptive_threshold,
+            patience: self.adaptive_patience,
+            factor: self.adaptive_factor,
+            min_lambda: self.adaptive_min_lambda,
+        }
+    }
+
+    /// The adaptive lambda schedule's state before step 1 (at `lambda0`).
+    pub fn adaptive_start(&self) -> AdaptiveLambda {
+        AdaptiveLambda::start(self.lambda0())
+    }
+
     /// Decay steps: the configured value or the algorithm's default.
     pub fn lambda_decay_steps(&self) -> u64 {
         self.lambda_decay_steps
@@ -411,7 +427,7 @@ impl AlgoConfig {
         )?;
         super::sdpo::check_sdpo_template(&self.sdpo_template)?;
         if self.lambda_schedule == LambdaSchedule::Adaptive {
-            AdaptiveRule::of(self).validate()?;
+            self.adaptive_rule().validate()?;
         }
         check(
             self.entropy_coef.is_finite(),

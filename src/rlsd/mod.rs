@@ -30,7 +30,7 @@ pub mod restrict;
 pub mod schedule;
 pub mod sdpo;
 
-pub use adaptive::{AdaptiveLambda, AdaptiveRule, AdaptiveSignal, LambdaSchedule};
+pub use adaptive::{AdaptiveLambda, AdaptiveRule, AdaptiveSignal, LambdaSchedule, SignalInputs};
 pub use advantages::{group_advantage, group_advantages};
 pub use config::{
     Algo, AlgoConfig, CepoFallback, LambdaWarmup, LossAgg, OpsdLoss, StudentLogprobs,

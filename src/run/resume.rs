@@ -97,7 +97,7 @@ impl Resumed {
     pub fn adaptive_lambda(&self, algo: &AlgoConfig) -> Result<AdaptiveLambda> {
         match (self.adaptive, algo.lambda_schedule) {
             (Some(a), _) => Ok(a),
-            (None, LambdaSchedule::Fixed) => Ok(AdaptiveLambda::start(algo)),
+            (None, LambdaSchedule::Fixed) => Ok(algo.adaptive_start()),
             (None, LambdaSchedule::Adaptive) => Err(Error::InvalidInput(format!(
                 "{}: `adaptive_lambda` is missing, so the adaptive lambda schedule (algo.lambda_schedule) cannot resume exactly",
                 self.state_path.display()
@@ -192,7 +192,7 @@ mod tests {
         // An old checkpoint continues a fixed schedule (the state is unused).
         assert_eq!(
             resumed(None).adaptive_lambda(&algo).unwrap(),
-            AdaptiveLambda::start(&algo)
+            algo.adaptive_start()
         );
         algo.lambda_schedule = LambdaSchedule::Adaptive;
         assert_eq!(

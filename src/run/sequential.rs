@@ -15,9 +15,10 @@ use crate::data::{Example, TeacherPrompt};
 use crate::error::Result;
 use crate::model::LoadedModel;
 use crate::pipeline::{
-    sample_and_verify, step_stats, teach_and_credit, CreditBatch, ScoredBatch, StepPlan,
+    observe_step, sample_and_verify, step_stats, teach_and_credit, CreditBatch, ScoredBatch,
+    StepPlan,
 };
-use crate::rlsd::{AdaptiveLambda, AdaptiveRule};
+use crate::rlsd::AdaptiveLambda;
 use crate::run::evaluate::validation_on;
 use crate::stats::{StepStats, ValidationStats};
 use crate::train::{train_step, Trainer};
@@ -119,7 +120,7 @@ pub fn run_steps(
     template: &TeacherPrompt,
     hooks: &mut dyn StepHooks,
 ) -> Result<()> {
-    let rule = AdaptiveRule::of(&cfg.algo);
+    let rule = cfg.algo.adaptive_rule();
     for step in first.max(1)..=cfg.runtime.steps {
         hooks.step_started(step)?;
         let version = step - 1;
@@ -152,7 +153,7 @@ pub fn run_steps(
             hooks.completions(cfg),
         );
         hooks.finish_stats(&mut models.trainer, &batch, &mut stats)?;
-        models.lambda_state.observe(&rule, &stats);
+        observe_step(&mut models.lambda_state, &rule, &stats);
         hooks.step_done(StepDone {
             stats,
             models,
@@ -272,7 +273,7 @@ pub fn run_sequential(
         trainer,
         teacher,
         teacher_version: 0,
-        lambda_state: AdaptiveLambda::start(&cfg.algo),
+        lambda_state: cfg.algo.adaptive_start(),
     };
     run_steps(cfg, &mut models, 1, verifier, source, template, &mut hooks)?;
     Ok((models.trainer, hooks.all))
