@@ -192,3 +192,48 @@ fn resume_continues_the_adaptive_schedule_exactly() {
         assert_eq!(x.loss, y.loss, "step {}", x.step);
     }
 }
+
+/// With `max_staleness = 1` step `k` is planned from the state after the
+/// last step committed when it was issued, `k - 2` or `k - 1` (timing
+/// decides which): its lambda is one of those two states' lambdas.
+#[test]
+fn staleness_one_plans_from_a_state_at_most_one_step_older() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        6,
+        &[
+            "runtime.max_staleness=1",
+            "algo.adaptive_signal=\"weight-clip\"",
+            "algo.adaptive_threshold=1.5",
+            "algo.adaptive_patience=2",
+            "algo.adaptive_factor=0.5",
+            "algo.adaptive_min_lambda=0.2",
+        ],
+    );
+    let report = rt()
+        .block_on(Runtime::builder(cfg.clone()).verifier(ByteSumMod3).run())
+        .unwrap();
+    assert!(!report.failed, "{}", report.reason);
+    let steps = &report.steps;
+    // after[j] = lambda of the state after step j (after[0]: before step 1).
+    let rule = cfg.algo.adaptive_rule();
+    let mut state = cfg.algo.adaptive_start();
+    let mut after = vec![state.lambda];
+    for s in steps {
+        rlsd::pipeline::observe_step(&mut state, &rule, s);
+        after.push(state.lambda);
+    }
+    for (i, s) in steps.iter().enumerate() {
+        let k = i + 1;
+        let allowed = [after[k - 1], after[k.saturating_sub(2)]];
+        assert!(
+            allowed.contains(&s.lambda),
+            "step {k}: lambda {} not in {allowed:?}",
+            s.lambda
+        );
+    }
+    let l = lambdas(steps);
+    assert!(l.windows(2).all(|w| w[1] <= w[0]), "{l:?}");
+    assert!(l[5] < 0.5, "no decay in 6 steps: {l:?}");
+}
