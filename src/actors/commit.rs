@@ -18,6 +18,7 @@
 use crate::cuda::{Event, Stream};
 use crate::error::Result;
 use crate::model::{Config, LoadedModel, Tokenizer, WeightSnapshot};
+use crate::rlsd::{AdaptiveLambda, AdaptiveRule};
 use crate::stats::StepStats;
 use crate::train::Trainer;
 use parking_lot::{Mutex, RwLock};
@@ -152,6 +153,9 @@ pub struct Published {
     pub policy: Frozen,
     /// The teacher's weights (version: the last teacher sync at or before `step`).
     pub teacher: Frozen,
+    /// The adaptive lambda schedule's state after `step` (the scheduler
+    /// plans the next steps' lambda from it when `lambda_schedule = "adaptive"`).
+    pub adaptive: AdaptiveLambda,
 }
 
 /// The latest [`Published`] commit. The optimizer writes it; everybody else
@@ -213,6 +217,11 @@ pub struct OptimizerCommit {
     pub stopped: bool,
     /// Skipped steps in a row, up to the last commit.
     pub consecutive_skips: u64,
+    /// The adaptive lambda schedule's state after `trained_through`
+    /// (observed at each commit; checkpointed as `adaptive_lambda`).
+    pub adaptive: AdaptiveLambda,
+    /// The adaptive schedule's rule (from `[algo]`).
+    pub adaptive_rule: AdaptiveRule,
 }
 
 impl OptimizerCommit {
@@ -235,6 +244,7 @@ impl OptimizerCommit {
         } else {
             0
         };
+        crate::pipeline::observe_step(&mut self.adaptive, &self.adaptive_rule, &stats);
         self.recent.insert(step, stats);
         while self.recent.len() > RECENT_STATS {
             self.recent.pop_first();

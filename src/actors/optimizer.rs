@@ -358,6 +358,7 @@ fn train_and_commit(
         cursor: c.cursor.clone(),
         policy,
         teacher: c.teacher.clone(),
+        adaptive: c.adaptive,
     });
     let rt = &cfg.runtime;
     let diverged = (rt.max_consecutive_skips > 0
@@ -414,6 +415,8 @@ pub fn checkpoint_state(shared: &Shared, c: &OptimizerCommit) -> serde_json::Val
         "metrics_lines": step,
         "recent_stats": recent,
         "trained": ledger,
+        // The adaptive lambda schedule's state after `step` (resume is exact).
+        "adaptive_lambda": c.adaptive,
     })
 }
 

@@ -341,7 +341,9 @@ fn optimizer_commit(
     let mut trained_before = Vec::new();
     let mut recent = BTreeMap::new();
     let mut last_checkpoint = None;
+    let mut adaptive = cfg.algo.adaptive_start();
     if let (Some(ck), Some(r)) = (&start.checkpoint, &start.resumed) {
+        adaptive = r.adaptive_lambda(&cfg.algo)?;
         trainer.optimizer.load_state_tensors(&ck.optimizer)?;
         if let Some(c) = &r.cursor {
             source.restore(c)?;
@@ -373,6 +375,8 @@ fn optimizer_commit(
         last_checkpoint,
         stopped: false,
         consecutive_skips: 0,
+        adaptive,
+        adaptive_rule: cfg.algo.adaptive_rule(),
     })
 }
 
@@ -395,6 +399,7 @@ fn build_tree(cfg: RunConfig, start: &Start, parts: Parts) -> Result<(Arc<Tree>,
         cursor: commit.cursor.clone(),
         policy: Frozen::new(commit.trainer.policy.snapshot(commit.trained_through)?),
         teacher: commit.teacher.clone(),
+        adaptive: commit.adaptive,
     });
     let template = TeacherPrompt::for_data(&cfg.data)?;
     let held_out = Arc::new(if cfg.validation.every > 0 {

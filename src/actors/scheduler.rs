@@ -155,7 +155,11 @@ fn issue_more(st: &mut SchedulerState) -> Result<()> {
         let plan = {
             let mut source = st.args.source.lock();
             let examples = source.next_batch(cfg.rollout.batch_prompts)?;
+            // lambda of an adaptive schedule: from the state after the last
+            // committed step (exactly step s - 1 with max_staleness = 0).
+            let adaptive = st.args.commits.latest().adaptive;
             StepPlan::new(cfg, s, rt.max_staleness, examples, source.cursor())
+                .with_schedule(&cfg.algo, &adaptive)
         };
         st.in_flight.insert(s, plan.clone());
         st.next_step += 1;

@@ -72,10 +72,18 @@ impl Learner<'_> {
         let template = TeacherPrompt::for_data(&cfg.data)?;
         let teacher = policy.replicate(device)?;
         let algo = crate::pipeline::algo_for(&cfg.algo, &policy)?;
+        if resumed.is_some() && cfg.algo.lambda_schedule == crate::rlsd::LambdaSchedule::Adaptive {
+            // The rank checkpoints do not store the adaptive state yet.
+            return Err(crate::Error::config(
+                "algo.lambda_schedule",
+                "\"adaptive\" cannot resume a data-parallel run yet (its state is not in the rank checkpoints)",
+            ));
+        }
         let mut models = LoopModels {
             trainer: Trainer::new(policy, algo, cfg.optim.clone())?,
             teacher,
             teacher_version: 0,
+            lambda_state: cfg.algo.adaptive_start(),
         };
         let start_step = start_weights(resumed, &mut models, &mut dp, env, split.as_ref())?;
         models.trainer.grad_sync = Some(Box::new(dp));

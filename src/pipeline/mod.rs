@@ -28,7 +28,7 @@ pub mod stats;
 pub use batch::{
     CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, TeacherBatch, TeacherScores,
 };
-pub use plan::{needs_teacher_pass, required_teacher_version, step_seed, StepPlan};
+pub use plan::{needs_teacher_pass, observe_step, required_teacher_version, step_seed, StepPlan};
 pub use records::sample_completions;
 pub use stages::{
     algo_for, assign_credit, prepare_step, rollout, sample_and_verify, split_sdpo_candidates,

@@ -4,7 +4,10 @@
 
 use crate::config::RunConfig;
 use crate::data::Example;
-use crate::rlsd::{lambda_at, lr_at, Algo, AlgoConfig};
+use crate::rlsd::{
+    lambda_at, lr_at, AdaptiveLambda, AdaptiveRule, Algo, AlgoConfig, LambdaSchedule, SignalInputs,
+};
+use crate::stats::StepStats;
 
 /// The order for one step: which prompts, with which constants.
 #[derive(Debug, Clone)]
@@ -67,6 +70,42 @@ impl StepPlan {
             },
         }
     }
+}
+
+impl StepPlan {
+    /// This plan under `algo.lambda_schedule`: unchanged for `"fixed"`; for
+    /// `"adaptive"`, lambda is `state.lambda` (the adaptive schedule's state
+    /// after the steps it has observed), and the teacher pass follows it.
+    ///
+    /// The callers hand the state as of the last committed step when the
+    /// plan is made: with `max_staleness = 0` that is exactly step `step - 1`
+    /// (sequential loop and actor runtime alike); with staleness `s >= 1`
+    /// it is the last step the optimizer had committed when the scheduler
+    /// issued this one (at least `step - 1 - s`), so which it is depends on timing.
+    pub fn with_schedule(mut self, algo: &AlgoConfig, state: &AdaptiveLambda) -> StepPlan {
+        if algo.lambda_schedule == LambdaSchedule::Adaptive {
+            self.lambda = state.lambda;
+            self.needs_teacher = needs_teacher_pass(algo, state.lambda);
+        }
+        self
+    }
+}
+
+/// Feed committed step `stats` to the adaptive lambda schedule's `state`
+/// (`AdaptiveLambda::observe` on the logged values its signals read).
+pub fn observe_step(state: &mut AdaptiveLambda, rule: &AdaptiveRule, stats: &StepStats) {
+    state.observe(
+        rule,
+        &SignalInputs {
+            step: stats.step,
+            skipped: stats.skipped,
+            num_tokens: stats.num_tokens,
+            lambda: stats.lambda,
+            accuracy: stats.accuracy,
+            delta_mean_correct: stats.delta_mean_correct,
+            weight_clip_frac: stats.weight_clip_frac,
+        },
+    );
 }
 
 /// Seed of step `step`'s sampling RNG: a SplitMix64 mix of the run seed and the step,
@@ -136,5 +175,35 @@ mod tests {
         let p = StepPlan::new(&cfg, 1, 3, Vec::new(), serde_json::Value::Null);
         assert_eq!((p.min_version, p.teacher_version), (0, 0));
         assert_eq!(p.seed, step_seed(cfg.runtime.seed, 1));
+    }
+
+    #[test]
+    fn adaptive_schedule_takes_lambda_from_the_state() {
+        let mut cfg = RunConfig::default();
+        let state = AdaptiveLambda {
+            lambda: 0.0,
+            streak: 0,
+            observed_through: 4,
+        };
+        // Fixed: the state is ignored (step 5 of a 50-step decay from 0.5).
+        let p = StepPlan::new(&cfg, 5, 0, Vec::new(), serde_json::Value::Null)
+            .with_schedule(&cfg.algo, &state);
+        assert_eq!(
+            (p.lambda, p.needs_teacher),
+            (0.5 * (1.0 - 5.0 / 50.0), true)
+        );
+        // Adaptive: lambda 0 from the state, so the teacher pass is skipped.
+        cfg.algo.lambda_schedule = LambdaSchedule::Adaptive;
+        let p = StepPlan::new(&cfg, 5, 0, Vec::new(), serde_json::Value::Null)
+            .with_schedule(&cfg.algo, &state);
+        assert_eq!((p.lambda, p.needs_teacher), (0.0, false));
+        let p = StepPlan::new(&cfg, 5, 0, Vec::new(), serde_json::Value::Null).with_schedule(
+            &cfg.algo,
+            &AdaptiveLambda {
+                lambda: 0.25,
+                ..state
+            },
+        );
+        assert_eq!((p.lambda, p.needs_teacher), (0.25, true));
     }
 }

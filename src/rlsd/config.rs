@@ -12,6 +12,7 @@
 //! like RLSD's (the reference: live). `configs/paper.toml` selects the
 //! reference's for every one of them (docs/ALGORITHMS.md).
 
+use super::adaptive::{AdaptiveLambda, AdaptiveRule, AdaptiveSignal, LambdaSchedule};
 use super::outcome::OutcomeAdvantage;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -202,6 +203,20 @@ pub struct AlgoConfig {
     /// [`Algo::default_lambda_decay_steps`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lambda_decay_steps: Option<u64>,
+    /// `"fixed"` (default): lambda is [`super::lambda_at`] of the step;
+    /// `"adaptive"`: [`super::AdaptiveLambda`], from `lambda0`, decayed by the
+    /// measured signal (the `adaptive_*` keys; warm-up and decay keys unused).
+    pub lambda_schedule: LambdaSchedule,
+    /// Adaptive schedule: the measured signal (`"delta-correct"` or `"weight-clip"`).
+    pub adaptive_signal: AdaptiveSignal,
+    /// Adaptive schedule: a step whose signal lies below this counts toward the streak.
+    pub adaptive_threshold: f64,
+    /// Adaptive schedule: steps in a row below the threshold that decay lambda.
+    pub adaptive_patience: u64,
+    /// Adaptive schedule: lambda's factor at each decay, in (0, 1).
+    pub adaptive_factor: f64,
+    /// Adaptive schedule: a decayed lambda below this becomes 0 (GRPO from then on).
+    pub adaptive_min_lambda: f64,
     /// CEPO for a group with no wrong response.
     pub cepo_fallback: CepoFallback,
     /// Form of the OPSD distillation term (opsd, sdpo, grpo+opsd).
@@ -273,6 +288,12 @@ impl Default for AlgoConfig {
             lambda_warmup: 0,
             lambda_warmup_mode: LambdaWarmup::Ramp,
             lambda_decay_steps: None,
+            lambda_schedule: LambdaSchedule::Fixed,
+            adaptive_signal: AdaptiveSignal::DeltaCorrect,
+            adaptive_threshold: 0.05,
+            adaptive_patience: 5,
+            adaptive_factor: 0.5,
+            adaptive_min_lambda: 0.05,
             cepo_fallback: CepoFallback::Grpo,
             opsd_loss: OpsdLoss::Pg,
             distill_topk: 64,
@@ -320,6 +341,22 @@ impl AlgoConfig {
             Some(n) if self.algo.distills() => n,
             _ => runtime_interval,
         }
+    }
+
+    /// The adaptive lambda schedule's rule (the `adaptive_*` keys).
+    pub fn adaptive_rule(&self) -> AdaptiveRule {
+        AdaptiveRule {
+            signal: self.adaptive_signal,
+            threshold: self.adaptive_threshold,
+            patience: self.adaptive_patience,
+            factor: self.adaptive_factor,
+            min_lambda: self.adaptive_min_lambda,
+        }
+    }
+
+    /// The adaptive lambda schedule's state before step 1 (at `lambda0`).
+    pub fn adaptive_start(&self) -> AdaptiveLambda {
+        AdaptiveLambda::start(self.lambda0())
     }
 
     /// Decay steps: the configured value or the algorithm's default.
@@ -389,6 +426,9 @@ impl AlgoConfig {
             "must be >= 1 (1 = the live policy)",
         )?;
         super::sdpo::check_sdpo_template(&self.sdpo_template)?;
+        if self.lambda_schedule == LambdaSchedule::Adaptive {
+            self.adaptive_rule().validate()?;
+        }
         check(
             self.entropy_coef.is_finite(),
             "entropy_coef",

@@ -14,8 +14,11 @@
 //! - [`restrict`]: `rlsd_negative_only` / `rlsd_thought_only` (where the
 //!   reweighting applies).
 //! - [`sdpo`]: SDPO's teacher context from the group's own attempts.
+//! - [`adaptive`]: [`AdaptiveLambda`], lambda decayed by a measured signal
+//!   (`lambda_schedule = "adaptive"`).
 //! - [`schedule`]: `lambda_at(step)` and `lr_at(step)`, pure functions of the step.
 
+pub mod adaptive;
 pub mod advantages;
 pub mod config;
 pub mod credit;
@@ -27,6 +30,7 @@ pub mod restrict;
 pub mod schedule;
 pub mod sdpo;
 
+pub use adaptive::{AdaptiveLambda, AdaptiveRule, AdaptiveSignal, LambdaSchedule, SignalInputs};
 pub use advantages::{group_advantage, group_advantages};
 pub use config::{
     Algo, AlgoConfig, CepoFallback, LambdaWarmup, LossAgg, OpsdLoss, StudentLogprobs,

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::metrics::MetricsWriter;
+use crate::rlsd::{AdaptiveLambda, AlgoConfig, LambdaSchedule};
 use crate::stats::StepStats;
 use std::path::PathBuf;
 
@@ -21,6 +22,11 @@ pub struct Resumed {
     pub ledger: Vec<(u64, Vec<String>)>,
     /// The checkpoint folder, when it lies in this run's checkpoint root.
     pub own_dir: Option<PathBuf>,
+    /// The adaptive lambda schedule's state after `step` (`adaptive_lambda`;
+    /// absent in checkpoints written before it existed).
+    pub adaptive: Option<AdaptiveLambda>,
+    /// `state.json`'s path, for errors.
+    state_path: PathBuf,
 }
 
 impl Resumed {
@@ -56,6 +62,13 @@ impl Resumed {
             }
             None => Vec::new(),
         };
+        let adaptive = match field("adaptive_lambda") {
+            Some(v) => Some(
+                serde_json::from_value(v.clone())
+                    .map_err(|e| bad("adaptive_lambda", e.to_string()))?,
+            ),
+            None => None,
+        };
         let same_root =
             |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
                 (Ok(a), Ok(b)) => a == b,
@@ -73,7 +86,23 @@ impl Resumed {
             recent,
             ledger,
             own_dir,
+            adaptive,
+            state_path,
         })
+    }
+
+    /// The adaptive lambda schedule's state to continue from: the stored
+    /// one; a checkpoint without it continues a fixed schedule from the
+    /// start state (unused), and is an error for an adaptive one.
+    pub fn adaptive_lambda(&self, algo: &AlgoConfig) -> Result<AdaptiveLambda> {
+        match (self.adaptive, algo.lambda_schedule) {
+            (Some(a), _) => Ok(a),
+            (None, LambdaSchedule::Fixed) => Ok(algo.adaptive_start()),
+            (None, LambdaSchedule::Adaptive) => Err(Error::InvalidInput(format!(
+                "{}: `adaptive_lambda` is missing, so the adaptive lambda schedule (algo.lambda_schedule) cannot resume exactly",
+                self.state_path.display()
+            ))),
+        }
     }
 }
 
@@ -132,4 +161,51 @@ pub fn check_same_shape(model_dir: &std::path::Path, ckpt_model: &std::path::Pat
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rlsd::LambdaSchedule;
+
+    fn resumed(adaptive: Option<AdaptiveLambda>) -> Resumed {
+        Resumed {
+            step: 3,
+            cursor: None,
+            teacher_version: None,
+            recent: Vec::new(),
+            ledger: Vec::new(),
+            own_dir: None,
+            adaptive,
+            state_path: PathBuf::from("ck/state.json"),
+        }
+    }
+
+    #[test]
+    fn adaptive_state_is_restored_or_its_absence_named() {
+        let mut algo = AlgoConfig::default();
+        let stored = AdaptiveLambda {
+            lambda: 0.25,
+            streak: 1,
+            observed_through: 3,
+        };
+        // An old checkpoint continues a fixed schedule (the state is unused).
+        assert_eq!(
+            resumed(None).adaptive_lambda(&algo).unwrap(),
+            algo.adaptive_start()
+        );
+        algo.lambda_schedule = LambdaSchedule::Adaptive;
+        assert_eq!(
+            resumed(Some(stored)).adaptive_lambda(&algo).unwrap(),
+            stored
+        );
+        let err = resumed(None)
+            .adaptive_lambda(&algo)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ck/state.json") && err.contains("adaptive_lambda"),
+            "{err}"
+        );
+    }
 }

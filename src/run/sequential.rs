@@ -15,8 +15,10 @@ use crate::data::{Example, TeacherPrompt};
 use crate::error::Result;
 use crate::model::LoadedModel;
 use crate::pipeline::{
-    sample_and_verify, step_stats, teach_and_credit, CreditBatch, ScoredBatch, StepPlan,
+    observe_step, sample_and_verify, step_stats, teach_and_credit, CreditBatch, ScoredBatch,
+    StepPlan,
 };
+use crate::rlsd::AdaptiveLambda;
 use crate::run::evaluate::validation_on;
 use crate::stats::{StepStats, ValidationStats};
 use crate::train::{train_step, Trainer};
@@ -31,6 +33,9 @@ pub struct LoopModels {
     pub teacher: LoadedModel,
     /// Policy version of the teacher's weights.
     pub teacher_version: u64,
+    /// The adaptive lambda schedule's state after the steps trained so far
+    /// (used by plans only with `algo.lambda_schedule = "adaptive"`).
+    pub lambda_state: AdaptiveLambda,
 }
 
 /// A finished step, handed to [`StepHooks::step_done`].
@@ -115,11 +120,14 @@ pub fn run_steps(
     template: &TeacherPrompt,
     hooks: &mut dyn StepHooks,
 ) -> Result<()> {
+    let rule = cfg.algo.adaptive_rule();
     for step in first.max(1)..=cfg.runtime.steps {
         hooks.step_started(step)?;
         let version = step - 1;
         let examples = source.next_batch(cfg.rollout.batch_prompts)?;
-        let plan = hooks.plan(cfg, step, examples, source.cursor());
+        let plan = hooks
+            .plan(cfg, step, examples, source.cursor())
+            .with_schedule(&cfg.algo, &models.lambda_state);
         if plan.teacher_version > models.teacher_version {
             let snap = models.trainer.policy.snapshot(plan.teacher_version)?;
             models.teacher.load_snapshot(&snap)?;
@@ -145,6 +153,7 @@ pub fn run_steps(
             hooks.completions(cfg),
         );
         hooks.finish_stats(&mut models.trainer, &batch, &mut stats)?;
+        observe_step(&mut models.lambda_state, &rule, &stats);
         hooks.step_done(StepDone {
             stats,
             models,
@@ -264,6 +273,7 @@ pub fn run_sequential(
         trainer,
         teacher,
         teacher_version: 0,
+        lambda_state: cfg.algo.adaptive_start(),
     };
     run_steps(cfg, &mut models, 1, verifier, source, template, &mut hooks)?;
     Ok((models.trainer, hooks.all))
