@@ -426,9 +426,9 @@ impl AlgoConfig {
             "must be >= 1 (1 = the live policy)",
         )?;
         super::sdpo::check_sdpo_template(&self.sdpo_template)?;
-        if self.lambda_schedule == LambdaSchedule::Adaptive {
-            self.adaptive_rule().validate()?;
-        }
+        // Checked whatever the schedule, so a bad value never waits for the
+        // day the schedule is switched on.
+        self.adaptive_rule().validate()?;
         check(
             self.entropy_coef.is_finite(),
             "entropy_coef",
