@@ -8,12 +8,11 @@
 mod tiny_run;
 use rlsd::actors::Runtime;
 use rlsd::config::RunConfig;
-use rlsd::data::{Example, TeacherPrompt};
+use rlsd::data::TeacherPrompt;
 use rlsd::model::LoadedModel;
 use rlsd::rlsd::AdaptiveLambda;
 use rlsd::run::sequential::run_sequential;
 use rlsd::stats::StepStats;
-use rlsd::verify::{Verdict, Verifier};
 use std::path::Path;
 
 fn config(out: &Path, steps: u64, extra: &[&str]) -> RunConfig {
@@ -30,30 +29,6 @@ fn config(out: &Path, steps: u64, extra: &[&str]) -> RunConfig {
     ]);
     set.extend(extra.iter().map(|s| s.to_string()));
     RunConfig::load(None, &set).unwrap()
-}
-
-/// Rewards from the byte sum mod 3: spread over every group whatever the tiny
-/// model writes, so each step has advantages, correct responses and a gradient.
-#[derive(Debug)]
-struct ByteSumMod3;
-
-impl Verifier for ByteSumMod3 {
-    fn verify(&self, _example: &Example, response: &str) -> Verdict {
-        let r = (response.bytes().map(u64::from).sum::<u64>() % 3) as f32 / 2.0;
-        Verdict {
-            reward: r,
-            correct: r == 1.0,
-            reason: "byte sum mod 3".into(),
-        }
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn lambdas(steps: &[StepStats]) -> Vec<f64> {
@@ -92,8 +67,12 @@ fn actor_runtime_and_sequential_loop_decide_the_same_lambdas() {
             "algo.adaptive_min_lambda=0.2",
         ],
     );
-    let report = rt()
-        .block_on(Runtime::builder(cfg.clone()).verifier(ByteSumMod3).run())
+    let report = tiny_run::rt()
+        .block_on(
+            Runtime::builder(cfg.clone())
+                .verifier(tiny_run::ByteSumMod3)
+                .run(),
+        )
         .unwrap();
     assert!(!report.failed, "{}", report.reason);
 
@@ -107,7 +86,7 @@ fn actor_runtime_and_sequential_loop_decide_the_same_lambdas() {
         &cfg,
         policy,
         teacher,
-        &ByteSumMod3,
+        &tiny_run::ByteSumMod3,
         source.as_mut(),
         &template,
     )
@@ -149,10 +128,10 @@ fn resume_continues_the_adaptive_schedule_exactly() {
         "algo.adaptive_min_lambda=0.2",
     ];
     let a = tempfile::tempdir().unwrap();
-    let full = rt()
+    let full = tiny_run::rt()
         .block_on(
             Runtime::builder(config(a.path(), 6, &extra))
-                .verifier(ByteSumMod3)
+                .verifier(tiny_run::ByteSumMod3)
                 .run(),
         )
         .unwrap();
@@ -178,10 +157,10 @@ fn resume_continues_the_adaptive_schedule_exactly() {
     );
 
     let b = tempfile::tempdir().unwrap();
-    let resumed = rt()
+    let resumed = tiny_run::rt()
         .block_on(
             Runtime::builder(config(b.path(), 6, &extra))
-                .verifier(ByteSumMod3)
+                .verifier(tiny_run::ByteSumMod3)
                 .resume(ck3)
                 .run(),
         )
@@ -211,8 +190,12 @@ fn staleness_one_plans_from_a_state_at_most_one_step_older() {
             "algo.adaptive_min_lambda=0.2",
         ],
     );
-    let report = rt()
-        .block_on(Runtime::builder(cfg.clone()).verifier(ByteSumMod3).run())
+    let report = tiny_run::rt()
+        .block_on(
+            Runtime::builder(cfg.clone())
+                .verifier(tiny_run::ByteSumMod3)
+                .run(),
+        )
         .unwrap();
     assert!(!report.failed, "{}", report.reason);
     let steps = &report.steps;

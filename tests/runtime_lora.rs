@@ -28,18 +28,10 @@ fn config(out: &std::path::Path, steps: u64) -> RunConfig {
     RunConfig::load(None, &set).unwrap()
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn lora_run_trains_adapters_only_and_resumes_exactly() {
     let a = tempfile::tempdir().unwrap();
-    let full = rt()
+    let full = tiny_run::rt()
         .block_on(Runtime::builder(config(a.path(), 4)).run())
         .unwrap();
     assert!(!full.failed, "{}", full.reason);
@@ -70,7 +62,7 @@ fn lora_run_trains_adapters_only_and_resumes_exactly() {
     let mid = a.path().join("checkpoints/step-000002");
     assert!(mid.join("model/adapter_model.safetensors").exists());
     let b = tempfile::tempdir().unwrap();
-    let resumed = rt()
+    let resumed = tiny_run::rt()
         .block_on(Runtime::builder(config(b.path(), 4)).resume(&mid).run())
         .unwrap();
     assert!(!resumed.failed, "{}", resumed.reason);

@@ -34,33 +34,10 @@ fn config(out: &Path, steps: u64, staleness: u64, extra: &[&str]) -> RunConfig {
     RunConfig::load(None, &set).unwrap()
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn run(cfg: RunConfig) -> rlsd::actors::RunReport {
-    rt().block_on(Runtime::builder(cfg).verifier(ByteSumMod3).run())
+    tiny_run::rt()
+        .block_on(Runtime::builder(cfg).verifier(tiny_run::ByteSumMod3).run())
         .unwrap()
-}
-
-/// Reward from the byte sum mod 3: spread over every group whatever the tiny
-/// model writes, so each step really moves the weights.
-#[derive(Debug)]
-struct ByteSumMod3;
-
-impl Verifier for ByteSumMod3 {
-    fn verify(&self, _example: &Example, response: &str) -> Verdict {
-        let r = (response.bytes().map(u64::from).sum::<u64>() % 3) as f32 / 2.0;
-        Verdict {
-            reward: r,
-            correct: r == 1.0,
-            reason: "byte sum mod 3".into(),
-        }
-    }
 }
 
 /// Prompt ids of the first `steps` steps, in order.
@@ -154,7 +131,7 @@ fn checkpoints_are_consistent_cuts_at_staleness_one_and_resume_trains_each_promp
     // Resume from step 3 into a new folder: steps 4..7 with the right prompts,
     // and the new log holds 1..7 once (1..3 restored from the checkpoint).
     let b = tempfile::tempdir().unwrap();
-    let resumed = rt()
+    let resumed = tiny_run::rt()
         .block_on(
             Runtime::builder(config(b.path(), 7, 1, &[]))
                 .resume(ck(a.path(), 3))
@@ -180,10 +157,10 @@ fn resume_at_staleness_zero_is_bit_identical() {
         "the resumed steps make real updates"
     );
     let b = tempfile::tempdir().unwrap();
-    let resumed = rt()
+    let resumed = tiny_run::rt()
         .block_on(
             Runtime::builder(config(b.path(), 5, 0, &[]))
-                .verifier(ByteSumMod3)
+                .verifier(tiny_run::ByteSumMod3)
                 .resume(ck(a.path(), 3))
                 .run(),
         )
@@ -312,7 +289,7 @@ fn a_second_run_into_one_folder_is_refused_and_the_first_is_untouched() {
     let first = run(config(d.path(), 3, 1, &[]));
     assert!(!first.failed);
     let metrics = std::fs::read(d.path().join("metrics.jsonl")).unwrap();
-    let err = rt()
+    let err = tiny_run::rt()
         .block_on(Runtime::builder(config(d.path(), 3, 1, &[])).run())
         .unwrap_err()
         .to_string();
@@ -333,7 +310,7 @@ fn a_second_run_into_one_folder_is_refused_and_the_first_is_untouched() {
 
     // While a run holds the folder, even a resume is refused.
     let lock = RunLock::acquire(d.path()).unwrap();
-    let err = rt()
+    let err = tiny_run::rt()
         .block_on(
             Runtime::builder(config(d.path(), 5, 1, &[]))
                 .resume("latest")
@@ -345,7 +322,7 @@ fn a_second_run_into_one_folder_is_refused_and_the_first_is_untouched() {
     drop(lock);
 
     // Resuming at the last step says so and trains nothing.
-    let done = rt()
+    let done = tiny_run::rt()
         .block_on(
             Runtime::builder(config(d.path(), 3, 1, &[]))
                 .resume("latest")
@@ -356,7 +333,7 @@ fn a_second_run_into_one_folder_is_refused_and_the_first_is_untouched() {
     assert!(done.reason.contains("nothing to train"), "{}", done.reason);
 
     // Starting over is explicit.
-    let again = rt()
+    let again = tiny_run::rt()
         .block_on(
             Runtime::builder(config(d.path(), 2, 1, &[]))
                 .overwrite(true)
@@ -370,7 +347,7 @@ fn a_second_run_into_one_folder_is_refused_and_the_first_is_untouched() {
 #[test]
 fn kl_coef_without_a_reference_model_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let err = rt()
+    let err = tiny_run::rt()
         .block_on(Runtime::builder(config(d.path(), 2, 1, &["algo.kl_coef=0.1"])).run())
         .unwrap_err()
         .to_string();
@@ -419,7 +396,7 @@ fn hung_in_process_verifiers_are_abandoned_and_the_pool_keeps_its_size() {
         hangs: 2,
         sleeping: sleeping.clone(),
     };
-    let runtime = rt();
+    let runtime = tiny_run::rt();
     let report = runtime
         .block_on(Runtime::builder(cfg).verifier(v).run())
         .unwrap();
@@ -456,7 +433,9 @@ fn a_hung_command_verifier_has_its_process_group_killed() {
             "runtime.verifier_timeout_s=1.0",
         ],
     );
-    let report = rt().block_on(Runtime::builder(cfg).run()).unwrap();
+    let report = tiny_run::rt()
+        .block_on(Runtime::builder(cfg).run())
+        .unwrap();
     assert!(!report.failed, "{}", report.reason);
     let text = std::fs::read_to_string(&pids).unwrap();
     let pids: Vec<&str> = text.lines().collect();

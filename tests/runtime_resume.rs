@@ -24,18 +24,10 @@ fn config(out: &std::path::Path, steps: u64) -> RunConfig {
     RunConfig::load(None, &set).unwrap()
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn resumed_run_reproduces_the_uninterrupted_weights() {
     let a = tempfile::tempdir().unwrap();
-    let full = rt()
+    let full = tiny_run::rt()
         .block_on(Runtime::builder(config(a.path(), 4)).run())
         .unwrap();
     assert!(!full.failed, "{}", full.reason);
@@ -44,7 +36,7 @@ fn resumed_run_reproduces_the_uninterrupted_weights() {
     assert!(mid.join("manifest.json").exists(), "checkpoint at step 2");
 
     let b = tempfile::tempdir().unwrap();
-    let resumed = rt()
+    let resumed = tiny_run::rt()
         .block_on(Runtime::builder(config(b.path(), 4)).resume(&mid).run())
         .unwrap();
     assert!(!resumed.failed, "{}", resumed.reason);
@@ -73,13 +65,13 @@ fn resumed_run_reproduces_the_uninterrupted_weights() {
 #[test]
 fn resume_from_a_damaged_checkpoint_is_a_clear_error() {
     let a = tempfile::tempdir().unwrap();
-    let report = rt()
+    let report = tiny_run::rt()
         .block_on(Runtime::builder(config(a.path(), 2)).run())
         .unwrap();
     let ck = report.last_checkpoint.expect("final checkpoint");
     std::fs::write(ck.join("state.json"), b"{ broken").unwrap();
     let b = tempfile::tempdir().unwrap();
-    let err = rt()
+    let err = tiny_run::rt()
         .block_on(Runtime::builder(config(b.path(), 4)).resume(&ck).run())
         .unwrap_err()
         .to_string();

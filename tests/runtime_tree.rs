@@ -4,11 +4,9 @@
 mod tiny_run;
 use rlsd::actors::{Role, Runtime};
 use rlsd::config::RunConfig;
-use rlsd::data::Example;
 use rlsd::data::TeacherPrompt;
 use rlsd::model::LoadedModel;
 use rlsd::run::sequential::run_sequential;
-use rlsd::verify::{Verdict, Verifier};
 use std::collections::HashSet;
 
 fn config(
@@ -29,34 +27,10 @@ fn config(
     (RunConfig::load(None, &set).unwrap(), dir)
 }
 
-/// Rewards `(characters mod 3) / 2`: varied enough on the tiny model that
-/// every step has non-zero advantages (so the weights really move).
-#[derive(Debug)]
-/// Reward from the byte sum mod 3: spread enough over a group that every step has
-/// a non-zero advantage, whatever the base model writes.
-struct ByteSumMod3;
-
-impl Verifier for ByteSumMod3 {
-    fn verify(&self, _example: &Example, response: &str) -> Verdict {
-        let r = (response.bytes().map(u64::from).sum::<u64>() % 3) as f32 / 2.0;
-        Verdict {
-            reward: r,
-            correct: r == 1.0,
-            reason: "byte sum mod 3".into(),
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn run(cfg: RunConfig) -> rlsd::actors::RunReport {
-    runtime().block_on(Runtime::builder(cfg).run()).unwrap()
+    tiny_run::rt()
+        .block_on(Runtime::builder(cfg).run())
+        .unwrap()
 }
 
 #[test]
@@ -87,8 +61,12 @@ fn staleness_zero_matches_the_sequential_loop_exactly() {
         "validation.samples=2",
     ];
     let (cfg, _dir) = config("rlsd", 3, 0, &validation);
-    let report = runtime()
-        .block_on(Runtime::builder(cfg.clone()).verifier(ByteSumMod3).run())
+    let report = tiny_run::rt()
+        .block_on(
+            Runtime::builder(cfg.clone())
+                .verifier(tiny_run::ByteSumMod3)
+                .run(),
+        )
         .unwrap();
     assert!(!report.failed, "{}", report.reason);
     assert!(
@@ -106,7 +84,7 @@ fn staleness_zero_matches_the_sequential_loop_exactly() {
         &cfg,
         policy,
         teacher,
-        &ByteSumMod3,
+        &tiny_run::ByteSumMod3,
         source.as_mut(),
         &template,
     )

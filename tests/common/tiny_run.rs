@@ -35,3 +35,28 @@ pub fn with(mut base: Vec<String>, more: &[&str]) -> Vec<String> {
     base.extend(more.iter().map(|s| s.to_string()));
     base
 }
+
+/// Rewards from the byte sum mod 3: spread over every group whatever the tiny
+/// model writes, so each step has advantages, correct responses and a gradient.
+#[derive(Debug)]
+pub struct ByteSumMod3;
+
+impl rlsd::verify::Verifier for ByteSumMod3 {
+    fn verify(&self, _example: &rlsd::data::Example, response: &str) -> rlsd::verify::Verdict {
+        let r = (response.bytes().map(u64::from).sum::<u64>() % 3) as f32 / 2.0;
+        rlsd::verify::Verdict {
+            reward: r,
+            correct: r == 1.0,
+            reason: "byte sum mod 3".into(),
+        }
+    }
+}
+
+/// The multi-threaded tokio runtime the runtime tests run the actor tree on.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
