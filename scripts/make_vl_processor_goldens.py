@@ -3,7 +3,8 @@
 
 Writes under tests/fixtures/vl/:
   images/*.{png,jpg,webp}   small test images drawn with PIL (odd sizes, one below
-                            min_pixels, one above max_pixels, grey, RGBA)
+                            min_pixels, one above max_pixels, grey, RGBA, palette
+                            with a transparent entry)
   <config>/preprocessor_config.json   the processor settings, in the forms the Hub
                             checkpoints use (top-level min/max_pixels, or size.*)
   <config>/golden.safetensors         for every image: `<name>.pixel_values` (f32,
@@ -122,6 +123,9 @@ def make_images():
     put("gray.png", Image.fromarray(smooth_noise(40, 36, 8)[:, :, 0], mode="L"))
     rgba = np.concatenate([smooth_noise(30, 20, 9), smooth_noise(30, 20, 10)[:, :, 1:2]], axis=-1)
     put("alpha.png", Image.fromarray(rgba, mode="RGBA"))
+    # Palette with a transparent entry (tRNS): transformers composites it too.
+    pal = Image.fromarray(smooth_noise(26, 33, 11)).quantize(colors=16)
+    put("palette.png", pal, transparency=3)
     return out
 
 
