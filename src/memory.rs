@@ -207,6 +207,18 @@ pub fn optimizer_items(
     items
 }
 
+/// Layers, hidden size, MLP width, vocabulary and KV width (heads x head
+/// dim) of `c`, as the plan's arithmetic uses them.
+fn dims(c: &Config) -> (f64, f64, f64, f64, f64) {
+    (
+        c.num_hidden_layers as f64,
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.vocab_size as f64,
+        c.num_key_value_heads as f64 * c.head_dim as f64,
+    )
+}
+
 /// The sampler actor generating `rows` responses of `response` tokens after
 /// `prompts` distinct prompts of `prompt` tokens.
 pub fn sampler_items(
@@ -218,13 +230,7 @@ pub fn sampler_items(
     response: usize,
 ) -> Vec<Item> {
     let w = width(kind);
-    let (l, h, i, v) = (
-        c.num_hidden_layers as f64,
-        c.hidden_size as f64,
-        c.intermediate_size as f64,
-        c.vocab_size as f64,
-    );
-    let k = c.num_key_value_heads as f64 * c.head_dim as f64;
+    let (l, h, i, v, k) = dims(c);
     let seq = prompt as f64 + response as f64;
     vec![
         item("weights", param_count(c) as f64 * w),
@@ -248,13 +254,7 @@ pub fn teacher_items(
     response: usize,
 ) -> Vec<Item> {
     let w = width(kind);
-    let (l, h, i, v) = (
-        c.num_hidden_layers as f64,
-        c.hidden_size as f64,
-        c.intermediate_size as f64,
-        c.vocab_size as f64,
-    );
-    let k = c.num_key_value_heads as f64 * c.head_dim as f64;
+    let (l, h, i, v, k) = dims(c);
     let budget = optim.max_tokens_per_micro_batch;
     let g = if budget == 0 {
         group
