@@ -27,7 +27,9 @@
 
 use crate::data::char_tokenizer::{self, write_char_tokenizer, EOS_ID, PAD_ID};
 use crate::data::prompt::{chat_prompt_ids, TeacherPrompt};
-use crate::data::task::{extract_answer, ArithmeticTask, Problem, TaskConfig, ANSWER_PREFIX};
+use crate::data::task::{
+    extract_answer, ArithmeticTask, Privileged, Problem, TaskConfig, ANSWER_PREFIX,
+};
 use crate::error::{Error, Result};
 use crate::model::{generate, Config, GenerateOptions, LoadedModel, ScratchDir, Tokenizer};
 use crate::policy::{Policy, PromptResponse};
@@ -182,7 +184,8 @@ pub struct PretrainReport {
     pub heldout_problems: usize,
     /// Mean log-prob of the correct answer's tokens behind the student
     /// prompt, teacher-forced on the correct solution (NaN without held-out
-    /// problems).
+    /// problems); every step's result when the privileged text is the worked
+    /// solution ([`ScoredTokens::Results`]).
     #[serde(default)]
     pub heldout_student_answer_logprob: f64,
     /// The same behind the teacher prompt (with the reference answer).
@@ -337,12 +340,23 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
             heldout_accuracy(&model, &held_out, cfg.eval_max_new_tokens, Some(cfg.seed))?,
         )
     };
+    // With the worked solution as privileged text, the teacher knows every
+    // step's result: score all of them, not only the final answer.
+    let scored = match cfg.task.privileged {
+        Privileged::Answer => ScoredTokens::Answer,
+        Privileged::Solution => ScoredTokens::Results,
+    };
     let (student_lp, teacher_lp) = if held_out.is_empty() {
         (f64::NAN, f64::NAN)
     } else {
         (
-            answer_token_logprob(&model, &held_out, None)?,
-            answer_token_logprob(&model, &held_out, Some(&teacher))?,
+            scored_token_logprob(&model, &held_out, None, scored)?,
+            scored_token_logprob(
+                &model,
+                &held_out,
+                Some((&teacher, cfg.task.privileged)),
+                scored,
+            )?,
         )
     };
     let eval_seconds = eval_started.elapsed().as_secs_f64();
@@ -411,7 +425,7 @@ fn training_batch(
         }
         let (prompt, solution) = if rng.random_bool(cfg.teacher_fraction) {
             (
-                teacher_prompt_ids(tokenizer, &teacher, &problem)?,
+                teacher_prompt_ids_with(tokenizer, &teacher, &problem, cfg.task.privileged)?,
                 problem.solution(),
             )
         } else if rng.random_bool(cfg.flawed_fraction) {
@@ -437,7 +451,18 @@ pub fn teacher_prompt_ids(
     teacher: &TeacherPrompt,
     problem: &Problem,
 ) -> Result<Vec<i64>> {
-    teacher.ids(tokenizer, &problem.to_example("pretrain"))
+    teacher_prompt_ids_with(tokenizer, teacher, problem, Privileged::Answer)
+}
+
+/// [`teacher_prompt_ids`] with the chosen privileged text (the task's
+/// `privileged`: the answer, or the worked solution's steps).
+pub fn teacher_prompt_ids_with(
+    tokenizer: &Tokenizer,
+    teacher: &TeacherPrompt,
+    problem: &Problem,
+    privileged: Privileged,
+) -> Result<Vec<i64>> {
+    teacher.ids(tokenizer, &problem.to_example_with("pretrain", privileged))
 }
 
 /// Token ranges of a worked solution where it states its final answer: the
@@ -461,13 +486,36 @@ fn answer_spans(tokenizer: &Tokenizer, solution: &str) -> Result<Vec<(usize, usi
 
 /// Mean log-prob of the correct answer's tokens, teacher-forced on each
 /// problem's correct solution, behind the student prompt (`teacher = None`)
-/// or behind the teacher prompt. The answer's tokens are where the solution
-/// states its final answer: the result of the last step line, and the
-/// number after `Answer: `. Averaged over every such token of every problem.
+/// or behind the teacher prompt with the final answer as privileged text.
+/// The answer's tokens are where the solution states its final answer: the
+/// result of the last step line, and the number after `Answer: `. Averaged
+/// over every such token of every problem.
 pub fn answer_token_logprob(
     model: &LoadedModel,
     problems: &[Problem],
     teacher: Option<&TeacherPrompt>,
+) -> Result<f64> {
+    let teacher = teacher.map(|t| (t, Privileged::Answer));
+    scored_token_logprob(model, problems, teacher, ScoredTokens::Answer)
+}
+
+/// Which tokens of a correct worked solution [`scored_token_logprob`] averages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoredTokens {
+    /// Where the final answer is stated (see [`answer_token_logprob`]).
+    Answer,
+    /// The result of every step line (`=`*`21`*), intermediate ones included.
+    Results,
+}
+
+/// Mean log-prob of the chosen tokens of each problem's correct solution,
+/// teacher-forced behind the student prompt (`teacher = None`) or behind the
+/// teacher prompt with the given privileged text.
+pub fn scored_token_logprob(
+    model: &LoadedModel,
+    problems: &[Problem],
+    teacher: Option<(&TeacherPrompt, Privileged)>,
+    scored: ScoredTokens,
 ) -> Result<f64> {
     let tokenizer = model
         .tokenizer
@@ -480,9 +528,14 @@ pub fn answer_token_logprob(
         for problem in chunk {
             let solution = problem.solution();
             let response = tokenizer.encode(&solution, false)?;
-            spans.push(answer_spans(tokenizer, &solution)?);
+            spans.push(match scored {
+                ScoredTokens::Answer => answer_spans(tokenizer, &solution)?,
+                ScoredTokens::Results => result_spans(tokenizer, &solution)?,
+            });
             let prompt = match teacher {
-                Some(t) => teacher_prompt_ids(tokenizer, t, problem)?,
+                Some((t, privileged)) => {
+                    teacher_prompt_ids_with(tokenizer, t, problem, privileged)?
+                }
                 None => encode_prompt(tokenizer, &problem.prompt())?,
             };
             batch.push(PromptResponse { prompt, response });
@@ -500,6 +553,25 @@ pub fn answer_token_logprob(
         }
     }
     Ok(total / count.max(1) as f64)
+}
+
+/// Token ranges of every step line's result (after its `=`, before its
+/// newline) in a worked solution.
+fn result_spans(tokenizer: &Tokenizer, solution: &str) -> Result<Vec<(usize, usize)>> {
+    let len = |text: &str| -> Result<usize> { Ok(tokenizer.encode(text, false)?.len()) };
+    let mut spans = Vec::new();
+    let mut line_start = 0;
+    for line in solution.split_inclusive('\n') {
+        if let Some(eq) = line.find('=') {
+            let end = line_start + line.trim_end_matches('\n').len();
+            spans.push((
+                len(&solution[..line_start + eq + 1])?,
+                len(&solution[..end])?,
+            ));
+        }
+        line_start += line.len();
+    }
+    Ok(spans)
 }
 
 /// Mean negative log-likelihood of the response tokens (padding excluded).

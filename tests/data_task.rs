@@ -62,6 +62,11 @@ fn hand_worked_problem() {
     assert_eq!(p.solution(), "7*3=21\n12+21=33\n33-5=28\nAnswer: 28");
     let e = p.to_example("x");
     assert_eq!((e.answer.as_str(), e.privileged.as_str()), ("28", "28"));
+    let w = p.to_example_with("x", rlsd::data::task::Privileged::Solution);
+    assert_eq!(
+        (w.answer.as_str(), w.privileged.as_str()),
+        ("28", "7*3=21 12+21=33 33-5=28")
+    );
     let p = rlsd::data::task::Problem {
         operands: vec![3, 8, 2],
         operators: vec!['-', '+'],
@@ -272,4 +277,31 @@ fn chat_template_renders_turns() {
         .render(minijinja::context! { messages => user_only, add_generation_prompt => true })
         .unwrap();
     assert_eq!(out, "<|user|>Q<|assistant|>");
+}
+
+/// `data.task.privileged = "solution"` reaches every example of the task, and
+/// the default stays the final answer.
+#[test]
+fn worked_solution_as_privileged_text() {
+    let cfg: TaskConfig = toml::from_str("privileged = \"solution\"").unwrap();
+    let worked = ArithmeticTask::new(cfg).unwrap().examples(50, 3);
+    let plain = ArithmeticTask::new(TaskConfig::default())
+        .unwrap()
+        .examples(50, 3);
+    for (w, p) in worked.iter().zip(&plain) {
+        assert_eq!((&w.prompt, &w.answer), (&p.prompt, &p.answer));
+        assert_eq!(p.privileged, p.answer);
+        // The steps' text, each `a op b = c`, the last result the answer.
+        let last = w.privileged.rsplit('=').next().unwrap();
+        assert_eq!(last, w.answer, "{}", w.privileged);
+        let lines = w.privileged.split(' ').count();
+        assert_eq!(
+            lines,
+            w.prompt.matches(['+', '-', '*']).count(),
+            "{}",
+            w.prompt
+        );
+    }
+    let bad: Result<TaskConfig, _> = toml::from_str("privileged = \"hint\"");
+    assert!(bad.unwrap_err().to_string().contains("privileged"));
 }

@@ -12,7 +12,10 @@
 //! Answer: 28
 //! ```
 //!
-//! The final answer is the gold answer and the privileged text. Difficulty is
+//! The final answer is the gold answer. The privileged text the teacher sees
+//! is the final answer (`privileged = "answer"`, the default) or the worked
+//! solution's step lines (`privileged = "solution"`: the intermediate results
+//! too, so per-token credit has more than the last number to locate). Difficulty is
 //! the number of operands, the operand range and the operator set. Everything
 //! is drawn from a seeded RNG, so a seed names a dataset.
 
@@ -38,6 +41,20 @@ pub struct TaskConfig {
     pub num_examples: usize,
     /// Seed of the problem generator.
     pub seed: u64,
+    /// What the teacher is shown as privileged text.
+    pub privileged: Privileged,
+}
+
+/// The privileged text of a built-in problem (`data.task.privileged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Privileged {
+    /// The final answer only (`28`).
+    #[default]
+    Answer,
+    /// The worked solution's step lines without the `Answer:` line, joined
+    /// by spaces (`7*3=21 12+21=33 33-5=28`): every intermediate result.
+    Solution,
 }
 
 impl Default for TaskConfig {
@@ -49,6 +66,7 @@ impl Default for TaskConfig {
             operators: "+-".into(),
             num_examples: 2000,
             seed: 0,
+            privileged: Privileged::Answer,
         }
     }
 }
@@ -128,15 +146,31 @@ impl Problem {
         (render(&steps), stated)
     }
 
-    /// The problem as a dataset example; the final answer is also the
-    /// privileged text the teacher sees.
+    /// The problem as a dataset example whose privileged text is the final
+    /// answer.
     pub fn to_example(&self, id: impl Into<String>) -> Example {
+        self.to_example_with(id, Privileged::Answer)
+    }
+
+    /// The problem as a dataset example with the chosen privileged text.
+    pub fn to_example_with(&self, id: impl Into<String>, privileged: Privileged) -> Example {
         Example {
             id: id.into(),
             prompt: self.prompt(),
             answer: self.answer.to_string(),
-            privileged: self.answer.to_string(),
+            privileged: self.privileged(privileged),
             context: Vec::new(),
+        }
+    }
+
+    /// The privileged text of this problem (see [`Privileged`]).
+    pub fn privileged(&self, kind: Privileged) -> String {
+        match kind {
+            Privileged::Answer => self.answer.to_string(),
+            Privileged::Solution => {
+                let lines: Vec<String> = self.steps().iter().map(Step::line).collect();
+                lines.join(" ")
+            }
         }
     }
 }
@@ -285,7 +319,7 @@ impl ArithmeticTask {
         (0..n)
             .map(|i| {
                 self.problem(&mut rng)
-                    .to_example(format!("arith-{seed}-{i}"))
+                    .to_example_with(format!("arith-{seed}-{i}"), self.cfg.privileged)
             })
             .collect()
     }
