@@ -142,9 +142,18 @@ fn piped_stdout_gets_plain_lines_and_the_terminal_no_bar_frames() {
     let stdout = piped.join().unwrap();
     let terminal = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     assert!(status.success(), "{stdout}\n{terminal}");
-    assert!(!has_bar_frame(&terminal), "bar frames on the terminal:\n{terminal:?}");
-    assert!(!terminal.contains("\x1b["), "escape codes on the terminal:\n{terminal:?}");
-    assert!(!stdout.contains('\r') && !stdout.contains('\x1b'), "{stdout:?}");
+    assert!(
+        !has_bar_frame(&terminal),
+        "bar frames on the terminal:\n{terminal:?}"
+    );
+    assert!(
+        !terminal.contains("\x1b["),
+        "escape codes on the terminal:\n{terminal:?}"
+    );
+    assert!(
+        !stdout.contains('\r') && !stdout.contains('\x1b'),
+        "{stdout:?}"
+    );
     assert_eq!(header_lines(&stdout), 1, "{stdout}");
     for step in 1..=3 {
         assert_eq!(
@@ -162,13 +171,17 @@ fn piped_stdout_gets_plain_lines_and_the_terminal_no_bar_frames() {
     let reader = read_terminal(master);
     let mut cmd = train_cmd(&model, &tmp.path().join("tty"));
     let slave_out = slave.try_clone().unwrap();
-    cmd.stdout(Stdio::from(slave_out)).stderr(Stdio::from(slave));
+    cmd.stdout(Stdio::from(slave_out))
+        .stderr(Stdio::from(slave));
     let mut child = cmd.spawn().unwrap();
     drop(cmd);
     let status = timed::wait_within(&mut child, limit, "rlsd train on a terminal");
     let terminal = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     assert!(status.success(), "{terminal}");
-    assert!(has_bar_frame(&terminal), "no bar on a terminal:\n{terminal:?}");
+    assert!(
+        has_bar_frame(&terminal),
+        "no bar on a terminal:\n{terminal:?}"
+    );
     assert_eq!(header_lines(&terminal), 1, "{terminal}");
 
     // A run refused at start-up (the folder holds a run) prints no header.
@@ -177,5 +190,9 @@ fn piped_stdout_gets_plain_lines_and_the_terminal_no_bar_frames() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("already holds a run"), "{stderr}");
-    assert_eq!(header_lines(&stdout), 0, "header before a refusal:\n{stdout}");
+    assert_eq!(
+        header_lines(&stdout),
+        0,
+        "header before a refusal:\n{stdout}"
+    );
 }
