@@ -29,11 +29,21 @@ struct RunArgs {
 
 impl RunArgs {
     fn load(&self) -> Result<rlsd::config::RunConfig> {
+        self.load_with_model(None)
+    }
+
+    /// [`RunArgs::load`] with `--model` as `model.path` (a config without
+    /// `runtime.out_dir` then runs in `runs/<model name>`).
+    fn load_with_model(&self, model: Option<&str>) -> Result<rlsd::config::RunConfig> {
         let mut set = self.set.clone();
         if let Some(dir) = &self.adapter {
             set.push(format!("model.adapter={}", dir.display()));
         }
-        Ok(rlsd::config::RunConfig::load(self.config.as_deref(), &set)?)
+        Ok(rlsd::config::RunConfig::load_with_model(
+            self.config.as_deref(),
+            &set,
+            model,
+        )?)
     }
 }
 
@@ -408,7 +418,7 @@ impl TrainArgs {
             nproc,
             gpus,
         } = self;
-        let mut cfg = run.load()?;
+        let cfg = run.load_with_model(model.as_deref())?;
         if nproc.is_some() || gpus.is_some() {
             // The ranks read the config again; a bad one or a placement
             // the job cannot hold is reported here once, before any rank.
@@ -417,9 +427,6 @@ impl TrainArgs {
                 nproc,
                 gpus.as_deref(),
             )?);
-        }
-        if let Some(m) = model {
-            cfg.model.path = m;
         }
         match rlsd::distributed::DistEnv::from_env()? {
             Some(env) => Ok(train::train_rank(&cfg, &env, resume, overwrite)?),

@@ -1,6 +1,9 @@
 //! What `rlsd train` shows while it runs: a progress bar with the step,
-//! reward, accuracy, tokens/s and ETA on a terminal, and plain table lines
-//! (one per step, no escape codes) when the output is piped.
+//! reward, accuracy, tokens/s and ETA when both stdout and stderr are a
+//! terminal, and plain table lines (one per step, no escape codes) when
+//! either is piped: `rlsd train | tee log` shows what the log holds, with no
+//! bar frames left between the lines. The table's header is printed with the
+//! first step, so a run refused at start-up prints none.
 //!
 //! Log lines written through [`crate::logging`] while the bar is up are
 //! printed above it rather than through it.
@@ -88,16 +91,22 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// Whether the live bar is drawn: only when stderr (where it is drawn) and
+/// stdout (where the table goes) are both a terminal.
+pub fn draws_bar(stderr_terminal: bool, stdout_terminal: bool) -> bool {
+    stderr_terminal && stdout_terminal
+}
+
 /// The live display of a training run.
 #[derive(Debug)]
 pub struct TrainProgress {
     /// Columns of the table.
     columns: Columns,
-    /// The bar, when stderr is a terminal.
+    /// The bar, when stdout and stderr are both a terminal; table lines then
+    /// go above it instead of through it.
     bar: Option<ProgressBar>,
-    /// Whether stdout is the same kind of terminal: table lines then go above
-    /// the bar instead of through it.
-    stdout_terminal: bool,
+    /// Whether the header line was printed (with the first step).
+    header_printed: bool,
     /// Steps the run ends at.
     total_steps: u64,
     /// When the previous step finished (or the display started).
@@ -109,13 +118,13 @@ pub struct TrainProgress {
 }
 
 impl TrainProgress {
-    /// Start the display: a bar on stderr when `stderr_terminal`; table
-    /// lines on stdout (above the bar when `stdout_terminal` too). The header
-    /// line is printed first.
+    /// Start the display: table lines on stdout, and a bar on stderr below
+    /// them only when both are a terminal (with either piped, a bar on the
+    /// other would leave its frames between the piped lines, e.g. under
+    /// `| tee`). Nothing is printed until the first step.
     pub fn new(algo: Algo, total_steps: u64, stderr_terminal: bool, stdout_terminal: bool) -> Self {
         let columns = Columns::for_algo(algo);
-        println!("{}", columns.header());
-        let bar = stderr_terminal.then(|| {
+        let bar = draws_bar(stderr_terminal, stdout_terminal).then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr());
             if let Ok(style) =
@@ -130,7 +139,7 @@ impl TrainProgress {
         TrainProgress {
             columns,
             bar,
-            stdout_terminal,
+            header_printed: false,
             total_steps,
             last: Instant::now(),
             first: None,
@@ -148,11 +157,11 @@ impl TrainProgress {
             .first
             .get_or_insert((s.step.saturating_sub(1), started));
         let eta = self.eta_from(step0, t0, s.step, now);
-        let line = self.columns.line(s, step_s, eta);
-        match &self.bar {
-            Some(bar) if self.stdout_terminal => bar.println(&line),
-            _ => println!("{line}"),
+        if !self.header_printed {
+            self.header_printed = true;
+            self.print_line(&self.columns.header());
         }
+        self.print_line(&self.columns.line(s, step_s, eta));
         for v in &s.validation {
             let line = format!(
                 "validation after step {}: pass@1 greedy {:.3}, sampled {:.3}, pass@{k} {:.3}, maj@{k} {:.3} ({} prompts)",
@@ -164,10 +173,7 @@ impl TrainProgress {
                 v.n,
                 k = v.samples
             );
-            match &self.bar {
-                Some(bar) if self.stdout_terminal => bar.println(&line),
-                _ => println!("{line}"),
-            }
+            self.print_line(&line);
         }
         if let Some(bar) = &self.bar {
             bar.set_position(s.step);
@@ -181,6 +187,14 @@ impl TrainProgress {
                 eta.map_or_else(|| "-".to_string(), format_duration)
             ));
             bar.set_message(msg);
+        }
+    }
+
+    /// One line of the table: above the bar when there is one.
+    fn print_line(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => println!("{line}"),
         }
     }
 

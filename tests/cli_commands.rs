@@ -433,3 +433,48 @@ fn sampled_eval_is_seeded() {
     assert_ne!(a, responses("2"), "another seed samples anew");
     fails_naming(&["eval", "--temperature=-1"], &["temperature"]);
 }
+
+/// `eval --samples 4` gives the same report at any batch size: each
+/// response's seed comes from its (prompt, sample) index, not its place in
+/// a batch.
+#[test]
+fn sampled_eval_does_not_depend_on_the_batch_size() {
+    let model = tiny_model().to_str().unwrap();
+    let report = |batch: &str| -> serde_json::Value {
+        let tmp = tempfile::tempdir().unwrap();
+        let json = tmp.path().join("eval.json");
+        ok(&[
+            "eval",
+            "--model",
+            model,
+            "--n",
+            "6",
+            "--samples",
+            "4",
+            "--temperature",
+            "1.0",
+            "--seed",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--batch-size",
+            batch,
+            "--out",
+            json.to_str().unwrap(),
+        ]);
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let (a, b) = (report("3"), report("24"));
+    let responses = |r: &serde_json::Value| -> Vec<String> {
+        r["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["response"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(responses(&a).len(), 24);
+    assert_eq!(responses(&a), responses(&b), "batch 3 vs 24");
+    assert_eq!(a["pass_at_k"], b["pass_at_k"]);
+    assert_eq!(a["accuracy"], b["accuracy"]);
+}

@@ -87,6 +87,12 @@ pub fn train(cfg: RunConfig, resume: Option<PathBuf>, overwrite: bool) -> Result
     if report.failed {
         return Err(Error::Runtime(format!("run failed: {}", report.reason)));
     }
+    // The model the run ends with, as a Hugging Face folder that
+    // `checkpoint.keep_last` never prunes (docs/CHECKPOINTS.md).
+    if let Some(ck) = &report.last_checkpoint {
+        let dir = crate::run::final_model::write_final_model(&out_dir, ck)?;
+        println!("final model: {}", dir.display());
+    }
     Ok(())
 }
 

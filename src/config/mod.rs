@@ -274,7 +274,9 @@ pub struct RuntimeConfig {
     pub restart_window_s: f64,
     /// Injected failures for rehearsal, e.g. `["sampler@3", "optimizer@5:panic"]`.
     pub faults: Vec<String>,
-    /// Folder for metrics, drawings and checkpoints of this run.
+    /// Folder for metrics, drawings, checkpoints and the final model of
+    /// this run. Unset: `runs/<model name>` ([`default_out_dir`]), so
+    /// `rlsd train --model X` after the default run gets its own folder.
     pub out_dir: PathBuf,
     /// Stop the run (non-zero) after this many consecutive skipped steps
     /// (non-finite loss or gradient: the weights have likely diverged);
@@ -342,7 +344,7 @@ impl Default for RuntimeConfig {
             max_restarts: 5,
             restart_window_s: 60.0,
             faults: Vec::new(),
-            out_dir: PathBuf::from("runs/default"),
+            out_dir: PathBuf::from("runs/builtin"),
             max_consecutive_skips: 10,
             device_memory_gib: 0.0,
             collective_timeout_s: DEFAULT_COLLECTIVE_TIMEOUT.as_secs_f64(),
@@ -358,6 +360,18 @@ impl RunConfig {
     /// `configs/builtin.toml`), then apply `key=value` overrides (values in
     /// TOML syntax; bare words are taken as strings).
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        Self::load_with_model(path, overrides, None)
+    }
+
+    /// [`RunConfig::load`], with `model` (the `--model` flag) replacing
+    /// `model.path` after the overrides. A config that sets no
+    /// `runtime.out_dir` gets [`default_out_dir`] of the resulting model, so
+    /// runs of different models do not share a folder.
+    pub fn load_with_model(
+        path: Option<&Path>,
+        overrides: &[String],
+        model: Option<&str>,
+    ) -> Result<Self> {
         let (text, origin) = match path {
             Some(p) => (
                 std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?,
@@ -373,6 +387,14 @@ impl RunConfig {
                 })?;
         for ov in overrides {
             apply_override(&mut table, ov)?;
+        }
+        if let Some(m) = model {
+            if let toml::Value::Table(t) = table
+                .entry("model")
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            {
+                t.insert("path".into(), toml::Value::String(m.to_string()));
+            }
         }
         let cfg = Self::from_table(table, &with_overrides(origin, overrides))?;
         cfg.validate()?;
@@ -392,8 +414,18 @@ impl RunConfig {
         Ok(cfg)
     }
 
+    /// Deserialise, then give a config without `runtime.out_dir` the
+    /// model's own run folder.
     fn from_table(table: toml::Table, origin: &str) -> Result<Self> {
-        from_table(table, origin)
+        let out_dir_set = table
+            .get("runtime")
+            .and_then(|r| r.get("out_dir"))
+            .is_some();
+        let mut cfg: Self = from_table(table, origin)?;
+        if !out_dir_set {
+            cfg.runtime.out_dir = default_out_dir(&cfg.model.path);
+        }
+        Ok(cfg)
     }
 
     /// The resolved configuration as TOML (written into checkpoints).
@@ -505,6 +537,35 @@ fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table, origin: &str) 
     })
 }
 
+/// The run folder of a config that names none: `runs/<model>`, where
+/// `<model>` is the last part of `model.path` (`builtin`, a folder's name,
+/// or a Hub id's name: `Qwen/Qwen2.5-1.5B-Instruct` gives
+/// `runs/Qwen2.5-1.5B-Instruct`), characters other than ASCII letters,
+/// digits, `-`, `_` and `.` replaced by `_`.
+pub fn default_out_dir(model_path: &str) -> PathBuf {
+    let last = model_path
+        .trim_end_matches(['/', '\\'])
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or_default();
+    let name: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = if name.is_empty() || name.chars().all(|c| c == '.') {
+        "default".to_string()
+    } else {
+        name
+    };
+    Path::new("runs").join(name)
+}
+
 /// Read any config struct from an optional TOML file plus `key=value`
 /// overrides (used by `rlsd pretrain`); errors name the file or dotted key.
 pub fn load_toml<T: serde::de::DeserializeOwned>(
@@ -588,6 +649,23 @@ fn parse_value(raw: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_without_out_dir_gets_its_models_folder() {
+        assert_eq!(default_out_dir("builtin"), Path::new("runs/builtin"));
+        assert_eq!(
+            default_out_dir("Qwen/Qwen2.5-1.5B-Instruct"),
+            Path::new("runs/Qwen2.5-1.5B-Instruct")
+        );
+        assert_eq!(default_out_dir("/m/tiny v2/"), Path::new("runs/tiny_v2"));
+        assert_eq!(default_out_dir(".."), Path::new("runs/default"));
+        let cfg = RunConfig::from_toml_str("[model]\npath = \"/x/tiny\"\n").unwrap();
+        assert_eq!(cfg.runtime.out_dir, Path::new("runs/tiny"));
+        let cfg =
+            RunConfig::from_toml_str("[model]\npath = \"/x/tiny\"\n[runtime]\nout_dir = \"r\"\n")
+                .unwrap();
+        assert_eq!(cfg.runtime.out_dir, Path::new("r"));
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

@@ -8,6 +8,8 @@ use super::RunConfig;
 pub const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ("model.revision", "the Hub's `main`"),
     ("data.path", "the built-in arithmetic task"),
+    ("data.subset", "a Hub dataset's only subset, or `default`"),
+    ("data.revision", "a Hub dataset's `main`"),
     ("data.system_prompt", "no system message"),
     ("data.columns.prompt", "`prompt`"),
     (

@@ -19,7 +19,8 @@ pub const DEFAULT_TEACHER_TEMPLATE: &str = "{question}\n\nHere is a reference so
 pub enum DataFormat {
     /// Detected from the first row: `verl` when it has
     /// `reward_model.ground_truth`, `trl` when it has a `completion`,
-    /// `solution` or `ground_truth` column or a chat-message `prompt`,
+    /// `solution` or `ground_truth` column, a chat-message `prompt` or a
+    /// `messages` conversation,
     /// otherwise `plain`.
     #[default]
     Auto,
@@ -29,6 +30,9 @@ pub enum DataFormat {
     /// TRL's prompt-only / prompt-completion datasets, standard (`prompt` a
     /// string) or conversational (`prompt` a message list); the answer is the
     /// first of `answer`, `solution`, `ground_truth`, `completion` present.
+    /// Rows with a `messages` conversation and no `prompt`: the prompt is the
+    /// conversation up to its last user turn, the answer (without one of
+    /// those columns) its last assistant message.
     Trl,
     /// The columns `prompt`, `answer`, `privileged`, `id`.
     Plain,
@@ -112,8 +116,19 @@ pub struct ColumnNames {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// Dataset file (JSONL or Parquet). Unset: the built-in arithmetic task.
+    /// Dataset file (JSONL or Parquet), or a Hugging Face dataset id
+    /// (`openai/gsm8k`: its Parquet files, from the Hub cache first; see
+    /// [`super::hub`]). Unset: the built-in arithmetic task.
     pub path: Option<PathBuf>,
+    /// Hub datasets: the subset (Hugging Face's "config name", e.g. gsm8k's
+    /// `main`). Unset: the repo's only subset, or `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    /// Hub datasets: the split to read.
+    pub split: String,
+    /// Hub datasets: branch, tag or commit. Unset: `main`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
     /// Schema (`auto`, `verl`, `trl`, `plain`); `auto` detects it from the first row.
     pub format: DataFormat,
     /// File type; `auto` picks it from the extension.
@@ -165,6 +180,9 @@ impl Default for DataConfig {
     fn default() -> Self {
         DataConfig {
             path: None,
+            subset: None,
+            split: "train".into(),
+            revision: None,
             format: DataFormat::Auto,
             file_type: FileType::Auto,
             columns: ColumnNames::default(),

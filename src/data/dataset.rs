@@ -116,11 +116,16 @@ impl Dataset {
                 cfg.epochs,
             );
         };
-        let rows = match resolve_file_type(path, cfg.file_type)? {
-            FileType::Parquet => parquet_rows(path)?,
-            _ => jsonl_rows(path)?,
-        };
-        let first = rows.iter().find_map(|r| r.as_ref().ok());
+        let (source, files) = data_files(cfg, path)?;
+        let mut rows: Vec<(PathBuf, Result<RawRow>)> = Vec::new();
+        for (file, file_type) in files {
+            let read = match file_type {
+                FileType::Parquet => parquet_rows(&file)?,
+                _ => jsonl_rows(&file)?,
+            };
+            rows.extend(read.into_iter().map(|r| (file.clone(), r)));
+        }
+        let first = rows.iter().find_map(|(_, r)| r.as_ref().ok());
         let format = schema::detect(cfg.format, first);
         let columns = schema::columns_for(format, &cfg.columns, first);
         tracing::debug!(
@@ -132,7 +137,7 @@ impl Dataset {
         );
         let examples = rows
             .into_iter()
-            .map(|row| row.and_then(|r: RawRow| example_from_row(&columns, path, &r)));
+            .map(|(file, row)| row.and_then(|r: RawRow| example_from_row(&columns, &file, &r)));
         let (mut examples, skipped) = collect_rows(examples, cfg.on_bad_row)?;
         if skipped > 0 {
             tracing::warn!(
@@ -145,13 +150,8 @@ impl Dataset {
         if !student.is_identity() {
             examples.iter_mut().for_each(|ex| student.apply(ex));
         }
-        let mut dataset = Dataset::from_examples(
-            path.display().to_string(),
-            examples,
-            cfg.seed,
-            cfg.shuffle,
-            cfg.epochs,
-        )?;
+        let mut dataset =
+            Dataset::from_examples(source, examples, cfg.seed, cfg.shuffle, cfg.epochs)?;
         dataset.skipped = skipped;
         Ok(dataset)
     }
@@ -268,6 +268,40 @@ pub fn epoch_order(cursor: &DataCursor) -> Vec<usize> {
 }
 
 /// Pick the reader from the config, or from the extension when `auto`.
+/// The files `data.path` names, each with its type, and how to name them
+/// in messages: the file itself, or a Hub dataset id's Parquet files of
+/// `data.subset` / `data.split` ([`super::hub`]).
+fn data_files(cfg: &DataConfig, path: &Path) -> Result<(String, Vec<(PathBuf, FileType)>)> {
+    if !super::hub::is_dataset_id(path) {
+        let file_type = resolve_file_type(path, cfg.file_type)?;
+        return Ok((
+            path.display().to_string(),
+            vec![(path.to_path_buf(), file_type)],
+        ));
+    }
+    let id = path.to_string_lossy();
+    let r = super::hub::DatasetRef {
+        id: &id,
+        subset: cfg.subset.as_deref(),
+        split: &cfg.split,
+        revision: cfg.revision.as_deref(),
+    };
+    let files = super::hub::resolve_dataset(&r, &crate::hub::HubEnv::from_env())?;
+    let source = format!(
+        "{id} ({}split {}, {} Parquet file{})",
+        cfg.subset
+            .as_deref()
+            .map_or(String::new(), |s| format!("subset {s}, ")),
+        cfg.split,
+        files.len(),
+        if files.len() == 1 { "" } else { "s" }
+    );
+    Ok((
+        source,
+        files.into_iter().map(|f| (f, FileType::Parquet)).collect(),
+    ))
+}
+
 fn resolve_file_type(path: &Path, file_type: FileType) -> Result<FileType> {
     if file_type != FileType::Auto {
         return Ok(file_type);

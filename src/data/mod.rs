@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the `[data]` config section ([`DataConfig`]).
 //! - [`jsonl`], [`parquet`]: file readers; a bad row names its file and line/row.
+//! - [`hub`]: Hugging Face dataset ids as `data.path`, through the Hub cache.
 //! - [`schema`]: veRL, TRL and plain column layouts, and detecting them.
 //! - [`dataset`]: [`Dataset`] with seeded per-epoch shuffling and the
 //!   [`DataCursor`] a checkpoint saves.
@@ -15,6 +16,7 @@ pub use example::Example;
 pub mod char_tokenizer;
 pub mod config;
 pub mod dataset;
+pub mod hub;
 pub mod jsonl;
 pub mod parquet;
 pub mod prompt;

@@ -14,6 +14,11 @@ use crate::error::{Error, Result};
 use crate::model::ChatMessage;
 use std::path::Path;
 
+/// TRL's conversational column that holds whole conversations
+/// (`{"messages": [{role, content}, ...]}`): read as the prompt up to the
+/// last user turn, and as the answer from the last assistant message after it.
+pub(crate) const MESSAGES: &str = "messages";
+
 /// One cell of a row: a scalar, or a list/struct of cells (nested columns).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cell {
@@ -156,6 +161,12 @@ pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> 
         Cell::List(items) => {
             let mut messages =
                 messages_of(items).map_err(|m| bad(format!("column `{}`: {m}", columns.prompt)))?;
+            if columns.prompt == MESSAGES {
+                // A whole conversation: the prompt ends at the last user turn.
+                if let Some(last_user) = messages.iter().rposition(|m| m.role == "user") {
+                    messages.truncate(last_user + 1);
+                }
+            }
             match messages.pop() {
                 Some(last) if last.role == "user" => (messages, last.content),
                 Some(last) => {
@@ -181,19 +192,38 @@ pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> 
     };
 
     // The answer: a scalar, or the last message of a message list (TRL's
-    // conversational `completion`).
+    // conversational `completion`); from the conversation the prompt came
+    // from (`messages`), its last assistant message after the last user turn.
     let answer_cell = row.get(&columns.answer);
     let answer = match answer_cell {
-        Cell::List(items) => messages_of(items)
-            .map_err(|m| bad(format!("column `{}`: {m}", columns.answer)))?
-            .pop()
-            .map(|m| m.content)
-            .ok_or_else(|| {
-                bad(format!(
-                    "column `{}`: the message list is empty",
-                    columns.answer
-                ))
-            })?,
+        Cell::List(items) => {
+            let messages =
+                messages_of(items).map_err(|m| bad(format!("column `{}`: {m}", columns.answer)))?;
+            if columns.answer == columns.prompt {
+                let after = messages
+                    .iter()
+                    .rposition(|m| m.role == "user")
+                    .map_or(0, |i| i + 1);
+                messages[after..]
+                    .iter()
+                    .rev()
+                    .find(|m| m.role == "assistant")
+                    .map(|m| m.content.clone())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "column `{}`: no assistant message after the last user turn to take the answer from; name the answer column with data.columns.answer",
+                            columns.answer
+                        ))
+                    })?
+            } else {
+                messages.last().map(|m| m.content.clone()).ok_or_else(|| {
+                    bad(format!(
+                        "column `{}`: the message list is empty",
+                        columns.answer
+                    ))
+                })?
+            }
+        }
         other => {
             let kind = other.type_name();
             text(&columns.answer, other, true)?.ok_or_else(|| missing(&columns.answer, kind))?

@@ -7,10 +7,14 @@
 //! - TRL: "standard" rows hold text (`prompt`, `completion`), "conversational"
 //!   rows hold message lists in the same columns; RL recipes add the gold
 //!   answer as `answer`, `solution` or `ground_truth`.
+//!   A `messages` column (TRL's conversational language-modeling rows:
+//!   whole conversations) with no `prompt` column is also TRL: the prompt is
+//!   the conversation up to its last user turn, the answer the first of the
+//!   answer columns present, else the last assistant message.
 //! - plain: `prompt`, `answer`, `privileged`, `id`.
 
 use super::config::{ColumnNames, Columns, DataFormat};
-use super::row::{Cell, RawRow};
+use super::row::{Cell, RawRow, MESSAGES};
 
 /// veRL's answer column.
 pub const VERL_ANSWER: &str = "reward_model.ground_truth";
@@ -33,6 +37,7 @@ pub(crate) fn detect(format: DataFormat, first: Option<&RawRow>) -> DataFormat {
     }
     let chat_prompt = matches!(row.get("prompt"), Cell::List(_));
     if chat_prompt
+        || is_conversation(row)
         || ["completion", "solution", "ground_truth"]
             .iter()
             .any(|c| row.has(c))
@@ -40,6 +45,12 @@ pub(crate) fn detect(format: DataFormat, first: Option<&RawRow>) -> DataFormat {
         return DataFormat::Trl;
     }
     DataFormat::Plain
+}
+
+/// Whether a row is one TRL conversation: a `messages` list and no
+/// `prompt` column.
+fn is_conversation(row: &RawRow) -> bool {
+    matches!(row.get(MESSAGES), Cell::List(_)) && !row.has("prompt")
 }
 
 /// The concrete columns for a file of `format` (not `auto`): the format's
@@ -58,8 +69,14 @@ pub(crate) fn columns_for(
             cols.id = VERL_ID.into();
         }
         DataFormat::Trl => {
+            let conversation = first.is_some_and(is_conversation);
+            if conversation {
+                cols.prompt = MESSAGES.into();
+            }
             if let Some(found) = first.and_then(|r| TRL_ANSWERS.into_iter().find(|c| r.has(c))) {
                 cols.answer = found.into();
+            } else if conversation {
+                cols.answer = MESSAGES.into();
             }
         }
         DataFormat::Plain | DataFormat::Auto => {}
@@ -112,6 +129,13 @@ mod tests {
         assert_eq!(detect(DataFormat::Auto, Some(&trl)), DataFormat::Trl);
         let conv = row(vec![("prompt", Cell::List(vec![])), ("answer", s("4"))]);
         assert_eq!(detect(DataFormat::Auto, Some(&conv)), DataFormat::Trl);
+        let messages = row(vec![("messages", Cell::List(vec![]))]);
+        assert_eq!(detect(DataFormat::Auto, Some(&messages)), DataFormat::Trl);
+        let c = columns_for(DataFormat::Trl, &ColumnNames::default(), Some(&messages));
+        assert_eq!(
+            (c.prompt.as_str(), c.answer.as_str()),
+            ("messages", "messages")
+        );
         let plain = row(vec![("prompt", s("q")), ("answer", s("4"))]);
         assert_eq!(detect(DataFormat::Auto, Some(&plain)), DataFormat::Plain);
         // A configured format is kept whatever the row looks like.

@@ -20,13 +20,11 @@ use crate::config::ValidationConfig;
 use crate::data::prompt::student_prompt_ids;
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::model::{generate, GenerateOptions, LoadedModel};
+use crate::model::{generate_with, prompt_seed, GenerateOptions, LoadedModel};
 use crate::pipeline::{tokenizer_of, verify_one};
 use crate::stats::ValidationStats;
 use crate::verify::Verifier;
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -229,21 +227,24 @@ pub fn evaluate(
         ..GenerateOptions::default()
     };
     let samples = opts.samples;
-    // Greedy decoding never draws from the RNG.
-    let mut rng = StdRng::seed_from_u64(opts.seed);
     let mut records = Vec::with_capacity(examples.len() * samples);
-    // Each prompt `samples` times in a row, so a prompt's samples share a prefill.
-    let jobs: Vec<(&Example, usize)> = examples
+    // Each prompt `samples` times in a row, so a prompt's samples share a
+    // prefill; each response's random stream comes from its (prompt index,
+    // sample index), never from its place in a batch, so the report is the
+    // same at any batch size (greedy decoding draws nothing).
+    let jobs: Vec<(&Example, usize, u64)> = examples
         .iter()
-        .flat_map(|ex| (0..samples).map(move |k| (ex, k)))
+        .enumerate()
+        .flat_map(|(i, ex)| (0..samples).map(move |k| (ex, k, response_seed(opts.seed, i, k))))
         .collect();
     for chunk in jobs.chunks(opts.batch_size) {
         let prompts = chunk
             .iter()
-            .map(|(ex, _)| student_prompt_ids(tok, ex))
+            .map(|(ex, _, _)| student_prompt_ids(tok, ex))
             .collect::<Result<Vec<_>>>()?;
-        let gens = tch::no_grad(|| generate(&model.lm, &prompts, &gen, &mut rng))?;
-        for (&(ex, sample), g) in chunk.iter().zip(gens) {
+        let seeds: Vec<u64> = chunk.iter().map(|&(_, _, seed)| seed).collect();
+        let gens = tch::no_grad(|| generate_with(&model.lm, &prompts, &seeds, &gen, None))?;
+        for (&(ex, sample, _), g) in chunk.iter().zip(gens) {
             let response = tok.decode(&g.tokens, true)?;
             let v = verify_one(verifier, ex, &response);
             records.push(EvalRecord {
@@ -261,13 +262,19 @@ pub fn evaluate(
         }
         if let Some(bar) = progress {
             let correct = records.iter().filter(|r| r.correct).count();
-            bar.inc(chunk.iter().filter(|(_, k)| *k + 1 == samples).count() as u64);
+            bar.inc(chunk.iter().filter(|(_, k, _)| *k + 1 == samples).count() as u64);
             bar.set_message(format!("acc {:.3}", correct as f64 / records.len() as f64));
         }
     }
     let mut report = summarize(records, examples.len(), opts);
     report.wall_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The seed of sample `sample` of prompt `prompt` in an evaluation seeded
+/// with `seed`: a pure function of the three, so batching cannot change it.
+fn response_seed(seed: u64, prompt: usize, sample: usize) -> u64 {
+    prompt_seed(prompt_seed(seed, prompt as u64), sample as u64)
 }
 
 /// The options `rlsd eval` and validation decode with must make sense for

@@ -87,8 +87,9 @@ const RUN_FILES: &[&str] = &[
 
 /// Make `out_dir` ready for a fresh run (not a resume): refuse when it holds
 /// an earlier run, unless `overwrite`, which deletes what the earlier run
-/// wrote: its files in `out_dir` ([`RUN_FILES`], TensorBoard event files)
-/// and its checkpoint folders in `ckpt_root`. Nothing else is touched, and
+/// wrote: its files in `out_dir` ([`RUN_FILES`], TensorBoard event files),
+/// its final-model folder and its checkpoint folders in `ckpt_root`.
+/// Nothing else is touched, and
 /// `ckpt_root` must lie strictly inside `out_dir`.
 pub fn prepare_fresh(out_dir: &Path, ckpt_root: &Path, overwrite: bool) -> Result<()> {
     let inside = ckpt_root.strip_prefix(out_dir).ok().is_some_and(|rel| {
@@ -121,6 +122,10 @@ pub fn prepare_fresh(out_dir: &Path, ckpt_root: &Path, overwrite: bool) -> Resul
         if RUN_FILES.contains(&name.as_str()) || name.starts_with("events.out.tfevents.") {
             remove_file(&out_dir.join(name))?;
         }
+    }
+    let final_model = out_dir.join(super::final_model::FINAL_DIR);
+    if final_model.is_dir() {
+        std::fs::remove_dir_all(&final_model).map_err(|e| Error::io(&final_model, e))?;
     }
     for name in names_in(ckpt_root)? {
         if crate::checkpoint::is_checkpoint_entry(&name) {

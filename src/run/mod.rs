@@ -11,10 +11,13 @@
 //! - [`record`]: where each committed step's stats go, once, in order;
 //! - [`preflight`]: start-up checks (verifier program, prompt lengths, data
 //!   enough for the steps, memory plan) before the run folder is touched;
+//! - [`final_model`]: `<out_dir>/final/`, the last checkpoint's model as a
+//!   Hugging Face folder, written atomically at the end of a run;
 //! - [`evaluate`]: `rlsd eval`'s engine and the held-out validation a run
 //!   logs.
 
 pub mod evaluate;
+pub mod final_model;
 pub mod folder;
 pub mod preflight;
 pub mod record;
