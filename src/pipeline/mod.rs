@@ -15,11 +15,13 @@
 //! - [`stats`]: [`step_stats`], the one place that assembles [`crate::stats::StepStats`].
 //! - [`records`]: the per-response records (token credit) a step hands its observers.
 //! - [`episodes`]: multi-turn rollouts with an environment, one episode at a time.
+//! - [`multi_turn`]: many episodes at once under continuous batching.
 
 pub mod batch;
 pub mod episodes;
 pub mod leakage;
 pub mod leakage_probe;
+pub mod multi_turn;
 pub mod plan;
 pub mod records;
 pub mod stages;
