@@ -175,6 +175,8 @@ fn batched_episodes_equal_episodes_played_one_at_a_time() {
     for rows in [1usize, 3, 8] {
         let batched =
             play_episodes(&m.lm, tok, chat, &env_rt, &examples, &seeds, &opts, rows).unwrap();
+        assert_eq!(batched.env_failed, vec![false; examples.len()]);
+        let batched = batched.episodes;
         assert_eq!(batched.len(), examples.len());
         let counters = EnvCounters::default();
         for (i, ex) in examples.iter().enumerate() {
@@ -223,6 +225,8 @@ fn a_hanging_or_panicking_environment_costs_only_its_episode() {
     };
     let t0 = std::time::Instant::now();
     let played = play_episodes(&m.lm, tok, chat, &env_rt, &examples, &seeds, &opts, 2).unwrap();
+    assert_eq!(played.env_failed, [false, true, false, true]);
+    let played = played.episodes;
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     // The hanging and the panicking session each ended after their second
     // turn with reward 0; the others played their turns.

@@ -15,7 +15,7 @@
 use super::episodes::{EpisodeOptions, PlayedEpisode};
 use crate::data::Example;
 use crate::env::chat::EpisodeChat;
-use crate::env::environment::{step_with_timeout, with_timeout, Outcome, Reply, Session, Started};
+use crate::env::environment::{with_timeout, Outcome, Reply, Session, Started};
 use crate::env::{EnvCounters, Environment, EpisodeBuilder, GivenKind, SampledTurn};
 use crate::error::{Error, Result};
 use crate::model::CausalLm;
@@ -74,7 +74,7 @@ pub fn play_episodes(
     seeds: &[u64],
     opts: &EpisodeOptions,
     rows: usize,
-) -> Result<Vec<PlayedEpisode>> {
+) -> Result<PlayedBatch> {
     if seeds.len() != examples.len() {
         return Err(Error::InvalidInput(format!(
             "{} episodes need {} seeds, got {}",
@@ -101,8 +101,10 @@ pub fn play_episodes(
         let (env, ex, timeout) = (rt.env.clone(), ex.clone(), opts.env_timeout);
         let counters = rt.counters.clone();
         driver.spawn(e, async move {
-            let started = with_timeout(env.start(&ex), timeout, &counters).await;
-            EnvEvent::Started(e, started)
+            match with_timeout(env.start(&ex), timeout, &counters).await {
+                Ok(started) => EnvEvent::Started(e, started),
+                Err(outcome) => EnvEvent::Failed(e, outcome),
+            }
         });
     }
     generate_turns(lm, &opts.generate, Some(tokenizer), rows, &mut driver)?;
@@ -112,28 +114,41 @@ pub fn play_episodes(
             driver.in_flight
         )));
     }
-    driver
-        .episodes
-        .into_iter()
-        .enumerate()
-        .map(|(e, p)| {
-            let outcome = p.outcome.ok_or_else(|| {
-                Error::InvalidInput(format!("episode {e} ended without an outcome"))
-            })?;
-            let episode = p.builder.map(EpisodeBuilder::finish).unwrap_or_default();
-            Ok(PlayedEpisode { episode, outcome })
-        })
-        .collect()
+    let mut out = PlayedBatch {
+        episodes: Vec::with_capacity(examples.len()),
+        env_failed: Vec::with_capacity(examples.len()),
+    };
+    for (e, p) in driver.episodes.into_iter().enumerate() {
+        let outcome = p
+            .outcome
+            .ok_or_else(|| Error::InvalidInput(format!("episode {e} ended without an outcome")))?;
+        let episode = p.builder.map(EpisodeBuilder::finish).unwrap_or_default();
+        out.episodes.push(PlayedEpisode { episode, outcome });
+        out.env_failed.push(p.env_failed);
+    }
+    Ok(out)
+}
+
+/// The episodes of [`play_episodes`], in the order of its examples.
+#[derive(Debug, Clone)]
+pub struct PlayedBatch {
+    /// Each episode and its outcome (an episode whose start failed has no tokens).
+    pub episodes: Vec<PlayedEpisode>,
+    /// Whether each ended on an environment call that timed out, failed or
+    /// panicked (scored 0, also counted in [`EnvRuntime::counters`]).
+    pub env_failed: Vec<bool>,
 }
 
 /// What an environment call sends back to the decoding thread.
 enum EnvEvent {
     /// `start` answered (or failed: the episode's outcome).
-    Started(usize, std::result::Result<Started, Outcome>),
+    Started(usize, Started),
     /// `step` answered; the session comes back with the reply.
     Replied(usize, Box<dyn Session>, Reply),
-    /// The episode is over (`finish` answered, or a call panicked).
+    /// The episode is over (`finish` answered).
     Over(usize, Outcome),
+    /// A call timed out, failed or panicked: the episode is over with reward 0.
+    Failed(usize, Outcome),
 }
 
 /// One episode in play.
@@ -147,6 +162,8 @@ struct Playing<'a> {
     turns: usize,
     /// How it ended.
     outcome: Option<Outcome>,
+    /// Whether it ended on an environment call that timed out, failed or panicked.
+    env_failed: bool,
 }
 
 /// The [`TurnSource`] of [`play_episodes`].
@@ -183,7 +200,7 @@ impl<'a> Driver<'a, '_> {
                 Err(err) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
                     let why = format!("environment call failed: {err}");
-                    EnvEvent::Over(e, Outcome::new(Verdict::wrong(why)))
+                    EnvEvent::Failed(e, Outcome::new(Verdict::wrong(why)))
                 }
             };
             // The receiver is gone only when the rollout already failed.
@@ -207,7 +224,7 @@ impl<'a> Driver<'a, '_> {
     fn on_event(&mut self, event: EnvEvent) -> Result<()> {
         self.in_flight -= 1;
         match event {
-            EnvEvent::Started(e, Ok(Started { opening, session })) => {
+            EnvEvent::Started(e, Started { opening, session }) => {
                 let chat = EpisodeChat::new(
                     self.chat.template,
                     opening.tools.clone(),
@@ -220,8 +237,12 @@ impl<'a> Driver<'a, '_> {
                 p.session = Some(session);
                 self.next_turn(e);
             }
-            EnvEvent::Started(e, Err(outcome)) | EnvEvent::Over(e, outcome) => {
+            EnvEvent::Over(e, outcome) => {
                 self.episodes[e].outcome = Some(outcome);
+            }
+            EnvEvent::Failed(e, outcome) => {
+                self.episodes[e].outcome = Some(outcome);
+                self.episodes[e].env_failed = true;
             }
             EnvEvent::Replied(e, _, Reply::Done(outcome)) => {
                 self.episodes[e].outcome = Some(outcome);
@@ -243,11 +264,10 @@ impl<'a> Driver<'a, '_> {
                     let (timeout, counters) = (self.opts.env_timeout, self.rt.counters.clone());
                     self.spawn(e, async move {
                         let mut session = session;
-                        let outcome = match with_timeout(session.finish(), timeout, &counters).await
-                        {
-                            Ok(o) | Err(o) => o,
-                        };
-                        EnvEvent::Over(e, outcome)
+                        match with_timeout(session.finish(), timeout, &counters).await {
+                            Ok(o) => EnvEvent::Over(e, o),
+                            Err(o) => EnvEvent::Failed(e, o),
+                        }
                     });
                 }
             }
@@ -293,8 +313,10 @@ impl TurnSource for Driver<'_, '_> {
         p.turns += 1;
         let (timeout, counters) = (self.opts.env_timeout, self.rt.counters.clone());
         self.spawn(e, async move {
-            let reply = step_with_timeout(session.as_mut(), &text, timeout, &counters).await;
-            EnvEvent::Replied(e, session, reply)
+            match with_timeout(session.step(&text), timeout, &counters).await {
+                Ok(reply) => EnvEvent::Replied(e, session, reply),
+                Err(outcome) => EnvEvent::Failed(e, outcome),
+            }
         });
         Ok(())
     }
