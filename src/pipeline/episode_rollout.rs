@@ -6,13 +6,13 @@
 //! tokens) and the environment's score, which the verifier stage keeps.
 
 use super::batch::{EpisodeRollout, Rollout, RolloutBatch, Score};
+use super::env_config::turn_stop_strings;
 use super::episodes::EpisodeOptions;
 use super::multi_turn::{play_episodes, ChatSetup, EnvRuntime};
 use super::plan::StepPlan;
 use super::stages::tokenizer_of;
 use crate::config::RunConfig;
 use crate::data::prompt::student_prompt_ids;
-use crate::env::turn_stop_strings;
 use crate::error::{Error, Result};
 use crate::model::{max_concurrent_rows, prompt_seeds, GenerateOptions, LoadedModel};
 use crate::stats::StageTimings;

@@ -16,9 +16,11 @@
 //! - [`records`]: the per-response records (token credit) a step hands its observers.
 //! - [`episodes`]: multi-turn rollouts with an environment, one episode at a time.
 //! - [`multi_turn`]: many episodes at once under continuous batching;
-//!   [`episode_rollout`]: the sampler's stage with an environment.
+//!   [`episode_rollout`]: the sampler's stage with an environment;
+//!   [`env_config`]: the environment an `[env]` section names.
 
 pub mod batch;
+pub mod env_config;
 pub mod episode_rollout;
 pub mod episodes;
 pub mod leakage;

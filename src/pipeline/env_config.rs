@@ -1,9 +1,7 @@
 //! The environment an `[env]` section names.
 
-use super::command::CommandEnvironment;
-use super::environment::Environment;
-use super::tool_call::ToolFormat;
 use crate::config::{EnvConfig, EnvKind, EnvToolFormat};
+use crate::env::{CommandEnvironment, Environment, ToolFormat};
 use crate::error::{Error, Result};
 use crate::worker::WorkerConfig;
 use std::sync::Arc;
