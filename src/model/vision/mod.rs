@@ -11,7 +11,14 @@
 //! - [`placeholder`]: `<|image_pad|>` expanded to one token per merged patch;
 //! - [`rope_index`]: the (t, h, w) rotary position ids of a prompt with images.
 //!
-//! The vision tower and VL training are still to come; docs/VISION.md lists what exists and what is missing.
+//! The model (Qwen2.5-VL):
+//! - [`vl_config`]: `config.json` in both layouts transformers writes;
+//! - [`window`]: the tower's patch positions, attention segments and windows;
+//! - [`tower`]: the vision tower and patch merger;
+//! - [`vl_model`]: features spliced into the decoder's embeddings, M-RoPE,
+//!   cached generation, loading.
+//!
+//! VL training is still to come; docs/VISION.md lists what exists and what is missing.
 
 pub mod config;
 pub mod decode;
@@ -19,6 +26,10 @@ pub mod placeholder;
 pub mod preprocess;
 pub mod resize;
 pub mod rope_index;
+pub mod tower;
+pub mod vl_config;
+pub mod vl_model;
+pub mod window;
 
 pub use config::ImageProcessorConfig;
 pub use decode::{load_rgb, RgbImage};
@@ -26,3 +37,6 @@ pub use placeholder::{expand_image_pad_ids, expand_image_pads, image_token_count
 pub use preprocess::{ImageProcessor, ProcessedImage};
 pub use resize::{resize_bicubic, smart_resize};
 pub use rope_index::{rope_index, RopeIndex};
+pub use tower::VisionTower;
+pub use vl_config::{VisionConfig, VlConfig};
+pub use vl_model::{LoadedVlModel, VisionInput, VlModel};

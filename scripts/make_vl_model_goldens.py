@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Golden outputs of a tiny random Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`)
+for tests/vl_model_golden.rs, written under tests/fixtures/vl/qwen2_5_vl_tiny/.
+
+The model is built by transformers from a small config (vision tower: 4 blocks,
+width 32, 2 heads, window attention with full attention at blocks 1 and 3, 2x2
+patch merger; language model: 2 layers, width 32, 4 heads, 2 KV heads, vocab
+256, M-RoPE sections [1, 1, 2]) and re-initialised with a seeded draw wider than
+transformers' default (std 0.1 for matrices, norm scales and biases drawn too),
+so that no block is a near-identity and a wrong detail shows.
+
+The image token ids are small (250 = image pad, 252/253 = vision start/end) so
+the embedding stays small; everything reads them from config.json.
+
+Files:
+  config.json                 transformers 5's nested layout (`text_config`)
+  config_flat.json            the Hub's transformers-4 layout (text keys at the
+                              top, `rope_scaling.mrope_section`, `in_chans`)
+  model-0000{1,2}-of-00002.safetensors + model.safetensors.index.json
+                              the weights under the Hub's names (`visual.*`,
+                              `model.layers.*`, `lm_head.weight`), in two shards
+  golden.safetensors          inputs and outputs (f32 / i64):
+    image{0,1}.pixel_values, image{0,1}.grid_thw   processor output of two PNGs
+    vision.one      tower output for image0            [n0, 32]
+    vision.two      tower output for image0 + image1   [n0 + n1, 32]
+    {case}.ids      prompt ids [1, T], case in text_image, two_images, text_only
+    {case}.logits   logits [T, 256] of the prompt
+    {case}.greedy   6 greedy ids after the prompt (transformers' generate, KV cache)
+    {case}.response teacher-forced response ids [R]
+    {case}.response_logprobs  log-probs of the response tokens [R]
+
+Run: ~/.cache/rlsd/torch-2.11.0/bin/python scripts/make_vl_model_goldens.py
+"""
+
+import json
+import os
+
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+import transformers
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIX = os.path.join(HERE, "..", "tests", "fixtures", "vl")
+OUT = os.path.join(FIX, "qwen2_5_vl_tiny")
+PAD, VIDEO, VS, VE = 250, 251, 252, 253
+
+VISION = dict(
+    depth=4,
+    hidden_size=32,
+    intermediate_size=48,
+    num_heads=2,
+    in_channels=3,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    tokens_per_second=2,
+    window_size=56,  # 2 x 2 merged patches per window
+    out_hidden_size=32,
+    fullatt_block_indexes=[1, 3],
+    hidden_act="silu",
+)
+TEXT = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-6,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]},
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+    hidden_act="silu",
+)
+
+
+def build():
+    cfg = Qwen2_5_VLConfig(
+        vision_config=VISION,
+        text_config=TEXT,
+        image_token_id=PAD,
+        video_token_id=VIDEO,
+        vision_start_token_id=VS,
+        vision_end_token_id=VE,
+        tie_word_embeddings=False,
+    )
+    cfg.architectures = ["Qwen2_5_VLForConditionalGeneration"]
+    cfg._attn_implementation = "eager"
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    g = torch.Generator().manual_seed(21)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("norm.weight") or ".norm1." in name or ".norm2." in name or "ln_q" in name:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    return cfg, model
+
+
+def hub_name(name):
+    """transformers 5 module names -> the Hub checkpoints' tensor names."""
+    if name.startswith("model.visual."):
+        return name[len("model.") :]
+    if name.startswith("model.language_model."):
+        return "model." + name[len("model.language_model.") :]
+    return name
+
+
+def write_weights(model):
+    sd = {hub_name(k): v.detach().contiguous() for k, v in model.state_dict().items()}
+    names = sorted(sd)
+    shards = [[n for n in names if n.startswith("visual.")], [n for n in names if not n.startswith("visual.")]]
+    weight_map = {}
+    for i, part in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file({n: sd[n] for n in part}, os.path.join(OUT, fname), metadata={"format": "pt"})
+        weight_map.update({n: fname for n in part})
+    total = sum(t.numel() * t.element_size() for t in sd.values())
+    with open(os.path.join(OUT, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+
+
+def write_configs(cfg):
+    cfg.save_pretrained(OUT)  # config.json, nested
+    # transformers 4 / Hub layout: text keys flat, M-RoPE in rope_scaling.
+    t = dict(TEXT)
+    rope = t.pop("rope_parameters")
+    v = dict(VISION)
+    v["in_chans"] = v.pop("in_channels")
+    flat = {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        **t,
+        "rope_theta": rope["rope_theta"],
+        "rope_scaling": {"type": "mrope", "mrope_section": rope["mrope_section"]},
+        "image_token_id": PAD,
+        "video_token_id": VIDEO,
+        "vision_start_token_id": VS,
+        "vision_end_token_id": VE,
+        "torch_dtype": "float32",
+        "vision_config": v,
+    }
+    with open(os.path.join(OUT, "config_flat.json"), "w") as f:
+        json.dump(flat, f, indent=2)
+
+
+def images():
+    proc = Qwen2VLImageProcessorPil.from_pretrained(os.path.join(FIX, "qwen2_5_vl"))
+    out = []
+    for name in ["odd.png", "large.png"]:
+        img = Image.open(os.path.join(FIX, "images", name))
+        r = proc(images=[img], return_tensors="pt")
+        out.append((r["pixel_values"].float(), r["image_grid_thw"][0].long()))
+    return out
+
+
+def prompt(parts, counts):
+    ids, k = [], 0
+    for p in parts:
+        if p == "img":
+            ids += [VS] + [PAD] * counts[k] + [VE]
+            k += 1
+        else:
+            ids += p
+    return torch.tensor([ids])
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    torch.manual_seed(0)
+    cfg, model = build()
+    write_weights(model)
+    write_configs(cfg)
+    (pv0, g0), (pv1, g1) = images()
+    n0, n1 = int(g0.prod()) // 4, int(g1.prod()) // 4
+    golden = {
+        "image0.pixel_values": pv0,
+        "image0.grid_thw": g0,
+        "image1.pixel_values": pv1,
+        "image1.grid_thw": g1,
+    }
+    with torch.no_grad():
+        vis = model.model.visual
+        golden["vision.one"] = vis(pv0, grid_thw=g0[None]).pooler_output
+        golden["vision.two"] = vis(torch.cat([pv0, pv1]), grid_thw=torch.stack([g0, g1])).pooler_output
+        cases = {
+            "text_image": ([[1, 5, 6], "img", [7, 8, 9, 10]], [pv0], [g0]),
+            "two_images": ([[1, 11], "img", [12, 13], "img", [14, 15, 16]], [pv0, pv1], [g0, g1]),
+            "text_only": ([[1, 17, 18, 19, 20, 21, 22]], [], []),
+        }
+        gen = torch.Generator().manual_seed(5)
+        for case, (parts, pvs, grids) in cases.items():
+            ids = prompt(parts, [n0, n1])
+            kw = {}
+            if pvs:
+                kw = dict(pixel_values=torch.cat(pvs), image_grid_thw=torch.stack(grids))
+            mm = (ids == PAD).int()
+            logits = model(input_ids=ids, mm_token_type_ids=mm, **kw).logits[0]
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                mm_token_type_ids=mm,
+                max_new_tokens=6,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+                **kw,
+            )
+            response = torch.randint(3, 250, (5,), generator=gen)
+            full = torch.cat([ids[0], response])[None]
+            full_logits = model(input_ids=full, mm_token_type_ids=(full == PAD).int(), **kw).logits[0]
+            lp = torch.log_softmax(full_logits.double(), -1)
+            t = ids.shape[1]
+            resp_lp = lp[t - 1 : t - 1 + len(response)].gather(1, response[:, None])[:, 0]
+            golden[f"{case}.ids"] = ids
+            golden[f"{case}.logits"] = logits
+            golden[f"{case}.greedy"] = out[0, t:]
+            golden[f"{case}.response"] = response
+            golden[f"{case}.response_logprobs"] = resp_lp.float()
+    save_file({k: v.contiguous() for k, v in golden.items()}, os.path.join(OUT, "golden.safetensors"))
+    with open(os.path.join(OUT, "VERSIONS"), "w") as f:
+        f.write(f"transformers {transformers.__version__}\ntorch {torch.__version__}\n")
+    print("wrote", OUT, {k: tuple(v.shape) for k, v in golden.items()})
+
+
+if __name__ == "__main__":
+    main()
