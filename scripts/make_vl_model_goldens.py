@@ -40,12 +40,17 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import transformers
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import (
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+)
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "..", "tests", "fixtures", "vl")
-OUT = os.path.join(FIX, "qwen2_5_vl_tiny")
+OUT = None  # set per model in main()
 PAD, VIDEO, VS, VE = 250, 251, 252, 253
 
 VISION = dict(
@@ -80,23 +85,62 @@ TEXT = dict(
 )
 
 
-def build():
-    cfg = Qwen2_5_VLConfig(
-        vision_config=VISION,
-        text_config=TEXT,
+# Qwen3-VL: LayerNorm blocks with a GELU MLP, a learned 4 x 4 position table
+# resampled to each grid, deepstack mergers after vision blocks 0 and 2 feeding
+# the first two of three Qwen3 decoder layers, interleaved M-RoPE [2, 1, 1].
+VISION3 = dict(
+    depth=4,
+    hidden_size=32,
+    intermediate_size=48,
+    num_heads=2,
+    in_channels=3,
+    patch_size=16,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    out_hidden_size=32,
+    num_position_embeddings=16,
+    deepstack_visual_indexes=[0, 2],
+    hidden_act="gelu_pytorch_tanh",
+)
+TEXT3 = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    max_position_embeddings=512,
+    rms_norm_eps=1e-6,
+    rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1], "mrope_interleaved": True},
+    bos_token_id=1,
+    eos_token_id=2,
+    hidden_act="silu",
+)
+MODELS = {
+    "qwen2_5_vl_tiny": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, VISION, TEXT, "qwen2_5_vl"),
+    "qwen3_vl_tiny": (Qwen3VLConfig, Qwen3VLForConditionalGeneration, VISION3, TEXT3, "qwen3_vl"),
+}
+
+
+def build(name="qwen2_5_vl_tiny"):
+    config_cls, model_cls, vision, text, _ = MODELS[name]
+    cfg = config_cls(
+        vision_config=vision,
+        text_config=text,
         image_token_id=PAD,
         video_token_id=VIDEO,
         vision_start_token_id=VS,
         vision_end_token_id=VE,
         tie_word_embeddings=False,
     )
-    cfg.architectures = ["Qwen2_5_VLForConditionalGeneration"]
+    cfg.architectures = [model_cls.__name__]
     cfg._attn_implementation = "eager"
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    model = model_cls(cfg).eval()
     g = torch.Generator().manual_seed(21)
     with torch.no_grad():
         for name, p in sorted(model.named_parameters()):
-            if name.endswith("norm.weight") or ".norm1." in name or ".norm2." in name or "ln_q" in name:
+            if name.endswith("norm.weight") or ".norm1.weight" in name or ".norm2.weight" in name or "ln_q" in name:
                 p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g))
@@ -126,8 +170,10 @@ def write_weights(model):
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
 
 
-def write_configs(cfg):
+def write_configs(cfg, name):
     cfg.save_pretrained(OUT)  # config.json, nested
+    if name != "qwen2_5_vl_tiny":
+        return  # Qwen3-VL checkpoints exist only in the nested layout
     # transformers 4 / Hub layout: text keys flat, M-RoPE in rope_scaling.
     t = dict(TEXT)
     rope = t.pop("rope_parameters")
@@ -150,8 +196,8 @@ def write_configs(cfg):
         json.dump(flat, f, indent=2)
 
 
-def images():
-    proc = Qwen2VLImageProcessorPil.from_pretrained(os.path.join(FIX, "qwen2_5_vl"))
+def images(proc_dir):
+    proc = Qwen2VLImageProcessorPil.from_pretrained(os.path.join(FIX, proc_dir))
     out = []
     for name in ["odd.png", "large.png"]:
         img = Image.open(os.path.join(FIX, "images", name))
@@ -172,12 +218,19 @@ def prompt(parts, counts):
 
 
 def main():
+    global OUT
+    for name in MODELS:
+        OUT = os.path.join(FIX, name)
+        make(name)
+
+
+def make(name):
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
-    cfg, model = build()
+    cfg, model = build(name)
     write_weights(model)
-    write_configs(cfg)
-    (pv0, g0), (pv1, g1) = images()
+    write_configs(cfg, name)
+    (pv0, g0), (pv1, g1) = images(MODELS[name][4])
     n0, n1 = int(g0.prod()) // 4, int(g1.prod()) // 4
     golden = {
         "image0.pixel_values": pv0,
@@ -187,8 +240,12 @@ def main():
     }
     with torch.no_grad():
         vis = model.model.visual
-        golden["vision.one"] = vis(pv0, grid_thw=g0[None]).pooler_output
-        golden["vision.two"] = vis(torch.cat([pv0, pv1]), grid_thw=torch.stack([g0, g1])).pooler_output
+        one = vis(pv0, grid_thw=g0[None])
+        two = vis(torch.cat([pv0, pv1]), grid_thw=torch.stack([g0, g1]))
+        golden["vision.one"] = one.pooler_output
+        golden["vision.two"] = two.pooler_output
+        for k, f in enumerate(getattr(two, "deepstack_features", None) or []):
+            golden[f"vision.two.deepstack{k}"] = f
         cases = {
             "text_image": ([[1, 5, 6], "img", [7, 8, 9, 10]], [pv0], [g0]),
             "two_images": ([[1, 11], "img", [12, 13], "img", [14, 15, 16]], [pv0, pv1], [g0, g1]),

@@ -1,6 +1,7 @@
-//! The Rust Qwen2.5-VL against transformers' goldens
-//! (scripts/make_vl_model_goldens.py, tests/fixtures/vl/qwen2_5_vl_tiny/):
-//! the vision tower on one and two images, logits of a text+image, a
+//! The Rust Qwen2.5-VL and Qwen3-VL against transformers' goldens
+//! (scripts/make_vl_model_goldens.py, tests/fixtures/vl/qwen{2_5,3}_vl_tiny/):
+//! the vision tower on one and two images (and Qwen3-VL's deepstack
+//! features), logits of a text+image, a
 //! two-image and a text-only prompt, greedy ids through the KV cache, and
 //! teacher-forced response log-probs; both config layouts and both tensor
 //! naming schemes load the same model.
@@ -12,16 +13,27 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 const CASES: [&str; 3] = ["text_image", "two_images", "text_only"];
+const MODELS: [&str; 2] = ["qwen2_5_vl_tiny", "qwen3_vl_tiny"];
 
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vl/qwen2_5_vl_tiny")
+fn model_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vl")
+        .join(name)
 }
 
-fn golden() -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(dir().join("golden.safetensors"))
+fn dir() -> PathBuf {
+    model_dir(MODELS[0])
+}
+
+fn golden_of(name: &str) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(model_dir(name).join("golden.safetensors"))
         .unwrap()
         .into_iter()
         .collect()
+}
+
+fn golden() -> HashMap<String, Tensor> {
+    golden_of(MODELS[0])
 }
 
 fn load(dir: &std::path::Path) -> LoadedVlModel {
@@ -64,35 +76,54 @@ fn case_images(g: &HashMap<String, Tensor>, case: &str) -> Option<VisionInput> {
 
 #[test]
 fn vision_tower_matches_transformers_on_one_and_two_images() -> Result<()> {
-    let g = golden();
-    let m = load(&dir());
-    tch::no_grad(|| -> Result<()> {
-        for (key, which) in [("vision.one", vec![0]), ("vision.two", vec![0, 1])] {
-            let out = m.model.encode_images(&images(&g, &which))?;
-            assert_eq!(out.size(), g[key].size(), "{key}");
-            let err = rel_err(&out, &g[key]);
-            assert!(err < 1e-4, "{key}: relative error {err:e}");
-        }
-        Ok(())
-    })
+    for name in MODELS {
+        let g = golden_of(name);
+        let m = load(&model_dir(name));
+        tch::no_grad(|| -> Result<()> {
+            for (key, which) in [("vision.one", vec![0]), ("vision.two", vec![0, 1])] {
+                let (out, deepstack) = m.model.encode(&images(&g, &which))?;
+                assert_eq!(out.size(), g[key].size(), "{name} {key}");
+                let err = rel_err(&out, &g[key]);
+                assert!(err < 1e-4, "{name} {key}: relative error {err:e}");
+                if key == "vision.two" {
+                    let want = (0..).map_while(|k| g.get(&format!("{key}.deepstack{k}")));
+                    let want: Vec<&Tensor> = want.collect();
+                    assert_eq!(deepstack.len(), want.len(), "{name}: deepstack levels");
+                    for (k, (got, want)) in deepstack.iter().zip(want).enumerate() {
+                        let err = rel_err(got, want);
+                        assert!(err < 1e-4, "{name} deepstack {k}: relative error {err:e}");
+                    }
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
 #[test]
 fn logits_greedy_and_logprobs_match_transformers() -> Result<()> {
-    let g = golden();
-    let m = load(&dir());
+    for name in MODELS {
+        logits_greedy_and_logprobs_of(name)?;
+    }
+    Ok(())
+}
+
+fn logits_greedy_and_logprobs_of(name: &str) -> Result<()> {
+    let g = golden_of(name);
+    let m = load(&model_dir(name));
     tch::no_grad(|| -> Result<()> {
         for case in CASES {
             let ids = &g[&format!("{case}.ids")];
             let imgs = case_images(&g, case);
             let logits = m.model.forward_all(ids, None, imgs.as_ref())?.get(0);
             let err = rel_err(&logits, &g[&format!("{case}.logits")]);
-            assert!(err < 1e-4, "{case}: logits relative error {err:e}");
+            assert!(err < 1e-4, "{name} {case}: logits relative error {err:e}");
 
             let prompt: Vec<i64> = Vec::try_from(ids.view([-1]))?;
             let greedy = m.model.generate_greedy(&prompt, imgs.as_ref(), 6, &[])?;
             let want: Vec<i64> = Vec::try_from(&g[&format!("{case}.greedy")])?;
-            assert_eq!(greedy, want, "{case}: greedy ids");
+            assert_eq!(greedy, want, "{name} {case}: greedy ids");
 
             let response: Vec<i64> = Vec::try_from(&g[&format!("{case}.response")])?;
             let full: Vec<i64> = prompt.iter().chain(&response).copied().collect();
@@ -111,7 +142,10 @@ fn logits_greedy_and_logprobs_match_transformers() -> Result<()> {
                 .view([-1]);
             let want = g[&format!("{case}.response_logprobs")].to_kind(Kind::Double);
             let diff = (&got - &want).abs().max().double_value(&[]);
-            assert!(diff < 1e-4, "{case}: response log-prob diff {diff:e}");
+            assert!(
+                diff < 1e-4,
+                "{name} {case}: response log-prob diff {diff:e}"
+            );
         }
         Ok(())
     })
@@ -119,10 +153,17 @@ fn logits_greedy_and_logprobs_match_transformers() -> Result<()> {
 
 #[test]
 fn cached_decoding_equals_the_full_forward() -> Result<()> {
+    for name in MODELS {
+        cached_decoding_of(name)?;
+    }
+    Ok(())
+}
+
+fn cached_decoding_of(name: &str) -> Result<()> {
     // Prefill the two-image prompt, then feed the response one token at a
     // time at positions index + delta: the logits equal the full forward's.
-    let g = golden();
-    let m = load(&dir());
+    let g = golden_of(name);
+    let m = load(&model_dir(name));
     tch::no_grad(|| -> Result<()> {
         let imgs = images(&g, &[0, 1]);
         let prompt: Vec<i64> = Vec::try_from(g["two_images.ids"].view([-1]))?;
@@ -138,7 +179,7 @@ fn cached_decoding_equals_the_full_forward() -> Result<()> {
         for (k, &tok) in response.iter().enumerate() {
             let at = prompt.len() - 1 + k;
             let err = rel_err(&last.get(0), &all.get(at as i64));
-            assert!(err < 1e-5, "position {at}: relative error {err:e}");
+            assert!(err < 1e-5, "{name} position {at}: relative error {err:e}");
             let pos = Tensor::from_slice(&[cache.len() + deltas[0]]).view([1, 1]);
             last = m.model.decode(
                 &Tensor::from_slice(&[tok]).view([1, 1]),
@@ -153,10 +194,17 @@ fn cached_decoding_equals_the_full_forward() -> Result<()> {
 
 #[test]
 fn left_padded_batch_equals_single_rows() -> Result<()> {
+    for name in MODELS {
+        left_padded_batch_of(name)?;
+    }
+    Ok(())
+}
+
+fn left_padded_batch_of(name: &str) -> Result<()> {
     // The text+image prompt and the text-only prompt, left-padded into one
     // batch: each row's logits equal its own forward's on its real tokens.
-    let g = golden();
-    let m = load(&dir());
+    let g = golden_of(name);
+    let m = load(&model_dir(name));
     tch::no_grad(|| -> Result<()> {
         let a: Vec<i64> = Vec::try_from(g["text_image.ids"].view([-1]))?;
         let b: Vec<i64> = Vec::try_from(g["text_only.ids"].view([-1]))?;
@@ -178,7 +226,10 @@ fn left_padded_batch_equals_single_rows() -> Result<()> {
         for (row, case, len) in [(0, "text_image", a.len()), (1, "text_only", b.len())] {
             let got = logits.get(row).narrow(0, (n - len) as i64, len as i64);
             let err = rel_err(&got, &g[&format!("{case}.logits")]);
-            assert!(err < 1e-4, "row {row} ({case}): relative error {err:e}");
+            assert!(
+                err < 1e-4,
+                "{name} row {row} ({case}): relative error {err:e}"
+            );
         }
         Ok(())
     })

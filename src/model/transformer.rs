@@ -238,7 +238,7 @@ impl CausalLm {
     ) -> Result<Tensor> {
         let x = self.embed_ids(ids)?;
         let (cos, sin) = self.rope.cos_sin(positions, x.kind())?;
-        self.hidden_of_embeds(x, (&cos, &sin), mask, cache)
+        self.hidden_of_embeds(x, (&cos, &sin), mask, cache, &[])
     }
 
     /// Token embeddings `[B, T, hidden]` of `ids [B, T]`.
@@ -263,19 +263,29 @@ impl CausalLm {
     /// image features spliced in), under the rotary tables `rope` from
     /// [`Rope`], after the `cache.len()` cached positions. `attention_mask
     /// [B, cached + T]` as in [`CausalLm::forward`]; `None` is causal, no padding.
+    /// `after_layers[k]` (`[B, T, hidden]`) is added to the output of layer
+    /// `k` (Qwen3-VL's deepstack features; empty for other models).
     pub fn hidden_from_embeds(
         &self,
         x: Tensor,
         rope: (&Tensor, &Tensor),
         attention_mask: Option<&Tensor>,
         cache: Option<&mut KvCache>,
+        after_layers: &[Tensor],
     ) -> Result<Tensor> {
         let t = x.size()[1];
+        if after_layers.len() > self.layers.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} per-layer additions for {} layers",
+                after_layers.len(),
+                self.layers.len()
+            )));
+        }
         match attention_mask {
-            None => self.hidden_of_embeds(x, rope, AttnMask::Causal, cache),
+            None => self.hidden_of_embeds(x, rope, AttnMask::Causal, cache, after_layers),
             Some(mask) => {
                 let m = attention_bool_mask(mask, t)?;
-                self.hidden_of_embeds(x, rope, AttnMask::Explicit(&m), cache)
+                self.hidden_of_embeds(x, rope, AttnMask::Explicit(&m), cache, after_layers)
             }
         }
     }
@@ -286,11 +296,15 @@ impl CausalLm {
         (cos, sin): (&Tensor, &Tensor),
         mask: AttnMask<'_>,
         mut cache: Option<&mut KvCache>,
+        after_layers: &[Tensor],
     ) -> Result<Tensor> {
         let t = x.size()[1];
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
             x = layer.forward(&x, cos, sin, mask, c)?;
+            if let Some(add) = after_layers.get(i) {
+                x = x.f_add(add)?;
+            }
         }
         if let Some(c) = cache {
             c.advance(t);

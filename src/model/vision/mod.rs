@@ -11,10 +11,11 @@
 //! - [`placeholder`]: `<|image_pad|>` expanded to one token per merged patch;
 //! - [`rope_index`]: the (t, h, w) rotary position ids of a prompt with images.
 //!
-//! The model (Qwen2.5-VL):
+//! The models (Qwen2.5-VL, Qwen3-VL dense):
 //! - [`vl_config`]: `config.json` in both layouts transformers writes;
 //! - [`window`]: the tower's patch positions, attention segments and windows;
-//! - [`tower`]: the vision tower and patch merger;
+//! - [`tower`]: Qwen2.5-VL's vision tower and patch merger;
+//! - [`tower3`]: Qwen3-VL's, with the deepstack mergers;
 //! - [`vl_model`]: features spliced into the decoder's embeddings, M-RoPE,
 //!   cached generation, loading.
 //!
@@ -27,6 +28,7 @@ pub mod preprocess;
 pub mod resize;
 pub mod rope_index;
 pub mod tower;
+pub mod tower3;
 pub mod vl_config;
 pub mod vl_model;
 pub mod window;
@@ -38,5 +40,6 @@ pub use preprocess::{ImageProcessor, ProcessedImage};
 pub use resize::{resize_bicubic, smart_resize};
 pub use rope_index::{rope_index, RopeIndex};
 pub use tower::VisionTower;
-pub use vl_config::{VisionConfig, VlConfig};
+pub use tower3::Qwen3VisionTower;
+pub use vl_config::{VisionConfig, VlConfig, VlFamily};
 pub use vl_model::{LoadedVlModel, VisionInput, VlModel};

@@ -16,16 +16,17 @@ use tch::{nn, Kind, Tensor};
 /// The tower's RMSNorm epsilon (fixed in transformers, not in the config).
 const EPS: f64 = 1e-6;
 
-/// `qkv` and `proj` of one block; attention within segments, never across.
+/// `qkv` and `proj` of one block; attention within segments, never across
+/// (shared by the Qwen2.5-VL and Qwen3-VL towers).
 #[derive(Debug)]
-struct VisionAttention {
+pub(super) struct VisionAttention {
     qkv: Linear,
     proj: Linear,
     num_heads: i64,
 }
 
 impl VisionAttention {
-    fn new(path: nn::Path, cfg: &VisionConfig) -> Result<Self> {
+    pub(super) fn new(path: nn::Path, cfg: &VisionConfig) -> Result<Self> {
         let d = cfg.hidden_size;
         Ok(VisionAttention {
             qkv: Linear::new(&path / "qkv", d, 3 * d, true)?,
@@ -35,7 +36,13 @@ impl VisionAttention {
     }
 
     /// `x [N, C]` -> `[N, C]`; each run of `lengths` attends only to itself.
-    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, lengths: &[i64]) -> Result<Tensor> {
+    pub(super) fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        lengths: &[i64],
+    ) -> Result<Tensor> {
         let n = x.size()[0];
         let qkv = self
             .qkv
@@ -146,12 +153,6 @@ impl VisionTower {
                 cfg.patch_size,
             ],
         )?;
-        // theta^(-2i / (head_dim / 2)) for i < head_dim / 4, as transformers
-        // computes it (float32 powers of float32 exponents).
-        let spatial = cfg.head_dim() / 2;
-        let inv: Vec<f32> = (0..spatial / 2)
-            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / spatial as f32))
-            .collect();
         let blocks = (0..cfg.depth)
             .map(|i| VisionBlock::new(&path / "blocks" / i, cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -160,7 +161,7 @@ impl VisionTower {
         Ok(VisionTower {
             cfg: cfg.clone(),
             patch_embed,
-            inv_freq: Tensor::from_slice(&inv).to_device(path.device()),
+            inv_freq: vision_inv_freq(cfg, path.device()),
             blocks,
             ln_q: RmsNorm::new(&merger / "ln_q", c, EPS)?,
             merger_fc1: Linear::new(&merger / "mlp" / "0", wide, wide, true)?,
@@ -209,7 +210,7 @@ impl VisionTower {
             .f_to_kind(kind)?
             .f_linear::<Tensor>(&self.patch_embed.f_reshape([cfg.hidden_size, -1])?, None)?;
         let mut x = permute(&x)?;
-        let (cos, sin) = self.rotary(&plan, device)?;
+        let (cos, sin) = vision_rotary(&self.inv_freq, &plan, device)?;
         let (cos, sin) = (
             permute(&cos)?.f_unsqueeze(1)?,
             permute(&sin)?.f_unsqueeze(1)?,
@@ -232,22 +233,36 @@ impl VisionTower {
         let reverse = Tensor::from_slice(&plan.reverse_index()).to_device(device);
         Ok(merged.f_index_select(0, &reverse)?)
     }
+}
 
-    /// `cos, signed_sin [N, head_dim]` (float32) of the patches' (h, w)
-    /// positions: `[h * f, w * f]` twice over, the second copy's sine
-    /// negated in the first half (the form that rotates by a roll).
-    fn rotary(&self, plan: &VisionPlan, device: tch::Device) -> Result<(Tensor, Tensor)> {
-        let flat: Vec<i64> = plan.positions.iter().flatten().copied().collect();
-        let pos = Tensor::from_slice(&flat)
-            .to_device(device)
-            .f_view([-1, 2, 1])?
-            .f_to_kind(Kind::Float)?;
-        let n = pos.size()[0];
-        let freqs = pos.f_mul(&self.inv_freq)?.f_reshape([n, -1])?; // [N, D/2]: h then w
-        let (cos, sin) = (freqs.f_cos()?, freqs.f_sin()?);
-        Ok((
-            Tensor::f_cat(&[&cos, &cos], -1)?,
-            Tensor::f_cat(&[&sin.f_neg()?, &sin], -1)?,
-        ))
-    }
+/// `[head_dim / 4]` inverse frequencies `theta^(-2i / (head_dim / 2))`, as
+/// transformers computes them (float32 powers of float32 exponents).
+pub(super) fn vision_inv_freq(cfg: &VisionConfig, device: tch::Device) -> Tensor {
+    let spatial = cfg.head_dim() / 2;
+    let inv: Vec<f32> = (0..spatial / 2)
+        .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / spatial as f32))
+        .collect();
+    Tensor::from_slice(&inv).to_device(device)
+}
+
+/// `cos, signed_sin [N, head_dim]` (float32) of the patches' (h, w)
+/// positions: `[h * f, w * f]` twice over, the second copy's sine negated
+/// in the first half (the form that rotates by a roll).
+pub(super) fn vision_rotary(
+    inv_freq: &Tensor,
+    plan: &VisionPlan,
+    device: tch::Device,
+) -> Result<(Tensor, Tensor)> {
+    let flat: Vec<i64> = plan.positions.iter().flatten().copied().collect();
+    let pos = Tensor::from_slice(&flat)
+        .to_device(device)
+        .f_view([-1, 2, 1])?
+        .f_to_kind(Kind::Float)?;
+    let n = pos.size()[0];
+    let freqs = pos.f_mul(inv_freq)?.f_reshape([n, -1])?; // [N, D/2]: h then w
+    let (cos, sin) = (freqs.f_cos()?, freqs.f_sin()?);
+    Ok((
+        Tensor::f_cat(&[&cos, &cos], -1)?,
+        Tensor::f_cat(&[&sin.f_neg()?, &sin], -1)?,
+    ))
 }

@@ -1,24 +1,38 @@
-//! `config.json` of a vision-language checkpoint (`Qwen2_5_VLForConditionalGeneration`).
+//! `config.json` of a vision-language checkpoint (`Qwen2_5_VLForConditionalGeneration`,
+//! `Qwen3VLForConditionalGeneration`).
 //!
 //! transformers writes it in two layouts: transformers 5 nests the language
 //! model's keys in `text_config` (M-RoPE in `rope_parameters.mrope_section`);
 //! the Hub's transformers-4 checkpoints keep them at the top level (M-RoPE in
 //! `rope_scaling`, `"type": "mrope"`). Both carry `vision_config`. The
-//! language half resolves through the text models' [`Config`] (as Qwen2), so
-//! the decoder is the same code; the vision half becomes [`VisionConfig`].
+//! language half resolves through the text models' [`Config`] (as Qwen2 for
+//! Qwen2.5-VL, Qwen3 for Qwen3-VL), so the decoder is the same code; the
+//! vision half becomes [`VisionConfig`].
 //!
-//! Refused by name: Qwen2-VL (a different tower), the MoE variants, Qwen3-VL
-//! (not implemented yet), a vision `hidden_act` other than SiLU, and an
-//! `mrope_section` that does not cover the rotary half-width.
+//! Refused by name: Qwen2-VL (a different tower), the MoE variants, a vision
+//! `hidden_act` other than the family's, and an `mrope_section` that does not
+//! cover the rotary half-width.
 
 use crate::error::{Error, Result};
 use crate::model::config::{Arch, Config};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-/// The vision tower's hyper-parameters (`vision_config`), Qwen2.5-VL names.
+/// Which vision-language family a checkpoint belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VlFamily {
+    /// Qwen2.5-VL: RMSNorm/SwiGLU tower with window attention, Qwen2 decoder.
+    Qwen2_5,
+    /// Qwen3-VL (dense): LayerNorm/GELU tower with a learned position table
+    /// and deepstack mergers, Qwen3 decoder, interleaved M-RoPE.
+    Qwen3,
+}
+
+/// The vision tower's hyper-parameters (`vision_config`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
+    /// The tower's family (decides the block and merger layout).
+    pub family: VlFamily,
     /// Number of vision blocks (`depth`).
     pub depth: i64,
     /// Width of the tower's residual stream.
@@ -43,6 +57,11 @@ pub struct VisionConfig {
     pub out_hidden_size: i64,
     /// Base of the 2D rotary frequencies.
     pub rope_theta: f64,
+    /// Qwen3-VL: entries of the learned square position table (a square number).
+    pub num_position_embeddings: i64,
+    /// Qwen3-VL: blocks whose output feeds a deepstack merger, in order; the
+    /// k-th merger's features are added after decoder layer k.
+    pub deepstack_visual_indexes: Vec<i64>,
 }
 
 impl VisionConfig {
@@ -66,6 +85,9 @@ pub struct VlConfig {
     pub vision: VisionConfig,
     /// Rotary half-width split over the (t, h, w) axes (`mrope_section`).
     pub mrope_section: Vec<i64>,
+    /// Qwen3-VL's layout of the sections: frequencies cycle t, h, w
+    /// (`mrope_interleaved`) instead of three contiguous blocks.
+    pub mrope_interleaved: bool,
     /// `<|image_pad|>`: the tokens replaced by image features.
     pub image_token_id: i64,
     /// `<|video_pad|>`: refused in inputs (video is not supported).
@@ -75,7 +97,7 @@ pub struct VlConfig {
 }
 
 /// Class names that are vision-language but not supported, with the reason.
-const REFUSED: [(&str, &str); 4] = [
+const REFUSED: [(&str, &str); 3] = [
     (
         "Qwen2VLForConditionalGeneration",
         "Qwen2-VL's vision tower (LayerNorm, no windows) is not implemented",
@@ -87,10 +109,6 @@ const REFUSED: [(&str, &str); 4] = [
     (
         "Qwen3VLMoeForConditionalGeneration",
         "mixture-of-experts variants are not supported",
-    ),
-    (
-        "Qwen3VLForConditionalGeneration",
-        "Qwen3-VL (deepstack, interleaved M-RoPE) is not implemented yet",
     ),
 ];
 
@@ -128,6 +146,7 @@ impl VlConfig {
             .map(str::to_string)
             .unwrap_or_else(|| match top.get("model_type").and_then(Value::as_str) {
                 Some("qwen2_5_vl") => "Qwen2_5_VLForConditionalGeneration".into(),
+                Some("qwen3_vl") => "Qwen3VLForConditionalGeneration".into(),
                 Some(other) => other.to_string(),
                 None => String::new(),
             });
@@ -135,16 +154,18 @@ impl VlConfig {
             return Err(bad(format!("{class}: {why}")));
         }
         let model_type = top.get("model_type").and_then(Value::as_str);
-        if class != "Qwen2_5_VLForConditionalGeneration"
-            || model_type.is_some_and(|m| m != "qwen2_5_vl")
-        {
-            return Err(bad(format!(
-                "unsupported vision-language model {class:?} (model_type {model_type:?}); \
-                 supported: Qwen2_5_VLForConditionalGeneration"
-            )));
-        }
+        let family = match (class.as_str(), model_type) {
+            ("Qwen2_5_VLForConditionalGeneration", None | Some("qwen2_5_vl")) => VlFamily::Qwen2_5,
+            ("Qwen3VLForConditionalGeneration", None | Some("qwen3_vl")) => VlFamily::Qwen3,
+            _ => {
+                return Err(bad(format!(
+                    "unsupported vision-language model {class:?} (model_type {model_type:?}); \
+                     supported: Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration"
+                )))
+            }
+        };
         let vision = match top.get("vision_config") {
-            Some(Value::Object(o)) => vision_config(o, &bad)?,
+            Some(Value::Object(o)) => vision_config(o, family, &bad)?,
             _ => return Err(bad("missing `vision_config` object".into())),
         };
         // The language half: `text_config` (transformers 5) or the top level.
@@ -152,7 +173,7 @@ impl VlConfig {
             Some(Value::Object(o)) => o,
             _ => top,
         };
-        let (text, mrope_section) = text_config(text_obj, top, path)?;
+        let (text, mrope_section, mrope_interleaved) = text_config(text_obj, top, family, path)?;
         let id = |key: &str, default: i64| -> Result<i64> {
             match top.get(key).or_else(|| text_obj.get(key)) {
                 None | Some(Value::Null) => Ok(default),
@@ -164,6 +185,7 @@ impl VlConfig {
         let cfg = VlConfig {
             text,
             mrope_section,
+            mrope_interleaved,
             image_token_id: id("image_token_id", 151655)?,
             video_token_id: id("video_token_id", 151656)?,
             vision_start_token_id: id("vision_start_token_id", 151652)?,
@@ -200,7 +222,32 @@ impl VlConfig {
             )));
         }
         let unit = v.spatial_merge_size * v.patch_size;
-        if unit <= 0 || v.window_size < unit || v.window_size % unit != 0 {
+        if v.family == VlFamily::Qwen3 {
+            let side = (v.num_position_embeddings as f64).sqrt() as i64;
+            if side * side != v.num_position_embeddings {
+                return Err(bad(format!(
+                    "vision_config.num_position_embeddings ({}) must be a square",
+                    v.num_position_embeddings
+                )));
+            }
+            if let Some(i) = v
+                .deepstack_visual_indexes
+                .iter()
+                .find(|&&i| i < 0 || i >= v.depth)
+            {
+                return Err(bad(format!(
+                    "vision_config.deepstack_visual_indexes has {i}, outside 0..{}",
+                    v.depth
+                )));
+            }
+            if v.deepstack_visual_indexes.len() as i64 > self.text.num_hidden_layers {
+                return Err(bad(format!(
+                    "{} deepstack levels but only {} decoder layers",
+                    v.deepstack_visual_indexes.len(),
+                    self.text.num_hidden_layers
+                )));
+            }
+        } else if unit <= 0 || v.window_size < unit || v.window_size % unit != 0 {
             return Err(bad(format!(
                 "vision_config.window_size ({}) must be a positive multiple of \
                  spatial_merge_size * patch_size ({unit})",
@@ -222,7 +269,11 @@ impl VlConfig {
 }
 
 /// `vision_config` -> [`VisionConfig`].
-fn vision_config(o: &Map<String, Value>, bad: &dyn Fn(String) -> Error) -> Result<VisionConfig> {
+fn vision_config(
+    o: &Map<String, Value>,
+    family: VlFamily,
+    bad: &dyn Fn(String) -> Error,
+) -> Result<VisionConfig> {
     let int = |key: &str, alt: &str, default: Option<i64>| -> Result<i64> {
         match o.get(key).or_else(|| o.get(alt)) {
             None | Some(Value::Null) => {
@@ -235,30 +286,36 @@ fn vision_config(o: &Map<String, Value>, bad: &dyn Fn(String) -> Error) -> Resul
             }),
         }
     };
+    let want_act = match family {
+        VlFamily::Qwen2_5 => "silu",
+        VlFamily::Qwen3 => "gelu_pytorch_tanh",
+    };
     if let Some(act) = o.get("hidden_act").and_then(Value::as_str) {
-        if act != "silu" {
+        if act != want_act {
             return Err(bad(format!(
-                "vision_config.hidden_act {act:?} is not supported (only silu)"
+                "vision_config.hidden_act {act:?} is not supported (this family uses {want_act})"
             )));
         }
     }
-    let fullatt = match o.get("fullatt_block_indexes") {
-        None | Some(Value::Null) => vec![7, 15, 23, 31],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_i64().ok_or_else(|| {
-                    bad(format!(
-                        "vision_config.fullatt_block_indexes: bad entry {x}"
-                    ))
+    let list = |key: &str, default: Vec<i64>| -> Result<Vec<i64>> {
+        match o.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_i64()
+                        .ok_or_else(|| bad(format!("vision_config.{key}: bad entry {x}")))
                 })
-            })
-            .collect::<Result<_>>()?,
-        Some(x) => {
-            return Err(bad(format!(
-                "vision_config.fullatt_block_indexes must be a list, found {x}"
-            )))
+                .collect(),
+            Some(x) => Err(bad(format!(
+                "vision_config.{key} must be a list, found {x}"
+            ))),
         }
+    };
+    // Each family reads only its own keys (Qwen3-VL attends fully everywhere).
+    let (fullatt, deepstack) = match family {
+        VlFamily::Qwen2_5 => (list("fullatt_block_indexes", vec![7, 15, 23, 31])?, vec![]),
+        VlFamily::Qwen3 => (vec![], list("deepstack_visual_indexes", vec![8, 16, 24])?),
     };
     let rope_theta = o
         .get("rope_parameters")
@@ -266,6 +323,7 @@ fn vision_config(o: &Map<String, Value>, bad: &dyn Fn(String) -> Error) -> Resul
         .and_then(Value::as_f64)
         .unwrap_or(10_000.0);
     Ok(VisionConfig {
+        family,
         depth: int("depth", "num_hidden_layers", None)?,
         hidden_size: int("hidden_size", "embed_dim", None)?,
         intermediate_size: int("intermediate_size", "intermediate_size", None)?,
@@ -278,15 +336,23 @@ fn vision_config(o: &Map<String, Value>, bad: &dyn Fn(String) -> Error) -> Resul
         fullatt_block_indexes: fullatt,
         out_hidden_size: int("out_hidden_size", "out_hidden_size", None)?,
         rope_theta,
+        num_position_embeddings: int(
+            "num_position_embeddings",
+            "num_position_embeddings",
+            Some(2304),
+        )?,
+        deepstack_visual_indexes: deepstack,
     })
 }
 
-/// The language half as a Qwen2 [`Config`], and its `mrope_section`.
+/// The language half as a Qwen2 / Qwen3 [`Config`], its `mrope_section` and
+/// whether the sections interleave.
 fn text_config(
     o: &Map<String, Value>,
     top: &Map<String, Value>,
+    family: VlFamily,
     path: &Path,
-) -> Result<(Config, Vec<i64>)> {
+) -> Result<(Config, Vec<i64>, bool)> {
     let bad = |msg: String| Error::Model {
         path: path.to_path_buf(),
         msg,
@@ -336,17 +402,24 @@ fn text_config(
         flat.remove(key);
     }
     flat.insert("rope_theta".into(), theta);
-    flat.insert(
-        "architectures".into(),
-        Value::from(vec![Arch::Qwen2.hf_class()]),
-    );
-    flat.insert("model_type".into(), Value::from("qwen2"));
+    let arch = match family {
+        VlFamily::Qwen2_5 => Arch::Qwen2,
+        VlFamily::Qwen3 => Arch::Qwen3,
+    };
+    flat.insert("architectures".into(), Value::from(vec![arch.hf_class()]));
+    flat.insert("model_type".into(), Value::from(arch.model_type()));
     // transformers 5 keeps `tie_word_embeddings` on the outer config.
     if let Some(tie) = top.get("tie_word_embeddings") {
         flat.insert("tie_word_embeddings".into(), tie.clone());
     }
     let text = Config::from_json_str(&Value::Object(flat).to_string(), &PathBuf::from(path))?;
-    Ok((text, mrope_section))
+    // transformers' Qwen3-VL always interleaves (its Hub configs say so too).
+    let interleaved = family == VlFamily::Qwen3
+        || rope
+            .get("mrope_interleaved")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+    Ok((text, mrope_section, interleaved))
 }
 
 #[cfg(test)]
@@ -382,6 +455,25 @@ mod tests {
         assert_eq!(a.vision.fullatt_block_indexes, vec![1]);
         assert_eq!(a.image_token_id, 250);
         assert!(a.text.qkv_bias, "Qwen2.5-VL's decoder has q/k/v biases");
+    }
+
+    #[test]
+    fn qwen3_vl_reads_deepstack_and_interleaving() {
+        let text = r#"{"architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
+            "text_config": {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+            "mrope_section": [2, 1, 1], "mrope_interleaved": true}},
+            "vision_config": {"depth": 4, "hidden_size": 32, "intermediate_size": 48, "num_heads": 2,
+            "out_hidden_size": 32, "patch_size": 16, "num_position_embeddings": 16,
+            "deepstack_visual_indexes": [0, 2], "hidden_act": "gelu_pytorch_tanh"}}"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.vision.family, VlFamily::Qwen3);
+        assert_eq!(c.vision.deepstack_visual_indexes, vec![0, 2]);
+        assert!(c.mrope_interleaved && c.text.qk_norm && !c.text.qkv_bias);
+        let five_levels = text.replace("[0, 2]", "[0, 1, 2, 3]");
+        let err = parse(&five_levels).unwrap_err().to_string();
+        assert!(err.contains("deepstack"), "{err}");
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! `Qwen2_5_VLForConditionalGeneration`: the vision tower's features replace
-//! the `<|image_pad|>` embeddings, and the Qwen2 decoder runs with the
-//! multimodal rotary (M-RoPE) of [`super::rope_index`].
+//! `Qwen2_5_VLForConditionalGeneration` and `Qwen3VLForConditionalGeneration`:
+//! the vision tower's features replace the `<|image_pad|>` embeddings, and the
+//! Qwen2 / Qwen3 decoder runs with the multimodal rotary (M-RoPE) of
+//! [`super::rope_index`]; Qwen3-VL also adds its deepstack features to the
+//! image positions after its first decoder layers.
 //!
-//! Mirrors `Qwen2_5_VLModel.forward` in transformers' `modeling_qwen2_5_vl.py`
-//! (`get_image_features`, `masked_scatter` into the embeddings,
-//! `get_rope_index`, `Qwen2_5_VLRotaryEmbedding` with `mrope_section`).
+//! Mirrors `Qwen2_5_VLModel.forward` / `Qwen3VLModel.forward` in transformers'
+//! `modeling_qwen2_5_vl.py` / `modeling_qwen3_vl.py` (`get_image_features`,
+//! `masked_scatter` into the embeddings, `get_rope_index`, the text rotary's
+//! `mrope_section`, contiguous or interleaved, `_deepstack_process`).
 //! Parameters carry the Hub's names: `visual.*` for the tower, `model.*` and
 //! `lm_head.weight` for the decoder (the text models' [`CausalLm`] as is);
 //! the transformers-5 names (`model.visual.*`, `model.language_model.*`)
@@ -14,7 +17,8 @@
 use super::preprocess::ProcessedImage;
 use super::rope_index::rope_index;
 use super::tower::VisionTower;
-use super::vl_config::VlConfig;
+use super::tower3::Qwen3VisionTower;
+use super::vl_config::{VlConfig, VlFamily};
 use super::ImageProcessor;
 use crate::error::{Error, Result};
 use crate::model::kv_cache::KvCache;
@@ -55,13 +59,22 @@ impl VisionInput {
     }
 }
 
-/// A Qwen2.5-VL model: vision tower and decoder. `&self` everywhere.
+/// The vision tower of either family.
+#[derive(Debug)]
+pub enum Tower {
+    /// Qwen2.5-VL's.
+    Qwen2_5(VisionTower),
+    /// Qwen3-VL's (with deepstack features).
+    Qwen3(Qwen3VisionTower),
+}
+
+/// A Qwen2.5-VL or Qwen3-VL model: vision tower and decoder. `&self` everywhere.
 #[derive(Debug)]
 pub struct VlModel {
     /// The configuration it was built from.
     pub config: VlConfig,
     /// The vision tower (`visual.*`).
-    pub visual: VisionTower,
+    pub visual: Tower,
     /// The language model (`model.*`, `lm_head`).
     pub lm: CausalLm,
     /// `[head_dim / 2]` i64: the (t, h, w) axis of each rotary frequency.
@@ -71,15 +84,14 @@ pub struct VlModel {
 impl VlModel {
     /// Create every parameter under `root`.
     pub fn new(root: &nn::Path, cfg: &VlConfig) -> Result<VlModel> {
-        let axis: Vec<i64> = cfg
-            .mrope_section
-            .iter()
-            .enumerate()
-            .flat_map(|(axis, &n)| std::iter::repeat_n(axis as i64, n.max(0) as usize))
-            .collect();
+        let axis = mrope_axes(&cfg.mrope_section, cfg.mrope_interleaved);
+        let visual = match cfg.vision.family {
+            VlFamily::Qwen2_5 => Tower::Qwen2_5(VisionTower::new(root / "visual", &cfg.vision)?),
+            VlFamily::Qwen3 => Tower::Qwen3(Qwen3VisionTower::new(root / "visual", &cfg.vision)?),
+        };
         Ok(VlModel {
             config: cfg.clone(),
-            visual: VisionTower::new(root / "visual", &cfg.vision)?,
+            visual,
             lm: CausalLm::new(root, &cfg.text)?,
             axis_of: Tensor::from_slice(&axis).to_device(root.device()),
         })
@@ -87,7 +99,18 @@ impl VlModel {
 
     /// Image features `[tokens, hidden]` of `images`, in pad-token order.
     pub fn encode_images(&self, images: &VisionInput) -> Result<Tensor> {
-        self.visual.forward(&images.pixel_values, &images.grids)
+        Ok(self.encode(images)?.0)
+    }
+
+    /// Image features and (Qwen3-VL) deepstack features, one per level.
+    pub fn encode(&self, images: &VisionInput) -> Result<(Tensor, Vec<Tensor>)> {
+        match &self.visual {
+            Tower::Qwen2_5(t) => Ok((t.forward(&images.pixel_values, &images.grids)?, vec![])),
+            Tower::Qwen3(t) => {
+                let out = t.forward(&images.pixel_values, &images.grids)?;
+                Ok((out.features, out.deepstack))
+            }
+        }
     }
 
     /// Logits `[B, T, V]` of a prompt batch `ids [B, T]` with its images.
@@ -140,9 +163,9 @@ impl VlModel {
             .lm
             .rope()
             .cos_sin_multimodal(&pos3, &self.axis_of, x.kind())?;
-        let hidden = self
-            .lm
-            .hidden_from_embeds(x, (&cos, &sin), attention_mask, Some(cache))?;
+        let hidden =
+            self.lm
+                .hidden_from_embeds(x, (&cos, &sin), attention_mask, Some(cache), &[])?;
         self.lm.head(&hidden.f_select(1, t - 1)?)
     }
 
@@ -196,8 +219,9 @@ impl VlModel {
             )));
         }
         let mut x = self.lm.embed_ids(ids)?;
+        let mut deepstack = Vec::new();
         if let Some(images) = images {
-            x = self.splice_images(ids, x, images)?;
+            (x, deepstack) = self.splice_images(ids, x, images)?;
         }
         let grids = images.map(|i| i.grids.as_slice()).unwrap_or(&[]);
         let (positions, deltas) = self.positions(ids, attention_mask, grids)?;
@@ -205,15 +229,23 @@ impl VlModel {
             .lm
             .rope()
             .cos_sin_multimodal(&positions, &self.axis_of, x.kind())?;
-        let hidden = self
-            .lm
-            .hidden_from_embeds(x, (&cos, &sin), attention_mask, cache)?;
+        let hidden =
+            self.lm
+                .hidden_from_embeds(x, (&cos, &sin), attention_mask, cache, &deepstack)?;
         Ok((hidden, deltas))
     }
 
-    /// `x` with the rows at `<|image_pad|>` tokens replaced by the images' features.
-    fn splice_images(&self, ids: &Tensor, x: Tensor, images: &VisionInput) -> Result<Tensor> {
-        let features = self.encode_images(images)?.f_to_kind(x.kind())?;
+    /// `x` with the rows at `<|image_pad|>` tokens replaced by the images'
+    /// features, and the deepstack levels as `[B, T, hidden]` additions
+    /// (zero away from the image tokens).
+    fn splice_images(
+        &self,
+        ids: &Tensor,
+        x: Tensor,
+        images: &VisionInput,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let (features, deepstack) = self.encode(images)?;
+        let features = features.f_to_kind(x.kind())?;
         let is_pad = ids.f_eq(self.config.image_token_id)?;
         let count = is_pad.f_sum(Kind::Int64)?.f_int64_value(&[])?;
         if count != features.size()[0] {
@@ -224,7 +256,12 @@ impl VlModel {
             )));
         }
         let mask = is_pad.f_unsqueeze(-1)?.f_expand_as(&x)?;
-        Ok(x.f_masked_scatter(&mask, &features)?)
+        let zeros = x.f_zeros_like()?;
+        let deepstack = deepstack
+            .iter()
+            .map(|f| Ok(zeros.f_masked_scatter(&mask, &f.f_to_kind(x.kind())?)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((x.f_masked_scatter(&mask, &features)?, deepstack))
     }
 
     /// M-RoPE positions `[3, B, T]` of a batch and each row's delta; the
@@ -297,6 +334,28 @@ impl VlModel {
         }
         Ok(())
     }
+}
+
+/// The (t, h, w) axis of each rotary frequency: `mrope_section` as three
+/// contiguous blocks (Qwen2.5-VL), or interleaved (Qwen3-VL: frequency `j`
+/// follows h when `j % 3 == 1` and `j < 3 * section[1]`, w when `j % 3 == 2`
+/// and `j < 3 * section[2]`, else t).
+fn mrope_axes(section: &[i64], interleaved: bool) -> Vec<i64> {
+    let half: i64 = section.iter().sum();
+    if !interleaved {
+        return section
+            .iter()
+            .enumerate()
+            .flat_map(|(axis, &n)| std::iter::repeat_n(axis as i64, n.max(0) as usize))
+            .collect();
+    }
+    (0..half)
+        .map(|j| match j % 3 {
+            1 if j < 3 * section[1] => 1,
+            2 if j < 3 * section[2] => 2,
+            _ => 0,
+        })
+        .collect()
 }
 
 /// Number of runs of `pad` among the kept tokens of `row`.
@@ -377,6 +436,15 @@ fn hub_name(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mrope_axes_contiguous_and_interleaved() {
+        assert_eq!(mrope_axes(&[1, 1, 2], false), vec![0, 1, 2, 2]);
+        // Qwen3-VL's [24, 20, 20] pattern at small scale: [2, 1, 1] over 4
+        // frequencies -> t h w t; [3, 2, 2] over 7 -> t h w t h w t.
+        assert_eq!(mrope_axes(&[2, 1, 1], true), vec![0, 1, 2, 0]);
+        assert_eq!(mrope_axes(&[3, 2, 2], true), vec![0, 1, 2, 0, 1, 2, 0]);
+    }
 
     #[test]
     fn image_runs_skip_padding_and_count_runs() {
