@@ -19,6 +19,11 @@ Files:
   model-0000{1,2}-of-00002.safetensors + model.safetensors.index.json
                               the weights under the Hub's names (`visual.*`,
                               `model.layers.*`, `lm_head.weight`), in two shards
+  tokenizer.json, tokenizer_config.json, preprocessor_config.json (Qwen2.5-VL only)
+                              the text fixture's tiny tokenizer (tests/fixtures/models/qwen2)
+                              with <|image_pad|>, <|video_pad|>, <|vision_start|>,
+                              <|vision_end|> at 250..253, and the Qwen2.5-VL processor
+                              fixture: enough for `rlsd generate --image` to run
   golden.safetensors          inputs and outputs (f32 / i64):
     image{0,1}.pixel_values, image{0,1}.grid_thw   processor output of two PNGs
     vision.one      tower output for image0            [n0, 32]
@@ -34,6 +39,7 @@ Run: ~/.cache/rlsd/torch-2.11.0/bin/python scripts/make_vl_model_goldens.py
 
 import json
 import os
+import shutil
 
 import torch
 from PIL import Image
@@ -196,6 +202,23 @@ def write_configs(cfg, name):
         json.dump(flat, f, indent=2)
 
 
+def write_tokenizer():
+    """The tiny text tokenizer plus the four vision tokens at their config ids."""
+    src = os.path.join(FIX, "..", "models", "qwen2")
+    with open(os.path.join(src, "tokenizer.json")) as f:
+        tok = json.load(f)
+    for i, c in [(PAD, "<|image_pad|>"), (VIDEO, "<|video_pad|>"), (VS, "<|vision_start|>"), (VE, "<|vision_end|>")]:
+        tok["model"]["vocab"][c] = i
+        tok["added_tokens"].append(
+            {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": False, "special": True}
+        )
+    with open(os.path.join(OUT, "tokenizer.json"), "w") as f:
+        json.dump(tok, f, ensure_ascii=False)
+    shutil.copy(os.path.join(src, "tokenizer_config.json"), OUT)
+    shutil.copy(os.path.join(FIX, "qwen2_5_vl", "preprocessor_config.json"), OUT)
+
+
 def images(proc_dir):
     proc = Qwen2VLImageProcessorPil.from_pretrained(os.path.join(FIX, proc_dir))
     out = []
@@ -230,6 +253,8 @@ def make(name):
     cfg, model = build(name)
     write_weights(model)
     write_configs(cfg, name)
+    if name == "qwen2_5_vl_tiny":
+        write_tokenizer()
     (pv0, g0), (pv1, g1) = images(MODELS[name][4])
     n0, n1 = int(g0.prod()) // 4, int(g1.prod()) // 4
     golden = {

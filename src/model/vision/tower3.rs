@@ -15,7 +15,7 @@ use super::vl_config::VisionConfig;
 use super::window::VisionPlan;
 use crate::error::{Error, Result};
 use crate::model::layers::Linear;
-use tch::{nn, Kind, Tensor};
+use tch::{nn, Tensor};
 
 /// The tower's LayerNorm epsilon (fixed in transformers).
 const EPS: f64 = 1e-6;

@@ -22,9 +22,12 @@ use super::vl_config::{VlConfig, VlFamily};
 use super::ImageProcessor;
 use crate::error::{Error, Result};
 use crate::model::kv_cache::KvCache;
+use crate::model::sampling::{sample_next, SamplingParams};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::transformer::CausalLm;
 use crate::model::weights;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -178,16 +181,43 @@ impl VlModel {
         max_new: usize,
         eos: &[i64],
     ) -> Result<Vec<i64>> {
+        let greedy = SamplingParams {
+            greedy: true,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            presence_penalty: 0.0,
+        };
+        let mut rng = StdRng::seed_from_u64(0);
+        Ok(self
+            .generate(ids, images, max_new, eos, &greedy, &mut rng)?
+            .0)
+    }
+
+    /// Sample up to `max_new` tokens after one prompt (`ids`, its images)
+    /// through a KV cache, stopping after any of `eos`; returns the new ids
+    /// and the sampling log-prob of each.
+    pub fn generate(
+        &self,
+        ids: &[i64],
+        images: Option<&VisionInput>,
+        max_new: usize,
+        eos: &[i64],
+        params: &SamplingParams,
+        rng: &mut StdRng,
+    ) -> Result<(Vec<i64>, Vec<f32>)> {
         let device = self.lm.device();
         let prompt = Tensor::from_slice(ids)
             .f_view([1, -1])?
             .f_to_device(device)?;
         let mut cache = self.lm.new_cache(ids.len() as i64 + max_new as i64);
         let (mut logits, deltas) = self.prefill(&prompt, None, images, &mut cache)?;
-        let mut out = Vec::with_capacity(max_new);
+        let (mut out, mut logprobs) = (Vec::with_capacity(max_new), Vec::with_capacity(max_new));
         for _ in 0..max_new {
-            let next = logits.f_argmax(-1, false)?.f_int64_value(&[0])?;
+            let (next, lp) = sample_next(&logits, params, rng)?;
+            let next = next.f_int64_value(&[0])?;
             out.push(next);
+            logprobs.push(lp.f_double_value(&[0])? as f32);
             if eos.contains(&next) || out.len() == max_new {
                 break;
             }
@@ -200,7 +230,7 @@ impl VlModel {
                 .f_to_device(device)?;
             logits = self.decode(&step, &pos, None, &mut cache)?;
         }
-        Ok(out)
+        Ok((out, logprobs))
     }
 
     /// Final-norm hidden states of a prompt batch, and each row's delta.
@@ -288,7 +318,9 @@ impl VlModel {
             }
             None => None,
         };
-        let mut axes = vec![Vec::with_capacity((b * t) as usize); 3];
+        let mut axes: Vec<Vec<i64>> = (0..3)
+            .map(|_| Vec::with_capacity((b * t) as usize))
+            .collect();
         let mut deltas = Vec::with_capacity(b as usize);
         let mut used = 0;
         for (r, row) in rows.iter().enumerate() {
