@@ -33,6 +33,7 @@ Files:
     {case}.greedy   6 greedy ids after the prompt (transformers' generate, KV cache)
     {case}.response teacher-forced response ids [R]
     {case}.response_logprobs  log-probs of the response tokens [R]
+    text_image.bf16_rel_err   transformers' bf16 logits vs these f32 ones, relative to scale
 
 Run: ~/.cache/rlsd/torch-2.11.0/bin/python scripts/make_vl_model_goldens.py
 """
@@ -305,6 +306,18 @@ def make(name):
             golden[f"{case}.greedy"] = out[0, t:]
             golden[f"{case}.response"] = response
             golden[f"{case}.response_logprobs"] = resp_lp.float()
+        # transformers' own bf16 error on the text+image prompt (weights and
+        # pixels cast to bf16), relative to the f32 logits' scale.
+        model16 = model.to(torch.bfloat16)
+        ids = golden["text_image.ids"]
+        l16 = model16(
+            input_ids=ids,
+            mm_token_type_ids=(ids == PAD).int(),
+            pixel_values=pv0.to(torch.bfloat16),
+            image_grid_thw=g0[None],
+        ).logits[0].float()
+        ref = golden["text_image.logits"]
+        golden["text_image.bf16_rel_err"] = ((l16 - ref).abs().max() / ref.abs().max()).reshape(1)
     save_file({k: v.contiguous() for k, v in golden.items()}, os.path.join(OUT, "golden.safetensors"))
     with open(os.path.join(OUT, "VERSIONS"), "w") as f:
         f.write(f"transformers {transformers.__version__}\ntorch {torch.__version__}\n")

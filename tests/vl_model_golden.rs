@@ -294,3 +294,31 @@ fn video_tokens_and_mismatched_images_are_refused() {
         .to_string();
     assert!(err.contains("image"), "{err}");
 }
+
+#[test]
+fn bf16_error_is_within_transformers_own_bf16_error() -> Result<()> {
+    // Both sides cast weights and pixels to bf16; the Rust model's error
+    // against the f32 golden must stay near transformers' own bf16 error
+    // (a factor 2, since the two round in different places).
+    for name in MODELS {
+        let g = golden_of(name);
+        let m = LoadedVlModel::load(&model_dir(name), Device::Cpu, Kind::BFloat16)?;
+        let hf: f64 = g["text_image.bf16_rel_err"].double_value(&[0]);
+        tch::no_grad(|| -> Result<()> {
+            let imgs = images(&g, &[0]);
+            let logits = m
+                .model
+                .forward_all(&g["text_image.ids"], None, Some(&imgs))?
+                .get(0)
+                .to_kind(Kind::Float);
+            let err = rel_err(&logits, &g["text_image.logits"]);
+            assert!(
+                err <= 2.0 * hf,
+                "{name}: bf16 relative error {err:e}, transformers' {hf:e}"
+            );
+            eprintln!("{name}: bf16 relative error {err:.4}, transformers' {hf:.4}");
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
