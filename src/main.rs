@@ -261,6 +261,10 @@ struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// An image to show a vision-language model, placed before the prompt
+    /// (repeatable, in order).
+    #[arg(long = "image", value_name = "FILE")]
+    images: Vec<std::path::PathBuf>,
 }
 
 /// The arguments of `rlsd plot`.
@@ -543,6 +547,7 @@ impl GenerateArgs {
             top_k,
             top_p,
             seed,
+            images,
         } = self;
         let cfg = run.load()?;
         let choice = model.choice()?;
@@ -558,6 +563,18 @@ impl GenerateArgs {
             top_p,
             seed,
         };
+        let dir = choice.model_dir(&cfg)?;
+        if rlsd::commands::generate_vl::is_vl_model(&dir) {
+            return Ok(rlsd::commands::generate_vl::generate_vl(
+                &cfg, &choice, &req, &images,
+            )?);
+        }
+        if !images.is_empty() {
+            anyhow::bail!(
+                "--image needs a vision-language model; {} is text-only",
+                dir.display()
+            );
+        }
         Ok(console::generate(&cfg, &choice, &req)?)
     }
 }

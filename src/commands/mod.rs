@@ -18,6 +18,7 @@ pub mod compare_table;
 pub mod console;
 pub mod export;
 pub mod generate;
+pub mod generate_vl;
 pub mod train;
 
 use crate::config::RunConfig;

@@ -121,6 +121,32 @@ impl Rope {
     pub fn cos_sin(&self, positions: &Tensor, kind: Kind) -> Result<(Tensor, Tensor)> {
         let pos = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?; // [B, T, 1]
         let freqs = pos.f_mul(&self.inv_freq)?; // [B, T, D/2]
+        Self::tables(&freqs, kind)
+    }
+
+    /// Multimodal rotary (M-RoPE, Qwen2-VL and later): the tables of
+    /// [`Rope::cos_sin`] for `positions [3, B, T]` (temporal, height, width),
+    /// where frequency `i` turns with the position on axis `axis_of[i]`
+    /// (`[head_dim / 2]`, values 0..3). Text tokens have equal positions on
+    /// the three axes and get the plain rotary.
+    pub fn cos_sin_multimodal(
+        &self,
+        positions: &Tensor,
+        axis_of: &Tensor,
+        kind: Kind,
+    ) -> Result<(Tensor, Tensor)> {
+        let pos = positions.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?; // [3, B, T, 1]
+        let freqs = pos.f_mul(&self.inv_freq)?; // [3, B, T, D/2]
+        let size = freqs.size();
+        let index = axis_of
+            .f_view([1, 1, 1, -1])?
+            .f_expand([1, size[1], size[2], size[3]], false)?;
+        let freqs = freqs.f_gather(0, &index, false)?.f_squeeze_dim(0)?; // [B, T, D/2]
+        Self::tables(&freqs, kind)
+    }
+
+    /// `cos, signed_sin [B, 1, T, D]` of rotation angles `freqs [B, T, D/2]`.
+    fn tables(freqs: &Tensor, kind: Kind) -> Result<(Tensor, Tensor)> {
         let sin = freqs.f_sin()?;
         let cos = freqs.f_cos()?;
         let cos = Tensor::f_cat(&[&cos, &cos], -1)?.f_unsqueeze(1)?; // [B, 1, T, D]

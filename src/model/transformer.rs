@@ -234,14 +234,77 @@ impl CausalLm {
         ids: &Tensor,
         positions: &Tensor,
         mask: AttnMask<'_>,
-        mut cache: Option<&mut KvCache>,
+        cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let t = ids.size()[1];
-        let mut x = Tensor::f_embedding(&self.embed_tokens, ids, -1, false, false)?;
+        let x = self.embed_ids(ids)?;
         let (cos, sin) = self.rope.cos_sin(positions, x.kind())?;
+        self.hidden_of_embeds(x, (&cos, &sin), mask, cache, &[])
+    }
+
+    /// Token embeddings `[B, T, hidden]` of `ids [B, T]`.
+    pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(Tensor::f_embedding(
+            &self.embed_tokens,
+            ids,
+            -1,
+            false,
+            false,
+        )?)
+    }
+
+    /// The rotary embedding of the decoder (for callers that build their own
+    /// position tables, as the multimodal rotary of [`super::vision`]).
+    pub fn rope(&self) -> &Rope {
+        &self.rope
+    }
+
+    /// Final-norm hidden states `[B, T, hidden]` of already embedded inputs
+    /// `x [B, T, hidden]` (a vision-language model's text embeddings with
+    /// image features spliced in), under the rotary tables `rope` from
+    /// [`Rope`], after the `cache.len()` cached positions. `attention_mask
+    /// [B, cached + T]` as in [`CausalLm::forward`]; `None` is causal, no padding.
+    /// `after_layers[k]` (`[B, T, hidden]`) is added to the output of layer
+    /// `k` (Qwen3-VL's deepstack features; empty for other models).
+    pub fn hidden_from_embeds(
+        &self,
+        x: Tensor,
+        rope: (&Tensor, &Tensor),
+        attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+        after_layers: &[Tensor],
+    ) -> Result<Tensor> {
+        let t = x.size()[1];
+        if after_layers.len() > self.layers.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} per-layer additions for {} layers",
+                after_layers.len(),
+                self.layers.len()
+            )));
+        }
+        match attention_mask {
+            None => self.hidden_of_embeds(x, rope, AttnMask::Causal, cache, after_layers),
+            Some(mask) => {
+                let m = attention_bool_mask(mask, t)?;
+                self.hidden_of_embeds(x, rope, AttnMask::Explicit(&m), cache, after_layers)
+            }
+        }
+    }
+
+    fn hidden_of_embeds(
+        &self,
+        mut x: Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        mask: AttnMask<'_>,
+        mut cache: Option<&mut KvCache>,
+        after_layers: &[Tensor],
+    ) -> Result<Tensor> {
+        let t = x.size()[1];
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(&x, &cos, &sin, mask, c)?;
+            x = layer.forward(&x, cos, sin, mask, c)?;
+            if let Some(add) = after_layers.get(i) {
+                x = x.f_add(add)?;
+            }
         }
         if let Some(c) = cache {
             c.advance(t);

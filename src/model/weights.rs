@@ -52,6 +52,17 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// unsupported dtype, or an unreadable file. Tensors the model does not use
 /// (a tied `lm_head.weight`, rotary buffers) are skipped with a debug log.
 pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
+    load_weights_renamed(vs, dir, &|_| None)
+}
+
+/// [`load_weights`] where `rename` maps a stored tensor name to the
+/// variable's (`None` keeps it): how a vision-language model reads both the
+/// Hub's names and transformers 5's.
+pub fn load_weights_renamed(
+    vs: &nn::VarStore,
+    dir: &Path,
+    rename: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
     let vars = vs.variables();
     let mut loaded = BTreeSet::new();
     for file in weight_files(dir)? {
@@ -62,7 +73,9 @@ pub fn load_weights(vs: &nn::VarStore, dir: &Path) -> Result<()> {
         let map = Mapped::open(&file)?;
         let st = safetensors::SafeTensors::deserialize(map.bytes())
             .map_err(|e| bad(format!("cannot read safetensors: {e}")))?;
-        for (name, view) in st.iter() {
+        for (stored, view) in st.iter() {
+            let renamed = rename(stored);
+            let name = renamed.as_deref().unwrap_or(stored);
             let Some(var) = vars.get(name) else {
                 tracing::debug!(tensor = %name, file = %file.display(), "unused tensor skipped");
                 continue;

@@ -11,7 +11,15 @@
 //! - [`placeholder`]: `<|image_pad|>` expanded to one token per merged patch;
 //! - [`rope_index`]: the (t, h, w) rotary position ids of a prompt with images.
 //!
-//! The vision tower and VL training are still to come; docs/VISION.md lists what exists and what is missing.
+//! The models (Qwen2.5-VL, Qwen3-VL dense):
+//! - [`vl_config`]: `config.json` in both layouts transformers writes;
+//! - [`window`]: the tower's patch positions, attention segments and windows;
+//! - [`tower`]: Qwen2.5-VL's vision tower and patch merger;
+//! - [`tower3`]: Qwen3-VL's, with the deepstack mergers;
+//! - [`vl_model`]: features spliced into the decoder's embeddings, M-RoPE,
+//!   cached generation, loading.
+//!
+//! VL training is still to come; docs/VISION.md lists what exists and what is missing.
 
 pub mod config;
 pub mod decode;
@@ -19,6 +27,11 @@ pub mod placeholder;
 pub mod preprocess;
 pub mod resize;
 pub mod rope_index;
+pub mod tower;
+pub mod tower3;
+pub mod vl_config;
+pub mod vl_model;
+pub mod window;
 
 pub use config::ImageProcessorConfig;
 pub use decode::{load_rgb, RgbImage};
@@ -26,3 +39,7 @@ pub use placeholder::{expand_image_pad_ids, expand_image_pads, image_token_count
 pub use preprocess::{ImageProcessor, ProcessedImage};
 pub use resize::{resize_bicubic, smart_resize};
 pub use rope_index::{rope_index, RopeIndex};
+pub use tower::VisionTower;
+pub use tower3::Qwen3VisionTower;
+pub use vl_config::{VisionConfig, VlConfig, VlFamily};
+pub use vl_model::{LoadedVlModel, VisionInput, VlModel};
