@@ -89,7 +89,10 @@ fn two_ranks_sample_and_train_what_one_process_does() {
 
     let (a, b) = (sampled(&one), sampled(&two));
     assert_eq!(a.len(), STEPS as usize);
-    assert_eq!(a, b, "the sampled batches differ (num_tokens, reward, length)");
+    assert_eq!(
+        a, b,
+        "the sampled batches differ (num_tokens, reward, length)"
+    );
 
     let (wa, wb) = (final_weights(&one), final_weights(&two));
     assert_eq!(wa.len(), wb.len());
@@ -104,7 +107,12 @@ fn two_ranks_sample_and_train_what_one_process_does() {
     let start = tch::Tensor::read_safetensors(base.join("model.safetensors")).unwrap();
     let moved = start.iter().any(|(n, t0)| {
         wa.iter().any(|(na, ta)| {
-            na == n && (ta - t0.to_kind(tch::Kind::Double)).abs().max().double_value(&[]) > 1e-5
+            na == n
+                && (ta - t0.to_kind(tch::Kind::Double))
+                    .abs()
+                    .max()
+                    .double_value(&[])
+                    > 1e-5
         })
     });
     assert!(moved, "training did not move the weights");

@@ -14,8 +14,8 @@ use crate::data::prompt::{chat_prompt_ids, student_prompt_ids};
 use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
 use crate::model::{
-    cut_at_stop, generate_with, teacher_support, token_logprobs_by_prompt_within,
-    GenerateOptions, LoadedModel, Tokenizer,
+    cut_at_stop, generate_with, teacher_support, token_logprobs_by_prompt_within, GenerateOptions,
+    LoadedModel, Tokenizer,
 };
 use crate::rlsd::sdpo::render_sdpo;
 use crate::rlsd::{batch_advantages, cepo_negatives, sdpo_feedback, Algo, AlgoConfig};
