@@ -106,3 +106,32 @@ fn rank_variables_without_a_master_address_are_refused() {
     assert!(!o.status.success());
     assert!(err.contains("MASTER_ADDR is not set"), "{err}");
 }
+
+/// A rank runs the one-process run's start-up checks before it locks the run
+/// folder: a command verifier whose program does not exist stops the job at
+/// once, naming the key, and nothing is written (issue 24's loose end: the
+/// checks ran for the actor runtime only, and such a job trained with every
+/// reward 0).
+#[test]
+fn a_rank_refuses_what_a_one_process_run_refuses_before_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut cmd = train(&out, 2, 2);
+    cmd.args([
+        "--set",
+        "verifier.kind=\"command\"",
+        "--set",
+        "verifier.command.program=\"rlsd-no-such-verifier\"",
+    ]);
+    let o = run(cmd, "missing verifier program");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the job must be refused:\n{err}");
+    assert!(
+        err.contains("verifier.command.program") && err.contains("rlsd-no-such-verifier"),
+        "stderr should name the key and the program:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    for f in [".rlsd.lock", "config.toml", "metrics.jsonl", "ranks"] {
+        assert!(!out.join(f).exists(), "{f} was written:\n{err}");
+    }
+}

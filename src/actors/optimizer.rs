@@ -97,8 +97,11 @@ impl Actor for Optimizer {
                 let step = batch.plan().step;
                 let answered = {
                     let c = st.args.commit.lock();
-                    if c.stopped {
-                        return Ok(()); // the final checkpoint is written; train nothing more
+                    if c.stopped || st.args.shared.stop.requested() {
+                        // The final checkpoint is written, or asked for: a
+                        // batch queued behind the request is dropped.
+                        st.pending.clear();
+                        return Ok(());
                     }
                     (step <= c.trained_through).then(|| c.recent.get(&step).cloned())
                 };
@@ -164,11 +167,12 @@ async fn train_ready(st: &mut OptimizerState) -> Result<(), ActorProcessingErr> 
 }
 
 /// The batch of the step after the last commit, if it has arrived (stale
-/// ones are dropped; nothing once the run stopped).
+/// ones are dropped; nothing once the run stopped or a stop was requested:
+/// the step trained when the request came is the last one).
 fn next_ready(st: &mut OptimizerState) -> Option<(u64, Box<CreditBatch>)> {
     let next = {
         let c = st.args.commit.lock();
-        if c.stopped {
+        if c.stopped || st.args.shared.stop.requested() {
             st.pending.clear();
             return None;
         }

@@ -16,7 +16,7 @@
 
 use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published, ReplicaSpec};
 use super::messages::SupervisorMsg;
-use super::shared::{Peers, RunEvent, Shared};
+use super::shared::{Peers, RunEvent, Shared, StopFlag};
 use super::streams::ActorStreams;
 use super::supervisor::{Supervisor, Tree};
 use crate::config::RunConfig;
@@ -438,6 +438,7 @@ fn build_tree(cfg: RunConfig, start: &Start, parts: Parts) -> Result<(Arc<Tree>,
             faults,
             peers: RwLock::new(Peers::default()),
             events: tx,
+            stop: StopFlag::default(),
             cfg,
         }),
         source: Arc::new(Mutex::new(source)),
@@ -536,6 +537,8 @@ async fn drive(
                     }
                     interrupted = true;
                     tracing::warn!("{name}: stopping after a final checkpoint (send it again to exit at once)");
+                    // At once, not behind the batches in the actors' mailboxes.
+                    tree.shared.request_stop();
                     let _ = sup.cast(SupervisorMsg::Shutdown(format!("interrupted by {name}")));
                     continue;
                 }
@@ -547,6 +550,7 @@ async fn drive(
                 if let Err(e) = recorder.record(*stats) {
                     // Keep the committed steps: stop after a final checkpoint.
                     tracing::error!(error = %e, "could not record a step; stopping after a final checkpoint");
+                    tree.shared.request_stop();
                     let _ = sup.cast(SupervisorMsg::Shutdown(format!(
                         "could not record a step: {e}"
                     )));

@@ -149,7 +149,11 @@ fn issue_more(st: &mut SchedulerState) -> Result<()> {
     let rt = &cfg.runtime;
     loop {
         let s = st.next_step;
-        if st.stopping || s > rt.steps || s > st.done_through + 1 + rt.max_staleness {
+        if st.stopping
+            || shared.stop.requested()
+            || s > rt.steps
+            || s > st.done_through + 1 + rt.max_staleness
+        {
             return Ok(());
         }
         let plan = {
@@ -203,6 +207,9 @@ async fn finish(st: &mut SchedulerState, reason: String, failed: bool) {
     st.stopping = true;
     let _ = st.args.supervisor.cast(SupervisorMsg::Stopping);
     let shared = st.args.shared.clone();
+    // Whatever asked for the stop (a spent restart budget, a failed
+    // checkpoint), nothing queued behind it is trained.
+    shared.request_stop();
     let (reason, failed) = match final_checkpoint(&shared).await {
         Some(err) if !failed => {
             tracing::error!("{err}");

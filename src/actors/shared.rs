@@ -13,6 +13,7 @@ use crate::pipeline::multi_turn::EnvRuntime;
 use crate::stats::StepStats;
 use parking_lot::RwLock;
 use ractor::ActorRef;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Current references to the six actors; the supervisor swaps an entry when it
@@ -64,6 +65,28 @@ pub struct Shared {
     pub peers: RwLock<Peers>,
     /// Events for the run loop.
     pub events: UnboundedSender<RunEvent>,
+    /// Set the moment a stop is requested (a signal, a failed metrics
+    /// write): read by the scheduler before it issues a plan and by the
+    /// optimizer before it trains one, so nothing queued behind the request
+    /// in a mailbox is trained ([`Shared::request_stop`]).
+    pub stop: StopFlag,
+}
+
+/// A stop request, seen by every actor at once rather than in mailbox order.
+///
+/// A shutdown message reaches the optimizer behind whatever its mailbox
+/// already holds: while it writes a checkpoint (seconds), the batches of the
+/// next one or two steps queue up in front of the final-checkpoint request and
+/// would be trained first. The flag is read between steps instead, so the
+/// optimizer finishes at most the step it is training when the request comes.
+#[derive(Debug, Default)]
+pub struct StopFlag(AtomicBool);
+
+impl StopFlag {
+    /// True once a stop was requested.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl Shared {
@@ -83,6 +106,13 @@ impl Shared {
             }
             None => tracing::debug!("no peer to send to (restarting?)"),
         }
+    }
+
+    /// Ask the run to stop: from now on no plan is issued and no batch is
+    /// trained after the step being trained. The scheduler still has to be
+    /// told (`SchedulerMsg::Shutdown`) to write the final checkpoint.
+    pub fn request_stop(&self) {
+        self.stop.0.store(true, Ordering::SeqCst);
     }
 
     /// Tell the run loop something.

@@ -8,7 +8,7 @@
 
 use super::rank_checkpoint::{agree_equal, weights_digest, RankState};
 use super::report::{RankReport, RankTotals};
-use super::split::{exchange, learner_batch, share_seed};
+use super::split::{exchange, learner_batch};
 use super::sync::{broadcast_params, DataParallel};
 use super::{DistEnv, GradSync, ProcessGroup};
 use crate::config::RunConfig;
@@ -270,11 +270,10 @@ impl StepHooks for RankHooks<'_> {
             link.range = mine.clone();
             link.groups = all.len();
         }
-        let mut plan = StepPlan::new(cfg, step, 0, all[mine].to_vec(), cursor);
-        // Ranks sample different prompts; a per-rank seed keeps their RNG
-        // streams apart.
-        plan.seed = share_seed(cfg, self.index, step);
-        plan
+        // Each response's seed comes from its global position (step, prompt,
+        // sample): the job samples what a one-process run samples.
+        StepPlan::new(cfg, step, 0, all[mine.clone()].to_vec(), cursor)
+            .share_of(mine.start, all.len())
     }
 
     fn scored(

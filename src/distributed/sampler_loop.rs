@@ -7,7 +7,7 @@
 
 use super::report::RankTotals;
 use super::shard::group_range;
-use super::split::{exchange, share_seed, WireBatch};
+use super::split::{exchange, WireBatch};
 use super::sync::broadcast_params;
 use super::ProcessGroup;
 use crate::config::RunConfig;
@@ -129,8 +129,9 @@ fn generate(
 ) -> Result<WireBatch> {
     let all = source.next_batch(cfg.rollout.batch_prompts)?;
     let range = group_range(all.len(), seat.samplers, seat.index);
-    let mut plan = StepPlan::new(cfg, step, 0, all[range.clone()].to_vec(), source.cursor());
-    plan.seed = share_seed(cfg, seat.index, step);
+    // Seeds from each response's global position, as on a colocated rank.
+    let plan = StepPlan::new(cfg, step, 0, all[range.clone()].to_vec(), source.cursor())
+        .share_of(range.start, all.len());
     let scored = sample_and_verify(cfg, plan, policy, version, verifier)?;
     totals.add_stages(&scored.rollout.timings, true);
     totals.generated_tokens += scored

@@ -22,7 +22,7 @@
 use super::ProcessGroup;
 use crate::config::{Placement, RunConfig};
 use crate::error::{Error, Result};
-use crate::pipeline::{step_seed, Rollout, RolloutBatch, Score, ScoredBatch, StepPlan};
+use crate::pipeline::{Rollout, RolloutBatch, Score, ScoredBatch, StepPlan};
 use crate::stats::StageTimings;
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
@@ -103,16 +103,6 @@ impl Role {
             Role::Sampler { .. } => "sampler",
         }
     }
-}
-
-/// The sampling seed of step `step` for the rank that samples share
-/// `index` (a colocated rank, or a sampler): the same on both placements,
-/// so a split run samples what a colocated run does.
-pub fn share_seed(cfg: &RunConfig, index: usize, step: u64) -> u64 {
-    step_seed(
-        cfg.runtime.seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407),
-        step,
-    )
 }
 
 /// One response and its score, as a sampler sends it. Floats travel as

@@ -110,6 +110,10 @@ pub fn train_rank(
     resume: Option<&Path>,
 ) -> Result<RankReport> {
     let started = Instant::now();
+    // The one-process run's start-up checks of the verifier and the
+    // prompts, on every rank and before the run folder is locked: a refused job
+    // writes nothing, and no rank waits at the rendezvous for one that quit.
+    crate::run::preflight::check_inputs(cfg, true, true)?;
     let device = rank_device(cfg)?;
     let role = Role::of(cfg, env.rank, env.world)?;
     let out = cfg.runtime.out_dir.clone();

@@ -34,6 +34,14 @@ pub struct StepPlan {
     /// SDPO's feedback candidates per prompt sampled besides the group
     /// (`algo.sdpo_num_candidates` for `sdpo`, else 0).
     pub sdpo_candidates: usize,
+    /// Where `examples` sit in the step's global batch: the index of the
+    /// first among `global_prompts` prompts (a data-parallel rank's share;
+    /// `0` and `examples.len()` for the whole batch). Each response's
+    /// sampling seed comes from its global position ([`StepPlan::response_seed`]),
+    /// so a job samples the same responses whatever its number of ranks.
+    pub first_prompt: usize,
+    /// Number of prompts in the step's global batch.
+    pub global_prompts: usize,
 }
 
 impl StepPlan {
@@ -52,7 +60,6 @@ impl StepPlan {
         let min_version = step.saturating_sub(1).saturating_sub(max_staleness);
         StepPlan {
             step,
-            examples,
             lambda,
             lr: lr_at(step, &cfg.optim),
             min_version,
@@ -68,7 +75,38 @@ impl StepPlan {
                 Algo::Sdpo => cfg.algo.sdpo_num_candidates,
                 _ => 0,
             },
+            first_prompt: 0,
+            global_prompts: examples.len(),
+            examples,
         }
+    }
+
+    /// This plan as the share of a step whose global batch has
+    /// `global_prompts` prompts, of which `examples` start at `first_prompt`
+    /// (a data-parallel rank's contiguous groups).
+    pub fn share_of(mut self, first_prompt: usize, global_prompts: usize) -> StepPlan {
+        self.first_prompt = first_prompt;
+        self.global_prompts = global_prompts;
+        self
+    }
+
+    /// The sampling seed of response `sample` of the plan's prompt `prompt`,
+    /// from its position in the step's global batch: `sample < group_size` is
+    /// the group's `sample`-th response, `group_size + c` SDPO's `c`-th
+    /// feedback candidate. The stream is `prompt_seed(seed, i)` with `i` the
+    /// response's index in the whole step's rollout order (every group's
+    /// responses prompt-major, then every prompt's candidates), so a one-process
+    /// run keeps its seeds and a rank holding prompts `first_prompt..` samples
+    /// exactly what the one-process run samples for them.
+    pub fn response_seed(&self, group_size: usize, prompt: usize, sample: usize) -> u64 {
+        let p = (self.first_prompt + prompt) as u64;
+        let (g, s) = (group_size as u64, sample as u64);
+        let index = if s < g {
+            p * g + s
+        } else {
+            self.global_prompts as u64 * g + p * self.sdpo_candidates as u64 + (s - g)
+        };
+        crate::model::prompt_seed(self.seed, index)
     }
 }
 
@@ -134,6 +172,7 @@ pub fn required_teacher_version(min_version: u64, interval: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn teacher_pass_is_skipped_only_when_it_cannot_matter() {
@@ -175,6 +214,57 @@ mod tests {
         let p = StepPlan::new(&cfg, 1, 3, Vec::new(), serde_json::Value::Null);
         assert_eq!((p.min_version, p.teacher_version), (0, 0));
         assert_eq!(p.seed, step_seed(cfg.runtime.seed, 1));
+    }
+
+    /// The seeds of every response of a plan, in the rollout's order
+    /// (groups prompt-major, then the candidates).
+    fn rollout_seeds(p: &StepPlan, g: usize) -> Vec<u64> {
+        let n = p.examples.len();
+        let mut seeds: Vec<u64> = (0..n)
+            .flat_map(|i| (0..g).map(move |j| (i, j)))
+            .map(|(i, j)| p.response_seed(g, i, j))
+            .collect();
+        for i in 0..n {
+            seeds.extend((0..p.sdpo_candidates).map(|c| p.response_seed(g, i, g + c)));
+        }
+        seeds
+    }
+
+    #[test]
+    fn response_seeds_follow_the_global_position_whatever_the_shares() {
+        let mut cfg = RunConfig::default();
+        cfg.algo.algo = Algo::Sdpo;
+        cfg.algo.sdpo_num_candidates = 2;
+        let g = 4;
+        let ex = |i: usize| Example::new(format!("p{i}"), "q", "a", "a");
+        let whole = StepPlan::new(&cfg, 3, 0, (0..5).map(ex).collect(), Value::Null);
+        // One process: response i of the rollout keeps the stream
+        // prompt_seed(step seed, i), as before shares existed.
+        let seeds = rollout_seeds(&whole, g);
+        assert_eq!(seeds, crate::model::prompt_seeds(whole.seed, 5 * (g + 2)));
+        // Ranks holding prompts 0..3 and 3..5: each response has the seed
+        // of the same prompt and sample in the whole batch.
+        for (start, end) in [(0, 3), (3, 5)] {
+            let share = StepPlan::new(&cfg, 3, 0, (start..end).map(ex).collect(), Value::Null)
+                .share_of(start, 5);
+            for i in 0..end - start {
+                for j in 0..g + 2 {
+                    assert_eq!(
+                        share.response_seed(g, i, j),
+                        whole.response_seed(g, start + i, j),
+                        "prompt {} sample {j}",
+                        start + i
+                    );
+                }
+            }
+        }
+        // All distinct within the step; another step gets other streams.
+        let mut sorted = seeds.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seeds.len());
+        let next = StepPlan::new(&cfg, 4, 0, (0..5).map(ex).collect(), Value::Null);
+        assert_ne!(next.response_seed(g, 0, 0), whole.response_seed(g, 0, 0));
     }
 
     #[test]

@@ -14,8 +14,8 @@ use crate::data::prompt::{chat_prompt_ids, student_prompt_ids};
 use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
 use crate::model::{
-    cut_at_stop, generate_with, prompt_seeds, teacher_support, token_logprobs_by_prompt_within,
-    GenerateOptions, LoadedModel, Tokenizer,
+    cut_at_stop, generate_with, teacher_support, token_logprobs_by_prompt_within, GenerateOptions,
+    LoadedModel, Tokenizer,
 };
 use crate::rlsd::sdpo::render_sdpo;
 use crate::rlsd::{batch_advantages, cepo_negatives, sdpo_feedback, Algo, AlgoConfig};
@@ -55,11 +55,13 @@ pub fn rollout(
     let tok = tokenizer_of(model)?;
     let mut prompts = Vec::with_capacity(plan.examples.len() * cfg.group_size);
     let mut groups = Vec::with_capacity(prompts.capacity());
+    let mut seeds = Vec::with_capacity(prompts.capacity());
     for (g, ex) in plan.examples.iter().enumerate() {
         let ids = student_prompt_ids(tok, ex)?;
-        for _ in 0..cfg.group_size {
+        for j in 0..cfg.group_size {
             prompts.push(ids.clone());
             groups.push(g);
+            seeds.push(plan.response_seed(cfg.group_size, g, j));
         }
     }
     // SDPO's feedback candidates (`algo.sdpo_num_candidates`), after every
@@ -67,9 +69,10 @@ pub fn rollout(
     // drops them ([`split_sdpo_candidates`]), so they are never trained on.
     for (g, ex) in plan.examples.iter().enumerate() {
         let ids = student_prompt_ids(tok, ex)?;
-        for _ in 0..plan.sdpo_candidates {
+        for c in 0..plan.sdpo_candidates {
             prompts.push(ids.clone());
             groups.push(g);
+            seeds.push(plan.response_seed(cfg.group_size, g, cfg.group_size + c));
         }
     }
     let opts = GenerateOptions {
@@ -85,8 +88,7 @@ pub fn rollout(
         // Training samples the policy's own distribution (logp_old).
         presence_penalty: 0.0,
     };
-    // Response i samples from the stream prompt_seed(plan.seed, i).
-    let seeds = prompt_seeds(plan.seed, prompts.len());
+    // Each response samples from the stream of its global position.
     let gens = generate_with(&model.lm, &prompts, &seeds, &opts, Some(tok))?;
     let mut rollouts = Vec::with_capacity(gens.len());
     for ((prompt_ids, group), g) in prompts.into_iter().zip(groups).zip(gens) {

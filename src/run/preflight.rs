@@ -34,6 +34,15 @@ pub fn check_run(cfg: &RunConfig, config_verifier: bool, config_data: bool) -> R
     ] {
         crate::device::parse_device(dev).map_err(|e| e.at_key(key))?;
     }
+    check_inputs(cfg, config_verifier, config_data)?;
+    crate::memory::refuse_if_too_big(cfg)
+}
+
+/// The checks of the verifier and the prompts alone: what a data-parallel
+/// rank checks, since its device comes from the launcher
+/// (`RLSD_DIST_DEVICE`) and its memory plan is of its own share
+/// (`distributed::rank_memory`).
+pub fn check_inputs(cfg: &RunConfig, config_verifier: bool, config_data: bool) -> Result<()> {
     if config_verifier {
         check_verifier(cfg)?;
     }
@@ -44,7 +53,7 @@ pub fn check_run(cfg: &RunConfig, config_verifier: bool, config_data: bool) -> R
             check_prompts_fit(cfg, &data, &model, &tokenizer)?;
         }
     }
-    crate::memory::refuse_if_too_big(cfg)
+    Ok(())
 }
 
 /// The verifier builds; a command verifier's program is a file (a name
