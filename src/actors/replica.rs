@@ -6,7 +6,7 @@
 use super::commit::{Frozen, ReplicaSpec};
 use super::shared::join_err;
 use crate::cuda::Stream;
-use crate::model::LoadedModel;
+use crate::model::{LoadCount, LoadedModel};
 use parking_lot::Mutex;
 use ractor::ActorProcessingErr;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub struct Replica {
     model: Arc<Mutex<LoadedModel>>,
     version: u64,
     stream: Stream,
+    /// What the last sync wrote (adapters only when the base is shared).
+    last_sync: LoadCount,
 }
 
 impl Replica {
@@ -39,6 +41,7 @@ impl Replica {
             model: Arc::new(Mutex::new(model)),
             version,
             stream,
+            last_sync: LoadCount::default(),
         })
     }
 
@@ -55,9 +58,20 @@ impl Replica {
         }
         let version = weights.version();
         let weights = weights.clone();
-        self.run(move |m| weights.load_into(m)).await?;
+        self.last_sync = self.run(move |m| weights.load_into(m)).await?;
+        tracing::debug!(
+            version,
+            tensors = self.last_sync.tensors,
+            bytes = self.last_sync.bytes,
+            "replica synced"
+        );
         self.version = version;
         Ok(())
+    }
+
+    /// What the last [`Replica::install`] wrote into the replica.
+    pub fn last_sync(&self) -> LoadCount {
+        self.last_sync
     }
 
     /// Run `f` on the replica in a blocking section on the actor's stream.

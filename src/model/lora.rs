@@ -222,6 +222,13 @@ impl LoadedModel {
     /// as a plain one and saves as a plain Hugging Face folder. The adapter
     /// variables stay in the var store (unused, never saved).
     pub fn merge_lora(&mut self) -> Result<()> {
+        if self.shares_base {
+            return Err(Error::InvalidInput(
+                "cannot merge an adapter into a base shared with other models \
+                 (make a copy of its own first)"
+                    .into(),
+            ));
+        }
         tch::no_grad(|| -> Result<()> {
             for layer in self.lm.layers_mut() {
                 for (_, linear) in layer.linears_mut() {

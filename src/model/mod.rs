@@ -32,6 +32,7 @@ pub mod lora_config;
 pub mod random;
 pub mod sampling;
 pub mod shared;
+pub mod shared_base;
 pub mod snapshot;
 pub mod support;
 pub mod tokenizer;
@@ -53,7 +54,8 @@ pub use logprobs::{
 };
 pub use lora_config::LoraConfig;
 pub use shared::{shares_prompt, trunk_positions};
-pub use snapshot::WeightSnapshot;
+pub use shared_base::SharedBase;
+pub use snapshot::{LoadCount, WeightSnapshot};
 pub use support::{score_responses_on_support, teacher_support};
 pub use tokenizer::Tokenizer;
 pub use transformer::CausalLm;
@@ -78,6 +80,10 @@ pub struct LoadedModel {
     pub tokenizer: Option<Tokenizer>,
     /// The attached LoRA adapter's settings ([`lora`]), if any.
     pub lora: Option<LoraConfig>,
+    /// True for a replica computing with another model's frozen base
+    /// ([`shared_base`]): its base tensors are never written (no snapshot
+    /// load, no merge).
+    pub shares_base: bool,
 }
 
 impl LoadedModel {
@@ -115,6 +121,7 @@ impl LoadedModel {
             config,
             tokenizer: None,
             lora: None,
+            shares_base: false,
         })
     }
 
@@ -141,6 +148,7 @@ impl LoadedModel {
             config,
             tokenizer,
             lora: None,
+            shares_base: false,
         };
         // A folder saved with an adapter (a LoRA checkpoint) loads with it.
         if dir.join(lora::ADAPTER_CONFIG).exists() {
