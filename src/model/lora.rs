@@ -15,6 +15,7 @@
 //! prefix those names with `base_model.model.` ([`PEFT_PREFIX`]).
 
 use super::lora_config::LoraConfig;
+use super::lora_dropout::LoraDropout;
 use super::LoadedModel;
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
@@ -44,15 +45,21 @@ pub struct LoraBranch {
     b: Tensor,
     /// `alpha / r` (or `alpha / sqrt(r)`).
     scale: f64,
+    /// Dropout on the input while training (`None` when `p = 0`).
+    dropout: Option<LoraDropout>,
 }
 
 impl LoraBranch {
-    /// `y + scale * B (A x)`, computed in the adapter's dtype and added in
-    /// `y`'s (peft casts the same way). Dropout is not applied: training
-    /// refuses it ([`LoraConfig::validate_for_training`]) and it is the
-    /// identity at inference.
+    /// `y + scale * B (A dropout(x))`, computed in the adapter's dtype and
+    /// added in `y`'s (peft casts the same way). Dropout acts only while the
+    /// train step has set the model's key ([`super::lora_dropout`]); it is
+    /// the identity in generation, evaluation and the teacher's pass.
     pub fn add_to(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         let h = x.f_to_kind(self.a.kind())?;
+        let h = match &self.dropout {
+            Some(d) => d.apply(&h)?,
+            None => h,
+        };
         let delta = h
             .f_linear::<Tensor>(&self.a, None)?
             .f_linear::<Tensor>(&self.b, None)?
@@ -104,10 +111,13 @@ impl LoadedModel {
                 }
                 let a = (&path / "lora_A").add("weight", a, true);
                 let b = (&path / "lora_B").add("weight", b, true);
+                let dropout = (cfg.dropout > 0.0)
+                    .then(|| LoraDropout::new(cfg.dropout, i, &module, self.dropout_key.clone()));
                 linear.lora = Some(LoraBranch {
                     a,
                     b,
                     scale: cfg.scale(),
+                    dropout,
                 });
             }
         }

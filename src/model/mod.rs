@@ -29,6 +29,7 @@ pub mod layers;
 pub mod logprobs;
 pub mod lora;
 pub mod lora_config;
+pub mod lora_dropout;
 pub mod random;
 pub mod sampling;
 pub mod shared;
@@ -84,6 +85,9 @@ pub struct LoadedModel {
     /// ([`shared_base`]): its base tensors are never written (no snapshot
     /// load, no merge).
     pub shares_base: bool,
+    /// The train step's key for the adapters' dropout masks (unset: no
+    /// dropout; [`lora_dropout`]).
+    pub dropout_key: lora_dropout::DropoutKey,
 }
 
 impl LoadedModel {
@@ -122,6 +126,7 @@ impl LoadedModel {
             tokenizer: None,
             lora: None,
             shares_base: false,
+            dropout_key: Default::default(),
         })
     }
 
@@ -149,6 +154,7 @@ impl LoadedModel {
             tokenizer,
             lora: None,
             shares_base: false,
+            dropout_key: Default::default(),
         };
         // A folder saved with an adapter (a LoRA checkpoint) loads with it.
         if dir.join(lora::ADAPTER_CONFIG).exists() {

@@ -113,6 +113,7 @@ impl SharedBase {
             tokenizer,
             lora: None,
             shares_base: true,
+            dropout_key: Default::default(),
         };
         m.attach_lora(lora)?;
         Ok(m)
