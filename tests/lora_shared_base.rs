@@ -113,7 +113,7 @@ fn without_an_adapter_a_replica_is_a_deep_copy() -> Result<()> {
 #[test]
 fn the_actors_replicas_share_one_base_and_install_adapters_only() -> Result<()> {
     let policy = lora_policy();
-    let (s, t) = ReplicaSpec::pair(&policy, Device::Cpu, Device::Cpu)?;
+    let (s, t) = ReplicaSpec::pair(&policy, Device::Cpu, Device::Cpu, false)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()?;
@@ -139,5 +139,74 @@ fn the_actors_replicas_share_one_base_and_install_adapters_only() -> Result<()> 
         let got = sampler.run(|m| Ok(logits(m))).await.unwrap();
         assert!(got.equal(&want));
     });
+    Ok(())
+}
+
+/// Deep copies of the base tensors, by name.
+fn base_copies(m: &LoadedModel) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> =
+        m.vs.variables()
+            .into_iter()
+            .filter(|(n, _)| !is_adapter_name(n))
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Greedy ids of 8 new tokens after two prompts.
+fn greedy(m: &LoadedModel) -> Vec<Vec<i64>> {
+    let opts = rlsd::model::GenerateOptions {
+        max_new_tokens: 8,
+        greedy: true,
+        ..rlsd::model::GenerateOptions::default()
+    };
+    let prompts = vec![vec![1i64, 5, 9], vec![4i64, 2, 7, 7]];
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    tch::no_grad(|| rlsd::model::generate(&m.lm, &prompts, &opts, &mut rng))
+        .unwrap()
+        .into_iter()
+        .map(|g| g.tokens)
+        .collect()
+}
+
+#[test]
+fn merged_generation_equals_unmerged_and_remerges_at_each_sync() -> Result<()> {
+    let policy = lora_policy();
+    let before = base_copies(&policy);
+    let (s, _) = ReplicaSpec::pair(&policy, Device::Cpu, Device::Cpu, true)?;
+    assert!(s.merged);
+    let mut merged = s.build(&Frozen::new(policy.sync_snapshot(0)?))?;
+    // The adapted weights are the replica's own; the rest is shared.
+    let (pp, mp) = (pointers(&policy, true), pointers(&merged, true));
+    for ((n, a), (_, b)) in pp.iter().zip(&mp) {
+        // (biases and norms stay shared)
+        let adapted =
+            n.starts_with("model.layers.") && n.ends_with("proj.weight") && !n.contains("norm");
+        assert_eq!(a != b, adapted, "{n}");
+    }
+    let d = (logits(&merged) - logits(&policy))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(d < 1e-5, "merged logits off by {d}");
+    assert_eq!(greedy(&merged), greedy(&policy));
+    // A step, a sync, a re-merge: equal again, and the base is untouched.
+    step_adapters(&policy, 0.03);
+    merged.load_snapshot(&policy.sync_snapshot(1)?)?;
+    let base = s.merge_base().unwrap();
+    merged.remerge(&base)?;
+    let d = (logits(&merged) - logits(&policy))
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(d < 1e-5, "re-merged logits off by {d}");
+    assert_eq!(greedy(&merged), greedy(&policy));
+    for ((n, a), (_, b)) in before.iter().zip(&base_copies(&policy)) {
+        assert!(a.equal(b), "the shared base tensor {n} changed");
+    }
+    // Merging into the shared base itself is refused.
+    let mut plain = policy.replicate(Device::Cpu)?;
+    assert!(plain.remerge(&base).is_err());
     Ok(())
 }

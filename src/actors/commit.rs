@@ -272,6 +272,10 @@ pub struct ReplicaSpec {
     /// own tensors on its device, or the one copy made for `device`. The
     /// replica then owns its adapters only, and syncs copy adapters only.
     pub base: Option<SharedBase>,
+    /// With LoRA and a base: generate with the adapters merged into private
+    /// copies of the weights they target (`model.merge_for_generation`),
+    /// re-merged at every sync.
+    pub merged: bool,
     /// Where the replica lives.
     pub device: Device,
 }
@@ -286,6 +290,7 @@ impl ReplicaSpec {
             tokenizer: model.tokenizer.clone(),
             lora: model.lora.clone(),
             base: None,
+            merged: false,
             device,
         }
     }
@@ -293,17 +298,20 @@ impl ReplicaSpec {
     /// The specs of the sampler's and the teacher's replicas of `model`.
     /// With LoRA they share the policy's frozen base: one base per device
     /// (the policy's own on its device, one copy for any other device,
-    /// shared by both replicas when they are placed together).
+    /// shared by both replicas when they are placed together). With
+    /// `merge_sampler` the sampler generates with merged adapters.
     pub fn pair(
         model: &LoadedModel,
         sampler: Device,
         teacher: Device,
+        merge_sampler: bool,
     ) -> Result<(ReplicaSpec, ReplicaSpec)> {
         let (mut s, mut t) = (
             ReplicaSpec::of(model, sampler),
             ReplicaSpec::of(model, teacher),
         );
         if model.lora.is_some() {
+            s.merged = merge_sampler;
             let own = model.shared_base()?;
             let sb = own.to_device(sampler)?;
             let tb = if teacher == sampler {
@@ -321,8 +329,16 @@ impl ReplicaSpec {
     /// adapters when the replica shares its base).
     pub fn build(&self, weights: &Frozen) -> Result<LoadedModel> {
         if let (Some(base), Some(lora)) = (&self.base, &self.lora) {
-            let mut m = base.replica(self.config.clone(), self.tokenizer.clone(), lora)?;
+            let (config, tokenizer) = (self.config.clone(), self.tokenizer.clone());
+            let mut m = if self.merged {
+                base.merged_replica(config, tokenizer, lora)?
+            } else {
+                base.replica(config, tokenizer, lora)?
+            };
             weights.load_into(&mut m)?;
+            if self.merged {
+                m.remerge(base)?;
+            }
             return Ok(m);
         }
         let mut m = LoadedModel::empty(self.config.clone(), self.device)?;
@@ -348,4 +364,16 @@ pub fn cpu_copy(snap: &WeightSnapshot) -> Result<WeightSnapshot> {
         version: snap.version,
         tensors,
     })
+}
+
+impl ReplicaSpec {
+    /// The base a replica built from this spec re-merges its adapters from
+    /// after each sync (`None` when it applies them unmerged).
+    pub fn merge_base(&self) -> Option<SharedBase> {
+        if self.merged && self.lora.is_some() {
+            self.base.clone()
+        } else {
+            None
+        }
+    }
 }

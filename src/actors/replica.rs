@@ -6,7 +6,7 @@
 use super::commit::{Frozen, ReplicaSpec};
 use super::shared::join_err;
 use crate::cuda::Stream;
-use crate::model::{LoadCount, LoadedModel};
+use crate::model::{LoadCount, LoadedModel, SharedBase};
 use parking_lot::Mutex;
 use ractor::ActorProcessingErr;
 use std::sync::Arc;
@@ -21,6 +21,9 @@ pub struct Replica {
     stream: Stream,
     /// What the last sync wrote (adapters only when the base is shared).
     last_sync: LoadCount,
+    /// The base to re-merge the adapters from after a sync (merged
+    /// generation, [`ReplicaSpec::merged`]).
+    merge_base: Option<SharedBase>,
 }
 
 impl Replica {
@@ -31,6 +34,7 @@ impl Replica {
         stream: Stream,
     ) -> Result<Replica, ActorProcessingErr> {
         let version = weights.version();
+        let merge_base = spec.merge_base();
         let model = tokio::task::spawn_blocking(move || {
             let _on = stream.enter()?;
             spec.build(&weights)
@@ -42,6 +46,7 @@ impl Replica {
             version,
             stream,
             last_sync: LoadCount::default(),
+            merge_base,
         })
     }
 
@@ -58,7 +63,16 @@ impl Replica {
         }
         let version = weights.version();
         let weights = weights.clone();
-        self.last_sync = self.run(move |m| weights.load_into(m)).await?;
+        let merge_base = self.merge_base.clone();
+        self.last_sync = self
+            .run(move |m| {
+                let n = weights.load_into(m)?;
+                if let Some(base) = &merge_base {
+                    m.remerge(base)?;
+                }
+                Ok(n)
+            })
+            .await?;
         tracing::debug!(
             version,
             tensors = self.last_sync.tensors,

@@ -401,6 +401,7 @@ fn build_tree(cfg: RunConfig, start: &Start, parts: Parts) -> Result<(Arc<Tree>,
         &policy,
         parse_device(&cfg.runtime.sampler_device)?,
         parse_device(&cfg.runtime.teacher_device)?,
+        cfg.model.merge_for_generation,
     )?;
     let commit = optimizer_commit(&cfg, start, policy, source.as_mut())?;
     let commits = CommitBoard::new(Published {

@@ -47,6 +47,9 @@ pub struct LoraBranch {
     scale: f64,
     /// Dropout on the input while training (`None` when `p = 0`).
     dropout: Option<LoraDropout>,
+    /// Already folded into the weight ([`super::shared_base::SharedBase::merged_replica`]):
+    /// the forward adds nothing.
+    pub(crate) merged: bool,
 }
 
 impl LoraBranch {
@@ -55,6 +58,9 @@ impl LoraBranch {
     /// train step has set the model's key ([`super::lora_dropout`]); it is
     /// the identity in generation, evaluation and the teacher's pass.
     pub fn add_to(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        if self.merged {
+            return Ok(y.shallow_clone());
+        }
         let h = x.f_to_kind(self.a.kind())?;
         let h = match &self.dropout {
             Some(d) => d.apply(&h)?,
@@ -118,6 +124,7 @@ impl LoadedModel {
                     b,
                     scale: cfg.scale(),
                     dropout,
+                    merged: false,
                 });
             }
         }
