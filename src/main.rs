@@ -251,6 +251,13 @@ struct GenerateArgs {
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print one JSON object: the prompt's token ids and each response's
+    /// text, token ids and per-token log-probs.
+    #[arg(long)]
+    json: bool,
+    /// Tokenise the prompt as given, without the model's chat template.
+    #[arg(long)]
+    raw: bool,
 }
 
 /// The arguments of `rlsd plot`.
@@ -536,6 +543,8 @@ impl GenerateArgs {
             top_k,
             top_p,
             seed,
+            json,
+            raw,
         } = self;
         let cfg = run.load()?;
         let choice = model.choice()?;
@@ -550,8 +559,9 @@ impl GenerateArgs {
             top_k,
             top_p,
             seed,
+            raw,
         };
-        Ok(console::generate(&cfg, &choice, &req)?)
+        Ok(console::generate(&cfg, &choice, &req, json)?)
     }
 }
 
