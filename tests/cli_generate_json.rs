@@ -75,7 +75,8 @@ fn generate_json_gives_ids_and_logprobs_raw_or_templated_with_an_adapter() {
             ..GenerateOptions::default()
         };
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-        let want = tch::no_grad(|| generate(&m.lm, &[prompt.clone()], &opts, &mut rng)).unwrap();
+        let want = tch::no_grad(|| generate(&m.lm, std::slice::from_ref(&prompt), &opts, &mut rng))
+            .unwrap();
         assert_eq!(ids, want[0].tokens);
         // ... and each token's log-prob is the teacher-forced one.
         let forced = token_logprobs(&m.lm, &[prompt], &[ids], 1.0).unwrap();

@@ -37,7 +37,7 @@ fn model(p: f64) -> LoadedModel {
                     .sin()
                     .g_mul_scalar(0.05)
                     .view(v.size().as_slice());
-                let _ = v.shallow_clone().copy_(&t);
+                v.shallow_clone().copy_(&t);
             }
         }
     });

@@ -59,7 +59,7 @@ fn main() -> Result<()> {
     tch::no_grad(|| {
         for (n, v) in policy.vs.variables() {
             if n.contains(".lora_B.") {
-                let _ = v.shallow_clone().copy_(&(Tensor::randn_like(&v) * 0.01));
+                v.shallow_clone().copy_(&(Tensor::randn_like(&v) * 0.01));
             }
         }
     });

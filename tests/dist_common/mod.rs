@@ -51,7 +51,7 @@ fn model(lora: bool) -> LoadedModel {
                         .map(|_| rng.random_range(-0.02..0.02))
                         .collect();
                     let t = Tensor::from_slice(&x).view(v.size().as_slice());
-                    let _ = v.shallow_clone().copy_(&t);
+                    v.shallow_clone().copy_(&t);
                 }
             }
         });
