@@ -265,6 +265,13 @@ struct GenerateArgs {
     /// (repeatable, in order).
     #[arg(long = "image", value_name = "FILE")]
     images: Vec<std::path::PathBuf>,
+    /// Print one JSON object: the prompt's token ids and each response's
+    /// text, token ids and per-token log-probs.
+    #[arg(long)]
+    json: bool,
+    /// Tokenise the prompt as given, without the model's chat template.
+    #[arg(long)]
+    raw: bool,
 }
 
 /// The arguments of `rlsd plot`.
@@ -548,6 +555,8 @@ impl GenerateArgs {
             top_p,
             seed,
             images,
+            json,
+            raw,
         } = self;
         let cfg = run.load()?;
         let choice = model.choice()?;
@@ -562,9 +571,16 @@ impl GenerateArgs {
             top_k,
             top_p,
             seed,
+            raw,
         };
         let dir = choice.model_dir(&cfg)?;
         if rlsd::commands::generate_vl::is_vl_model(&dir) {
+            if json || req.raw {
+                anyhow::bail!(
+                    "--json and --raw are not supported for vision-language models yet ({})",
+                    dir.display()
+                );
+            }
             return Ok(rlsd::commands::generate_vl::generate_vl(
                 &cfg, &choice, &req, &images,
             )?);
@@ -575,7 +591,7 @@ impl GenerateArgs {
                 dir.display()
             );
         }
-        Ok(console::generate(&cfg, &choice, &req)?)
+        Ok(console::generate(&cfg, &choice, &req, json)?)
     }
 }
 

@@ -33,6 +33,10 @@
 //! - **per device**: a fixed runtime overhead (CUDA context and allocator
 //!   slack 1 GiB; on CPU libtorch's own 0.3 GiB), once per device.
 //!
+//! - **LoRA** ([`with_lora`]): the optimizer's gradients, moments and
+//!   snapshot cover the float32 adapters only, and the frozen base is held
+//!   once per device (replicas placed with it share it).
+//!
 //! Actors on the same device add up. The formula is checked against the
 //! measured peak RSS of train steps on CPU (docs/MODELS.md,
 //! `src/bin/bench_memory.rs`).
@@ -395,13 +399,16 @@ fn adapter_of(cfg: &RunConfig) -> Option<crate::model::LoraConfig> {
     }
 }
 
-/// LoRA's memory: the base keeps its weights (and the snapshot its copy) but
-/// has no gradients, moments or master copy; the float32 adapters (`Pa`
-/// parameters) have weights, gradients and moments `4 + 4 + 8` bytes each,
-/// and every replica holds them too. The replicas still hold a copy of the
-/// base each (the base is not shared between actors yet).
+/// LoRA's memory: the base keeps its weights but has no gradients, moments
+/// or master copy; the float32 adapters (`Pa` parameters) have weights,
+/// gradients and moments `4 + 4 + 8` bytes each, and every replica holds
+/// them too. The published snapshot is the adapters alone. The frozen base
+/// is held once per device: a replica placed with the optimizer, or with a
+/// replica that already holds a copy, computes with that base
+/// (`crate::model::shared_base`).
 pub fn with_lora(actors: &mut [ActorPlan], c: &Config, lora: &crate::model::LoraConfig) {
     let pa = lora.param_count(c) as f64;
+    let mut holding: Vec<String> = Vec::new();
     for a in actors.iter_mut() {
         if a.actor == "optimizer" {
             a.items.retain(|i| i.what != "f32 master copy");
@@ -409,14 +416,25 @@ pub fn with_lora(actors: &mut [ActorPlan], c: &Config, lora: &crate::model::Lora
                 match i.what {
                     "gradients" => i.bytes = 4.0 * pa,
                     "AdamW moments" => i.bytes = 8.0 * pa,
-                    "weight snapshot" => i.bytes += 4.0 * pa,
+                    "weight snapshot" => i.bytes = 4.0 * pa,
                     _ => {}
                 }
             }
         }
+        if holding.contains(&a.device) {
+            for i in a.items.iter_mut().filter(|i| i.what == "weights") {
+                *i = item(SHARED_BASE, 0.0);
+            }
+        } else {
+            holding.push(a.device.clone());
+        }
         a.items.insert(1, item("LoRA adapters", 4.0 * pa));
     }
 }
+
+/// The plan's line for a replica that computes with the base already on
+/// its device (LoRA).
+pub const SHARED_BASE: &str = "weights (shared)";
 
 /// Each device's predicted peak: its runtime overhead plus its actors' items.
 pub fn device_totals(actors: &[ActorPlan]) -> Vec<(String, f64)> {

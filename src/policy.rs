@@ -71,6 +71,12 @@ pub trait Policy: Send {
         self.var_store().device()
     }
 
+    /// Set (training one micro-batch) or clear the key that random parts of
+    /// the forward draw from, so a recomputation draws the same values (a
+    /// LoRA adapter's dropout masks, `model::lora_dropout`). The default has
+    /// nothing random.
+    fn set_train_key(&self, _key: Option<u64>) {}
+
     /// Log-probs and entropies of every response token given its prompt, with
     /// logits divided by `temperature`. Tracks gradients unless called under
     /// `tch::no_grad`.

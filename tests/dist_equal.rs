@@ -3,11 +3,12 @@
 //! training on its share of the groups, end with the weights of one rank
 //! training on the whole batch (within 1e-5 after 5 steps), for GRPO
 //! and RLSD (tests/dist_equal_algos.rs: the other algorithms); ranks stay bit-identical; uneven group counts (and a rank with
-//! no groups) work.
+//! no groups) work; with LoRA adapters only the adapters' gradients are
+//! all-reduced and two ranks still equal one.
 
 mod dist_common;
 
-use dist_common::check;
+use dist_common::{check, check_lora};
 use rlsd::rlsd::Algo;
 
 #[test]
@@ -37,4 +38,14 @@ fn three_ranks_with_uneven_groups_equal_one() {
 )]
 fn a_rank_with_no_groups_still_takes_the_step() {
     check(Algo::Rlsd, 2, 3);
+}
+
+#[test]
+#[cfg_attr(
+    rlsd_no_gloo,
+    ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
+)]
+fn two_ranks_equal_one_with_lora_adapters() {
+    check_lora(Algo::Rlsd, 4, 2);
+    check_lora(Algo::Grpo, 3, 2);
 }

@@ -17,7 +17,7 @@
 
 use crate::cuda::{Event, Stream};
 use crate::error::Result;
-use crate::model::{Config, LoadedModel, Tokenizer, WeightSnapshot};
+use crate::model::{Config, LoadCount, LoadedModel, SharedBase, Tokenizer, WeightSnapshot};
 use crate::rlsd::{AdaptiveLambda, AdaptiveRule};
 use crate::stats::StepStats;
 use crate::train::Trainer;
@@ -61,7 +61,8 @@ impl Frozen {
         }
     }
 
-    /// Snapshot `model`'s weights at `version` on the stream `copy` (the
+    /// Snapshot `model`'s weights at `version` (what a replica needs: the
+    /// adapters alone with LoRA, [`LoadedModel::sync_snapshot`]) on the stream `copy` (the
     /// optimizer's snapshot stream), ordered after the work queued so far on
     /// the calling thread's current stream (the optimizer's: the step that
     /// made the weights), which in turn waits for the copy before any later
@@ -71,14 +72,14 @@ impl Frozen {
     pub fn snapshot_on(model: &LoadedModel, version: u64, copy: Stream) -> Result<Frozen> {
         let device = model.vs.device();
         if !copy.is_cuda() || copy.device() != Some(device) {
-            return Ok(Frozen::new(model.snapshot(version)?));
+            return Ok(Frozen::new(model.sync_snapshot(version)?));
         }
         let here = Stream::current(device)?;
         let trained = here.record()?;
         let snapshot = {
             let _on = copy.enter()?;
             copy.wait(&trained)?;
-            model.snapshot(version)?
+            model.sync_snapshot(version)?
         };
         let copied = copy.record()?;
         here.wait(&copied)?;
@@ -120,11 +121,12 @@ impl Frozen {
     }
 
     /// Copy these weights into `model` (casting kind and device), on the
-    /// calling thread's current stream, after the copy that made them.
-    pub fn load_into(&self, model: &mut LoadedModel) -> Result<()> {
+    /// calling thread's current stream, after the copy that made them; says
+    /// how much was written.
+    pub fn load_into(&self, model: &mut LoadedModel) -> Result<LoadCount> {
         let snap = self.snapshot.lock();
         self.order_reads(&snap, &[model.vs.device()])?;
-        model.load_snapshot(&snap)
+        model.load_snapshot_counted(&snap)
     }
 
     /// Run `f` on the tensors (for checkpoints), after the copy that made them.
@@ -266,24 +268,79 @@ pub struct ReplicaSpec {
     pub tokenizer: Option<Tokenizer>,
     /// The policy's LoRA settings: the replica gets the same adapters.
     pub lora: Option<crate::model::LoraConfig>,
+    /// With LoRA, the frozen base the replica computes with: the policy's
+    /// own tensors on its device, or the one copy made for `device`. The
+    /// replica then owns its adapters only, and syncs copy adapters only.
+    pub base: Option<SharedBase>,
+    /// With LoRA and a base: generate with the adapters merged into private
+    /// copies of the weights they target (`model.merge_for_generation`),
+    /// re-merged at every sync.
+    pub merged: bool,
     /// Where the replica lives.
     pub device: Device,
 }
 
 impl ReplicaSpec {
-    /// The spec of a replica of `model` on `device`.
+    /// The spec of a replica of `model` on `device` holding its own copy of
+    /// every weight.
     pub fn of(model: &LoadedModel, device: Device) -> ReplicaSpec {
         ReplicaSpec {
             config: model.config.clone(),
             kind: model.lm.kind(),
             tokenizer: model.tokenizer.clone(),
             lora: model.lora.clone(),
+            base: None,
+            merged: false,
             device,
         }
     }
 
-    /// A new replica holding `weights`.
+    /// The specs of the sampler's and the teacher's replicas of `model`.
+    /// With LoRA they share the policy's frozen base: one base per device
+    /// (the policy's own on its device, one copy for any other device,
+    /// shared by both replicas when they are placed together). With
+    /// `merge_sampler` the sampler generates with merged adapters.
+    pub fn pair(
+        model: &LoadedModel,
+        sampler: Device,
+        teacher: Device,
+        merge_sampler: bool,
+    ) -> Result<(ReplicaSpec, ReplicaSpec)> {
+        let (mut s, mut t) = (
+            ReplicaSpec::of(model, sampler),
+            ReplicaSpec::of(model, teacher),
+        );
+        if model.lora.is_some() {
+            s.merged = merge_sampler;
+            let own = model.shared_base()?;
+            let sb = own.to_device(sampler)?;
+            let tb = if teacher == sampler {
+                sb.clone()
+            } else {
+                own.to_device(teacher)?
+            };
+            s.base = Some(sb);
+            t.base = Some(tb);
+        }
+        Ok((s, t))
+    }
+
+    /// A new replica holding `weights` (all of them, or a LoRA sync's
+    /// adapters when the replica shares its base).
     pub fn build(&self, weights: &Frozen) -> Result<LoadedModel> {
+        if let (Some(base), Some(lora)) = (&self.base, &self.lora) {
+            let (config, tokenizer) = (self.config.clone(), self.tokenizer.clone());
+            let mut m = if self.merged {
+                base.merged_replica(config, tokenizer, lora)?
+            } else {
+                base.replica(config, tokenizer, lora)?
+            };
+            weights.load_into(&mut m)?;
+            if self.merged {
+                m.remerge(base)?;
+            }
+            return Ok(m);
+        }
         let mut m = LoadedModel::empty(self.config.clone(), self.device)?;
         m.vs.set_kind(self.kind);
         m.tokenizer = self.tokenizer.clone();
@@ -307,4 +364,16 @@ pub fn cpu_copy(snap: &WeightSnapshot) -> Result<WeightSnapshot> {
         version: snap.version,
         tensors,
     })
+}
+
+impl ReplicaSpec {
+    /// The base a replica built from this spec re-merges its adapters from
+    /// after each sync (`None` when it applies them unmerged).
+    pub fn merge_base(&self) -> Option<SharedBase> {
+        if self.merged && self.lora.is_some() {
+            self.base.clone()
+        } else {
+            None
+        }
+    }
 }

@@ -6,7 +6,7 @@
 use super::commit::{Frozen, ReplicaSpec};
 use super::shared::join_err;
 use crate::cuda::Stream;
-use crate::model::LoadedModel;
+use crate::model::{LoadCount, LoadedModel, SharedBase};
 use parking_lot::Mutex;
 use ractor::ActorProcessingErr;
 use std::sync::Arc;
@@ -19,6 +19,11 @@ pub struct Replica {
     model: Arc<Mutex<LoadedModel>>,
     version: u64,
     stream: Stream,
+    /// What the last sync wrote (adapters only when the base is shared).
+    last_sync: LoadCount,
+    /// The base to re-merge the adapters from after a sync (merged
+    /// generation, [`ReplicaSpec::merged`]).
+    merge_base: Option<SharedBase>,
 }
 
 impl Replica {
@@ -29,6 +34,7 @@ impl Replica {
         stream: Stream,
     ) -> Result<Replica, ActorProcessingErr> {
         let version = weights.version();
+        let merge_base = spec.merge_base();
         let model = tokio::task::spawn_blocking(move || {
             let _on = stream.enter()?;
             spec.build(&weights)
@@ -39,6 +45,8 @@ impl Replica {
             model: Arc::new(Mutex::new(model)),
             version,
             stream,
+            last_sync: LoadCount::default(),
+            merge_base,
         })
     }
 
@@ -55,9 +63,29 @@ impl Replica {
         }
         let version = weights.version();
         let weights = weights.clone();
-        self.run(move |m| weights.load_into(m)).await?;
+        let merge_base = self.merge_base.clone();
+        self.last_sync = self
+            .run(move |m| {
+                let n = weights.load_into(m)?;
+                if let Some(base) = &merge_base {
+                    m.remerge(base)?;
+                }
+                Ok(n)
+            })
+            .await?;
+        tracing::debug!(
+            version,
+            tensors = self.last_sync.tensors,
+            bytes = self.last_sync.bytes,
+            "replica synced"
+        );
         self.version = version;
         Ok(())
+    }
+
+    /// What the last [`Replica::install`] wrote into the replica.
+    pub fn last_sync(&self) -> LoadCount {
+        self.last_sync
     }
 
     /// Run `f` on the replica in a blocking section on the actor's stream.

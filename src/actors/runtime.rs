@@ -353,7 +353,7 @@ fn optimizer_commit(
     let mut trainer = Trainer::new(policy, algo, cfg.optim.clone())?;
     // The teacher's weights as of the start: the initial policy, or the
     // checkpoint's teacher.
-    let mut teacher = Frozen::new(cpu_copy(&trainer.policy.snapshot(start_step)?)?);
+    let mut teacher = Frozen::new(cpu_copy(&trainer.policy.sync_snapshot(start_step)?)?);
     let mut trained_before = Vec::new();
     let mut recent = BTreeMap::new();
     let mut last_checkpoint = None;
@@ -371,6 +371,12 @@ fn optimizer_commit(
                     .iter()
                     .map(|(n, x)| (n.clone(), x.shallow_clone()))
                     .collect(),
+            };
+            // With LoRA the teacher is its adapters (the base is shared).
+            let snap = if trainer.policy.lora.is_some() {
+                snap.adapters_only()
+            } else {
+                snap
             };
             teacher = Frozen::new(cpu_copy(&snap)?);
         }
@@ -407,13 +413,22 @@ fn build_tree(cfg: RunConfig, start: &Start, parts: Parts) -> Result<(Arc<Tree>,
     };
     let policy = policy_of(&cfg, start, parts.policy)?;
     let opt_dev = parse_device(&cfg.runtime.optimizer_device)?;
-    let sampler_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.sampler_device)?);
-    let teacher_spec = ReplicaSpec::of(&policy, parse_device(&cfg.runtime.teacher_device)?);
+    let (sampler_spec, teacher_spec) = ReplicaSpec::pair(
+        &policy,
+        parse_device(&cfg.runtime.sampler_device)?,
+        parse_device(&cfg.runtime.teacher_device)?,
+        cfg.model.merge_for_generation,
+    )?;
     let commit = optimizer_commit(&cfg, start, policy, source.as_mut())?;
     let commits = CommitBoard::new(Published {
         step: commit.trained_through,
         cursor: commit.cursor.clone(),
-        policy: Frozen::new(commit.trainer.policy.snapshot(commit.trained_through)?),
+        policy: Frozen::new(
+            commit
+                .trainer
+                .policy
+                .sync_snapshot(commit.trained_through)?,
+        ),
         teacher: commit.teacher.clone(),
         adaptive: commit.adaptive,
     });

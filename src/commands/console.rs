@@ -2,7 +2,7 @@
 //! it needs, calls the library function of its command and writes the
 //! summary lines (and the files asked for with `--out` / `--json`).
 
-use super::generate::{generate_text, GenerateRequest};
+use super::generate::{generate_text, generate_tokens, GenerateRequest};
 use super::{load_model, write_text, ModelChoice};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
@@ -157,8 +157,20 @@ pub fn eval(
 }
 
 /// `rlsd generate`: sample responses to one prompt and print them.
-pub fn generate(cfg: &RunConfig, choice: &ModelChoice, req: &GenerateRequest) -> Result<()> {
+/// With `json`, one JSON object: the prompt's token ids and each response's
+/// text, token ids and per-token log-probs.
+pub fn generate(
+    cfg: &RunConfig,
+    choice: &ModelChoice,
+    req: &GenerateRequest,
+    json: bool,
+) -> Result<()> {
     let model = load_model(cfg, choice, &cfg.runtime.sampler_device)?;
+    if json {
+        let out = generate_tokens(&model, req)?;
+        println!("{}", to_json(&out)?);
+        return Ok(());
+    }
     for (i, g) in generate_text(&model, req)?.iter().enumerate() {
         println!(
             "--- response {} ({} tokens, {}, logprob {:.3})",

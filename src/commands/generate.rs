@@ -29,6 +29,8 @@ pub struct GenerateRequest {
     pub top_p: f64,
     /// Sampling seed.
     pub seed: u64,
+    /// Tokenise the prompt as it is, without the chat template.
+    pub raw: bool,
 }
 
 /// Length limits a model folder sets in `generation_config.json`.
@@ -97,10 +99,29 @@ pub struct GeneratedText {
     pub stopped_on_eos: bool,
     /// Sum of the sampling log-probs of its tokens.
     pub logprob: f64,
+    /// The generated token ids.
+    pub ids: Vec<i64>,
+    /// Each generated token's log-prob under the distribution it was drawn
+    /// from (the model's at the sampling temperature; greedy: temperature 1).
+    pub logprobs: Vec<f32>,
+}
+
+/// The prompt's token ids and the responses (`rlsd generate --json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generated {
+    /// The prompt as the model saw it (after the chat template unless raw).
+    pub prompt_ids: Vec<i64>,
+    /// The responses.
+    pub responses: Vec<GeneratedText>,
 }
 
 /// Sample `req.n` responses to `req.prompt` in one batch.
 pub fn generate_text(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<GeneratedText>> {
+    Ok(generate_tokens(model, req)?.responses)
+}
+
+/// [`generate_text`] with the prompt's token ids.
+pub fn generate_tokens(model: &LoadedModel, req: &GenerateRequest) -> Result<Generated> {
     if req.n == 0 || req.max_new_tokens == Some(0) {
         return Err(Error::InvalidInput(
             "--n and --max-new-tokens must be at least 1".into(),
@@ -119,7 +140,11 @@ pub fn generate_text(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<G
         )));
     }
     let tok = tokenizer_of(model)?;
-    let ids = chat_prompt_ids(tok, &req.prompt)?;
+    let ids = if req.raw {
+        tok.encode(&req.prompt, true)?
+    } else {
+        chat_prompt_ids(tok, &req.prompt)?
+    };
     let context = usize::try_from(model.config.max_position_embeddings).unwrap_or(usize::MAX);
     let max_new_tokens = req
         .limits
@@ -135,19 +160,26 @@ pub fn generate_text(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<G
         pad_id: tok.pad_id(),
         ..GenerateOptions::default()
     };
-    let prompts = vec![ids; req.n];
+    let prompts = vec![ids.clone(); req.n];
     let mut rng = StdRng::seed_from_u64(req.seed);
     let gens = tch::no_grad(|| generate(&model.lm, &prompts, &opts, &mut rng))?;
-    gens.into_iter()
+    let responses = gens
+        .into_iter()
         .map(|g| {
             Ok(GeneratedText {
                 text: tok.decode(&g.tokens, true)?,
                 tokens: g.tokens.len(),
                 stopped_on_eos: g.stopped_on_eos,
                 logprob: g.logprobs.iter().map(|&x| f64::from(x)).sum(),
+                ids: g.tokens,
+                logprobs: g.logprobs,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Generated {
+        prompt_ids: ids,
+        responses,
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,22 @@ use super::config::Config;
 use crate::error::Result;
 use tch::{nn, Kind, Tensor};
 
+/// The parameter `name` under `path`: the tensor already registered there
+/// (a replica built on another model's frozen base registers the base's
+/// tensors first, see [`super::shared_base`]), else a new trainable one
+/// filled with `fill`.
+pub(crate) fn param(path: &nn::Path, name: &str, dims: &[i64], fill: f64) -> Result<Tensor> {
+    match path.get(name) {
+        Some(t) if t.size() == dims => Ok(t),
+        Some(t) => Err(crate::error::Error::ShapeMismatch {
+            name: name.to_string(),
+            expected: dims.to_vec(),
+            got: t.size(),
+        }),
+        None => Ok(path.f_var(name, dims, nn::Init::Const(fill))?),
+    }
+}
+
 /// `y = x W^T + b`, parameters `weight [out, in]` and optional `bias [out]`.
 #[derive(Debug)]
 pub struct Linear {
@@ -25,9 +41,9 @@ pub struct Linear {
 impl Linear {
     /// Create `weight` (and `bias`) under `path`.
     pub fn new(path: nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> Result<Linear> {
-        let weight = path.f_zeros("weight", &[out_dim, in_dim])?;
+        let weight = param(&path, "weight", &[out_dim, in_dim], 0.0)?;
         let bias = if bias {
-            Some(path.f_zeros("bias", &[out_dim])?)
+            Some(param(&path, "bias", &[out_dim], 0.0)?)
         } else {
             None
         };
@@ -60,7 +76,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     /// Create `weight` (ones) under `path`.
     pub fn new(path: nn::Path, dim: i64, eps: f64) -> Result<RmsNorm> {
-        let weight = path.f_ones("weight", &[dim])?;
+        let weight = param(&path, "weight", &[dim], 1.0)?;
         Ok(RmsNorm { weight, eps })
     }
 

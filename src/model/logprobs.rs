@@ -284,6 +284,10 @@ impl Policy for LoadedModel {
         &self.vs
     }
 
+    fn set_train_key(&self, key: Option<u64>) {
+        self.dropout_key.set(key);
+    }
+
     fn var_store_mut(&mut self) -> &mut nn::VarStore {
         &mut self.vs
     }

@@ -15,6 +15,7 @@
 //! prefix those names with `base_model.model.` ([`PEFT_PREFIX`]).
 
 use super::lora_config::LoraConfig;
+use super::lora_dropout::LoraDropout;
 use super::LoadedModel;
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
@@ -44,15 +45,27 @@ pub struct LoraBranch {
     b: Tensor,
     /// `alpha / r` (or `alpha / sqrt(r)`).
     scale: f64,
+    /// Dropout on the input while training (`None` when `p = 0`).
+    dropout: Option<LoraDropout>,
+    /// Already folded into the weight ([`super::shared_base::SharedBase::merged_replica`]):
+    /// the forward adds nothing.
+    pub(crate) merged: bool,
 }
 
 impl LoraBranch {
-    /// `y + scale * B (A x)`, computed in the adapter's dtype and added in
-    /// `y`'s (peft casts the same way). Dropout is not applied: training
-    /// refuses it ([`LoraConfig::validate_for_training`]) and it is the
-    /// identity at inference.
+    /// `y + scale * B (A dropout(x))`, computed in the adapter's dtype and
+    /// added in `y`'s (peft casts the same way). Dropout acts only while the
+    /// train step has set the model's key ([`super::lora_dropout`]); it is
+    /// the identity in generation, evaluation and the teacher's pass.
     pub fn add_to(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        if self.merged {
+            return Ok(y.shallow_clone());
+        }
         let h = x.f_to_kind(self.a.kind())?;
+        let h = match &self.dropout {
+            Some(d) => d.apply(&h)?,
+            None => h,
+        };
         let delta = h
             .f_linear::<Tensor>(&self.a, None)?
             .f_linear::<Tensor>(&self.b, None)?
@@ -104,10 +117,14 @@ impl LoadedModel {
                 }
                 let a = (&path / "lora_A").add("weight", a, true);
                 let b = (&path / "lora_B").add("weight", b, true);
+                let dropout = (cfg.dropout > 0.0)
+                    .then(|| LoraDropout::new(cfg.dropout, i, &module, self.dropout_key.clone()));
                 linear.lora = Some(LoraBranch {
                     a,
                     b,
                     scale: cfg.scale(),
+                    dropout,
+                    merged: false,
                 });
             }
         }
@@ -222,6 +239,13 @@ impl LoadedModel {
     /// as a plain one and saves as a plain Hugging Face folder. The adapter
     /// variables stay in the var store (unused, never saved).
     pub fn merge_lora(&mut self) -> Result<()> {
+        if self.shares_base {
+            return Err(Error::InvalidInput(
+                "cannot merge an adapter into a base shared with other models \
+                 (make a copy of its own first)"
+                    .into(),
+            ));
+        }
         tch::no_grad(|| -> Result<()> {
             for layer in self.lm.layers_mut() {
                 for (_, linear) in layer.linears_mut() {

@@ -35,10 +35,10 @@ pub struct LoraConfig {
     pub rank: i64,
     /// `alpha` in the scale `alpha / r` (peft `lora_alpha`).
     pub alpha: f64,
-    /// Dropout on the adapter's input while training (peft `lora_dropout`).
-    /// Only 0 is accepted for training: the checkpointed backward recomputes
-    /// layers and would draw different masks. Loaded adapters with dropout
-    /// are fine for generation and evaluation, where dropout is the identity.
+    /// Dropout on the adapter's input while training (peft `lora_dropout`),
+    /// in `[0, 1)`. Masks are a function of (step, micro-batch, layer,
+    /// module), so activation checkpointing recomputes the same ones; in
+    /// generation, evaluation and the teacher's pass dropout is the identity.
     pub dropout: f64,
     /// Which projections get adapters, by peft's names (see [`TARGET_MODULES`]).
     pub target_modules: Vec<String>,
@@ -129,18 +129,12 @@ impl LoraConfig {
         Ok(())
     }
 
-    /// [`LoraConfig::validate`], and refuse dropout, which training does not
-    /// support (see [`LoraConfig::dropout`]).
+    /// [`LoraConfig::validate`] for a run that trains the adapter. Dropout is
+    /// accepted: its masks are drawn from the train step's key, so the
+    /// checkpointed backward's recomputation draws the same ones
+    /// ([`super::lora_dropout`]).
     pub fn validate_for_training(&self) -> Result<()> {
-        self.validate()?;
-        if self.dropout != 0.0 {
-            return Err(Error::config(
-                "model.lora.dropout",
-                "training supports only 0 (activation checkpointing recomputes layers \
-                 and would draw different dropout masks)",
-            ));
-        }
-        Ok(())
+        self.validate()
     }
 
     /// Read peft's `adapter_config.json`; errors name the file and the key.
@@ -389,7 +383,7 @@ mod tests {
         let all = parse(r#"{"peft_type":"LORA","r":2,"lora_alpha":4,"target_modules":"all-linear","lora_dropout":0.05,"rank_pattern":{},"runtime_config":{"ephemeral_gpu_offload":false}}"#).unwrap();
         assert_eq!(all.target_modules.len(), 7);
         assert_eq!(all.dropout, 0.05);
-        assert!(all.validate_for_training().is_err());
+        assert!(all.validate_for_training().is_ok());
     }
 
     #[test]

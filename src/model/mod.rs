@@ -29,9 +29,11 @@ pub mod layers;
 pub mod logprobs;
 pub mod lora;
 pub mod lora_config;
+pub mod lora_dropout;
 pub mod random;
 pub mod sampling;
 pub mod shared;
+pub mod shared_base;
 pub mod snapshot;
 pub mod support;
 pub mod tokenizer;
@@ -54,7 +56,8 @@ pub use logprobs::{
 };
 pub use lora_config::LoraConfig;
 pub use shared::{shares_prompt, trunk_positions};
-pub use snapshot::WeightSnapshot;
+pub use shared_base::SharedBase;
+pub use snapshot::{LoadCount, WeightSnapshot};
 pub use support::{score_responses_on_support, teacher_support};
 pub use tokenizer::Tokenizer;
 pub use transformer::CausalLm;
@@ -80,6 +83,13 @@ pub struct LoadedModel {
     pub tokenizer: Option<Tokenizer>,
     /// The attached LoRA adapter's settings ([`lora`]), if any.
     pub lora: Option<LoraConfig>,
+    /// True for a replica computing with another model's frozen base
+    /// ([`shared_base`]): its base tensors are never written (no snapshot
+    /// load, no merge).
+    pub shares_base: bool,
+    /// The train step's key for the adapters' dropout masks (unset: no
+    /// dropout; [`lora_dropout`]).
+    pub dropout_key: lora_dropout::DropoutKey,
 }
 
 impl LoadedModel {
@@ -117,6 +127,8 @@ impl LoadedModel {
             config,
             tokenizer: None,
             lora: None,
+            shares_base: false,
+            dropout_key: Default::default(),
         })
     }
 
@@ -143,6 +155,8 @@ impl LoadedModel {
             config,
             tokenizer,
             lora: None,
+            shares_base: false,
+            dropout_key: Default::default(),
         };
         // A folder saved with an adapter (a LoRA checkpoint) loads with it.
         if dir.join(lora::ADAPTER_CONFIG).exists() {

@@ -106,8 +106,12 @@ impl CausalLm {
     pub fn new(root: &nn::Path, cfg: &Config) -> Result<CausalLm> {
         cfg.validate()?;
         let model = root / "model";
-        let embed_tokens =
-            (&model / "embed_tokens").f_zeros("weight", &[cfg.vocab_size, cfg.hidden_size])?;
+        let embed_tokens = super::layers::param(
+            &(&model / "embed_tokens"),
+            "weight",
+            &[cfg.vocab_size, cfg.hidden_size],
+            0.0,
+        )?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(&model / "layers" / i, cfg))
             .collect::<Result<Vec<_>>>()?;

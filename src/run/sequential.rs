@@ -129,7 +129,7 @@ pub fn run_steps(
             .plan(cfg, step, examples, source.cursor())
             .with_schedule(&cfg.algo, &models.lambda_state);
         if plan.teacher_version > models.teacher_version {
-            let snap = models.trainer.policy.snapshot(plan.teacher_version)?;
+            let snap = models.trainer.policy.sync_snapshot(plan.teacher_version)?;
             models.teacher.load_snapshot(&snap)?;
             models.teacher_version = plan.teacher_version;
         }

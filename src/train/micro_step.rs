@@ -8,6 +8,7 @@ use super::distill_loss;
 use super::micro_loss::{logged_parts, Accum};
 use super::{micro_batch_loss, TrainBatch};
 use crate::error::Result;
+use crate::model::lora_dropout::train_key;
 use crate::optim::OptimConfig;
 use crate::policy::{Policy, ResponseScores, ScoreOptions};
 use crate::rlsd::distill_vocab::SupportVocabLoss;
@@ -32,6 +33,22 @@ impl MicroStep<'_> {
     /// policy; the micro-batch's logged sums (`loss` non-finite when its
     /// loss was).
     pub(super) fn backward<P: Policy>(
+        &self,
+        policy: &P,
+        optim: &OptimConfig,
+        range: Range<usize>,
+    ) -> Result<Accum> {
+        // Random parts of the forward (LoRA dropout) draw from a key of this
+        // step and micro-batch, so the checkpointed backward's recomputation
+        // draws the same masks; unset again for anything else.
+        policy.set_train_key(Some(train_key(self.batch.step, range.start)));
+        let out = self.backward_keyed(policy, optim, range);
+        policy.set_train_key(None);
+        out
+    }
+
+    /// [`MicroStep::backward`] with the key set.
+    fn backward_keyed<P: Policy>(
         &self,
         policy: &P,
         optim: &OptimConfig,

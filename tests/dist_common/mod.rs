@@ -12,11 +12,14 @@ use rand::{Rng, SeedableRng};
 use rlsd::distributed::shard::group_range;
 use rlsd::distributed::train_loop::weights_digest;
 use rlsd::distributed::{DataParallel, GlooGroup, Store};
-use rlsd::model::{token_logprobs, Config, LoadedModel};
+use rlsd::model::lora_config::TARGET_MODULES;
+use rlsd::model::{token_logprobs, Config, LoadedModel, LoraConfig};
 use rlsd::optim::OptimConfig;
 use rlsd::policy::PromptResponse;
 use rlsd::rlsd::{group_advantages, Algo, AlgoConfig};
+use rlsd::train::GradSync;
 use rlsd::train::{train_step, TrainBatch, Trainer};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tch::{Device, Tensor};
 
@@ -25,10 +28,58 @@ const STEPS: u64 = 5;
 
 /// The tiny model in float64: the comparison then sees the data-parallel
 /// arithmetic, not float32 summation order amplified by Adam's first steps.
-fn model() -> LoadedModel {
+/// With `lora`, rank-4 adapters on all seven projections (cast to float64
+/// with the base, for the same reason) are the only trainable tensors.
+fn model(lora: bool) -> LoadedModel {
     let mut m = LoadedModel::random(Config::tiny(), Device::Cpu, 7).unwrap();
+    if lora {
+        m.attach_lora(&LoraConfig {
+            rank: 4,
+            target_modules: TARGET_MODULES.map(String::from).to_vec(),
+            ..LoraConfig::default()
+        })
+        .unwrap();
+        // A started adapter (B != 0, as after loading a trained one), so
+        // that no gradient sits at the float32 head's rounding level.
+        let mut rng = StdRng::seed_from_u64(5);
+        tch::no_grad(|| {
+            let mut vars: Vec<(String, Tensor)> = m.vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            for (n, v) in vars {
+                if n.contains(".lora_B.") {
+                    let x: Vec<f32> = (0..v.numel())
+                        .map(|_| rng.random_range(-0.02..0.02))
+                        .collect();
+                    let t = Tensor::from_slice(&x).view(v.size().as_slice());
+                    v.shallow_clone().copy_(&t);
+                }
+            }
+        });
+    }
     m.vs.set_kind(tch::Kind::Double);
     m
+}
+
+/// A [`DataParallel`] that records the bytes of the gradients each step
+/// hands it to all-reduce.
+#[derive(Debug)]
+struct Counted {
+    inner: DataParallel,
+    reduced: Arc<Mutex<Vec<usize>>>,
+}
+
+impl GradSync for Counted {
+    fn world(&self) -> usize {
+        self.inner.world()
+    }
+    fn sum_values(&mut self, values: &mut [f64]) -> rlsd::Result<()> {
+        self.inner.sum_values(values)
+    }
+    fn sum_grads(&mut self, params: &[Tensor]) -> rlsd::Result<()> {
+        self.inner.sum_grads(params)?;
+        self.reduced.lock().unwrap().push(self.inner.last.bytes);
+        Ok(())
+    }
 }
 
 /// `groups` prompt groups of G responses with varied lengths, the model's
@@ -104,14 +155,14 @@ fn shard(b: &TrainBatch, range: std::ops::Range<usize>) -> TrainBatch {
     }
 }
 
-fn trainer(algo: Algo) -> Trainer<LoadedModel> {
+fn trainer(algo: Algo, lora: bool) -> Trainer<LoadedModel> {
     let optim = OptimConfig {
         lr: 1e-2,
         micro_batch_size: 3,
         max_grad_norm: 0.5,
         ..OptimConfig::default()
     };
-    Trainer::new(model(), AlgoConfig::with_algo(algo), optim).unwrap()
+    Trainer::new(model(lora), AlgoConfig::with_algo(algo), optim).unwrap()
 }
 
 fn params(t: &Trainer<LoadedModel>) -> Vec<Tensor> {
@@ -123,8 +174,8 @@ fn params(t: &Trainer<LoadedModel>) -> Vec<Tensor> {
 }
 
 /// One rank training on the whole batch.
-fn single(algo: Algo, b: &TrainBatch) -> (Vec<Tensor>, Vec<f64>) {
-    let mut t = trainer(algo);
+fn single(algo: Algo, lora: bool, b: &TrainBatch) -> (Vec<Tensor>, Vec<f64>) {
+    let mut t = trainer(algo, lora);
     let mut losses = Vec::new();
     for step in 1..=STEPS {
         let s = train_step(&mut t, &TrainBatch { step, ..b.clone() }).unwrap();
@@ -134,30 +185,36 @@ fn single(algo: Algo, b: &TrainBatch) -> (Vec<Tensor>, Vec<f64>) {
     (params(&t), losses)
 }
 
-/// `world` ranks as threads; returns each rank's final parameters and rank
-/// 0's logged losses.
+/// `world` ranks as threads; returns each rank's final parameters, rank 0's
+/// logged losses and the gradient bytes rank 0 all-reduced at each step.
 fn parallel(
     algo: Algo,
+    lora: bool,
     b: &TrainBatch,
     groups: usize,
     world: usize,
-) -> (Vec<Vec<Tensor>>, Vec<f64>) {
+) -> (Vec<Vec<Tensor>>, Vec<f64>, Vec<usize>) {
     let timeout = Duration::from_secs(60);
     let store = Store::server("127.0.0.1", 0, timeout).unwrap();
     let port = store.port();
-    let prefix = format!("{algo:?}/{world}/{groups}/");
+    let prefix = format!("{algo:?}/{world}/{groups}/{lora}/");
+    let reduced = Arc::new(Mutex::new(Vec::new()));
     let handles: Vec<_> = (0..world)
         .map(|rank| {
             let mine = shard(b, group_range(groups, world, rank));
             let prefix = prefix.clone();
+            let reduced = reduced.clone();
             std::thread::spawn(move || {
                 let client = Store::client("127.0.0.1", port, timeout).unwrap();
                 let pg =
                     GlooGroup::new(&client, &prefix, "127.0.0.1", rank, world, timeout).unwrap();
-                let mut t = trainer(algo);
-                t.grad_sync = Some(Box::new(
-                    DataParallel::new(Box::new(pg), Device::Cpu).with_bucket_bytes(16 << 10),
-                ));
+                let mut t = trainer(algo, lora);
+                let dp = DataParallel::new(Box::new(pg), Device::Cpu).with_bucket_bytes(16 << 10);
+                t.grad_sync = Some(if rank == 0 {
+                    Box::new(Counted { inner: dp, reduced })
+                } else {
+                    Box::new(dp)
+                });
                 let mut losses = Vec::new();
                 for step in 1..=STEPS {
                     let s = train_step(
@@ -179,7 +236,8 @@ fn parallel(
     let mut out: Vec<(Vec<Tensor>, Vec<f64>)> =
         handles.into_iter().map(|h| h.join().unwrap()).collect();
     let losses = out[0].1.clone();
-    (out.drain(..).map(|o| o.0).collect(), losses)
+    let reduced = reduced.lock().unwrap().clone();
+    (out.drain(..).map(|o| o.0).collect(), losses, reduced)
 }
 
 fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
@@ -189,19 +247,43 @@ fn max_diff(a: &[Tensor], b: &[Tensor]) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// R ranks equal one on the whole batch: full fine-tuning.
 pub fn check(algo: Algo, groups: usize, world: usize) {
+    check_with(algo, false, groups, world);
+}
+
+/// R ranks equal one on the whole batch, training LoRA adapters: only the
+/// adapters' gradients are all-reduced.
+pub fn check_lora(algo: Algo, groups: usize, world: usize) {
+    let reduced = check_with(algo, true, groups, world);
+    let m = model(true);
+    let adapters: usize = m.adapter_tensors().iter().map(|(_, t)| t.numel() * 8).sum();
+    let all: usize = m.vs.variables().values().map(|t| t.numel() * 8).sum();
+    assert_eq!(reduced.len() as u64, STEPS);
+    for bytes in reduced {
+        assert_eq!(
+            bytes, adapters,
+            "all-reduced {bytes} bytes; the adapters are {adapters} (the whole model {all})"
+        );
+    }
+}
+
+fn check_with(algo: Algo, lora: bool, groups: usize, world: usize) -> Vec<usize> {
     let t0 = std::time::Instant::now();
-    let b = global_batch(&model(), groups);
-    let (one, one_losses) = single(algo, &b);
-    let moved = max_diff(&one, &params(&trainer(algo)));
+    let b = global_batch(&model(lora), groups);
+    let (one, one_losses) = single(algo, lora, &b);
+    let moved = max_diff(&one, &params(&trainer(algo, lora)));
     assert!(
         moved > 1e-4,
         "{algo:?}: training must move the weights ({moved})"
     );
-    let (ranks, losses) = parallel(algo, &b, groups, world);
+    let (ranks, losses, reduced) = parallel(algo, lora, &b, groups, world);
+    if lora {
+        assert_eq!(one.len(), model(true).adapter_tensors().len());
+    }
     let d = max_diff(&one, &ranks[0]);
     eprintln!(
-        "{algo:?} {world} ranks {groups} groups: max diff {d:e} ({:.1}s)",
+        "{algo:?} lora={lora} {world} ranks {groups} groups: max diff {d:e} ({:.1}s)",
         t0.elapsed().as_secs_f64()
     );
     assert!(
@@ -223,4 +305,5 @@ pub fn check(algo: Algo, groups: usize, world: usize) {
             "{algo:?}: rank {r} differs from rank 0"
         );
     }
+    reduced
 }
