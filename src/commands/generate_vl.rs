@@ -97,6 +97,8 @@ pub fn generate_vl_text(
                 tokens: tokens.len(),
                 stopped_on_eos: tokens.last().is_some_and(|t| tok.eos_ids().contains(t)),
                 logprob: logprobs.iter().map(|&x| f64::from(x)).sum(),
+                ids: tokens,
+                logprobs,
             })
         })
         .collect()
