@@ -26,6 +26,9 @@ struct SvgText {
 
 /// The value of attribute `name` in an element's opening tag.
 fn attr(tag: &str, name: &str) -> Option<String> {
+    // The first attribute follows the element name's space, which `tags`
+    // cuts off: put one back.
+    let tag = format!(" {tag}");
     let key = format!(" {name}=\"");
     let from = tag.find(&key)? + key.len();
     Some(tag[from..].split('"').next()?.to_string())
@@ -172,7 +175,7 @@ fn the_legend_covers_no_point() -> Result<()> {
             "point ({cx}, {cy}) under the legend {:?}",
             boxes[0]
         );
-        assert!(cx < x0, "the legend sits right of the plot");
+        assert!(cx < x0, "the legend sits right of the plot: ({cx}, {cy}) vs {:?}", boxes[0]);
     }
     // The labels are inside the box and within the image.
     for name in ["reward_mean", "a rather long series name"] {
