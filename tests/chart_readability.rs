@@ -175,7 +175,11 @@ fn the_legend_covers_no_point() -> Result<()> {
             "point ({cx}, {cy}) under the legend {:?}",
             boxes[0]
         );
-        assert!(cx < x0, "the legend sits right of the plot: ({cx}, {cy}) vs {:?}", boxes[0]);
+        assert!(
+            cx < x0,
+            "the legend sits right of the plot: ({cx}, {cy}) vs {:?}",
+            boxes[0]
+        );
     }
     // The labels are inside the box and within the image.
     for name in ["reward_mean", "a rather long series name"] {
