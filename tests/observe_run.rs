@@ -344,8 +344,9 @@ fn completions_carry_the_credit_worked_out_by_hand() {
     );
     assert_eq!(got[0].prompt, "What is <1+1>?");
     assert_eq!((got[0].reward, got[0].advantage), (1.0, 1.0));
-    // n limits the sample; 0 gives none.
-    assert_eq!(sample_completions(&batch, &tb, &algo, None, 1).len(), 1);
+    // n is rounded up to whole groups: the two responses are one group, so
+    // 1 gives both; 0 gives none.
+    assert_eq!(sample_completions(&batch, &tb, &algo, None, 1).len(), 2);
     assert!(sample_completions(&batch, &tb, &algo, None, 0).is_empty());
     // GRPO: Ahat = A on every token, no weights, no delta.
     let grpo = AlgoConfig::with_algo(Algo::Grpo);
