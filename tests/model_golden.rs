@@ -5,7 +5,9 @@
 use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rlsd::model::{generate, token_logprobs, ChatMessage, GenerateOptions, LoadedModel};
+use rlsd::model::{
+    generate, generate_with, token_logprobs, ChatMessage, GenerateOptions, LoadedModel,
+};
 use serde_json::Value;
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
@@ -335,15 +337,38 @@ fn repeated_prompts_share_a_prefill_without_changing_generation() -> Result<()> 
                 assert!((a - b).abs() < 1e-4, "{name}: {a} vs {b}");
             }
         }
-        // Sampling: the same seed draws the same tokens whether or not rows share.
+        // Sampling: each row draws from its own seeded stream, so a row
+        // sampled in the batch (sharing a prefill with its repeats) draws the
+        // same tokens as the row sampled alone with its seed.
         let sample = GenerateOptions {
             max_new_tokens: 10,
             eos_ids: m.eos_ids(),
             ..Default::default()
         };
-        let a = generate(&m.lm, &rows, &sample, &mut StdRng::seed_from_u64(5))?;
-        let b = generate(&m.lm, &rows, &sample, &mut StdRng::seed_from_u64(5))?;
-        assert_eq!(a, b, "{name}: seeded sampling repeats");
+        let seeds: Vec<u64> = (0..rows.len() as u64).map(|i| 1000 + 7 * i).collect();
+        let together = generate_with(&m.lm, &rows, &seeds, &sample, None)?;
+        for (i, (row, got)) in rows.iter().zip(&together).enumerate() {
+            let alone = generate_with(
+                &m.lm,
+                std::slice::from_ref(row),
+                &seeds[i..=i],
+                &sample,
+                None,
+            )?;
+            assert_eq!(
+                got.tokens, alone[0].tokens,
+                "{name} row {i}: sampled tokens"
+            );
+            for (a, b) in got.logprobs.iter().zip(&alone[0].logprobs) {
+                assert!((a - b).abs() < 1e-4, "{name} row {i}: {a} vs {b}");
+            }
+        }
+        // The two rows of p[0] at different seeds are different draws: the
+        // seeds, not the batch position, decide.
+        assert_ne!(
+            together[0].tokens, together[1].tokens,
+            "{name}: seeds ignored"
+        );
     }
     Ok(())
 }

@@ -345,8 +345,9 @@ fn completions_carry_the_credit_worked_out_by_hand() {
     );
     assert_eq!(got[0].prompt, "What is <1+1>?");
     assert_eq!((got[0].reward, got[0].advantage), (1.0, 1.0));
-    // n limits the sample; 0 gives none.
-    assert_eq!(sample_completions(&batch, &tb, &algo, None, 1).len(), 1);
+    // n is rounded up to whole groups: the two responses are one group, so
+    // 1 gives both; 0 gives none.
+    assert_eq!(sample_completions(&batch, &tb, &algo, None, 1).len(), 2);
     assert!(sample_completions(&batch, &tb, &algo, None, 0).is_empty());
     // GRPO: Ahat = A on every token, no weights, no delta.
     let grpo = AlgoConfig::with_algo(Algo::Grpo);
@@ -688,7 +689,8 @@ fn a_real_run_writes_events_completions_charts_and_report() {
         vec![1, 2]
     );
     for s in &logged {
-        assert_eq!(s.samples.len(), 3);
+        // 3 asked for, rounded up to whole groups of 2.
+        assert_eq!(s.samples.len(), 4);
         for c in &s.samples {
             assert_eq!(c.tokens.len(), c.response_ids.len());
             assert_eq!(c.ahat.len(), c.response_ids.len());

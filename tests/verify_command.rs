@@ -81,16 +81,55 @@ fn bad_json_scores_zero() {
 }
 
 #[test]
-fn timeout_scores_zero_and_kills_the_process_group() {
+fn timeout_scores_zero_and_returns_without_waiting_for_the_script() {
     let v = verifier(&fixture("slow.sh"), &[], 300);
     let start = Instant::now();
     let verdict = v.verify(&example(), "42");
     let took = start.elapsed();
     assert_eq!(verdict.reward, 0.0);
     assert_eq!(verdict.reason, "timed out after 300 ms");
-    // The script sleeps 30 s; returning at all well before that shows the
-    // verifier does not wait for the script or its `sleep` child.
+    // The script sleeps 30 s; returning well before that shows the verifier
+    // does not wait for the script or its `sleep` child.
     assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
+/// Whether `pid` is gone: no `/proc` entry, or a zombie waiting to be reaped
+/// (dead; a container's init may never reap it).
+fn is_dead(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().unwrap_or("").trim().chars().next();
+    matches!(state, None | Some('Z') | Some('X'))
+}
+
+#[test]
+fn timeout_kills_the_process_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pid_file = tmp.path().join("pids");
+    let v = verifier(
+        &fixture("slow_child.sh"),
+        &[pid_file.to_str().unwrap()],
+        1500,
+    );
+    let verdict = v.verify(&example(), "42");
+    assert_eq!(verdict.reason, "timed out after 1500 ms");
+    let text = std::fs::read_to_string(&pid_file)
+        .unwrap_or_else(|e| panic!("the fixture wrote no pid file ({e}): {}", verdict.reason));
+    let pids: Vec<u32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "script and child: {text}");
+    // A killed process is gone within moments; allow a loaded machine 5 s.
+    let start = Instant::now();
+    while !pids.iter().all(|&p| is_dead(p)) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in pids {
+        assert!(
+            is_dead(pid),
+            "process {pid} of the timed-out checker is still alive"
+        );
+    }
 }
 
 #[test]

@@ -21,8 +21,9 @@ pub struct ObserveConfig {
     /// Write TensorBoard event files into the run folder.
     pub tensorboard: bool,
     /// Responses per step logged to `completions.jsonl` (and as TensorBoard
-    /// text) with their token credit; the first ones of the batch, so whole
-    /// prompt groups. 0 turns the log off.
+    /// text) with their token credit: the first ones of the batch, rounded up
+    /// to whole prompt groups (8 with groups of 16 logs all 16). 0 turns the
+    /// log off.
     pub completions_per_step: usize,
     /// Draw the charts and write `report.html` when the run ends.
     pub report: bool,

@@ -19,30 +19,66 @@ pub const LAMBDA_ALGOS: &[&str] = &["rlsd", "cepo"];
 /// Keys of the reward chart (`lambda` only where it means something).
 pub const REWARD_KEYS: &[&str] = &["reward_mean", "accuracy", "lambda"];
 
-/// Panels of the panel chart: a title and the keys it may show. The
-/// validation panel is filled from whatever `val*` keys the log has.
-pub const PANELS: &[(&str, &[&str])] = &[
-    ("reward and accuracy", &["reward_mean", "accuracy"]),
-    ("validation", &[]),
-    (
-        "credit",
-        &["lambda", "delta_abs_mean", "ahat_abs_mean", "weight_mean"],
-    ),
-    (
-        "clip fractions",
-        &["weight_clip_frac", "ratio_clip_frac", "dual_clip_frac"],
-    ),
-    (
-        "response length (tokens)",
-        &["response_len_mean", "response_len_max"],
-    ),
-    (
-        "loss and gradient norm",
-        &["loss", "pg_loss", "kl", "grad_norm"],
-    ),
-    (
-        "stage seconds per step",
-        &[
+/// One panel of the panel chart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Panel {
+    /// Title above the panel.
+    pub title: &'static str,
+    /// Label of its y axis.
+    pub y_label: &'static str,
+    /// The keys it may show (empty: the log's `val*` keys).
+    pub keys: &'static [&'static str],
+}
+
+/// Panels of the panel chart, each keeping only the keys the log has. Keys
+/// of very different sizes get separate panels: `weight_mean` (w_t, which
+/// can reach thousands before the clip) is not drawn on lambda's axis, nor
+/// the gradient norm on the loss's.
+pub const PANELS: &[Panel] = &[
+    Panel {
+        title: "reward and accuracy",
+        y_label: "reward, accuracy",
+        keys: &["reward_mean", "accuracy"],
+    },
+    Panel {
+        title: "validation",
+        y_label: "score",
+        keys: &[],
+    },
+    Panel {
+        title: "credit",
+        y_label: "lambda, |delta|, |Ahat|",
+        keys: &["lambda", "delta_abs_mean", "ahat_abs_mean"],
+    },
+    Panel {
+        title: "token weight w_t, mean (before the clip)",
+        y_label: "w_t",
+        keys: &["weight_mean"],
+    },
+    Panel {
+        title: "clip fractions",
+        y_label: "fraction",
+        keys: &["weight_clip_frac", "ratio_clip_frac", "dual_clip_frac"],
+    },
+    Panel {
+        title: "response length (tokens)",
+        y_label: "tokens",
+        keys: &["response_len_mean", "response_len_max"],
+    },
+    Panel {
+        title: "loss",
+        y_label: "loss",
+        keys: &["loss", "pg_loss", "kl"],
+    },
+    Panel {
+        title: "gradient norm",
+        y_label: "norm",
+        keys: &["grad_norm"],
+    },
+    Panel {
+        title: "stage seconds per step",
+        y_label: "seconds",
+        keys: &[
             "timings.generate_s",
             "timings.verify_s",
             "timings.teacher_s",
@@ -50,7 +86,7 @@ pub const PANELS: &[(&str, &[&str])] = &[
             "timings.train_s",
             "timings.idle_s",
         ],
-    ),
+    },
 ];
 
 /// Where a metrics log is and where its charts go.
@@ -190,11 +226,11 @@ pub fn run_panels(records: &[serde_json::Value]) -> Vec<(ChartOptions, Vec<crate
     let lambda = lambda_applies(records);
     let val = validation_keys(records);
     let mut out = Vec::new();
-    for (title, keys) in PANELS {
-        let keys: Vec<&str> = if keys.is_empty() {
+    for panel in PANELS {
+        let keys: Vec<&str> = if panel.keys.is_empty() {
             val.iter().map(String::as_str).collect()
         } else {
-            keys.to_vec()
+            panel.keys.to_vec()
         };
         let present: Vec<&str> = keys
             .into_iter()
@@ -205,13 +241,28 @@ pub fn run_panels(records: &[serde_json::Value]) -> Vec<(ChartOptions, Vec<crate
             continue;
         }
         let opts = ChartOptions {
-            title: (*title).to_string(),
+            title: panel.title.to_string(),
+            y_label: panel.y_label.to_string(),
             height: 300,
             ..ChartOptions::default()
         };
         out.push((opts, metrics_series(records, &present)));
     }
     out
+}
+
+/// Title and y label of a run's reward chart.
+pub fn reward_options(label: &str, records: &[serde_json::Value]) -> ChartOptions {
+    let y_label = if lambda_applies(records) {
+        "reward, accuracy, lambda"
+    } else {
+        "reward, accuracy"
+    };
+    ChartOptions {
+        title: format!("{label}: reward by step"),
+        y_label: y_label.to_string(),
+        ..ChartOptions::default()
+    }
 }
 
 /// The reward chart's series: reward, accuracy, and lambda where it applies.
@@ -240,10 +291,7 @@ pub fn plot_run(path: &Path, format: ImageFormat) -> Result<Vec<PathBuf>> {
     }
     let ext = format.extension();
     let reward = src.out_dir.join(format!("{}reward.{ext}", src.prefix));
-    let opts = ChartOptions {
-        title: format!("{}: reward by step", src.label),
-        ..ChartOptions::default()
-    };
+    let opts = reward_options(&src.label, &records);
     write_image(
         &reward,
         &line_chart(&reward_series(&records), &opts, format)?,

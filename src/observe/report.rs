@@ -8,10 +8,10 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::charts::{resolve, reward_series, run_panels};
+use super::charts::{resolve, reward_options, reward_series, run_panels};
 use super::inspection::render_sections;
 use crate::metrics::{lookup_number, read_metrics};
-use crate::plot::{line_chart_svg, panels_svg, xml_escape, ChartOptions};
+use crate::plot::{line_chart_svg, panels_svg, xml_escape};
 use crate::{Error, Result};
 
 use super::completions::{read_completions, COMPLETIONS_FILE};
@@ -106,10 +106,7 @@ pub fn render_report(run_dir: &Path) -> Result<String> {
     if records.is_empty() {
         body.push_str("<p>metrics.jsonl has no records yet.</p>\n");
     } else {
-        let opts = ChartOptions {
-            title: format!("{}: reward by step", src.label),
-            ..ChartOptions::default()
-        };
+        let opts = reward_options(&src.label, &records);
         let _ = writeln!(
             body,
             "<div class=\"chart\">{}</div>",

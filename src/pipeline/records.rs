@@ -15,8 +15,9 @@ use crate::stats::ResponseRecord;
 use crate::train::{effective_algo, micro_batch_loss, MicroBatchLoss, TrainBatch};
 use crate::{Error, Result};
 
-/// The first `n` responses of a step's batch (prompt-major, so whole groups
-/// come first) with their token credit. `tb` must be the [`TrainBatch`]
+/// The first `n` responses of a step's batch, rounded up to whole prompt
+/// groups (the batch is prompt-major, so a group is never cut: a report of
+/// a group of 16 shows all 16), with their token credit. `tb` must be the [`TrainBatch`]
 /// built from `batch`. Never fails the step: a problem is logged and gives
 /// an empty sample.
 pub fn sample_completions(
@@ -42,7 +43,7 @@ fn try_sample(
     tokenizer: Option<&Tokenizer>,
     n: usize,
 ) -> Result<Vec<ResponseRecord>> {
-    let k = n.min(batch.rollouts().len()).min(tb.samples.len());
+    let k = whole_groups(&group_ids(batch), n).min(tb.samples.len());
     if k == 0 {
         return Ok(Vec::new());
     }
@@ -53,6 +54,21 @@ fn try_sample(
     let entropy = logp.f_zeros_like()?;
     let mbl = micro_batch_loss(algo, effective, tb, 0..k, &logp, &entropy, tb.loss_norm())?;
     credit_records(batch, &mbl, k, tokenizer)
+}
+
+/// Each rollout's group (its prompt's index), in batch order.
+fn group_ids(batch: &CreditBatch) -> Vec<usize> {
+    batch.rollouts().iter().map(|r| r.group).collect()
+}
+
+/// How many responses the first `n` are when extended to the end of the
+/// group the `n`-th belongs to (at most all of them); 0 for `n = 0`.
+pub fn whole_groups(groups: &[usize], n: usize) -> usize {
+    let mut k = n.min(groups.len());
+    while k > 0 && k < groups.len() && groups[k] == groups[k - 1] {
+        k += 1;
+    }
+    k
 }
 
 /// The first `k` responses of `batch` as records, with the token credit of
@@ -142,4 +158,23 @@ pub fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
             .f_view([-1])?,
     )?;
     Ok((0..b).map(|i| flat[i * l..(i + 1) * l].to_vec()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_groups;
+
+    #[test]
+    fn the_sample_is_extended_to_whole_groups() {
+        // Two groups of 16: asking for 8 gives the whole first group.
+        let groups: Vec<usize> = (0..32).map(|i| i / 16).collect();
+        assert_eq!(whole_groups(&groups, 8), 16);
+        assert_eq!(whole_groups(&groups, 16), 16);
+        assert_eq!(whole_groups(&groups, 17), 32);
+        assert_eq!(whole_groups(&groups, 100), 32);
+        assert_eq!(whole_groups(&groups, 0), 0);
+        // Groups of 2: 3 responses become 4.
+        assert_eq!(whole_groups(&[0, 0, 1, 1, 2, 2], 3), 4);
+        assert_eq!(whole_groups(&[], 8), 0);
+    }
 }

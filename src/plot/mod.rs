@@ -8,10 +8,17 @@
 //! extension names. A non-finite or missing value breaks a line into
 //! segments, and series with few points get a dot per point.
 //!
+//! Every chart keeps its legend in a band right of the plot (it never
+//! covers a point), draws a series that lies on an earlier one dashed on
+//! top (see [`legend`]), and on a step axis puts ticks on whole steps (see
+//! [`axes`]).
+//!
 //! Text is measured (and, in PNGs, drawn) with a bundled font (see
 //! [`font`]), so charts render the same on a machine with no fonts.
 
+mod axes;
 mod font;
+mod legend;
 
 use std::path::Path;
 
@@ -22,6 +29,7 @@ use crate::metrics::{lookup_number, read_metrics, STEP_KEY};
 use crate::{Error, Result};
 
 pub use font::text_size;
+pub use legend::{DASH, LEGEND_BORDER};
 
 /// Colours of successive series (the colour-blind-friendly "tableau" palette).
 pub const PALETTE: [(u8, u8, u8); 10] = [
@@ -199,7 +207,8 @@ fn tick_label(v: f64, span: f64) -> String {
     format!("{v:.decimals$}")
 }
 
-/// Draw one chart on `area`.
+/// Draw one chart on `area`: the plot, then the legend in a band on its
+/// right (see [`legend`]).
 fn draw_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     series: &[Series],
@@ -229,9 +238,13 @@ fn draw_chart<DB: DrawingBackend>(
     };
     let (x0, x1) = padded_range(xr.0, xr.1, 0.0);
     let (y0, y1) = padded_range(yr.0, yr.1, 0.05);
+    let integer_x = axes::all_integers(finite().map(|p| p.0));
+    // Within a pixel of a 450-pixel-high chart counts as the same place.
+    let styles = legend::series_styles(series, (y1 - y0) / 1000.0);
     let mut builder = ChartBuilder::on(area);
     builder
         .margin(12)
+        .margin_right(12 + legend::legend_width(&styles))
         .x_label_area_size(40)
         .y_label_area_size(if opts.y_label.is_empty() { 58 } else { 74 });
     if !opts.title.is_empty() {
@@ -241,7 +254,7 @@ fn draw_chart<DB: DrawingBackend>(
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(chart_err)?;
     let (xs, ys) = (x1 - x0, y1 - y0);
-    let x_fmt = move |v: &f64| tick_label(*v, xs);
+    let x_fmt = move |v: &f64| axes::x_tick_label(*v, xs, integer_x);
     let y_fmt = move |v: &f64| tick_label(*v, ys);
     chart
         .configure_mesh()
@@ -251,42 +264,22 @@ fn draw_chart<DB: DrawingBackend>(
         .axis_desc_style(("sans-serif", 16))
         .light_line_style(RGBColor(240, 240, 240))
         .bold_line_style(RGBColor(215, 215, 215))
-        .x_labels(8)
+        .x_labels(axes::x_label_count(x0, x1, integer_x))
         .y_labels(6)
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
         .draw()
         .map_err(chart_err)?;
-    for (i, s) in series.iter().enumerate() {
-        let (r, g, b) = PALETTE[i % PALETTE.len()];
-        let colour = RGBColor(r, g, b);
-        let style = colour.stroke_width(2);
+    for (s, style) in series.iter().zip(&styles) {
         let segs = segments(&s.points);
-        let lines = segs.iter().map(|seg| PathElement::new(seg.clone(), style));
-        chart
-            .draw_series(lines)
-            .map_err(chart_err)?
-            .label(s.name.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        legend::draw_lines(&mut chart, &segs, style)?;
         if s.points.len() <= MAX_DOTS {
-            let dots = segs
-                .iter()
-                .flatten()
-                .map(|&p| Circle::new(p, 2, colour.filled()));
-            chart.draw_series(dots).map_err(chart_err)?;
+            legend::draw_markers(&mut chart, &segs, style)?;
         }
     }
-    if !series.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font(("sans-serif", 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .draw()
-            .map_err(chart_err)?;
-    }
-    Ok(())
+    let (px, py) = chart.plotting_area().get_pixel_range();
+    let base = area.get_base_pixel();
+    legend::draw_legend(area, &styles, px.end - base.0, py.start - base.1)
 }
 
 /// Draw `panels` stacked top to bottom on `root`.
@@ -408,6 +401,7 @@ pub fn metrics_chart(metrics_jsonl: &Path, out: &Path, keys: &[&str]) -> Result<
     };
     let opts = ChartOptions {
         title,
+        y_label: y_label_of(keys),
         ..ChartOptions::default()
     };
     metrics_chart_with(metrics_jsonl, out, keys, &opts)
@@ -437,12 +431,22 @@ pub fn metrics_panels(metrics_jsonl: &Path, out: &Path, groups: &[&[&str]]) -> R
     for keys in groups {
         check_keys(metrics_jsonl, &records, keys)?;
         let opts = ChartOptions {
+            y_label: y_label_of(keys),
             height: 300,
             ..ChartOptions::default()
         };
         p.push((opts, metrics_series(&records, keys)));
     }
     write_image(out, &panels(&p, format)?)
+}
+
+/// A y label naming the keys drawn (the first three, then "...").
+fn y_label_of(keys: &[&str]) -> String {
+    let mut label = keys.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+    if keys.len() > 3 {
+        label.push_str(", ...");
+    }
+    label
 }
 
 /// Every key must be a number in at least one record.
