@@ -21,6 +21,7 @@ fn ex(id: &str, prompt: &str, answer: &str, privileged: &str) -> Example {
         answer: answer.into(),
         privileged: privileged.into(),
         context: Vec::new(),
+        extra: Default::default(),
     }
 }
 

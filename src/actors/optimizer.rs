@@ -331,6 +331,15 @@ fn train_and_commit(
         c.trainer.policy.tokenizer.as_ref(),
         cfg.observe.completions_per_step,
     );
+    if shared.record_responses {
+        stats.responses = crate::pipeline::sample_completions(
+            batch,
+            &tb,
+            &cfg.algo,
+            c.trainer.policy.tokenizer.as_ref(),
+            usize::MAX,
+        );
+    }
     stats.timings.train_s = t0.elapsed().as_secs_f64() - validation_s;
     stats.timings.idle_s = idle_s;
     // ... and after every `validation.every` steps, on the new weights.

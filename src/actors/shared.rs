@@ -61,6 +61,9 @@ pub struct Shared {
     pub peers: RwLock<Peers>,
     /// Events for the run loop.
     pub events: UnboundedSender<RunEvent>,
+    /// Whether each step's stats carry every response's record
+    /// (`StepStats::responses`: the embedding program's `on_step_responses`).
+    pub record_responses: bool,
 }
 
 impl Shared {

@@ -137,6 +137,7 @@ impl Problem {
             answer: self.answer.to_string(),
             privileged: self.answer.to_string(),
             context: Vec::new(),
+            extra: Default::default(),
         }
     }
 }
