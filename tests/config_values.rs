@@ -106,6 +106,8 @@ const TABLE: &[(&str, &[&str])] = &[
     ("validation.top_p", &["-1", "0", "nan", "inf", "1e300"]),
     ("validation.presence_penalty", &["nan", "inf", "-inf"]),
     ("validation.leakage_ngram", COUNT0),
+    ("env.max_turns", COUNT1_BOUNDED),
+    ("env.turn_timeout_s", SECONDS),
 ];
 
 /// Dotted keys of every integer or float leaf of `v`.

@@ -221,6 +221,7 @@ fn sample(
             sampling_logprobs: logp,
             stopped_on_eos: true,
             stopped_on_stop_string: false,
+            episode: None,
         },
         Score {
             reward,

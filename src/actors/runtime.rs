@@ -27,10 +27,12 @@ use super::supervisor::{Supervisor, Tree};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::device::parse_device;
+use crate::env::{build_environment, EnvCounters, Environment};
 use crate::error::{Error, Result};
 use crate::fault::{FaultPlan, Role};
 use crate::metrics::MetricsWriter;
 use crate::model::{LoadedModel, WeightSnapshot};
+use crate::pipeline::multi_turn::EnvRuntime;
 use crate::run::folder::{prepare_fresh, resolve_resume, RunLock};
 use crate::run::record::{ResponsesCallback, StepCallback, StepRecorder};
 use crate::run::resume::{check_same_shape, refill_metrics, Resumed};
@@ -56,6 +58,7 @@ impl Runtime {
             verifier: None,
             source: None,
             policy: None,
+            environment: None,
             on_step: None,
             on_responses: None,
             stop: None,
@@ -72,6 +75,7 @@ pub struct RuntimeBuilder {
     verifier: Option<Arc<dyn Verifier>>,
     source: Option<Box<dyn PromptSource>>,
     policy: Option<LoadedModel>,
+    environment: Option<Arc<dyn Environment>>,
     on_step: Option<StepCallback>,
     on_responses: Option<ResponsesCallback>,
     stop: Option<StopHandle>,
@@ -156,6 +160,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Play multi-turn episodes against this environment instead of the
+    /// one `[env]` names (`env.max_turns`, `env.turn_timeout_s`, `env.stop`
+    /// and `env.tool_format` still apply).
+    pub fn environment(mut self, env: impl Environment + 'static) -> Self {
+        self.environment = Some(Arc::new(env));
+        self
+    }
+
     /// Called with every step's stats, in step order.
     pub fn on_step(mut self, f: impl FnMut(&StepStats) + Send + 'static) -> Self {
         self.on_step = Some(Box::new(f));
@@ -218,6 +230,7 @@ impl RuntimeBuilder {
             verifier,
             source,
             policy,
+            environment,
             on_step,
             on_responses,
             stop,
@@ -229,6 +242,7 @@ impl RuntimeBuilder {
             verifier,
             source,
             policy,
+            environment,
         };
         let start = Start::check(&cfg, &parts, resume.as_deref(), overwrite)?;
         if let Some(report) = start.nothing_to_train(&cfg)? {
@@ -248,6 +262,7 @@ struct Parts {
     verifier: Option<Arc<dyn Verifier>>,
     source: Option<Box<dyn PromptSource>>,
     policy: Option<LoadedModel>,
+    environment: Option<Arc<dyn Environment>>,
 }
 
 /// A checked start: the run folder locked and prepared, and the checkpoint a
@@ -485,9 +500,11 @@ fn build_tree(
     for d in [sampler_spec.device, teacher_spec.device, opt_dev] {
         crate::cuda::synchronize_device(d)?;
     }
+    let env = env_runtime(&cfg, parts.environment)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let tree = Arc::new(Tree {
         shared: Arc::new(Shared {
+            env,
             faults,
             peers: RwLock::new(Peers::default()),
             events: tx,
@@ -505,6 +522,24 @@ fn build_tree(
         streams,
     });
     Ok((tree, rx))
+}
+
+/// The environment of multi-turn episodes (the builder's, else `[env]`'s),
+/// its calls spawned on the runtime this run is driven from.
+fn env_runtime(cfg: &RunConfig, given: Option<Arc<dyn Environment>>) -> Result<Option<EnvRuntime>> {
+    let env = match given {
+        Some(e) => Some(e),
+        None => build_environment(&cfg.env)?,
+    };
+    let Some(env) = env else { return Ok(None) };
+    let handle = tokio::runtime::Handle::try_current().map_err(|e| {
+        Error::InvalidInput(format!("multi-turn episodes need a tokio runtime: {e}"))
+    })?;
+    Ok(Some(EnvRuntime {
+        env,
+        handle,
+        counters: Arc::new(EnvCounters::default()),
+    }))
 }
 
 /// The actors' events, read by the run loop.

@@ -9,6 +9,7 @@ use super::replica::Replica;
 use super::shared::Shared;
 use crate::cuda::Stream;
 use crate::fault::Role;
+use crate::pipeline::episode_rollout::rollout_episodes;
 use crate::pipeline::rollout;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::sync::Arc;
@@ -104,7 +105,10 @@ async fn generate(st: &mut SamplerState, plan: StepPlan) -> Result<(), ActorProc
     let cfg = shared.clone();
     let mut batch = st
         .replica
-        .run(move |m| rollout(m, plan, version, &cfg.cfg.rollout))
+        .run(move |m| match &cfg.env {
+            Some(env) => rollout_episodes(m, plan, version, &cfg.cfg, env),
+            None => rollout(m, plan, version, &cfg.cfg.rollout),
+        })
         .await?;
     batch.timings.generate_s = t0.elapsed().as_secs_f64();
     shared.send(|p| p.verifier.clone(), VerifierMsg::Verify(Box::new(batch)));

@@ -9,6 +9,7 @@
 use super::messages::{CreditMsg, OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg, VerifierMsg};
 use crate::config::RunConfig;
 use crate::fault::{FaultPlan, Role};
+use crate::pipeline::multi_turn::EnvRuntime;
 use crate::stats::StepStats;
 use parking_lot::RwLock;
 use ractor::ActorRef;
@@ -55,6 +56,8 @@ pub enum RunEvent {
 pub struct Shared {
     /// The resolved configuration.
     pub cfg: RunConfig,
+    /// The environment of multi-turn episodes (`None`: single-turn rollouts).
+    pub env: Option<EnvRuntime>,
     /// Planned failures (tests and rehearsals).
     pub faults: FaultPlan,
     /// Current peer references (written by the supervisor only).

@@ -71,6 +71,12 @@ impl Actor for VerifierPool {
         let timeout = Duration::from_secs_f64(ctx.cfg.runtime.verifier_timeout_s);
         let mut tasks = Vec::with_capacity(batch.rollouts.len());
         for s in &batch.rollouts {
+            if let Some(e) = &s.episode {
+                // A multi-turn episode was scored by its environment.
+                let (v, failed) = (e.score.verdict(), e.score.timed_out);
+                tasks.push(tokio::spawn(async move { (v, failed) }));
+                continue;
+            }
             let permit = st.workers.clone().acquire_owned().await?;
             let verifier = st.args.verifier.clone();
             let ex = batch.plan.examples[s.group].clone();

@@ -25,8 +25,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod builtin_model;
 pub mod checks;
+mod env_section;
 mod sections;
 pub mod show;
+pub use env_section::{EnvConfig, EnvKind, EnvToolFormat};
 pub use sections::{
     ObserveConfig, ValidationConfig, DEFAULT_COLLECTIVE_TIMEOUT, DEFAULT_LEAKAGE_NGRAM,
 };
@@ -60,6 +62,8 @@ pub struct RunConfig {
     pub observe: ObserveConfig,
     /// Held-out validation during training (off unless `validation.every > 0`).
     pub validation: ValidationConfig,
+    /// The environment of multi-turn episodes (off unless `env.kind` is set).
+    pub env: EnvConfig,
 }
 
 /// `[model]`: the policy's weights.
@@ -432,6 +436,7 @@ impl RunConfig {
             ));
         }
         self.validation.validate()?;
+        self.env.validate()?;
         let rt = &self.runtime;
         if rt.teacher_sync_interval == 0 {
             return Err(Error::config(

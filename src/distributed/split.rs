@@ -286,6 +286,7 @@ pub fn learner_batch(
                 sampling_logprobs: r.logprob_bits.into_iter().map(f32::from_bits).collect(),
                 stopped_on_eos: r.stopped_on_eos,
                 stopped_on_stop_string: r.stopped_on_stop_string,
+                episode: None,
             });
             scores.push(Score {
                 reward: f32::from_bits(r.reward_bits),
@@ -376,6 +377,7 @@ mod tests {
                     sampling_logprobs: vec![-0.1f32 / 3.0, f32::MIN_POSITIVE, -1e-38],
                     stopped_on_eos: i % 2 == 0,
                     stopped_on_stop_string: false,
+                    episode: None,
                 });
                 scores.push(Score {
                     reward: 1.0 / 3.0,

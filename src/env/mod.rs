@@ -16,6 +16,7 @@
 //!   flight, restart on crash, per-request timeout).
 //! - [`command`]: an environment served by such a process.
 //! - [`calculator`]: the built-in agent task's calculator tool, in Rust.
+//! - [`from_config`]: the environment an `[env]` section names.
 
 pub mod assemble;
 pub mod calculator;
@@ -23,6 +24,7 @@ pub mod chat;
 pub mod command;
 pub mod environment;
 pub mod episode;
+pub mod from_config;
 pub mod reward;
 pub mod tool_call;
 
@@ -35,5 +37,6 @@ pub use environment::{
     Opening, Outcome, Reply, Session, Started, Transcript,
 };
 pub use episode::{Episode, GivenKind, Segment};
+pub use from_config::{build_environment, turn_stop_strings};
 pub use reward::{build_group_reward, GroupReward, GroupScores, VerifierReward, WeightedRewards};
 pub use tool_call::{ParsedTurn, ToolCall, ToolFormat};

@@ -98,7 +98,7 @@ pub(crate) fn run(lm: &CausalLm, job: &Job<'_>) -> Result<(Vec<Generation>, Gene
 }
 
 /// The state of one continuous-batching run.
-struct Decoding<'a, 'j> {
+pub(super) struct Decoding<'a, 'j> {
     lm: &'a CausalLm,
     job: &'a Job<'j>,
     /// One continuation per prompt, filled as tokens are sampled.
@@ -114,7 +114,7 @@ struct Decoding<'a, 'j> {
 }
 
 impl<'a, 'j> Decoding<'a, 'j> {
-    fn new(lm: &'a CausalLm, job: &'a Job<'j>) -> Self {
+    pub(super) fn new(lm: &'a CausalLm, job: &'a Job<'j>) -> Self {
         let out = (0..job.prompts.len())
             .map(|_| Generation {
                 tokens: vec![],
@@ -160,6 +160,106 @@ impl<'a, 'j> Decoding<'a, 'j> {
         trim(&mut self.cache, &mut self.rows)?;
         self.prof.cache_s += t.elapsed().as_secs_f64();
         Ok(())
+    }
+
+    /// Prefill `prompts` (seeded `seeds`) into new rows now, beside the
+    /// running ones, as continuations numbered after every earlier one
+    /// (multi-turn rollouts admit each turn as it becomes ready; the caller
+    /// keeps the rows within `job.rows`). Returns their numbers.
+    pub(super) fn admit_now(
+        &mut self,
+        prompts: &[Vec<i64>],
+        seeds: &[u64],
+    ) -> Result<Range<usize>> {
+        let first = self.out.len();
+        if prompts.is_empty() {
+            return Ok(first..first);
+        }
+        let job = Job {
+            prompts,
+            seeds,
+            params: self.job.params,
+            max_new_tokens: self.job.max_new_tokens,
+            eos: self.job.eos,
+            pad: self.job.pad,
+            rows: self.job.rows,
+            // Room for the longest row and its new tokens (the cache grows
+            // past it if a later turn needs more).
+            capacity: self
+                .cache
+                .len()
+                .max(prompts.iter().map(|p| p.len() as i64).max().unwrap_or(0))
+                + self.job.max_new_tokens as i64,
+            stop: self.job.stop,
+        };
+        let before = self.rows.len();
+        let fresh = admit(
+            self.lm,
+            &job,
+            0..prompts.len(),
+            &mut self.cache,
+            &mut self.rows,
+            &mut self.prof,
+        )?;
+        for r in &mut self.rows[before..] {
+            r.idx += first;
+        }
+        self.out.extend(prompts.iter().map(|_| Generation {
+            tokens: vec![],
+            logprobs: vec![],
+            stopped_on_eos: false,
+            stop_string: None,
+        }));
+        self.logits = Some(match self.logits.take() {
+            Some(old) => Tensor::f_cat(&[&old, &fresh], 0)?,
+            None => fresh,
+        });
+        let t = Instant::now();
+        trim(&mut self.cache, &mut self.rows)?;
+        self.prof.cache_s += t.elapsed().as_secs_f64();
+        Ok(first..first + prompts.len())
+    }
+
+    /// One step of every running row (sample, record, drop the finished
+    /// ones, decode the rest); the numbers of the continuations that finished.
+    pub(super) fn step(&mut self) -> Result<Vec<usize>> {
+        let Some(lg) = self.logits.take() else {
+            return Ok(vec![]);
+        };
+        let ids = self.sample(&lg)?;
+        let keep = self.record(&ids)?;
+        let mut kept = keep.iter().peekable();
+        let finished = (0..self.rows.len())
+            .filter(|r| kept.next_if_eq(&r).is_none())
+            .map(|r| self.rows[r].idx)
+            .collect();
+        if let Some(step_ids) = self.keep_rows(&keep, ids)? {
+            self.decode(&step_ids)?;
+        }
+        Ok(finished)
+    }
+
+    /// Rows decoding now.
+    pub(super) fn running(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Continuation `idx`, moved out (call once it finished).
+    pub(super) fn take(&mut self, idx: usize) -> Generation {
+        std::mem::replace(
+            &mut self.out[idx],
+            Generation {
+                tokens: vec![],
+                logprobs: vec![],
+                stopped_on_eos: false,
+                stop_string: None,
+            },
+        )
+    }
+
+    /// Where the time went so far.
+    pub(super) fn profile(&self) -> &GenerationProfile {
+        &self.prof
     }
 
     /// Sample each row's next token from `logits` (each row's own uniforms);

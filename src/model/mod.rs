@@ -36,6 +36,7 @@ pub mod snapshot;
 pub mod support;
 pub mod tokenizer;
 pub mod transformer;
+pub mod turns;
 pub mod vision;
 pub mod weights;
 
@@ -57,6 +58,7 @@ pub use snapshot::WeightSnapshot;
 pub use support::{score_responses_on_support, teacher_support};
 pub use tokenizer::Tokenizer;
 pub use transformer::CausalLm;
+pub use turns::{generate_turns, TurnRequest, TurnSource};
 pub use weights::parse_kind;
 
 use crate::error::{Error, Result};

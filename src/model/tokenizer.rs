@@ -198,6 +198,16 @@ impl Tokenizer {
         self.chat_template.is_some()
     }
 
+    /// The chat template, when `tokenizer_config.json` has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// The BOS and EOS token texts the chat template is given.
+    pub fn bos_eos_text(&self) -> (Option<&str>, Option<&str>) {
+        (self.bos_token.as_deref(), self.eos_token.as_deref())
+    }
+
     /// Tokens that end a generation.
     pub fn eos_ids(&self) -> &[i64] {
         &self.eos_ids

@@ -218,7 +218,7 @@ pub fn render_sections(ins: &Inspection) -> Result<(String, String)> {
         );
         for (j, r) in ins.responses.iter().filter(|r| r.group == g).enumerate() {
             let page = render_credit_html(
-                &r.tokens,
+                &r.display_tokens(),
                 &r.ahat,
                 &r.weights_or_ones(),
                 &r.delta_or_zeros(),
@@ -316,7 +316,7 @@ pub fn render_terminal(ins: &Inspection) -> Result<String> {
                 r.reason.escape_debug()
             );
             s.push_str(&render_credit_ansi(
-                &r.tokens,
+                &r.display_tokens(),
                 &r.ahat,
                 &r.weights_or_ones(),
                 &r.delta_or_zeros(),

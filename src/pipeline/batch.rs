@@ -33,6 +33,22 @@ pub struct Rollout {
     pub stopped_on_eos: bool,
     /// Whether generation ended on one of `rollout.stop` (the text is cut after it).
     pub stopped_on_stop_string: bool,
+    /// A multi-turn episode's mask and score (`None`: a single-turn response,
+    /// every token the model's, scored by the verifier).
+    pub episode: Option<EpisodeRollout>,
+}
+
+/// What a multi-turn episode adds to its [`Rollout`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EpisodeRollout {
+    /// 1 on the model's response tokens, 0 on the environment's
+    /// ([`TrainBatch::response_mask`]).
+    pub response_mask: Vec<f32>,
+    /// The environment's verdict (the verifier stage keeps it);
+    /// `timed_out` when an environment call timed out, failed or panicked.
+    pub score: Score,
+    /// Model turns played.
+    pub turns: usize,
 }
 
 /// The sampler's output: `B * G` rollouts, prompt-major.
@@ -191,7 +207,14 @@ impl CreditBatch {
             lambda: plan.lambda,
             lr: plan.lr,
             temperature,
-            response_mask: None,
+            response_mask: r.iter().any(|x| x.episode.is_some()).then(|| {
+                r.iter()
+                    .map(|x| match &x.episode {
+                        Some(e) => e.response_mask.clone(),
+                        None => vec![1.0; x.response_ids.len()],
+                    })
+                    .collect()
+            }),
         }
     }
 }

@@ -15,18 +15,23 @@
 //! - [`stats`]: [`step_stats`], the one place that assembles [`crate::stats::StepStats`].
 //! - [`records`]: the per-response records (token credit) a step hands its observers.
 //! - [`episodes`]: multi-turn rollouts with an environment, one episode at a time.
+//! - [`multi_turn`]: many episodes at once under continuous batching;
+//!   [`episode_rollout`]: the sampler's stage with an environment.
 
 pub mod batch;
+pub mod episode_rollout;
 pub mod episodes;
 pub mod leakage;
 pub mod leakage_probe;
+pub mod multi_turn;
 pub mod plan;
 pub mod records;
 pub mod stages;
 pub mod stats;
 
 pub use batch::{
-    CreditBatch, Rollout, RolloutBatch, Score, ScoredBatch, TeacherBatch, TeacherScores,
+    CreditBatch, EpisodeRollout, Rollout, RolloutBatch, Score, ScoredBatch, TeacherBatch,
+    TeacherScores,
 };
 pub use plan::{needs_teacher_pass, observe_step, required_teacher_version, step_seed, StepPlan};
 pub use records::sample_completions;

@@ -80,6 +80,16 @@ pub fn credit_records(
             })
             .collect::<Result<Vec<_>>>()?;
         let ex = batch.example_of(i);
+        // An environment's tokens get no credit (the train step masks them too).
+        let trained = s.episode.as_ref().map(|e| e.response_mask.clone());
+        let mut ahat = ahat[i][..l].to_vec();
+        if let Some(m) = &trained {
+            for (a, &m) in ahat.iter_mut().zip(m) {
+                if m == 0.0 {
+                    *a = 0.0;
+                }
+            }
+        }
         out.push(ResponseRecord {
             group: s.group,
             example_id: ex.map(|e| e.id.clone()).unwrap_or_default(),
@@ -92,9 +102,10 @@ pub fn credit_records(
             correct: score.correct,
             reason: score.reason.clone(),
             advantage: batch.advantages[i],
-            ahat: ahat[i][..l].to_vec(),
+            ahat,
             weights: weights.as_ref().map(|w| w[i][..l].to_vec()),
             delta: delta.as_ref().map(|d| d[i][..l].to_vec()),
+            trained,
         });
     }
     Ok(out)

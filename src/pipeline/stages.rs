@@ -100,6 +100,7 @@ pub fn rollout(
             response_ids: g.tokens,
             sampling_logprobs: g.logprobs,
             stopped_on_eos: g.stopped_on_eos,
+            episode: None,
         });
     }
     Ok(RolloutBatch {
@@ -135,6 +136,15 @@ impl Score {
             timed_out,
         }
     }
+
+    /// The score's verdict.
+    pub fn verdict(&self) -> Verdict {
+        Verdict {
+            reward: self.reward,
+            correct: self.correct,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// Verifier, one response after another on this thread (the actor runtime's
@@ -143,9 +153,13 @@ pub fn verify_all(verifier: &dyn Verifier, batch: RolloutBatch) -> Result<Scored
     let scores = batch
         .rollouts
         .iter()
-        .map(|r| {
-            let ex = &batch.plan.examples[r.group];
-            Score::of(verify_one(verifier, ex, &r.response_text), false)
+        .map(|r| match &r.episode {
+            // A multi-turn episode was scored by its environment.
+            Some(e) => e.score.clone(),
+            None => {
+                let ex = &batch.plan.examples[r.group];
+                Score::of(verify_one(verifier, ex, &r.response_text), false)
+            }
         })
         .collect();
     ScoredBatch::new(batch, scores)
@@ -427,6 +441,13 @@ pub fn sample_and_verify(
             timings: StageTimings::default(),
         };
         return ScoredBatch::new(empty, Vec::new());
+    }
+    if cfg.env.enabled() {
+        return Err(Error::config(
+            "env.kind",
+            "multi-turn episodes run in the actor runtime (`rlsd train` on one process), \
+             not in the sequential loop or data-parallel ranks",
+        ));
     }
     let t = Instant::now();
     let mut rolled = rollout(policy, plan, version, &cfg.rollout)?;

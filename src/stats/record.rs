@@ -39,9 +39,36 @@ pub struct ResponseRecord {
     /// `delta_t` (teacher minus student log-prob) per token, where a teacher scored.
     #[serde(default, with = "nan_opt_vec")]
     pub delta: Option<Vec<f32>>,
+    /// Per token, 1 where the model wrote it (trained) and 0 where an
+    /// environment did (a tool result or observation: no loss, no credit);
+    /// absent for a single-turn response, where every token is the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trained: Option<Vec<f32>>,
 }
 
 impl ResponseRecord {
+    /// The tokens for display: each run of untrained (environment) tokens
+    /// wrapped in `⟦ ⟧`.
+    pub fn display_tokens(&self) -> Vec<String> {
+        let Some(mask) = &self.trained else {
+            return self.tokens.clone();
+        };
+        let env = |j: usize| mask.get(j).is_some_and(|&m| m == 0.0);
+        let n = self.tokens.len();
+        (0..n)
+            .map(|j| {
+                let mut t = self.tokens[j].clone();
+                if env(j) && (j == 0 || !env(j - 1)) {
+                    t.insert(0, '⟦');
+                }
+                if env(j) && (j + 1 == n || !env(j + 1)) {
+                    t.push('⟧');
+                }
+                t
+            })
+            .collect()
+    }
+
     /// `w_t` per token, 1 where the algorithm has no weight.
     pub fn weights_or_ones(&self) -> Vec<f32> {
         self.weights
