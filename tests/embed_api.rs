@@ -43,7 +43,11 @@ fn a_stop_handle_ends_the_run_cleanly_with_a_final_checkpoint() {
         )
         .unwrap();
     assert!(stop.is_stopped());
-    assert!(!report.failed, "a requested stop is not a failure: {}", report.reason);
+    assert!(
+        !report.failed,
+        "a requested stop is not a failure: {}",
+        report.reason
+    );
     assert!(
         report.reason.contains("enough after step 2"),
         "{}",
@@ -54,7 +58,10 @@ fn a_stop_handle_ends_the_run_cleanly_with_a_final_checkpoint() {
     assert!((2..=3).contains(&last), "trained through step {last}");
     let ckpt = report.last_checkpoint.expect("a final checkpoint");
     let loaded = rlsd::checkpoint::load_checkpoint(&ckpt).unwrap();
-    assert_eq!(loaded.step, last, "the final checkpoint is the last committed step");
+    assert_eq!(
+        loaded.step, last,
+        "the final checkpoint is the last committed step"
+    );
 }
 
 #[test]

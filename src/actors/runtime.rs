@@ -19,9 +19,9 @@
 //! ```
 
 use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published, ReplicaSpec};
-use super::stop::StopHandle;
 use super::messages::SupervisorMsg;
 use super::shared::{Peers, RunEvent, Shared};
+use super::stop::StopHandle;
 use super::streams::ActorStreams;
 use super::supervisor::{Supervisor, Tree};
 use crate::config::RunConfig;
@@ -600,7 +600,10 @@ async fn drive(
         let ev = match signals.as_mut() {
             _ if !stop_asked && stop.as_ref().is_some_and(StopHandle::is_stopped) => {
                 stop_asked = true;
-                let reason = stop.as_ref().and_then(StopHandle::reason).unwrap_or_default();
+                let reason = stop
+                    .as_ref()
+                    .and_then(StopHandle::reason)
+                    .unwrap_or_default();
                 tracing::warn!("stop requested ({reason}): stopping after a final checkpoint");
                 let _ = sup.cast(SupervisorMsg::Shutdown(format!("stopped: {reason}")));
                 continue;

@@ -15,7 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use super::environment::{BoxFuture, Environment, Message, Opening, Outcome, Reply, Session, Started};
+use super::environment::{
+    BoxFuture, Environment, Message, Opening, Outcome, Reply, Session, Started,
+};
 use super::tool_call::ToolFormat;
 use crate::data::task::extract_answer;
 use crate::data::Example;
@@ -161,7 +163,9 @@ fn judge(answer: &str, turn: &str) -> Verdict {
 /// The value of one call: the `calculator` tool with a string `expression`.
 fn tool_result(name: &str, arguments: &serde_json::Value) -> std::result::Result<i64, String> {
     if name != CALCULATOR_TOOL {
-        return Err(format!("unknown tool `{name}`; the tool is `{CALCULATOR_TOOL}`"));
+        return Err(format!(
+            "unknown tool `{name}`; the tool is `{CALCULATOR_TOOL}`"
+        ));
     }
     let expr = arguments
         .get("expression")
@@ -328,11 +332,15 @@ mod tests {
             Reply::Continue(m) => assert!(m[0].content.starts_with("error: unknown tool")),
             other => panic!("{other:?}"),
         }
-        match rt.block_on(s.step("<tool_call>not json</tool_call>")).unwrap() {
+        match rt
+            .block_on(s.step("<tool_call>not json</tool_call>"))
+            .unwrap()
+        {
             Reply::Continue(m) => assert!(m[0].content.starts_with("error:"), "{m:?}"),
             other => panic!("{other:?}"),
         }
-        let ok = r#"<tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>"#;
+        let ok =
+            r#"<tool_call>{"name": "calculator", "arguments": {"expression": "1+1"}}</tool_call>"#;
         match rt.block_on(s.step(ok)).unwrap() {
             Reply::Done(o) => {
                 assert_eq!(o.verdict.reward, 0.0);

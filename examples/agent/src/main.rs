@@ -94,7 +94,7 @@ async fn main() -> Result<()> {
         [rollout]
         batch_prompts = 2
         group_size = 4
-        max_new_tokens = 24
+        max_new_tokens = 48
         [env]
         max_turns = 2
         turn_timeout_s = 10
@@ -115,9 +115,11 @@ async fn main() -> Result<()> {
         .environment(HigherLower)
         .stop_handle(stop.clone())
         .on_step_responses(move |s, responses| {
+            // An episode's record holds the whole trajectory after the
+            // prompt; `trained` is 0 on the environment's tokens (the hint).
             let hinted = responses
                 .iter()
-                .filter(|r| r.response.contains("Higher.") || r.response.contains("Lower."))
+                .filter(|r| r.trained.as_ref().is_some_and(|m| m.contains(&0.0)))
                 .count();
             *seen.lock().unwrap() += hinted;
             println!(
