@@ -243,3 +243,38 @@ async fn runs_inside_a_multi_thread_tokio_runtime() {
     let tmp = tempfile::tempdir().unwrap();
     train_and_save(tmp.path()).await;
 }
+
+/// `configs/agent.toml` trains through the episode path with the built-in
+/// calculator: every record is an episode scored by the environment, and
+/// the step logs the tool-call rate.
+#[test]
+fn the_agent_config_trains_calculator_episodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/agent.toml");
+    let mut set = tiny_run(tmp.path(), 1, 48);
+    set.push("rollout.group_size=2".into());
+    let cfg = RunConfig::load(Some(&path), &set).unwrap();
+    assert_eq!(cfg.env.kind, rlsd::config::EnvKind::BuiltinCalculator);
+    let seen: Arc<Mutex<Vec<ResponseRecord>>> = Arc::default();
+    let sink = seen.clone();
+    let report = rt()
+        .block_on(
+            Runtime::builder(cfg)
+                .on_step_responses(move |_, r| sink.lock().unwrap().extend_from_slice(r))
+                .run(),
+        )
+        .unwrap();
+    assert!(!report.failed, "{}", report.reason);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 4);
+    for r in seen.iter() {
+        // The environment's verdicts: a final answer judged, or the limits.
+        assert!(
+            ["answer", "no final answer", "turn limit", "more than"]
+                .iter()
+                .any(|w| r.reason.contains(w)),
+            "{}",
+            r.reason
+        );
+    }
+}
