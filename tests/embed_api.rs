@@ -253,7 +253,7 @@ fn the_agent_config_trains_calculator_episodes() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/agent.toml");
     let mut set = tiny_run(tmp.path(), 1, 48);
     set.push("rollout.group_size=2".into());
-    let cfg = RunConfig::load(Some(&path), &set).unwrap();
+    let cfg = RunConfig::load(Some(path.as_path()), &set).unwrap();
     assert_eq!(cfg.env.kind, rlsd::config::EnvKind::BuiltinCalculator);
     let seen: Arc<Mutex<Vec<ResponseRecord>>> = Arc::default();
     let sink = seen.clone();
