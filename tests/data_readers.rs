@@ -56,8 +56,12 @@ fn jsonl_good_rows() {
                 "\\frac{1}{2}",
                 "\\frac{1}{2}"
             ),
-            // CRLF line ending stripped, unknown columns ignored, Unicode kept
-            ex("q4", "Unicode: 5 \u{2212} 2 = ?", "3", "3"),
+            // CRLF line ending stripped, Unicode kept, other columns kept
+            // as JSON in `extra`
+            Example {
+                extra: [("extra".to_string(), serde_json::json!([1, 2]))].into(),
+                ..ex("q4", "Unicode: 5 \u{2212} 2 = ?", "3", "3")
+            },
         ]
     );
 }
