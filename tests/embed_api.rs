@@ -17,6 +17,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tiny_run::{rt, tiny_run, with, ByteSumMod3, FAST_LR};
 
+/// A step number and the records its callback received.
+type StepResponses = (u64, Vec<ResponseRecord>);
+
 fn config(out: &Path, steps: u64, more: &[&str]) -> RunConfig {
     RunConfig::load(None, &with(tiny_run(out, steps, 8), more)).unwrap()
 }
@@ -86,7 +89,7 @@ fn a_stop_before_the_run_starts_trains_at_most_one_step() {
 fn on_step_responses_gets_every_response_with_its_token_credit() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), 2, &["algo.algo=\"rlsd\"", FAST_LR]);
-    let seen: Arc<Mutex<Vec<(u64, Vec<ResponseRecord>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<StepResponses>>> = Arc::default();
     let sink = seen.clone();
     let report = rt()
         .block_on(
