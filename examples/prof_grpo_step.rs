@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
             answer: v["answer"].as_str().unwrap_or("").into(),
             privileged: String::new(),
             context: vec![],
+            extra: Default::default(),
         };
         let ids = student_prompt_ids(tok, &ex)?;
         for _ in 0..8 {

@@ -73,7 +73,10 @@
 //!   [`pretrain`], [`train`], [`pipeline`], [`observe`], [`run`], [`actors`],
 //!   [`distributed`], [`commands`]: as in the layer table above.
 //!
-//! The embedding API: [`actors::Runtime`] (`Runtime::builder(cfg)`),
+//! The embedding API: [`actors::Runtime`] (`Runtime::builder(cfg)`; stop it
+//! from code with [`actors::StopHandle`], every response in
+//! `on_step_responses`, the final weights as a Hugging Face folder with
+//! `RunReport::save_pretrained`; docs/AGENTS.md),
 //! [`verify::Verifier`], [`policy::Policy`], [`run::PromptSource`] (also at
 //! `actors::PromptSource`) and [`stats::StepStats`].
 //!

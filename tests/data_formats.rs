@@ -149,16 +149,33 @@ fn verl_parquet_is_detected_and_read_through_nested_columns() {
     let path = tmp.path().join("train.parquet");
     write_verl_parquet(&path);
     let got = load(&path, |_| {}).unwrap();
+    // The other columns travel with each example (`Example::extra`), nested
+    // ones whole, for verifiers and environments.
+    let extra = |answer: &str, index: i64| {
+        serde_json::from_value(serde_json::json!({
+            "data_source": "arith",
+            "ability": "math",
+            "reward_model": {"ground_truth": answer, "style": "rule"},
+            "extra_info": {"index": index, "split": "train"},
+        }))
+        .unwrap()
+    };
     assert_eq!(
         got,
         vec![
-            ex(
-                "10",
-                "What is 2+3?",
-                "5",
-                vec![ChatMessage::new("system", "You are terse.")]
-            ),
-            ex("11", "What is 4+4?", "8", vec![]),
+            Example {
+                extra: extra("5", 10),
+                ..ex(
+                    "10",
+                    "What is 2+3?",
+                    "5",
+                    vec![ChatMessage::new("system", "You are terse.")]
+                )
+            },
+            Example {
+                extra: extra("8", 11),
+                ..ex("11", "What is 4+4?", "8", vec![])
+            },
         ]
     );
     // Saying `verl` gives the same; saying `plain` looks for `answer` and

@@ -21,6 +21,7 @@ fn ex(id: &str, prompt: &str, answer: &str, privileged: &str) -> Example {
         answer: answer.into(),
         privileged: privileged.into(),
         context: Vec::new(),
+        extra: Default::default(),
     }
 }
 
@@ -55,8 +56,12 @@ fn jsonl_good_rows() {
                 "\\frac{1}{2}",
                 "\\frac{1}{2}"
             ),
-            // CRLF line ending stripped, unknown columns ignored, Unicode kept
-            ex("q4", "Unicode: 5 \u{2212} 2 = ?", "3", "3"),
+            // CRLF line ending stripped, Unicode kept, other columns kept
+            // as JSON in `extra`
+            Example {
+                extra: [("extra".to_string(), serde_json::json!([1, 2]))].into(),
+                ..ex("q4", "Unicode: 5 \u{2212} 2 = ?", "3", "3")
+            },
         ]
     );
 }

@@ -186,6 +186,7 @@ fn example(prompt: &str, privileged: &str) -> Example {
         answer: "gold".into(),
         privileged: privileged.into(),
         context: Vec::new(),
+        extra: Default::default(),
     }
 }
 

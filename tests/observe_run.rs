@@ -261,6 +261,7 @@ fn hand_batch() -> (CreditBatch, TrainBatch, AlgoConfig) {
             answer: "2".into(),
             privileged: "2".into(),
             context: Vec::new(),
+            extra: Default::default(),
         }],
         serde_json::Value::Null,
     );

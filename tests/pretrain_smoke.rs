@@ -153,6 +153,7 @@ fn student_and_teacher_prompt_ids_go_through_the_chat_template() {
         answer: "3".into(),
         privileged: "3".into(),
         context: Vec::new(),
+        extra: Default::default(),
     };
     let student = student_prompt_ids(&tok, &example).unwrap();
     assert_eq!(

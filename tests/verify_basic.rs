@@ -16,6 +16,7 @@ fn ex(answer: &str) -> Example {
         answer: answer.into(),
         privileged: answer.into(),
         context: Vec::new(),
+        extra: Default::default(),
     }
 }
 
@@ -292,6 +293,7 @@ fn choice_answers_use_the_options_in_the_prompt() {
         answer: answer.into(),
         privileged: answer.into(),
         context: Vec::new(),
+        extra: Default::default(),
     };
     // Gold letter, response gives the content.
     assert!(v.verify(&mc("C"), "6 * 3 = 18").correct);

@@ -20,6 +20,7 @@ fn example() -> Example {
         answer: "42".into(),
         privileged: "42".into(),
         context: Vec::new(),
+        extra: Default::default(),
     }
 }
 

@@ -33,6 +33,7 @@ pub mod runtime;
 pub mod sampler;
 pub mod scheduler;
 pub mod shared;
+pub mod stop;
 pub mod streams;
 pub mod supervisor;
 pub mod teacher;
@@ -40,4 +41,5 @@ pub mod verifier;
 
 pub use crate::fault::{FaultPlan, Role};
 pub use crate::run::source::PromptSource;
-pub use runtime::{RunReport, Runtime};
+pub use runtime::{RunReport, Runtime, RuntimeBuilder};
+pub use stop::StopHandle;

@@ -222,12 +222,16 @@ fn publish(st: &mut OptimizerState, done: Committed) -> bool {
     let shared = st.args.shared.clone();
     let Committed {
         published,
-        stats,
+        mut stats,
         diverged,
         ..
     } = done;
     st.args.board.publish(published.clone());
-    shared.emit(RunEvent::Step(Box::new(stats.clone())));
+    // Every response's record goes to the run loop only, never copied.
+    let responses = std::mem::take(&mut stats.responses);
+    let mut to_run = stats.clone();
+    to_run.responses = responses;
+    shared.emit(RunEvent::Step(Box::new(to_run)));
     shared.send(
         |p| p.sampler.clone(),
         SamplerMsg::Committed(published.clone()),
@@ -335,6 +339,15 @@ fn train_and_commit(
         c.trainer.policy.tokenizer.as_ref(),
         cfg.observe.completions_per_step,
     );
+    if shared.record_responses {
+        stats.responses = crate::pipeline::sample_completions(
+            batch,
+            &tb,
+            &cfg.algo,
+            c.trainer.policy.tokenizer.as_ref(),
+            usize::MAX,
+        );
+    }
     stats.timings.train_s = t0.elapsed().as_secs_f64() - validation_s;
     stats.timings.idle_s = idle_s;
     // ... and after every `validation.every` steps, on the new weights.
@@ -358,7 +371,10 @@ fn train_and_commit(
     // Commit: everything of step `next` together.
     let plan = batch.plan();
     let ids = plan.examples.iter().map(|e| e.id.clone()).collect();
+    // The kept copy (re-issues, checkpoints) has no per-response records.
+    let responses = std::mem::take(&mut stats.responses);
     c.commit(next, plan.cursor_after.clone(), ids, stats.clone(), teacher);
+    stats.responses = responses;
     let published = Arc::new(Published {
         step: next,
         cursor: c.cursor.clone(),

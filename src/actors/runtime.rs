@@ -1,5 +1,9 @@
 //! The embedding API: build a run from a config plus your own verifier and
-//! prompt source, run it, and receive every step's [`StepStats`].
+//! prompt source, run it, and receive every step's [`StepStats`] (and, if
+//! asked, every response with its credit); stop it from code with a
+//! [`StopHandle`]; write the final weights as a Hugging Face folder
+//! ([`RunReport::save_pretrained`]). `run()` is a future any tokio runtime
+//! can drive, current-thread included.
 //!
 //! ```no_run
 //! # async fn demo() -> rlsd::Result<()> {
@@ -17,6 +21,7 @@
 use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published, ReplicaSpec};
 use super::messages::SupervisorMsg;
 use super::shared::{Peers, RunEvent, Shared, StopFlag};
+use super::stop::StopHandle;
 use super::streams::ActorStreams;
 use super::supervisor::{Supervisor, Tree};
 use crate::config::RunConfig;
@@ -30,16 +35,16 @@ use crate::model::{LoadedModel, WeightSnapshot};
 use crate::pipeline::env_config::build_environment;
 use crate::pipeline::multi_turn::EnvRuntime;
 use crate::run::folder::{prepare_fresh, resolve_resume, RunLock};
-use crate::run::record::{StepCallback, StepRecorder};
+use crate::run::record::{ResponsesCallback, StepCallback, StepRecorder};
 use crate::run::resume::{check_same_shape, refill_metrics, Resumed};
 use crate::run::source::PromptSource;
-use crate::stats::StepStats;
+use crate::stats::{ResponseRecord, StepStats};
 use crate::train::Trainer;
 use crate::verify::{build_verifier, Verifier};
 use parking_lot::{Mutex, RwLock};
 use ractor::Actor;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Entry point of the embedding API.
@@ -56,6 +61,8 @@ impl Runtime {
             policy: None,
             environment: None,
             on_step: None,
+            on_responses: None,
+            stop: None,
             resume: None,
             ctrl_c: false,
             overwrite: false,
@@ -71,6 +78,8 @@ pub struct RuntimeBuilder {
     policy: Option<LoadedModel>,
     environment: Option<Arc<dyn Environment>>,
     on_step: Option<StepCallback>,
+    on_responses: Option<ResponsesCallback>,
+    stop: Option<StopHandle>,
     resume: Option<PathBuf>,
     ctrl_c: bool,
     overwrite: bool,
@@ -101,6 +110,36 @@ pub struct RunReport {
     pub final_weights: WeightSnapshot,
     /// Example ids trained at each step, in order (each step exactly once).
     pub trained: Vec<(u64, Vec<String>)>,
+    /// How to rebuild the policy around `final_weights` (architecture,
+    /// dtype, tokenizer, LoRA), on the CPU.
+    model: ReplicaSpec,
+}
+
+impl RunReport {
+    /// The final policy as a model on the CPU: the trained weights in the
+    /// run's architecture, dtype and tokenizer, with its LoRA adapters
+    /// attached (unmerged) when it trained some.
+    pub fn final_model(&self) -> Result<LoadedModel> {
+        let spec = &self.model;
+        let mut m = LoadedModel::empty(spec.config.clone(), tch::Device::Cpu)?;
+        m.vs.set_kind(spec.kind);
+        m.tokenizer = spec.tokenizer.clone();
+        if let Some(lora) = &spec.lora {
+            m.attach_lora(lora)?;
+        }
+        m.load_snapshot(&self.final_weights)?;
+        Ok(m)
+    }
+
+    /// Write the final weights as a Hugging Face folder (`config.json`,
+    /// `generation_config.json`, `model.safetensors`, tokenizer files; peft's
+    /// adapter files next to the base weights for a LoRA run) that
+    /// `transformers` and `rlsd --model DIR` load. Files are renamed into
+    /// place one by one (`LoadedModel::save`). To fold LoRA adapters in
+    /// first: `let mut m = report.final_model()?; m.merge_lora()?; m.save(dir)?`.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<()> {
+        self.final_model()?.save(dir.as_ref())
+    }
 }
 
 impl RuntimeBuilder {
@@ -133,6 +172,28 @@ impl RuntimeBuilder {
     /// Called with every step's stats, in step order.
     pub fn on_step(mut self, f: impl FnMut(&StepStats) + Send + 'static) -> Self {
         self.on_step = Some(Box::new(f));
+        self
+    }
+
+    /// Called with every step's stats and all of the step's responses, in
+    /// step order (after `on_step`): per response its prompt, text, token
+    /// ids, reward and verdict, advantage and per-token credit (`Ahat_t`,
+    /// and `w_t`, `delta_t` where the algorithm has them), as the completions
+    /// log records them ([`crate::pipeline::sample_completions`]). Costs a
+    /// decode of every response token per step, so only asked-for runs pay it.
+    pub fn on_step_responses(
+        mut self,
+        f: impl FnMut(&StepStats, &[ResponseRecord]) + Send + 'static,
+    ) -> Self {
+        self.on_responses = Some(Box::new(f));
+        self
+    }
+
+    /// Stop the run cleanly when `handle` (or a clone) is used: as the first
+    /// SIGTERM does, with a final checkpoint and a report that is not
+    /// `failed` ([`StopHandle`]).
+    pub fn stop_handle(mut self, handle: StopHandle) -> Self {
+        self.stop = Some(handle);
         self
     }
 
@@ -172,6 +233,8 @@ impl RuntimeBuilder {
             policy,
             environment,
             on_step,
+            on_responses,
+            stop,
             resume,
             ctrl_c,
             overwrite,
@@ -186,9 +249,11 @@ impl RuntimeBuilder {
         if let Some(report) = start.nothing_to_train(&cfg)? {
             return Ok(report);
         }
-        let (tree, events) = build_tree(cfg, &start, parts)?;
-        let recorder = open_recorder(&tree.shared.cfg, &start, on_step)?;
-        let ended = drive((tree, events), recorder, ctrl_c).await?;
+        let record_responses = on_responses.is_some();
+        let (tree, events) = build_tree(cfg, &start, parts, record_responses)?;
+        let mut recorder = open_recorder(&tree.shared.cfg, &start, on_step)?;
+        recorder.on_responses = on_responses;
+        let ended = drive((tree, events), recorder, ctrl_c, stop).await?;
         report(ended)
     }
 }
@@ -293,6 +358,7 @@ impl Start {
             last_checkpoint: Some(dir),
             final_weights: policy.snapshot(start_step)?,
             trained: Vec::new(),
+            model: ReplicaSpec::of(&policy, tch::Device::Cpu),
         }))
     }
 }
@@ -405,7 +471,12 @@ fn optimizer_commit(
 /// Build the supervised tree's kept arguments: the verifier, the prompt
 /// source, the optimizer's state and first commit, the replicas' specs, the
 /// held-out prompts and the actors' streams.
-fn build_tree(cfg: RunConfig, start: &Start, parts: Parts) -> Result<(Arc<Tree>, RunEvents)> {
+fn build_tree(
+    cfg: RunConfig,
+    start: &Start,
+    parts: Parts,
+    record_responses: bool,
+) -> Result<(Arc<Tree>, RunEvents)> {
     let verifier = verifier_of(&cfg, parts.verifier)?;
     let mut source = match parts.source {
         Some(s) => s,
@@ -455,6 +526,7 @@ fn build_tree(cfg: RunConfig, start: &Start, parts: Parts) -> Result<(Arc<Tree>,
             events: tx,
             stop: StopFlag::default(),
             cfg,
+            record_responses,
         }),
         source: Arc::new(Mutex::new(source)),
         optimizer: Arc::new(Mutex::new(commit)),
@@ -507,6 +579,7 @@ fn open_recorder(
         metrics,
         observer: crate::observe::Observer::open(cfg, start_step)?,
         on_step,
+        on_responses: None,
         steps: Vec::new(),
         write_error: None,
     })
@@ -522,11 +595,13 @@ struct Ended {
 }
 
 /// Start the supervisor and record its events until the run finishes (a
-/// first signal asks for a clean stop, a second exits at once).
+/// first signal, or the stop handle, asks for a clean stop; a second signal
+/// exits at once).
 async fn drive(
     (tree, mut rx): (Arc<Tree>, RunEvents),
     mut recorder: StepRecorder,
     ctrl_c: bool,
+    stop: Option<StopHandle>,
 ) -> Result<(Arc<Tree>, Ended)> {
     let mut signals = if ctrl_c { Some(Signals::new()?) } else { None };
     let (sup, handle) = Actor::spawn(None, Supervisor, tree.clone())
@@ -537,10 +612,24 @@ async fn drive(
     let mut last_checkpoint = None;
     let mut restarts: HashMap<Role, u32> = HashMap::new();
     let mut interrupted = false;
+    let mut stop_asked = false;
     let (failed, reason) = loop {
         let ev = match signals.as_mut() {
+            _ if !stop_asked && stop.as_ref().is_some_and(StopHandle::is_stopped) => {
+                stop_asked = true;
+                let reason = stop
+                    .as_ref()
+                    .and_then(StopHandle::reason)
+                    .unwrap_or_default();
+                tracing::warn!("stop requested ({reason}): stopping after a final checkpoint");
+                // As a signal: at once, not behind the mailboxes' batches.
+                tree.shared.request_stop();
+                let _ = sup.cast(SupervisorMsg::Shutdown(format!("stopped: {reason}")));
+                continue;
+            }
             Some(sig) => tokio::select! {
                 ev = rx.recv() => ev,
+                _ = wait_stop(stop.as_ref(), stop_asked) => continue,
                 name = sig.next() => {
                     if interrupted {
                         eprintln!("rlsd: second {name}: exiting at once without a checkpoint");
@@ -558,7 +647,10 @@ async fn drive(
                     continue;
                 }
             },
-            None => rx.recv().await,
+            None => tokio::select! {
+                ev = rx.recv() => ev,
+                _ = wait_stop(stop.as_ref(), stop_asked) => continue,
+            },
         };
         match ev {
             Some(RunEvent::Step(stats)) => {
@@ -633,7 +725,21 @@ fn report((tree, ended): (Arc<Tree>, Ended)) -> Result<RunReport> {
         last_checkpoint: ended.last_checkpoint,
         final_weights,
         trained,
+        model: ReplicaSpec {
+            device: tch::Device::Cpu,
+            ..tree.sampler.clone()
+        },
     })
+}
+
+/// Until `stop` is used (never when there is none, or it was already acted on).
+async fn wait_stop(stop: Option<&StopHandle>, acted_on: bool) {
+    match stop {
+        Some(h) if !acted_on => {
+            h.stopped().await;
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// SIGINT and SIGTERM as one stream.

@@ -65,6 +65,9 @@ pub struct Shared {
     pub peers: RwLock<Peers>,
     /// Events for the run loop.
     pub events: UnboundedSender<RunEvent>,
+    /// Whether each step's stats carry every response's record
+    /// (`StepStats::responses`: the embedding program's `on_step_responses`).
+    pub record_responses: bool,
     /// Set the moment a stop is requested (a signal, a failed metrics
     /// write): read by the scheduler before it issues a plan and by the
     /// optimizer before it trains one, so nothing queued behind the request

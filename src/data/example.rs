@@ -2,6 +2,7 @@
 
 use crate::model::ChatMessage;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A prompt with its gold answer, as read from a dataset or made by a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,11 @@ pub struct Example {
     /// both see them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context: Vec<ChatMessage>,
+    /// The dataset row's other top-level columns (a code task's `tests`, a
+    /// veRL row's `extra_info`), as JSON, for verifiers, rewards and
+    /// environments; empty for the built-in task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 impl Example {
@@ -35,6 +41,24 @@ impl Example {
             answer: answer.into(),
             privileged: privileged.into(),
             context: Vec::new(),
+            extra: BTreeMap::new(),
         }
+    }
+
+    /// An extra column of the dataset row (`None` when the row has none).
+    pub fn extra(&self, column: &str) -> Option<&serde_json::Value> {
+        self.extra.get(column)
+    }
+
+    /// The example as the worker protocol sends it (docs/AGENTS.md):
+    /// `{id, prompt, answer, privileged, extra}`.
+    pub fn protocol_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "prompt": self.prompt,
+            "answer": self.answer,
+            "privileged": self.privileged,
+            "extra": self.extra,
+        })
     }
 }

@@ -73,7 +73,7 @@ fn json_cell(value: &Value) -> Cell {
                 .map(|(k, v)| (k.clone(), json_cell(v)))
                 .collect(),
         ),
-        Value::Bool(_) => Cell::Other("boolean"),
+        Value::Bool(b) => Cell::Bool(*b),
     }
 }
 

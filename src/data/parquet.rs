@@ -113,7 +113,7 @@ fn cell(field: &Field) -> Cell {
             .unwrap_or(Cell::Other("unsigned 64-bit integer")),
         Field::Float(v) => Cell::Float(f64::from(*v)),
         Field::Double(v) => Cell::Float(*v),
-        Field::Bool(_) => Cell::Other("boolean"),
+        Field::Bool(b) => Cell::Bool(*b),
         Field::Group(row) => Cell::Struct(
             row.get_column_iter()
                 .map(|(name, f)| (name.clone(), cell(f)))

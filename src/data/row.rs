@@ -6,7 +6,8 @@
 //! messages, the answer a string, a number or a message list (its last
 //! message), the id a string or an integer, the privileged text a string
 //! (absent or null means "use the answer"). Column names may be dotted paths
-//! into nested columns (`reward_model.ground_truth`).
+//! into nested columns (`reward_model.ground_truth`). Every other top-level
+//! column travels with the example as JSON ([`Example::extra`]).
 
 use super::config::Columns;
 use super::Example;
@@ -32,6 +33,8 @@ pub(crate) enum Cell {
     Int(i64),
     /// A floating-point number.
     Float(f64),
+    /// A boolean.
+    Bool(bool),
     /// Bytes that are not valid UTF-8 (kept for the error message).
     BadUtf8(String),
     /// A list (JSON array, Parquet LIST).
@@ -50,10 +53,32 @@ impl Cell {
             Cell::Str(_) => "string",
             Cell::Int(_) => "integer",
             Cell::Float(_) => "number",
+            Cell::Bool(_) => "boolean",
             Cell::BadUtf8(_) => "bytes",
             Cell::List(_) => "list",
             Cell::Struct(_) => "struct",
             Cell::Other(t) => t,
+        }
+    }
+
+    /// The cell as JSON, for [`Example::extra`]: a missing cell, bytes that
+    /// are not UTF-8, a map or any other type without a JSON form is `null`,
+    /// as is a non-finite number.
+    fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Cell::Str(s) => Value::String(s.clone()),
+            Cell::Int(i) => Value::from(*i),
+            Cell::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Cell::Bool(b) => Value::Bool(*b),
+            Cell::List(items) => Value::Array(items.iter().map(Cell::to_json).collect()),
+            Cell::Struct(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(n, c)| (n.clone(), c.to_json()))
+                    .collect(),
+            ),
+            Cell::Missing | Cell::Null | Cell::BadUtf8(_) | Cell::Other(_) => Value::Null,
         }
     }
 
@@ -250,7 +275,27 @@ pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> 
         answer,
         privileged,
         context,
+        extra: extra_columns(columns, row),
     })
+}
+
+/// The row's top-level columns other than the four the example is made of
+/// (a nested column such as veRL's `reward_model` is kept whole), as JSON.
+fn extra_columns(
+    columns: &Columns,
+    row: &RawRow,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let used = [
+        &columns.prompt,
+        &columns.answer,
+        &columns.privileged,
+        &columns.id,
+    ];
+    row.cells
+        .iter()
+        .filter(|(name, _)| !used.contains(&name))
+        .map(|(name, cell)| (name.clone(), cell.to_json()))
+        .collect()
 }
 
 /// Chat messages from a list cell: each item a struct with string `role` and

@@ -160,6 +160,7 @@ impl Problem {
             answer: self.answer.to_string(),
             privileged: self.privileged(privileged),
             context: Vec::new(),
+            extra: Default::default(),
         }
     }
 

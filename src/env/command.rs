@@ -4,7 +4,7 @@
 //! docs/AGENTS.md, with a complete Python example in examples/python_env/):
 //!
 //! - `{"type": "start", "episode": n, "example": {"id", "prompt", "answer",
-//!   "privileged"}}` -> `{"messages": [...], "tools": [...], "privileged": str?}`
+//!   "privileged", "extra"}}` -> `{"messages": [...], "tools": [...], "privileged": str?}`
 //! - `{"type": "step", "episode": n, "turn": "<model text>"}` ->
 //!   `{"messages": [...]}` to go on, or `{"done": true, "reward": x,
 //!   "correct": bool?, "reason": str?, "components": {name: x}?}` to end
@@ -133,15 +133,7 @@ impl Environment for CommandEnvironment {
         Box::pin(async move {
             let episode = self.next_episode.fetch_add(1, Ordering::Relaxed);
             let mut req = request("start", episode);
-            req.insert(
-                "example".into(),
-                serde_json::json!({
-                    "id": example.id,
-                    "prompt": example.prompt,
-                    "answer": example.answer,
-                    "privileged": example.privileged,
-                }),
-            );
+            req.insert("example".into(), example.protocol_json());
             let v = call(&self.worker, req).await?;
             let tools = match v.get("tools") {
                 None => Vec::new(),

@@ -15,8 +15,10 @@
 //! - [`crate::worker`]: long-lived JSON-lines worker processes (many requests in
 //!   flight, restart on crash, per-request timeout).
 //! - [`command`]: an environment served by such a process.
+//! - [`calculator`]: the built-in agent task's calculator tool, in Rust.
 
 pub mod assemble;
+pub mod calculator;
 pub mod chat;
 pub mod command;
 pub mod environment;
@@ -26,6 +28,7 @@ pub mod tool_call;
 
 pub use crate::worker::{Worker, WorkerConfig, WorkerError};
 pub use assemble::{EpisodeBuilder, SampledTurn};
+pub use calculator::CalculatorEnvironment;
 pub use command::CommandEnvironment;
 pub use environment::{
     play_text, step_with_timeout, with_timeout, BoxFuture, EnvCounters, Environment, Message,

@@ -65,6 +65,7 @@ impl Inspection {
                         answer: s.answer.clone(),
                         privileged: String::new(),
                         context: Vec::new(),
+                        extra: Default::default(),
                     });
                     groups.len() - 1
                 }

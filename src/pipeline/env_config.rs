@@ -1,5 +1,6 @@
 //! The environment an `[env]` section names.
 
+use crate::env::calculator::CalculatorEnvironment;
 use crate::config::{EnvConfig, EnvKind, EnvToolFormat};
 use crate::env::{CommandEnvironment, Environment, ToolFormat};
 use crate::error::{Error, Result};
@@ -22,11 +23,10 @@ pub fn build_environment(cfg: &EnvConfig) -> Result<Option<Arc<dyn Environment>>
             };
             Ok(Some(Arc::new(CommandEnvironment::new(worker, "env")?)))
         }
-        EnvKind::BuiltinCalculator => Err(Error::config(
-            "env.kind",
-            "\"builtin-calculator\" is the built-in agent task, not part of this build yet; \
-             use \"command\" with examples/python_env/calculator_env.py",
-        )),
+        EnvKind::BuiltinCalculator => Ok(Some(Arc::new(CalculatorEnvironment {
+            format: tool_format(cfg.tool_format),
+            ..CalculatorEnvironment::default()
+        }))),
     }
 }
 
@@ -85,7 +85,6 @@ mod tests {
             kind: EnvKind::BuiltinCalculator,
             ..EnvConfig::default()
         };
-        let e = build_environment(&calc).err().unwrap().to_string();
-        assert!(e.contains("env.kind"), "{e}");
+        assert!(build_environment(&calc).unwrap().is_some());
     }
 }

@@ -62,6 +62,7 @@ mod tests {
             answer: privileged.into(),
             privileged: privileged.into(),
             context: Vec::new(),
+            extra: Default::default(),
         }
     }
 

@@ -2,10 +2,14 @@
 
 use crate::error::Result;
 use crate::metrics::MetricsWriter;
-use crate::stats::StepStats;
+use crate::stats::{ResponseRecord, StepStats};
 
 /// The embedding program's per-step callback ([`crate::actors::runtime::RuntimeBuilder::on_step`]).
 pub type StepCallback = Box<dyn FnMut(&StepStats) + Send>;
+
+/// The embedding program's per-step callback with every response of the
+/// step ([`crate::actors::runtime::RuntimeBuilder::on_step_responses`]).
+pub type ResponsesCallback = Box<dyn FnMut(&StepStats, &[ResponseRecord]) + Send>;
 
 /// Where every committed step's [`StepStats`] goes, in step order, exactly
 /// once: the metrics log, the caller's `on_step`, and the report.
@@ -16,6 +20,8 @@ pub struct StepRecorder {
     pub observer: crate::observe::Observer,
     /// The embedding program's callback.
     pub on_step: Option<StepCallback>,
+    /// Its callback with the step's responses (`StepStats::responses`).
+    pub on_responses: Option<ResponsesCallback>,
     /// Every step recorded, in order.
     pub steps: Vec<StepStats>,
     /// The first failed write of a step's record; nothing is recorded after
@@ -25,7 +31,7 @@ pub struct StepRecorder {
 
 impl StepRecorder {
     /// Record one committed step (the one place that does).
-    pub fn record(&mut self, stats: StepStats) -> Result<()> {
+    pub fn record(&mut self, mut stats: StepStats) -> Result<()> {
         if self.write_error.is_some() || self.steps.last().is_some_and(|l| l.step >= stats.step) {
             return Ok(()); // already recorded, or recording has stopped
         }
@@ -37,8 +43,13 @@ impl StepRecorder {
             self.write_error = Some(format!("could not record step {}: {e}", stats.step));
             return Err(e);
         }
+        // The responses go to their callback only, not into the report.
+        let responses = std::mem::take(&mut stats.responses);
         if let Some(f) = self.on_step.as_mut() {
             f(&stats);
+        }
+        if let Some(f) = self.on_responses.as_mut() {
+            f(&stats, &responses);
         }
         self.steps.push(stats);
         crate::malloc::trim();

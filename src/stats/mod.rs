@@ -169,6 +169,12 @@ pub struct StepStats {
     /// not in `metrics.jsonl`).
     #[serde(skip)]
     pub completions: Vec<ResponseRecord>,
+    /// Every response of the step with its token credit, filled only when
+    /// the embedding program asked for them
+    /// (`RuntimeBuilder::on_step_responses`); handed to its callback and
+    /// then dropped, never kept in the report or written to a log.
+    #[serde(skip)]
+    pub responses: Vec<ResponseRecord>,
     /// Validations run with this step: after it, and before training on step 1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation: Vec<ValidationStats>,

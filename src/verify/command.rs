@@ -2,7 +2,8 @@
 //!
 //! Protocol (one process per response, documented in docs/VERIFIERS.md):
 //! stdin receives one JSON object
-//! `{"id", "prompt", "answer", "privileged", "response"}` and is then closed;
+//! `{"id", "prompt", "answer", "privileged", "extra", "response"}` (`extra`:
+//! the dataset row's other columns) and is then closed;
 //! the process writes one JSON object `{"reward": <number>, "correct": <bool,
 //! optional>, "reason": <string, optional>}` to stdout and exits 0. A failure
 //! to start, a non-zero exit, a reply that is not such JSON, a non-finite
@@ -12,7 +13,7 @@
 //! With `worker = true` one long-lived process serves every response over
 //! JSON lines instead (`crate::worker`; protocol in docs/AGENTS.md):
 //! each request is `{"id", "type": "verify", "example": {"id", "prompt",
-//! "answer", "privileged"}, "response"}` and the reply carries the same
+//! "answer", "privileged", "extra"}, "response"}` and the reply carries the same
 //! `reward` / `correct` / `reason` fields. A crash or a timeout scores the
 //! requests in flight 0 and the worker is restarted.
 
@@ -199,15 +200,7 @@ fn kill(child: &mut Child) {
 fn worker_request(example: &Example, response: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     m.insert("type".into(), "verify".into());
-    m.insert(
-        "example".into(),
-        serde_json::json!({
-            "id": example.id,
-            "prompt": example.prompt,
-            "answer": example.answer,
-            "privileged": example.privileged,
-        }),
-    );
+    m.insert("example".into(), example.protocol_json());
     m.insert("response".into(), response.into());
     m
 }
@@ -292,13 +285,8 @@ impl Verifier for CommandVerifier {
         if let Some(w) = &self.worker {
             return worker_verdict(w.call_blocking(worker_request(example, response)));
         }
-        let input = serde_json::json!({
-            "id": example.id,
-            "prompt": example.prompt,
-            "answer": example.answer,
-            "privileged": example.privileged,
-            "response": response,
-        });
+        let mut input = example.protocol_json();
+        input["response"] = response.into();
         self.run(input.to_string())
     }
 }

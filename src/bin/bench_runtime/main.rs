@@ -112,6 +112,7 @@ impl BenchPrompts {
                 privileged: answer.clone(),
                 answer,
                 context: Vec::new(),
+                extra: Default::default(),
             });
         }
         anyhow::ensure!(!examples.is_empty(), "{} has no prompts", path.display());
