@@ -119,12 +119,21 @@ impl Frozen {
         Ok(())
     }
 
-    /// Copy these weights into `model` (casting kind and device), on the
-    /// calling thread's current stream, after the copy that made them.
+    /// Give `model` these weights, on the calling thread's current stream,
+    /// after the copy that made them: in host memory of the model's dtype the
+    /// model shares the frozen tensors (no copy: `model::snapshot_share`);
+    /// otherwise they are copied (casting kind and device), into fresh
+    /// storage for a host model (which may share an older snapshot).
     pub fn load_into(&self, model: &mut LoadedModel) -> Result<()> {
         let snap = self.snapshot.lock();
         self.order_reads(&snap, &[model.vs.device()])?;
-        model.load_snapshot(&snap)
+        if !self.ready.is_cuda() && model.can_share(&snap) {
+            model.share_snapshot(&snap)
+        } else if model.vs.device() == Device::Cpu {
+            model.replace_snapshot(&snap)
+        } else {
+            model.load_snapshot(&snap)
+        }
     }
 
     /// Run `f` on the tensors (for checkpoints), after the copy that made them.
@@ -295,13 +304,20 @@ impl ReplicaSpec {
     }
 }
 
-/// A host-memory copy of `snap` (the teacher weights the optimizer keeps for
-/// restarts and checkpoints need not take accelerator memory).
-pub fn cpu_copy(snap: &WeightSnapshot) -> Result<WeightSnapshot> {
+/// `snap` in host memory (the teacher weights the optimizer keeps for
+/// restarts and checkpoints need not take accelerator memory): host tensors
+/// are kept as they are (a snapshot is already a private copy), others copied.
+pub fn cpu_copy(snap: WeightSnapshot) -> Result<WeightSnapshot> {
     let tensors = snap
         .tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.f_to_device(Device::Cpu)?.f_detach_copy()?)))
+        .into_iter()
+        .map(|(n, t)| {
+            if t.device() == Device::Cpu {
+                Ok((n, t))
+            } else {
+                Ok((n, t.f_to_device(Device::Cpu)?.f_detach_copy()?))
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(WeightSnapshot {
         version: snap.version,

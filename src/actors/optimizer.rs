@@ -345,7 +345,7 @@ fn train_and_commit(
             .teacher_sync_interval(cfg.runtime.teacher_sync_interval)
         == 0
     {
-        Some(Frozen::new(cpu_copy(&c.trainer.policy.snapshot(next)?)?))
+        Some(Frozen::new(cpu_copy(c.trainer.policy.snapshot(next)?)?))
     } else {
         None
     };

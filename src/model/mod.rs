@@ -33,6 +33,7 @@ pub mod random;
 pub mod sampling;
 pub mod shared;
 pub mod snapshot;
+mod snapshot_share;
 pub mod support;
 pub mod tokenizer;
 pub mod transformer;
