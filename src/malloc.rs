@@ -24,10 +24,9 @@
 //! after the last trim: a long run's resident size creeps by at most that
 //! much between trims (fragmentation made it grow without bound before
 //! trimming existed), and steady steps do not fault their whole working set
-//! in again. The bound was a quarter until 2026-12-07: the default run's
-//! heap then filled with free fragments at about 1 MB a step and its
-//! resident size saw-toothed between ~750 and ~990 MB (each trim handed
-//! 50-240 MB back), +30% over step 100; docs/benchmarks/recovery.md.
+//! in again. The bound was a quarter until 2026-12-07: that let free
+//! fragments reach a quarter of the resident size before a trim (the
+//! default run's creep itself was MKL's, below; docs/benchmarks/recovery.md).
 //!
 //! Intel MKL (inside libtorch's CPU library, for float32 matrix products)
 //! keeps its own pool of work buffers per thread that calls it and did not

@@ -650,6 +650,13 @@ mod tests {
         cfg.rollout.batch_prompts = 8;
         cfg.rollout.group_size = 8;
         cfg.rollout.max_new_tokens = 512;
+        for d in [
+            &mut cfg.runtime.sampler_device,
+            &mut cfg.runtime.teacher_device,
+            &mut cfg.runtime.optimizer_device,
+        ] {
+            *d = "cpu".into();
+        }
         let p = plan(&cfg, &model, 32).unwrap();
         let s = sampler(&p);
         assert_eq!(bytes(s, "weights (shared)"), 0.0);

@@ -53,7 +53,9 @@ impl LoadedModel {
     /// that shared an older snapshot's memory never writes into it.
     pub fn replace_snapshot(&mut self, snap: &WeightSnapshot) -> Result<()> {
         let (kind, device) = (self.lm.kind(), self.vs.device());
-        self.set_parameters(snap, |t| Ok(t.f_to_device(device)?.f_to_kind(kind)?.f_detach_copy()?))
+        self.set_parameters(snap, |t| {
+            Ok(t.f_to_device(device)?.f_to_kind(kind)?.f_detach_copy()?)
+        })
     }
 
     /// Point every parameter at `make(snapshot tensor)`, after checking that
@@ -103,12 +105,11 @@ mod tests {
     use tch::{Kind, Tensor};
 
     fn ptrs(m: &LoadedModel) -> Vec<(String, usize)> {
-        let mut v: Vec<(String, usize)> = m
-            .vs
-            .variables()
-            .into_iter()
-            .map(|(n, t)| (n, t.data_ptr() as usize))
-            .collect();
+        let mut v: Vec<(String, usize)> =
+            m.vs.variables()
+                .into_iter()
+                .map(|(n, t)| (n, t.data_ptr() as usize))
+                .collect();
         v.sort();
         v
     }
