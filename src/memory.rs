@@ -450,11 +450,22 @@ pub fn with_lora(actors: &mut [ActorPlan], c: &Config, lora: &crate::model::Lora
     for a in actors.iter_mut() {
         if a.actor == "optimizer" {
             a.items.retain(|i| i.what != "f32 master copy");
+            // Only the float32 adapters are updated: new moments and values
+            // `12 Pa` (and a temporary no larger), beyond the head's chunks.
+            let head = total(
+                &a.items
+                    .iter()
+                    .filter(|i| i.what == "output head")
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            let update = (16.0 * pa - head).max(0.0);
             for i in a.items.iter_mut() {
                 match i.what {
                     "gradients" => i.bytes = 4.0 * pa,
                     "AdamW moments" => i.bytes = 8.0 * pa,
                     "weight snapshot" => i.bytes += 4.0 * pa,
+                    "AdamW update" => i.bytes = update,
                     _ => {}
                 }
             }
@@ -671,7 +682,7 @@ mod tests {
         let params = 40_864_000.0;
         let head = 6.0 * 110.0 * v + 3.0 * 15.0 * 512.0 * 256.0 * 4.0;
         assert_eq!(bytes(o, "output head"), head);
-        let update = 12.0 * params + 4.0 * 151_936.0 * 256.0 * 4.0;
+        let update = 12.0 * params + 4.0 * 151_936.0 * 256.0;
         assert_eq!(bytes(o, "AdamW update"), update - head);
         // On a GPU the replica is a copy of its own.
         cfg.runtime.sampler_device = "cuda:0".into();
