@@ -19,11 +19,25 @@
 //!
 //! Memory kept that way is bounded by [`trim`]: the runtime calls it after
 //! every committed step, and it hands the free pages back (`malloc_trim(0)`)
-//! when the resident size has grown by more than a quarter (and at least
-//! [`TRIM_MIN_GROWTH`]) over the size at the end of the step after the last
-//! trim: a long run's resident size creeps by at most that much between
-//! trims (fragmentation made it grow without bound before trimming existed),
-//! and steady steps do not fault their whole working set in again.
+//! when the resident size has grown by more than [`TRIM_GROWTH_DIVISOR`]th
+//! (and at least [`TRIM_MIN_GROWTH`]) over the size at the end of the step
+//! after the last trim: a long run's resident size creeps by at most that
+//! much between trims (fragmentation made it grow without bound before
+//! trimming existed), and steady steps do not fault their whole working set
+//! in again. The bound was a quarter until 2026-12-07: that let free
+//! fragments reach a quarter of the resident size before a trim (the
+//! default run's creep itself was MKL's, below; docs/benchmarks/recovery.md).
+//!
+//! Intel MKL (inside libtorch's CPU library, for float32 matrix products)
+//! keeps its own pool of work buffers per thread that calls it and did not
+//! hand a thread's buffers back when the thread ended. The runtime's tensor
+//! work runs on tokio's blocking threads, which come and go, so the pool grew
+//! for the whole run: 233 MB of the 322 MB still allocated after 190 steps of
+//! an 8 x 8 default run were MKL's (heaptrack, 2026-12-07), and the default
+//! run's resident size crept from 745 MB at step 100 to 1,015 MB at step 377
+//! (docs/benchmarks/recovery.md). [`use_one_arena`] therefore also sets
+//! `MKL_DISABLE_FAST_MM=1` (MKL then takes its buffers from malloc and frees
+//! them after each call), unless the user set it.
 //!
 //! Only the binaries call [`use_one_arena`]: a program that embeds the
 //! runtime decides its own allocator policy (or exports `MALLOC_ARENA_MAX=1`,
@@ -45,8 +59,12 @@ pub const MMAP_THRESHOLD: usize = 32 << 20;
 pub const TRIM_THRESHOLD: usize = 256 << 20;
 
 /// [`trim`] hands memory back only when the resident size grew by more than
-/// this (64 MiB) or a quarter, whichever is more.
-pub const TRIM_MIN_GROWTH: u64 = 64 << 20;
+/// this (16 MiB) or by the baseline over [`TRIM_GROWTH_DIVISOR`], whichever
+/// is more.
+pub const TRIM_MIN_GROWTH: u64 = 16 << 20;
+
+/// [`trim`]'s bound on growth as a fraction of the baseline: one 32nd (3%).
+pub const TRIM_GROWTH_DIVISOR: u64 = 32;
 
 /// Whether [`trim`] does anything (set by the binaries).
 static TRIM: AtomicBool = AtomicBool::new(false);
@@ -57,8 +75,9 @@ static BASELINE: AtomicU64 = AtomicU64::new(0);
 
 /// Use a single malloc arena for the whole process and keep freed buffers
 /// for reuse ([`MMAP_THRESHOLD`], [`TRIM_THRESHOLD`]), each unless the user
-/// set the matching `MALLOC_*` variable (or `GLIBC_TUNABLES`) themselves, and
-/// turn on [`trim`] after each step. Call first thing in `main`, before
+/// set the matching `MALLOC_*` variable (or `GLIBC_TUNABLES`) themselves,
+/// turn off MKL's per-thread buffer pool (`MKL_DISABLE_FAST_MM=1` unless
+/// set), and turn on [`trim`] after each step. Call first thing in `main`, before
 /// threads start. A no-op on platforms without glibc.
 pub fn use_one_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -67,6 +86,11 @@ pub fn use_one_arena() {
         let unset = |var: &str, tunable: &str| {
             std::env::var_os(var).is_none() && !tunables.contains(tunable)
         };
+        if std::env::var_os("MKL_DISABLE_FAST_MM").is_none() {
+            // Read by MKL at its first allocation, after `main` started (see
+            // the module docs); no other thread exists yet.
+            std::env::set_var("MKL_DISABLE_FAST_MM", "1");
+        }
         // SAFETY: mallopt only changes allocator tuning; it is called before
         // any other thread exists.
         unsafe {
@@ -91,15 +115,47 @@ pub fn enable_trim() {
 }
 
 /// Whether [`trim`] hands memory back at `resident` bytes, given the
-/// `baseline` measured after the last trim: growth over a quarter of the
-/// baseline and over [`TRIM_MIN_GROWTH`].
+/// `baseline` measured after the last trim: growth over a 32nd of the
+/// baseline ([`TRIM_GROWTH_DIVISOR`]) and over [`TRIM_MIN_GROWTH`].
 pub fn should_trim(resident: u64, baseline: u64) -> bool {
-    resident > baseline.saturating_add((baseline / 4).max(TRIM_MIN_GROWTH))
+    resident > baseline.saturating_add((baseline / TRIM_GROWTH_DIVISOR).max(TRIM_MIN_GROWTH))
 }
 
 /// The process's resident bytes, where readable.
 fn resident_bytes() -> Option<u64> {
     crate::process::status_bytes("VmRSS:")
+}
+
+/// What the allocator holds, in bytes (glibc `mallinfo2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeapStats {
+    /// Bytes of the heap (`arena`: obtained with `sbrk`).
+    pub heap: u64,
+    /// Bytes in use by the program, heap and mapped buffers together.
+    pub in_use: u64,
+    /// Free bytes kept in the heap for reuse.
+    pub free: u64,
+    /// Bytes of buffers mapped on their own (at or above the mmap threshold).
+    pub mapped: u64,
+}
+
+/// The allocator's current totals; `None` without glibc.
+pub fn heap_stats() -> Option<HeapStats> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's counters (taking its locks).
+        let m = unsafe { libc::mallinfo2() };
+        Some(HeapStats {
+            heap: m.arena as u64,
+            in_use: (m.uordblks + m.hblkhd) as u64,
+            free: m.fordblks as u64,
+            mapped: m.hblkhd as u64,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 /// If enabled: return free heap pages to the kernel (glibc `malloc_trim(0)`)
@@ -115,6 +171,17 @@ pub fn trim() {
         return;
     };
     let baseline = BASELINE.load(Ordering::Relaxed);
+    if let Some(h) = heap_stats() {
+        tracing::debug!(
+            resident,
+            baseline,
+            heap = h.heap,
+            in_use = h.in_use,
+            free = h.free,
+            mapped = h.mapped,
+            "malloc"
+        );
+    }
     if baseline == 0 {
         BASELINE.store(resident, Ordering::Relaxed);
     } else if should_trim(resident, baseline) {
@@ -137,14 +204,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trims_only_past_a_quarter_or_the_minimum_growth() {
+    fn trims_only_past_a_32nd_or_the_minimum_growth() {
         let mib = 1u64 << 20;
-        // Baseline 1 GiB: the bound is a quarter, 256 MiB.
-        assert!(!should_trim(1024 * mib + 256 * mib, 1024 * mib));
-        assert!(should_trim(1024 * mib + 256 * mib + 1, 1024 * mib));
-        // Baseline 100 MiB: a quarter is 25 MiB, below the 64 MiB minimum.
-        assert!(!should_trim(164 * mib, 100 * mib));
-        assert!(should_trim(164 * mib + 1, 100 * mib));
+        // Baseline 1 GiB: the bound is a 32nd, 32 MiB.
+        assert!(!should_trim(1024 * mib + 32 * mib, 1024 * mib));
+        assert!(should_trim(1024 * mib + 32 * mib + 1, 1024 * mib));
+        // Baseline 320 MiB: a 32nd is 10 MiB, below the 16 MiB minimum.
+        assert!(!should_trim(336 * mib, 320 * mib));
+        assert!(should_trim(336 * mib + 1, 320 * mib));
         // Shrinking never trims; a huge baseline does not overflow.
         assert!(!should_trim(10 * mib, 100 * mib));
         assert!(!should_trim(u64::MAX, u64::MAX));

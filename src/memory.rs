@@ -22,12 +22,21 @@
 //!   - the output head: `6 C V 4` bytes for a chunk of `C = min(N,
 //!     chunk_tokens)` tokens (float32 logits, scaled logits, log-softmax,
 //!     its exponential, their product, the logits' gradient), and the picked
-//!     hidden states with their gradient `3 N H w`.
-//! - **sampler actor**: weights `P w`; the KV cache of every row `B G S L 2 K w`
-//!   (with `rollout.kv_cache_bytes`, of the rows that budget holds at once);
-//!   float32 logits and sampling work `3 B G V 4`; the prefill of the `B`
+//!     hidden states with their gradient `3 N H w`;
+//!   - the AdamW update after the backward ([`adamw_update`]: new moments
+//!     `8 P`, new values `P w`, a new master `4 P` when `w < 4`, one float32
+//!     temporary of the largest parameter), counted beyond the head's chunks
+//!     it replaces.
+//! - **sampler actor**: weights `P w` (none of its own when it shares the
+//!   optimizer's host memory: its replica then uses the published snapshot's
+//!   tensors, `model::snapshot_share`); the KV cache of every row
+//!   `B G S L 2 K w` (with `rollout.kv_cache_bytes`, of the rows that budget
+//!   holds at once); float32 logits of a decoding step `B G V 4` and the
+//!   sampling work of one slice of rows, `5 b V 4` with `b =
+//!   min(B G, model::sampling::sampling_rows(V))`; the prefill of the `B`
 //!   distinct prompts, one layer at a time, `B Lp (2H + 3I) w`.
-//! - **teacher actor**: weights `P w`; a group is scored `g = min(G, max(1,
+//! - **teacher actor**: weights `P w` (in host memory the frozen teacher
+//!   weights the optimizer keeps, shared by the replica); a group is scored `g = min(G, max(1,
 //!   (budget - Lp) / R))` responses at a time against one prompt: KV cache
 //!   `g S L 2 K w`, one layer's work `g R (2H + 3I) w`, head chunks `3 C V 4`.
 //! - **per device**: a fixed runtime overhead (CUDA context and allocator
@@ -207,8 +216,28 @@ pub fn optimizer_items(
     }
     items.push(item("weight snapshot", p * w));
     items.push(item("activations", kept));
-    items.push(item("output head", 6.0 * chunk * v * 4.0 + 3.0 * n * h * w));
+    let head = 6.0 * chunk * v * 4.0 + 3.0 * n * h * w;
+    items.push(item("output head", head));
+    items.push(item("AdamW update", (adamw_update(c, w) - head).max(0.0)));
     items
+}
+
+/// Bytes the AdamW step holds at once (`optim::AdamW::step` is atomic: it
+/// computes every new value before installing any): new moments `8 P`, new
+/// values `P w`, a new float32 master copy `4 P` when `w < 4`, and one float32
+/// temporary of the largest parameter. It runs after the backward, when the
+/// output head's chunks are gone but the activations' memory is still held
+/// (host memory freed into the heap, device memory in the caching
+/// allocator); the plan counts its excess over the head (the "AdamW update"
+/// item). At a 151,936-token vocabulary (hidden 256) the update, 0.60 GiB,
+/// is larger than the head's chunks, 0.40 GiB.
+pub fn adamw_update(c: &Config, w: f64) -> f64 {
+    let p = param_count(c) as f64;
+    let (_, h, i, v, _) = dims(c);
+    let q = c.num_attention_heads as f64 * c.head_dim as f64;
+    let largest = (v * h).max(i * h).max(q * h);
+    let master = if w < 4.0 { 4.0 * p } else { 0.0 };
+    8.0 * p + p * w + master + 4.0 * largest
 }
 
 /// Layers, hidden size, MLP width, vocabulary and KV width (heads x head
@@ -236,10 +265,11 @@ pub fn sampler_items(
     let w = width(kind);
     let (l, h, i, v, k) = dims(c);
     let seq = prompt as f64 + response as f64;
+    let slice = rows.min(crate::model::sampling::sampling_rows(c.vocab_size)) as f64;
     vec![
         item("weights", param_count(c) as f64 * w),
         item("KV cache", rows as f64 * seq * l * 2.0 * k * w),
-        item("logits", 3.0 * rows as f64 * v * 4.0),
+        item("logits", rows as f64 * v * 4.0 + 5.0 * slice * v * 4.0),
         item(
             "prefill",
             prompts as f64 * prompt as f64 * (2.0 * h + 3.0 * i) * w,
@@ -376,6 +406,9 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
         },
     ];
     let mut actors = actors;
+    if rt.sampler_device == "cpu" && rt.optimizer_device == "cpu" {
+        share_published_weights(&mut actors);
+    }
     if let Some(lora) = adapter_of(cfg) {
         with_lora(&mut actors, model, &lora);
     }
@@ -385,6 +418,18 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
         devices: device_totals(&actors),
         actors,
     })
+}
+
+/// The sampler and the optimizer in the same host memory: the sampler's
+/// replica uses the optimizer's published snapshot (the optimizer's "weight
+/// snapshot" item) instead of a copy of its own (`model::snapshot_share`).
+fn share_published_weights(actors: &mut [ActorPlan]) {
+    for a in actors.iter_mut().filter(|a| a.actor == "sampler") {
+        for i in a.items.iter_mut().filter(|i| i.what == "weights") {
+            i.what = "weights (shared)";
+            i.bytes = 0.0;
+        }
+    }
 }
 
 /// The run's LoRA settings: `[model.lora]`, or those of `model.adapter`.
@@ -412,11 +457,22 @@ pub fn with_lora(actors: &mut [ActorPlan], c: &Config, lora: &crate::model::Lora
     for a in actors.iter_mut() {
         if a.actor == "optimizer" {
             a.items.retain(|i| i.what != "f32 master copy");
+            // Only the float32 adapters are updated: new moments and values
+            // `12 Pa` (and a temporary no larger), beyond the head's chunks.
+            let head = total(
+                &a.items
+                    .iter()
+                    .filter(|i| i.what == "output head")
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+            let update = (16.0 * pa - head).max(0.0);
             for i in a.items.iter_mut() {
                 match i.what {
                     "gradients" => i.bytes = 4.0 * pa,
                     "AdamW moments" => i.bytes = 8.0 * pa,
                     "weight snapshot" => i.bytes = 4.0 * pa,
+                    "AdamW update" => i.bytes = update,
                     _ => {}
                 }
             }
@@ -599,4 +655,56 @@ pub fn plan_command(
     check_fits(&p, |d| device_memory(d, gib))?;
     println!("fits");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::random::qwen2_shaped;
+
+    fn sampler(p: &MemoryPlan) -> &ActorPlan {
+        p.actors.iter().find(|a| a.actor == "sampler").unwrap()
+    }
+
+    fn bytes(a: &ActorPlan, what: &str) -> f64 {
+        a.items.iter().find(|i| i.what == what).unwrap().bytes
+    }
+
+    #[test]
+    fn a_host_sampler_shares_the_published_snapshot() {
+        // Qwen2-shaped, vocabulary 151,936, hidden 256, 2 layers: 40,864,000
+        // float32 parameters.
+        let model = qwen2_shaped(151_936, 256, 2);
+        let mut cfg = RunConfig::default();
+        cfg.rollout.batch_prompts = 8;
+        cfg.rollout.group_size = 8;
+        cfg.rollout.max_new_tokens = 512;
+        for d in [
+            &mut cfg.runtime.sampler_device,
+            &mut cfg.runtime.teacher_device,
+            &mut cfg.runtime.optimizer_device,
+        ] {
+            *d = "cpu".into();
+        }
+        let p = plan(&cfg, &model, 32).unwrap();
+        let s = sampler(&p);
+        assert_eq!(bytes(s, "weights (shared)"), 0.0);
+        // Logits of one decoding step, 64 x 151,936 x 4 bytes, and five
+        // float32 temporaries of one 13-row sampling slice.
+        let v = 151_936.0 * 4.0;
+        assert_eq!(bytes(s, "logits"), 64.0 * v + 5.0 * 13.0 * v);
+        // The AdamW update: 8 P + 4 P + 4 x the 151,936 x 256 embedding,
+        // beyond the head's 6 chunks of 110 tokens and 3 N H 4 for the
+        // N = 15 x 512 response tokens of a micro-batch (8,192 / 544 = 15 rows).
+        let o = p.actors.iter().find(|a| a.actor == "optimizer").unwrap();
+        let params = 40_864_000.0;
+        let head = 6.0 * 110.0 * v + 3.0 * 15.0 * 512.0 * 256.0 * 4.0;
+        assert_eq!(bytes(o, "output head"), head);
+        let update = 12.0 * params + 4.0 * 151_936.0 * 256.0;
+        assert_eq!(bytes(o, "AdamW update"), update - head);
+        // On a GPU the replica is a copy of its own.
+        cfg.runtime.sampler_device = "cuda:0".into();
+        let g = plan(&cfg, &model, 32).unwrap();
+        assert_eq!(bytes(sampler(&g), "weights"), 40_864_000.0 * 4.0);
+    }
 }

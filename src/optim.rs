@@ -222,42 +222,57 @@ fn adamw_update(p: &Tensor, g: &Tensor, slot: Option<&Moments>, h: &Hyper) -> Re
         bc1,
         bc2,
     } = *h;
+    // The same arithmetic as the textbook chain (m * b1 + g * (1 - b1), ...),
+    // written with in-place steps on the fresh tensors so that at most one
+    // parameter-sized temporary lives besides the three results: at a
+    // 151,936-token vocabulary the embedding's six copies at once were the
+    // run's peak (docs/benchmarks/memory.md). `x.op_(y)` rounds exactly as
+    // `x.op(y)`, so the values are bit-identical.
     let g = g.f_to_kind(Kind::Float)?;
     let (exp_avg, exp_avg_sq, master) = match slot {
-        Some(m) => (
-            m.exp_avg
-                .f_mul_scalar(b1)?
-                .f_add(&g.f_mul_scalar(1.0 - b1)?)?,
-            m.exp_avg_sq
-                .f_mul_scalar(b2)?
-                .f_add(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?,
-            m.master.as_ref().map(|t| t.f_detach()).transpose()?,
-        ),
-        None => (
-            g.f_mul_scalar(1.0 - b1)?,
-            g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?,
-            if needs_master(p.kind()) {
+        Some(m) => {
+            let mut exp_avg = m.exp_avg.f_mul_scalar(b1)?;
+            let _ = exp_avg.f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
+            let mut exp_avg_sq = m.exp_avg_sq.f_mul_scalar(b2)?;
+            let mut gg = g.f_mul(&g)?;
+            let _ = gg.f_mul_scalar_(1.0 - b2)?;
+            let _ = exp_avg_sq.f_add_(&gg)?;
+            drop(gg);
+            let master = m.master.as_ref().map(|t| t.f_detach()).transpose()?;
+            (exp_avg, exp_avg_sq, master)
+        }
+        None => {
+            let exp_avg = g.f_mul_scalar(1.0 - b1)?;
+            let mut exp_avg_sq = g.f_mul(&g)?;
+            let _ = exp_avg_sq.f_mul_scalar_(1.0 - b2)?;
+            let master = if needs_master(p.kind()) {
                 Some(p.detach().f_to_kind(Kind::Float)?)
             } else {
                 None
-            },
-        ),
+            };
+            (exp_avg, exp_avg_sq, master)
+        }
     };
-    let denom = exp_avg_sq
-        .f_sqrt()?
-        .f_div_scalar(bc2.sqrt())?
-        .f_add_scalar(eps)?;
-    let update = exp_avg.f_div(&denom)?.f_mul_scalar(lr / bc1)?;
+    let mut update = {
+        let mut denom = exp_avg_sq.f_sqrt()?;
+        let _ = denom.f_div_scalar_(bc2.sqrt())?;
+        let _ = denom.f_add_scalar_(eps)?;
+        exp_avg.f_div(&denom)?
+    };
+    let _ = update.f_mul_scalar_(lr / bc1)?;
     let (value, master) = match master {
         Some(master) => {
-            let master = master.f_mul_scalar(1.0 - lr * wd)?.f_sub(&update)?;
+            let mut master = master.f_mul_scalar(1.0 - lr * wd)?;
+            let _ = master.f_sub_(&update)?;
+            drop(update);
             (master.f_to_kind(p.kind())?, Some(master))
         }
         None => {
-            let new = p
-                .f_to_kind(Kind::Float)?
-                .f_mul_scalar(1.0 - lr * wd)?
-                .f_sub(&update)?;
+            // `f_to_kind` of a float32 parameter is the parameter itself: the
+            // multiplication makes the fresh tensor the update goes into.
+            let mut new = p.f_to_kind(Kind::Float)?.f_mul_scalar(1.0 - lr * wd)?;
+            let _ = new.f_sub_(&update)?;
+            drop(update);
             (new.f_to_kind(p.kind())?, None)
         }
     };

@@ -120,13 +120,34 @@ impl Frozen {
         Ok(())
     }
 
-    /// Copy these weights into `model` (casting kind and device), on the
-    /// calling thread's current stream, after the copy that made them; says
-    /// how much was written.
+    /// Give `model` these weights, on the calling thread's current stream,
+    /// after the copy that made them, and say how much was written. A LoRA
+    /// replica (its base shared with the policy) copies the adapters only. A
+    /// host model of the snapshot's dtype shares the frozen tensors (no copy:
+    /// `model::snapshot_share`; nothing written); another host model gets
+    /// fresh storage (it may share an older snapshot); a device model is
+    /// copied into (casting kind and device).
     pub fn load_into(&self, model: &mut LoadedModel) -> Result<LoadCount> {
         let snap = self.snapshot.lock();
         self.order_reads(&snap, &[model.vs.device()])?;
-        model.load_snapshot_counted(&snap)
+        if model.lora.is_some() || model.shares_base {
+            model.load_snapshot_counted(&snap)
+        } else if !self.ready.is_cuda() && model.can_share(&snap) {
+            model.share_snapshot(&snap)?;
+            Ok(LoadCount::default())
+        } else if model.vs.device() == Device::Cpu {
+            model.replace_snapshot(&snap)?;
+            Ok(LoadCount {
+                tensors: snap.tensors.len(),
+                bytes: snap
+                    .tensors
+                    .iter()
+                    .map(|(_, t)| t.numel() * model.lm.kind().elt_size_in_bytes())
+                    .sum(),
+            })
+        } else {
+            model.load_snapshot_counted(&snap)
+        }
     }
 
     /// Run `f` on the tensors (for checkpoints), after the copy that made them.
@@ -352,13 +373,20 @@ impl ReplicaSpec {
     }
 }
 
-/// A host-memory copy of `snap` (the teacher weights the optimizer keeps for
-/// restarts and checkpoints need not take accelerator memory).
-pub fn cpu_copy(snap: &WeightSnapshot) -> Result<WeightSnapshot> {
+/// `snap` in host memory (the teacher weights the optimizer keeps for
+/// restarts and checkpoints need not take accelerator memory): host tensors
+/// are kept as they are (a snapshot is already a private copy), others copied.
+pub fn cpu_copy(snap: WeightSnapshot) -> Result<WeightSnapshot> {
     let tensors = snap
         .tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.f_to_device(Device::Cpu)?.f_detach_copy()?)))
+        .into_iter()
+        .map(|(n, t)| {
+            if t.device() == Device::Cpu {
+                Ok((n, t))
+            } else {
+                Ok((n, t.f_to_device(Device::Cpu)?.f_detach_copy()?))
+            }
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(WeightSnapshot {
         version: snap.version,

@@ -363,7 +363,7 @@ fn train_and_commit(
         == 0
     {
         Some(Frozen::new(cpu_copy(
-            &c.trainer.policy.sync_snapshot(next)?,
+            c.trainer.policy.sync_snapshot(next)?,
         )?))
     } else {
         None

@@ -419,7 +419,7 @@ fn optimizer_commit(
     let mut trainer = Trainer::new(policy, algo, cfg.optim.clone())?;
     // The teacher's weights as of the start: the initial policy, or the
     // checkpoint's teacher.
-    let mut teacher = Frozen::new(cpu_copy(&trainer.policy.sync_snapshot(start_step)?)?);
+    let mut teacher = Frozen::new(cpu_copy(trainer.policy.sync_snapshot(start_step)?)?);
     let mut trained_before = Vec::new();
     let mut recent = BTreeMap::new();
     let mut last_checkpoint = None;
@@ -444,7 +444,7 @@ fn optimizer_commit(
             } else {
                 snap
             };
-            teacher = Frozen::new(cpu_copy(&snap)?);
+            teacher = Frozen::new(cpu_copy(snap.deep_copy()?)?);
         }
         trained_before = r.ledger.clone();
         for s in &r.recent {

@@ -31,7 +31,10 @@ pub fn rank_plan(
     c.rollout.batch_prompts = cfg.rollout.batch_prompts.div_ceil(share_of.max(1)).max(1);
     c.runtime.sampler_device = device.into();
     c.runtime.teacher_device = device.into();
-    c.runtime.optimizer_device = device.into();
+    // A sampler-only rank has no optimizer whose published snapshot its
+    // replica could share (`memory::plan` counts no sampler weights when
+    // both sit in host memory): plan its optimizer elsewhere, then drop it.
+    c.runtime.optimizer_device = if training { device } else { "none" }.into();
     let mut p = plan(&c, model, prompt_tokens)?;
     p.actors.retain(|a| match a.actor {
         "sampler" => sampling,

@@ -162,13 +162,18 @@ impl Layout {
     }
 }
 
-/// Float32 `log_softmax(head(h) / temperature)`, `[n, vocab]`.
+/// Float32 `log_softmax(head(h) / temperature)`, `[n, vocab]`. At
+/// temperature 1 the division is skipped: `x / 1 = x` exactly, and the
+/// `[n, vocab]` copy it made (and its gradient) is one of the few chunk-sized
+/// buffers a chunk holds.
 pub(crate) fn log_softmax(lm: &CausalLm, h: &Tensor, temperature: f64) -> Result<Tensor> {
-    Ok(lm
-        .head(h)?
-        .f_to_kind(Kind::Float)?
-        .f_div_scalar(temperature)?
-        .f_log_softmax(-1, Kind::Float)?)
+    let logits = lm.head(h)?.f_to_kind(Kind::Float)?;
+    let scaled = if temperature == 1.0 {
+        logits
+    } else {
+        logits.f_div_scalar(temperature)?
+    };
+    Ok(scaled.f_log_softmax(-1, Kind::Float)?)
 }
 
 /// Each row's log-prob of its target and (when asked) its entropy

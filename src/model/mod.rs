@@ -35,6 +35,7 @@ pub mod sampling;
 pub mod shared;
 pub mod shared_base;
 pub mod snapshot;
+mod snapshot_share;
 pub mod support;
 pub mod tokenizer;
 pub mod transformer;

@@ -97,7 +97,57 @@ pub fn sample_with_uniforms(
     p: &SamplingParams,
     u: &[f32],
 ) -> Result<(Tensor, Tensor)> {
-    let scaled = logits.f_to_kind(Kind::Float)?.f_div_scalar(p.temperature)?;
+    let (b, v) = (logits.size()[0], *logits.size().last().unwrap_or(&1));
+    let step = sampling_rows(v) as i64;
+    if b <= step {
+        return sample_rows(logits, p, u);
+    }
+    if !p.greedy && u.len() as i64 != b {
+        return Err(Error::InvalidInput(format!(
+            "sampling {b} rows needs {b} uniforms, got {}",
+            u.len()
+        )));
+    }
+    let (mut ids, mut lps) = (Vec::new(), Vec::new());
+    let mut start = 0;
+    while start < b {
+        let len = step.min(b - start);
+        let draws = if p.greedy {
+            &u[..0]
+        } else {
+            &u[start as usize..(start + len) as usize]
+        };
+        let (i, lp) = sample_rows(&logits.f_narrow(0, start, len)?, p, draws)?;
+        ids.push(i);
+        lps.push(lp);
+        start += len;
+    }
+    Ok((Tensor::f_cat(&ids, 0)?, Tensor::f_cat(&lps, 0)?))
+}
+
+/// Bytes of float32 `[rows, vocab]` work one slice of [`sample_with_uniforms`]
+/// may hold per temporary (8 MiB: 13 rows at Qwen2's vocabulary of 151,936).
+/// Each row's draw depends on its own logits and uniform only, so slicing
+/// the rows changes no result; it bounds the five float32 temporaries
+/// (scaled logits, log-softmax, probabilities, their cumulative sum, the
+/// comparison) to a slice instead of the whole batch: 64 rows at that
+/// vocabulary held 0.18 GiB of them at once (docs/benchmarks/memory.md).
+pub const SAMPLING_CHUNK_BYTES: usize = 8 << 20;
+
+/// Rows per slice of [`sample_with_uniforms`] at vocabulary `vocab` (at least 1).
+pub fn sampling_rows(vocab: i64) -> usize {
+    (SAMPLING_CHUNK_BYTES / (4 * vocab.max(1) as usize)).max(1)
+}
+
+/// [`sample_with_uniforms`] on all rows of `logits` at once.
+fn sample_rows(logits: &Tensor, p: &SamplingParams, u: &[f32]) -> Result<(Tensor, Tensor)> {
+    let logits = logits.f_to_kind(Kind::Float)?;
+    // `x / 1 = x` exactly: no copy at temperature 1.
+    let scaled = if p.temperature == 1.0 {
+        logits
+    } else {
+        logits.f_div_scalar(p.temperature)?
+    };
     let logp = scaled.f_log_softmax(-1, Kind::Float)?;
     let ids = if p.greedy {
         scaled.f_argmax(-1, true)?
@@ -197,6 +247,31 @@ mod tests {
             .equal(&logits));
         assert!(apply_presence_penalty(&logits, &[&[4], &[]], 1.5).is_err());
         assert!(apply_presence_penalty(&logits, &[&[1]], 1.5).is_err());
+    }
+
+    #[test]
+    fn slicing_the_rows_changes_no_draw() {
+        // 600,000 float32 logits a row: 3 rows per 8 MiB slice, so 7 rows
+        // are sampled as slices of 3, 3 and 1.
+        let v = 600_000i64;
+        assert_eq!(sampling_rows(v), 3);
+        tch::manual_seed(7);
+        let logits = Tensor::randn([7, v], (Kind::Float, tch::Device::Cpu)) * 3.0;
+        let u = [0.01f32, 0.5, 0.99, 0.25, 0.75, 0.3, 0.999];
+        for (greedy, temperature) in [(false, 1.0), (false, 0.7), (true, 1.0)] {
+            let p = SamplingParams {
+                temperature,
+                ..params(greedy, 0, 1.0)
+            };
+            let draws = if greedy { &u[..0] } else { &u[..] };
+            let (ids, lp) = sample_with_uniforms(&logits, &p, draws).unwrap();
+            let (ids_all, lp_all) = sample_rows(&logits, &p, draws).unwrap();
+            assert_eq!(ids.size(), [7]);
+            assert!(ids.equal(&ids_all), "{ids} vs {ids_all}");
+            assert!(lp.equal(&lp_all), "{lp} vs {lp_all}");
+        }
+        // The uniforms' count is still checked.
+        assert!(sample_with_uniforms(&logits, &params(false, 0, 1.0), &u[..6]).is_err());
     }
 
     #[test]

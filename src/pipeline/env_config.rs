@@ -1,7 +1,7 @@
 //! The environment an `[env]` section names.
 
-use crate::env::calculator::CalculatorEnvironment;
 use crate::config::{EnvConfig, EnvKind, EnvToolFormat};
+use crate::env::calculator::CalculatorEnvironment;
 use crate::env::{CommandEnvironment, Environment, ToolFormat};
 use crate::error::{Error, Result};
 use crate::worker::WorkerConfig;
