@@ -87,6 +87,16 @@ pub struct ModelConfig {
     /// the LoRA settings; not together with `[model.lora]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adapter: Option<PathBuf>,
+    /// Vision-language models: train the vision tower too (frozen by
+    /// default). Not yet trainable: the runtime refuses to train a
+    /// vision-language model at start; the memory plan counts it.
+    pub train_vision: bool,
+    /// Vision-language models: images per prompt the memory plan assumes
+    /// (the data's images are not read before the run starts).
+    pub images_per_prompt: usize,
+    /// Vision-language models: pixels per image (after the processor's
+    /// resize) the memory plan assumes; default 1024 x 1024.
+    pub image_pixels: usize,
 }
 
 impl Default for ModelConfig {
@@ -97,6 +107,9 @@ impl Default for ModelConfig {
             dtype: "f32".into(),
             lora: None,
             adapter: None,
+            train_vision: false,
+            images_per_prompt: 1,
+            image_pixels: 1 << 20,
         }
     }
 }
