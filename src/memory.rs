@@ -45,6 +45,8 @@
 //! - **LoRA** ([`with_lora`]): the optimizer's gradients, moments and
 //!   snapshot cover the float32 adapters only, and the frozen base is held
 //!   once per device (replicas placed with it share it).
+//! A vision-language model adds its vision tower and its image tokens
+//! ([`vision`]).
 //!
 //! Actors on the same device add up. The formula is checked against the
 //! measured peak RSS of train steps on CPU (docs/MODELS.md,
@@ -57,6 +59,8 @@ use crate::model::{parse_kind, Config};
 use crate::optim::OptimConfig;
 use std::fmt::Write as _;
 use tch::Kind;
+
+pub mod vision;
 
 /// Bytes in a GiB.
 pub const GIB: f64 = 1_073_741_824.0;
@@ -116,15 +120,17 @@ pub fn known_shape(name: &str) -> Option<Config> {
         tie_word_embeddings: tied,
         ..base.clone()
     };
+    // A Qwen2.5-VL-7B's language model is Qwen2.5-7B's shape; its tower
+    // comes from [`vision::known_vision`].
     if n.contains("qwen2.5-0.5b") {
         Some(shape(896, 4864, 24, 14, 2, 64, 151_936, true))
     } else if n.contains("qwen2.5-1.5b") {
         Some(shape(1536, 8960, 28, 12, 2, 128, 151_936, true))
-    } else if n.contains("qwen2.5-7b") {
+    } else if n.contains("qwen2.5-7b") || n.contains("qwen2.5-vl-7b") {
         Some(shape(3584, 18_944, 28, 28, 4, 128, 152_064, false))
     } else if n.contains("qwen3-8b") || n.contains("qwen3-vl-8b") {
         // Qwen3-8B's decoder (also Qwen3-VL-8B's language model; its vision
-        // tower, about 0.6B parameters, is not counted).
+        // tower comes from [`vision::known_vision`]).
         Some(Config {
             arch: crate::model::Arch::Qwen3,
             qkv_bias: false,
@@ -321,8 +327,12 @@ pub struct ActorPlan {
 pub struct MemoryPlan {
     /// The model's shape.
     pub model: Config,
-    /// Its parameter count.
+    /// Its parameter count (the language model's).
     pub params: u64,
+    /// A vision-language model's tower parameters (0 for a text model).
+    pub vision_params: u64,
+    /// `<|image_pad|>` tokens per prompt the plan assumes (0 for a text model).
+    pub image_tokens: usize,
     /// The actors.
     pub actors: Vec<ActorPlan>,
     /// `(device, predicted peak bytes including the runtime overhead)`.
@@ -342,6 +352,12 @@ fn overhead(device: &str) -> f64 {
 /// prompts of `prompt_tokens`.
 pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<MemoryPlan> {
     let kind = parse_kind(&cfg.model.dtype)?;
+    let tower = vision::vision_shape(cfg)?;
+    let load = vision::ImageLoad::of(cfg);
+    let image_tokens = tower
+        .as_ref()
+        .map_or(0, |v| load.image_tokens_per_prompt(v));
+    let prompt_tokens = prompt_tokens.saturating_add(image_tokens);
     let r = &cfg.rollout;
     let rows = r.batch_prompts.checked_mul(r.group_size).ok_or_else(|| {
         Error::config(
@@ -412,8 +428,20 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
     if let Some(lora) = adapter_of(cfg) {
         with_lora(&mut actors, model, &lora);
     }
+    if let Some(v) = &tower {
+        let seq = prompt_tokens.saturating_add(r.max_new_tokens);
+        let encoded = vision::Encoded {
+            optimizer: micro_batch_rows(&cfg.optim, rows, seq),
+            sampler: r.batch_prompts.min(gen_rows),
+            teacher: 1,
+        };
+        let (w, train) = (width(kind), cfg.model.train_vision);
+        vision::with_vision(&mut actors, model, v, w, train, load, encoded);
+    }
     Ok(MemoryPlan {
         params: param_count(model),
+        vision_params: tower.as_ref().map_or(0, vision::vision_param_count),
+        image_tokens,
         model: model.clone(),
         devices: device_totals(&actors),
         actors,
@@ -510,13 +538,16 @@ pub fn model_shape(cfg: &RunConfig) -> Result<Config> {
     let dir = cfg.model.resolved_path();
     let file = dir.join("config.json");
     if file.exists() {
+        if crate::model::vision::VlConfig::is_vl_file(&file) {
+            return Ok(crate::model::vision::VlConfig::from_file(&file)?.text);
+        }
         return Config::from_file(&file);
     }
     known_shape(&cfg.model.path).ok_or_else(|| {
         Error::config(
             "model.path",
             format!(
-                "{} has no config.json and names no known shape (qwen2.5-0.5b, -1.5b, -7b, qwen3-8b)",
+                "{} has no config.json and names no known shape (qwen2.5-0.5b, -1.5b, -7b, qwen3-8b, qwen2.5-vl-7b, qwen3-vl-8b)",
                 dir.display()
             ),
         )
@@ -532,6 +563,13 @@ pub fn render(p: &MemoryPlan) -> String {
         "model: {} parameters (hidden {}, {} layers, vocab {})",
         p.params, p.model.hidden_size, p.model.num_hidden_layers, p.model.vocab_size
     );
+    if p.vision_params > 0 {
+        let _ = writeln!(
+            s,
+            "vision tower: {} parameters; {} image tokens per prompt (model.images_per_prompt x model.image_pixels)",
+            p.vision_params, p.image_tokens
+        );
+    }
     for a in &p.actors {
         let _ = writeln!(
             s,

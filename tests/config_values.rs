@@ -108,6 +108,8 @@ const TABLE: &[(&str, &[&str])] = &[
     ("validation.leakage_ngram", COUNT0),
     ("env.max_turns", COUNT1_BOUNDED),
     ("env.turn_timeout_s", SECONDS),
+    ("model.images_per_prompt", &["-1", "nan", "inf", BIG]),
+    ("model.image_pixels", COUNT1_BOUNDED),
 ];
 
 /// Dotted keys of every integer or float leaf of `v`.

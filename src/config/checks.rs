@@ -55,6 +55,12 @@ fn threads(key: &str, v: usize) -> Result<()> {
     }
 }
 
+/// Most images per prompt the memory plan accepts (`model.images_per_prompt`).
+const MAX_IMAGES_PER_PROMPT: usize = 1024;
+/// Most pixels per image the memory plan accepts (`model.image_pixels`;
+/// Qwen's processors cap images far below this).
+const MAX_IMAGE_PIXELS: usize = 1 << 32;
+
 /// Check the keys above; the first problem is returned, naming its key.
 pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
     let r = &cfg.rollout;
@@ -82,6 +88,25 @@ pub fn check_ranges(cfg: &RunConfig) -> Result<()> {
         ));
     }
     positive("data.task.num_examples", cfg.data.task.num_examples as u64)?;
+    let m = &cfg.model;
+    if m.images_per_prompt > MAX_IMAGES_PER_PROMPT {
+        return Err(Error::config(
+            "model.images_per_prompt",
+            format!(
+                "must be at most {MAX_IMAGES_PER_PROMPT}, found {}",
+                m.images_per_prompt
+            ),
+        ));
+    }
+    if m.image_pixels == 0 || m.image_pixels > MAX_IMAGE_PIXELS {
+        return Err(Error::config(
+            "model.image_pixels",
+            format!(
+                "must be between 1 and {MAX_IMAGE_PIXELS} pixels, found {}",
+                m.image_pixels
+            ),
+        ));
+    }
     let rt = &cfg.runtime;
     positive("runtime.steps", rt.steps)?;
     if rt.out_dir.as_os_str().is_empty() {

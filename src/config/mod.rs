@@ -93,6 +93,16 @@ pub struct ModelConfig {
     /// memory of the adapted weights. The teacher stays unmerged.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub merge_for_generation: bool,
+    /// Vision-language models: train the vision tower too (frozen by
+    /// default). Not yet trainable: the runtime refuses to train a
+    /// vision-language model at start; the memory plan counts it.
+    pub train_vision: bool,
+    /// Vision-language models: images per prompt the memory plan assumes
+    /// (the data's images are not read before the run starts).
+    pub images_per_prompt: usize,
+    /// Vision-language models: pixels per image (after the processor's
+    /// resize) the memory plan assumes; default 1024 x 1024.
+    pub image_pixels: usize,
 }
 
 impl Default for ModelConfig {
@@ -104,6 +114,9 @@ impl Default for ModelConfig {
             lora: None,
             adapter: None,
             merge_for_generation: false,
+            train_vision: false,
+            images_per_prompt: 1,
+            image_pixels: 1 << 20,
         }
     }
 }

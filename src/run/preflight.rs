@@ -2,6 +2,8 @@
 //! before the run folder is touched (so a refused run writes nothing):
 //!
 //! - the devices exist (the config's validation only checks their names);
+//! - the model is not a vision-language model (they load, generate and are
+//!   planned for, but have no `Policy` yet: no training, no teacher scoring);
 //! - the verifier builds, and a command verifier's program exists;
 //! - the prompts load (the built-in task's settings are valid), and there
 //!   are enough of them for `runtime.steps` when `data.epochs` bounds them;
@@ -43,6 +45,7 @@ pub fn check_run(cfg: &RunConfig, config_verifier: bool, config_data: bool) -> R
 /// (`RLSD_DIST_DEVICE`) and its memory plan is of its own share
 /// (`distributed::rank_memory`).
 pub fn check_inputs(cfg: &RunConfig, config_verifier: bool, config_data: bool) -> Result<()> {
+    refuse_vision_language(cfg)?;
     if config_verifier {
         check_verifier(cfg)?;
     }
@@ -52,6 +55,28 @@ pub fn check_inputs(cfg: &RunConfig, config_verifier: bool, config_data: bool) -
         if let Some((model, tokenizer)) = model_and_tokenizer(cfg)? {
             check_prompts_fit(cfg, &data, &model, &tokenizer)?;
         }
+    }
+    Ok(())
+}
+
+/// Refuse a vision-language model (a folder whose `config.json` has a
+/// `vision_config`, or a missing folder named like a known one): training
+/// them is not wired yet (docs/VISION.md).
+pub fn refuse_vision_language(cfg: &RunConfig) -> Result<()> {
+    let vl = match cfg.model.resolve() {
+        Ok(dir) => crate::model::vision::VlConfig::is_vl_file(&dir.join("config.json")),
+        Err(_) => crate::memory::vision::known_vision(&cfg.model.path).is_some(),
+    };
+    if vl {
+        return Err(Error::config(
+            "model.path",
+            format!(
+                "{} is a vision-language model; training them is not supported yet (they \
+                 load, generate with `rlsd generate --image` and are planned for with `rlsd \
+                 plan`, but have no Policy for training or teacher scoring; see docs/VISION.md)",
+                cfg.model.path
+            ),
+        ));
     }
     Ok(())
 }
@@ -194,6 +219,25 @@ mod tests {
         assert!(find_program("/bin/sh").is_some() || find_program("/usr/bin/sh").is_some());
         assert!(find_program("rlsd-no-such-program-xyz").is_none());
         assert!(find_program("./no/such/file").is_none());
+    }
+
+    #[test]
+    fn vision_language_models_are_refused_naming_model_path() {
+        let mut cfg = RunConfig::from_toml_str("").unwrap();
+        for dir in ["qwen2_5_vl_tiny", "qwen3_vl_tiny"] {
+            cfg.model.path = format!("{}/tests/fixtures/vl/{dir}", env!("CARGO_MANIFEST_DIR"));
+            let err = check_run(&cfg, false, false).unwrap_err().to_string();
+            assert!(
+                err.contains("model.path") && err.contains("vision-language"),
+                "{err}"
+            );
+        }
+        cfg.model.path = "/no/such/models/Qwen3-VL-8B-Instruct".into();
+        let err = refuse_vision_language(&cfg).unwrap_err().to_string();
+        assert!(err.contains("model.path"), "{err}");
+        // A text model passes this check.
+        cfg.model.path = "/no/such/models/Qwen2.5-1.5B-Instruct".into();
+        refuse_vision_language(&cfg).unwrap();
     }
 
     #[test]
