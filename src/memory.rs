@@ -45,6 +45,7 @@
 //! - **LoRA** ([`with_lora`]): the optimizer's gradients, moments and
 //!   snapshot cover the float32 adapters only, and the frozen base is held
 //!   once per device (replicas placed with it share it).
+//!
 //! A vision-language model adds its vision tower and its image tokens
 //! ([`vision`]).
 //!
