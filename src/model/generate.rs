@@ -77,6 +77,37 @@ impl Default for GenerateOptions {
     }
 }
 
+impl GenerateOptions {
+    /// The per-token sampling settings of these options.
+    pub fn sampling_params(&self) -> SamplingParams {
+        SamplingParams {
+            greedy: self.greedy,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            presence_penalty: self.presence_penalty,
+        }
+    }
+
+    /// The stop tokens: `eos_ids`, else the model config's EOS ids.
+    pub fn eos_for(&self, lm: &CausalLm) -> Vec<i64> {
+        if self.eos_ids.is_empty() {
+            lm.config.eos_token_id.clone()
+        } else {
+            self.eos_ids.clone()
+        }
+    }
+
+    /// The left-padding id: `pad_id`, else the model config's pad id, else
+    /// the first of `eos`, else 0.
+    pub fn pad_for(&self, lm: &CausalLm, eos: &[i64]) -> i64 {
+        self.pad_id
+            .or(lm.config.pad_token_id)
+            .or_else(|| eos.first().copied())
+            .unwrap_or(0)
+    }
+}
+
 /// The seed of prompt `index`'s random stream in a run whose base seed is
 /// `base` (e.g. the step's seed): two rounds of SplitMix64, so neighbouring
 /// indices and bases give unrelated streams.
@@ -217,29 +248,15 @@ pub fn generate_profiled(
             .collect();
         return Ok((none, GenerationProfile::default()));
     }
-    let eos: Vec<i64> = if opts.eos_ids.is_empty() {
-        lm.config.eos_token_id.clone()
-    } else {
-        opts.eos_ids.clone()
-    };
-    let pad = opts
-        .pad_id
-        .or(lm.config.pad_token_id)
-        .or_else(|| eos.first().copied())
-        .unwrap_or(0);
+    let eos = opts.eos_for(lm);
+    let pad = opts.pad_for(lm, &eos);
     let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let rows = max_concurrent_rows(lm, opts, max_prompt, prompts.len())?;
     let stop = decoder.map(|d| StopCheck::new(&opts.stop, d));
     let job = super::continuous::Job {
         prompts,
         seeds,
-        params: SamplingParams {
-            greedy: opts.greedy,
-            temperature: opts.temperature,
-            top_k: opts.top_k,
-            top_p: opts.top_p,
-            presence_penalty: opts.presence_penalty,
-        },
+        params: opts.sampling_params(),
         max_new_tokens: opts.max_new_tokens,
         eos: &eos,
         pad,

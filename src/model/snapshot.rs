@@ -139,18 +139,7 @@ impl LoadedModel {
         let mut seen = 0usize;
         let mut count = LoadCount::default();
         for (name, t) in &snap.tensors {
-            let Some(var) = vars.get(name) else {
-                return Err(Error::InvalidInput(format!(
-                    "snapshot tensor `{name}` is not a parameter of this model"
-                )));
-            };
-            if var.size() != t.size() {
-                return Err(Error::ShapeMismatch {
-                    name: name.clone(),
-                    expected: var.size(),
-                    got: t.size(),
-                });
-            }
+            let var = matching_parameter(&vars, name, t)?;
             seen += 1;
             if self.shares_base && !is_adapter_name(name) {
                 continue;
@@ -180,4 +169,26 @@ impl LoadedModel {
         }
         Ok(count)
     }
+}
+
+/// The parameter of `vars` that snapshot tensor `name` (`t`) is for: an error
+/// when the model has no such parameter or its shape differs.
+pub(crate) fn matching_parameter<'a>(
+    vars: &'a std::collections::HashMap<String, tch::Tensor>,
+    name: &str,
+    t: &tch::Tensor,
+) -> Result<&'a tch::Tensor> {
+    let Some(var) = vars.get(name) else {
+        return Err(Error::InvalidInput(format!(
+            "snapshot tensor `{name}` is not a parameter of this model"
+        )));
+    };
+    if var.size() != t.size() {
+        return Err(Error::ShapeMismatch {
+            name: name.to_string(),
+            expected: var.size(),
+            got: t.size(),
+        });
+    }
+    Ok(var)
 }

@@ -67,18 +67,7 @@ impl LoadedModel {
     ) -> Result<()> {
         let vars = self.vs.variables();
         for (name, t) in &snap.tensors {
-            let Some(var) = vars.get(name) else {
-                return Err(Error::InvalidInput(format!(
-                    "snapshot tensor `{name}` is not a parameter of this model"
-                )));
-            };
-            if var.size() != t.size() {
-                return Err(Error::ShapeMismatch {
-                    name: name.clone(),
-                    expected: var.size(),
-                    got: t.size(),
-                });
-            }
+            super::snapshot::matching_parameter(&vars, name, t)?;
         }
         if snap.tensors.len() != vars.len() {
             return Err(Error::InvalidInput(format!(

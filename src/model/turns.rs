@@ -14,7 +14,6 @@
 use super::continuous::{Decoding, Job};
 use super::generate::GenerateOptions;
 use super::generation::{Detokenize, Generation, StopCheck};
-use super::sampling::SamplingParams;
 use super::transformer::CausalLm;
 use super::GenerationProfile;
 use crate::error::{Error, Result};
@@ -68,27 +67,13 @@ pub fn generate_turns(
             "stop strings need a tokenizer to decode responses".into(),
         ));
     }
-    let eos: Vec<i64> = if opts.eos_ids.is_empty() {
-        lm.config.eos_token_id.clone()
-    } else {
-        opts.eos_ids.clone()
-    };
-    let pad = opts
-        .pad_id
-        .or(lm.config.pad_token_id)
-        .or_else(|| eos.first().copied())
-        .unwrap_or(0);
+    let eos = opts.eos_for(lm);
+    let pad = opts.pad_for(lm, &eos);
     let stop = decoder.map(|d| StopCheck::new(&opts.stop, d));
     let job = Job {
         prompts: &[],
         seeds: &[],
-        params: SamplingParams {
-            greedy: opts.greedy,
-            temperature: opts.temperature,
-            top_k: opts.top_k,
-            top_p: opts.top_p,
-            presence_penalty: opts.presence_penalty,
-        },
+        params: opts.sampling_params(),
         max_new_tokens: opts.max_new_tokens,
         eos: &eos,
         pad,
