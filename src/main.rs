@@ -575,14 +575,8 @@ impl GenerateArgs {
         };
         let dir = choice.model_dir(&cfg)?;
         if rlsd::commands::generate_vl::is_vl_model(&dir) {
-            if json || req.raw {
-                anyhow::bail!(
-                    "--json and --raw are not supported for vision-language models yet ({})",
-                    dir.display()
-                );
-            }
             return Ok(rlsd::commands::generate_vl::generate_vl(
-                &cfg, &choice, &req, &images,
+                &cfg, &choice, &req, &images, json,
             )?);
         }
         if !images.is_empty() {

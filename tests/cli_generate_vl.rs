@@ -129,3 +129,60 @@ fn image_with_a_text_model_or_a_missing_file_fails_naming_it() {
         "{err}"
     );
 }
+
+/// `--json` with images: the prompt ids hold the image's pad tokens expanded
+/// (one per merged patch), each response has one log-prob per generated id,
+/// greedy is repeatable, and `--raw` drops the chat template's tokens.
+#[test]
+fn generate_json_and_raw_with_an_image() {
+    let model = fixture("vl/qwen2_5_vl_tiny");
+    let image = fixture("vl/images/odd.png");
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "What is shown?",
+            "--image",
+            &image,
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "5",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&run_ok(&args)).expect("one JSON object")
+    };
+    let templated = run(&[]);
+    let ids = |v: &serde_json::Value, key: &str| -> Vec<i64> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    let prompt = ids(&templated, "prompt_ids");
+    // The fixture's tokenizer puts <|image_pad|> at id 250 (tokenizer.json).
+    let pads = prompt.iter().filter(|&&t| t == 250).count();
+    assert!(pads > 1, "image pads not expanded: {prompt:?}");
+    let response = &templated["responses"][0];
+    let generated = ids(response, "ids");
+    assert!(!generated.is_empty());
+    assert_eq!(
+        response["logprobs"].as_array().unwrap().len(),
+        generated.len()
+    );
+    assert_eq!(templated, run(&[]), "greedy JSON differs between runs");
+    let raw = run(&["--raw"]);
+    let raw_prompt = ids(&raw, "prompt_ids");
+    assert_eq!(raw_prompt.iter().filter(|&&t| t == 250).count(), pads);
+    assert!(
+        raw_prompt.len() < prompt.len(),
+        "--raw kept the template: {} vs {} ids",
+        raw_prompt.len(),
+        prompt.len()
+    );
+}

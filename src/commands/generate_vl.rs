@@ -6,7 +6,7 @@
 //! is expanded to the image's token count, and the responses are sampled
 //! with the model's KV cache and multimodal rotary.
 
-use super::generate::{GenerateRequest, GeneratedText};
+use super::generate::{GenerateRequest, Generated, GeneratedText};
 use crate::data::prompt::chat_prompt_ids;
 use crate::error::{Error, Result};
 use crate::model::sampling::SamplingParams;
@@ -21,12 +21,12 @@ use std::path::{Path, PathBuf};
 const IMAGE_PART: &str = "<|vision_start|><|image_pad|><|vision_end|>";
 
 /// Sample `req.n` responses to `req.prompt` with `images` (one or more files).
-pub fn generate_vl_text(
+pub fn generate_vl_tokens(
     model: &LoadedVlModel,
     dir: &Path,
     req: &GenerateRequest,
     images: &[PathBuf],
-) -> Result<Vec<GeneratedText>> {
+) -> Result<Generated> {
     let missing = |what: &str| {
         Error::InvalidInput(format!(
             "vision-language model folder {} has no {what}",
@@ -57,7 +57,12 @@ pub fn generate_vl_text(
         ))
     })?;
     let text = IMAGE_PART.repeat(images.len()) + &req.prompt;
-    let ids = expand_image_pad_ids(&chat_prompt_ids(tok, &text)?, pad, &counts)?;
+    let templated = if req.raw {
+        tok.encode(&text, true)?
+    } else {
+        chat_prompt_ids(tok, &text)?
+    };
+    let ids = expand_image_pad_ids(&templated, pad, &counts)?;
     let vision = if images.is_empty() {
         None
     } else {
@@ -80,7 +85,7 @@ pub fn generate_vl_text(
         presence_penalty: 0.0,
     };
     let mut rng = StdRng::seed_from_u64(req.seed);
-    (0..req.n)
+    let responses = (0..req.n)
         .map(|_| {
             let (tokens, logprobs) = tch::no_grad(|| {
                 model.model.generate(
@@ -101,25 +106,36 @@ pub fn generate_vl_text(
                 logprobs,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Generated {
+        prompt_ids: ids,
+        responses,
+    })
 }
 
 /// `rlsd generate` with a vision-language model: load it, sample, print each
-/// response as the text models' `generate` does.
+/// response as the text models' `generate` does (with `json`, the same JSON
+/// object: prompt ids, with the image pads expanded, and each response's ids
+/// and per-token log-probs).
 pub fn generate_vl(
     cfg: &crate::config::RunConfig,
     choice: &super::ModelChoice,
     req: &GenerateRequest,
     images: &[PathBuf],
+    json: bool,
 ) -> Result<()> {
     let dir = choice.model_dir(cfg)?;
     let device = crate::device::parse_device(&cfg.runtime.sampler_device)?;
     let kind = crate::model::parse_kind(&cfg.model.dtype)?;
     let model = LoadedVlModel::load(&dir, device, kind)?;
-    for (i, g) in generate_vl_text(&model, &dir, req, images)?
-        .iter()
-        .enumerate()
-    {
+    let out = generate_vl_tokens(&model, &dir, req, images)?;
+    if json {
+        let text = serde_json::to_string_pretty(&out)
+            .map_err(|e| Error::Runtime(format!("serialising JSON: {e}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    for (i, g) in out.responses.iter().enumerate() {
         let end = if g.stopped_on_eos {
             "eos"
         } else {
