@@ -3,7 +3,7 @@
 //! protocol (two model turns per episode, an observation between them).
 //! The run trains, its completions log marks the environment's tokens
 //! untrained, and an environment process that crashes or hangs costs the
-//! episodes it held (reward 0, counted in `verifier_timeouts`) but not the
+//! episodes it held (reward 0, counted in `env_failures`) but not the
 //! run. Skipped when `python3` is missing.
 
 #[path = "common/timed.rs"]
@@ -161,8 +161,17 @@ fn a_crashing_or_hanging_environment_costs_its_episodes_not_the_run() {
         let counted: u64 = metrics
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["verifier_timeouts"].as_u64())
+            .filter_map(|v| v["env_failures"].as_u64())
             .sum();
         assert!(counted >= 1, "{mode}: {metrics}");
+        let verifier: u64 = metrics
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["verifier_timeouts"].as_u64())
+            .sum();
+        assert_eq!(
+            verifier, 0,
+            "{mode}: an environment failure counted as the verifier's"
+        );
     }
 }

@@ -44,7 +44,14 @@ pub fn step_stats(
     );
     s.policy_version = batch.policy_version();
     s.teacher_version = batch.taught.teacher.version;
-    s.verifier_timeouts = scores.iter().filter(|x| x.timed_out).count() as u64;
+    // A timed-out score is the verifier's, or for an episode its environment's.
+    let (env, verifier): (Vec<_>, Vec<_>) = rollouts
+        .iter()
+        .zip(scores)
+        .filter(|(_, x)| x.timed_out)
+        .partition(|(r, _)| r.episode.is_some());
+    s.verifier_timeouts = verifier.len() as u64;
+    s.env_failures = env.len() as u64;
     s.version_lag = (plan.step - 1).saturating_sub(batch.policy_version());
     let t = batch.timings();
     s.timings.generate_s = t.generate_s;

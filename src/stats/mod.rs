@@ -161,6 +161,10 @@ pub struct StepStats {
     /// step (abandoned and scored 0).
     #[serde(default)]
     pub verifier_timeouts: u64,
+    /// Multi-turn episodes whose environment call timed out, failed or
+    /// panicked this step (ended and scored 0; `[env]`).
+    #[serde(default)]
+    pub env_failures: u64,
     /// Wall time per stage (runtime-filled, except `train_s`).
     pub timings: StageTimings,
     /// A few of the step's responses with their token credit, for the
