@@ -2,7 +2,7 @@
 //! it needs, calls the library function of its command and writes the
 //! summary lines (and the files asked for with `--out` / `--json`).
 
-use super::generate::{generate_text, generate_tokens, GenerateRequest};
+use super::generate::{generate_tokens, GenerateRequest, Generated};
 use super::{load_model, write_text, ModelChoice};
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
@@ -166,12 +166,17 @@ pub fn generate(
     json: bool,
 ) -> Result<()> {
     let model = load_model(cfg, choice, &cfg.runtime.sampler_device)?;
+    print_generated(&generate_tokens(&model, req)?, json)
+}
+
+/// Print `rlsd generate`'s responses (text and vision-language models alike):
+/// a header line and the text of each, or with `json` one JSON object.
+pub fn print_generated(out: &Generated, json: bool) -> Result<()> {
     if json {
-        let out = generate_tokens(&model, req)?;
-        println!("{}", to_json(&out)?);
+        println!("{}", to_json(out)?);
         return Ok(());
     }
-    for (i, g) in generate_text(&model, req)?.iter().enumerate() {
+    for (i, g) in out.responses.iter().enumerate() {
         println!(
             "--- response {} ({} tokens, {}, logprob {:.3})",
             i + 1,

@@ -115,12 +115,8 @@ pub struct Generated {
     pub responses: Vec<GeneratedText>,
 }
 
-/// Sample `req.n` responses to `req.prompt` in one batch.
-pub fn generate_text(model: &LoadedModel, req: &GenerateRequest) -> Result<Vec<GeneratedText>> {
-    Ok(generate_tokens(model, req)?.responses)
-}
-
-/// [`generate_text`] with the prompt's token ids.
+/// Sample `req.n` responses to `req.prompt` in one batch, with the prompt's
+/// token ids.
 pub fn generate_tokens(model: &LoadedModel, req: &GenerateRequest) -> Result<Generated> {
     if req.n == 0 || req.max_new_tokens == Some(0) {
         return Err(Error::InvalidInput(

@@ -128,28 +128,7 @@ pub fn generate_vl(
     let device = crate::device::parse_device(&cfg.runtime.sampler_device)?;
     let kind = crate::model::parse_kind(&cfg.model.dtype)?;
     let model = LoadedVlModel::load(&dir, device, kind)?;
-    let out = generate_vl_tokens(&model, &dir, req, images)?;
-    if json {
-        let text = serde_json::to_string_pretty(&out)
-            .map_err(|e| Error::Runtime(format!("serialising JSON: {e}")))?;
-        println!("{text}");
-        return Ok(());
-    }
-    for (i, g) in out.responses.iter().enumerate() {
-        let end = if g.stopped_on_eos {
-            "eos"
-        } else {
-            "max tokens"
-        };
-        println!(
-            "--- response {} ({} tokens, {end}, logprob {:.3})",
-            i + 1,
-            g.tokens,
-            g.logprob
-        );
-        println!("{}", g.text);
-    }
-    Ok(())
+    super::console::print_generated(&generate_vl_tokens(&model, &dir, req, images)?, json)
 }
 
 /// Whether the model folder `dir` holds a vision-language checkpoint.
