@@ -72,6 +72,7 @@ fn main() -> anyhow::Result<()> {
             privileged: String::new(),
             context: vec![],
             extra: Default::default(),
+            images: Vec::new(),
         };
         let ids = student_prompt_ids(tok, &ex)?;
         for _ in 0..8 {

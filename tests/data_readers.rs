@@ -22,6 +22,7 @@ fn ex(id: &str, prompt: &str, answer: &str, privileged: &str) -> Example {
         privileged: privileged.into(),
         context: Vec::new(),
         extra: Default::default(),
+        images: Vec::new(),
     }
 }
 

@@ -187,6 +187,7 @@ fn example(prompt: &str, privileged: &str) -> Example {
         privileged: privileged.into(),
         context: Vec::new(),
         extra: Default::default(),
+        images: Vec::new(),
     }
 }
 

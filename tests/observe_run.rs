@@ -262,6 +262,7 @@ fn hand_batch() -> (CreditBatch, TrainBatch, AlgoConfig) {
             privileged: "2".into(),
             context: Vec::new(),
             extra: Default::default(),
+            images: Vec::new(),
         }],
         serde_json::Value::Null,
     );

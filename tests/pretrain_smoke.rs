@@ -154,6 +154,7 @@ fn student_and_teacher_prompt_ids_go_through_the_chat_template() {
         privileged: "3".into(),
         context: Vec::new(),
         extra: Default::default(),
+        images: Vec::new(),
     };
     let student = student_prompt_ids(&tok, &example).unwrap();
     assert_eq!(

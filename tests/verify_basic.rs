@@ -17,6 +17,7 @@ fn ex(answer: &str) -> Example {
         privileged: answer.into(),
         context: Vec::new(),
         extra: Default::default(),
+        images: Vec::new(),
     }
 }
 
@@ -294,6 +295,7 @@ fn choice_answers_use_the_options_in_the_prompt() {
         privileged: answer.into(),
         context: Vec::new(),
         extra: Default::default(),
+        images: Vec::new(),
     };
     // Gold letter, response gives the content.
     assert!(v.verify(&mc("C"), "6 * 3 = 18").correct);

@@ -21,6 +21,7 @@ fn example() -> Example {
         privileged: "42".into(),
         context: Vec::new(),
         extra: Default::default(),
+        images: Vec::new(),
     }
 }
 

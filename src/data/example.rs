@@ -3,6 +3,24 @@
 use crate::model::ChatMessage;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// An image attached to a prompt, as the dataset gives it. The prompt text
+/// holds one `<image>` placeholder per image, in order (veRL's convention;
+/// readers of other layouts normalise to it); the model's chat template turns
+/// each placeholder into its vision tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageSource {
+    /// A file (PNG, JPEG, WebP); readers resolve relative paths against the
+    /// dataset file's folder.
+    Path(PathBuf),
+    /// Encoded image bytes, as a Parquet `images` column stores them.
+    Bytes(Vec<u8>),
+}
+
+/// The placeholder that marks an image's place in [`Example::prompt`].
+pub const IMAGE_PLACEHOLDER: &str = "<image>";
 
 /// A prompt with its gold answer, as read from a dataset or made by a task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +43,10 @@ pub struct Example {
     /// environments; empty for the built-in task.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// The prompt's images, in the order of its [`IMAGE_PLACEHOLDER`]s;
+    /// empty for a text-only example.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageSource>,
 }
 
 impl Example {
@@ -42,6 +64,7 @@ impl Example {
             privileged: privileged.into(),
             context: Vec::new(),
             extra: BTreeMap::new(),
+            images: Vec::new(),
         }
     }
 

@@ -11,7 +11,7 @@
 //! - [`char_tokenizer`]: the built-in model's character-level `tokenizer.json`.
 
 mod example;
-pub use example::Example;
+pub use example::{Example, ImageSource, IMAGE_PLACEHOLDER};
 
 pub mod char_tokenizer;
 pub mod config;

@@ -276,6 +276,7 @@ pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> 
         privileged,
         context,
         extra: extra_columns(columns, row),
+        images: Vec::new(),
     })
 }
 

@@ -161,6 +161,7 @@ impl Problem {
             privileged: self.privileged(privileged),
             context: Vec::new(),
             extra: Default::default(),
+            images: Vec::new(),
         }
     }
 

@@ -66,6 +66,7 @@ impl Inspection {
                         privileged: String::new(),
                         context: Vec::new(),
                         extra: Default::default(),
+                        images: Vec::new(),
                     });
                     groups.len() - 1
                 }

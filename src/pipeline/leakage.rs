@@ -63,6 +63,7 @@ mod tests {
             privileged: privileged.into(),
             context: Vec::new(),
             extra: Default::default(),
+            images: Vec::new(),
         }
     }
 

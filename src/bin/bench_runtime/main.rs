@@ -113,6 +113,7 @@ impl BenchPrompts {
                 answer,
                 context: Vec::new(),
                 extra: Default::default(),
+                images: Vec::new(),
             });
         }
         anyhow::ensure!(!examples.is_empty(), "{} has no prompts", path.display());
