@@ -77,7 +77,8 @@ pub struct ModelConfig {
     /// Hub revision (branch, tag or commit) of a Hub id; unset: `main`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
-    /// Parameter dtype: `f32`, `bf16` or `f16`.
+    /// Parameter dtype: `f32`, `bf16`, `f16` or `f64` (float64 end to end,
+    /// optimizer moments included: for exactness checks on the CPU).
     pub dtype: String,
     /// `[model.lora]`: train low-rank adapters on a frozen base instead of
     /// every weight (see [`crate::model::lora`]).
