@@ -49,6 +49,9 @@ pub struct EpisodeRollout {
     pub score: Score,
     /// Model turns played.
     pub turns: usize,
+    /// Tool calls the model wrote over its turns (read in `env.tool_format`;
+    /// unreadable ones included).
+    pub tool_calls: usize,
 }
 
 /// The sampler's output: `B * G` rollouts, prompt-major.
