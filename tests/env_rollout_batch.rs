@@ -53,6 +53,7 @@ fn an_episode_trains_only_its_model_tokens() {
             },
             turns: 2,
             tool_calls: 1,
+            teacher_prompt_ids: None,
         }),
         ..Rollout::default()
     };

@@ -211,38 +211,38 @@ pub fn materialise_in(root: &Path) -> Result<PathBuf> {
 impl BuiltinModel {
     /// [`materialise_in`] for this model.
     pub fn materialise_in(&self, root: &Path) -> Result<PathBuf> {
-    let dir = self.cache_dir_in(root);
-    if self.matches_embedded(&dir) {
-        return Ok(dir);
-    }
-    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-    let tmp = TempFolder::create_in(root)?;
-    for f in self.files {
-        let p = tmp.0.join(f.name);
-        std::fs::write(&p, f.bytes).map_err(|e| Error::io(&p, e))?;
-    }
-    // Make the files durable before the rename publishes them.
-    for f in self.files {
-        let p = tmp.0.join(f.name);
-        std::fs::File::open(&p)
-            .and_then(|h| h.sync_all())
-            .map_err(|e| Error::io(&p, e))?;
-    }
-    if dir.exists() && !self.matches_embedded(&dir) {
-        // An incomplete or altered copy (checked again: another process may
-        // have published a good one meanwhile): move it aside, then drop it.
-        let stale = TempFolder::name_in(root, "stale");
-        if std::fs::rename(&dir, &stale).is_ok() {
-            let _ = std::fs::remove_dir_all(&stale);
+        let dir = self.cache_dir_in(root);
+        if self.matches_embedded(&dir) {
+            return Ok(dir);
         }
-    }
-    match std::fs::rename(&tmp.0, &dir) {
-        Ok(()) => Ok(dir),
-        // Another process published a complete copy first (the rename of a
-        // folder onto a non-empty one fails); `tmp` is removed on drop.
-        Err(_) if self.matches_embedded(&dir) => Ok(dir),
-        Err(e) => Err(Error::io(&dir, e)),
-    }
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let tmp = TempFolder::create_in(root)?;
+        for f in self.files {
+            let p = tmp.0.join(f.name);
+            std::fs::write(&p, f.bytes).map_err(|e| Error::io(&p, e))?;
+        }
+        // Make the files durable before the rename publishes them.
+        for f in self.files {
+            let p = tmp.0.join(f.name);
+            std::fs::File::open(&p)
+                .and_then(|h| h.sync_all())
+                .map_err(|e| Error::io(&p, e))?;
+        }
+        if dir.exists() && !self.matches_embedded(&dir) {
+            // An incomplete or altered copy (checked again: another process may
+            // have published a good one meanwhile): move it aside, then drop it.
+            let stale = TempFolder::name_in(root, "stale");
+            if std::fs::rename(&dir, &stale).is_ok() {
+                let _ = std::fs::remove_dir_all(&stale);
+            }
+        }
+        match std::fs::rename(&tmp.0, &dir) {
+            Ok(()) => Ok(dir),
+            // Another process published a complete copy first (the rename of a
+            // folder onto a non-empty one fails); `tmp` is removed on drop.
+            Err(_) if self.matches_embedded(&dir) => Ok(dir),
+            Err(e) => Err(Error::io(&dir, e)),
+        }
     }
 
     /// [`locate`] for this model.
@@ -339,7 +339,10 @@ mod tests {
         assert!(AGENT.matches_embedded(&src));
         assert!(!BASE.matches_embedded(&src));
         assert_ne!(AGENT.content_hash(), BASE.content_hash());
-        assert_eq!(by_key("builtin-agent").map(|m| m.key), Some("builtin-agent"));
+        assert_eq!(
+            by_key("builtin-agent").map(|m| m.key),
+            Some("builtin-agent")
+        );
         assert_eq!(by_key("builtin").map(|m| m.key), Some("builtin"));
         assert!(by_key("assets/tiny-arith").is_none());
         let root = tempfile::tempdir().unwrap();

@@ -159,7 +159,10 @@ pub fn write_char_tokenizer_with(dir: &Path, chat_template: &str) -> Result<()> 
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for (name, doc) in [
         ("tokenizer.json", tokenizer_json()),
-        ("tokenizer_config.json", tokenizer_config_json_with(chat_template)),
+        (
+            "tokenizer_config.json",
+            tokenizer_config_json_with(chat_template),
+        ),
         ("generation_config.json", generation_config_json()),
     ] {
         let path = dir.join(name);

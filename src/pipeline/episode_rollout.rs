@@ -13,6 +13,8 @@ use super::plan::StepPlan;
 use super::stages::tokenizer_of;
 use crate::config::RunConfig;
 use crate::data::prompt::student_prompt_ids;
+use crate::data::TeacherPrompt;
+use crate::env::chat::EpisodeChat;
 use crate::env::{Episode, ToolFormat};
 use crate::error::{Error, Result};
 use crate::model::{max_concurrent_rows, prompt_seeds, GenerateOptions, LoadedModel, Tokenizer};
@@ -69,6 +71,7 @@ pub fn rollout_episodes(
         env_timeout: cfg.env.turn_timeout(),
         policy_version,
     };
+    let teacher = TeacherPrompt::for_data(&cfg.data)?;
     let seeds = prompt_seeds(plan.seed, examples.len());
     let chat = ChatSetup { template, bos, eos };
     let played = play_episodes(&model.lm, tok, chat, env, &examples, &seeds, &opts, rows)?;
@@ -82,6 +85,19 @@ pub fn rollout_episodes(
         };
         let turns = p.episode.turns();
         let tool_calls = model_tool_calls(tok, &p.episode, tool_format(cfg.env.tool_format))?;
+        let teacher_prompt_ids = match &p.opening {
+            Some(opening) => {
+                let chat = EpisodeChat::new(
+                    template,
+                    opening.tools.clone(),
+                    bos.map(str::to_string),
+                    eos.map(str::to_string),
+                );
+                let text = chat.teacher_opening_text(opening, &teacher)?;
+                Some(tok.encode(&text, false)?)
+            }
+            None => None,
+        };
         let (prompt_ids, response_ids, mask, logprobs) = if p.episode.is_empty() {
             // The environment never started: the student prompt and one
             // untrained EOS, so the sample has a shape and no credit.
@@ -110,6 +126,7 @@ pub fn rollout_episodes(
                 score,
                 turns,
                 tool_calls,
+                teacher_prompt_ids,
             }),
         });
     }

@@ -3,10 +3,10 @@
 //! versions, stage timings, sampled completions).
 
 use super::batch::CreditBatch;
+use super::batch::Rollout;
 use crate::model::Tokenizer;
 use crate::rlsd::AlgoConfig;
 use crate::stats::{EpisodeStats, StepStats};
-use super::batch::Rollout;
 use crate::train::TrainBatch;
 
 /// The full stats of a trained step: `trained` is what [`crate::train::train_step`]

@@ -28,8 +28,8 @@ use crate::data::task::Problem;
 use crate::data::Example;
 use crate::env::chat::EpisodeChat;
 use crate::env::{
-    CalculatorEnvironment, Episode, EpisodeBuilder, GivenKind, Reply, SampledTurn,
-    Session, ToolFormat,
+    CalculatorEnvironment, Episode, EpisodeBuilder, GivenKind, Reply, SampledTurn, Session,
+    ToolFormat,
 };
 use crate::error::{Error, Result};
 use crate::model::{generate_with, GenerateOptions, LoadedModel, Tokenizer};
@@ -143,7 +143,7 @@ pub fn tool_use_episode(
 pub struct EpisodeEval {
     /// Fraction of episodes whose final answer was right.
     pub accuracy: f64,
-    /// Fraction of episodes with at least one tool call (`reward/used_tool`).
+    /// Fraction of episodes with at least one tool call (the calculator's `used_tool`).
     pub tool_call_rate: f64,
     /// Fraction of the episodes that called the tool whose answer was right
     /// (NaN when none called it).
@@ -203,7 +203,8 @@ pub fn heldout_episodes(
                 generate_with(&model.lm, &prompts, &seeds, &opts, Some(tokenizer))
             })?;
             let mut next = Vec::with_capacity(live.len());
-            for ((i, mut builder, mut session, called), generation) in live.into_iter().zip(generations)
+            for ((i, mut builder, mut session, called), generation) in
+                live.into_iter().zip(generations)
             {
                 let text = builder.model_turn(written_turn(generation.tokens))?;
                 match ready(session.step(&text))?? {
