@@ -267,8 +267,8 @@ fn the_builtin_agent_task_logs_tool_turns_untrained() {
         }
         let first = first.expect("the tool turn starts on a token boundary");
         assert!(trained[first..first + 6].iter().all(|m| *m == 0.0), "{s}");
-        assert!(trained[..first].iter().any(|m| *m == 1.0), "{s}");
-        assert!(trained[first..].iter().any(|m| *m == 1.0), "{s}");
+        assert!(trained[..first].contains(&1.0), "{s}");
+        assert!(trained[first..].contains(&1.0), "{s}");
     }
     assert!(with_tool > 0, "no episode called the calculator: {log}");
 

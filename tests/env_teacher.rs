@@ -22,7 +22,9 @@ const TEMPLATE: &str = "{question} Reference answer: {answer}";
 
 fn agent_tokenizer(dir: &std::path::Path) -> Tokenizer {
     write_char_tokenizer_with(dir, AGENT_CHAT_TEMPLATE).unwrap();
-    Tokenizer::from_dir(dir, &[EOS_ID], Some(0)).unwrap().unwrap()
+    Tokenizer::from_dir(dir, &[EOS_ID], Some(0))
+        .unwrap()
+        .unwrap()
 }
 
 #[test]

@@ -26,7 +26,9 @@ fn agent_config() -> PretrainConfig {
 
 fn agent_tokenizer(dir: &Path) -> Tokenizer {
     write_char_tokenizer_with(dir, AGENT_CHAT_TEMPLATE).unwrap();
-    Tokenizer::from_dir(dir, &[EOS_ID], Some(0)).unwrap().unwrap()
+    Tokenizer::from_dir(dir, &[EOS_ID], Some(0))
+        .unwrap()
+        .unwrap()
 }
 
 /// `12+7-5`: 14.
