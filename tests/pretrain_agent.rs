@@ -168,3 +168,38 @@ fn agent_base_model_calls_the_tool_on_some_problems() {
         played
     );
 }
+
+/// Held-out episodes of a trained model folder against the calculator (the
+/// base model's check, on a run's `final/`): not a check, a measurement.
+/// `RLSD_AGENT_MODEL=runs/agent/final cargo test --test pretrain_agent --
+/// --ignored --nocapture`; prints greedy and sampled accuracy and tool-call
+/// rate on the pretraining's 200 held-out problems, for the committed base
+/// and for that folder.
+#[test]
+#[ignore]
+fn measure_held_out_episodes_of_a_trained_model() {
+    let cfg = agent_config();
+    let task = ArithmeticTask::new(cfg.task.clone()).unwrap();
+    let problems = held_out_problems(&task, cfg.eval_problems, cfg.seed);
+    let mut dirs = vec![repo("assets/tiny-arith-agent")];
+    if let Some(dir) = std::env::var_os("RLSD_AGENT_MODEL") {
+        dirs.push(PathBuf::from(dir));
+    }
+    for dir in dirs {
+        let model = load_base_model(&dir).unwrap();
+        let (tokens, turns) = (cfg.eval_max_new_tokens, cfg.eval_max_turns);
+        let greedy = heldout_episodes(&model, &problems, tokens, turns, None).unwrap();
+        let sampled = heldout_episodes(&model, &problems, tokens, turns, Some(cfg.seed)).unwrap();
+        println!(
+            "{}: {} problems; greedy accuracy {:.3} (tool-call rate {:.3}); \
+             sampled accuracy {:.3} (tool-call rate {:.3}, accuracy with the tool {:.3})",
+            dir.display(),
+            problems.len(),
+            greedy.accuracy,
+            greedy.tool_call_rate,
+            sampled.accuracy,
+            sampled.tool_call_rate,
+            sampled.accuracy_with_tool
+        );
+    }
+}
