@@ -224,6 +224,11 @@ fn the_builtin_agent_task_logs_tool_turns_untrained() {
         .as_f64()
         .expect("turns per episode");
     assert!((0.0..=1.0).contains(&rate) && turns >= 1.0, "{step}");
+    // Truncation is the last model turn's: the base ends its answers with
+    // EOS, so not every episode counts as truncated (it once read 1.0 for
+    // every episode run).
+    let truncated = step["truncation_rate"].as_f64().expect("a truncation rate");
+    assert!(truncated < 1.0, "{step}");
 
     let log = std::fs::read_to_string(run.join("completions.jsonl")).unwrap();
     let samples = records(&log);

@@ -119,8 +119,10 @@ pub fn rollout_episodes(
             prompt_ids,
             response_ids,
             sampling_logprobs: logprobs,
-            stopped_on_eos: false,
-            stopped_on_stop_string: false,
+            // Truncation is the last model turn's: it ran into the token
+            // limit when it ended on neither EOS nor a stop string.
+            stopped_on_eos: played.last_turn[i].0,
+            stopped_on_stop_string: played.last_turn[i].1,
             episode: Some(EpisodeRollout {
                 response_mask: mask,
                 score,

@@ -117,6 +117,7 @@ pub fn play_episodes(
     let mut out = PlayedBatch {
         episodes: Vec::with_capacity(examples.len()),
         env_failed: Vec::with_capacity(examples.len()),
+        last_turn: Vec::with_capacity(examples.len()),
     };
     for (e, p) in driver.episodes.into_iter().enumerate() {
         let outcome = p
@@ -129,6 +130,7 @@ pub fn play_episodes(
             opening: p.opening,
         });
         out.env_failed.push(p.env_failed);
+        out.last_turn.push(p.last_turn);
     }
     Ok(out)
 }
@@ -141,6 +143,10 @@ pub struct PlayedBatch {
     /// Whether each ended on an environment call that timed out, failed or
     /// panicked (scored 0, also counted in [`EnvRuntime::counters`]).
     pub env_failed: Vec<bool>,
+    /// Whether each episode's last model turn ended on EOS and on a stop
+    /// string; both false when it ran into `max_new_tokens` (a truncated
+    /// turn) or never had a turn.
+    pub last_turn: Vec<(bool, bool)>,
 }
 
 /// What an environment call sends back to the decoding thread.
@@ -170,6 +176,9 @@ struct Playing<'a> {
     opening: Option<Opening>,
     /// Whether it ended on an environment call that timed out, failed or panicked.
     env_failed: bool,
+    /// Whether its latest model turn ended on EOS / on a stop string (both
+    /// false: it ran into `max_new_tokens`, or it had no turn).
+    last_turn: (bool, bool),
 }
 
 /// The [`TurnSource`] of [`play_episodes`].
@@ -307,6 +316,7 @@ impl TurnSource for Driver<'_, '_> {
             .ok_or_else(|| Error::InvalidInput(format!("turn {id} was never handed out")))?;
         let version = self.opts.policy_version;
         let p = &mut self.episodes[e];
+        p.last_turn = (g.stopped_on_eos, g.stop_string.is_some());
         let (Some(builder), Some(mut session)) = (p.builder.as_mut(), p.session.take()) else {
             return Err(Error::InvalidInput(format!(
                 "episode {e}: a turn finished while its environment held it"
