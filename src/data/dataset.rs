@@ -106,7 +106,7 @@ impl Dataset {
         let student = StudentPrompt::new(&cfg.student_template, cfg.system_prompt.clone())?;
         let Some(path) = &cfg.path else {
             let task = ArithmeticTask::new(cfg.task.clone())?;
-            let mut examples = task.examples(cfg.task.num_examples, cfg.task.seed);
+            let mut examples = task.dataset_examples(cfg.task.num_examples, cfg.task.seed)?;
             examples.iter_mut().for_each(|ex| student.apply(ex));
             return Dataset::from_examples(
                 "built-in arithmetic task",

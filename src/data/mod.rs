@@ -9,7 +9,8 @@
 //! - [`dataset`]: [`Dataset`] with seeded per-epoch shuffling and the
 //!   [`DataCursor`] a checkpoint saves.
 //! - [`prompt`]: the student prompt and the teacher prompt template.
-//! - [`task`]: the built-in multi-step arithmetic task.
+//! - [`task`]: the built-in multi-step arithmetic task; [`task_image`]: the
+//!   same problems rendered as pictures (the built-in vision-language task).
 //! - [`char_tokenizer`]: the built-in model's character-level `tokenizer.json`.
 
 mod example;
@@ -26,6 +27,7 @@ pub mod prompt;
 mod row;
 pub mod schema;
 pub mod task;
+pub mod task_image;
 
 pub use config::{
     ColumnNames, Columns, DataConfig, DataFormat, FileType, OnBadRow, TeacherQuestion,
@@ -35,3 +37,4 @@ pub use prompt::{
     StudentPrompt, TeacherPrompt, DEFAULT_STUDENT_TEMPLATE, DEFAULT_TEACHER_TEMPLATE,
 };
 pub use task::{ArithmeticTask, TaskConfig};
+pub use task_image::TaskImage;

@@ -19,6 +19,7 @@
 //! the number of operands, the operand range and the operator set. Everything
 //! is drawn from a seeded RNG, so a seed names a dataset.
 
+use super::task_image::{with_image, TaskImage};
 use super::Example;
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
@@ -43,6 +44,9 @@ pub struct TaskConfig {
     pub seed: u64,
     /// What the teacher is shown as privileged text.
     pub privileged: Privileged,
+    /// Whether problems are shown as pictures (`"question"`, `"half"`) or
+    /// as text (`"off"`, the default); see [`super::task_image`].
+    pub image: TaskImage,
 }
 
 /// The privileged text of a built-in problem (`data.task.privileged`).
@@ -67,6 +71,7 @@ impl Default for TaskConfig {
             num_examples: 2000,
             seed: 0,
             privileged: Privileged::Answer,
+            image: TaskImage::Off,
         }
     }
 }
@@ -315,14 +320,40 @@ impl ArithmeticTask {
         }
     }
 
-    /// `n` problems from `seed`, as examples with ids `arith-<seed>-<i>`.
-    pub fn examples(&self, n: usize, seed: u64) -> Vec<Example> {
+    /// `n` problems from `seed`, in order.
+    pub fn problems(&self, n: usize, seed: u64) -> Vec<Problem> {
         let mut rng = StdRng::seed_from_u64(seed);
-        (0..n)
-            .map(|i| {
-                self.problem(&mut rng)
-                    .to_example_with(format!("arith-{seed}-{i}"), self.cfg.privileged)
-            })
+        (0..n).map(|_| self.problem(&mut rng)).collect()
+    }
+
+    /// `n` problems from `seed`, as text examples with ids
+    /// `arith-<seed>-<i>` (`data.task.image` is not applied; see
+    /// [`Self::dataset_examples`]).
+    pub fn examples(&self, n: usize, seed: u64) -> Vec<Example> {
+        self.problems(n, seed)
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.to_example_with(format!("arith-{seed}-{i}"), self.cfg.privileged))
             .collect()
+    }
+
+    /// `n` problems from `seed` as the configured dataset: the text examples
+    /// of [`Self::examples`], rendered as pictures when `data.task.image`
+    /// asks for it ([`super::task_image`]).
+    pub fn dataset_examples(&self, n: usize, seed: u64) -> Result<Vec<Example>> {
+        let text = self.examples(n, seed);
+        if self.cfg.image == TaskImage::Off {
+            return Ok(text);
+        }
+        self.problems(n, seed)
+            .iter()
+            .zip(text)
+            .map(|(p, ex)| self.image_example(p, ex))
+            .collect()
+    }
+
+    /// A problem's text example in the configured `data.task.image` form.
+    pub fn image_example(&self, problem: &Problem, example: Example) -> Result<Example> {
+        with_image(problem, example, self.cfg.image)
     }
 }
