@@ -11,12 +11,14 @@
 //! - [`prompt`]: the student prompt and the teacher prompt template.
 //! - [`task`]: the built-in multi-step arithmetic task; [`task_image`]: the
 //!   same problems rendered as pictures (the built-in vision-language task).
-//! - [`char_tokenizer`]: the built-in model's character-level `tokenizer.json`.
+//! - [`char_tokenizer`]: the built-in model's character-level `tokenizer.json`;
+//!   [`char_tokenizer_vl`]: the same with Qwen's vision tokens.
 
 mod example;
 pub use example::{Example, ImageSource, IMAGE_PLACEHOLDER};
 
 pub mod char_tokenizer;
+pub mod char_tokenizer_vl;
 pub mod config;
 pub mod dataset;
 pub mod hub;
