@@ -6,7 +6,7 @@
 //! and different problems give different pictures.
 
 use rlsd::data::task::{ArithmeticTask, Problem, TaskConfig};
-use rlsd::data::task_image::{render_png, render_rgb, split_half, IMAGE_HEIGHT, IMAGE_STRIDE};
+use rlsd::data::task_image::{render_png, render_rgb, IMAGE_HEIGHT, IMAGE_STRIDE};
 use rlsd::data::{DataConfig, Dataset, Example, ImageSource, TaskImage, IMAGE_PLACEHOLDER};
 use rlsd::model::vision::decode::{decode_rgb, RgbImage};
 use std::collections::HashSet;
@@ -145,19 +145,19 @@ fn half_mode_splits_the_expression_between_picture_and_text() {
         operators: vec!['+', '*', '-'],
         answer: 28,
     };
-    assert_eq!(split_half(&p), ("12+7".to_string(), "*3-5".to_string()));
+    assert_eq!(p.split_half(), ("12+7".to_string(), "*3-5".to_string()));
     let odd = Problem {
         operands: vec![4, 9, 2],
         operators: vec!['-', '+'],
         answer: -3,
     };
-    assert_eq!(split_half(&odd), ("4-9".to_string(), "+2".to_string()));
+    assert_eq!(odd.split_half(), ("4-9".to_string(), "+2".to_string()));
     let two = Problem {
         operands: vec![4, 9],
         operators: vec!['*'],
         answer: 36,
     };
-    assert_eq!(split_half(&two), ("4".to_string(), "*9".to_string()));
+    assert_eq!(two.split_half(), ("4".to_string(), "*9".to_string()));
 
     let text = task(TaskImage::Off).examples(30, 8);
     let vl = task(TaskImage::Half).dataset_examples(30, 8).unwrap();

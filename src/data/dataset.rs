@@ -7,10 +7,11 @@
 //! the interrupted run had not yet handed out.
 
 use super::config::{DataConfig, FileType, OnBadRow};
+use super::images::example_with_images;
 use super::jsonl::jsonl_rows;
 use super::parquet::parquet_rows;
 use super::prompt::StudentPrompt;
-use super::row::{example_from_row, RawRow};
+use super::row::RawRow;
 use super::schema;
 use super::task::ArithmeticTask;
 use super::Example;
@@ -137,7 +138,7 @@ impl Dataset {
             "dataset schema"
         );
         let examples = rows.into_iter().map(|(file, row)| {
-            row.and_then(|r: RawRow| example_from_row(&columns, &images, &file, &r))
+            row.and_then(|r: RawRow| example_with_images(&columns, &images, &file, &r))
         });
         let (mut examples, skipped) = collect_rows(examples, cfg.on_bad_row)?;
         if skipped > 0 {

@@ -15,7 +15,8 @@
 //! header (format and size) must read as PNG, JPEG or WebP. Pixels are only
 //! decoded later, where the model needs them ([`decode_example_images`]).
 
-use super::row::{Cell, RawRow};
+use super::config::Columns;
+use super::row::{example_from_row, Cell, RawRow};
 use super::{Example, ImageSource, IMAGE_PLACEHOLDER};
 use crate::error::{Error, Result};
 use crate::model::vision::decode::{decode_rgb, RgbImage};
@@ -29,6 +30,29 @@ pub const IMAGES: &str = "images";
 
 /// TRL's single-image column, used for TRL rows that have no `images`.
 pub const TRL_IMAGE: &str = "image";
+
+/// The example of a row ([`example_from_row`]) with its images from
+/// `column` (not kept among the extra columns), checked against its
+/// placeholders and read up to their headers ([`check_images`]); `path` is
+/// the dataset file, named in errors and the folder relative image paths
+/// start from.
+pub(crate) fn example_with_images(
+    columns: &Columns,
+    column: &str,
+    path: &Path,
+    row: &RawRow,
+) -> Result<Example> {
+    let mut example = example_from_row(columns, path, row)?;
+    let bad = |msg: String| Error::Data {
+        path: path.to_path_buf(),
+        line: row.line,
+        msg,
+    };
+    example.images = row_images(row, column, path).map_err(bad)?;
+    example.extra.remove(column);
+    check_images(&example.prompt, &example.context, &example.images).map_err(bad)?;
+    Ok(example)
+}
 
 /// The images of a row in `column` (none when the row has no such column or
 /// it is null), paths resolved against `dataset`'s folder. An item that is

@@ -4,8 +4,8 @@
 //! 1-based line number and (in skip mode) does not hide the rows after it.
 
 use super::config::Columns;
-use super::images::IMAGES;
-use super::row::{example_from_row, Cell, RawRow};
+use super::images::{example_with_images, IMAGES};
+use super::row::{Cell, RawRow};
 use super::Example;
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -18,7 +18,7 @@ use std::path::Path;
 pub fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>> {
     Ok(jsonl_rows(path)?
         .into_iter()
-        .map(|row| row.and_then(|r| example_from_row(columns, IMAGES, path, &r)))
+        .map(|row| row.and_then(|r| example_with_images(columns, IMAGES, path, &r)))
         .collect())
 }
 

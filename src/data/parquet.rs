@@ -7,8 +7,8 @@
 //! nested cells.
 
 use super::config::Columns;
-use super::images::IMAGES;
-use super::row::{example_from_row, Cell, RawRow};
+use super::images::{example_with_images, IMAGES};
+use super::row::{Cell, RawRow};
 use super::Example;
 use crate::error::{Error, Result};
 use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -23,7 +23,7 @@ use std::path::Path;
 pub fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>> {
     Ok(parquet_rows(path)?
         .into_iter()
-        .map(|row| row.and_then(|r| example_from_row(columns, IMAGES, path, &r)))
+        .map(|row| row.and_then(|r| example_with_images(columns, IMAGES, path, &r)))
         .collect())
 }
 

@@ -151,15 +151,10 @@ impl RawRow {
     }
 }
 
-/// Build an example from a row with concrete column paths; `images` is the
-/// images column ([`super::images`]); `path` is the file, named in errors and
-/// in the fallback id, and the folder relative image paths start from.
-pub(crate) fn example_from_row(
-    columns: &Columns,
-    images: &str,
-    path: &Path,
-    row: &RawRow,
-) -> Result<Example> {
+/// Build an example from a row with concrete column paths; `path` is the
+/// file, named in errors and in the fallback id. Its images are added by
+/// `images::example_with_images`.
+pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> Result<Example> {
     let line = row.line;
     let bad = |msg: String| Error::Data {
         path: path.to_path_buf(),
@@ -279,25 +274,21 @@ pub(crate) fn example_from_row(
                 .unwrap_or_default()
         ),
     };
-    let image_sources = super::images::row_images(row, images, path).map_err(&bad)?;
-    super::images::check_images(&prompt, &context, &image_sources).map_err(bad)?;
     Ok(Example {
         id,
         prompt,
         answer,
         privileged,
         context,
-        extra: extra_columns(columns, images, row),
-        images: image_sources,
+        extra: extra_columns(columns, row),
+        images: Vec::new(),
     })
 }
 
 /// The row's top-level columns other than the four the example is made of
-/// and its images (a nested column such as veRL's `reward_model` is kept
-/// whole), as JSON.
+/// (a nested column such as veRL's `reward_model` is kept whole), as JSON.
 fn extra_columns(
     columns: &Columns,
-    images: &str,
     row: &RawRow,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
     let used = [
@@ -305,7 +296,6 @@ fn extra_columns(
         columns.answer.as_str(),
         columns.privileged.as_str(),
         columns.id.as_str(),
-        images,
     ];
     row.cells
         .iter()

@@ -170,6 +170,23 @@ impl Problem {
         }
     }
 
+    /// The expression split after its first `ceil(n / 2)` operands: the
+    /// part `data.task.image = "half"` draws (`12+7`) and the part left in
+    /// text, starting with its operator (`*3-5`).
+    pub fn split_half(&self) -> (String, String) {
+        let k = self.operands.len().div_ceil(2);
+        let mut pictured = String::new();
+        let mut rest = String::new();
+        for (i, value) in self.operands.iter().enumerate() {
+            let out = if i < k { &mut pictured } else { &mut rest };
+            if i > 0 {
+                out.push(self.operators[i - 1]);
+            }
+            out.push_str(&value.to_string());
+        }
+        (pictured, rest)
+    }
+
     /// The privileged text of this problem (see [`Privileged`]).
     pub fn privileged(&self, kind: Privileged) -> String {
         match kind {
@@ -354,6 +371,13 @@ impl ArithmeticTask {
 
     /// A problem's text example in the configured `data.task.image` form.
     pub fn image_example(&self, problem: &Problem, example: Example) -> Result<Example> {
-        with_image(problem, example, self.cfg.image)
+        match self.cfg.image {
+            TaskImage::Off => Ok(example),
+            TaskImage::Question => with_image(example, &problem.expression(), ""),
+            TaskImage::Half => {
+                let (pictured, rest) = problem.split_half();
+                with_image(example, &pictured, &rest)
+            }
+        }
     }
 }

@@ -21,7 +21,6 @@
 //! Rendering is a pure function of the text, so an example is a pure
 //! function of `(seed, index)` like the text task's.
 
-use super::task::Problem;
 use super::{Example, ImageSource, IMAGE_PLACEHOLDER};
 use crate::error::{Error, Result};
 use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
@@ -64,37 +63,15 @@ fn font() -> Result<&'static FontRef<'static>> {
         .ok_or_else(|| Error::InvalidInput("the bundled DejaVuSans.ttf does not parse".into()))
 }
 
-/// The problem as a vision-language example in `mode` (`Off`: the text
-/// example unchanged).
-pub fn with_image(problem: &Problem, example: Example, mode: TaskImage) -> Result<Example> {
-    let (pictured, rest) = match mode {
-        TaskImage::Off => return Ok(example),
-        TaskImage::Question => (problem.expression(), String::new()),
-        TaskImage::Half => split_half(problem),
-    };
-    let png = render_png(&pictured)?;
+/// A text example of the task as a vision-language one: `pictured` drawn
+/// as its picture, the prompt `What is <image>{rest}?`.
+pub fn with_image(example: Example, pictured: &str, rest: &str) -> Result<Example> {
+    let png = render_png(pictured)?;
     Ok(Example {
         prompt: format!("What is {IMAGE_PLACEHOLDER}{rest}?"),
         images: vec![ImageSource::Bytes(png)],
         ..example
     })
-}
-
-/// The expression split after the first `ceil(n / 2)` operands: the
-/// pictured part (`12+7`) and the text part starting with its operator
-/// (`*3-5`).
-pub fn split_half(problem: &Problem) -> (String, String) {
-    let k = problem.operands.len().div_ceil(2);
-    let mut pictured = String::new();
-    let mut rest = String::new();
-    for (i, value) in problem.operands.iter().enumerate() {
-        let out = if i < k { &mut pictured } else { &mut rest };
-        if i > 0 {
-            out.push(problem.operators[i - 1]);
-        }
-        out.push_str(&value.to_string());
-    }
-    (pictured, rest)
 }
 
 /// `text` drawn on one line as PNG bytes (see the module doc for the look).
