@@ -7,10 +7,11 @@
 //! the interrupted run had not yet handed out.
 
 use super::config::{DataConfig, FileType, OnBadRow};
+use super::images::example_with_images;
 use super::jsonl::jsonl_rows;
 use super::parquet::parquet_rows;
 use super::prompt::StudentPrompt;
-use super::row::{example_from_row, RawRow};
+use super::row::RawRow;
 use super::schema;
 use super::task::ArithmeticTask;
 use super::Example;
@@ -106,7 +107,7 @@ impl Dataset {
         let student = StudentPrompt::new(&cfg.student_template, cfg.system_prompt.clone())?;
         let Some(path) = &cfg.path else {
             let task = ArithmeticTask::new(cfg.task.clone())?;
-            let mut examples = task.examples(cfg.task.num_examples, cfg.task.seed);
+            let mut examples = task.dataset_examples(cfg.task.num_examples, cfg.task.seed)?;
             examples.iter_mut().for_each(|ex| student.apply(ex));
             return Dataset::from_examples(
                 "built-in arithmetic task",
@@ -128,6 +129,7 @@ impl Dataset {
         let first = rows.iter().find_map(|(_, r)| r.as_ref().ok());
         let format = schema::detect(cfg.format, first);
         let columns = schema::columns_for(format, &cfg.columns, first);
+        let images = schema::images_column(format, &cfg.columns, first);
         tracing::debug!(
             path = %path.display(),
             format = schema::format_name(format),
@@ -135,9 +137,9 @@ impl Dataset {
             answer = %columns.answer,
             "dataset schema"
         );
-        let examples = rows
-            .into_iter()
-            .map(|(file, row)| row.and_then(|r: RawRow| example_from_row(&columns, &file, &r)));
+        let examples = rows.into_iter().map(|(file, row)| {
+            row.and_then(|r: RawRow| example_with_images(&columns, &images, &file, &r))
+        });
         let (mut examples, skipped) = collect_rows(examples, cfg.on_bad_row)?;
         if skipped > 0 {
             tracing::warn!(

@@ -19,6 +19,7 @@
 //! the number of operands, the operand range and the operator set. Everything
 //! is drawn from a seeded RNG, so a seed names a dataset.
 
+use super::task_image::{with_image, TaskImage};
 use super::Example;
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
@@ -43,6 +44,9 @@ pub struct TaskConfig {
     pub seed: u64,
     /// What the teacher is shown as privileged text.
     pub privileged: Privileged,
+    /// Whether problems are shown as pictures (`"question"`, `"half"`) or
+    /// as text (`"off"`, the default); see [`super::task_image`].
+    pub image: TaskImage,
 }
 
 /// The privileged text of a built-in problem (`data.task.privileged`).
@@ -67,6 +71,7 @@ impl Default for TaskConfig {
             num_examples: 2000,
             seed: 0,
             privileged: Privileged::Answer,
+            image: TaskImage::Off,
         }
     }
 }
@@ -163,6 +168,23 @@ impl Problem {
             extra: Default::default(),
             images: Vec::new(),
         }
+    }
+
+    /// The expression split after its first `ceil(n / 2)` operands: the
+    /// part `data.task.image = "half"` draws (`12+7`) and the part left in
+    /// text, starting with its operator (`*3-5`).
+    pub fn split_half(&self) -> (String, String) {
+        let k = self.operands.len().div_ceil(2);
+        let mut pictured = String::new();
+        let mut rest = String::new();
+        for (i, value) in self.operands.iter().enumerate() {
+            let out = if i < k { &mut pictured } else { &mut rest };
+            if i > 0 {
+                out.push(self.operators[i - 1]);
+            }
+            out.push_str(&value.to_string());
+        }
+        (pictured, rest)
     }
 
     /// The privileged text of this problem (see [`Privileged`]).
@@ -315,14 +337,47 @@ impl ArithmeticTask {
         }
     }
 
-    /// `n` problems from `seed`, as examples with ids `arith-<seed>-<i>`.
-    pub fn examples(&self, n: usize, seed: u64) -> Vec<Example> {
+    /// `n` problems from `seed`, in order.
+    pub fn problems(&self, n: usize, seed: u64) -> Vec<Problem> {
         let mut rng = StdRng::seed_from_u64(seed);
-        (0..n)
-            .map(|i| {
-                self.problem(&mut rng)
-                    .to_example_with(format!("arith-{seed}-{i}"), self.cfg.privileged)
-            })
+        (0..n).map(|_| self.problem(&mut rng)).collect()
+    }
+
+    /// `n` problems from `seed`, as text examples with ids
+    /// `arith-<seed>-<i>` (`data.task.image` is not applied; see
+    /// [`Self::dataset_examples`]).
+    pub fn examples(&self, n: usize, seed: u64) -> Vec<Example> {
+        self.problems(n, seed)
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.to_example_with(format!("arith-{seed}-{i}"), self.cfg.privileged))
             .collect()
+    }
+
+    /// `n` problems from `seed` as the configured dataset: the text examples
+    /// of [`Self::examples`], rendered as pictures when `data.task.image`
+    /// asks for it ([`super::task_image`]).
+    pub fn dataset_examples(&self, n: usize, seed: u64) -> Result<Vec<Example>> {
+        let text = self.examples(n, seed);
+        if self.cfg.image == TaskImage::Off {
+            return Ok(text);
+        }
+        self.problems(n, seed)
+            .iter()
+            .zip(text)
+            .map(|(p, ex)| self.image_example(p, ex))
+            .collect()
+    }
+
+    /// A problem's text example in the configured `data.task.image` form.
+    pub fn image_example(&self, problem: &Problem, example: Example) -> Result<Example> {
+        match self.cfg.image {
+            TaskImage::Off => Ok(example),
+            TaskImage::Question => with_image(example, &problem.expression(), ""),
+            TaskImage::Half => {
+                let (pictured, rest) = problem.split_half();
+                with_image(example, &pictured, &rest)
+            }
+        }
     }
 }

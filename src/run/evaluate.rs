@@ -384,13 +384,20 @@ pub fn held_out_examples(cfg: &crate::config::RunConfig) -> Result<Vec<Example>>
                 .collect();
             let mut out = Vec::with_capacity(v.num_prompts);
             let mut seen = std::collections::HashSet::new();
-            // Draw until enough unseen problems (bounded: a tiny problem space ends it).
-            for e in task.examples(v.num_prompts * 20, v.seed) {
+            // Draw until enough unseen problems (bounded: a tiny problem space
+            // ends it); text prompts tell problems apart, pictures are drawn
+            // for the kept ones (`data.task.image`).
+            let n = v.num_prompts * 20;
+            for (p, e) in task
+                .problems(n, v.seed)
+                .iter()
+                .zip(task.examples(n, v.seed))
+            {
                 if out.len() == v.num_prompts {
                     break;
                 }
                 if !train.contains(&e.prompt) && seen.insert(e.prompt.clone()) {
-                    out.push(e);
+                    out.push(task.image_example(p, e)?);
                 }
             }
             if out.is_empty() {
