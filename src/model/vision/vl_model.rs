@@ -62,6 +62,18 @@ impl VisionInput {
     }
 }
 
+/// Encoded images of one forward, in the order of their `<|image_pad|>` runs.
+#[derive(Debug)]
+pub struct ImageFeatures {
+    /// `[tokens, hidden]`: one row per image token (merged patch).
+    pub features: Tensor,
+    /// Qwen3-VL's deepstack features, one `[tokens, hidden]` per level (empty
+    /// for Qwen2.5-VL).
+    pub deepstack: Vec<Tensor>,
+    /// `(t, h, w)` patch grid of each image.
+    pub grids: Vec<[usize; 3]>,
+}
+
 /// The vision tower of either family.
 #[derive(Debug)]
 pub enum Tower {
@@ -114,6 +126,29 @@ impl VlModel {
                 Ok((out.features, out.deepstack))
             }
         }
+    }
+
+    /// [`VlModel::encode`] with the grids kept beside the features, the form
+    /// [`VlModel::hidden_with_features`] splices.
+    pub fn encode_features(&self, images: &VisionInput) -> Result<ImageFeatures> {
+        let (features, deepstack) = self.encode(images)?;
+        Ok(ImageFeatures {
+            features,
+            deepstack,
+            grids: images.grids.clone(),
+        })
+    }
+
+    /// Final-norm hidden states `[B, T, hidden]` of `ids [B, T]` with images
+    /// already encoded (a training batch encodes each distinct prompt's
+    /// images once and repeats the features for its rows). No KV cache.
+    pub fn hidden_with_features(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        images: Option<&ImageFeatures>,
+    ) -> Result<Tensor> {
+        Ok(self.hidden_of(ids, attention_mask, images, None)?.0)
     }
 
     /// Logits `[B, T, V]` of a prompt batch `ids [B, T]` with its images.
@@ -241,6 +276,18 @@ impl VlModel {
         images: Option<&VisionInput>,
         cache: Option<&mut KvCache>,
     ) -> Result<(Tensor, Vec<i64>)> {
+        let features = images.map(|i| self.encode_features(i)).transpose()?;
+        self.hidden_of(ids, attention_mask, features.as_ref(), cache)
+    }
+
+    /// [`VlModel::prefill_hidden`] from encoded images.
+    fn hidden_of(
+        &self,
+        ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        images: Option<&ImageFeatures>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<(Tensor, Vec<i64>)> {
         self.refuse_video(ids)?;
         let size = ids.size();
         if size.len() != 2 || size[1] == 0 {
@@ -272,10 +319,10 @@ impl VlModel {
         &self,
         ids: &Tensor,
         x: Tensor,
-        images: &VisionInput,
+        images: &ImageFeatures,
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        let (features, deepstack) = self.encode(images)?;
-        let features = features.f_to_kind(x.kind())?;
+        let deepstack = &images.deepstack;
+        let features = images.features.f_to_kind(x.kind())?;
         let is_pad = ids.f_eq(self.config.image_token_id)?;
         let count = is_pad.f_sum(Kind::Int64)?.f_int64_value(&[])?;
         if count != features.size()[0] {

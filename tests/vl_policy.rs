@@ -1,0 +1,247 @@
+//! The vision-language [`VlPolicy`] (the train step's `Policy` for
+//! Qwen2.5-VL / Qwen3-VL) against transformers' teacher-forced response
+//! log-probs (the goldens of tests/vl_model_golden.rs, made by
+//! scripts/make_vl_model_goldens.py), and a real train step: the frozen
+//! tower stays put while the language weights move; `train_vision` moves it.
+
+use anyhow::Result;
+use rlsd::model::vision::{LoadedVlModel, ProcessedImage, VlPolicy};
+use rlsd::optim::{trainable_by_name, OptimConfig};
+use rlsd::policy::{Policy, PromptResponse};
+use rlsd::rlsd::{Algo, AlgoConfig};
+use rlsd::train::{train_step, TrainBatch, Trainer};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+const CASES: [&str; 3] = ["text_image", "two_images", "text_only"];
+const MODELS: [&str; 2] = ["qwen2_5_vl_tiny", "qwen3_vl_tiny"];
+
+fn model_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vl")
+        .join(name)
+}
+
+fn golden(name: &str) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(model_dir(name).join("golden.safetensors"))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn policy(name: &str, train_vision: bool) -> VlPolicy {
+    let m = LoadedVlModel::load(&model_dir(name), Device::Cpu, Kind::Float).unwrap();
+    VlPolicy::new(m, train_vision)
+}
+
+/// Golden image `i` as the processor's output.
+fn image(g: &HashMap<String, Tensor>, i: usize) -> ProcessedImage {
+    let pv = &g[&format!("image{i}.pixel_values")];
+    let grid: Vec<i64> = Vec::try_from(&g[&format!("image{i}.grid_thw")]).unwrap();
+    ProcessedImage {
+        pixel_values: Vec::try_from(pv.to_kind(Kind::Float).view([-1])).unwrap(),
+        grid_thw: [grid[0] as usize, grid[1] as usize, grid[2] as usize],
+        patch_dim: pv.size()[1] as usize,
+    }
+}
+
+fn case_images(g: &HashMap<String, Tensor>, case: &str) -> Vec<ProcessedImage> {
+    match case {
+        "text_image" => vec![image(g, 0)],
+        "two_images" => vec![image(g, 0), image(g, 1)],
+        _ => vec![],
+    }
+}
+
+fn ids(t: &Tensor) -> Vec<i64> {
+    Vec::try_from(t.view([-1])).unwrap()
+}
+
+/// The golden cases as samples, with their images bound to `p`.
+fn golden_samples(p: &VlPolicy, g: &HashMap<String, Tensor>) -> Vec<PromptResponse> {
+    CASES
+        .iter()
+        .map(|case| {
+            let prompt = ids(&g[&format!("{case}.ids")]);
+            let images = case_images(g, case);
+            if !images.is_empty() {
+                p.bind_images(&prompt, Arc::from(images)).unwrap();
+            }
+            PromptResponse {
+                prompt,
+                response: ids(&g[&format!("{case}.response")]),
+            }
+        })
+        .collect()
+}
+
+fn row(t: &Tensor, r: i64, n: usize) -> Vec<f32> {
+    Vec::try_from(t.get(r).narrow(0, 0, n as i64)).unwrap()
+}
+
+#[test]
+fn teacher_forced_logprobs_equal_transformers() -> Result<()> {
+    for name in MODELS {
+        let g = golden(name);
+        let p = policy(name, false);
+        let mut batch = golden_samples(&p, &g);
+        // A second row of the text+image prompt (a group's sibling) with a
+        // shorter response: its images are encoded once for both rows.
+        let mut sibling = batch[0].clone();
+        sibling.response.truncate(2);
+        batch.push(sibling);
+        let scores = tch::no_grad(|| p.response_scores(&batch, 1.0))?;
+        for (r, pr) in batch.iter().enumerate() {
+            let case = if r < 3 { CASES[r] } else { CASES[0] };
+            let want: Vec<f32> = Vec::try_from(&g[&format!("{case}.response_logprobs")])?;
+            let got = row(&scores.logprobs, r as i64, pr.response.len());
+            for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{name} row {r} ({case}) token {j}: {a} vs transformers {b}"
+                );
+            }
+            let mask = row(&scores.mask, r as i64, pr.response.len());
+            assert!(mask.iter().all(|&m| m == 1.0));
+            let ent = row(&scores.entropy, r as i64, pr.response.len());
+            assert!(ent.iter().all(|&e| e.is_finite() && e >= 0.0));
+        }
+        // Padding after the sibling's 2 tokens scores 0.
+        let tail: Vec<f32> = Vec::try_from(scores.logprobs.get(3).narrow(0, 2, 1))?;
+        assert_eq!(tail, vec![0.0]);
+    }
+    Ok(())
+}
+
+#[test]
+fn unbound_or_conflicting_images_are_errors() {
+    let name = MODELS[0];
+    let g = golden(name);
+    let p = policy(name, false);
+    let prompt = ids(&g["text_image.ids"]);
+    let batch = vec![PromptResponse {
+        prompt: prompt.clone(),
+        response: ids(&g["text_image.response"]),
+    }];
+    let err = p.response_scores(&batch, 1.0).unwrap_err().to_string();
+    assert!(err.contains("no images were bound"), "{err}");
+    p.bind_images(&prompt, Arc::from(vec![image(&g, 0)]))
+        .unwrap();
+    p.bind_images(&prompt, Arc::from(vec![image(&g, 0)]))
+        .unwrap();
+    let err = p
+        .bind_images(&prompt, Arc::from(vec![image(&g, 1)]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("different images"), "{err}");
+    p.clear_images();
+    assert_eq!(p.bound_prompts(), 0);
+}
+
+fn weights(p: &VlPolicy) -> HashMap<String, Tensor> {
+    p.var_store()
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach().copy()))
+        .collect()
+}
+
+/// Names whose tensors changed between `a` and `b`.
+fn moved(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> Vec<String> {
+    let mut out: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| !v.equal(&b[*k]))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.sort();
+    out
+}
+
+/// One RLSD train step over the golden samples; the parameter names that moved.
+fn one_step(name: &str, train_vision: bool) -> Result<(Vec<String>, Vec<String>)> {
+    let g = golden(name);
+    let p = policy(name, train_vision);
+    let samples = golden_samples(&p, &g);
+    let scores = tch::no_grad(|| p.response_scores(&samples, 1.0))?;
+    let sampling: Vec<Vec<f32>> = samples
+        .iter()
+        .enumerate()
+        .map(|(r, s)| row(&scores.logprobs, r as i64, s.response.len()))
+        .collect();
+    // A teacher that likes every second token more.
+    let teacher: Vec<Vec<f32>> = sampling
+        .iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(j, x)| x + if j % 2 == 0 { 0.5 } else { -0.5 })
+                .collect()
+        })
+        .collect();
+    let batch = TrainBatch {
+        samples,
+        sampling_logprobs: sampling,
+        teacher_logprobs: Some(teacher),
+        teacher_neg_logprobs: None,
+        ref_logprobs: None,
+        teacher_support: None,
+        advantages: vec![1.0, -1.0, 0.5],
+        correct: None,
+        step: 1,
+        lambda: 0.5,
+        lr: 1e-2,
+        temperature: 1.0,
+        response_mask: None,
+    };
+    let optim = OptimConfig {
+        lr: 1e-2,
+        micro_batch_size: 2,
+        ..OptimConfig::default()
+    };
+    let mut trainer = Trainer::new(p, AlgoConfig::with_algo(Algo::Rlsd), optim)?;
+    let in_optimizer: Vec<String> = trainable_by_name(trainer.policy.var_store())
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let before = weights(&trainer.policy);
+    let stats = train_step(&mut trainer, &batch)?;
+    assert!(!stats.skipped, "{name}: step skipped: {stats:?}");
+    assert!(stats.loss.is_finite());
+    Ok((moved(&before, &weights(&trainer.policy)), in_optimizer))
+}
+
+#[test]
+fn a_train_step_moves_the_language_weights_and_a_frozen_tower_stays() -> Result<()> {
+    for name in MODELS {
+        let (moved, in_optimizer) = one_step(name, false)?;
+        assert!(
+            in_optimizer.iter().all(|k| !k.starts_with("visual.")),
+            "{name}: a frozen tower's parameter is in the optimizer"
+        );
+        assert!(
+            moved.iter().all(|k| !k.starts_with("visual.")),
+            "{name}: frozen tower moved: {moved:?}"
+        );
+        assert!(
+            moved.iter().any(|k| k.starts_with("model.layers.")),
+            "{name}: no decoder layer moved: {moved:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn train_vision_moves_the_tower_too() -> Result<()> {
+    for name in MODELS {
+        let (moved, in_optimizer) = one_step(name, true)?;
+        assert!(in_optimizer.iter().any(|k| k.starts_with("visual.")));
+        assert!(
+            moved.iter().any(|k| k.starts_with("visual.blocks.")),
+            "{name}: trainable tower did not move: {moved:?}"
+        );
+        assert!(moved.iter().any(|k| k.starts_with("model.layers.")));
+    }
+    Ok(())
+}
