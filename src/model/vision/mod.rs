@@ -18,6 +18,7 @@
 //! - [`tower3`]: Qwen3-VL's, with the deepstack mergers;
 //! - [`vl_model`]: features spliced into the decoder's embeddings, M-RoPE,
 //!   cached generation, loading;
+//! - [`vl_generate`]: a group's responses to one prompt, its images encoded once;
 //! - [`vl_policy`]: the train step's `Policy` (images bound to prompts, each
 //!   distinct prompt's images encoded once, the tower frozen by default).
 //!
@@ -32,6 +33,7 @@ pub mod rope_index;
 pub mod tower;
 pub mod tower3;
 pub mod vl_config;
+pub mod vl_generate;
 pub mod vl_model;
 pub mod vl_policy;
 pub mod window;
