@@ -245,3 +245,86 @@ fn train_vision_moves_the_tower_too() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_groups_responses_equal_one_prompt_at_a_time_sampling() -> Result<()> {
+    use rand::SeedableRng;
+    use rlsd::model::sampling::SamplingParams;
+    use rlsd::model::vision::VisionInput;
+    for name in MODELS {
+        let g = golden(name);
+        let p = policy(name, false);
+        let model = &p.model.model;
+        let prompt = ids(&g["two_images.ids"]);
+        let images = VisionInput::from_processed(&case_images(&g, "two_images"), Device::Cpu)?;
+        let params = SamplingParams {
+            greedy: false,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            presence_penalty: 0.0,
+        };
+        let seeds = [3u64, 11, 12];
+        let group = model.generate_group(&prompt, Some(&images), 5, &[2], &params, &seeds)?;
+        for (r, &seed) in seeds.iter().enumerate() {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let (tokens, lps) = tch::no_grad(|| {
+                model.generate(&prompt, Some(&images), 5, &[2], &params, &mut rng)
+            })?;
+            assert_eq!(group[r].tokens, tokens, "{name} row {r}");
+            for (a, b) in group[r].logprobs.iter().zip(&lps) {
+                assert!((a - b).abs() < 1e-4, "{name} row {r}: {a} vs {b}");
+            }
+            assert_eq!(group[r].stopped_on_eos, tokens.last() == Some(&2));
+        }
+        assert_ne!(
+            group[0].tokens, group[1].tokens,
+            "{name}: seeds give one response"
+        );
+    }
+    Ok(())
+}
+
+/// A response that sampled `<|image_pad|>` and `<|video_pad|>` (text tokens
+/// once generated) scores as cached decoding fed them: the same log-probs.
+#[test]
+fn sampled_image_and_video_pads_score_as_decoding_fed_them() -> Result<()> {
+    use rlsd::model::vision::VisionInput;
+    for name in MODELS {
+        let g = golden(name);
+        let p = policy(name, false);
+        let model = &p.model.model;
+        let cfg = &model.config;
+        let prompt = ids(&g["text_image.ids"]);
+        let response = vec![69, cfg.image_token_id, cfg.video_token_id, 98, 135];
+        p.bind_images(&prompt, Arc::from(case_images(&g, "text_image")))?;
+        let batch = vec![PromptResponse {
+            prompt: prompt.clone(),
+            response: response.clone(),
+        }];
+        let scores = tch::no_grad(|| p.response_scores(&batch, 1.0))?;
+        let got = row(&scores.logprobs, 0, response.len());
+        let images = VisionInput::from_processed(&case_images(&g, "text_image"), Device::Cpu)?;
+        let want: Vec<f32> = tch::no_grad(|| -> Result<Vec<f32>> {
+            let mut cache = model.lm.new_cache(64);
+            let ids_t = Tensor::from_slice(&prompt).view([1, -1]);
+            let (mut logits, deltas) = model.prefill(&ids_t, None, Some(&images), &mut cache)?;
+            let mut out = Vec::new();
+            for &tok in &response {
+                let lp = logits.log_softmax(-1, Kind::Float).double_value(&[0, tok]);
+                out.push(lp as f32);
+                let pos = Tensor::from_slice(&[cache.len() + deltas[0]]).view([1, 1]);
+                let step = Tensor::from_slice(&[tok]).view([1, 1]);
+                logits = model.decode(&step, &pos, None, &mut cache)?;
+            }
+            Ok(out)
+        })?;
+        for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{name} token {j}: {a} vs decoding {b}"
+            );
+        }
+    }
+    Ok(())
+}

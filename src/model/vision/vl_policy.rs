@@ -170,6 +170,36 @@ impl VlPolicy {
         }))
     }
 
+    /// When a response holds `<|image_pad|>` or `<|video_pad|>` (sampled
+    /// tokens are text), the row layout `ids [B, S]` with those response
+    /// tokens replaced by 0, so that only the prompt's pads place images
+    /// and positions; `None` when no response holds one.
+    fn structure_ids(&self, batch: &[PromptResponse], ids: &Tensor) -> Result<Option<Tensor>> {
+        let cfg = &self.model.model.config;
+        let special = [cfg.image_token_id, cfg.video_token_id];
+        if !batch
+            .iter()
+            .any(|pr| pr.response.iter().any(|t| special.contains(t)))
+        {
+            return Ok(None);
+        }
+        let s = ids.size()[1] as usize;
+        let mut flat = vec![0i64; batch.len() * s];
+        for (r, pr) in batch.iter().enumerate() {
+            let row = &mut flat[r * s..(r + 1) * s];
+            let p = pr.prompt.len();
+            row[..p].copy_from_slice(&pr.prompt);
+            for (j, &t) in pr.response.iter().enumerate() {
+                row[p + j] = if special.contains(&t) { 0 } else { t };
+            }
+        }
+        Ok(Some(
+            Tensor::f_from_slice(&flat)?
+                .f_view([batch.len() as i64, s as i64])?
+                .f_to_device(ids.device())?,
+        ))
+    }
+
     /// Temperature, non-empty prompts and every id inside the vocabulary.
     fn check_batch(&self, batch: &[PromptResponse], temperature: f64) -> Result<()> {
         if temperature.is_nan() || temperature <= 0.0 {
@@ -227,10 +257,15 @@ impl Policy for VlPolicy {
                 return Err(Error::InvalidInput("expected a row layout".into()));
             };
             let features = self.row_features(batch)?;
-            let hidden = self
-                .model
-                .model
-                .hidden_with_features(ids, None, features.as_ref())?;
+            let structure = self.structure_ids(batch, ids)?;
+            let (ids, embed_ids) = match &structure {
+                Some(s) => (s, Some(ids)),
+                None => (ids, None),
+            };
+            let hidden =
+                self.model
+                    .model
+                    .hidden_with_features(ids, embed_ids, None, features.as_ref())?;
             let h = layout.pick(&hidden)?;
             let chunk = chunk_tokens(lm.config.vocab_size, 0);
             let (lp, ent) = chunked_scores(lm, &h, &layout.targets, temperature, chunk, true)?;

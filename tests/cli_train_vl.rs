@@ -1,0 +1,114 @@
+//! `rlsd train` with a vision-language model through the built binary: the
+//! tiny random Qwen2.5-VL of tests/fixtures/vl/qwen2_5_vl_tiny
+//! (scripts/make_vl_model_goldens.py) on a 4-row JSONL dataset, two RLSD
+//! steps: exit 0, two metrics lines, a checkpoint, a `final/` VL folder whose
+//! decoder moved. (Prompts with images through the library:
+//! tests/vl_train.rs.)
+
+#[path = "common/timed.rs"]
+mod timed;
+
+use rlsd::model::vision::LoadedVlModel;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{Device, Kind};
+
+fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vl/qwen2_5_vl_tiny")
+}
+
+fn rlsd(args: &[String]) -> (bool, String) {
+    let bin = std::env::var_os("RLSD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rlsd")));
+    let o = timed::output_within(
+        Command::new(bin).args(args).env("NO_COLOR", "1"),
+        std::time::Duration::from_secs(300),
+    );
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text)
+}
+
+fn train_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let mut sets = vec![
+        format!("model.path='{}'", model_dir().display()),
+        "model.dtype=f32".into(),
+        format!("data.path='{}'", data.display()),
+        format!("runtime.out_dir='{}'", out.display()),
+        "runtime.steps=2".into(),
+        "runtime.sampler_device=cpu".into(),
+        "runtime.teacher_device=cpu".into(),
+        "runtime.optimizer_device=cpu".into(),
+        "rollout.batch_prompts=2".into(),
+        "rollout.group_size=4".into(),
+        "rollout.max_new_tokens=6".into(),
+        "verifier.kind=regex".into(),
+        "verifier.regex.pattern='[aeiou]'".into(),
+        "algo.algo=rlsd".into(),
+        "optim.lr=0.001".into(),
+        "optim.weight_decay=0.0".into(),
+        "checkpoint.every_steps=1".into(),
+    ];
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let mut args = vec!["train".to_string()];
+    for s in sets {
+        args.push("--set".into());
+        args.push(s);
+    }
+    args
+}
+
+fn write_data(dir: &Path) -> PathBuf {
+    let path = dir.join("data.jsonl");
+    let rows = [
+        r#"{"prompt": "Name a colour.", "answer": "red"}"#,
+        r#"{"prompt": "Which is warmer, red or blue?", "answer": "red"}"#,
+        r#"{"prompt": "Say a vowel.", "answer": "a"}"#,
+        r#"{"prompt": "The answer is 42?", "answer": "42"}"#,
+    ];
+    std::fs::write(&path, rows.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn train_runs_two_steps_and_writes_a_loadable_vl_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("run");
+    let (ok, text) = rlsd(&train_args(&data, &out, &[]));
+    assert!(ok, "rlsd train failed:\n{text}");
+    assert!(text.contains("vision-language"), "{text}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().filter(|l| !l.trim().is_empty()).count(), 2);
+    assert!(out
+        .join("checkpoints/step-000002/model/preprocessor_config.json")
+        .is_file());
+    let load = |d: &Path| LoadedVlModel::load(d, Device::Cpu, Kind::Float).unwrap();
+    let (before, after) = (load(&model_dir()), load(&out.join("final")));
+    let (a, b) = (before.vs.variables(), after.vs.variables());
+    let moved = |prefix: &str| {
+        a.iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .any(|(k, v)| !v.equal(&b[k]))
+    };
+    assert!(moved("model.layers."), "the decoder did not move");
+    assert!(!moved("visual."), "the frozen tower moved");
+}
+
+#[test]
+fn what_the_vl_loop_does_not_run_is_refused_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("run");
+    let (ok, text) = rlsd(&train_args(&data, &out, &["algo.algo=cepo"]));
+    assert!(!ok, "cepo with a VL model should be refused:\n{text}");
+    assert!(
+        text.contains("algo.algo") && text.contains("vision-language"),
+        "{text}"
+    );
+    assert!(!out.join("metrics.jsonl").exists());
+}
