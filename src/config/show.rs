@@ -18,6 +18,10 @@ pub const OPTIONAL_KEYS: &[(&str, &str)] = &[
     ),
     ("data.columns.privileged", "`privileged`, else the answer"),
     ("data.columns.id", "`id`, else file:line"),
+    (
+        "data.columns.images",
+        "`images` (TRL: else `image`); none: a text prompt",
+    ),
     ("algo.lambda0", "the algorithm's default"),
     ("algo.lambda_decay_steps", "the algorithm's default"),
     ("verifier.format", "no format reward"),

@@ -110,6 +110,11 @@ pub struct ColumnNames {
     /// Id column (default `id`; veRL `extra_info.index`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Images column: paths, bytes or `{bytes, path}` structs, one per
+    /// `<image>` placeholder of the prompt (default `images`; TRL rows
+    /// without one: `image`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<String>,
 }
 
 /// Where training prompts come from and in what order.

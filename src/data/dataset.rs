@@ -128,6 +128,7 @@ impl Dataset {
         let first = rows.iter().find_map(|(_, r)| r.as_ref().ok());
         let format = schema::detect(cfg.format, first);
         let columns = schema::columns_for(format, &cfg.columns, first);
+        let images = schema::images_column(format, &cfg.columns, first);
         tracing::debug!(
             path = %path.display(),
             format = schema::format_name(format),
@@ -135,9 +136,9 @@ impl Dataset {
             answer = %columns.answer,
             "dataset schema"
         );
-        let examples = rows
-            .into_iter()
-            .map(|(file, row)| row.and_then(|r: RawRow| example_from_row(&columns, &file, &r)));
+        let examples = rows.into_iter().map(|(file, row)| {
+            row.and_then(|r: RawRow| example_from_row(&columns, &images, &file, &r))
+        });
         let (mut examples, skipped) = collect_rows(examples, cfg.on_bad_row)?;
         if skipped > 0 {
             tracing::warn!(

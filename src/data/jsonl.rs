@@ -4,6 +4,7 @@
 //! 1-based line number and (in skip mode) does not hide the rows after it.
 
 use super::config::Columns;
+use super::images::IMAGES;
 use super::row::{example_from_row, Cell, RawRow};
 use super::Example;
 use crate::error::{Error, Result};
@@ -13,10 +14,11 @@ use std::path::Path;
 /// Read every row of a JSONL file with the given columns: one result per
 /// non-blank line, in order. The outer error is for an unreadable file; the
 /// inner ones are per row.
+/// Images come from the `images` column ([`super::images`]).
 pub fn read_jsonl(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>> {
     Ok(jsonl_rows(path)?
         .into_iter()
-        .map(|row| row.and_then(|r| example_from_row(columns, path, &r)))
+        .map(|row| row.and_then(|r| example_from_row(columns, IMAGES, path, &r)))
         .collect())
 }
 

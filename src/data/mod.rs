@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: the `[data]` config section ([`DataConfig`]).
 //! - [`jsonl`], [`parquet`]: file readers; a bad row names its file and line/row.
+//! - [`images`]: a row's images (paths, bytes, `{bytes, path}`), matched to
+//!   the prompt's `<image>` placeholders and checked at load.
 //! - [`hub`]: Hugging Face dataset ids as `data.path`, through the Hub cache.
 //! - [`schema`]: veRL, TRL and plain column layouts, and detecting them.
 //! - [`dataset`]: [`Dataset`] with seeded per-epoch shuffling and the
@@ -17,6 +19,7 @@ pub mod char_tokenizer;
 pub mod config;
 pub mod dataset;
 pub mod hub;
+pub mod images;
 pub mod jsonl;
 pub mod parquet;
 pub mod prompt;

@@ -2,11 +2,12 @@
 //! the `parquet` crate's row API.
 //!
 //! Rows are numbered from 1 across all row groups. String columns become
-//! text; binary columns are accepted when their bytes are valid UTF-8;
-//! structs and lists (veRL's `reward_model`, chat-message prompts) become
+//! text; binary columns are text when their bytes are valid UTF-8, else
+//! bytes (images; a text column refuses them); structs and lists (veRL's `reward_model`, chat-message prompts) become
 //! nested cells.
 
 use super::config::Columns;
+use super::images::IMAGES;
 use super::row::{example_from_row, Cell, RawRow};
 use super::Example;
 use crate::error::{Error, Result};
@@ -18,10 +19,11 @@ use std::path::Path;
 /// Read every row of a Parquet file with the given columns, one result per
 /// row, in order. The outer error is for an unreadable file; the inner ones
 /// are per row.
+/// Images come from the `images` column ([`super::images`]).
 pub fn read_parquet(path: &Path, columns: &Columns) -> Result<Vec<Result<Example>>> {
     Ok(parquet_rows(path)?
         .into_iter()
-        .map(|row| row.and_then(|r| example_from_row(columns, path, &r)))
+        .map(|row| row.and_then(|r| example_from_row(columns, IMAGES, path, &r)))
         .collect())
 }
 
@@ -99,7 +101,7 @@ fn cell(field: &Field) -> Cell {
         Field::Str(s) => Cell::Str(s.clone()),
         Field::Bytes(b) => match std::str::from_utf8(b.data()) {
             Ok(s) => Cell::Str(s.to_string()),
-            Err(e) => Cell::BadUtf8(e.to_string()),
+            Err(_) => Cell::Binary(b.data().to_vec()),
         },
         Field::Byte(v) => Cell::Int(i64::from(*v)),
         Field::Short(v) => Cell::Int(i64::from(*v)),

@@ -10,7 +10,7 @@
 //! column travels with the example as JSON ([`Example::extra`]).
 
 use super::config::Columns;
-use super::Example;
+use super::{Example, IMAGE_PLACEHOLDER};
 use crate::error::{Error, Result};
 use crate::model::ChatMessage;
 use std::path::Path;
@@ -35,8 +35,9 @@ pub(crate) enum Cell {
     Float(f64),
     /// A boolean.
     Bool(bool),
-    /// Bytes that are not valid UTF-8 (kept for the error message).
-    BadUtf8(String),
+    /// Bytes that are not valid UTF-8 (an image's bytes; text columns
+    /// refuse them with the UTF-8 error).
+    Binary(Vec<u8>),
     /// A list (JSON array, Parquet LIST).
     List(Vec<Cell>),
     /// A struct (JSON object, Parquet group), fields in order.
@@ -46,7 +47,7 @@ pub(crate) enum Cell {
 }
 
 impl Cell {
-    fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             Cell::Missing => "missing",
             Cell::Null => "null",
@@ -54,7 +55,7 @@ impl Cell {
             Cell::Int(_) => "integer",
             Cell::Float(_) => "number",
             Cell::Bool(_) => "boolean",
-            Cell::BadUtf8(_) => "bytes",
+            Cell::Binary(_) => "bytes",
             Cell::List(_) => "list",
             Cell::Struct(_) => "struct",
             Cell::Other(t) => t,
@@ -78,12 +79,12 @@ impl Cell {
                     .map(|(n, c)| (n.clone(), c.to_json()))
                     .collect(),
             ),
-            Cell::Missing | Cell::Null | Cell::BadUtf8(_) | Cell::Other(_) => Value::Null,
+            Cell::Missing | Cell::Null | Cell::Binary(_) | Cell::Other(_) => Value::Null,
         }
     }
 
     /// A field of a struct cell.
-    fn field(&self, name: &str) -> Option<&Cell> {
+    pub(crate) fn field(&self, name: &str) -> Option<&Cell> {
         match self {
             Cell::Struct(fields) => fields.iter().find(|(n, _)| n == name).map(|(_, c)| c),
             _ => None,
@@ -150,9 +151,15 @@ impl RawRow {
     }
 }
 
-/// Build an example from a row with concrete column paths; `path` is the
-/// file, named in errors and in the fallback id.
-pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> Result<Example> {
+/// Build an example from a row with concrete column paths; `images` is the
+/// images column ([`super::images`]); `path` is the file, named in errors and
+/// in the fallback id, and the folder relative image paths start from.
+pub(crate) fn example_from_row(
+    columns: &Columns,
+    images: &str,
+    path: &Path,
+    row: &RawRow,
+) -> Result<Example> {
     let line = row.line;
     let bad = |msg: String| Error::Data {
         path: path.to_path_buf(),
@@ -171,7 +178,10 @@ pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> 
             Cell::Str(s) => Ok(Some(s.clone())),
             Cell::Int(i) if numbers_ok => Ok(Some(i.to_string())),
             Cell::Float(f) if numbers_ok && f.is_finite() => Ok(Some(f.to_string())),
-            Cell::BadUtf8(e) => Err(bad(format!("column `{col}`: invalid UTF-8 ({e})"))),
+            Cell::Binary(b) => Err(bad(format!(
+                "column `{col}`: invalid UTF-8 ({})",
+                utf8_error(b)
+            ))),
             other => Err(bad(format!(
                 "column `{col}`: expected a string{}, found {}",
                 if numbers_ok { " or a number" } else { "" },
@@ -269,39 +279,45 @@ pub(crate) fn example_from_row(columns: &Columns, path: &Path, row: &RawRow) -> 
                 .unwrap_or_default()
         ),
     };
+    let image_sources = super::images::row_images(row, images, path).map_err(&bad)?;
+    super::images::check_images(&prompt, &context, &image_sources).map_err(bad)?;
     Ok(Example {
         id,
         prompt,
         answer,
         privileged,
         context,
-        extra: extra_columns(columns, row),
-        images: Vec::new(),
+        extra: extra_columns(columns, images, row),
+        images: image_sources,
     })
 }
 
 /// The row's top-level columns other than the four the example is made of
-/// (a nested column such as veRL's `reward_model` is kept whole), as JSON.
+/// and its images (a nested column such as veRL's `reward_model` is kept
+/// whole), as JSON.
 fn extra_columns(
     columns: &Columns,
+    images: &str,
     row: &RawRow,
 ) -> std::collections::BTreeMap<String, serde_json::Value> {
     let used = [
-        &columns.prompt,
-        &columns.answer,
-        &columns.privileged,
-        &columns.id,
+        columns.prompt.as_str(),
+        columns.answer.as_str(),
+        columns.privileged.as_str(),
+        columns.id.as_str(),
+        images,
     ];
     row.cells
         .iter()
-        .filter(|(name, _)| !used.contains(&name))
+        .filter(|(name, _)| !used.contains(&name.as_str()))
         .map(|(name, cell)| (name.clone(), cell.to_json()))
         .collect()
 }
 
 /// Chat messages from a list cell: each item a struct with string `role` and
 /// `content` (content may also be a list of `{type, text}` parts, whose texts
-/// are joined).
+/// are joined; an `{type: "image"}` part, TRL's vision format, becomes an
+/// [`IMAGE_PLACEHOLDER`] in its place).
 fn messages_of(items: &[Cell]) -> std::result::Result<Vec<ChatMessage>, String> {
     items
         .iter()
@@ -319,14 +335,9 @@ fn messages_of(items: &[Cell]) -> std::result::Result<Vec<ChatMessage>, String> 
             };
             let content = match item.field("content") {
                 Some(Cell::Str(c)) => c.clone(),
-                Some(Cell::List(parts)) => parts
-                    .iter()
-                    .filter_map(|p| match p.field("text") {
-                        Some(Cell::Str(t)) => Some(t.as_str()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>()
-                    .join(""),
+                Some(Cell::List(parts)) => {
+                    content_parts(parts).map_err(|m| format!("message {i} (role `{role}`): {m}"))?
+                }
                 _ => {
                     return Err(format!(
                         "message {i} (role `{role}`) has no string `content`"
@@ -336,4 +347,33 @@ fn messages_of(items: &[Cell]) -> std::result::Result<Vec<ChatMessage>, String> 
             Ok(ChatMessage::new(role, content))
         })
         .collect()
+}
+
+/// The text of a message's content parts: texts joined, each image part an
+/// [`IMAGE_PLACEHOLDER`]; a video part is refused by name, parts of other
+/// types without text are skipped.
+fn content_parts(parts: &[Cell]) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    for part in parts {
+        match part.field("type") {
+            Some(Cell::Str(t)) if t == "image" => out.push_str(IMAGE_PLACEHOLDER),
+            Some(Cell::Str(t)) if t == "video" => {
+                return Err("video content parts are not supported".into())
+            }
+            _ => {
+                if let Some(Cell::Str(t)) = part.field("text") {
+                    out.push_str(t);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The UTF-8 error of bytes, in words.
+fn utf8_error(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Err(e) => e.to_string(),
+        Ok(_) => "bytes column".into(),
+    }
 }

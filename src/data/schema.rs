@@ -14,6 +14,7 @@
 //! - plain: `prompt`, `answer`, `privileged`, `id`.
 
 use super::config::{ColumnNames, Columns, DataFormat};
+use super::images::{IMAGES, TRL_IMAGE};
 use super::row::{Cell, RawRow, MESSAGES};
 
 /// veRL's answer column.
@@ -88,6 +89,22 @@ pub(crate) fn columns_for(
         privileged: pick(&names.privileged, cols.privileged),
         id: pick(&names.id, cols.id),
     }
+}
+
+/// The images column of a file: the configured one, else `images`; TRL
+/// rows that have no `images` but an `image` column use that (TRL's
+/// single-image vision datasets).
+pub(crate) fn images_column(
+    format: DataFormat,
+    names: &ColumnNames,
+    first: Option<&RawRow>,
+) -> String {
+    if let Some(column) = &names.images {
+        return column.clone();
+    }
+    let single =
+        format == DataFormat::Trl && first.is_some_and(|r| !r.has(IMAGES) && r.has(TRL_IMAGE));
+    if single { TRL_IMAGE } else { IMAGES }.to_string()
 }
 
 /// The format's name as written in configs.
