@@ -1,9 +1,9 @@
 //! `rlsd train` with a vision-language model through the built binary: the
 //! tiny random Qwen2.5-VL of tests/fixtures/vl/qwen2_5_vl_tiny
-//! (scripts/make_vl_model_goldens.py) on a 4-row JSONL dataset, two RLSD
-//! steps: exit 0, two metrics lines, a checkpoint, a `final/` VL folder whose
-//! decoder moved. (Prompts with images through the library:
-//! tests/vl_train.rs.)
+//! (scripts/make_vl_model_goldens.py) on a 4-row JSONL dataset with small
+//! PNG images written here, two RLSD steps: exit 0, two metrics lines, a
+//! checkpoint, a `final/` VL folder whose decoder moved and whose frozen
+//! tower did not; a missing image fails naming it.
 
 #[path = "common/timed.rs"]
 mod timed;
@@ -62,13 +62,32 @@ fn train_args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// A `w x h` PNG of one colour with a darker square in a corner.
+fn png(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        if x < w / 3 && y < h / 3 {
+            image::Rgb([rgb[0] / 2, rgb[1] / 2, rgb[2] / 2])
+        } else {
+            image::Rgb(rgb)
+        }
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Four rows with image paths relative to the file: one image, one image
+/// mid-text, two images, text only.
 fn write_data(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("img")).unwrap();
+    std::fs::write(dir.join("img/red.png"), png(84, 56, [200, 30, 30])).unwrap();
+    std::fs::write(dir.join("img/blue.png"), png(56, 84, [30, 30, 200])).unwrap();
     let path = dir.join("data.jsonl");
     let rows = [
+        r#"{"prompt": "<image>Which colour is the square?", "answer": "red", "images": ["img/red.png"]}"#,
+        r#"{"prompt": "Look: <image> What is the colour?", "answer": "blue", "images": ["img/blue.png"]}"#,
+        r#"{"prompt": "<image><image>Are these the same?", "answer": "no", "images": ["img/red.png", "img/blue.png"]}"#,
         r#"{"prompt": "Name a colour.", "answer": "red"}"#,
-        r#"{"prompt": "Which is warmer, red or blue?", "answer": "red"}"#,
-        r#"{"prompt": "Say a vowel.", "answer": "a"}"#,
-        r#"{"prompt": "The answer is 42?", "answer": "42"}"#,
     ];
     std::fs::write(&path, rows.join("\n") + "\n").unwrap();
     path
@@ -111,4 +130,15 @@ fn what_the_vl_loop_does_not_run_is_refused_naming_the_key() {
         "{text}"
     );
     assert!(!out.join("metrics.jsonl").exists());
+}
+
+#[test]
+fn a_missing_image_fails_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_data(tmp.path());
+    std::fs::remove_file(tmp.path().join("img/blue.png")).unwrap();
+    let out = tmp.path().join("run");
+    let (ok, text) = rlsd(&train_args(&data, &out, &[]));
+    assert!(!ok, "a missing image should fail:\n{text}");
+    assert!(text.contains("blue.png"), "{text}");
 }

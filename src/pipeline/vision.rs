@@ -12,14 +12,15 @@
 use super::batch::{Rollout, RolloutBatch, ScoredBatch, TeacherBatch, TeacherScores};
 use super::plan::StepPlan;
 use crate::config::RolloutConfig;
+use crate::data::images::decode_example_images;
 use crate::data::prompt::student_prompt_ids;
-use crate::data::{Example, ImageSource, TeacherPrompt, IMAGE_PLACEHOLDER};
+use crate::data::{Example, TeacherPrompt, IMAGE_PLACEHOLDER};
 use crate::error::{Error, Result};
 use crate::model::cut_at_stop;
 use crate::model::sampling::SamplingParams;
 use crate::model::vision::{
-    decode::decode_rgb, expand_image_pad_ids, image_token_count, LoadedVlModel, ProcessedImage,
-    VisionInput, VlPolicy, IMAGE_PAD,
+    expand_image_pad_ids, image_token_count, LoadedVlModel, ProcessedImage, VisionInput, VlPolicy,
+    IMAGE_PAD,
 };
 use crate::model::Tokenizer;
 use crate::policy::{Policy, PromptResponse};
@@ -44,8 +45,9 @@ fn tokenizer(model: &LoadedVlModel) -> Result<&Tokenizer> {
     })
 }
 
-/// Decode and preprocess the images of `ex`, checking that its prompt has
-/// one `<image>` per image; errors name the example.
+/// Decode (`data::images`) and preprocess the images of `ex`, checking
+/// that its prompt has one `<image>` per image; errors name the example
+/// and the image.
 pub fn example_images(model: &LoadedVlModel, ex: &Example) -> Result<Vec<ProcessedImage>> {
     let marks = ex.prompt.matches(IMAGE_PLACEHOLDER).count();
     if marks != ex.images.len() {
@@ -63,20 +65,9 @@ pub fn example_images(model: &LoadedVlModel, ex: &Example) -> Result<Vec<Process
             "the vision-language model folder has no preprocessor_config.json".into(),
         )
     })?;
-    ex.images
+    decode_example_images(ex)?
         .iter()
-        .enumerate()
-        .map(|(i, src)| match src {
-            ImageSource::Path(p) => processor
-                .preprocess_file(p)
-                .map_err(|e| Error::InvalidInput(format!("example {:?}, image {i}: {e}", ex.id))),
-            ImageSource::Bytes(b) => {
-                let rgb = decode_rgb(b).map_err(|e| {
-                    Error::InvalidInput(format!("example {:?}, image {i}: {e}", ex.id))
-                })?;
-                processor.preprocess(&rgb)
-            }
-        })
+        .map(|rgb| processor.preprocess(rgb))
         .collect()
 }
 
