@@ -98,11 +98,40 @@ fn train_runs_two_steps_and_writes_a_loadable_vl_model() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_data(tmp.path());
     let out = tmp.path().join("run");
-    let (ok, text) = rlsd(&train_args(&data, &out, &[]));
+    // Held-out validation on the same file before step 1 and after each step.
+    let held_out = format!("validation.path='{}'", data.display());
+    let sets = [
+        "validation.every=1",
+        held_out.as_str(),
+        "validation.num_prompts=3",
+        "validation.samples=2",
+    ];
+    let (ok, text) = rlsd(&train_args(&data, &out, &sets));
     assert!(ok, "rlsd train failed:\n{text}");
     assert!(text.contains("vision-language"), "{text}");
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().filter(|l| !l.trim().is_empty()).count(), 2);
+    let lines: Vec<serde_json::Value> = metrics
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let after = |line: &serde_json::Value| -> Vec<u64> {
+        line["validation"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no validation in {line}"))
+            .iter()
+            .map(|v| {
+                assert_eq!(v["n"], 3);
+                assert_eq!(v["samples"], 2);
+                let p = v["pass1_sampled"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&p));
+                v["after_step"].as_u64().unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(after(&lines[0]), vec![0, 1]);
+    assert_eq!(after(&lines[1]), vec![2]);
     assert!(out
         .join("checkpoints/step-000002/model/preprocessor_config.json")
         .is_file());

@@ -248,7 +248,6 @@ fn what_the_vl_loop_does_not_run_is_refused_by_name() {
         ("algo.algo=cepo", "algo.algo"),
         ("algo.algo=sdpo", "algo.algo"),
         ("algo.kl_coef=0.1", "algo.kl_coef"),
-        ("validation.every=5", "validation.every"),
     ] {
         let cfg = config(&model, out, 1, &[set]);
         let err = check_vision_language_run(&cfg).unwrap_err().to_string();

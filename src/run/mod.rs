@@ -16,7 +16,8 @@
 //! - [`evaluate`]: `rlsd eval`'s engine and the held-out validation a run
 //!   logs;
 //! - [`vision_train`]: `rlsd train` with a vision-language policy (the
-//!   sequential loop with the VL sampler and teacher stages).
+//!   sequential loop with the VL sampler and teacher stages), and
+//!   [`vision_validate`], its held-out validation.
 
 pub mod evaluate;
 pub mod final_model;
@@ -27,5 +28,6 @@ pub mod resume;
 pub mod sequential;
 pub mod source;
 pub mod vision_train;
+pub mod vision_validate;
 
 pub use source::PromptSource;

@@ -6,7 +6,8 @@
 //! time, its images encoded once), verify, score with the teacher (the
 //! privileged prompt around the same images), assign credit, train
 //! ([`VlPolicy`]: each distinct prompt's images encoded once per batch, the
-//! tower frozen unless `model.train_vision`), append the step's metrics line,
+//! tower frozen unless `model.train_vision`), validate on the held-out
+//! prompts when due ([`super::vision_validate`]), append the step's metrics line,
 //! checkpoint when due and after the last step. A checkpoint's `model/` is a
 //! loadable VL folder (weights plus the source folder's config, tokenizer,
 //! chat template and preprocessor files); the run's `final/` is a copy of
@@ -19,6 +20,7 @@
 use super::final_model::write_final_model;
 use super::folder::{prepare_fresh, resolve_resume, RunLock};
 use super::source::PromptSource;
+use super::vision_validate::vl_validation_on;
 use crate::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
@@ -50,8 +52,7 @@ pub struct VlRunReport {
 
 /// Refuse, by name, what the VL loop does not run: other algorithms' extra
 /// teacher passes (SDPO, CEPO, a full-distribution OPSD loss), the KL term,
-/// thought-only credit, LoRA adapters, environments, held-out validation
-/// and split placement. `runtime.max_staleness` only permits sampling ahead:
+/// thought-only credit, LoRA adapters, environments and split placement. `runtime.max_staleness` only permits sampling ahead:
 /// the VL loop is always on-policy.
 pub fn check_vision_language_run(cfg: &RunConfig) -> Result<()> {
     let no = |key: &str, what: &str| {
@@ -84,9 +85,6 @@ pub fn check_vision_language_run(cfg: &RunConfig) -> Result<()> {
     }
     if cfg.env.enabled() {
         return no("env.kind", "a multi-turn environment");
-    }
-    if cfg.validation.every != 0 {
-        return no("validation.every", "held-out validation (set 0)");
     }
     if cfg.runtime.placement == crate::config::Placement::Split {
         return no("runtime.placement", "split placement");
@@ -157,12 +155,25 @@ pub fn train_vision_language(
     };
     let rule = cfg.algo.adaptive_rule();
     let mut lambda_state = cfg.algo.adaptive_start();
+    let held_out = match cfg.validation.every {
+        0 => Vec::new(),
+        _ => super::evaluate::held_out_examples(cfg)?,
+    };
+    let validate =
+        |policy: &VlPolicy, step| vl_validation_on(cfg, policy, &held_out, &*verifier, step);
+    // Validation before step 1 goes with step 1's stats.
+    let mut pending = match first {
+        1 => validate(&run.trainer.policy, 0)?,
+        _ => Vec::new(),
+    };
     for step in first..=cfg.runtime.steps {
         let examples = source.next_batch(cfg.rollout.batch_prompts)?;
         let plan = StepPlan::new(cfg, step, 0, examples, source.cursor())
             .with_schedule(&cfg.algo, &lambda_state);
         let cursor = plan.cursor_after.clone();
-        let stats = run.step(plan)?;
+        let mut stats = run.step(plan)?;
+        pending.extend(validate(&run.trainer.policy, step)?);
+        stats.validation = std::mem::take(&mut pending);
         observe_step(&mut lambda_state, &rule, &stats);
         metrics.append(&stats)?;
         metrics.sync()?;
