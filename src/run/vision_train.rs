@@ -11,8 +11,8 @@
 //! checkpoint when due and after the last step. A checkpoint's `model/` is a
 //! loadable VL folder (weights plus the source folder's config, tokenizer,
 //! chat template and preprocessor files); the run's `final/` is a copy of
-//! the last one. Resume reloads the policy and AdamW state and the data
-//! cursor; the teacher restarts as a copy of the resumed policy.
+//! the last one. Resume reloads the policy, the teacher
+//! (`teacher.safetensors`), the AdamW state and the data cursor.
 //!
 //! What does not run here is refused by name before the run folder is
 //! touched ([`check_vision_language_run`]).
@@ -21,7 +21,7 @@ use super::final_model::write_final_model;
 use super::folder::{prepare_fresh, resolve_resume, RunLock};
 use super::source::PromptSource;
 use super::vision_validate::vl_validation_on;
-use crate::checkpoint::{load_checkpoint, save_checkpoint};
+use crate::checkpoint::{load_checkpoint, save_checkpoint_with_teacher};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::device::parse_device;
@@ -38,6 +38,7 @@ use crate::train::{train_step, Trainer};
 use crate::verify::{build_verifier, Verifier};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tch::Tensor;
 
 /// What a finished VL run reports.
 #[derive(Debug)]
@@ -129,6 +130,14 @@ pub fn train_vision_language(
     let load = |dev| LoadedVlModel::load(&model_dir, dev, kind);
     let policy = VlPolicy::new(load(device)?, cfg.model.train_vision);
     let teacher = VlPolicy::new(load(teacher_device)?, false);
+    let mut teacher_version = 0;
+    if let Some(ck) = &checkpoint {
+        teacher_version = ck.step;
+        if let Some(weights) = &ck.teacher {
+            load_named(&teacher, weights)?;
+            teacher_version = ck.state["teacher_version"].as_u64().unwrap_or(ck.step);
+        }
+    }
     let mut trainer = Trainer::new(policy, cfg.algo.clone(), cfg.optim.clone())?;
     let metrics_path = out_dir.join("metrics.jsonl");
     let (first, mut metrics) = match &checkpoint {
@@ -143,7 +152,7 @@ pub fn train_vision_language(
         cfg,
         trainer,
         teacher,
-        teacher_version: first - 1,
+        teacher_version,
         verifier: &*verifier,
         template,
         model_dir,
@@ -253,16 +262,47 @@ impl VlLoop<'_> {
             "vision_language": true,
         });
         let write = |dir: &Path| write_vl_folder(&self.trainer.policy, &self.model_dir, dir);
-        save_checkpoint(
+        let mut teacher: Vec<(String, Tensor)> =
+            self.teacher.var_store().variables().into_iter().collect();
+        teacher.sort_by(|a, b| a.0.cmp(&b.0));
+        save_checkpoint_with_teacher(
             root,
             step,
             &write,
             &self.trainer.optimizer.state_tensors(),
+            Some(&teacher),
             &state,
             &self.cfg.to_toml(),
             self.cfg.checkpoint.keep_last,
         )
     }
+}
+
+/// Copy checkpointed weights `(name, tensor)` into `policy`'s variables of
+/// the same names; a name the model lacks (or misses) is an error.
+fn load_named(policy: &VlPolicy, weights: &[(String, Tensor)]) -> Result<()> {
+    let vars = policy.var_store().variables();
+    if vars.len() != weights.len() {
+        return Err(Error::InvalidInput(format!(
+            "the checkpoint's teacher has {} tensors, the model {}",
+            weights.len(),
+            vars.len()
+        )));
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, t) in weights {
+            let mut var = vars
+                .get(name)
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "the checkpoint's teacher has an unknown tensor {name}"
+                    ))
+                })?
+                .shallow_clone();
+            var.f_copy_(&t.f_to_device(var.device())?.f_to_kind(var.kind())?)?;
+        }
+        Ok(())
+    })
 }
 
 /// Bind every group's images to its prompt for the train step.
