@@ -108,6 +108,14 @@ fn teacher_forced_logprobs_equal_transformers() -> Result<()> {
             let ent = row(&scores.entropy, r as i64, pr.response.len());
             assert!(ent.iter().all(|&e| e.is_finite() && e >= 0.0));
         }
+        // The frozen tower's features of the two image prompts are kept, and
+        // scoring again from them gives the same log-probs.
+        assert_eq!(p.cached_features(), 2, "{name}");
+        let again = tch::no_grad(|| p.response_scores(&batch, 1.0))?;
+        assert!(
+            again.logprobs.equal(&scores.logprobs),
+            "{name}: cached features differ"
+        );
         // Padding after the sibling's 2 tokens scores 0.
         let tail: Vec<f32> = Vec::try_from(scores.logprobs.get(3).narrow(0, 2, 1))?;
         assert_eq!(tail, vec![0.0]);
@@ -236,6 +244,15 @@ fn a_train_step_moves_the_language_weights_and_a_frozen_tower_stays() -> Result<
 fn train_vision_moves_the_tower_too() -> Result<()> {
     for name in MODELS {
         let (moved, in_optimizer) = one_step(name, true)?;
+        let trainable = policy(name, true);
+        let g = golden(name);
+        let batch = golden_samples(&trainable, &g);
+        tch::no_grad(|| trainable.response_scores(&batch, 1.0))?;
+        assert_eq!(
+            trainable.cached_features(),
+            0,
+            "a trainable tower keeps no features"
+        );
         assert!(in_optimizer.iter().any(|k| k.starts_with("visual.")));
         assert!(
             moved.iter().any(|k| k.starts_with("visual.blocks.")),

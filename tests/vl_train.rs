@@ -173,7 +173,10 @@ fn train_two_steps_then_resume(name: &str) -> Result<()> {
     }
     let ck = report.last_checkpoint.clone().unwrap();
     assert!(ck.ends_with("step-000002"), "{}", ck.display());
-    assert!(ck.join("teacher.safetensors").is_file(), "{name}: no teacher");
+    assert!(
+        ck.join("teacher.safetensors").is_file(),
+        "{name}: no teacher"
+    );
     for file in [
         "config.json",
         "preprocessor_config.json",

@@ -5,9 +5,12 @@
 //! batch: the caller binds each prompt's processed images to its token ids
 //! ([`VlPolicy::bind_images`]) before scoring, and every row whose prompt has
 //! `<|image_pad|>` tokens finds its images there. The images of each distinct
-//! prompt of a batch go through the vision tower once (one tower call for the
-//! whole batch); rows sharing a prompt (a GRPO group) reuse its features, so a
-//! trainable tower still receives every row's gradient.
+//! prompt of a batch go through the vision tower once per scoring call (one
+//! tower call for the batch); rows sharing a prompt (a GRPO group) reuse its
+//! features, so a trainable tower still receives every row's gradient. A
+//! frozen tower's features are also kept across calls until
+//! [`VlPolicy::clear_images`], so a train step's micro-batches encode each
+//! prompt's images once in all.
 //!
 //! The tower is frozen by default (`model.train_vision = false`): its
 //! parameters do not require grad, so the optimizer (which takes the
@@ -36,6 +39,9 @@ pub struct VlPolicy {
     pub model: LoadedVlModel,
     /// Processed images of each prompt (by its token ids) the batch may score.
     images: RefCell<HashMap<Vec<i64>, Arc<[ProcessedImage]>>>,
+    /// With a frozen tower: each bound prompt's encoded features and
+    /// deepstack levels, kept until [`VlPolicy::clear_images`].
+    features: RefCell<HashMap<Vec<i64>, (Tensor, Vec<Tensor>)>>,
     /// Whether the vision tower trains (`model.train_vision`).
     train_vision: bool,
 }
@@ -46,6 +52,7 @@ impl VlPolicy {
         let policy = VlPolicy {
             model,
             images: RefCell::new(HashMap::new()),
+            features: RefCell::new(HashMap::new()),
             train_vision,
         };
         policy.apply_train_vision();
@@ -90,6 +97,12 @@ impl VlPolicy {
     /// Forget every bound image (call between batches).
     pub fn clear_images(&self) {
         self.images.borrow_mut().clear();
+        self.features.borrow_mut().clear();
+    }
+
+    /// Number of prompts whose encoded features the frozen tower keeps.
+    pub fn cached_features(&self) -> usize {
+        self.features.borrow().len()
     }
 
     /// Number of prompts with images bound.
@@ -97,77 +110,138 @@ impl VlPolicy {
         self.images.borrow().len()
     }
 
-    /// The features of every row's images, in row order (one tower call for
-    /// the distinct prompts' images); `None` when no row has an image.
+    /// The features of every row's images, in row order; `None` when no row
+    /// has an image. The distinct prompts' images not yet encoded go through
+    /// the tower in one call; with a frozen tower their features are kept
+    /// until [`VlPolicy::clear_images`], so the micro-batches of a train step
+    /// and its scoring passes encode each prompt's images once.
     fn row_features(&self, batch: &[PromptResponse]) -> Result<Option<ImageFeatures>> {
         let pad = self.model.model.config.image_token_id;
-        let merge = self.model.model.config.vision.spatial_merge_size.max(1) as usize;
         let prompts: Vec<Vec<i64>> = batch.iter().map(|p| p.prompt.clone()).collect();
         let (distinct, row_of) = distinct_rows(&prompts);
-        let bound = self.images.borrow();
         // Images of each distinct prompt (empty when it has no pad token).
         let mut per_prompt: Vec<Arc<[ProcessedImage]>> = Vec::with_capacity(distinct.len());
-        for (u, prompt) in distinct.iter().enumerate() {
-            if !prompt.contains(&pad) {
-                per_prompt.push(Arc::from(Vec::new()));
-                continue;
+        {
+            let bound = self.images.borrow();
+            for (u, prompt) in distinct.iter().enumerate() {
+                if !prompt.contains(&pad) {
+                    per_prompt.push(Arc::from(Vec::new()));
+                    continue;
+                }
+                let row = row_of.iter().position(|&r| r == u).unwrap_or(0);
+                let images = bound.get(*prompt).ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "row {row}'s prompt has image tokens (id {pad}) but no images were \
+                         bound to it (VlPolicy::bind_images)"
+                    ))
+                })?;
+                per_prompt.push(images.clone());
             }
-            let row = row_of.iter().position(|&r| r == u).unwrap_or(0);
-            let images = bound.get(*prompt).ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "row {row}'s prompt has image tokens (id {pad}) but no images were \
-                     bound to it (VlPolicy::bind_images)"
-                ))
-            })?;
-            per_prompt.push(images.clone());
         }
-        let all: Vec<ProcessedImage> = per_prompt.iter().flat_map(|v| v.iter().cloned()).collect();
-        if all.is_empty() {
+        if per_prompt.iter().all(|v| v.is_empty()) {
             return Ok(None);
         }
-        let device = self.model.vs.device();
-        let input = VisionInput::from_processed(&all, device)?;
+        let encoded = self.encode_prompts(&distinct, &per_prompt)?;
+        let mut features = Vec::with_capacity(row_of.len());
+        let levels = encoded
+            .iter()
+            .flatten()
+            .map(|f| f.1.len())
+            .max()
+            .unwrap_or(0);
+        let mut deepstack: Vec<Vec<Tensor>> = (0..levels).map(|_| Vec::new()).collect();
+        let mut grids = Vec::new();
+        for &u in &row_of {
+            if let Some((f, d)) = &encoded[u] {
+                features.push(f.shallow_clone());
+                for (level, t) in deepstack.iter_mut().zip(d) {
+                    level.push(t.shallow_clone());
+                }
+                grids.extend(per_prompt[u].iter().map(|i| i.grid_thw));
+            }
+        }
+        Ok(Some(ImageFeatures {
+            features: Tensor::f_cat(&features, 0)?,
+            deepstack: deepstack
+                .iter()
+                .map(|l| Ok(Tensor::f_cat(l, 0)?))
+                .collect::<Result<Vec<_>>>()?,
+            grids,
+        }))
+    }
+
+    /// Features and deepstack levels of each distinct prompt's images
+    /// (`None` for a prompt without images): from the frozen tower's cache,
+    /// or one tower call for all the others.
+    fn encode_prompts(
+        &self,
+        distinct: &[&[i64]],
+        images: &[Arc<[ProcessedImage]>],
+    ) -> Result<Vec<Option<(Tensor, Vec<Tensor>)>>> {
+        let merge = self.model.model.config.vision.spatial_merge_size.max(1) as usize;
+        let mut out: Vec<Option<(Tensor, Vec<Tensor>)>> = Vec::with_capacity(distinct.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self.features.borrow();
+            for (u, prompt) in distinct.iter().enumerate() {
+                let hit = cache.get(*prompt).filter(|_| !self.train_vision);
+                out.push(hit.map(|(f, d)| {
+                    (
+                        f.shallow_clone(),
+                        d.iter().map(Tensor::shallow_clone).collect(),
+                    )
+                }));
+                if out[u].is_none() && !images[u].is_empty() {
+                    missing.push(u);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(out);
+        }
+        let all: Vec<ProcessedImage> = missing
+            .iter()
+            .flat_map(|&u| images[u].iter().cloned())
+            .collect();
+        let input = VisionInput::from_processed(&all, self.model.vs.device())?;
         let encoded = if self.train_vision {
             self.model.model.encode_features(&input)?
         } else {
             tch::no_grad(|| self.model.model.encode_features(&input))?
         };
-        // Token range of each distinct prompt inside the tower's output.
-        let mut starts = Vec::with_capacity(per_prompt.len());
-        let mut at = 0i64;
-        for images in &per_prompt {
-            let n: usize = images
-                .iter()
-                .map(|i| i.num_patches() / (merge * merge))
-                .sum();
-            starts.push((at, n as i64));
-            at += n as i64;
-        }
-        if at != encoded.features.size()[0] {
+        let total: usize = all.iter().map(|i| i.num_patches() / (merge * merge)).sum();
+        if total as i64 != encoded.features.size()[0] {
             return Err(Error::ShapeMismatch {
                 name: "vision tower output rows".into(),
-                expected: vec![at],
+                expected: vec![total as i64],
                 got: encoded.features.size(),
             });
         }
-        let mut rows = Vec::new();
-        let mut grids = Vec::new();
-        for &u in &row_of {
-            let (start, n) = starts[u];
-            rows.extend(start..start + n);
-            grids.extend(per_prompt[u].iter().map(|i| i.grid_thw));
-        }
-        let index = Tensor::f_from_slice(&rows)?.f_to_device(device)?;
-        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.f_index_select(0, &index)?) };
-        Ok(Some(ImageFeatures {
-            features: pick(&encoded.features)?,
-            deepstack: encoded
+        let mut at = 0i64;
+        let mut cache = self.features.borrow_mut();
+        for &u in &missing {
+            let n: usize = images[u]
+                .iter()
+                .map(|i| i.num_patches() / (merge * merge))
+                .sum();
+            let cut = |t: &Tensor| -> Result<Tensor> { Ok(t.f_narrow(0, at, n as i64)?) };
+            let f = cut(&encoded.features)?;
+            let d = encoded
                 .deepstack
                 .iter()
-                .map(pick)
-                .collect::<Result<Vec<_>>>()?,
-            grids,
-        }))
+                .map(cut)
+                .collect::<Result<Vec<_>>>()?;
+            at += n as i64;
+            if !self.train_vision {
+                let keep = (
+                    f.shallow_clone(),
+                    d.iter().map(Tensor::shallow_clone).collect(),
+                );
+                cache.insert(distinct[u].to_vec(), keep);
+            }
+            out[u] = Some((f, d));
+        }
+        Ok(out)
     }
 
     /// When a response holds `<|image_pad|>` or `<|video_pad|>` (sampled
