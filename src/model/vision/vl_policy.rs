@@ -32,6 +32,10 @@ use tch::{nn, Kind, Tensor};
 /// Name prefix of the vision tower's parameters (the Hub's `visual.*`).
 pub const TOWER_PREFIX: &str = "visual.";
 
+/// One prompt's encoded images: features `[tokens, hidden]` and the
+/// deepstack levels (Qwen3-VL; empty for Qwen2.5-VL).
+type Encoded = (Tensor, Vec<Tensor>);
+
 /// A Qwen2.5-VL / Qwen3-VL model as a trainable [`Policy`].
 #[derive(Debug)]
 pub struct VlPolicy {
@@ -41,7 +45,7 @@ pub struct VlPolicy {
     images: RefCell<HashMap<Vec<i64>, Arc<[ProcessedImage]>>>,
     /// With a frozen tower: each bound prompt's encoded features and
     /// deepstack levels, kept until [`VlPolicy::clear_images`].
-    features: RefCell<HashMap<Vec<i64>, (Tensor, Vec<Tensor>)>>,
+    features: RefCell<HashMap<Vec<i64>, Encoded>>,
     /// Whether the vision tower trains (`model.train_vision`).
     train_vision: bool,
 }
@@ -177,9 +181,9 @@ impl VlPolicy {
         &self,
         distinct: &[&[i64]],
         images: &[Arc<[ProcessedImage]>],
-    ) -> Result<Vec<Option<(Tensor, Vec<Tensor>)>>> {
+    ) -> Result<Vec<Option<Encoded>>> {
         let merge = self.model.model.config.vision.spatial_merge_size.max(1) as usize;
-        let mut out: Vec<Option<(Tensor, Vec<Tensor>)>> = Vec::with_capacity(distinct.len());
+        let mut out: Vec<Option<Encoded>> = Vec::with_capacity(distinct.len());
         let mut missing = Vec::new();
         {
             let cache = self.features.borrow();
