@@ -173,6 +173,17 @@ fn needs_master(kind: Kind) -> bool {
     matches!(kind, Kind::BFloat16 | Kind::Half)
 }
 
+/// The kind AdamW computes and keeps its moments in for a parameter of
+/// `kind`: float64 for a float64 parameter (so an f64 run is f64 end to
+/// end), float32 for every other.
+fn moment_kind(kind: Kind) -> Kind {
+    if kind == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    }
+}
+
 /// AdamW over the trainable variables of a [`nn::VarStore`], keyed by name.
 #[derive(Debug)]
 pub struct AdamW {
@@ -228,7 +239,8 @@ fn adamw_update(p: &Tensor, g: &Tensor, slot: Option<&Moments>, h: &Hyper) -> Re
     // 151,936-token vocabulary the embedding's six copies at once were the
     // run's peak (docs/benchmarks/memory.md). `x.op_(y)` rounds exactly as
     // `x.op(y)`, so the values are bit-identical.
-    let g = g.f_to_kind(Kind::Float)?;
+    let ck = moment_kind(p.kind());
+    let g = g.f_to_kind(ck)?;
     let (exp_avg, exp_avg_sq, master) = match slot {
         Some(m) => {
             let mut exp_avg = m.exp_avg.f_mul_scalar(b1)?;
@@ -268,9 +280,9 @@ fn adamw_update(p: &Tensor, g: &Tensor, slot: Option<&Moments>, h: &Hyper) -> Re
             (master.f_to_kind(p.kind())?, Some(master))
         }
         None => {
-            // `f_to_kind` of a float32 parameter is the parameter itself: the
+            // `f_to_kind` of a float32 (float64) parameter is the parameter itself: the
             // multiplication makes the fresh tensor the update goes into.
-            let mut new = p.f_to_kind(Kind::Float)?.f_mul_scalar(1.0 - lr * wd)?;
+            let mut new = p.f_to_kind(ck)?.f_mul_scalar(1.0 - lr * wd)?;
             let _ = new.f_sub_(&update)?;
             drop(update);
             (new.f_to_kind(p.kind())?, None)
@@ -523,9 +535,10 @@ impl AdamW {
                         (true, Some(t)) => Some(t.f_to_kind(Kind::Float)?.f_to_device(p.device())?),
                         (true, None) => Some(p.detach().f_to_kind(Kind::Float)?),
                     };
+                    let ck = moment_kind(p.kind());
                     Some(Moments {
-                        exp_avg: m.f_to_kind(Kind::Float)?.f_to_device(p.device())?,
-                        exp_avg_sq: v.f_to_kind(Kind::Float)?.f_to_device(p.device())?,
+                        exp_avg: m.f_to_kind(ck)?.f_to_device(p.device())?,
+                        exp_avg_sq: v.f_to_kind(ck)?.f_to_device(p.device())?,
                         master,
                     })
                 }

@@ -24,8 +24,17 @@
 //! measures it: on held-out problems, the mean log-prob of the correct answer's
 //! tokens (teacher-forced on the correct solution) behind the teacher prompt
 //! and behind the student prompt; the first must exceed the second.
+//!
+//! With `tool_fraction > 0` the model is the built-in *agent* task's base
+//! ([`tool_use`]): that share of the solutions calls the calculator tool in
+//! the Hermes format and states its value after the tool turn (loss on the
+//! model's turns only), the tokenizer gets the chat template with a tool
+//! turn ([`char_tokenizer::AGENT_CHAT_TEMPLATE`]), and the held-out check
+//! plays episodes against the calculator (accuracy and tool-call rate).
 
-use crate::data::char_tokenizer::{self, write_char_tokenizer, EOS_ID, PAD_ID};
+pub mod tool_use;
+
+use crate::data::char_tokenizer::{self, write_char_tokenizer_with, EOS_ID, PAD_ID};
 use crate::data::prompt::{chat_prompt_ids, TeacherPrompt};
 use crate::data::task::{
     extract_answer, ArithmeticTask, Privileged, Problem, TaskConfig, ANSWER_PREFIX,
@@ -133,6 +142,14 @@ pub struct PretrainConfig {
     /// threads spend their time synchronising on tiny matrices (measured in
     /// docs/DATA.md). The result does not depend on it.
     pub threads: usize,
+    /// Fraction of training solutions that call the calculator tool instead
+    /// of working the steps by hand ([`tool_use`]); 0 (the built-in base)
+    /// keeps the plain chat template and single-turn solutions. Above 0 the
+    /// tokenizer gets [`char_tokenizer::AGENT_CHAT_TEMPLATE`] and the
+    /// held-out check plays calculator episodes.
+    pub tool_fraction: f64,
+    /// Most model turns of a held-out episode (with `tool_fraction > 0`).
+    pub eval_max_turns: usize,
 }
 
 impl Default for PretrainConfig {
@@ -158,6 +175,8 @@ impl Default for PretrainConfig {
             eval_max_new_tokens: 64,
             log_every: 50,
             threads: 1,
+            tool_fraction: 0.0,
+            eval_max_turns: 4,
         }
     }
 }
@@ -191,12 +210,27 @@ pub struct PretrainReport {
     /// The same behind the teacher prompt (with the reference answer).
     #[serde(default)]
     pub heldout_teacher_answer_logprob: f64,
+    /// Fraction of the greedy held-out episodes that called the calculator
+    /// (NaN without tool use or held-out problems).
+    #[serde(default = "nan")]
+    pub heldout_tool_call_rate: f64,
+    /// The same for the sampled episodes (what an RL run starts from).
+    #[serde(default = "nan")]
+    pub heldout_sampled_tool_call_rate: f64,
+    /// Accuracy of the sampled episodes that called the calculator.
+    #[serde(default = "nan")]
+    pub heldout_sampled_accuracy_with_tool: f64,
     /// Seconds spent training.
     pub train_seconds: f64,
     /// Seconds spent on the held-out check.
     pub eval_seconds: f64,
     /// Seconds for the whole run, saving included.
     pub wall_seconds: f64,
+}
+
+/// Serde default of the fields older reports do not have.
+fn nan() -> f64 {
+    f64::NAN
 }
 
 impl PretrainConfig {
@@ -215,6 +249,15 @@ impl PretrainConfig {
         if !(0.0..=1.0).contains(&self.teacher_fraction) {
             return bad("teacher_fraction", "must lie in [0, 1]");
         }
+        if !(0.0..=1.0).contains(&self.tool_fraction) {
+            return bad("tool_fraction", "must lie in [0, 1]");
+        }
+        if self.tool_fraction > 0.0 && self.eval_max_turns < 2 {
+            return bad(
+                "eval_max_turns",
+                "must be at least 2 with tool use (a call, then the answer)",
+            );
+        }
         TeacherPrompt::new(self.teacher_template.clone())
             .map_err(|e| Error::config("pretrain.teacher_template", e.to_string()))?;
         if !(0.0..=1.0).contains(&self.min_lr_ratio) {
@@ -227,6 +270,16 @@ impl PretrainConfig {
             return bad("grad_clip", "must be positive");
         }
         ArithmeticTask::new(self.task.clone()).map(|_| ())
+    }
+
+    /// The chat template of the tokenizer: with a tool turn when the
+    /// solutions call the tool.
+    pub fn chat_template(&self) -> &'static str {
+        if self.tool_fraction > 0.0 {
+            char_tokenizer::AGENT_CHAT_TEMPLATE
+        } else {
+            char_tokenizer::CHAT_TEMPLATE
+        }
     }
 
     /// Learning rate at `step`: linear warm-up to `lr`, then a cosine down to
@@ -278,7 +331,7 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     // final (per-file atomic) save, so an interrupted run leaves it as it was.
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let scratch = ScratchDir::new(out.join(format!(".pretrain-{}", std::process::id())))?;
-    write_char_tokenizer(scratch.path())?;
+    write_char_tokenizer_with(scratch.path(), cfg.chat_template())?;
     let mut model = LoadedModel::random(base_model_config(&cfg.model), Device::Cpu, cfg.seed)?;
     model.tokenizer = Tokenizer::from_dir(scratch.path(), &[EOS_ID], Some(PAD_ID))?;
     let tokenizer = model.tokenizer.as_ref().ok_or_else(|| Error::Model {
@@ -332,8 +385,19 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
 
     let eval_started = Instant::now();
     let teacher = TeacherPrompt::new(cfg.teacher_template.clone())?;
+    let mut tool_rates = (f64::NAN, f64::NAN, f64::NAN);
     let (heldout_accuracy, heldout_sampled_accuracy) = if held_out.is_empty() {
         (f64::NAN, f64::NAN)
+    } else if cfg.tool_fraction > 0.0 {
+        let (tokens, turns) = (cfg.eval_max_new_tokens, cfg.eval_max_turns);
+        let greedy = tool_use::heldout_episodes(&model, &held_out, tokens, turns, None)?;
+        let sampled = tool_use::heldout_episodes(&model, &held_out, tokens, turns, Some(cfg.seed))?;
+        tool_rates = (
+            greedy.tool_call_rate,
+            sampled.tool_call_rate,
+            sampled.accuracy_with_tool,
+        );
+        (greedy.accuracy, sampled.accuracy)
     } else {
         (
             heldout_accuracy(&model, &held_out, cfg.eval_max_new_tokens, None)?,
@@ -385,6 +449,9 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
         heldout_problems: held_out.len(),
         heldout_student_answer_logprob: student_lp,
         heldout_teacher_answer_logprob: teacher_lp,
+        heldout_tool_call_rate: tool_rates.0,
+        heldout_sampled_tool_call_rate: tool_rates.1,
+        heldout_sampled_accuracy_with_tool: tool_rates.2,
         train_seconds,
         eval_seconds,
         wall_seconds: started.elapsed().as_secs_f64(),
@@ -400,14 +467,25 @@ pub fn held_out_problems(task: &ArithmeticTask, n: usize, seed: u64) -> Vec<Prob
     (0..n).map(|_| task.problem(&mut rng)).collect()
 }
 
-/// One batch of (prompt, worked solution + EOS) pairs, none of them held out.
+/// One training solution: the prompt, the response (EOS included) and the
+/// response's loss mask (1 on the model's tokens, 0 on a tool turn's).
+#[derive(Debug)]
+struct Sample {
+    pair: PromptResponse,
+    loss_mask: Vec<f32>,
+}
+
+/// One batch of (prompt, worked solution + EOS) samples, none of them held
+/// out. Each draws, in order: teacher prompt or not, tool use or not (only
+/// with `tool_fraction > 0`, so the built-in base's stream is unchanged), a
+/// slip or not (student prompt only).
 fn training_batch(
     cfg: &PretrainConfig,
     task: &ArithmeticTask,
     tokenizer: &Tokenizer,
     held_out: &HashSet<String>,
     rng: &mut StdRng,
-) -> Result<Vec<PromptResponse>> {
+) -> Result<Vec<Sample>> {
     let teacher = TeacherPrompt::new(cfg.teacher_template.clone())?;
     let mut batch = Vec::with_capacity(cfg.batch_size);
     let mut draws = 0usize;
@@ -423,23 +501,37 @@ fn training_batch(
         if held_out.contains(&problem.expression()) {
             continue;
         }
-        let (prompt, solution) = if rng.random_bool(cfg.teacher_fraction) {
-            (
-                teacher_prompt_ids_with(tokenizer, &teacher, &problem, cfg.task.privileged)?,
-                problem.solution(),
-            )
-        } else if rng.random_bool(cfg.flawed_fraction) {
-            let prompt = encode_prompt(tokenizer, &problem.prompt())?;
-            (prompt, problem.flawed_solution(rng).0)
+        let as_teacher = rng.random_bool(cfg.teacher_fraction);
+        let with_tool = cfg.tool_fraction > 0.0 && rng.random_bool(cfg.tool_fraction);
+        let flawed = !as_teacher && rng.random_bool(cfg.flawed_fraction);
+        let prompt = if as_teacher {
+            teacher_prompt_ids_with(tokenizer, &teacher, &problem, cfg.task.privileged)?
         } else {
-            (
-                encode_prompt(tokenizer, &problem.prompt())?,
-                problem.solution(),
-            )
+            encode_prompt(tokenizer, &problem.prompt())?
         };
-        let mut response = tokenizer.encode(&solution, false)?;
-        response.push(EOS_ID);
-        batch.push(PromptResponse { prompt, response });
+        let (response, loss_mask) = if with_tool {
+            let expression = if flawed {
+                tool_use::flawed_expression(&problem, rng)
+            } else {
+                problem.expression()
+            };
+            let episode = tool_use::tool_use_episode(tokenizer, &problem, &expression, EOS_ID)?;
+            (episode.response_ids(), episode.response_loss_mask())
+        } else {
+            let solution = if flawed {
+                problem.flawed_solution(rng).0
+            } else {
+                problem.solution()
+            };
+            let mut response = tokenizer.encode(&solution, false)?;
+            response.push(EOS_ID);
+            let n = response.len();
+            (response, vec![1.0; n])
+        };
+        batch.push(Sample {
+            pair: PromptResponse { prompt, response },
+            loss_mask,
+        });
     }
     Ok(batch)
 }
@@ -574,11 +666,24 @@ fn result_spans(tokenizer: &Tokenizer, solution: &str) -> Result<Vec<(usize, usi
     Ok(spans)
 }
 
-/// Mean negative log-likelihood of the response tokens (padding excluded).
-fn solution_nll(model: &LoadedModel, batch: &[PromptResponse]) -> Result<Tensor> {
-    let scores = model.response_scores(batch, 1.0)?;
-    let total = scores.logprobs.f_mul(&scores.mask)?.f_sum(Kind::Float)?;
-    let count = scores.mask.f_sum(Kind::Float)?.f_clamp_min(1.0)?;
+/// Mean negative log-likelihood of the response tokens the model writes
+/// (padding and tool turns excluded).
+fn solution_nll(model: &LoadedModel, batch: &[Sample]) -> Result<Tensor> {
+    let pairs: Vec<PromptResponse> = batch.iter().map(|s| s.pair.clone()).collect();
+    let scores = model.response_scores(&pairs, 1.0)?;
+    let width = scores.mask.size().last().copied().unwrap_or(0).max(0) as usize;
+    let mut flat = Vec::with_capacity(batch.len() * width);
+    for s in batch {
+        let n = s.loss_mask.len().min(width);
+        flat.extend_from_slice(&s.loss_mask[..n]);
+        flat.extend(std::iter::repeat_n(0.0f32, width - n));
+    }
+    let loss_mask = Tensor::from_slice(&flat)
+        .f_view([batch.len() as i64, width as i64])?
+        .f_to_device(scores.mask.device())?;
+    let mask = scores.mask.f_mul(&loss_mask)?;
+    let total = scores.logprobs.f_mul(&mask)?.f_sum(Kind::Float)?;
+    let count = mask.f_sum(Kind::Float)?.f_clamp_min(1.0)?;
     Ok(total.f_div(&count)?.f_neg()?)
 }
 

@@ -201,3 +201,64 @@ fn resume_without_a_checkpoint_is_refused() {
     cmd.arg("--resume").arg("latest");
     failed_naming(&run(cmd, "resume"), "resume", "no complete checkpoint");
 }
+
+#[test]
+#[cfg_attr(
+    rlsd_no_gloo,
+    ignore = "built without gloo's headers: scripts/setup_gloo.sh could not fetch them"
+)]
+fn an_adaptive_run_resumes_exactly() {
+    // The adaptive lambda halves after every step with a teacher pass (the
+    // weight-clip rate is always below 1.0, patience 1), so a resume that
+    // restarted the schedule at lambda0 would train steps 3 and 4 with
+    // another lambda than the uninterrupted run.
+    let adaptive = |mut cmd: Command| {
+        for s in [
+            "algo.lambda_schedule=\"adaptive\"",
+            "algo.adaptive_signal=\"weight-clip\"",
+            "algo.adaptive_threshold=1.0",
+            "algo.adaptive_patience=1",
+            "algo.adaptive_min_lambda=0.0",
+        ] {
+            cmd.arg("--set").arg(s);
+        }
+        cmd
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
+    ok(
+        &run(adaptive(train(&full, 4, 2)), "uninterrupted"),
+        "uninterrupted",
+    );
+    let lambdas: Vec<f64> = metrics(&full)
+        .iter()
+        .map(|m| m["lambda"].as_f64().unwrap())
+        .collect();
+    assert!(
+        lambdas[2] < lambdas[0] && lambdas[2] > 0.0,
+        "the schedule did not move: {lambdas:?}"
+    );
+
+    let mut crash = adaptive(train(&cut, 4, 2));
+    crash.env("RLSD_DIST_FAIL", "1:4");
+    failed_naming(
+        &run(crash, "crash"),
+        "crash",
+        "rank 1 of 2 failed (signal 6)",
+    );
+    assert_eq!(latest_verified(&cut), Some(2));
+    let mut resume = adaptive(train(&cut, 4, 2));
+    resume.arg("--resume").arg("latest");
+    ok(&run(resume, "resume"), "resume");
+    assert_eq!(report(&cut, 0)["resumed_from"], 2);
+    assert_eq!(
+        report(&full, 0)["weights_sha256"],
+        report(&cut, 0)["weights_sha256"],
+        "resumed weights differ from the uninterrupted run's"
+    );
+    let (ma, mb) = (metrics(&full), metrics(&cut));
+    assert_eq!(mb.len(), 4);
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x, y, "metrics line of step {} differs", x["step"]);
+    }
+}

@@ -175,3 +175,123 @@ fn a_crashing_or_hanging_environment_costs_its_episodes_not_the_run() {
         );
     }
 }
+
+/// The built-in agent task through the binary: `rlsd train --config
+/// configs/agent.toml` (its embedded `builtin-agent` base calls the
+/// calculator on some problems) for one step, every episode logged. The
+/// metrics carry the step's tool-call rate and turns; in completions.jsonl
+/// an episode that called the tool has several turns, its tool turn
+/// (`Tool: <value>`) is marked untrained with no credit, and every token
+/// with credit is the model's; `rlsd inspect --run` shows the same step with
+/// the tool turn inside `⟦ ⟧`.
+#[test]
+fn the_builtin_agent_task_logs_tool_turns_untrained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("agent");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/agent.toml");
+    let out = timed::output_within(
+        Command::new(env!("CARGO_BIN_EXE_rlsd"))
+            .arg("train")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--set",
+                "runtime.steps=1",
+                "--set",
+                "rollout.batch_prompts=4",
+                "--set",
+                "rollout.group_size=4",
+                "--set",
+                "observe.completions_per_step=16",
+                "--set",
+                "checkpoint.every_steps=0",
+                "--set",
+            ])
+            .arg(format!("runtime.out_dir={}", run.display())),
+        Duration::from_secs(600),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let step: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
+    let rate = step["episodes"]["tool_call_rate"]
+        .as_f64()
+        .expect("a tool-call rate");
+    let turns = step["episodes"]["turns_mean"]
+        .as_f64()
+        .expect("turns per episode");
+    assert!((0.0..=1.0).contains(&rate) && turns >= 1.0, "{step}");
+
+    let log = std::fs::read_to_string(run.join("completions.jsonl")).unwrap();
+    let samples = records(&log);
+    assert_eq!(samples.len(), 16, "{log}");
+    let mut with_tool = 0;
+    for s in &samples {
+        let tokens: Vec<&str> = s["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let trained: Vec<f64> = s["trained"]
+            .as_array()
+            .expect("a trained mask")
+            .iter()
+            .map(|m| m.as_f64().unwrap())
+            .collect();
+        let ahat = s["ahat"].as_array().unwrap();
+        assert_eq!(trained.len(), tokens.len(), "{s}");
+        for (m, a) in trained.iter().zip(ahat) {
+            if *m == 0.0 {
+                assert_eq!(a.as_f64(), Some(0.0), "credit on an environment token: {s}");
+            }
+        }
+        let response = s["response"].as_str().unwrap();
+        if !response.contains("</tool_call>") {
+            continue;
+        }
+        with_tool += 1;
+        // The tool turn: `Tool: ` and the value, all untrained; the call
+        // before it and the model's next turn after it, trained.
+        let text: String = tokens.concat();
+        let at = text.find("Tool: ").expect("a tool turn after the call");
+        let (mut pos, mut first) = (0, None);
+        for (j, t) in tokens.iter().enumerate() {
+            if pos == at {
+                first = Some(j);
+            }
+            pos += t.len();
+        }
+        let first = first.expect("the tool turn starts on a token boundary");
+        assert!(trained[first..first + 6].iter().all(|m| *m == 0.0), "{s}");
+        assert!(trained[..first].contains(&1.0), "{s}");
+        assert!(trained[first..].contains(&1.0), "{s}");
+    }
+    assert!(with_tool > 0, "no episode called the calculator: {log}");
+
+    let page = tmp.path().join("inspect.html");
+    let json = tmp.path().join("inspect.json");
+    let out = timed::output_within(
+        Command::new(env!("CARGO_BIN_EXE_rlsd"))
+            .args(["inspect", "--quiet", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&page)
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("⟦"), "no environment run marked in the page");
+    let shown: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(shown.to_string().contains("Tool: "), "{shown}");
+}

@@ -52,6 +52,8 @@ fn an_episode_trains_only_its_model_tokens() {
                 timed_out: false,
             },
             turns: 2,
+            tool_calls: 1,
+            teacher_prompt_ids: None,
         }),
         ..Rollout::default()
     };

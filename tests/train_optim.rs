@@ -79,3 +79,31 @@ fn master_copy_checkpoints() {
     assert_ne!(values(&vs_a)[0], 1.0);
     assert!((values(&vs_a)[0] - values(&f32_vs)[0]).abs() < 2f32.powi(-8));
 }
+
+#[test]
+fn f64_parameters_update_in_f64() {
+    // Ten steps of lr 1e-10 move 1.0 by 1e-9: invisible in float32 (its
+    // spacing near 1.0 is 1.2e-7), exact to ~1e-15 in float64. Under a
+    // constant gradient AdamW's bias-corrected step is lr * g / (|g| + eps)
+    // per step; weight decay adds lr * wd * p, 1e-12 per step here.
+    let (vs, opt) = run(Kind::Double, 1e-10, 10);
+    let p = Vec::<f64>::try_from(vs.variables()["p"].shallow_clone()).unwrap();
+    let wd = OptimConfig::default().weight_decay;
+    let eps = OptimConfig::default().eps;
+    let mut want = [1.0f64, -0.5, 0.25];
+    let g = [1.0f64, -1.0, 0.5];
+    for _ in 0..10 {
+        for (w, g) in want.iter_mut().zip(g) {
+            *w = *w * (1.0 - 1e-10 * wd) - 1e-10 * g / (g.abs() + eps);
+        }
+    }
+    for (got, want) in p.iter().zip(want) {
+        assert!((got - want).abs() < 1e-15, "{p:?} vs {want}");
+    }
+    assert!((p[0] - (1.0 - 1e-9)).abs() < 2e-11, "{p:?}");
+    for (name, t) in opt.state_tensors() {
+        if name.starts_with("exp_avg") {
+            assert_eq!(t.kind(), Kind::Double, "{name}");
+        }
+    }
+}

@@ -1,4 +1,11 @@
-//! The built-in task's base model, carried inside the binary.
+//! The built-in task's base models, carried inside the binary.
+//!
+//! Two models are embedded: `builtin` ([`BASE`], `assets/tiny-arith`, the
+//! built-in task's base) and `builtin-agent` ([`AGENT`],
+//! `assets/tiny-arith-agent`, the built-in agent task's base, which calls
+//! the calculator tool). Each is a [`BuiltinModel`]; the free functions
+//! below are [`BASE`]'s. What follows says it for `builtin`; `builtin-agent`
+//! is the same with its own folder names.
 //!
 //! The files of `assets/tiny-arith` that loading needs are embedded with
 //! `include_bytes!` ([`FILES`], about 420 KiB), so a copied or
@@ -32,24 +39,123 @@ pub struct EmbeddedFile {
 }
 
 macro_rules! embed {
-    ($name:literal) => {
+    ($dir:literal, $name:literal) => {
         EmbeddedFile {
             name: $name,
-            bytes: include_bytes!(concat!("../../assets/tiny-arith/", $name)),
+            bytes: include_bytes!(concat!("../../assets/", $dir, "/", $name)),
         }
+    };
+}
+
+/// The model folder's files the loader reads, from `assets/<dir>`.
+macro_rules! model_files {
+    ($dir:literal) => {
+        &[
+            embed!($dir, "config.json"),
+            embed!($dir, "generation_config.json"),
+            embed!($dir, "model.safetensors"),
+            embed!($dir, "tokenizer.json"),
+            embed!($dir, "tokenizer_config.json"),
+        ]
     };
 }
 
 /// The model folder's files the loader reads (weights, shape, tokenizer,
 /// generation defaults); `pretrain_report.json` is documentation and stays
 /// in the checkout.
-pub static FILES: &[EmbeddedFile] = &[
-    embed!("config.json"),
-    embed!("generation_config.json"),
-    embed!("model.safetensors"),
-    embed!("tokenizer.json"),
-    embed!("tokenizer_config.json"),
-];
+pub static FILES: &[EmbeddedFile] = model_files!("tiny-arith");
+
+/// One model carried in the binary.
+#[derive(Debug)]
+pub struct BuiltinModel {
+    /// The `model.path` that names it.
+    pub key: &'static str,
+    /// Its folder in the source checkout, relative to the root.
+    pub source: &'static str,
+    /// Its files.
+    pub files: &'static [EmbeddedFile],
+    /// [`BuiltinModel::content_hash`], computed once.
+    hash: OnceLock<String>,
+    /// [`BuiltinModel::dir`], located once per process.
+    located: OnceLock<std::result::Result<PathBuf, String>>,
+}
+
+/// The built-in task's base model (`model.path = "builtin"`).
+pub static BASE: BuiltinModel = BuiltinModel {
+    key: "builtin",
+    source: "assets/tiny-arith",
+    files: FILES,
+    hash: OnceLock::new(),
+    located: OnceLock::new(),
+};
+
+/// The built-in agent task's base model (`model.path = "builtin-agent"`,
+/// configs/agent.toml), made by `rlsd pretrain --config
+/// configs/pretrain-agent.toml`.
+pub static AGENT: BuiltinModel = BuiltinModel {
+    key: "builtin-agent",
+    source: "assets/tiny-arith-agent",
+    files: model_files!("tiny-arith-agent"),
+    hash: OnceLock::new(),
+    located: OnceLock::new(),
+};
+
+/// The embedded model a `model.path` names (`builtin`, `builtin-agent`).
+pub fn by_key(path: &str) -> Option<&'static BuiltinModel> {
+    [&BASE, &AGENT].into_iter().find(|m| m.key == path)
+}
+
+impl BuiltinModel {
+    /// Total size of the embedded files in bytes.
+    pub fn embedded_bytes(&self) -> usize {
+        self.files.iter().map(|f| f.bytes.len()).sum()
+    }
+
+    /// First 16 hex digits of the SHA-256 over every embedded file's name,
+    /// length and bytes: the cache folder's suffix.
+    pub fn content_hash(&self) -> &str {
+        self.hash.get_or_init(|| {
+            let mut h = Sha256::new();
+            for f in self.files {
+                h.update(f.name.as_bytes());
+                h.update([0u8]);
+                h.update((f.bytes.len() as u64).to_le_bytes());
+                h.update(f.bytes);
+            }
+            let digest = h.finalize();
+            digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+        })
+    }
+
+    /// The folder the embedded model is written to under `root`
+    /// (`<key>-<hash>`).
+    pub fn cache_dir_in(&self, root: &Path) -> PathBuf {
+        root.join(format!("{}-{}", self.key, self.content_hash()))
+    }
+
+    /// Whether `dir` holds every embedded file with exactly the embedded bytes.
+    pub fn matches_embedded(&self, dir: &Path) -> bool {
+        self.files.iter().all(|f| {
+            let p = dir.join(f.name);
+            // Size first: a mismatch costs no read.
+            std::fs::metadata(&p).is_ok_and(|m| m.len() == f.bytes.len() as u64)
+                && std::fs::read(&p).is_ok_and(|b| b == f.bytes)
+        })
+    }
+
+    /// The model's folder in the per-user cache (written on first use, see
+    /// [`materialise_in`]), else the source checkout's copy (see
+    /// [`locate`]); located once per process.
+    pub fn dir(&self, source_root: &Path) -> Result<PathBuf> {
+        self.located
+            .get_or_init(|| {
+                self.locate(&cache_root(), &source_root.join(self.source))
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|msg| Error::config("model.path", msg))
+    }
+}
 
 /// Environment variable that, set to a non-empty value other than `0`,
 /// forbids falling back to the source checkout (a test hook).
@@ -57,24 +163,13 @@ pub const NO_SOURCE_FALLBACK_ENV: &str = "RLSD_NO_SOURCE_FALLBACK";
 
 /// Total size of the embedded files in bytes.
 pub fn embedded_bytes() -> usize {
-    FILES.iter().map(|f| f.bytes.len()).sum()
+    BASE.embedded_bytes()
 }
 
 /// First 16 hex digits of the SHA-256 over every embedded file's name,
 /// length and bytes: the cache folder's suffix.
 pub fn content_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        let mut h = Sha256::new();
-        for f in FILES {
-            h.update(f.name.as_bytes());
-            h.update([0u8]);
-            h.update((f.bytes.len() as u64).to_le_bytes());
-            h.update(f.bytes);
-        }
-        let digest = h.finalize();
-        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
-    })
+    BASE.content_hash()
 }
 
 /// The per-user cache root: `$XDG_CACHE_HOME/rlsd`, else `$HOME/.cache/rlsd`,
@@ -96,17 +191,12 @@ pub fn cache_root() -> PathBuf {
 
 /// The folder the embedded model is written to under `root`.
 pub fn cache_dir_in(root: &Path) -> PathBuf {
-    root.join(format!("builtin-{}", content_hash()))
+    BASE.cache_dir_in(root)
 }
 
 /// Whether `dir` holds every embedded file with exactly the embedded bytes.
 pub fn matches_embedded(dir: &Path) -> bool {
-    FILES.iter().all(|f| {
-        let p = dir.join(f.name);
-        // Size first: a mismatch costs no read.
-        std::fs::metadata(&p).is_ok_and(|m| m.len() == f.bytes.len() as u64)
-            && std::fs::read(&p).is_ok_and(|b| b == f.bytes)
-    })
+    BASE.matches_embedded(dir)
 }
 
 /// Write the embedded model into `cache_dir_in(root)` unless a complete copy
@@ -115,37 +205,64 @@ pub fn matches_embedded(dir: &Path) -> bool {
 /// tests, two runs) never see a half-written folder; an incomplete or
 /// altered folder under the final name is replaced.
 pub fn materialise_in(root: &Path) -> Result<PathBuf> {
-    let dir = cache_dir_in(root);
-    if matches_embedded(&dir) {
-        return Ok(dir);
-    }
-    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-    let tmp = TempFolder::create_in(root)?;
-    for f in FILES {
-        let p = tmp.0.join(f.name);
-        std::fs::write(&p, f.bytes).map_err(|e| Error::io(&p, e))?;
-    }
-    // Make the files durable before the rename publishes them.
-    for f in FILES {
-        let p = tmp.0.join(f.name);
-        std::fs::File::open(&p)
-            .and_then(|h| h.sync_all())
-            .map_err(|e| Error::io(&p, e))?;
-    }
-    if dir.exists() && !matches_embedded(&dir) {
-        // An incomplete or altered copy (checked again: another process may
-        // have published a good one meanwhile): move it aside, then drop it.
-        let stale = TempFolder::name_in(root, "stale");
-        if std::fs::rename(&dir, &stale).is_ok() {
-            let _ = std::fs::remove_dir_all(&stale);
+    BASE.materialise_in(root)
+}
+
+impl BuiltinModel {
+    /// [`materialise_in`] for this model.
+    pub fn materialise_in(&self, root: &Path) -> Result<PathBuf> {
+        let dir = self.cache_dir_in(root);
+        if self.matches_embedded(&dir) {
+            return Ok(dir);
+        }
+        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        let tmp = TempFolder::create_in(root)?;
+        for f in self.files {
+            let p = tmp.0.join(f.name);
+            std::fs::write(&p, f.bytes).map_err(|e| Error::io(&p, e))?;
+        }
+        // Make the files durable before the rename publishes them.
+        for f in self.files {
+            let p = tmp.0.join(f.name);
+            std::fs::File::open(&p)
+                .and_then(|h| h.sync_all())
+                .map_err(|e| Error::io(&p, e))?;
+        }
+        if dir.exists() && !self.matches_embedded(&dir) {
+            // An incomplete or altered copy (checked again: another process may
+            // have published a good one meanwhile): move it aside, then drop it.
+            let stale = TempFolder::name_in(root, "stale");
+            if std::fs::rename(&dir, &stale).is_ok() {
+                let _ = std::fs::remove_dir_all(&stale);
+            }
+        }
+        match std::fs::rename(&tmp.0, &dir) {
+            Ok(()) => Ok(dir),
+            // Another process published a complete copy first (the rename of a
+            // folder onto a non-empty one fails); `tmp` is removed on drop.
+            Err(_) if self.matches_embedded(&dir) => Ok(dir),
+            Err(e) => Err(Error::io(&dir, e)),
         }
     }
-    match std::fs::rename(&tmp.0, &dir) {
-        Ok(()) => Ok(dir),
-        // Another process published a complete copy first (the rename of a
-        // folder onto a non-empty one fails); `tmp` is removed on drop.
-        Err(_) if matches_embedded(&dir) => Ok(dir),
-        Err(e) => Err(Error::io(&dir, e)),
+
+    /// [`locate`] for this model.
+    pub fn locate(&self, cache_root: &Path, source_model_dir: &Path) -> Result<PathBuf> {
+        match self.materialise_in(cache_root) {
+            Ok(dir) => Ok(dir),
+            Err(err) => {
+                if !source_fallback_forbidden() && self.matches_embedded(source_model_dir) {
+                    Ok(source_model_dir.to_path_buf())
+                } else {
+                    Err(Error::Model {
+                        path: self.cache_dir_in(cache_root),
+                        msg: format!(
+                            "cannot write the built-in model here ({err}); set XDG_CACHE_HOME \
+                             to a writable folder"
+                        ),
+                    })
+                }
+            }
+        }
     }
 }
 
@@ -188,22 +305,7 @@ impl Drop for TempFolder {
 /// use), else the source checkout's `assets/tiny-arith` when it still holds
 /// the same files and [`NO_SOURCE_FALLBACK_ENV`] does not forbid it.
 pub fn locate(cache_root: &Path, source_model_dir: &Path) -> Result<PathBuf> {
-    match materialise_in(cache_root) {
-        Ok(dir) => Ok(dir),
-        Err(err) => {
-            if !source_fallback_forbidden() && matches_embedded(source_model_dir) {
-                Ok(source_model_dir.to_path_buf())
-            } else {
-                Err(Error::Model {
-                    path: cache_dir_in(cache_root),
-                    msg: format!(
-                        "cannot write the built-in model here ({err}); set XDG_CACHE_HOME \
-                         to a writable folder"
-                    ),
-                })
-            }
-        }
-    }
+    BASE.locate(cache_root, source_model_dir)
 }
 
 /// Whether the test hook [`NO_SOURCE_FALLBACK_ENV`] is set.
@@ -225,6 +327,28 @@ mod tests {
         assert!(matches_embedded(&src));
         assert_eq!(content_hash().len(), 16);
         assert!(embedded_bytes() > 400_000, "{}", embedded_bytes());
+    }
+
+    #[test]
+    fn embeds_the_committed_agent_model_files() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(AGENT.source);
+        for f in AGENT.files {
+            let on_disk = std::fs::read(src.join(f.name)).unwrap();
+            assert_eq!(on_disk, f.bytes, "{}", f.name);
+        }
+        assert!(AGENT.matches_embedded(&src));
+        assert!(!BASE.matches_embedded(&src));
+        assert_ne!(AGENT.content_hash(), BASE.content_hash());
+        assert_eq!(
+            by_key("builtin-agent").map(|m| m.key),
+            Some("builtin-agent")
+        );
+        assert_eq!(by_key("builtin").map(|m| m.key), Some("builtin"));
+        assert!(by_key("assets/tiny-arith").is_none());
+        let root = tempfile::tempdir().unwrap();
+        let dir = AGENT.materialise_in(root.path()).unwrap();
+        assert!(dir.ends_with(format!("builtin-agent-{}", AGENT.content_hash())));
+        assert!(AGENT.matches_embedded(&dir));
     }
 
     #[test]

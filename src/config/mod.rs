@@ -72,12 +72,14 @@ pub struct RunConfig {
 pub struct ModelConfig {
     /// A Hugging Face model folder, a Hub id (`Qwen/Qwen2.5-1.5B-Instruct`,
     /// found in the local Hugging Face cache or downloaded; see [`crate::hub`]),
-    /// or `builtin` for the built-in task's base model.
+    /// or `builtin` for the built-in task's base model (`builtin-agent`: the
+    /// built-in agent task's, which calls the calculator tool).
     pub path: String,
     /// Hub revision (branch, tag or commit) of a Hub id; unset: `main`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
-    /// Parameter dtype: `f32`, `bf16` or `f16`.
+    /// Parameter dtype: `f32`, `bf16`, `f16` or `f64` (float64 end to end,
+    /// optimizer moments included: for exactness checks on the CPU).
     pub dtype: String,
     /// `[model.lora]`: train low-rank adapters on a frozen base instead of
     /// every weight (see [`crate::model::lora`]).
@@ -122,12 +124,12 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// The folder holding the model files: `builtin` is the shipped base
+    /// The folder holding the model files: `builtin` (`builtin-agent`) is the shipped base
     /// model, a folder is itself, a Hub id is its snapshot in the local
     /// Hugging Face cache, downloaded first when needed and allowed.
     pub fn resolve(&self) -> Result<PathBuf> {
-        if self.path == "builtin" {
-            return try_builtin_model_dir();
+        if let Some(builtin) = builtin_model::by_key(&self.path) {
+            return builtin.dir(&source_dir());
         }
         crate::hub::resolve_model(
             &self.path,
@@ -185,8 +187,10 @@ impl ModelConfig {
     /// The folder holding the model files, without the Hub (`builtin`
     /// resolves to the shipped base model; see [`ModelConfig::resolve`]).
     pub fn resolved_path(&self) -> PathBuf {
-        if self.path == "builtin" {
-            builtin_model_dir()
+        if let Some(builtin) = builtin_model::by_key(&self.path) {
+            builtin
+                .dir(&source_dir())
+                .unwrap_or_else(|_| builtin.cache_dir_in(&builtin_model::cache_root()))
         } else {
             PathBuf::from(&self.path)
         }
@@ -205,17 +209,7 @@ pub fn builtin_model_dir() -> PathBuf {
 /// [`builtin_model_dir`], or why the embedded model cannot be written out.
 /// Located once per process.
 pub fn try_builtin_model_dir() -> Result<PathBuf> {
-    static DIR: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
-        std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        builtin_model::locate(
-            &builtin_model::cache_root(),
-            &source_dir().join("assets/tiny-arith"),
-        )
-        .map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(|msg| Error::config("model.path", msg))
+    builtin_model::BASE.dir(&source_dir())
 }
 
 /// The rlsd source tree (test fixtures; the built-in model's fallback when

@@ -45,6 +45,21 @@ pub const CHAT_TEMPLATE: &str = "{% for message in messages %}\
 {% elif message['role'] == 'assistant' %}<|assistant|>{{ message['content'] }}<|end|>\
 {% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
 
+/// Chat template of the agent base model (`assets/tiny-arith-agent`):
+/// [`CHAT_TEMPLATE`] plus a tool turn. A `tool` message renders as a user
+/// turn starting `Tool: ` (`<|user|>Tool: 21`); an assistant message's
+/// `tool_calls` render after its content in the Hermes form
+/// `<tool_call>{"name": .., "arguments": ..}</tool_call>`. The tools' schemas
+/// are left implicit: every character is a token of this model, and it knows
+/// its one tool from pretraining.
+pub const AGENT_CHAT_TEMPLATE: &str = "{% for message in messages %}\
+{% if message['role'] == 'system' %}<|system|>{{ message['content'] }}\
+{% elif message['role'] == 'user' %}<|user|>{{ message['content'] }}\
+{% elif message['role'] == 'tool' %}<|user|>Tool: {{ message['content'] }}\
+{% elif message['role'] == 'assistant' %}<|assistant|>{{ message['content'] }}\
+{% for call in message['tool_calls'] or [] %}<tool_call>{\"name\": \"{{ call['function']['name'] }}\", \"arguments\": {{ call['function']['arguments'] | tojson }}}</tool_call>{% endfor %}<|end|>\
+{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+
 /// Every token in id order: the special tokens, `\n`, then `' '..='~'`.
 pub fn vocab() -> Vec<String> {
     let mut tokens: Vec<String> = SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect();
@@ -106,9 +121,15 @@ pub fn tokenizer_json() -> Value {
 
 /// The `tokenizer_config.json` document, with the chat template.
 pub fn tokenizer_config_json() -> Value {
+    tokenizer_config_json_with(CHAT_TEMPLATE)
+}
+
+/// [`tokenizer_config_json`] with another chat template (e.g.
+/// [`AGENT_CHAT_TEMPLATE`]).
+pub fn tokenizer_config_json_with(chat_template: &str) -> Value {
     json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "chat_template": CHAT_TEMPLATE,
+        "chat_template": chat_template,
         "bos_token": null,
         "eos_token": EOS_TOKEN,
         "pad_token": PAD_TOKEN,
@@ -130,10 +151,18 @@ pub fn generation_config_json() -> Value {
 /// Write `tokenizer.json`, `tokenizer_config.json` and
 /// `generation_config.json` into `dir` (created if needed).
 pub fn write_char_tokenizer(dir: &Path) -> Result<()> {
+    write_char_tokenizer_with(dir, CHAT_TEMPLATE)
+}
+
+/// [`write_char_tokenizer`] with another chat template.
+pub fn write_char_tokenizer_with(dir: &Path, chat_template: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     for (name, doc) in [
         ("tokenizer.json", tokenizer_json()),
-        ("tokenizer_config.json", tokenizer_config_json()),
+        (
+            "tokenizer_config.json",
+            tokenizer_config_json_with(chat_template),
+        ),
         ("generation_config.json", generation_config_json()),
     ] {
         let path = dir.join(name);

@@ -72,12 +72,16 @@ impl Learner<'_> {
         let template = TeacherPrompt::for_data(&cfg.data)?;
         let teacher = policy.replicate(device)?;
         let algo = crate::pipeline::algo_for(&cfg.algo, &policy)?;
-        if resumed.is_some() && cfg.algo.lambda_schedule == crate::rlsd::LambdaSchedule::Adaptive {
-            // The rank checkpoints do not store the adaptive state yet.
-            return Err(crate::Error::config(
-                "algo.lambda_schedule",
-                "\"adaptive\" cannot resume a data-parallel run yet (its state is not in the rank checkpoints)",
-            ));
+        if let Some(r) = resumed.filter(|r| r.adaptive.is_none()) {
+            if cfg.algo.lambda_schedule == crate::rlsd::LambdaSchedule::Adaptive {
+                return Err(crate::Error::config(
+                    "algo.lambda_schedule",
+                    format!(
+                        "\"adaptive\" cannot resume from {}: its state.json has no `adaptive_lambda` (written before data-parallel checkpoints stored it)",
+                        r.checkpoint.dir.display()
+                    ),
+                ));
+            }
         }
         let mut models = LoopModels {
             trainer: Trainer::new(policy, algo, cfg.optim.clone())?,

@@ -120,6 +120,9 @@ fn state_digest(s: &RankState<'_>) -> Result<StateDigest> {
     hash_tensors(&mut h, teacher.tensors.iter().map(|(_, t)| t))?;
     h.update(s.models.teacher_version.to_le_bytes());
     h.update(s.cursor.to_string().as_bytes());
+    let adaptive = serde_json::to_vec(&s.models.lambda_state)
+        .map_err(|e| Error::InvalidInput(format!("adaptive lambda state: {e}")))?;
+    h.update(&adaptive);
     Ok(StateDigest {
         digest: h.finalize().to_vec(),
         policy_sha: policy,
@@ -183,6 +186,10 @@ fn write(cfg: &RunConfig, root: &Path, s: &RankState<'_>, agreed: &StateDigest) 
         "skipped_steps": m.trainer.skipped_steps,
         "world": s.world,
         "weights_sha256": agreed.policy_sha,
+        // The adaptive lambda schedule's state after the step (the ranks
+        // agree on it: it is in the digest), so an adaptive run resumes
+        // exactly, as a one-process run does.
+        "adaptive_lambda": m.lambda_state,
     });
     save_checkpoint_with_teacher(
         root,
@@ -211,6 +218,9 @@ pub struct Resume {
     pub weights_sha256: Option<String>,
     /// Number of ranks that wrote it.
     pub world: Option<usize>,
+    /// The adaptive lambda schedule's state after that step (absent in
+    /// checkpoints written before data-parallel runs stored it).
+    pub adaptive: Option<crate::rlsd::AdaptiveLambda>,
 }
 
 /// Read and verify the checkpoint `dir` (a `step-NNNNNN` folder).
@@ -236,7 +246,12 @@ pub fn load_resume(dir: &Path) -> Result<Resume> {
     let cursor = field("data_cursor")
         .cloned()
         .ok_or_else(|| bad("data_cursor", "is missing"))?;
+    let adaptive = field("adaptive_lambda")
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| bad("adaptive_lambda", &e.to_string()))?;
     Ok(Resume {
+        adaptive,
         step,
         cursor,
         skipped_steps: field("skipped_steps").and_then(|v| v.as_u64()).unwrap_or(0),
@@ -256,6 +271,9 @@ impl Resume {
         let ck = &self.checkpoint;
         models.trainer.optimizer.load_state_tensors(&ck.optimizer)?;
         models.trainer.skipped_steps = self.skipped_steps;
+        if let Some(a) = self.adaptive {
+            models.lambda_state = a;
+        }
         let version = ck
             .state
             .get("teacher_version")

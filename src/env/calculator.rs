@@ -10,8 +10,9 @@
 //! can learn the format); a turn without calls is the final answer and ends
 //! the episode: reward 1 when its `Answer: <n>` equals the gold answer. More
 //! than `max_calls` calls end the episode with reward 0. The outcome's
-//! components log the number of calls (`reward/tool_calls`) and whether the
-//! episode used the tool at all (`reward/used_tool`).
+//! components hold the number of calls (`tool_calls`) and whether the
+//! episode used the tool at all (`used_tool`); a training step logs the
+//! tool-call rate it reads from the model's turns (`episodes.tool_call_rate`).
 
 use std::collections::BTreeMap;
 

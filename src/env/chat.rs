@@ -11,6 +11,7 @@
 //! a clear error rather than producing misaligned tokens.
 
 use super::environment::{Message, Opening};
+use crate::data::{Example, TeacherPrompt};
 use crate::error::{Error, Result};
 use crate::model::ChatTemplate;
 
@@ -57,6 +58,37 @@ impl<'t> EpisodeChat<'t> {
     /// The prompt: the opening messages and the first generation prompt.
     pub fn opening_text(&self, opening: &Opening) -> Result<String> {
         self.render(&opening.messages, true)
+    }
+
+    /// The teacher's context for an episode: the opening as the student saw
+    /// it (system turn, tools, earlier messages) with its last user message
+    /// replaced by `teacher`'s template filled with that message (the
+    /// question) and the opening's privileged text, then the generation
+    /// prompt. An opening without a user message gets one holding the
+    /// filled template with an empty question. The teacher then scores the
+    /// episode's response tokens (model turns and the environment's answers)
+    /// after this context.
+    pub fn teacher_opening_text(
+        &self,
+        opening: &Opening,
+        teacher: &TeacherPrompt,
+    ) -> Result<String> {
+        let mut messages = opening.messages.clone();
+        let at = match messages.iter().rposition(|m| m.role == "user") {
+            Some(at) => at,
+            None => {
+                messages.push(Message::new("user", ""));
+                messages.len() - 1
+            }
+        };
+        let question = Example::new(
+            "teacher",
+            messages[at].content.clone(),
+            "",
+            opening.privileged.clone(),
+        );
+        messages[at].content = teacher.render(&question);
+        self.render(&messages, true)
     }
 
     /// What the template writes after an assistant turn's content (Qwen's

@@ -259,9 +259,10 @@ pub fn parse_kind(s: &str) -> Result<Kind> {
         "f32" | "float32" | "float" => Ok(Kind::Float),
         "bf16" | "bfloat16" => Ok(Kind::BFloat16),
         "f16" | "float16" | "half" => Ok(Kind::Half),
+        "f64" | "float64" | "double" => Ok(Kind::Double),
         other => Err(Error::config(
             "model.dtype",
-            format!("unknown dtype {other:?} (expected f32, bf16 or f16)"),
+            format!("unknown dtype {other:?} (expected f32, bf16, f16 or f64)"),
         )),
     }
 }

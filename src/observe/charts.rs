@@ -41,6 +41,15 @@ pub const PANELS: &[Panel] = &[
         keys: &["reward_mean", "accuracy"],
     },
     Panel {
+        title: "episodes: tool-call rate, turns",
+        y_label: "rate, turns",
+        keys: &[
+            "episodes.tool_call_rate",
+            "episodes.tool_calls_mean",
+            "episodes.turns_mean",
+        ],
+    },
+    Panel {
         title: "validation",
         y_label: "score",
         keys: &[],

@@ -49,6 +49,15 @@ pub struct EpisodeRollout {
     pub score: Score,
     /// Model turns played.
     pub turns: usize,
+    /// Tool calls the model wrote over its turns (read in `env.tool_format`;
+    /// unreadable ones included).
+    pub tool_calls: usize,
+    /// The teacher's context for this episode: the environment's opening
+    /// with the privileged text added
+    /// ([`crate::env::chat::EpisodeChat::teacher_opening_text`]); `None`
+    /// (the environment never started) falls back to the data's teacher
+    /// prompt.
+    pub teacher_prompt_ids: Option<Vec<i64>>,
 }
 
 /// The sampler's output: `B * G` rollouts, prompt-major.

@@ -6,15 +6,18 @@
 //! tokens) and the environment's score, which the verifier stage keeps.
 
 use super::batch::{EpisodeRollout, Rollout, RolloutBatch, Score};
-use super::env_config::turn_stop_strings;
+use super::env_config::{tool_format, turn_stop_strings};
 use super::episodes::EpisodeOptions;
 use super::multi_turn::{play_episodes, ChatSetup, EnvRuntime};
 use super::plan::StepPlan;
 use super::stages::tokenizer_of;
 use crate::config::RunConfig;
 use crate::data::prompt::student_prompt_ids;
+use crate::data::TeacherPrompt;
+use crate::env::chat::EpisodeChat;
+use crate::env::{Episode, ToolFormat};
 use crate::error::{Error, Result};
-use crate::model::{max_concurrent_rows, prompt_seeds, GenerateOptions, LoadedModel};
+use crate::model::{max_concurrent_rows, prompt_seeds, GenerateOptions, LoadedModel, Tokenizer};
 use crate::stats::StageTimings;
 
 /// `G` episodes for each of the plan's prompts (and SDPO's candidates after
@@ -68,6 +71,7 @@ pub fn rollout_episodes(
         env_timeout: cfg.env.turn_timeout(),
         policy_version,
     };
+    let teacher = TeacherPrompt::for_data(&cfg.data)?;
     let seeds = prompt_seeds(plan.seed, examples.len());
     let chat = ChatSetup { template, bos, eos };
     let played = play_episodes(&model.lm, tok, chat, env, &examples, &seeds, &opts, rows)?;
@@ -80,6 +84,20 @@ pub fn rollout_episodes(
             timed_out: played.env_failed[i],
         };
         let turns = p.episode.turns();
+        let tool_calls = model_tool_calls(tok, &p.episode, tool_format(cfg.env.tool_format))?;
+        let teacher_prompt_ids = match &p.opening {
+            Some(opening) => {
+                let chat = EpisodeChat::new(
+                    template,
+                    opening.tools.clone(),
+                    bos.map(str::to_string),
+                    eos.map(str::to_string),
+                );
+                let text = chat.teacher_opening_text(opening, &teacher)?;
+                Some(tok.encode(&text, false)?)
+            }
+            None => None,
+        };
         let (prompt_ids, response_ids, mask, logprobs) = if p.episode.is_empty() {
             // The environment never started: the student prompt and one
             // untrained EOS, so the sample has a shape and no credit.
@@ -107,6 +125,8 @@ pub fn rollout_episodes(
                 response_mask: mask,
                 score,
                 turns,
+                tool_calls,
+                teacher_prompt_ids,
             }),
         });
     }
@@ -116,4 +136,15 @@ pub fn rollout_episodes(
         rollouts,
         timings: StageTimings::default(),
     })
+}
+
+/// Tool calls in the model's turns of `episode`, read in `format` (calls
+/// that could not be read count too: the model tried).
+fn model_tool_calls(tok: &Tokenizer, episode: &Episode, format: ToolFormat) -> Result<usize> {
+    let mut calls = 0;
+    for segment in episode.segments().iter().filter(|s| s.is_generated()) {
+        let parsed = format.parse(&tok.decode(segment.token_ids(), true)?);
+        calls += parsed.calls.len() + parsed.errors.len();
+    }
+    Ok(calls)
 }

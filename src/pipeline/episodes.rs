@@ -13,7 +13,7 @@
 
 use crate::data::Example;
 use crate::env::chat::EpisodeChat;
-use crate::env::environment::{step_with_timeout, with_timeout, Outcome, Reply, Started};
+use crate::env::environment::{step_with_timeout, with_timeout, Opening, Outcome, Reply, Started};
 use crate::env::{EnvCounters, Environment, Episode, EpisodeBuilder, GivenKind, SampledTurn};
 use crate::error::Result;
 use crate::model::{generate_with, CausalLm, GenerateOptions, Tokenizer};
@@ -41,6 +41,10 @@ pub struct PlayedEpisode {
     pub episode: Episode,
     /// The environment's verdict (reward 0 when a call failed or timed out).
     pub outcome: Outcome,
+    /// How the environment opened it (`None` when its start failed): the
+    /// teacher's context is this opening with the privileged text added
+    /// ([`crate::env::chat::EpisodeChat::teacher_opening_text`]).
+    pub opening: Option<Opening>,
 }
 
 impl PlayedEpisode {
@@ -89,7 +93,11 @@ pub async fn play_episode(
         Ok(started) => started,
         Err(outcome) => {
             let episode = Episode::new();
-            return Ok(PlayedEpisode { episode, outcome });
+            return Ok(PlayedEpisode {
+                episode,
+                outcome,
+                opening: None,
+            });
         }
     };
     let mut builder = EpisodeBuilder::start(tokenizer, chat, &opening)?;
@@ -107,7 +115,11 @@ pub async fn play_episode(
         match step_with_timeout(session.as_mut(), &text, opts.env_timeout, counters).await {
             Reply::Done(outcome) => {
                 let episode = builder.finish();
-                return Ok(PlayedEpisode { episode, outcome });
+                return Ok(PlayedEpisode {
+                    episode,
+                    outcome,
+                    opening: Some(opening),
+                });
             }
             Reply::Continue(messages) => {
                 let kind = if messages.iter().any(|m| m.role == "tool") {
@@ -125,5 +137,6 @@ pub async fn play_episode(
     Ok(PlayedEpisode {
         episode: builder.finish(),
         outcome,
+        opening: Some(opening),
     })
 }

@@ -15,7 +15,7 @@
 use super::episodes::{EpisodeOptions, PlayedEpisode};
 use crate::data::Example;
 use crate::env::chat::EpisodeChat;
-use crate::env::environment::{with_timeout, Outcome, Reply, Session, Started};
+use crate::env::environment::{with_timeout, Opening, Outcome, Reply, Session, Started};
 use crate::env::{EnvCounters, Environment, EpisodeBuilder, GivenKind, SampledTurn};
 use crate::error::{Error, Result};
 use crate::model::CausalLm;
@@ -123,7 +123,11 @@ pub fn play_episodes(
             .outcome
             .ok_or_else(|| Error::InvalidInput(format!("episode {e} ended without an outcome")))?;
         let episode = p.builder.map(EpisodeBuilder::finish).unwrap_or_default();
-        out.episodes.push(PlayedEpisode { episode, outcome });
+        out.episodes.push(PlayedEpisode {
+            episode,
+            outcome,
+            opening: p.opening,
+        });
         out.env_failed.push(p.env_failed);
     }
     Ok(out)
@@ -162,6 +166,8 @@ struct Playing<'a> {
     turns: usize,
     /// How it ended.
     outcome: Option<Outcome>,
+    /// How the environment opened it.
+    opening: Option<Opening>,
     /// Whether it ended on an environment call that timed out, failed or panicked.
     env_failed: bool,
 }
@@ -235,6 +241,7 @@ impl<'a> Driver<'a, '_> {
                 let p = &mut self.episodes[e];
                 p.builder = Some(builder);
                 p.session = Some(session);
+                p.opening = Some(opening);
                 self.next_turn(e);
             }
             EnvEvent::Over(e, outcome) => {

@@ -208,7 +208,19 @@ pub fn teacher_pass(
             .map(|ex| template.ids(tok, ex))
             .collect::<Result<Vec<_>>>()?
     };
-    let prompts: Vec<Vec<i64>> = rollouts.iter().map(|s| contexts[s.group].clone()).collect();
+    // An episode's teacher sees the environment's opening with the
+    // privileged text (its system turn and tools included); SDPO's
+    // contexts are its own.
+    let prompts: Vec<Vec<i64>> = rollouts
+        .iter()
+        .map(|s| {
+            s.episode
+                .as_ref()
+                .and_then(|e| e.teacher_prompt_ids.clone())
+                .filter(|_| algo.algo != Algo::Sdpo)
+                .unwrap_or_else(|| contexts[s.group].clone())
+        })
+        .collect();
     let responses: Vec<Vec<i64>> = rollouts.iter().map(|s| s.response_ids.clone()).collect();
     scores.logprobs = Some(token_logprobs_by_prompt_within(
         &teacher.lm,

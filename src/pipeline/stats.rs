@@ -3,9 +3,10 @@
 //! versions, stage timings, sampled completions).
 
 use super::batch::CreditBatch;
+use super::batch::Rollout;
 use crate::model::Tokenizer;
 use crate::rlsd::AlgoConfig;
-use crate::stats::StepStats;
+use crate::stats::{EpisodeStats, StepStats};
 use crate::train::TrainBatch;
 
 /// The full stats of a trained step: `trained` is what [`crate::train::train_step`]
@@ -52,6 +53,7 @@ pub fn step_stats(
         .partition(|(r, _)| r.episode.is_some());
     s.verifier_timeouts = verifier.len() as u64;
     s.env_failures = env.len() as u64;
+    s.episodes = episode_stats(rollouts);
     s.version_lag = (plan.step - 1).saturating_sub(batch.policy_version());
     let t = batch.timings();
     s.timings.generate_s = t.generate_s;
@@ -60,4 +62,21 @@ pub fn step_stats(
     s.timings.credit_s = t.credit_s;
     s.completions = super::records::sample_completions(batch, tb, algo, tokenizer, completions);
     trained
+}
+
+/// Tool use and turns over the step's episodes (`None` without episodes).
+fn episode_stats(rollouts: &[Rollout]) -> Option<EpisodeStats> {
+    let episodes: Vec<_> = rollouts.iter().filter_map(|r| r.episode.as_ref()).collect();
+    if episodes.is_empty() {
+        return None;
+    }
+    let n = episodes.len() as f64;
+    let mean = |f: &dyn Fn(&super::batch::EpisodeRollout) -> f64| {
+        episodes.iter().map(|e| f(e)).sum::<f64>() / n
+    };
+    Some(EpisodeStats {
+        tool_call_rate: mean(&|e| f64::from(u8::from(e.tool_calls > 0))),
+        tool_calls_mean: mean(&|e| e.tool_calls as f64),
+        turns_mean: mean(&|e| e.turns as f64),
+    })
 }

@@ -59,6 +59,18 @@ pub struct ValidationStats {
     pub leakage_cue: f64,
 }
 
+/// Tool use and turns of a step's multi-turn episodes, over all of them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeStats {
+    /// Fraction of episodes in which the model called a tool at least once
+    /// (a call read in `env.tool_format`, well formed or not).
+    pub tool_call_rate: f64,
+    /// Mean tool calls per episode.
+    pub tool_calls_mean: f64,
+    /// Mean model turns per episode.
+    pub turns_mean: f64,
+}
+
 /// Everything one training step reports.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepStats {
@@ -165,6 +177,10 @@ pub struct StepStats {
     /// panicked this step (ended and scored 0; `[env]`).
     #[serde(default)]
     pub env_failures: u64,
+    /// Tool use and turns of the step's multi-turn episodes (`[env]`
+    /// only; absent from `metrics.jsonl` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episodes: Option<EpisodeStats>,
     /// Wall time per stage (runtime-filled, except `train_s`).
     pub timings: StageTimings,
     /// A few of the step's responses with their token credit, for the
