@@ -35,6 +35,8 @@ pub fn rank_plan(
     // replica could share (`memory::plan` counts no sampler weights when
     // both sit in host memory): plan its optimizer elsewhere, then drop it.
     c.runtime.optimizer_device = if training { device } else { "none" }.into();
+    // No commit board here (it is the actor runtime's): no kept versions.
+    c.runtime.max_staleness = 0;
     let mut p = plan(&c, model, prompt_tokens)?;
     p.actors.retain(|a| match a.actor {
         "sampler" => sampling,
