@@ -142,6 +142,29 @@ fn a_staleness_1_resume_equals_the_uninterrupted_run() {
     }
 }
 
+#[test]
+fn a_staleness_2_resume_equals_the_uninterrupted_run() {
+    let two = ["runtime.max_staleness=2"];
+    let a = tempfile::tempdir().unwrap();
+    let full = run(config(a.path(), "", &two), None);
+    let versions: Vec<u64> = full.steps.iter().map(|s| s.policy_version).collect();
+    assert_eq!(versions, vec![0, 0, 0, 1, 2, 3, 4, 5]);
+    let mid = a.path().join("checkpoints/step-000003");
+    let ck = rlsd::checkpoint::load_checkpoint(&mid).unwrap();
+    let pinned: Vec<u64> = ck.state["pinned_versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pinned, vec![1, 2]);
+
+    let b = tempfile::tempdir().unwrap();
+    let resumed = run(config(b.path(), "", &two), Some(&mid));
+    assert_same_steps(&full.steps[3..], &resumed.steps);
+    assert_same_weights(&full, &resumed);
+}
+
 /// A checkpoint without the pinned versions (as written before they
 /// existed) still resumes, as before: every step trained once, the first
 /// step after it sampled with the checkpoint's own version (lag 0).
