@@ -9,9 +9,10 @@
 //! - [`Published`]: what the optimizer makes public after each commit: the
 //!   step (= policy version), the data cursor, and frozen copies of the
 //!   policy and teacher weights. It goes out by message to the sampler,
-//!   teacher and scheduler, and stays on a [`CommitBoard`] whose
-//!   [`CommitReader`]s a respawned actor reads in `pre_start` to restart
-//!   from the last commit.
+//!   teacher and scheduler, and the last `max_staleness + 1` commits stay on
+//!   a [`CommitBoard`]: the sampler, the teacher and the scheduler take from
+//!   it exactly the commit each step names (its `min_version`), and a
+//!   respawned actor reads it in `pre_start` to restart from the last commit.
 //! - [`ReplicaSpec`]: how the sampler and the teacher build their own model
 //!   replica (architecture, dtype, tokenizer, device) from published weights.
 
