@@ -7,6 +7,8 @@
 //! too (teacher sync every 2 steps, adaptive lambda), since each checkpoint
 //! carries the policy versions its next steps are sampled with.
 
+#[path = "common/old_checkpoint.rs"]
+mod old_checkpoint;
 #[path = "common/timed.rs"]
 mod timed;
 #[path = "common/tiny_run.rs"]
@@ -329,4 +331,29 @@ fn a_second_signal_exits_at_once_non_zero() {
     signal(&c, libc::SIGTERM);
     let status = wait(&mut c);
     assert_eq!(status.code(), Some(130), "{status}");
+}
+
+/// A checkpoint without pinned versions (an older build's) still resumes at
+/// staleness 1, with a warning that names the missing version and says the
+/// resume is not bit-exact; every step is still trained once.
+#[test]
+fn an_old_checkpoint_resumes_at_staleness_1_with_a_warning() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = spawn(d.path(), 1, "", &["--set", "runtime.steps=3"]);
+    assert!(wait(&mut c).success());
+    old_checkpoint::strip_pinned(&d.path().join("checkpoints/step-000003"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
+    cmd.arg("train");
+    for s in sets(d.path(), 1, "") {
+        cmd.arg("--set").arg(s);
+    }
+    cmd.args(["--resume", "latest"]).env("RLSD_LOG", "warn");
+    let out = timed::output_within(&mut cmd, Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no policy weights of version 2") && stderr.contains("not bit-exact"),
+        "{stderr}"
+    );
+    assert_exactly_once(d.path(), STEPS);
 }

@@ -111,18 +111,25 @@ pub fn seed_board(
         .collect();
     if let (Some(first), Some(last)) = (missing.first(), missing.last()) {
         tracing::warn!(
-            "{} holds no policy weights of version {} (written before checkpoints carried the versions in flight, or at a smaller runtime.max_staleness): steps {}..={} are sampled with newer weights than the uninterrupted run used, so this resume is not bit-exact",
+            "{} holds no policy weights of version {} (written before checkpoints carried the versions in flight, or at a smaller runtime.max_staleness): {} sampled with newer weights than the uninterrupted run used, so this resume is not bit-exact",
             ck.dir.display(),
-            if first == last {
-                first.to_string()
-            } else {
-                format!("{first}..={last}")
+            span(*first, *last),
+            match max_staleness {
+                1 => format!("step {} is", k + 1),
+                _ => format!("steps {} are", span(k + 1, k + max_staleness)),
             },
-            k + 1,
-            k + max_staleness,
         );
     }
     Ok(CommitBoard::seeded(earlier, start, max_staleness))
+}
+
+/// `a` or `a..=b`.
+fn span(a: u64, b: u64) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}..={b}")
+    }
 }
 
 /// The weights of `version` in the checkpoint file `rel` (read once per
