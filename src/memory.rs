@@ -39,6 +39,11 @@
 //!   weights the optimizer keeps, shared by the replica); a group is scored `g = min(G, max(1,
 //!   (budget - Lp) / R))` responses at a time against one prompt: KV cache
 //!   `g S L 2 K w`, one layer's work `g R (2H + 3I) w`, head chunks `3 C V 4`.
+//! - **kept versions**: at `max_staleness = s >= 1`
+//!   the commit board keeps `s` more published snapshots `P w` on the
+//!   optimizer's device (the versions the steps in flight use, exactly), and
+//!   a host teacher up to `min(s, ceil(s / teacher_sync_interval))` more
+//!   frozen teachers.
 //! - **per device**: a fixed runtime overhead (CUDA context and allocator
 //!   slack 1 GiB; on CPU libtorch's own 0.3 GiB), once per device.
 //!
@@ -439,6 +444,8 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
         let (w, train) = (width(kind), cfg.model.train_vision);
         vision::with_vision(&mut actors, model, v, w, train, load, encoded);
     }
+    let sync = cfg.algo.teacher_sync_interval(rt.teacher_sync_interval);
+    with_kept_versions(&mut actors, rt.max_staleness, sync);
     Ok(MemoryPlan {
         params: param_count(model),
         vision_params: tower.as_ref().map_or(0, vision::vision_param_count),
@@ -447,6 +454,38 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
         devices: device_totals(&actors),
         actors,
     })
+}
+
+/// The commits the commit board keeps before the latest at
+/// `runtime.max_staleness = s` (`actors::commit::CommitBoard`: the versions
+/// the steps in flight are sampled and scored with, exactly): `s` more
+/// published policy snapshots on the optimizer's device, and, with the
+/// teacher in host memory, the frozen teachers among them that differ from
+/// the latest (at most `min(s, ceil(s / teacher_sync_interval))`; one at
+/// staleness 1, held from a sync step until the next commit). Each is the
+/// size of the optimizer's "weight snapshot" item (the adapters with LoRA).
+fn with_kept_versions(actors: &mut [ActorPlan], max_staleness: u64, sync_interval: u64) {
+    if max_staleness == 0 {
+        return;
+    }
+    let snapshot: f64 = actors
+        .iter()
+        .filter(|a| a.actor == "optimizer")
+        .flat_map(|a| &a.items)
+        .filter(|i| i.what == "weight snapshot")
+        .map(|i| i.bytes)
+        .sum();
+    let s = max_staleness as f64;
+    let teachers = s.min((s / sync_interval.max(1) as f64).ceil());
+    for a in actors.iter_mut() {
+        match a.actor {
+            "optimizer" => a.items.push(item("kept versions", s * snapshot)),
+            "teacher" if a.device == "cpu" => {
+                a.items.push(item("kept teachers", teachers * snapshot))
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The sampler and the optimizer in the same host memory: the sampler's
@@ -745,5 +784,46 @@ mod tests {
         cfg.runtime.sampler_device = "cuda:0".into();
         let g = plan(&cfg, &model, 32).unwrap();
         assert_eq!(bytes(sampler(&g), "weights"), 40_864_000.0 * 4.0);
+    }
+
+    #[test]
+    fn the_kept_versions_of_an_asynchronous_run_are_planned() {
+        let model = qwen2_shaped(151_936, 256, 2);
+        let snapshot = 40_864_000.0 * 4.0;
+        let mut cfg = RunConfig::default();
+        for d in [
+            &mut cfg.runtime.sampler_device,
+            &mut cfg.runtime.teacher_device,
+            &mut cfg.runtime.optimizer_device,
+        ] {
+            *d = "cpu".into();
+        }
+        let kept = |cfg: &RunConfig| {
+            let p = plan(cfg, &model, 32).unwrap();
+            let of = |actor: &str, what: &str| {
+                let a = p.actors.iter().find(|a| a.actor == actor).unwrap();
+                let i = a.items.iter().find(|i| i.what == what);
+                i.map_or(0.0, |i| i.bytes)
+            };
+            (
+                of("optimizer", "kept versions") / snapshot,
+                of("teacher", "kept teachers") / snapshot,
+            )
+        };
+        // (max_staleness, teacher_sync_interval) -> (policy, teacher) copies.
+        for (s, sync, want) in [
+            (0, 10, (0.0, 0.0)),
+            (1, 10, (1.0, 1.0)),
+            (3, 10, (3.0, 1.0)),
+            (2, 1, (2.0, 2.0)),
+            (4, 3, (4.0, 2.0)),
+        ] {
+            cfg.runtime.max_staleness = s;
+            cfg.runtime.teacher_sync_interval = sync;
+            assert_eq!(kept(&cfg), want, "staleness {s}, sync {sync}");
+        }
+        // A GPU teacher's frozen copies are host memory the plan leaves out.
+        cfg.runtime.teacher_device = "cuda:0".into();
+        assert_eq!(kept(&cfg).1, 0.0);
     }
 }

@@ -400,3 +400,65 @@ fn empty_optimizer_state_round_trips() -> Result<()> {
     assert_eq!(loaded.step, 0);
     Ok(())
 }
+
+#[test]
+fn extra_tensor_files_round_trip_checksummed() -> Result<()> {
+    let root = tempfile::tempdir()?;
+    let pinned = vec![(
+        "pinned/policy-000002.safetensors".to_string(),
+        optimizer_state(2),
+    )];
+    let dir = rlsd::checkpoint::save_checkpoint_with_extras(
+        root.path(),
+        3,
+        &write_model,
+        &optimizer_state(3),
+        None,
+        &pinned,
+        &json!({"step": 3}),
+        "",
+        0,
+    )?;
+    let loaded = load_checkpoint(&dir)?;
+    let back = loaded.read_tensors("pinned/policy-000002.safetensors")?;
+    let mut want = optimizer_state(2);
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(back.len(), want.len());
+    for ((n, a), (m, b)) in back.iter().zip(&want) {
+        assert_eq!(n, m);
+        assert_eq!(bytes_of(a), bytes_of(b), "{n}");
+    }
+    // Only files the manifest lists (so checksummed on load) are read.
+    let err = loaded.read_tensors("optimizer2.safetensors").unwrap_err();
+    assert!(err.to_string().contains("not listed"), "{err}");
+    // A damaged extra file fails the load, naming it.
+    std::fs::write(dir.join("pinned/policy-000002.safetensors"), b"x")?;
+    assert!(
+        load_err(&dir).contains("policy-000002"),
+        "{}",
+        load_err(&dir)
+    );
+    // Extra files go in a subfolder, never over a fixed file or `model/`.
+    for bad in [
+        "optimizer.safetensors",
+        "model/x.safetensors",
+        "../x",
+        "a//b",
+    ] {
+        let files = vec![(bad.to_string(), Vec::new())];
+        let err = rlsd::checkpoint::save_checkpoint_with_extras(
+            root.path(),
+            4,
+            &write_model,
+            &[],
+            None,
+            &files,
+            &json!({"step": 4}),
+            "",
+            0,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(bad), "{bad}: {err}");
+    }
+    Ok(())
+}

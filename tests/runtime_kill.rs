@@ -2,9 +2,13 @@
 //! the middle of a checkpoint write, then `--resume latest`, at staleness 0
 //! and 1; and SIGTERM mid-step / SIGINT mid-checkpoint. After every story
 //! each prompt is trained exactly once (by id), metrics.jsonl holds steps
-//! 1..N once, and at staleness 0 the weights, AdamW and teacher state equal
-//! an uninterrupted run's bit for bit.
+//! 1..N once, and the weights, AdamW and teacher state and every metrics
+//! line's numbers equal an uninterrupted run's bit for bit: at staleness 1
+//! too (teacher sync every 2 steps, adaptive lambda), since each checkpoint
+//! carries the policy versions its next steps are sampled with.
 
+#[path = "common/old_checkpoint.rs"]
+mod old_checkpoint;
 #[path = "common/timed.rs"]
 mod timed;
 #[path = "common/tiny_run.rs"]
@@ -29,6 +33,17 @@ fn sets(out: &Path, staleness: u64, faults: &str) -> Vec<String> {
         tiny_run::FAST_LR.into(),
         format!("runtime.faults=[{faults}]"),
     ]);
+    if staleness >= 1 {
+        // Planned from the state after step `s - 1 - staleness`: its lambdas
+        // are part of what a resume must reproduce. Every step with a
+        // teacher pass counts (clip fraction < 1.5), patience 2.
+        set.extend([
+            "algo.lambda_schedule=\"adaptive\"".into(),
+            "algo.adaptive_signal=\"weight-clip\"".into(),
+            "algo.adaptive_threshold=1.5".into(),
+            "algo.adaptive_patience=2".into(),
+        ]);
+    }
     tiny_run::with(set, &tiny_run::EVEN_ANSWER)
 }
 
@@ -181,33 +196,84 @@ fn kill_story(out: &Path, staleness: u64) {
     finish(out, staleness);
 }
 
-#[test]
-fn kill_9_at_staleness_0_then_resume_equals_the_uninterrupted_run() {
-    let clean = tempfile::tempdir().unwrap();
-    assert!(wait(&mut spawn(clean.path(), 0, "", &[])).success());
-    let a = assert_exactly_once(clean.path(), STEPS);
+/// Every metrics line without its timings (wall-clock, not results).
+fn metrics_numbers(out: &Path) -> Vec<serde_json::Value> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| k != "timings" && k != "wall_s");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut lines = rlsd::metrics::read_metrics(&out.join("metrics.jsonl")).unwrap();
+    lines.iter_mut().for_each(strip);
+    lines
+}
 
-    let killed = tempfile::tempdir().unwrap();
-    kill_story(killed.path(), 0);
-    let b = assert_exactly_once(killed.path(), STEPS);
-    for f in [
-        "model/model.safetensors",
-        "optimizer.safetensors",
-        "teacher.safetensors",
-    ] {
-        same_file_tensors(&a.join(f), &b.join(f));
+/// An uninterrupted run's final checkpoint.
+fn clean_run(out: &Path, staleness: u64) -> PathBuf {
+    assert!(wait(&mut spawn(out, staleness, "", &[])).success());
+    assert_exactly_once(out, STEPS)
+}
+
+/// The run in `b` ended exactly as the uninterrupted one in `a`: weights,
+/// AdamW state, teacher (and at staleness >= 1 the pinned versions), and
+/// every metrics line's numbers.
+fn assert_same_run(a: &Path, b: &Path) {
+    let (ca, cb) = (assert_exactly_once(a, STEPS), assert_exactly_once(b, STEPS));
+    let mut files = vec![
+        "model/model.safetensors".to_string(),
+        "optimizer.safetensors".into(),
+        "teacher.safetensors".into(),
+    ];
+    if let Ok(d) = std::fs::read_dir(ca.join("pinned")) {
+        files.extend(
+            d.flatten()
+                .map(|e| format!("pinned/{}", e.file_name().to_string_lossy())),
+        );
+    }
+    for f in files {
+        same_file_tensors(&ca.join(&f), &cb.join(&f));
+    }
+    let (ma, mb) = (metrics_numbers(a), metrics_numbers(b));
+    assert_eq!(ma.len(), mb.len());
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!(x, y, "metrics line of step {}", x["step"]);
     }
 }
 
 #[test]
-fn kill_9_at_staleness_1_then_resume_trains_each_prompt_once() {
-    let d = tempfile::tempdir().unwrap();
-    kill_story(d.path(), 1);
-    assert_exactly_once(d.path(), STEPS);
+fn kill_9_at_staleness_0_then_resume_equals_the_uninterrupted_run() {
+    let clean = tempfile::tempdir().unwrap();
+    clean_run(clean.path(), 0);
+    let killed = tempfile::tempdir().unwrap();
+    kill_story(killed.path(), 0);
+    assert_same_run(clean.path(), killed.path());
 }
 
 #[test]
-fn sigterm_mid_step_and_sigint_mid_checkpoint_stop_with_a_consistent_final_checkpoint() {
+fn kill_9_at_staleness_1_then_resume_equals_the_uninterrupted_run() {
+    let clean = tempfile::tempdir().unwrap();
+    let a = clean_run(clean.path(), 1);
+    // The run really overlapped: step s was sampled with version s - 2.
+    let lags: Vec<u64> = metrics_numbers(clean.path())
+        .iter()
+        .map(|l| l["version_lag"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lags, [0, 1, 1, 1, 1, 1, 1, 1]);
+    let ck = rlsd::checkpoint::load_checkpoint(&a).unwrap();
+    assert_eq!(ck.state["pinned_versions"][0]["version"], STEPS - 1);
+
+    let killed = tempfile::tempdir().unwrap();
+    kill_story(killed.path(), 1);
+    assert_same_run(clean.path(), killed.path());
+}
+
+#[test]
+fn sigterm_mid_step_and_sigint_mid_checkpoint_stop_then_resume_equals_the_uninterrupted_run() {
     // SIGTERM mid-step (staleness 1): exit 0, final checkpoint of the last commit.
     let d = tempfile::tempdir().unwrap();
     let mut c = spawn(d.path(), 1, "", &[]);
@@ -248,7 +314,9 @@ fn sigterm_mid_step_and_sigint_mid_checkpoint_stop_with_a_consistent_final_check
     assert_exactly_once(d.path(), k);
 
     finish(d.path(), 1);
-    assert_exactly_once(d.path(), STEPS);
+    let clean = tempfile::tempdir().unwrap();
+    clean_run(clean.path(), 1);
+    assert_same_run(clean.path(), d.path());
 }
 
 #[test]
@@ -263,4 +331,29 @@ fn a_second_signal_exits_at_once_non_zero() {
     signal(&c, libc::SIGTERM);
     let status = wait(&mut c);
     assert_eq!(status.code(), Some(130), "{status}");
+}
+
+/// A checkpoint without pinned versions (an older build's) still resumes at
+/// staleness 1, with a warning that names the missing version and says the
+/// resume is not bit-exact; every step is still trained once.
+#[test]
+fn an_old_checkpoint_resumes_at_staleness_1_with_a_warning() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = spawn(d.path(), 1, "", &["--set", "runtime.steps=3"]);
+    assert!(wait(&mut c).success());
+    old_checkpoint::strip_pinned(&d.path().join("checkpoints/step-000003"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlsd"));
+    cmd.arg("train");
+    for s in sets(d.path(), 1, "") {
+        cmd.arg("--set").arg(s);
+    }
+    cmd.args(["--resume", "latest"]).env("RLSD_LOG", "warn");
+    let out = timed::output_within(&mut cmd, Duration::from_secs(300));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no policy weights of version 2") && stderr.contains("not bit-exact"),
+        "{stderr}"
+    );
+    assert_exactly_once(d.path(), STEPS);
 }

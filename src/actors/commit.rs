@@ -9,9 +9,10 @@
 //! - [`Published`]: what the optimizer makes public after each commit: the
 //!   step (= policy version), the data cursor, and frozen copies of the
 //!   policy and teacher weights. It goes out by message to the sampler,
-//!   teacher and scheduler, and stays on a [`CommitBoard`] whose
-//!   [`CommitReader`]s a respawned actor reads in `pre_start` to restart
-//!   from the last commit.
+//!   teacher and scheduler, and the last `max_staleness + 1` commits stay on
+//!   a [`CommitBoard`]: the sampler, the teacher and the scheduler take from
+//!   it exactly the commit each step names (its `min_version`), and a
+//!   respawned actor reads it in `pre_start` to restart from the last commit.
 //! - [`ReplicaSpec`]: how the sampler and the teacher build their own model
 //!   replica (architecture, dtype, tokenizer, device) from published weights.
 
@@ -22,7 +23,7 @@ use crate::rlsd::{AdaptiveLambda, AdaptiveRule};
 use crate::stats::StepStats;
 use crate::train::Trainer;
 use parking_lot::{Mutex, RwLock};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tch::{Device, Kind};
@@ -181,20 +182,65 @@ pub struct Published {
     pub adaptive: AdaptiveLambda,
 }
 
-/// The latest [`Published`] commit. The optimizer writes it; everybody else
+/// The latest [`Published`] commits: the newest and the `keep` before it
+/// (`keep = runtime.max_staleness`). The optimizer writes it; everybody else
 /// holds a [`CommitReader`].
+///
+/// A step `s` not yet committed is sampled with policy version
+/// `max(0, s - 1 - max_staleness)` and scored with that commit's teacher,
+/// and the scheduler plans its adaptive lambda from that commit's state
+/// (docs/RUNTIME.md, "Staleness"). Any step in flight was issued at most
+/// `max_staleness` steps after the last commit, so the versions it can name
+/// are exactly the ones the board keeps, and a respawned actor finds them
+/// here too.
 #[derive(Debug, Clone)]
-pub struct CommitBoard(Arc<RwLock<Arc<Published>>>);
+pub struct CommitBoard(Arc<RwLock<History>>);
+
+/// The commits a board keeps: the latest and up to `keep` before it.
+#[derive(Debug)]
+struct History {
+    /// How many commits before the latest are kept.
+    keep: u64,
+    /// The kept commits before `latest`, oldest first.
+    earlier: VecDeque<Arc<Published>>,
+    /// The latest commit.
+    latest: Arc<Published>,
+}
 
 impl CommitBoard {
-    /// A board holding the run's starting point.
-    pub fn new(start: Published) -> CommitBoard {
-        CommitBoard(Arc::new(RwLock::new(Arc::new(start))))
+    /// A board holding the run's starting point (and no earlier commit),
+    /// keeping `keep` commits before the latest.
+    pub fn new(start: Published, keep: u64) -> CommitBoard {
+        CommitBoard::seeded(Vec::new(), start, keep)
     }
 
-    /// Make `p` the latest commit (the optimizer only).
+    /// A board holding `earlier` (commits before `start`, oldest first: a
+    /// resumed checkpoint's pinned versions) and `start`.
+    pub fn seeded(earlier: Vec<Published>, start: Published, keep: u64) -> CommitBoard {
+        let mut h = History {
+            keep,
+            earlier: VecDeque::new(),
+            latest: Arc::new(start),
+        };
+        let step = h.latest.step;
+        h.earlier = earlier
+            .into_iter()
+            .filter(|p| p.step < step && p.step + keep >= step)
+            .map(Arc::new)
+            .collect();
+        h.earlier.make_contiguous().sort_by_key(|p| p.step);
+        CommitBoard(Arc::new(RwLock::new(h)))
+    }
+
+    /// Make `p` the latest commit (the optimizer only), forgetting the
+    /// commits more than `keep` steps older.
     pub fn publish(&self, p: Arc<Published>) {
-        *self.0.write() = p;
+        let mut h = self.0.write();
+        let previous = std::mem::replace(&mut h.latest, p);
+        h.earlier.push_back(previous);
+        let oldest = h.latest.step.saturating_sub(h.keep);
+        let latest = h.latest.step;
+        h.earlier.retain(|c| c.step >= oldest && c.step < latest);
     }
 
     /// A read-only handle.
@@ -203,14 +249,31 @@ impl CommitBoard {
     }
 }
 
-/// Read access to the latest published commit.
+/// Read access to the published commits a [`CommitBoard`] keeps.
 #[derive(Debug, Clone)]
-pub struct CommitReader(Arc<RwLock<Arc<Published>>>);
+pub struct CommitReader(Arc<RwLock<History>>);
 
 impl CommitReader {
     /// The latest commit.
     pub fn latest(&self) -> Arc<Published> {
-        self.0.read().clone()
+        self.0.read().latest.clone()
+    }
+
+    /// The commit of step `version`, or the oldest kept one after it (a run
+    /// resumed from a checkpoint without its pinned versions); `None` while
+    /// `version` is not yet committed.
+    pub fn at_or_after(&self, version: u64) -> Option<Arc<Published>> {
+        let h = self.0.read();
+        h.earlier
+            .iter()
+            .chain(std::iter::once(&h.latest))
+            .find(|c| c.step >= version)
+            .cloned()
+    }
+
+    /// The kept commits before the latest, oldest first.
+    pub fn earlier(&self) -> Vec<Arc<Published>> {
+        self.0.read().earlier.iter().cloned().collect()
     }
 }
 
@@ -403,5 +466,64 @@ impl ReplicaSpec {
         } else {
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit(step: u64) -> Published {
+        let weights = |version| {
+            Frozen::new(WeightSnapshot {
+                version,
+                tensors: Vec::new(),
+            })
+        };
+        Published {
+            step,
+            cursor: serde_json::Value::Null,
+            policy: weights(step),
+            teacher: weights(step / 2 * 2),
+            adaptive: crate::rlsd::AlgoConfig::default().adaptive_start(),
+        }
+    }
+
+    fn steps(r: &CommitReader) -> Vec<u64> {
+        r.earlier().iter().map(|p| p.step).collect()
+    }
+
+    #[test]
+    fn the_board_keeps_the_versions_steps_in_flight_name() {
+        let board = CommitBoard::new(commit(0), 1);
+        let r = board.reader();
+        assert_eq!(r.at_or_after(0).map(|p| p.step), Some(0));
+        assert!(r.at_or_after(1).is_none(), "not committed yet");
+        for s in 1..=4 {
+            board.publish(Arc::new(commit(s)));
+        }
+        // Staleness 1: step 5 is sampled with version 3, step 6 with 4.
+        assert_eq!(r.latest().step, 4);
+        assert_eq!(steps(&r), vec![3]);
+        assert_eq!(r.at_or_after(3).map(|p| p.step), Some(3));
+        assert_eq!(r.at_or_after(4).map(|p| p.step), Some(4));
+        // Older versions are gone: the oldest kept after it stands in.
+        assert_eq!(r.at_or_after(1).map(|p| p.step), Some(3));
+        assert!(r.at_or_after(5).is_none());
+
+        let none = CommitBoard::new(commit(0), 0);
+        none.publish(Arc::new(commit(1)));
+        assert!(steps(&none.reader()).is_empty());
+    }
+
+    #[test]
+    fn a_seeded_board_keeps_only_the_window_before_its_start() {
+        let board = CommitBoard::seeded(vec![commit(5), commit(3), commit(4)], commit(6), 2);
+        let r = board.reader();
+        assert_eq!(steps(&r), vec![4, 5]);
+        assert_eq!(r.latest().step, 6);
+        // A checkpoint without them: the start stands in for every version.
+        let bare = CommitBoard::seeded(Vec::new(), commit(6), 2).reader();
+        assert_eq!(bare.at_or_after(4).map(|p| p.step), Some(6));
     }
 }

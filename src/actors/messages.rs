@@ -34,7 +34,8 @@ pub enum SchedulerMsg {
 pub enum SamplerMsg {
     /// Generate the responses of a step.
     Generate(StepPlan),
-    /// The optimizer committed a step: newer policy weights.
+    /// The optimizer committed a step (now on the commit board): plans
+    /// waiting for that version can run.
     Committed(Arc<Published>),
 }
 
@@ -50,7 +51,8 @@ pub enum VerifierMsg {
 pub enum TeacherMsg {
     /// Score the batch's responses under the privileged context.
     Score(Box<ScoredBatch>),
-    /// The optimizer committed a step (maybe with newer teacher weights).
+    /// The optimizer committed a step (now on the commit board): batches
+    /// waiting for that commit's teacher can be scored.
     Committed(Arc<Published>),
 }
 

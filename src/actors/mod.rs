@@ -17,6 +17,7 @@
 //!
 //! - [`runtime`]: the embedding API ([`Runtime`]) and the run loop.
 //! - [`commit`]: the optimizer's committed state and what it publishes.
+//! - [`pinned`]: the policy versions in flight, carried by a checkpoint.
 //! - [`shared`]: the read-only run context (config, peers, event sink).
 //! - [`streams`]: the CUDA stream of each GPU actor (none on the CPU).
 //! - [`messages`] and one file per actor.
@@ -28,6 +29,7 @@ pub mod commit;
 pub mod credit;
 pub mod messages;
 pub mod optimizer;
+pub mod pinned;
 pub mod replica;
 pub mod runtime;
 pub mod sampler;

@@ -10,8 +10,9 @@
 //! checkpoint of that very step before it trains the next: a consistent cut
 //! at any `max_staleness`.
 
-use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published};
+use super::commit::{cpu_copy, CommitBoard, CommitReader, Frozen, OptimizerCommit, Published};
 use super::messages::{OptimizerMsg, SamplerMsg, SchedulerMsg, TeacherMsg};
+use super::pinned::checkpoint_files;
 use super::shared::{join_err, RunEvent, Shared};
 use super::streams::ActorStreams;
 use crate::config::RunConfig;
@@ -122,6 +123,7 @@ impl Actor for Optimizer {
                 let shared = st.args.shared.clone();
                 let commit = st.args.commit.clone();
                 let stream = st.args.streams.optimizer;
+                let board = st.args.board.reader();
                 let res = tokio::task::spawn_blocking(move || {
                     let _on = stream.enter()?;
                     let mut c = commit.lock();
@@ -131,7 +133,7 @@ impl Actor for Optimizer {
                     if c.trained_through == 0 {
                         return Ok(None); // nothing committed: nothing to save
                     }
-                    checkpoint_committed(&shared, &mut c).map(Some)
+                    checkpoint_committed(&shared, &mut c, &board).map(Some)
                 })
                 .await
                 .map_err(join_err)?;
@@ -257,9 +259,10 @@ async fn checkpoint(st: &mut OptimizerState, step: u64) -> Result<bool, ActorPro
     let commit = st.args.commit.clone();
     let sh = st.args.shared.clone();
     let stream = st.args.streams.optimizer;
+    let board = st.args.board.reader();
     let res = tokio::task::spawn_blocking(move || {
         let _on = stream.enter()?;
-        checkpoint_committed(&sh, &mut commit.lock())
+        checkpoint_committed(&sh, &mut commit.lock(), &board)
     })
     .await
     .map_err(join_err)?;
@@ -401,18 +404,23 @@ fn train_and_commit(
 }
 
 /// Write a checkpoint of the last committed step (retrying once), unless
-/// one of that step exists already. Emits [`RunEvent::Checkpoint`].
-fn checkpoint_committed(shared: &Shared, c: &mut OptimizerCommit) -> crate::Result<PathBuf> {
+/// one of that step exists already. Emits [`RunEvent::Checkpoint`]. `board`:
+/// the commits kept before it (the versions steps in flight use).
+fn checkpoint_committed(
+    shared: &Shared,
+    c: &mut OptimizerCommit,
+    board: &CommitReader,
+) -> crate::Result<PathBuf> {
     if let Some((step, dir)) = &c.last_checkpoint {
         if *step == c.trained_through && dir.join(crate::checkpoint::MANIFEST_FILE).is_file() {
             return Ok(dir.clone());
         }
     }
-    let dir = match write_checkpoint(shared, c) {
+    let dir = match write_checkpoint(shared, c, board) {
         Ok(d) => d,
         Err(first) => {
             tracing::warn!("checkpoint write failed ({first}); retrying once");
-            write_checkpoint(shared, c)?
+            write_checkpoint(shared, c, board)?
         }
     };
     c.last_checkpoint = Some((c.trained_through, dir.clone()));
@@ -442,10 +450,24 @@ pub fn checkpoint_state(shared: &Shared, c: &OptimizerCommit) -> serde_json::Val
     })
 }
 
-/// Write a checkpoint of the last committed step.
-fn write_checkpoint(shared: &Shared, c: &OptimizerCommit) -> crate::Result<PathBuf> {
+/// Write a checkpoint of the last committed step, with the kept earlier
+/// commits' weights (the versions steps in flight use; [`super::pinned`]).
+fn write_checkpoint(
+    shared: &Shared,
+    c: &OptimizerCommit,
+    board: &CommitReader,
+) -> crate::Result<PathBuf> {
     let cfg = &shared.cfg;
-    let state = checkpoint_state(shared, c);
+    let mut state = checkpoint_state(shared, c);
+    // The board's latest commit is this step (the optimizer publishes each
+    // commit before it checkpoints or handles another message).
+    let earlier: Vec<_> = board
+        .earlier()
+        .into_iter()
+        .filter(|p| p.step < c.trained_through)
+        .collect();
+    let (pinned, pinned_files) = checkpoint_files(&earlier, c.teacher.version())?;
+    state["pinned_versions"] = serde_json::json!(pinned);
     let root = cfg.runtime.out_dir.join(&cfg.checkpoint.dir);
     let policy = &c.trainer.policy;
     let fault = shared.faults.checkpoint_fault(c.trained_through);
@@ -464,12 +486,13 @@ fn write_checkpoint(shared: &Shared, c: &OptimizerCommit) -> crate::Result<PathB
         }
     };
     c.teacher.with_tensors(|teacher| {
-        crate::checkpoint::save_checkpoint_with_teacher(
+        crate::checkpoint::save_checkpoint_with_extras(
             &root,
             c.trained_through,
             &write_model,
             &c.trainer.optimizer.state_tensors(),
             Some(teacher),
+            &pinned_files,
             &state,
             &cfg.to_toml(),
             cfg.checkpoint.keep_last,

@@ -1,6 +1,6 @@
 //! A model replica an actor owns (the sampler's policy, the teacher's
-//! teacher): built from published weights when the actor starts, refreshed
-//! when newer weights are published, and used only inside blocking sections
+//! teacher): built from published weights when the actor starts, loaded
+//! with the exact version each step needs, and used only inside blocking sections
 //! on the actor's CUDA stream (a no-op stream on the CPU).
 
 use super::commit::{Frozen, ReplicaSpec};
@@ -55,10 +55,11 @@ impl Replica {
         self.version
     }
 
-    /// Load `weights` unless the replica already holds that version or a
-    /// newer one.
+    /// Load `weights` unless the replica already holds that version (an
+    /// older version is loaded too: a step is computed with exactly the
+    /// version its plan names, docs/RUNTIME.md "Staleness").
     pub async fn install(&mut self, weights: &Frozen) -> Result<(), ActorProcessingErr> {
-        if weights.version() <= self.version {
+        if weights.version() == self.version {
             return Ok(());
         }
         let version = weights.version();

@@ -18,8 +18,9 @@
 //! # Ok(()) }
 //! ```
 
-use super::commit::{cpu_copy, CommitBoard, Frozen, OptimizerCommit, Published, ReplicaSpec};
+use super::commit::{cpu_copy, Frozen, OptimizerCommit, Published, ReplicaSpec};
 use super::messages::SupervisorMsg;
+use super::pinned::seed_board;
 use super::shared::{Peers, RunEvent, Shared, StopFlag};
 use super::stop::StopHandle;
 use super::streams::ActorStreams;
@@ -491,7 +492,7 @@ fn build_tree(
         cfg.model.merge_for_generation,
     )?;
     let commit = optimizer_commit(&cfg, start, policy, source.as_mut())?;
-    let commits = CommitBoard::new(Published {
+    let latest = Published {
         step: commit.trained_through,
         cursor: commit.cursor.clone(),
         policy: Frozen::new(
@@ -502,7 +503,12 @@ fn build_tree(
         ),
         teacher: commit.teacher.clone(),
         adaptive: commit.adaptive,
-    });
+    };
+    // With a resume, the checkpoint's pinned versions too (exactness at
+    // max_staleness >= 1).
+    let resumed = start.checkpoint.as_ref().zip(start.resumed.as_ref());
+    let lora = commit.trainer.policy.lora.is_some();
+    let commits = seed_board(latest, resumed, cfg.runtime.max_staleness, lora)?;
     let template = TeacherPrompt::for_data(&cfg.data)?;
     let held_out = Arc::new(if cfg.validation.every > 0 {
         crate::run::evaluate::held_out_examples(&cfg)?

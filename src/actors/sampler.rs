@@ -1,7 +1,8 @@
 //! Sampler: owns a policy replica, built in `pre_start` from the optimizer's
 //! latest published commit, and generates `G` responses per prompt with a KV
-//! cache, tagging the batch with the policy version that made it. Newer
-//! weights arrive as [`SamplerMsg::Committed`].
+//! cache, tagging the batch with the policy version that made it: exactly
+//! the plan's `min_version`, loaded from the commit board (which keeps the
+//! versions in flight). [`SamplerMsg::Committed`] says a new version is there.
 
 use super::commit::{CommitReader, Published, ReplicaSpec};
 use super::messages::{SamplerMsg, StepPlan, VerifierMsg};
@@ -40,7 +41,7 @@ pub struct SamplerState {
     replica: Replica,
     /// Highest step known to be committed (its prompts need no sampling).
     committed: u64,
-    /// Plans whose `min_version` is ahead of the replica; run when weights arrive.
+    /// Plans whose `min_version` is not yet committed; run when it is.
     waiting: Vec<StepPlan>,
 }
 
@@ -72,7 +73,7 @@ impl Actor for Sampler {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SamplerMsg::Committed(p) => {
-                install(st, p).await?;
+                note_commit(st, &p);
                 for plan in std::mem::take(&mut st.waiting) {
                     generate(st, plan).await?;
                 }
@@ -83,10 +84,9 @@ impl Actor for Sampler {
     }
 }
 
-/// Load a commit's policy weights unless the replica holds them or newer.
-async fn install(st: &mut SamplerState, p: Arc<Published>) -> Result<(), ActorProcessingErr> {
+/// Note a commit: the plans waiting for its version can run.
+fn note_commit(st: &mut SamplerState, p: &Published) {
     st.committed = st.committed.max(p.step);
-    st.replica.install(&p.policy).await
 }
 
 async fn generate(st: &mut SamplerState, plan: StepPlan) -> Result<(), ActorProcessingErr> {
@@ -94,10 +94,14 @@ async fn generate(st: &mut SamplerState, plan: StepPlan) -> Result<(), ActorProc
     if plan.step <= committed {
         return Ok(()); // already trained (a duplicate from a re-issue)
     }
-    if st.replica.version() < plan.min_version {
+    // Exactly the version the plan names, never a newer one (the oldest
+    // kept after it when a resumed checkpoint lacks it): the run is a pure
+    // function of its config at any staleness.
+    let Some(weights) = st.args.commits.at_or_after(plan.min_version) else {
         st.waiting.push(plan);
         return Ok(());
-    }
+    };
+    st.replica.install(&weights.policy).await?;
     let shared = st.args.shared.clone();
     shared.faults.check(Role::Sampler, plan.step)?;
     let t0 = Instant::now();

@@ -159,11 +159,16 @@ fn issue_more(st: &mut SchedulerState) -> Result<()> {
         let plan = {
             let mut source = st.args.source.lock();
             let examples = source.next_batch(cfg.rollout.batch_prompts)?;
-            // lambda of an adaptive schedule: from the state after the last
-            // committed step (exactly step s - 1 with max_staleness = 0).
-            let adaptive = st.args.commits.latest().adaptive;
-            StepPlan::new(cfg, s, rt.max_staleness, examples, source.cursor())
-                .with_schedule(&cfg.algo, &adaptive)
+            let plan = StepPlan::new(cfg, s, rt.max_staleness, examples, source.cursor());
+            // lambda of an adaptive schedule: from the state after step
+            // `min_version` (s - 1 - max_staleness), committed by now, so
+            // that it does not depend on timing.
+            let commit = st
+                .args
+                .commits
+                .at_or_after(plan.min_version)
+                .unwrap_or_else(|| st.args.commits.latest());
+            plan.with_schedule(&cfg.algo, &commit.adaptive)
         };
         st.in_flight.insert(s, plan.clone());
         st.next_step += 1;

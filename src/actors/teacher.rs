@@ -1,9 +1,11 @@
 //! Teacher-scorer: owns the teacher replica (the policy, refreshed every
 //! `teacher_sync_interval` steps), built in `pre_start` from the optimizer's
 //! latest published teacher weights, and scores each response's tokens
-//! under the privileged context, with no gradient. CEPO adds a second pass.
+//! under the privileged context, with no gradient, with exactly the teacher
+//! version the step's plan names (from the commit board). CEPO adds a
+//! second pass.
 
-use super::commit::{CommitReader, Published, ReplicaSpec};
+use super::commit::{CommitReader, ReplicaSpec};
 use super::messages::{CreditMsg, TeacherMsg};
 use super::replica::Replica;
 use super::shared::Shared;
@@ -73,8 +75,7 @@ impl Actor for TeacherScorer {
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            TeacherMsg::Committed(p) => {
-                install(st, p).await?;
+            TeacherMsg::Committed(_) => {
                 for b in std::mem::take(&mut st.waiting) {
                     score(st, b).await?;
                 }
@@ -85,23 +86,24 @@ impl Actor for TeacherScorer {
     }
 }
 
-/// Load a commit's teacher weights unless the replica holds them or newer.
-async fn install(st: &mut TeacherState, p: Arc<Published>) -> Result<(), ActorProcessingErr> {
-    st.replica.install(&p.teacher).await
-}
-
 async fn score(st: &mut TeacherState, batch: Box<ScoredBatch>) -> Result<(), ActorProcessingErr> {
     let plan = &batch.rollout.plan;
-    // Wait even when the plan needs no teacher, so the logged teacher
-    // version is the one a sequential loop would report.
-    if st.replica.version() < plan.teacher_version {
+    // The teacher of the commit the plan names (`min_version`; the oldest
+    // kept after it when a resumed checkpoint lacks it): exactly
+    // `plan.teacher_version`, never a newer one. Wait for it even when the
+    // plan needs no teacher, so the logged teacher version is the one a
+    // sequential loop would report.
+    let Some(commit) = st.args.commits.at_or_after(plan.min_version) else {
         st.waiting.push(batch);
         return Ok(());
+    };
+    if plan.needs_teacher {
+        st.replica.install(&commit.teacher).await?;
     }
+    let version = commit.teacher.version();
     let shared = st.args.shared.clone();
     shared.faults.check(Role::Teacher, plan.step)?;
     let t0 = Instant::now();
-    let version = st.replica.version();
     let template = st.args.template.clone();
     let cfg = shared.clone();
     let mut taught = st

@@ -151,6 +151,21 @@ pub struct LoadedCheckpoint {
     pub teacher: Option<Vec<(String, Tensor)>>,
 }
 
+impl LoadedCheckpoint {
+    /// The named tensors of `rel`, a file the manifest lists (so its
+    /// checksum was verified on load), sorted by name.
+    pub fn read_tensors(&self, rel: &str) -> Result<Vec<(String, Tensor)>> {
+        let path = self.dir.join(rel);
+        if !self.manifest.files.contains_key(rel) {
+            return Err(ckpt_err(&path, "not listed in manifest.json"));
+        }
+        let mut t = Tensor::read_safetensors(&path)
+            .map_err(|e| ckpt_err(&path, format!("unreadable safetensors: {e}")))?;
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(t)
+    }
+}
+
 /// Directory name of the checkpoint for `step`: `step-000123`.
 pub fn checkpoint_dir_name(step: u64) -> String {
     format!("{STEP_PREFIX}{step:06}")
@@ -213,6 +228,46 @@ pub fn save_checkpoint_with_teacher(
     config_toml: &str,
     keep_last: usize,
 ) -> Result<PathBuf> {
+    save_checkpoint_with_extras(
+        root,
+        step,
+        write_model,
+        optimizer,
+        teacher,
+        &[],
+        state,
+        config_toml,
+        keep_last,
+    )
+}
+
+/// A tensor file a checkpoint carries beside its fixed ones: (path inside
+/// the checkpoint, named tensors), such as the runtime's pinned policy and
+/// teacher versions (`pinned/...`). Checksummed like every other file; read
+/// back with [`LoadedCheckpoint::read_tensors`].
+pub type TensorFile = (String, Vec<(String, Tensor)>);
+
+/// The extra tensor files of a checkpoint ([`TensorFile`]).
+pub type ExtraTensorFiles = [TensorFile];
+
+/// [`save_checkpoint_with_teacher`] that also writes the `extra` tensor
+/// files (paths relative to the checkpoint, inside a subfolder that is not
+/// `model/`).
+#[allow(clippy::too_many_arguments)] // each argument is one file of the checkpoint
+pub fn save_checkpoint_with_extras(
+    root: &Path,
+    step: u64,
+    write_model: &dyn Fn(&Path) -> Result<()>,
+    optimizer: &[(String, Tensor)],
+    teacher: Option<&[(String, Tensor)]>,
+    extra: &ExtraTensorFiles,
+    state: &serde_json::Value,
+    config_toml: &str,
+    keep_last: usize,
+) -> Result<PathBuf> {
+    for (rel, _) in extra {
+        check_extra_path(rel)?;
+    }
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     remove_stale(root)?;
     let tmp = root.join(format!("{TMP_PREFIX}{step:06}-{}", std::process::id()));
@@ -222,6 +277,7 @@ pub fn save_checkpoint_with_teacher(
         write_model,
         optimizer,
         teacher,
+        extra,
         state,
         config_toml,
     };
@@ -249,8 +305,38 @@ struct Contents<'a> {
     write_model: &'a dyn Fn(&Path) -> Result<()>,
     optimizer: &'a [(String, Tensor)],
     teacher: Option<&'a [(String, Tensor)]>,
+    extra: &'a ExtraTensorFiles,
     state: &'a serde_json::Value,
     config_toml: &'a str,
+}
+
+/// An extra file's path must be relative, plain (no `.`, `..` or empty
+/// part), inside a subfolder, and clear of the fixed files and `model/`.
+fn check_extra_path(rel: &str) -> Result<()> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let plain = parts
+        .iter()
+        .all(|c| !c.is_empty() && *c != "." && *c != ".." && !c.contains('\\'));
+    if !plain || parts.len() < 2 || parts[0] == MODEL_DIR {
+        return Err(Error::InvalidInput(format!(
+            "checkpoint file `{rel}`: extra files go in a subfolder other than `{MODEL_DIR}/`, as a plain relative path"
+        )));
+    }
+    Ok(())
+}
+
+/// Write named tensors to `path` as safetensors, from contiguous CPU copies.
+fn write_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let cpu = tensors
+        .iter()
+        .map(|(n, t)| {
+            Ok((
+                n.clone(),
+                t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::write_safetensors(&cpu, path).map_err(|e| ckpt_err(path, e.to_string()))
 }
 
 /// Fill the temporary directory: payload files, fsync, then the manifest.
@@ -273,17 +359,14 @@ fn write_contents(tmp: &Path, ckpt: &Contents<'_>) -> Result<()> {
     let opt_path = tmp.join(OPTIMIZER_FILE);
     Tensor::write_safetensors(&cpu, &opt_path).map_err(|e| ckpt_err(&opt_path, e.to_string()))?;
     if let Some(teacher) = ckpt.teacher {
-        let cpu = teacher
-            .iter()
-            .map(|(n, t)| {
-                Ok((
-                    n.clone(),
-                    t.f_detach()?.f_to_device(Device::Cpu)?.f_contiguous()?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let path = tmp.join(TEACHER_FILE);
-        Tensor::write_safetensors(&cpu, &path).map_err(|e| ckpt_err(&path, e.to_string()))?;
+        write_tensors(&tmp.join(TEACHER_FILE), teacher)?;
+    }
+    for (rel, tensors) in ckpt.extra {
+        let path = tmp.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        write_tensors(&path, tensors)?;
     }
 
     let state_path = tmp.join(STATE_FILE);

@@ -35,6 +35,8 @@ pub fn rank_plan(
     // replica could share (`memory::plan` counts no sampler weights when
     // both sit in host memory): plan its optimizer elsewhere, then drop it.
     c.runtime.optimizer_device = if training { device } else { "none" }.into();
+    // No commit board here (it is the actor runtime's): no kept versions.
+    c.runtime.max_staleness = 0;
     let mut p = plan(&c, model, prompt_tokens)?;
     p.actors.retain(|a| match a.actor {
         "sampler" => sampling,
@@ -155,9 +157,11 @@ mod tests {
         };
         let p = rank_plan(&cfg, &model, 512, third, "cuda:0").unwrap();
         assert!(p.devices[0].1 < whole.devices[0].1);
-        // ...exactly a one-process run of 3 prompts with every actor on the device.
+        // ...exactly a one-process run of 3 prompts with every actor on the
+        // device, less the commit board's kept versions (a rank has no board).
         let mut three = cfg.clone();
         three.rollout.batch_prompts = 3;
+        three.runtime.max_staleness = 0;
         three.runtime.sampler_device = "cuda:0".into();
         three.runtime.teacher_device = "cuda:0".into();
         three.runtime.optimizer_device = "cuda:0".into();

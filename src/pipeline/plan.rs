@@ -115,11 +115,11 @@ impl StepPlan {
     /// `"adaptive"`, lambda is `state.lambda` (the adaptive schedule's state
     /// after the steps it has observed), and the teacher pass follows it.
     ///
-    /// The callers hand the state as of the last committed step when the
-    /// plan is made: with `max_staleness = 0` that is exactly step `step - 1`
-    /// (sequential loop and actor runtime alike); with staleness `s >= 1`
-    /// it is the last step the optimizer had committed when the scheduler
-    /// issued this one (at least `step - 1 - s`), so which it is depends on timing.
+    /// The callers hand the state after step `min_version`: with
+    /// `max_staleness = 0` step `step - 1` (sequential loop and actor
+    /// runtime alike); with staleness `s >= 1` step `step - 1 - s`, which
+    /// the scheduler reads from the commit board, so lambda does not depend
+    /// on how far the optimizer has got when the step is issued.
     pub fn with_schedule(mut self, algo: &AlgoConfig, state: &AdaptiveLambda) -> StepPlan {
         if algo.lambda_schedule == LambdaSchedule::Adaptive {
             self.lambda = state.lambda;

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::metrics::MetricsWriter;
 use crate::rlsd::{AdaptiveLambda, AlgoConfig, LambdaSchedule};
 use crate::stats::StepStats;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// What a checkpoint's `state.json` says about the step it holds.
@@ -25,8 +26,32 @@ pub struct Resumed {
     /// The adaptive lambda schedule's state after `step` (`adaptive_lambda`;
     /// absent in checkpoints written before it existed).
     pub adaptive: Option<AdaptiveLambda>,
+    /// The earlier policy versions the checkpoint carries (`pinned_versions`;
+    /// empty in checkpoints written before them, or at `max_staleness = 0`).
+    pub pinned: Vec<PinnedVersion>,
     /// `state.json`'s path, for errors.
     state_path: PathBuf,
+}
+
+/// A policy version before the checkpoint's step that the checkpoint
+/// carries, with what its commit published: at `runtime.max_staleness = s`
+/// the checkpoint of step `k` holds versions `k - s .. k - 1`, the ones
+/// steps `k + 1 .. k + s` are sampled with (docs/RUNTIME.md, "Staleness").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PinnedVersion {
+    /// The policy version (the step that made it).
+    pub version: u64,
+    /// Its weights (as published to the replicas), a file in the checkpoint.
+    pub policy_file: String,
+    /// The teacher version its commit published.
+    pub teacher_version: u64,
+    /// That teacher's weights, a file in the checkpoint (shared with
+    /// `teacher.safetensors` or a policy file when they hold the same version).
+    pub teacher_file: String,
+    /// The data cursor after step `version`.
+    pub data_cursor: serde_json::Value,
+    /// The adaptive lambda schedule's state after step `version`.
+    pub adaptive_lambda: AdaptiveLambda,
 }
 
 impl Resumed {
@@ -69,6 +94,11 @@ impl Resumed {
             ),
             None => None,
         };
+        let pinned = match field("pinned_versions") {
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| bad("pinned_versions", e.to_string()))?,
+            None => Vec::new(),
+        };
         let same_root =
             |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
                 (Ok(a), Ok(b)) => a == b,
@@ -87,6 +117,7 @@ impl Resumed {
             ledger,
             own_dir,
             adaptive,
+            pinned,
             state_path,
         })
     }
@@ -177,6 +208,7 @@ mod tests {
             ledger: Vec::new(),
             own_dir: None,
             adaptive,
+            pinned: Vec::new(),
             state_path: PathBuf::from("ck/state.json"),
         }
     }
