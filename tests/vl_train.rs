@@ -259,3 +259,32 @@ fn what_the_vl_loop_does_not_run_is_refused_by_name() {
     }
     check_vision_language_run(&config(&model, out, 1, &[])).unwrap();
 }
+
+/// An adaptive lambda schedule continues across a resume: its state is in
+/// the checkpoint. lambda halves after every step with a teacher pass (the
+/// weight-clip rate is always below 1.0, patience 1), so a resume that
+/// restarted it would run step 3 at lambda0.
+#[test]
+fn an_adaptive_schedule_resumes_where_it_stopped() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model = fixture("qwen2_5_vl_tiny");
+    let adaptive = [
+        "algo.lambda_schedule=adaptive",
+        "algo.adaptive_signal=weight-clip",
+        "algo.adaptive_threshold=1.0",
+        "algo.adaptive_patience=1",
+        "algo.adaptive_min_lambda=0.0",
+    ];
+    let lambdas = |out: &Path, steps: u64, resume: Option<&Path>| -> Result<Vec<f64>> {
+        let cfg = config(&model, out, steps, &adaptive);
+        let r = train_vision_language(&cfg, source(), resume, false, &mut |_| {})?;
+        Ok(r.steps.iter().map(|s| s.lambda).collect())
+    };
+    let full = lambdas(&tmp.path().join("full"), 3, None)?;
+    assert!(full[2] < full[0] && full[2] > 0.0, "{full:?}");
+    let cut = tmp.path().join("cut");
+    lambdas(&cut, 2, None)?;
+    let resumed = lambdas(&cut, 3, Some(Path::new("latest")))?;
+    assert_eq!(resumed, vec![full[2]], "{full:?}");
+    Ok(())
+}

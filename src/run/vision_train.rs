@@ -21,7 +21,7 @@ use super::final_model::write_final_model;
 use super::folder::{prepare_fresh, resolve_resume, RunLock};
 use super::source::PromptSource;
 use super::vision_validate::vl_validation_on;
-use crate::checkpoint::{load_checkpoint, save_checkpoint_with_teacher};
+use crate::checkpoint::{load_checkpoint, save_checkpoint_with_teacher, LoadedCheckpoint};
 use crate::config::RunConfig;
 use crate::data::TeacherPrompt;
 use crate::device::parse_device;
@@ -32,7 +32,7 @@ use crate::model::{parse_kind, weights};
 use crate::pipeline::vision::{vl_rollout, vl_teacher_pass, VlPrompt};
 use crate::pipeline::{assign_credit, observe_step, step_stats, verify_all, StepPlan};
 use crate::policy::Policy;
-use crate::rlsd::Algo;
+use crate::rlsd::{AdaptiveLambda, Algo};
 use crate::stats::StepStats;
 use crate::train::{train_step, Trainer};
 use crate::verify::{build_verifier, Verifier};
@@ -163,7 +163,10 @@ pub fn train_vision_language(
         final_model: None,
     };
     let rule = cfg.algo.adaptive_rule();
-    let mut lambda_state = cfg.algo.adaptive_start();
+    let mut lambda_state = match &checkpoint {
+        Some(ck) => resumed_adaptive(cfg, ck)?,
+        None => cfg.algo.adaptive_start(),
+    };
     let held_out = match cfg.validation.every {
         0 => Vec::new(),
         _ => super::evaluate::held_out_examples(cfg)?,
@@ -189,7 +192,8 @@ pub fn train_vision_language(
         on_step(&stats);
         report.steps.push(stats);
         if cfg.checkpoint.is_due(step) || step == cfg.runtime.steps {
-            report.last_checkpoint = Some(run.checkpoint(step, &ckpt_root, &cursor)?);
+            report.last_checkpoint =
+                Some(run.checkpoint(step, &ckpt_root, &cursor, &lambda_state)?);
         }
     }
     if let Some(ck) = &report.last_checkpoint {
@@ -253,13 +257,22 @@ impl VlLoop<'_> {
     }
 
     /// Save the policy, AdamW state and data cursor after `step`.
-    fn checkpoint(&self, step: u64, root: &Path, cursor: &serde_json::Value) -> Result<PathBuf> {
+    fn checkpoint(
+        &self,
+        step: u64,
+        root: &Path,
+        cursor: &serde_json::Value,
+        adaptive: &AdaptiveLambda,
+    ) -> Result<PathBuf> {
         let state = serde_json::json!({
             "step": step,
             "policy_version": step,
             "teacher_version": self.teacher_version,
             "cursor": cursor,
             "vision_language": true,
+            // The adaptive lambda schedule's state after `step`, so an
+            // adaptive run resumes exactly.
+            "adaptive_lambda": adaptive,
         });
         let write = |dir: &Path| write_vl_folder(&self.trainer.policy, &self.model_dir, dir);
         let mut teacher: Vec<(String, Tensor)> =
@@ -275,6 +288,32 @@ impl VlLoop<'_> {
             &self.cfg.to_toml(),
             self.cfg.checkpoint.keep_last,
         )
+    }
+}
+
+/// The adaptive lambda state a resumed run continues from: the checkpoint's
+/// `adaptive_lambda`; a checkpoint without one resumes a fixed schedule (its
+/// state is unused) and cannot resume an adaptive one.
+fn resumed_adaptive(cfg: &RunConfig, ck: &LoadedCheckpoint) -> Result<AdaptiveLambda> {
+    let state_file = || {
+        ck.dir
+            .join(crate::checkpoint::STATE_FILE)
+            .display()
+            .to_string()
+    };
+    match ck.state.get("adaptive_lambda").filter(|v| !v.is_null()) {
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| Error::InvalidInput(format!("{}: `adaptive_lambda`: {e}", state_file()))),
+        None if cfg.algo.lambda_schedule == crate::rlsd::LambdaSchedule::Adaptive => {
+            Err(Error::config(
+                "algo.lambda_schedule",
+                format!(
+                    "\"adaptive\" cannot resume from {}: it has no `adaptive_lambda`",
+                    state_file()
+                ),
+            ))
+        }
+        None => Ok(cfg.algo.adaptive_start()),
     }
 }
 
