@@ -21,6 +21,11 @@ pub fn train(cfg: RunConfig, resume: Option<PathBuf>, overwrite: bool) -> Result
              --nproc N or --gpus LIST (N >= 2), or under torchrun / Slurm",
         ));
     }
+    if let Ok(dir) = cfg.model.resolve() {
+        if crate::model::vision::VlConfig::is_vl_file(&dir.join("config.json")) {
+            return train_vision_language(&cfg, resume, overwrite);
+        }
+    }
     let out_dir = cfg.runtime.out_dir.clone();
     let threads = crate::device::cpu_threads(
         cfg.runtime.cpu_threads,
@@ -91,6 +96,46 @@ pub fn train(cfg: RunConfig, resume: Option<PathBuf>, overwrite: bool) -> Result
     // `checkpoint.keep_last` never prunes (docs/CHECKPOINTS.md).
     if let Some(ck) = &report.last_checkpoint {
         let dir = crate::run::final_model::write_final_model(&out_dir, ck)?;
+        println!("final model: {}", dir.display());
+    }
+    Ok(())
+}
+
+/// `rlsd train` with a vision-language model: the sequential VL loop
+/// ([`crate::run::vision_train`]), one line per step.
+fn train_vision_language(cfg: &RunConfig, resume: Option<PathBuf>, overwrite: bool) -> Result<()> {
+    println!(
+        "rlsd train (vision-language, sequential): algo={} model={} steps={} batch={}x{} train_vision={} -> {}",
+        cfg.algo.algo.name(),
+        cfg.model.path,
+        cfg.runtime.steps,
+        cfg.rollout.batch_prompts,
+        cfg.rollout.group_size,
+        cfg.model.train_vision,
+        cfg.runtime.out_dir.display()
+    );
+    let mut print = |s: &crate::stats::StepStats| {
+        println!(
+            "step {} reward {:.3} accuracy {:.3} loss {:.4} len {:.1}",
+            s.step, s.reward_mean, s.accuracy, s.loss, s.response_len_mean
+        );
+    };
+    let report = crate::run::vision_train::train_vision_language(
+        cfg,
+        crate::run::source::from_config(cfg)?,
+        resume.as_deref(),
+        overwrite,
+        &mut print,
+    )?;
+    println!(
+        "done: {} steps; metrics: {}",
+        report.steps.len(),
+        cfg.runtime.out_dir.join("metrics.jsonl").display()
+    );
+    if let Some(ck) = &report.last_checkpoint {
+        println!("last checkpoint: {}", ck.display());
+    }
+    if let Some(dir) = &report.final_model {
         println!("final model: {}", dir.display());
     }
     Ok(())

@@ -30,6 +30,7 @@ pub mod plan;
 pub mod records;
 pub mod stages;
 pub mod stats;
+pub mod vision;
 
 pub use batch::{
     CreditBatch, EpisodeRollout, Rollout, RolloutBatch, Score, ScoredBatch, TeacherBatch,

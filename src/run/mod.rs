@@ -14,7 +14,10 @@
 //! - [`final_model`]: `<out_dir>/final/`, the last checkpoint's model as a
 //!   Hugging Face folder, written atomically at the end of a run;
 //! - [`evaluate`]: `rlsd eval`'s engine and the held-out validation a run
-//!   logs.
+//!   logs;
+//! - [`vision_train`]: `rlsd train` with a vision-language policy (the
+//!   sequential loop with the VL sampler and teacher stages), and
+//!   [`vision_validate`], its held-out validation.
 
 pub mod evaluate;
 pub mod final_model;
@@ -24,5 +27,7 @@ pub mod record;
 pub mod resume;
 pub mod sequential;
 pub mod source;
+pub mod vision_train;
+pub mod vision_validate;
 
 pub use source::PromptSource;

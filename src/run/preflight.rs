@@ -2,8 +2,9 @@
 //! before the run folder is touched (so a refused run writes nothing):
 //!
 //! - the devices exist (the config's validation only checks their names);
-//! - the model is not a vision-language model (they load, generate and are
-//!   planned for, but have no `Policy` yet: no training, no teacher scoring);
+//! - the model is not a vision-language model (`rlsd train` sends those to
+//!   the sequential VL loop before these checks; the actor runtime and
+//!   data-parallel ranks do not train them);
 //! - the verifier builds, and a command verifier's program exists;
 //! - the prompts load (the built-in task's settings are valid), and there
 //!   are enough of them for `runtime.steps` when `data.epochs` bounds them;
@@ -60,8 +61,9 @@ pub fn check_inputs(cfg: &RunConfig, config_verifier: bool, config_data: bool) -
 }
 
 /// Refuse a vision-language model (a folder whose `config.json` has a
-/// `vision_config`, or a missing folder named like a known one): training
-/// them is not wired yet (docs/VISION.md).
+/// `vision_config`, or a missing folder named like a known one) here: the
+/// actor runtime and data-parallel ranks do not train them; `rlsd train` on
+/// one process runs them through [`crate::run::vision_train`] instead.
 pub fn refuse_vision_language(cfg: &RunConfig) -> Result<()> {
     let vl = match cfg.model.resolve() {
         Ok(dir) => crate::model::vision::VlConfig::is_vl_file(&dir.join("config.json")),
@@ -71,9 +73,9 @@ pub fn refuse_vision_language(cfg: &RunConfig) -> Result<()> {
         return Err(Error::config(
             "model.path",
             format!(
-                "{} is a vision-language model; training them is not supported yet (they \
-                 load, generate with `rlsd generate --image` and are planned for with `rlsd \
-                 plan`, but have no Policy for training or teacher scoring; see docs/VISION.md)",
+                "{} is a vision-language model: `rlsd train` on one process trains it (the \
+                 sequential vision-language loop), but the actor runtime's embedding API and \
+                 data-parallel runs do not yet (see docs/VISION.md)",
                 cfg.model.path
             ),
         ));

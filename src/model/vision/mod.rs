@@ -17,7 +17,10 @@
 //! - [`tower`]: Qwen2.5-VL's vision tower and patch merger;
 //! - [`tower3`]: Qwen3-VL's, with the deepstack mergers;
 //! - [`vl_model`]: features spliced into the decoder's embeddings, M-RoPE,
-//!   cached generation, loading.
+//!   cached generation, loading;
+//! - [`vl_generate`]: a group's responses to one prompt, its images encoded once;
+//! - [`vl_policy`]: the train step's `Policy` (images bound to prompts, each
+//!   distinct prompt's images encoded once, the tower frozen by default).
 //!
 //! VL training is still to come; docs/VISION.md lists what exists and what is missing.
 
@@ -30,7 +33,9 @@ pub mod rope_index;
 pub mod tower;
 pub mod tower3;
 pub mod vl_config;
+pub mod vl_generate;
 pub mod vl_model;
+pub mod vl_policy;
 pub mod window;
 
 pub use config::ImageProcessorConfig;
@@ -42,4 +47,5 @@ pub use rope_index::{rope_index, RopeIndex};
 pub use tower::VisionTower;
 pub use tower3::Qwen3VisionTower;
 pub use vl_config::{VisionConfig, VlConfig, VlFamily};
-pub use vl_model::{LoadedVlModel, VisionInput, VlModel};
+pub use vl_model::{ImageFeatures, LoadedVlModel, VisionInput, VlModel};
+pub use vl_policy::VlPolicy;

@@ -62,6 +62,18 @@ impl VisionInput {
     }
 }
 
+/// Encoded images of one forward, in the order of their `<|image_pad|>` runs.
+#[derive(Debug)]
+pub struct ImageFeatures {
+    /// `[tokens, hidden]`: one row per image token (merged patch).
+    pub features: Tensor,
+    /// Qwen3-VL's deepstack features, one `[tokens, hidden]` per level (empty
+    /// for Qwen2.5-VL).
+    pub deepstack: Vec<Tensor>,
+    /// `(t, h, w)` patch grid of each image.
+    pub grids: Vec<[usize; 3]>,
+}
+
 /// The vision tower of either family.
 #[derive(Debug)]
 pub enum Tower {
@@ -116,6 +128,39 @@ impl VlModel {
         }
     }
 
+    /// [`VlModel::encode`] with the grids kept beside the features, the form
+    /// [`VlModel::hidden_with_features`] splices.
+    pub fn encode_features(&self, images: &VisionInput) -> Result<ImageFeatures> {
+        let (features, deepstack) = self.encode(images)?;
+        Ok(ImageFeatures {
+            features,
+            deepstack,
+            grids: images.grids.clone(),
+        })
+    }
+
+    /// Final-norm hidden states `[B, T, hidden]` of `ids [B, T]` with images
+    /// already encoded (a training batch encodes each distinct prompt's
+    /// images once and repeats the features for its rows). No KV cache.
+    ///
+    /// `embed_ids` (same shape), when given, are the ids whose embeddings
+    /// the decoder reads, while `ids` alone place the images and the M-RoPE
+    /// positions: a response that sampled `<|image_pad|>` or `<|video_pad|>`
+    /// holds plain text tokens there (as cached decoding embedded them), so
+    /// its `ids` carry a text id at those positions and `embed_ids` the
+    /// sampled one.
+    pub fn hidden_with_features(
+        &self,
+        ids: &Tensor,
+        embed_ids: Option<&Tensor>,
+        attention_mask: Option<&Tensor>,
+        images: Option<&ImageFeatures>,
+    ) -> Result<Tensor> {
+        Ok(self
+            .hidden_of(ids, embed_ids, attention_mask, images, None)?
+            .0)
+    }
+
     /// Logits `[B, T, V]` of a prompt batch `ids [B, T]` with its images.
     /// `attention_mask [B, T]` (1 = token) for padded rows; `None` = no padding.
     pub fn forward_all(
@@ -151,6 +196,8 @@ impl VlModel {
     /// One cached step of text tokens `ids [B, T]` at positions `positions
     /// [B, T]` (index + delta; equal on the three axes); logits of the last
     /// position, `[B, V]`. `attention_mask [B, cached + T]` as in [`CausalLm::forward`].
+    /// Generated tokens are text: a sampled `<|image_pad|>` / `<|video_pad|>`
+    /// is embedded as it is (as transformers' decoding steps do).
     pub fn decode(
         &self,
         ids: &Tensor,
@@ -158,7 +205,6 @@ impl VlModel {
         attention_mask: Option<&Tensor>,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        self.refuse_video(ids)?;
         let t = ids.size()[1];
         let x = self.lm.embed_ids(ids)?;
         let pos3 = positions.f_unsqueeze(0)?.f_expand([3, -1, -1], false)?;
@@ -241,6 +287,20 @@ impl VlModel {
         images: Option<&VisionInput>,
         cache: Option<&mut KvCache>,
     ) -> Result<(Tensor, Vec<i64>)> {
+        let features = images.map(|i| self.encode_features(i)).transpose()?;
+        self.hidden_of(ids, None, attention_mask, features.as_ref(), cache)
+    }
+
+    /// [`VlModel::prefill_hidden`] from encoded images, embedding
+    /// `embed_ids` (default `ids`; see [`VlModel::hidden_with_features`]).
+    fn hidden_of(
+        &self,
+        ids: &Tensor,
+        embed_ids: Option<&Tensor>,
+        attention_mask: Option<&Tensor>,
+        images: Option<&ImageFeatures>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<(Tensor, Vec<i64>)> {
         self.refuse_video(ids)?;
         let size = ids.size();
         if size.len() != 2 || size[1] == 0 {
@@ -248,7 +308,12 @@ impl VlModel {
                 "token ids must be [batch, time] with time > 0, got {size:?}"
             )));
         }
-        let mut x = self.lm.embed_ids(ids)?;
+        if embed_ids.is_some_and(|e| e.size() != size) {
+            return Err(Error::InvalidInput(format!(
+                "embed_ids must have the shape of ids {size:?}"
+            )));
+        }
+        let mut x = self.lm.embed_ids(embed_ids.unwrap_or(ids))?;
         let mut deepstack = Vec::new();
         if let Some(images) = images {
             (x, deepstack) = self.splice_images(ids, x, images)?;
@@ -272,10 +337,10 @@ impl VlModel {
         &self,
         ids: &Tensor,
         x: Tensor,
-        images: &VisionInput,
+        images: &ImageFeatures,
     ) -> Result<(Tensor, Vec<Tensor>)> {
-        let (features, deepstack) = self.encode(images)?;
-        let features = features.f_to_kind(x.kind())?;
+        let deepstack = &images.deepstack;
+        let features = images.features.f_to_kind(x.kind())?;
         let is_pad = ids.f_eq(self.config.image_token_id)?;
         let count = is_pad.f_sum(Kind::Int64)?.f_int64_value(&[])?;
         if count != features.size()[0] {

@@ -1,0 +1,250 @@
+//! The step's sampler and teacher stages for a vision-language policy
+//! (Qwen2.5-VL / Qwen3-VL), beside the text ones of [`super::stages`]; the
+//! verifier, credit and stats stages are the text ones unchanged.
+//!
+//! An example's prompt marks each image with `<image>`; each becomes
+//! `<|vision_start|><|image_pad|><|vision_end|>` (what the models' chat
+//! templates write for an image part) before the chat template, and each pad
+//! is then expanded to the image's token count. The teacher's prompt is the
+//! example's teacher template (question plus privileged context) built the
+//! same way around the same images.
+
+use super::batch::{Rollout, RolloutBatch, ScoredBatch, TeacherBatch, TeacherScores};
+use super::plan::StepPlan;
+use crate::config::RolloutConfig;
+use crate::data::images::decode_example_images;
+use crate::data::prompt::student_prompt_ids;
+use crate::data::{Example, TeacherPrompt, IMAGE_PLACEHOLDER};
+use crate::error::{Error, Result};
+use crate::model::cut_at_stop;
+use crate::model::sampling::SamplingParams;
+use crate::model::vision::{
+    expand_image_pad_ids, image_token_count, LoadedVlModel, ProcessedImage, VisionInput, VlPolicy,
+    IMAGE_PAD,
+};
+use crate::model::Tokenizer;
+use crate::policy::{Policy, PromptResponse};
+use crate::stats::StageTimings;
+use std::sync::Arc;
+
+/// What a chat template writes for one image part.
+pub const IMAGE_PART: &str = "<|vision_start|><|image_pad|><|vision_end|>";
+
+/// A prompt's token ids (image pads expanded) and its images, in order.
+#[derive(Debug, Clone)]
+pub struct VlPrompt {
+    /// Token ids, each image's pad run expanded to its token count.
+    pub ids: Vec<i64>,
+    /// The processed images, in the order of their pad runs.
+    pub images: Arc<[ProcessedImage]>,
+}
+
+fn tokenizer(model: &LoadedVlModel) -> Result<&Tokenizer> {
+    model.tokenizer.as_ref().ok_or_else(|| {
+        Error::InvalidInput("the vision-language model has no tokenizer.json".into())
+    })
+}
+
+/// Decode (`data::images`) and preprocess the images of `ex`, checking
+/// that its prompt has one `<image>` per image; errors name the example
+/// and the image.
+pub fn example_images(model: &LoadedVlModel, ex: &Example) -> Result<Vec<ProcessedImage>> {
+    let marks = ex.prompt.matches(IMAGE_PLACEHOLDER).count();
+    if marks != ex.images.len() {
+        return Err(Error::InvalidInput(format!(
+            "example {:?}: the prompt has {marks} {IMAGE_PLACEHOLDER} placeholder(s) but {} image(s)",
+            ex.id,
+            ex.images.len()
+        )));
+    }
+    if ex.images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let processor = model.processor.as_ref().ok_or_else(|| {
+        Error::InvalidInput(
+            "the vision-language model folder has no preprocessor_config.json".into(),
+        )
+    })?;
+    decode_example_images(ex)?
+        .iter()
+        .map(|rgb| processor.preprocess(rgb))
+        .collect()
+}
+
+/// `ex` with every `<image>` replaced by the chat template's image part.
+fn with_image_parts(ex: &Example) -> Example {
+    Example {
+        prompt: ex.prompt.replace(IMAGE_PLACEHOLDER, IMAGE_PART),
+        ..ex.clone()
+    }
+}
+
+/// Expand the image pads of templated `ids` to `images`' token counts.
+fn expand(model: &LoadedVlModel, ids: &[i64], images: &[ProcessedImage]) -> Result<Vec<i64>> {
+    let tok = tokenizer(model)?;
+    let pad = tok
+        .token_to_id(IMAGE_PAD)
+        .ok_or_else(|| Error::InvalidInput(format!("the tokenizer has no {IMAGE_PAD} token")))?;
+    let merge = model.model.config.vision.spatial_merge_size.max(1) as usize;
+    let counts: Vec<usize> = images
+        .iter()
+        .map(|i| image_token_count(i.grid_thw, merge))
+        .collect();
+    expand_image_pad_ids(ids, pad, &counts)
+}
+
+/// The student's prompt of `ex` with its images.
+pub fn student_prompt(model: &LoadedVlModel, ex: &Example) -> Result<VlPrompt> {
+    let images = example_images(model, ex)?;
+    let ids = student_prompt_ids(tokenizer(model)?, &with_image_parts(ex))?;
+    Ok(VlPrompt {
+        ids: expand(model, &ids, &images)?,
+        images: Arc::from(images),
+    })
+}
+
+/// The teacher's prompt of `ex` (its template, privileged context included)
+/// around the same `images` as the student's.
+pub fn teacher_prompt(
+    model: &LoadedVlModel,
+    template: &TeacherPrompt,
+    ex: &Example,
+    images: Arc<[ProcessedImage]>,
+) -> Result<VlPrompt> {
+    let ids = template.ids(tokenizer(model)?, &with_image_parts(ex))?;
+    Ok(VlPrompt {
+        ids: expand(model, &ids, &images)?,
+        images,
+    })
+}
+
+/// Sampler: `G` responses to each of the plan's prompts, one group at a
+/// time (its prompt and images encoded once), each response drawn from the
+/// plan's seed for its position. Returns the batch and each group's prompt.
+pub fn vl_rollout(
+    policy: &VlPolicy,
+    plan: StepPlan,
+    policy_version: u64,
+    cfg: &RolloutConfig,
+) -> Result<(RolloutBatch, Vec<VlPrompt>)> {
+    let model = &policy.model;
+    let tok = tokenizer(model)?;
+    let params = SamplingParams {
+        greedy: false,
+        temperature: cfg.temperature,
+        top_k: cfg.top_k,
+        top_p: cfg.top_p,
+        presence_penalty: 0.0,
+    };
+    let context =
+        usize::try_from(model.model.config.text.max_position_embeddings).unwrap_or(usize::MAX);
+    let mut rollouts = Vec::with_capacity(plan.examples.len() * cfg.group_size);
+    let mut prompts = Vec::with_capacity(plan.examples.len());
+    for (g, ex) in plan.examples.iter().enumerate() {
+        let prompt = student_prompt(model, ex)?;
+        let max_new = cfg
+            .max_new_tokens
+            .min(context.saturating_sub(prompt.ids.len()));
+        let seeds: Vec<u64> = (0..cfg.group_size)
+            .map(|j| plan.response_seed(cfg.group_size, g, j))
+            .collect();
+        let vision = if prompt.images.is_empty() {
+            None
+        } else {
+            Some(VisionInput::from_processed(
+                &prompt.images,
+                model.vs.device(),
+            )?)
+        };
+        let responses = model.model.generate_group(
+            &prompt.ids,
+            vision.as_ref(),
+            max_new,
+            tok.eos_ids(),
+            &params,
+            &seeds,
+        )?;
+        for r in responses {
+            let text = tok.decode(&r.tokens, true)?;
+            let (cut, stop) = cut_at_stop(&text, &cfg.stop);
+            rollouts.push(Rollout {
+                group: g,
+                prompt_ids: prompt.ids.clone(),
+                response_text: cut.to_string(),
+                stopped_on_stop_string: stop.is_some(),
+                response_ids: r.tokens,
+                sampling_logprobs: r.logprobs,
+                stopped_on_eos: r.stopped_on_eos,
+                episode: None,
+            });
+        }
+        prompts.push(prompt);
+    }
+    let batch = RolloutBatch {
+        plan,
+        policy_version,
+        rollouts,
+        timings: StageTimings::default(),
+    };
+    Ok((batch, prompts))
+}
+
+/// Teacher: the log-prob of every response token given its group's teacher
+/// prompt (privileged context, same images), one group per forward, no
+/// gradients. Does nothing but record `version` when the plan needs no teacher.
+pub fn vl_teacher_pass(
+    teacher: &VlPolicy,
+    version: u64,
+    template: &TeacherPrompt,
+    student_prompts: &[VlPrompt],
+    batch: ScoredBatch,
+    temperature: f64,
+) -> Result<TeacherBatch> {
+    let mut scores = TeacherScores {
+        version,
+        ..TeacherScores::default()
+    };
+    if !batch.rollout.plan.needs_teacher || batch.rollout.rollouts.is_empty() {
+        return Ok(TeacherBatch {
+            scored: batch,
+            teacher: scores,
+        });
+    }
+    let rollouts = &batch.rollout.rollouts;
+    let mut out = vec![Vec::new(); rollouts.len()];
+    for (g, ex) in batch.rollout.plan.examples.iter().enumerate() {
+        let images = student_prompts
+            .get(g)
+            .map(|p| p.images.clone())
+            .ok_or_else(|| Error::InvalidInput(format!("no student prompt for group {g}")))?;
+        let prompt = teacher_prompt(&teacher.model, template, ex, images)?;
+        teacher.clear_images();
+        if !prompt.images.is_empty() {
+            teacher.bind_images(&prompt.ids, prompt.images.clone())?;
+        }
+        let rows: Vec<usize> = (0..rollouts.len())
+            .filter(|&i| rollouts[i].group == g)
+            .collect();
+        let samples: Vec<PromptResponse> = rows
+            .iter()
+            .map(|&i| PromptResponse {
+                prompt: prompt.ids.clone(),
+                response: rollouts[i].response_ids.clone(),
+            })
+            .collect();
+        let lp = tch::no_grad(|| teacher.response_scores(&samples, temperature))?.logprobs;
+        let lp = lp
+            .f_to_kind(tch::Kind::Float)?
+            .f_to_device(tch::Device::Cpu)?;
+        let lp: Vec<Vec<f32>> = Vec::try_from(&lp)?;
+        for (k, &i) in rows.iter().enumerate() {
+            out[i] = lp[k][..rollouts[i].response_ids.len()].to_vec();
+        }
+    }
+    teacher.clear_images();
+    scores.logprobs = Some(out);
+    Ok(TeacherBatch {
+        scored: batch,
+        teacher: scores,
+    })
+}
