@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 fn asset(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
 }
 
 fn load(dir: &Path) -> LoadedVlModel {
@@ -54,7 +56,12 @@ fn short_vl_pretrain_saves_a_loadable_folder_and_lowers_the_loss() {
     // Uniform over the 106 ids would be ln(106) = 4.66 nats per token; a
     // random init predicting solution characters after 30 steps is below.
     assert!(report.final_loss < 3.5, "loss {}", report.final_loss);
-    for f in ["config.json", "tokenizer.json", "preprocessor_config.json", "model.safetensors"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "preprocessor_config.json",
+        "model.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let model = load(&out);
@@ -91,7 +98,14 @@ fn the_language_half_starts_from_the_text_base_by_name_and_id() {
     // The 4 vision-token rows keep their random init.
     let embed = &vars["model.embed_tokens.weight"];
     assert_eq!(embed.size(), vec![106, 64]);
-    assert!(embed.narrow(0, 102, 4).abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    assert!(
+        embed
+            .narrow(0, 102, 4)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[])
+            > 0.0
+    );
 }
 
 #[test]
@@ -102,5 +116,8 @@ fn committed_vl_base_reads_some_heldout_pictures() {
     let problems = held_out_problems(&task, 48, 0);
     let acc = vl_heldout_accuracy(&model, &problems, 64, None).unwrap();
     assert!(acc > 0.0, "greedy accuracy {acc} on 48 held-out pictures");
-    assert!(acc < 1.0, "greedy accuracy {acc}: the base should leave room for RL");
+    assert!(
+        acc < 1.0,
+        "greedy accuracy {acc}: the base should leave room for RL"
+    );
 }

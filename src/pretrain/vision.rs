@@ -147,11 +147,7 @@ pub fn random_vl_model(dir: &Path, seed: u64) -> Result<LoadedVlModel> {
         }
         Ok(())
     })?;
-    let tokenizer = Tokenizer::from_dir(
-        dir,
-        &config.text.eos_token_id,
-        config.text.pad_token_id,
-    )?;
+    let tokenizer = Tokenizer::from_dir(dir, &config.text.eos_token_id, config.text.pad_token_id)?;
     let processor = Some(ImageProcessor::load(&dir.join("preprocessor_config.json"))?);
     Ok(LoadedVlModel {
         vs,
@@ -271,7 +267,14 @@ fn training_batch(
     rng: &mut StdRng,
 ) -> Result<Vec<VlSample>> {
     let tok = tokenizer(model)?;
-    let eos = model.model.config.text.eos_token_id.first().copied().unwrap_or(1);
+    let eos = model
+        .model
+        .config
+        .text
+        .eos_token_id
+        .first()
+        .copied()
+        .unwrap_or(1);
     let mut batch = Vec::with_capacity(cfg.batch_size);
     let mut draws = 0usize;
     while batch.len() < cfg.batch_size {
@@ -470,7 +473,12 @@ pub fn pretrain_vl(cfg: &PretrainConfig) -> Result<PretrainReport> {
         losses.push(value);
         steps += 1;
         if cfg.log_every > 0 && steps % cfg.log_every == 0 {
-            tracing::info!(step = steps, loss = value, lr = cfg.lr_at(steps), "pretrain vl");
+            tracing::info!(
+                step = steps,
+                loss = value,
+                lr = cfg.lr_at(steps),
+                "pretrain vl"
+            );
         }
     }
     let train_seconds = started.elapsed().as_secs_f64();
