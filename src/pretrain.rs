@@ -33,6 +33,7 @@
 //! plays episodes against the calculator (accuracy and tool-call rate).
 
 pub mod tool_use;
+pub mod vision;
 
 use crate::data::char_tokenizer::{self, write_char_tokenizer_with, EOS_ID, PAD_ID};
 use crate::data::prompt::{chat_prompt_ids, TeacherPrompt};
@@ -150,6 +151,8 @@ pub struct PretrainConfig {
     pub tool_fraction: f64,
     /// Most model turns of a held-out episode (with `tool_fraction > 0`).
     pub eval_max_turns: usize,
+    /// The vision-language base (`[vision]`, [`vision`]); off by default.
+    pub vision: vision::VisionPretrain,
 }
 
 impl Default for PretrainConfig {
@@ -177,6 +180,7 @@ impl Default for PretrainConfig {
             threads: 1,
             tool_fraction: 0.0,
             eval_max_turns: 4,
+            vision: vision::VisionPretrain::default(),
         }
     }
 }
@@ -321,6 +325,9 @@ pub fn encode_prompt(tokenizer: &Tokenizer, prompt: &str) -> Result<Vec<i64>> {
 /// Train the base model, check it on held-out problems and save it.
 pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     cfg.validate()?;
+    if cfg.vision.enabled() {
+        return vision::pretrain_vl(cfg);
+    }
     let started = Instant::now();
     if cfg.threads > 0 {
         tch::set_num_threads(i32::try_from(cfg.threads).unwrap_or(i32::MAX));

@@ -171,3 +171,42 @@ fn a_missing_image_fails_naming_it() {
     assert!(!ok, "a missing image should fail:\n{text}");
     assert!(text.contains("blue.png"), "{text}");
 }
+
+/// `configs/builtin-vl.toml` as shipped (the committed `assets/tiny-arith-vl`
+/// base, the built-in task's pictured problems), one step with a small
+/// group: exit 0, one metrics line, a loadable `final/`.
+#[test]
+fn builtin_vl_config_trains_one_step_through_the_binary() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut args = vec!["train".to_string(), "--config".into()];
+    args.push(root.join("configs/builtin-vl.toml").display().to_string());
+    for s in [
+        "runtime.steps=1".to_string(),
+        "rollout.group_size=4".into(),
+        format!("runtime.out_dir='{}'", out.display()),
+    ] {
+        args.push("--set".into());
+        args.push(s);
+    }
+    let bin = std::env::var_os("RLSD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rlsd")));
+    let o = timed::output_within(
+        Command::new(bin)
+            .args(&args)
+            .current_dir(&root)
+            .env("NO_COLOR", "1"),
+        std::time::Duration::from_secs(120),
+    );
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(o.status.success(), "rlsd train failed:\n{text}");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().filter(|l| !l.trim().is_empty()).count(), 1);
+    LoadedVlModel::load(&out.join("final"), Device::Cpu, Kind::Float).unwrap();
+}
