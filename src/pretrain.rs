@@ -350,44 +350,11 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     let held_out = held_out_problems(&task, cfg.eval_problems, cfg.seed);
     let held_out_exprs: HashSet<String> = held_out.iter().map(Problem::expression).collect();
 
-    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1));
-    let mut opt = nn::AdamW {
-        wd: cfg.weight_decay,
-        ..Default::default()
-    }
-    .build(&model.vs, cfg.lr)?;
-    let mut losses: Vec<f64> = Vec::with_capacity(cfg.max_steps);
-    let mut steps = 0;
-    let last = match cfg.stop_after {
-        0 => cfg.max_steps,
-        n => n.min(cfg.max_steps),
-    };
-    while steps < last {
-        if cfg.max_seconds > 0.0 && started.elapsed().as_secs_f64() >= cfg.max_seconds {
-            tracing::info!(steps, "pretrain time budget reached");
-            break;
-        }
-        let batch = training_batch(cfg, &task, tokenizer, &held_out_exprs, &mut rng)?;
-        opt.set_lr(cfg.lr_at(steps));
-        let loss = solution_nll(&model, &batch)?;
-        let value = loss.f_double_value(&[])?;
-        if !value.is_finite() {
-            return Err(Error::InvalidInput(format!(
-                "pretrain loss became {value} at step {steps}; lower pretrain.lr"
-            )));
-        }
-        opt.backward_step_clip_norm(&loss, cfg.grad_clip);
-        losses.push(value);
-        steps += 1;
-        if cfg.log_every > 0 && steps % cfg.log_every == 0 {
-            tracing::info!(
-                step = steps,
-                loss = value,
-                lr = cfg.lr_at(steps),
-                "pretrain"
-            );
-        }
-    }
+    let losses = optimize(cfg, &model.vs, started, "pretrain", &mut |rng| {
+        let batch = training_batch(cfg, &task, tokenizer, &held_out_exprs, rng)?;
+        solution_nll(&model, &batch)
+    })?;
+    let steps = losses.len();
     let train_seconds = started.elapsed().as_secs_f64();
 
     let eval_started = Instant::now();
@@ -465,6 +432,57 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<PretrainReport> {
     };
     tracing::debug!(?report, "pretrain done");
     Ok(report)
+}
+
+/// The optimisation loop both pretraining paths share: AdamW over `vs`
+/// (`lr` with its schedule, `weight_decay`, the gradient-norm clip) until
+/// `max_steps` (or `stop_after`) steps or the `max_seconds` budget; `loss_at`
+/// draws a step's batch from the run's random stream and returns its loss.
+/// Returns each step's loss; a non-finite loss is an error naming the step.
+pub(crate) fn optimize(
+    cfg: &PretrainConfig,
+    vs: &nn::VarStore,
+    started: Instant,
+    label: &str,
+    loss_at: &mut dyn FnMut(&mut StdRng) -> Result<Tensor>,
+) -> Result<Vec<f64>> {
+    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1));
+    let mut opt = nn::AdamW {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(vs, cfg.lr)?;
+    let last = match cfg.stop_after {
+        0 => cfg.max_steps,
+        n => n.min(cfg.max_steps),
+    };
+    let mut losses: Vec<f64> = Vec::with_capacity(last);
+    while losses.len() < last {
+        let steps = losses.len();
+        if cfg.max_seconds > 0.0 && started.elapsed().as_secs_f64() >= cfg.max_seconds {
+            tracing::info!(steps, "pretrain time budget reached");
+            break;
+        }
+        opt.set_lr(cfg.lr_at(steps));
+        let loss = loss_at(&mut rng)?;
+        let value = loss.f_double_value(&[])?;
+        if !value.is_finite() {
+            return Err(Error::InvalidInput(format!(
+                "pretrain loss became {value} at step {steps}; lower pretrain.lr"
+            )));
+        }
+        opt.backward_step_clip_norm(&loss, cfg.grad_clip);
+        losses.push(value);
+        if cfg.log_every > 0 && losses.len() % cfg.log_every == 0 {
+            tracing::info!(
+                step = losses.len(),
+                loss = value,
+                lr = cfg.lr_at(losses.len()),
+                "{label}"
+            );
+        }
+    }
+    Ok(losses)
 }
 
 /// The held-out problems of a pretraining run with `seed`: drawn from a

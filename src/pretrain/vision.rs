@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 /// The `[vision]` table of a pretrain config: empty `config_dir` keeps the
 /// text-only pretraining.
@@ -443,44 +443,11 @@ pub fn pretrain_vl(cfg: &PretrainConfig) -> Result<PretrainReport> {
     let teacher = TeacherPrompt::new(cfg.teacher_template.clone())?;
     let held_out = held_out_problems(&task, cfg.eval_problems, cfg.seed);
     let held_out_exprs: HashSet<String> = held_out.iter().map(Problem::expression).collect();
-    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_add(1));
-    let mut opt = nn::AdamW {
-        wd: cfg.weight_decay,
-        ..Default::default()
-    }
-    .build(&model.vs, cfg.lr)?;
-    let mut losses: Vec<f64> = Vec::new();
-    let mut steps = 0;
-    let last = match cfg.stop_after {
-        0 => cfg.max_steps,
-        n => n.min(cfg.max_steps),
-    };
-    while steps < last {
-        if cfg.max_seconds > 0.0 && started.elapsed().as_secs_f64() >= cfg.max_seconds {
-            tracing::info!(steps, "pretrain time budget reached");
-            break;
-        }
-        let batch = training_batch(cfg, &model, &task, &teacher, &held_out_exprs, &mut rng)?;
-        opt.set_lr(cfg.lr_at(steps));
-        let loss = solution_nll(&model.model, &batch)?;
-        let value = loss.f_double_value(&[])?;
-        if !value.is_finite() {
-            return Err(Error::InvalidInput(format!(
-                "pretrain loss became {value} at step {steps}; lower pretrain.lr"
-            )));
-        }
-        opt.backward_step_clip_norm(&loss, cfg.grad_clip);
-        losses.push(value);
-        steps += 1;
-        if cfg.log_every > 0 && steps % cfg.log_every == 0 {
-            tracing::info!(
-                step = steps,
-                loss = value,
-                lr = cfg.lr_at(steps),
-                "pretrain vl"
-            );
-        }
-    }
+    let losses = super::optimize(cfg, &model.vs, started, "pretrain vl", &mut |rng| {
+        let batch = training_batch(cfg, &model, &task, &teacher, &held_out_exprs, rng)?;
+        solution_nll(&model.model, &batch)
+    })?;
+    let steps = losses.len();
     let train_seconds = started.elapsed().as_secs_f64();
     let eval_started = Instant::now();
     let (greedy, sampled) = if held_out.is_empty() {
