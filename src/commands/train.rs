@@ -176,9 +176,12 @@ pub fn pretrain(cfg: &PretrainConfig) -> Result<()> {
         r.heldout_problems,
         r.out_dir.display()
     );
-    println!(
-        "held-out mean log-prob of the answer tokens: teacher {:.3}, student {:.3}",
-        r.heldout_teacher_answer_logprob, r.heldout_student_answer_logprob
-    );
+    // A vision-language pretraining run measures no answer log-probs.
+    if r.heldout_teacher_answer_logprob.is_finite() {
+        println!(
+            "held-out mean log-prob of the answer tokens: teacher {:.3}, student {:.3}",
+            r.heldout_teacher_answer_logprob, r.heldout_student_answer_logprob
+        );
+    }
     Ok(())
 }
