@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
                 resp_len
             };
             PromptResponse {
+                image_key: 0,
                 prompt: (0..prompt_len).map(|_| prng.random_range(0..64)).collect(),
                 response: (0..len).map(|_| rng.random_range(0..64)).collect(),
             }

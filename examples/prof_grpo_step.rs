@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .zip(&gens)
         .map(|(p, g)| PromptResponse {
+            image_key: 0,
             prompt: p.clone(),
             response: g.tokens.clone(),
         })

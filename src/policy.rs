@@ -17,6 +17,11 @@ pub struct PromptResponse {
     pub prompt: Vec<i64>,
     /// Response token ids (no padding).
     pub response: Vec<i64>,
+    /// Which bound images the prompt's image tokens stand for
+    /// (`model::vision::VlPolicy::bind_images`): two prompts whose ids are
+    /// equal but whose images differ (two pictures of the same size behind
+    /// the same text) carry different keys. 0 for a text prompt.
+    pub image_key: u64,
 }
 
 /// Per-token scores of a batch of responses, right-padded to the longest.

@@ -554,7 +554,11 @@ fn training_batch(
             (response, vec![1.0; n])
         };
         batch.push(Sample {
-            pair: PromptResponse { prompt, response },
+            pair: PromptResponse {
+                prompt,
+                response,
+                image_key: 0,
+            },
             loss_mask,
         });
     }
@@ -655,7 +659,11 @@ pub fn scored_token_logprob(
                 }
                 None => encode_prompt(tokenizer, &problem.prompt())?,
             };
-            batch.push(PromptResponse { prompt, response });
+            batch.push(PromptResponse {
+                prompt,
+                response,
+                image_key: 0,
+            });
         }
         let scores = tch::no_grad(|| model.response_scores(&batch, 1.0))?;
         let logprobs: Vec<Vec<f64>> =

@@ -36,10 +36,12 @@ fn two_responses() -> TrainBatch {
     TrainBatch {
         samples: vec![
             PromptResponse {
+                image_key: 0,
                 prompt: vec![0],
                 response: vec![1, 2, 7, 3, 4],
             },
             PromptResponse {
+                image_key: 0,
                 prompt: vec![0],
                 response: vec![7, 8],
             },

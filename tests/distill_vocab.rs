@@ -24,7 +24,11 @@ fn setup(k: usize) -> (LoadedModel, Vec<PromptResponse>, Vec<TokenSupport>) {
         .prompts
         .into_iter()
         .zip(r.responses)
-        .map(|(prompt, response)| PromptResponse { prompt, response })
+        .map(|(prompt, response)| PromptResponse {
+            prompt,
+            response,
+            image_key: 0,
+        })
         .collect();
     (student, batch, support)
 }

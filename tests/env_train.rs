@@ -89,7 +89,11 @@ fn batch(m: &LoadedModel, eps: &[Episode], masked: bool) -> TrainBatch {
         samples: prompts
             .into_iter()
             .zip(responses)
-            .map(|(prompt, response)| PromptResponse { prompt, response })
+            .map(|(prompt, response)| PromptResponse {
+                prompt,
+                response,
+                image_key: 0,
+            })
             .collect(),
         sampling_logprobs: eps
             .iter()

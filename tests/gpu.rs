@@ -131,6 +131,7 @@ fn cuda_chunked_checkpointed_gradients_match_cpu() {
     };
     let batch: Vec<PromptResponse> = (0..6)
         .map(|i| PromptResponse {
+            image_key: 0,
             prompt: vec![1, 2, 3 + i],
             response: (0..(5 + 7 * i)).map(|t| (t * 37 + i) % 4096).collect(),
         })
@@ -198,6 +199,7 @@ fn cuda_train_step_with_token_budget_and_checkpointing_runs() {
     let rows = 16;
     let samples: Vec<PromptResponse> = (0..rows)
         .map(|i| PromptResponse {
+            image_key: 0,
             prompt: vec![5, 6, 7],
             response: (0..(20 + 30 * i as i64))
                 .map(|t| (t * 7919 + i as i64) % 151_936)

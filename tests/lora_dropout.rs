@@ -132,6 +132,7 @@ fn batch(m: &LoadedModel, step: u64) -> TrainBatch {
     for g in 0..2i64 {
         for r in 0..4i64 {
             samples.push(PromptResponse {
+                image_key: 0,
                 prompt: vec![6 + g, 7, 8 + g],
                 response: (0..(3 + r))
                     .map(|t| 10 + (t * 7 + r * 3 + g) % 40)

@@ -273,14 +273,17 @@ fn policy_scores_match_token_logprobs_and_carry_gradients() -> Result<()> {
     let m = LoadedModel::load(&fixture("qwen2"), Device::Cpu, Kind::Float)?;
     let batch = vec![
         PromptResponse {
+            image_key: 0,
             prompt: vec![5, 9, 17],
             response: vec![3, 44, 8, 2],
         },
         PromptResponse {
+            image_key: 0,
             prompt: vec![12],
             response: vec![7],
         },
         PromptResponse {
+            image_key: 0,
             prompt: vec![60, 61, 62, 63, 64],
             response: vec![1, 2],
         },

@@ -28,6 +28,7 @@ fn model(tied: bool) -> LoadedModel {
 /// Uneven lengths, so padding and chunk edges fall mid-response.
 fn batch() -> Vec<PromptResponse> {
     let s = |p: &[i64], r: &[i64]| PromptResponse {
+        image_key: 0,
         prompt: p.to_vec(),
         response: r.to_vec(),
     };
@@ -231,6 +232,7 @@ fn vocab_loss_hook_adds_its_gradient_chunk_by_chunk() {
 #[test]
 fn micro_batch_plan_sorts_and_packs_under_the_budget() {
     let s = |p: usize, r: usize| PromptResponse {
+        image_key: 0,
         prompt: vec![1; p],
         response: vec![2; r],
     };

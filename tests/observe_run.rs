@@ -293,6 +293,7 @@ fn hand_batch() -> (CreditBatch, TrainBatch, AlgoConfig) {
         samples: r
             .iter()
             .map(|x| PromptResponse {
+                image_key: 0,
                 prompt: x.prompt_ids.clone(),
                 response: x.response_ids.clone(),
             })

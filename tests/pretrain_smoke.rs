@@ -77,9 +77,17 @@ fn short_pretrain_saves_a_loadable_model_and_lowers_the_loss() {
     // The loaded weights score a solution like the trained ones did: finite
     // log-probs, and better than uniform on average.
     let response = tok.encode("1+2=3\nAnswer: 3", false).unwrap();
-    let scores =
-        tch::no_grad(|| model.response_scores(&[PromptResponse { prompt, response }], 1.0))
-            .unwrap();
+    let scores = tch::no_grad(|| {
+        model.response_scores(
+            &[PromptResponse {
+                prompt,
+                response,
+                image_key: 0,
+            }],
+            1.0,
+        )
+    })
+    .unwrap();
     let mean = scores.logprobs.mean(tch::Kind::Float).double_value(&[]);
     assert!(
         mean.is_finite() && mean > -(vocab_size() as f64).ln(),

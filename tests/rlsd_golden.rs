@@ -151,6 +151,7 @@ fn credit_and_loss_match_reference() {
             samples: lens
                 .iter()
                 .map(|&n| PromptResponse {
+                    image_key: 0,
                     prompt: vec![0],
                     response: vec![1; n],
                 })

@@ -34,6 +34,7 @@ fn batch(student: &LoadedModel, teacher: &LoadedModel, k: usize) -> TrainBatch {
             .iter()
             .zip(responses)
             .map(|(p, resp)| PromptResponse {
+                image_key: 0,
                 prompt: p.clone(),
                 response: resp.clone(),
             })

@@ -37,6 +37,7 @@ fn rollout(m: &LoadedModel, temperature: f64) -> (TrainBatch, Vec<usize>) {
         .iter()
         .zip(&gens)
         .map(|(p, g)| PromptResponse {
+            image_key: 0,
             prompt: p.clone(),
             response: g.tokens.clone(),
         })

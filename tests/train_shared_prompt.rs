@@ -44,6 +44,7 @@ fn random(kind: Kind) -> LoadedModel {
 
 fn pr(prompt: &[i64], response: &[i64]) -> PromptResponse {
     PromptResponse {
+        image_key: 0,
         prompt: prompt.to_vec(),
         response: response.to_vec(),
     }

@@ -109,6 +109,7 @@ impl Policy for Bigram {
 
 fn sample(prompt: &[i64], response: &[i64]) -> PromptResponse {
     PromptResponse {
+        image_key: 0,
         prompt: prompt.to_vec(),
         response: response.to_vec(),
     }

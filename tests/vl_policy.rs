@@ -67,9 +67,10 @@ fn golden_samples(p: &VlPolicy, g: &HashMap<String, Tensor>) -> Vec<PromptRespon
             let prompt = ids(&g[&format!("{case}.ids")]);
             let images = case_images(g, case);
             if !images.is_empty() {
-                p.bind_images(&prompt, Arc::from(images)).unwrap();
+                p.bind_images(0, &prompt, Arc::from(images)).unwrap();
             }
             PromptResponse {
+                image_key: 0,
                 prompt,
                 response: ids(&g[&format!("{case}.response")]),
             }
@@ -130,22 +131,73 @@ fn unbound_or_conflicting_images_are_errors() {
     let p = policy(name, false);
     let prompt = ids(&g["text_image.ids"]);
     let batch = vec![PromptResponse {
+        image_key: 0,
         prompt: prompt.clone(),
         response: ids(&g["text_image.response"]),
     }];
     let err = p.response_scores(&batch, 1.0).unwrap_err().to_string();
     assert!(err.contains("no images were bound"), "{err}");
-    p.bind_images(&prompt, Arc::from(vec![image(&g, 0)]))
+    p.bind_images(0, &prompt, Arc::from(vec![image(&g, 0)]))
         .unwrap();
-    p.bind_images(&prompt, Arc::from(vec![image(&g, 0)]))
+    p.bind_images(0, &prompt, Arc::from(vec![image(&g, 0)]))
         .unwrap();
     let err = p
-        .bind_images(&prompt, Arc::from(vec![image(&g, 1)]))
+        .bind_images(0, &prompt, Arc::from(vec![image(&g, 1)]))
         .unwrap_err()
         .to_string();
     assert!(err.contains("different images"), "{err}");
     p.clear_images();
     assert_eq!(p.bound_prompts(), 0);
+}
+
+/// Two rows with equal prompt ids but different pictures (two rendered
+/// problems of the same size): each row's `image_key` picks its own images,
+/// and each row scores as it does alone.
+#[test]
+fn image_keys_tell_equal_prompts_apart() {
+    let name = MODELS[0];
+    let g = golden(name);
+    let p = policy(name, false);
+    let prompt = ids(&g["text_image.ids"]);
+    let response = ids(&g["text_image.response"]);
+    let row = |key: u64| PromptResponse {
+        image_key: key,
+        prompt: prompt.clone(),
+        response: response.clone(),
+    };
+    // The same size as image 0 (so the same prompt ids), other pixels.
+    let mut other = image(&g, 0);
+    other.pixel_values.iter_mut().for_each(|v| *v = -*v);
+    let pictures = [image(&g, 0), other];
+    let alone = |key: u64, picture: usize| -> Tensor {
+        p.clear_images();
+        p.bind_images(key, &prompt, Arc::from(vec![pictures[picture].clone()]))
+            .unwrap();
+        tch::no_grad(|| p.response_scores(&[row(key)], 1.0))
+            .unwrap()
+            .logprobs
+    };
+    let first = alone(1, 0);
+    let second = alone(2, 1);
+    p.clear_images();
+    p.bind_images(1, &prompt, Arc::from(vec![pictures[0].clone()]))
+        .unwrap();
+    p.bind_images(2, &prompt, Arc::from(vec![pictures[1].clone()]))
+        .unwrap();
+    assert_eq!(p.bound_prompts(), 2);
+    let both = tch::no_grad(|| p.response_scores(&[row(1), row(2), row(1)], 1.0))
+        .unwrap()
+        .logprobs;
+    let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-5;
+    assert!(close(&both.get(0), &first.get(0)));
+    assert!(close(&both.get(1), &second.get(0)));
+    assert!(close(&both.get(2), &first.get(0)));
+    // Different pictures give different scores (else the test could not fail).
+    assert!(!close(&first.get(0), &second.get(0)));
+    let err = tch::no_grad(|| p.response_scores(&[row(3)], 1.0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("image key 3"), "{err}");
 }
 
 fn weights(p: &VlPolicy) -> HashMap<String, Tensor> {
@@ -314,8 +366,9 @@ fn sampled_image_and_video_pads_score_as_decoding_fed_them() -> Result<()> {
         let cfg = &model.config;
         let prompt = ids(&g["text_image.ids"]);
         let response = vec![69, cfg.image_token_id, cfg.video_token_id, 98, 135];
-        p.bind_images(&prompt, Arc::from(case_images(&g, "text_image")))?;
+        p.bind_images(0, &prompt, Arc::from(case_images(&g, "text_image")))?;
         let batch = vec![PromptResponse {
+            image_key: 0,
             prompt: prompt.clone(),
             response: response.clone(),
         }];

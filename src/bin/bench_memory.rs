@@ -126,6 +126,7 @@ fn step(
     let prompts: Vec<Vec<i64>> = (0..rows.div_ceil(group)).map(|_| tok(prompt)).collect();
     let samples: Vec<PromptResponse> = (0..rows)
         .map(|i| PromptResponse {
+            image_key: 0,
             prompt: prompts[i / group].clone(),
             response: tok(response),
         })

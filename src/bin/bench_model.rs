@@ -176,6 +176,7 @@ fn main() -> Result<()> {
 
     let batch: Vec<PromptResponse> = (0..BATCH)
         .map(|_| PromptResponse {
+            image_key: 0,
             prompt: (0..TRAIN_T / 2).map(|_| rng.random_range(0..64)).collect(),
             response: (0..TRAIN_T / 2).map(|_| rng.random_range(0..64)).collect(),
         })

@@ -213,6 +213,7 @@ fn train(a: &Args, device: Device) -> Result<serde_json::Value> {
     let resp_len = a.seq - prompt_len;
     let samples: Vec<PromptResponse> = (0..a.batch)
         .map(|_| PromptResponse {
+            image_key: 0,
             prompt: (0..prompt_len)
                 .map(|_| rng.random_range(10..vocab))
                 .collect(),

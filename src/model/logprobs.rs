@@ -182,6 +182,7 @@ pub fn token_logprobs(
         .iter()
         .zip(responses)
         .map(|(p, r)| PromptResponse {
+            image_key: 0,
             prompt: p.clone(),
             response: r.clone(),
         })

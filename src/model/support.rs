@@ -17,6 +17,25 @@ use tch::{Kind, Tensor};
 /// Teacher rows scored per forward (bounds the `[rows, L, V]` tensor).
 const TEACHER_ROWS_PER_CHUNK: usize = 8;
 
+/// Row `r` of a batch checked before it goes into a forward: a non-empty
+/// prompt and every id inside the vocabulary (`vocab` entries).
+pub fn check_row(r: usize, pr: &PromptResponse, vocab: i64) -> Result<()> {
+    if pr.prompt.is_empty() {
+        return Err(Error::InvalidInput(format!("prompt {r} is empty")));
+    }
+    if let Some(t) = pr
+        .prompt
+        .iter()
+        .chain(&pr.response)
+        .find(|&&t| t < 0 || t >= vocab)
+    {
+        return Err(Error::InvalidInput(format!(
+            "sequence {r} has token {t} outside the vocabulary (size {vocab})"
+        )));
+    }
+    Ok(())
+}
+
 /// `[B, L, V]` log-softmax of `logits / temperature` at the positions that
 /// predict each response token, `[B, L]` response targets and the `[B, L]` mask.
 fn response_log_softmax(
@@ -48,19 +67,7 @@ fn response_log_softmax(
     let mut targets = vec![0i64; b * l];
     let mut mask = vec![0f32; b * l];
     for (r, pr) in batch.iter().enumerate() {
-        if pr.prompt.is_empty() {
-            return Err(Error::InvalidInput(format!("prompt {r} is empty")));
-        }
-        if let Some(t) = pr
-            .prompt
-            .iter()
-            .chain(&pr.response)
-            .find(|&&t| t < 0 || t >= vocab)
-        {
-            return Err(Error::InvalidInput(format!(
-                "sequence {r} has token {t} outside the vocabulary (size {vocab})"
-            )));
-        }
+        check_row(r, pr, vocab)?;
         let row = &mut ids[r * s..(r + 1) * s];
         row[..pr.prompt.len()].copy_from_slice(&pr.prompt);
         row[pr.prompt.len()..pr.prompt.len() + pr.response.len()].copy_from_slice(&pr.response);
@@ -169,6 +176,7 @@ pub fn teacher_support(
             let end = (start + TEACHER_ROWS_PER_CHUNK).min(responses.len());
             let batch: Vec<PromptResponse> = (start..end)
                 .map(|i| PromptResponse {
+                    image_key: 0,
                     prompt: prompts[i].clone(),
                     response: responses[i].clone(),
                 })

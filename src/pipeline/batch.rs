@@ -187,6 +187,7 @@ impl CreditBatch {
             samples: r
                 .iter()
                 .map(|x| PromptResponse {
+                    image_key: 0,
                     prompt: x.prompt_ids.clone(),
                     response: x.response_ids.clone(),
                 })

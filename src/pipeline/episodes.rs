@@ -52,7 +52,11 @@ impl PlayedEpisode {
     pub fn sample(&self) -> PromptResponse {
         let mut prompt = self.episode.token_ids();
         let response = prompt.split_off(self.episode.prompt_len());
-        PromptResponse { prompt, response }
+        PromptResponse {
+            prompt,
+            response,
+            image_key: 0,
+        }
     }
 
     /// 1 on the model's response tokens, 0 on the environment's.

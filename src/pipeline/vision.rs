@@ -25,6 +25,7 @@ use crate::model::vision::{
 use crate::model::Tokenizer;
 use crate::policy::{Policy, PromptResponse};
 use crate::stats::StageTimings;
+use crate::train::TrainBatch;
 use std::sync::Arc;
 
 /// What a chat template writes for one image part.
@@ -189,6 +190,41 @@ pub fn vl_rollout(
     Ok((batch, prompts))
 }
 
+/// The image key of group `g`'s prompt ([`PromptResponse::image_key`]): two
+/// groups whose prompt ids are equal may carry different pictures.
+pub fn group_key(g: usize) -> u64 {
+    g as u64 + 1
+}
+
+/// Bind each group's images (`prompts`, by group) to `policy` under its
+/// [`group_key`], and key every row of `batch` (one per rollout, in order)
+/// by its group, so that the train step scores each row with its own
+/// group's images.
+pub fn bind_group_images(
+    policy: &VlPolicy,
+    prompts: &[VlPrompt],
+    rollouts: &[Rollout],
+    batch: &mut TrainBatch,
+) -> Result<()> {
+    if rollouts.len() != batch.samples.len() {
+        return Err(Error::InvalidInput(format!(
+            "{} rollouts for a train batch of {} rows",
+            rollouts.len(),
+            batch.samples.len()
+        )));
+    }
+    policy.clear_images();
+    for (g, p) in prompts.iter().enumerate() {
+        if !p.images.is_empty() {
+            policy.bind_images(group_key(g), &p.ids, p.images.clone())?;
+        }
+    }
+    for (sample, r) in batch.samples.iter_mut().zip(rollouts) {
+        sample.image_key = group_key(r.group);
+    }
+    Ok(())
+}
+
 /// Teacher: the log-prob of every response token given its group's teacher
 /// prompt (privileged context, same images), one group per forward, no
 /// gradients. Does nothing but record `version` when the plan needs no teacher.
@@ -220,7 +256,7 @@ pub fn vl_teacher_pass(
         let prompt = teacher_prompt(&teacher.model, template, ex, images)?;
         teacher.clear_images();
         if !prompt.images.is_empty() {
-            teacher.bind_images(&prompt.ids, prompt.images.clone())?;
+            teacher.bind_images(group_key(g), &prompt.ids, prompt.images.clone())?;
         }
         let rows: Vec<usize> = (0..rollouts.len())
             .filter(|&i| rollouts[i].group == g)
@@ -228,6 +264,7 @@ pub fn vl_teacher_pass(
         let samples: Vec<PromptResponse> = rows
             .iter()
             .map(|&i| PromptResponse {
+                image_key: group_key(g),
                 prompt: prompt.ids.clone(),
                 response: rollouts[i].response_ids.clone(),
             })

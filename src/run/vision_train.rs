@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::metrics::MetricsWriter;
 use crate::model::vision::{LoadedVlModel, VlPolicy};
 use crate::model::{parse_kind, weights};
-use crate::pipeline::vision::{vl_rollout, vl_teacher_pass, VlPrompt};
+use crate::pipeline::vision::{bind_group_images, vl_rollout, vl_teacher_pass};
 use crate::pipeline::{assign_credit, observe_step, step_stats, verify_all, StepPlan};
 use crate::policy::Policy;
 use crate::rlsd::{AdaptiveLambda, Algo};
@@ -242,8 +242,8 @@ impl VlLoop<'_> {
         )?;
         taught.scored.rollout.timings.teacher_s = t.elapsed().as_secs_f64();
         let credit = assign_credit(taught, cfg.rollout.group_size, &cfg.algo)?;
-        let tb = credit.train_batch(&self.trainer.algo, cfg.rollout.temperature);
-        bind_prompts(&self.trainer.policy, &prompts)?;
+        let mut tb = credit.train_batch(&self.trainer.algo, cfg.rollout.temperature);
+        bind_group_images(&self.trainer.policy, &prompts, credit.rollouts(), &mut tb)?;
         let trained = train_step(&mut self.trainer, &tb);
         self.trainer.policy.clear_images();
         Ok(step_stats(
@@ -342,15 +342,6 @@ fn load_named(policy: &VlPolicy, weights: &[(String, Tensor)]) -> Result<()> {
         }
         Ok(())
     })
-}
-
-/// Bind every group's images to its prompt for the train step.
-fn bind_prompts(policy: &VlPolicy, prompts: &[VlPrompt]) -> Result<()> {
-    policy.clear_images();
-    for p in prompts.iter().filter(|p| !p.images.is_empty()) {
-        policy.bind_images(&p.ids, p.images.clone())?;
-    }
-    Ok(())
 }
 
 /// Write `policy` as a Hugging Face VL folder into `dir`: `model.safetensors`

@@ -98,6 +98,7 @@ fn global_batch(m: &LoadedModel, groups: usize) -> TrainBatch {
                 .map(|_| rng.random_range(6..60))
                 .collect();
             samples.push(PromptResponse {
+                image_key: 0,
                 prompt: prompt.clone(),
                 response,
             });

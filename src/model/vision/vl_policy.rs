@@ -3,8 +3,10 @@
 //!
 //! [`PromptResponse`] holds token ids only, so the images travel beside the
 //! batch: the caller binds each prompt's processed images to its token ids
-//! ([`VlPolicy::bind_images`]) before scoring, and every row whose prompt has
-//! `<|image_pad|>` tokens finds its images there. The images of each distinct
+//! and its `image_key` ([`VlPolicy::bind_images`]) before scoring, and every
+//! row whose prompt has `<|image_pad|>` tokens finds its images there. The key
+//! tells apart prompts whose ids are equal but whose pictures differ (two
+//! rendered problems of the same size behind the same text). The images of each distinct
 //! prompt of a batch go through the vision tower once per scoring call (one
 //! tower call for the batch); rows sharing a prompt (a GRPO group) reuse its
 //! features, so a trainable tower still receives every row's gradient. A
@@ -22,6 +24,7 @@ use super::vl_model::{ImageFeatures, LoadedVlModel, VisionInput};
 use crate::error::{Error, Result};
 use crate::model::chunked::{chunk_tokens, chunked_scores, Layout};
 use crate::model::distinct_rows;
+use crate::model::support::check_row;
 use crate::model::transformer::TrunkInput;
 use crate::policy::{Policy, PromptResponse, ResponseScores};
 use std::cell::RefCell;
@@ -36,12 +39,21 @@ pub const TOWER_PREFIX: &str = "visual.";
 /// deepstack levels (Qwen3-VL; empty for Qwen2.5-VL).
 type Encoded = (Tensor, Vec<Tensor>);
 
+/// The map key of a prompt: its image key, then its token ids.
+fn keyed(image_key: u64, prompt: &[i64]) -> Vec<i64> {
+    let mut key = Vec::with_capacity(prompt.len() + 1);
+    key.push(image_key as i64);
+    key.extend_from_slice(prompt);
+    key
+}
+
 /// A Qwen2.5-VL / Qwen3-VL model as a trainable [`Policy`].
 #[derive(Debug)]
 pub struct VlPolicy {
     /// The model, its tokenizer and image processor.
     pub model: LoadedVlModel,
-    /// Processed images of each prompt (by its token ids) the batch may score.
+    /// Processed images of each prompt the batch may score, by [`keyed`]
+    /// prompt (its image key, then its token ids).
     images: RefCell<HashMap<Vec<i64>, Arc<[ProcessedImage]>>>,
     /// With a frozen tower: each bound prompt's encoded features and
     /// deepstack levels, kept until [`VlPolicy::clear_images`].
@@ -79,20 +91,27 @@ impl VlPolicy {
     }
 
     /// Make `images` (in the order of their `<|image_pad|>` runs) the images
-    /// of the prompt `prompt` for the scoring calls that follow. Binding the
-    /// same prompt again with equal images is a no-op; with different images
-    /// it is an error, since the rows could not be told apart.
-    pub fn bind_images(&self, prompt: &[i64], images: Arc<[ProcessedImage]>) -> Result<()> {
+    /// of the prompt `prompt` under `image_key` (the rows'
+    /// [`PromptResponse::image_key`]) for the scoring calls that follow.
+    /// Binding the same key and prompt again with equal images is a no-op;
+    /// with different images it is an error, since the rows could not be
+    /// told apart.
+    pub fn bind_images(
+        &self,
+        image_key: u64,
+        prompt: &[i64],
+        images: Arc<[ProcessedImage]>,
+    ) -> Result<()> {
+        let key = keyed(image_key, prompt);
         let mut bound = self.images.borrow_mut();
-        match bound.get(prompt) {
+        match bound.get(&key) {
             Some(old) if Arc::ptr_eq(old, &images) || **old == *images => Ok(()),
-            Some(_) => Err(Error::InvalidInput(
-                "two prompts with identical token ids carry different images; \
-                 a vision-language batch needs each such prompt's text to differ"
-                    .into(),
-            )),
+            Some(_) => Err(Error::InvalidInput(format!(
+                "two prompts with identical token ids and image key {image_key} carry \
+                 different images; give each its own PromptResponse::image_key"
+            ))),
             None => {
-                bound.insert(prompt.to_vec(), images);
+                bound.insert(key, images);
                 Ok(())
             }
         }
@@ -121,14 +140,17 @@ impl VlPolicy {
     /// and its scoring passes encode each prompt's images once.
     fn row_features(&self, batch: &[PromptResponse]) -> Result<Option<ImageFeatures>> {
         let pad = self.model.model.config.image_token_id;
-        let prompts: Vec<Vec<i64>> = batch.iter().map(|p| p.prompt.clone()).collect();
+        let prompts: Vec<Vec<i64>> = batch
+            .iter()
+            .map(|p| keyed(p.image_key, &p.prompt))
+            .collect();
         let (distinct, row_of) = distinct_rows(&prompts);
         // Images of each distinct prompt (empty when it has no pad token).
         let mut per_prompt: Vec<Arc<[ProcessedImage]>> = Vec::with_capacity(distinct.len());
         {
             let bound = self.images.borrow();
             for (u, prompt) in distinct.iter().enumerate() {
-                if !prompt.contains(&pad) {
+                if !prompt[1..].contains(&pad) {
                     per_prompt.push(Arc::from(Vec::new()));
                     continue;
                 }
@@ -136,7 +158,8 @@ impl VlPolicy {
                 let images = bound.get(*prompt).ok_or_else(|| {
                     Error::InvalidInput(format!(
                         "row {row}'s prompt has image tokens (id {pad}) but no images were \
-                         bound to it (VlPolicy::bind_images)"
+                         bound to it under image key {} (VlPolicy::bind_images)",
+                        batch[row].image_key
                     ))
                 })?;
                 per_prompt.push(images.clone());
@@ -287,19 +310,7 @@ impl VlPolicy {
         }
         let vocab = self.model.model.lm.config.vocab_size;
         for (i, pr) in batch.iter().enumerate() {
-            if pr.prompt.is_empty() {
-                return Err(Error::InvalidInput(format!("prompt {i} is empty")));
-            }
-            if let Some(t) = pr
-                .prompt
-                .iter()
-                .chain(&pr.response)
-                .find(|&&t| t < 0 || t >= vocab)
-            {
-                return Err(Error::InvalidInput(format!(
-                    "sequence {i} has token {t} outside the vocabulary (size {vocab})"
-                )));
-            }
+            check_row(i, pr, vocab)?;
         }
         Ok(())
     }
