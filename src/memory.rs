@@ -54,9 +54,12 @@
 //! A vision-language model adds its vision tower and its image tokens
 //! ([`vision`]).
 //!
-//! Actors on the same device add up. The formula is checked against the
-//! measured peak RSS of train steps on CPU (docs/MODELS.md,
-//! `src/bin/bench_memory.rs`).
+//! On one device the actors' held memory adds up; their transient work adds
+//! up only where the pipeline lets them work at once ([`overlap`]: one at a
+//! time at `max_staleness = 0`, the optimizer beside the larger of the
+//! sampler and the teacher at 1, all three from 2). The formula is checked
+//! against the measured peak RSS of train steps on CPU (docs/MODELS.md,
+//! `src/bin/bench_memory.rs`, docs/benchmarks/memory.md).
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
@@ -66,7 +69,10 @@ use crate::optim::OptimConfig;
 use std::fmt::Write as _;
 use tch::Kind;
 
+pub mod overlap;
 pub mod vision;
+
+pub use overlap::device_totals;
 
 /// Bytes in a GiB.
 pub const GIB: f64 = 1_073_741_824.0;
@@ -444,14 +450,17 @@ pub fn plan(cfg: &RunConfig, model: &Config, prompt_tokens: usize) -> Result<Mem
         let (w, train) = (width(kind), cfg.model.train_vision);
         vision::with_vision(&mut actors, model, v, w, train, load, encoded);
     }
+    // The vision-language loop is sequential (no commit board, one stage at
+    // a time) whatever `runtime.max_staleness` says.
+    let staleness = if tower.is_some() { 0 } else { rt.max_staleness };
     let sync = cfg.algo.teacher_sync_interval(rt.teacher_sync_interval);
-    with_kept_versions(&mut actors, rt.max_staleness, sync);
+    with_kept_versions(&mut actors, staleness, sync);
     Ok(MemoryPlan {
         params: param_count(model),
         vision_params: tower.as_ref().map_or(0, vision::vision_param_count),
         image_tokens,
         model: model.clone(),
-        devices: device_totals(&actors),
+        devices: device_totals(&actors, staleness),
         actors,
     })
 }
@@ -559,18 +568,6 @@ pub fn with_lora(actors: &mut [ActorPlan], c: &Config, lora: &crate::model::Lora
 /// The plan's line for a replica that computes with the base already on
 /// its device (LoRA).
 pub const SHARED_BASE: &str = "weights (shared)";
-
-/// Each device's predicted peak: its runtime overhead plus its actors' items.
-pub fn device_totals(actors: &[ActorPlan]) -> Vec<(String, f64)> {
-    let mut devices: Vec<(String, f64)> = Vec::new();
-    for a in actors {
-        match devices.iter_mut().find(|(d, _)| *d == a.device) {
-            Some((_, b)) => *b += total(&a.items),
-            None => devices.push((a.device.clone(), overhead(&a.device) + total(&a.items))),
-        }
-    }
-    devices
-}
 
 /// The model shape of a run: `config.json` in the model folder, else the
 /// published shape its path names ([`known_shape`]).
