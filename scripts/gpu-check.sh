@@ -18,7 +18,9 @@
 #             at max_staleness 1 and 0
 #   vl        vision-language: `rlsd generate --image` with the tiny Qwen2.5-VL
 #             fixture on the CPU and on cuda:0 (one and two images, f32,
-#             greedy): the responses must be equal (scripts/gpu-check-vl.sh)
+#             greedy): the responses must be equal; then 3 steps of
+#             `rlsd train --config configs/builtin-vl.toml` on cuda:0, whose
+#             final model must generate (scripts/gpu-check-vl.sh)
 #   dp_equal  with 2+ GPUs: tests/dist_equal.rs (Gloo ranks on CPU, the
 #             equality logic), split placement on GPUs 0 (learner) and 1
 #             (sampler), and `rlsd train --gpus 0,1` (NCCL ranks) with
@@ -183,7 +185,7 @@ run_stage gen 90 "$BIN/gpu_check" gen --device cuda:0 --dtype bf16 --batch 64 --
 run_stage train 120 "$BIN/gpu_check" train --device cuda:0 --dtype bf16 --batch 4 --seq 4096 --repeats 2 --peak-tflops "$peak"
 run_stage overlap 120 "$BIN/gpu_check" overlap --device cuda:0 --dtype bf16 --overlap-shape small \
   --steps 10 --prompts 16 --batch 8 --new-tokens 96
-run_stage vl 90 bash "$repo/scripts/gpu-check-vl.sh" "$BIN/rlsd"
+run_stage vl 150 bash "$repo/scripts/gpu-check-vl.sh" "$BIN/rlsd"
 if [ "$gpus" -ge 2 ]; then
   if [ -x "$BIN/test_dist_equal" ]; then
     run_stage dp_equal_cpu 90 "$BIN/test_dist_equal" --test-threads=1
