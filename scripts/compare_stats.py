@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Paired statistics of a powered `rlsd compare` (scripts/compare_powered.sh).
 
-Reads OUT/fixed/summary.json (six algorithms) and OUT/adaptive/summary.json
-(RLSD with the adaptive lambda schedule, same seeds), and each run's
-metrics.jsonl, and prints a Markdown report: per method the held-out accuracy
+Reads every run's metrics.jsonl under OUT's subfolders (OUT/fixed: the six
+algorithms; OUT/adaptive: RLSD with the adaptive lambda schedule, same
+seeds), and prints a Markdown report: per method the held-out accuracy
 (sampled pass@1 and greedy, run mean over the validations after step 0 and the
 final one), every method paired with GRPO over seeds (mean difference, 95%
 t interval, two-sided p), RLSD paired with every other method, the adaptive
@@ -106,40 +106,41 @@ def read_jsonl(path):
 
 
 def load(out):
-    """{method: {seed: record}} with per-run figures in percent."""
+    """{method: {seed: record}} with per-run figures in percent, from every
+    `<algo>-seed<S>/metrics.jsonl` in OUT's subfolders (one `rlsd compare
+    --out` each); runs under a folder named `adaptive` are the method
+    `<algo> adaptive`."""
     methods = {}
-    for folder, suffix in (("fixed", ""), ("adaptive", " adaptive")):
-        summary = Path(out) / folder / "summary.json"
-        if not summary.exists():
+    for metrics in sorted(Path(out).glob("*/*-seed*/metrics.jsonl")):
+        algo, seed = metrics.parent.name.rsplit("-seed", 1)
+        name = algo + (" adaptive" if metrics.parent.parent.name == "adaptive" else "")
+        steps = read_jsonl(metrics)
+        vals = [v for s in steps for v in s.get("validation", [])]
+        after = [v for v in vals if v["after_step"] > 0]
+        if not after:
             continue
-        for run in json.load(open(summary))["runs"]:
-            if run.get("error"):
-                continue
-            name = run["algo"] + suffix
-            run_dir = Path(out) / folder / f"{run['algo']}-seed{run['seed']}"
-            steps = read_jsonl(run_dir / "metrics.jsonl")
-            vals = [v for s in steps for v in s.get("validation", [])]
-            after = [v for v in vals if v["after_step"] > 0]
-            # The steps where the teacher-derived weight was applied: RLSD's and
-            # CEPO's with lambda > 0 (the other algorithms log a lambda they
-            # do not use).
-            weighted = run["algo"] in ("rlsd", "cepo")
-            active = [s for s in steps if weighted and s.get("lambda", 0) > 0 and not s.get("skipped")]
-            rec = {
-                "run_mean": 100 * mean([v["pass1_sampled"] for v in after]),
-                "final": 100 * after[-1]["pass1_sampled"],
-                "greedy_mean": 100 * mean([v["pass1_greedy"] for v in after]),
-                "greedy_final": 100 * after[-1]["pass1_greedy"],
-                "base": 100 * vals[0]["pass1_sampled"] if vals[0]["after_step"] == 0 else float("nan"),
-                "base_greedy": 100 * vals[0]["pass1_greedy"] if vals[0]["after_step"] == 0 else float("nan"),
-                "leak_span": 100 * mean([v.get("leakage_span", 0.0) for v in after]),
-                "leak_cue": 100 * mean([v.get("leakage_cue", 0.0) for v in after]),
-                "active_steps": len(active),
-                "clip_low": 100 * mean([s["weight_clip_low_frac"] for s in active]) if active else float("nan"),
-                "clip_high": 100 * mean([s["weight_clip_high_frac"] for s in active]) if active else float("nan"),
-                "wall_s": run["wall_s"],
-            }
-            methods.setdefault(name, {})[run["seed"]] = rec
+        # The steps where the teacher-derived weight was applied: RLSD's and
+        # CEPO's with lambda > 0 (the other algorithms log a lambda they do
+        # not use).
+        weighted = algo in ("rlsd", "cepo")
+        active = [s for s in steps if weighted and s.get("lambda", 0) > 0 and not s.get("skipped")]
+        base = vals[0] if vals[0]["after_step"] == 0 else None
+        seconds = sum(sum(v for v in s.get("timings", {}).values() if isinstance(v, (int, float))) for s in steps)
+        rec = {
+            "run_mean": 100 * mean([v["pass1_sampled"] for v in after]),
+            "final": 100 * after[-1]["pass1_sampled"],
+            "greedy_mean": 100 * mean([v["pass1_greedy"] for v in after]),
+            "greedy_final": 100 * after[-1]["pass1_greedy"],
+            "base": 100 * base["pass1_sampled"] if base else float("nan"),
+            "base_greedy": 100 * base["pass1_greedy"] if base else float("nan"),
+            "leak_span": 100 * mean([v.get("leakage_span", 0.0) for v in after]),
+            "leak_cue": 100 * mean([v.get("leakage_cue", 0.0) for v in after]),
+            "active_steps": len(active),
+            "clip_low": 100 * mean([s["weight_clip_low_frac"] for s in active]) if active else float("nan"),
+            "clip_high": 100 * mean([s["weight_clip_high_frac"] for s in active]) if active else float("nan"),
+            "wall_s": seconds,
+        }
+        methods.setdefault(name, {})[int(seed)] = rec
     return methods
 
 
@@ -201,7 +202,7 @@ def main():
     out = sys.argv[1]
     methods = load(out)
     if "grpo" not in methods:
-        sys.exit(f"{out}/fixed/summary.json has no GRPO runs to pair with")
+        sys.exit(f"{out} holds no GRPO runs to pair with")
     order = [m for m in ["grpo", "rlsd", "rlsd adaptive", "opsd", "sdpo", "grpo+opsd", "cepo"] if m in methods]
     p = print
     seeds = sorted(methods["grpo"])
@@ -209,7 +210,7 @@ def main():
     p("over seeds (paired differences: the seed's difference, so the shared data order")
     p("and held-out set cancel).\n")
     p("## Held-out accuracy per method (mean over seeds, sd in brackets)\n")
-    p("| method | base | run mean, sampled | final, sampled | run mean, greedy | final, greedy | wall s / run |")
+    p("| method | base | run mean, sampled | final, sampled | run mean, greedy | final, greedy | stage s / run |")
     p("|---|---|---|---|---|---|---|")
     for m in order:
         r = list(methods[m].values())

@@ -14,6 +14,8 @@
 //!   checkpoint's, is refused by name.
 
 mod dist_common;
+#[path = "common/old_checkpoint.rs"]
+mod old_checkpoint;
 
 use dist_common::process::{failed_naming, metrics, ok, report, run};
 use rlsd::checkpoint::{latest_checkpoint, list_checkpoints, verify_checkpoint};
@@ -247,6 +249,28 @@ fn an_adaptive_run_resumes_exactly() {
         "rank 1 of 2 failed (signal 6)",
     );
     assert_eq!(latest_verified(&cut), Some(2));
+    // The same checkpoint without its adaptive state (as a build before
+    // data-parallel checkpoints stored it wrote it) cannot resume the schedule.
+    let old = dir.path().join("old");
+    let copied = Command::new("cp").arg("-a").arg(&cut).arg(&old).status();
+    assert!(copied.unwrap().success());
+    old_checkpoint::strip_state_key(
+        &latest_checkpoint(&root(&old)).unwrap().unwrap(),
+        "adaptive_lambda",
+    );
+    let mut refused = adaptive(train(&old, 4, 2));
+    refused.arg("--resume").arg("latest");
+    let o = run(refused, "resume without the adaptive state");
+    failed_naming(
+        &o,
+        "resume without the adaptive state",
+        "algo.lambda_schedule",
+    );
+    failed_naming(
+        &o,
+        "resume without the adaptive state",
+        "no `adaptive_lambda`",
+    );
     let mut resume = adaptive(train(&cut, 4, 2));
     resume.arg("--resume").arg("latest");
     ok(&run(resume, "resume"), "resume");

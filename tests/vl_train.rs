@@ -5,6 +5,9 @@
 //! metrics lines, checkpoints and a loadable `final/` VL folder whose decoder
 //! moved and whose frozen tower did not; a resume continues from step 2.
 
+#[path = "common/old_checkpoint.rs"]
+mod old_checkpoint;
+
 use anyhow::Result;
 use rlsd::config::RunConfig;
 use rlsd::data::{Example, ImageSource};
@@ -286,5 +289,35 @@ fn an_adaptive_schedule_resumes_where_it_stopped() -> Result<()> {
     lambdas(&cut, 2, None)?;
     let resumed = lambdas(&cut, 3, Some(Path::new("latest")))?;
     assert_eq!(resumed, vec![full[2]], "{full:?}");
+    Ok(())
+}
+
+/// A checkpoint without the adaptive lambda state (as a build before it
+/// wrote one): resuming it with `algo.lambda_schedule = "adaptive"` is
+/// refused, naming the key and the checkpoint's state file.
+#[test]
+fn an_adaptive_resume_without_its_state_is_refused() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let model = fixture("qwen2_5_vl_tiny");
+    let out = tmp.path().join("run");
+    let fixed = config(&model, &out, 2, &[]);
+    train_vision_language(&fixed, source(), None, false, &mut |_| {})?;
+    old_checkpoint::strip_state_key(
+        &out.join("checkpoints").join("step-000002"),
+        "adaptive_lambda",
+    );
+    let adaptive = config(&model, &out, 3, &["algo.lambda_schedule=adaptive"]);
+    let err = train_vision_language(
+        &adaptive,
+        source(),
+        Some(Path::new("latest")),
+        false,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    for part in ["algo.lambda_schedule", "state.json", "adaptive_lambda"] {
+        assert!(err.contains(part), "{part} missing: {err}");
+    }
     Ok(())
 }
