@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 
 /// What a chat template writes for one image part.
-const IMAGE_PART: &str = "<|vision_start|><|image_pad|><|vision_end|>";
+use crate::data::vl_prompt::IMAGE_PART;
 
 /// Sample `req.n` responses to `req.prompt` with `images` (one or more files).
 pub fn generate_vl_tokens(

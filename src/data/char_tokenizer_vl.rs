@@ -48,7 +48,7 @@ pub fn vocab_size() -> usize {
 }
 
 /// What the chat template writes for one `<image>`.
-pub const IMAGE_PART: &str = "<|vision_start|><|image_pad|><|vision_end|>";
+pub use super::vl_prompt::IMAGE_PART;
 
 /// The chat template: [`super::char_tokenizer::CHAT_TEMPLATE`] with each
 /// message's placeholders written as [`IMAGE_PART`].

@@ -30,6 +30,7 @@ mod row;
 pub mod schema;
 pub mod task;
 pub mod task_image;
+pub mod vl_prompt;
 
 pub use config::{
     ColumnNames, Columns, DataConfig, DataFormat, FileType, OnBadRow, TeacherQuestion,

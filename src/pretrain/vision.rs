@@ -26,17 +26,15 @@
 //! temperature 1.
 
 use super::{held_out_problems, PretrainConfig, PretrainReport};
-use crate::data::char_tokenizer_vl::IMAGE_PART;
-use crate::data::images::decode_example_images;
-use crate::data::prompt::{student_prompt_ids, TeacherPrompt};
+use crate::data::prompt::TeacherPrompt;
 use crate::data::task::{extract_answer, ArithmeticTask, Problem};
 use crate::data::task_image::with_image;
-use crate::data::{Example, IMAGE_PLACEHOLDER};
+use crate::data::vl_prompt::{student_prompt, teacher_prompt, tokenizer};
+use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::model::sampling::SamplingParams;
 use crate::model::vision::{
-    expand_image_pad_ids, image_token_count, ImageProcessor, LoadedVlModel, ProcessedImage,
-    VisionInput, VlConfig, VlModel, IMAGE_PAD,
+    ImageProcessor, LoadedVlModel, ProcessedImage, VisionInput, VlConfig, VlModel,
 };
 use crate::model::{weights, Tokenizer};
 use rand::rngs::StdRng;
@@ -111,13 +109,6 @@ struct VlSample {
     prompt: Vec<i64>,
     images: Vec<ProcessedImage>,
     response: Vec<i64>,
-}
-
-/// The model folder's tokenizer.
-fn tokenizer(model: &LoadedVlModel) -> Result<&Tokenizer> {
-    model.tokenizer.as_ref().ok_or_else(|| {
-        Error::InvalidInput("the vision-language folder has no tokenizer.json".into())
-    })
 }
 
 /// A random VL model from `dir`'s config (matrices N(0, 0.02), norms one,
@@ -201,14 +192,6 @@ pub fn init_language_from_text(model: &LoadedVlModel, dir: &Path) -> Result<usiz
     Ok(copied)
 }
 
-/// `ex` with each `<image>` written as the chat template's image part.
-fn with_image_parts(ex: &Example) -> Example {
-    Example {
-        prompt: ex.prompt.replace(IMAGE_PLACEHOLDER, IMAGE_PART),
-        ..ex.clone()
-    }
-}
-
 /// Prompt ids of `ex` (student, or teacher through `teacher`) with each
 /// image's pad run expanded, and the processed images.
 fn prompt_of(
@@ -216,32 +199,12 @@ fn prompt_of(
     ex: &Example,
     teacher: Option<&TeacherPrompt>,
 ) -> Result<(Vec<i64>, Vec<ProcessedImage>)> {
-    let tok = tokenizer(model)?;
-    let images: Vec<ProcessedImage> = if ex.images.is_empty() {
-        Vec::new()
-    } else {
-        let processor = model.processor.as_ref().ok_or_else(|| {
-            Error::InvalidInput("the VL folder has no preprocessor_config.json".into())
-        })?;
-        decode_example_images(ex)?
-            .iter()
-            .map(|rgb| processor.preprocess(rgb))
-            .collect::<Result<_>>()?
+    let student = student_prompt(model, ex)?;
+    let prompt = match teacher {
+        Some(t) => teacher_prompt(model, t, ex, student.images)?,
+        None => student,
     };
-    let shown = with_image_parts(ex);
-    let ids = match teacher {
-        Some(t) => t.ids(tok, &shown)?,
-        None => student_prompt_ids(tok, &shown)?,
-    };
-    let pad = tok
-        .token_to_id(IMAGE_PAD)
-        .ok_or_else(|| Error::InvalidInput(format!("the tokenizer has no {IMAGE_PAD} token")))?;
-    let merge = model.model.config.vision.spatial_merge_size.max(1) as usize;
-    let counts: Vec<usize> = images
-        .iter()
-        .map(|i| image_token_count(i.grid_thw, merge))
-        .collect();
-    Ok((expand_image_pad_ids(&ids, pad, &counts)?, images))
+    Ok((prompt.ids, prompt.images.to_vec()))
 }
 
 /// The example of `problem` shown as `shown`.
