@@ -17,6 +17,7 @@ incomplete beta function (continued fraction), its quantile from bisection.
     python3 scripts/compare_stats.py OUT > OUT/stats.md
 """
 
+import gzip
 import json
 import math
 import sys
@@ -101,7 +102,9 @@ def paired(a, b):
 
 
 def read_jsonl(path):
-    with open(path) as f:
+    """A metrics.jsonl, or its gzip (how docs/results/ keeps them)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -111,7 +114,8 @@ def load(out):
     --out` each); runs under a folder named `adaptive` are the method
     `<algo> adaptive`."""
     methods = {}
-    for metrics in sorted(Path(out).glob("*/*-seed*/metrics.jsonl")):
+    found = sorted(Path(out).glob("*/*-seed*/metrics.jsonl*"))
+    for metrics in found:
         algo, seed = metrics.parent.name.rsplit("-seed", 1)
         name = algo + (" adaptive" if metrics.parent.parent.name == "adaptive" else "")
         steps = read_jsonl(metrics)

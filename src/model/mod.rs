@@ -146,8 +146,11 @@ impl LoadedModel {
         }
         let config = Config::from_file(&dir.join("config.json"))?;
         let mut vs = nn::VarStore::new(device);
-        let lm = CausalLm::new(&vs.root(), &config)?;
+        // New variables take the store's kind: set it first, so that a bf16
+        // model never exists as float32 (twice its size) before the weights
+        // are read into it.
         vs.set_kind(kind);
+        let lm = CausalLm::new(&vs.root(), &config)?;
         weights::load_weights(&vs, dir)?;
         let tokenizer = Tokenizer::from_dir(dir, &config.eos_token_id, config.pad_token_id)?;
         let mut model = LoadedModel {

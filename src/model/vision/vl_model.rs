@@ -500,8 +500,11 @@ impl LoadedVlModel {
         }
         let config = VlConfig::from_file(&dir.join("config.json"))?;
         let mut vs = nn::VarStore::new(device);
-        let model = VlModel::new(&vs.root(), &config)?;
+        // New variables take the store's kind: set it first, so that a bf16
+        // model never exists as float32 (twice its size) before the weights
+        // are read into it.
         vs.set_kind(kind);
+        let model = VlModel::new(&vs.root(), &config)?;
         weights::load_weights_renamed(&vs, dir, &hub_name)?;
         let tokenizer =
             Tokenizer::from_dir(dir, &config.text.eos_token_id, config.text.pad_token_id)?;
