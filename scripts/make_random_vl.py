@@ -9,9 +9,10 @@ the transformers model on the meta device (no memory) only to list every
 parameter's name and shape, and writes seeded normal(0, 0.02) bf16 tensors
 (norm weights 1) in the Hub's key layout (`model.layers.*`, `visual.*`,
 `lm_head.weight`) as 4 GB shards with `model.safetensors.index.json`, one shard
-in memory at a time. The tokenizer and preprocessor files come from the tiny
-fixture of the same family, and the config's special token ids are set to
-that tokenizer's, so `rlsd generate --image` runs on the folder. Needs the
+in memory at a time. The tokenizer comes from the tiny Qwen2.5-VL fixture and
+the preprocessor from the family's fixture, and the config's special token
+ids are set to the tiny fixture's, so `rlsd generate --image` runs on the
+folder. `--files-only` rewrites only those small files of an existing folder. Needs the
 project's torch python (torch, transformers, safetensors).
 """
 import argparse
@@ -40,6 +41,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--shape", default="qwen2_5_vl_7b", choices=["qwen2_5_vl_7b", "qwen3_vl_8b"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--files-only", action="store_true", help="only the config, tokenizer and preprocessor files")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,9 +51,18 @@ def main():
     for key in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
         if key in tiny_config:
             config[key] = tiny_config[key]
-    for name in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.jinja"):
-        if (tiny / name).exists():
-            shutil.copy(tiny / name, out / name)
+    # The tokenizer of the tiny Qwen2.5-VL fixture (the Qwen3-VL one has none;
+    # both use the same special ids), the family's own preprocessor.
+    processor = FIXTURES / ("qwen2_5_vl" if args.shape.startswith("qwen2_5") else "qwen3_vl")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (FIXTURES / "qwen2_5_vl_tiny" / name).exists():
+            shutil.copy(FIXTURES / "qwen2_5_vl_tiny" / name, out / name)
+    shutil.copy(processor / "preprocessor_config.json", out / "preprocessor_config.json")
+
+    if args.files_only:
+        config["torch_dtype"] = "bfloat16"
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+        return
 
     import transformers
 
