@@ -143,6 +143,7 @@ def load(out):
             "clip_low": 100 * mean([s["weight_clip_low_frac"] for s in active]) if active else float("nan"),
             "clip_high": 100 * mean([s["weight_clip_high_frac"] for s in active]) if active else float("nan"),
             "wall_s": seconds,
+            "curve": [(v["after_step"], 100 * v["pass1_sampled"]) for v in vals],
         }
         methods.setdefault(name, {})[int(seed)] = rec
     return methods
@@ -162,6 +163,16 @@ def per_key(runs, key):
     return {s: r[key] for s, r in runs.items()}
 
 
+def svg_open(w, h, left, title):
+    """An SVG's opening tag, white background and title line."""
+    return [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        'font-family="sans-serif" font-size="12">',
+        f'<rect width="{w}" height="{h}" fill="white"/>',
+        f'<text x="{left}" y="16">{title}</text>',
+    ]
+
+
 def forest_svg(rows, path):
     """Differences from GRPO with their 95% intervals, one row per method."""
     w, row_h, left, right = 640, 28, 150, 30
@@ -174,12 +185,9 @@ def forest_svg(rows, path):
     def x(v):
         return left + (v - lo) / (hi - lo) * (w - left - right)
 
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        'font-family="sans-serif" font-size="12">',
-        f'<rect width="{w}" height="{h}" fill="white"/>',
-        f'<text x="{left}" y="16">held-out sampled pass@1, run mean: method - GRPO '
-        "(points, 95% interval, paired over seeds)</text>",
+    parts = svg_open(
+        w, h, left, "held-out sampled pass@1, run mean: method - GRPO (points, 95% interval, paired over seeds)"
+    ) + [
         f'<line x1="{x(0):.1f}" y1="24" x2="{x(0):.1f}" y2="{h - 20}" stroke="#999" '
         'stroke-dasharray="4 3"/>',
     ]
@@ -196,6 +204,44 @@ def forest_svg(rows, path):
         parts.append(f'<text x="{x(m + hw) + 6:.1f}" y="{y + 4}">{m:+.2f} +- {hw:.2f}</text>')
     for v in range(math.ceil(lo), math.floor(hi) + 1):
         parts.append(f'<text x="{x(v) - 6:.1f}" y="{h - 6}">{v:+d}</text>')
+    parts.append("</svg>")
+    Path(path).write_text("\n".join(parts) + "\n")
+
+
+def curves_svg(methods, order, path):
+    """Held-out sampled pass@1 against the step, mean over seeds, per method."""
+    colours = ["#1f77b4", "#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+    w, h, left, right, top, bottom = 640, 360, 50, 140, 30, 40
+    lines = []
+    for m in order:
+        by_step = {}
+        for rec in methods[m].values():
+            for step, acc in rec["curve"]:
+                by_step.setdefault(step, []).append(acc)
+        lines.append((m, sorted((k, mean(v)) for k, v in by_step.items())))
+    xs = [x for _, pts in lines for x, _ in pts]
+    ys = [y for _, pts in lines for _, y in pts]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = math.floor(min(ys)) - 1, math.ceil(max(ys)) + 1
+
+    def px(x):
+        return left + (x - x0) / max(x1 - x0, 1) * (w - left - right)
+
+    def py(y):
+        return top + (y1 - y) / (y1 - y0) * (h - top - bottom)
+
+    parts = svg_open(w, h, left, "held-out sampled pass@1 (%), mean over seeds")
+    for y in range(y0, y1 + 1):
+        parts.append(f'<line x1="{left}" y1="{py(y):.1f}" x2="{w - right}" y2="{py(y):.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="{left - 30}" y="{py(y) + 4:.1f}">{y}</text>')
+    for x in sorted(set(xs)):
+        parts.append(f'<text x="{px(x) - 8:.1f}" y="{h - bottom + 16}">{x}</text>')
+    parts.append(f'<text x="{(w - right) / 2:.0f}" y="{h - 6}">step</text>')
+    for i, (m, pts) in enumerate(lines):
+        c = colours[i % len(colours)]
+        d = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
+        parts.append(f'<polyline points="{d}" fill="none" stroke="{c}" stroke-width="2"/>')
+        parts.append(f'<text x="{w - right + 8}" y="{top + 16 * (i + 1)}" fill="{c}">{m}</text>')
     parts.append("</svg>")
     Path(path).write_text("\n".join(parts) + "\n")
 
@@ -267,7 +313,9 @@ def main():
         _, d, hw, _ = paired(per_key(methods[m], "run_mean"), per_key(methods["grpo"], "run_mean"))
         rows.append((m, d, hw))
     forest_svg(rows, Path(out) / "paired.svg")
-    p(f"\nChart: {Path(out) / 'paired.svg'} (method - GRPO, run mean, 95% intervals).")
+    curves_svg(methods, order, Path(out) / "accuracy.svg")
+    p("\nCharts: `paired.svg` (method - GRPO, run mean, 95% intervals) and")
+    p("`accuracy.svg` (held-out sampled pass@1 against the step, mean over seeds).")
 
 
 if __name__ == "__main__":
