@@ -173,8 +173,10 @@ fn a_missing_image_fails_naming_it() {
 }
 
 /// `configs/builtin-vl.toml` as shipped (the committed `assets/tiny-arith-vl`
-/// base, the built-in task's pictured problems), one step with a small
-/// group: exit 0, one metrics line, a loadable `final/`.
+/// base, the built-in task's pictured problems, 16 prompts a step, among
+/// them prompts with equal ids and different pictures), one step with a
+/// small group and no validation: exit 0, one metrics line, a loadable
+/// `final/`.
 #[test]
 fn builtin_vl_config_trains_one_step_through_the_binary() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -185,6 +187,7 @@ fn builtin_vl_config_trains_one_step_through_the_binary() {
     for s in [
         "runtime.steps=1".to_string(),
         "rollout.group_size=4".into(),
+        "validation.every=0".into(),
         format!("runtime.out_dir='{}'", out.display()),
     ] {
         args.push("--set".into());
