@@ -258,6 +258,47 @@ fn opsd_token_kl_through_the_train_step() {
     assert_eq!(vals(&out.credit.ahat), vec![0.0; 10]);
 }
 
+/// A consequence of the reference's default OPSD form, measured in
+/// docs/RESULTS.md: the teacher does not enter the gradient. Any teacher
+/// log-probs give the same gradient (`-1/N` on every trained token), so OPSD
+/// and SDPO (whose teachers differ only in context) make the same update, and
+/// their runs on one seed are identical step for step.
+#[test]
+fn opsd_token_kl_gradient_does_not_depend_on_the_teacher() {
+    let cfg = paper().algo;
+    let grad = |teacher: Option<Vec<Vec<f32>>>| {
+        let mut batch = two_responses();
+        if teacher.is_some() {
+            batch.teacher_logprobs = teacher;
+        }
+        let logp =
+            Tensor::full([2, 5], -1.0, (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
+        let mask = Tensor::from_slice(&[1.0f64, 1., 1., 1., 1., 1., 1., 0., 0., 0.]).view([2, 5]);
+        let loss = distill_loss(
+            &cfg,
+            Algo::Opsd,
+            &batch,
+            0..2,
+            &logp,
+            None,
+            &mask,
+            batch.loss_norm(),
+        )
+        .unwrap()
+        .unwrap();
+        loss.backward();
+        (loss.double_value(&[]), vals(&logp.grad()))
+    };
+    let (loss_a, grad_a) = grad(None);
+    let other = vec![vec![-9.0f32, -0.1, -3.0, -0.2, -5.0], vec![-0.01, -7.0]];
+    let (loss_b, grad_b) = grad(Some(other));
+    assert!(
+        (loss_a - loss_b).abs() > 0.1,
+        "the loss values differ: {loss_a} vs {loss_b}"
+    );
+    close(&grad_a, &grad_b, 1e-15);
+}
+
 /// The reference's OPSD teacher is the live actor (`freeze_teacher_model =
 /// False`, `opsd_config.py` 152-157) while RLSD's is synced every 20 steps
 /// (rlsd_train.sh): step 7 of an `opsd` run scores with version 6, of an
