@@ -321,3 +321,43 @@ fn an_adaptive_resume_without_its_state_is_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// The held-out leakage probe of VL validation (`run::vision_validate`)
+/// builds its privileged spans with the VL tokenizer around the `<image>`
+/// marks: a response that writes the teacher's privileged text is caught, one
+/// that writes only its own prompt and the answer line is not.
+#[test]
+fn vl_leakage_spans_catch_the_privileged_text_only() -> Result<()> {
+    use rlsd::data::TeacherPrompt;
+    use rlsd::pipeline::leakage_probe::leakage_rates;
+    use rlsd::run::evaluate::privileged_spans;
+    let m = LoadedVlModel::load(&fixture("qwen2_5_vl_tiny"), Device::Cpu, Kind::Float)?;
+    let tok = m.tokenizer.as_ref().expect("the fixture has a tokenizer");
+    let ex = Example {
+        id: "p".into(),
+        prompt: "<image>What is the colour of the square?".into(),
+        answer: "red".into(),
+        privileged: "the square is drawn in bright red paint".into(),
+        context: Vec::new(),
+        extra: Default::default(),
+        images: vec![ImageSource::Path(PathBuf::from("unused.png"))],
+    };
+    let teacher = TeacherPrompt::new("{question} Reference solution: {answer}")?;
+    let spans = privileged_spans(tok, &ex, &teacher, 8)?;
+    let copied = "I see that the square is drawn in bright red paint. Answer: red";
+    // (A response that repeats the question's end followed by a space would
+    // match the teacher message's `square? ` + `Reference` boundary n-grams:
+    // a known false positive of the probe with short tokens.)
+    let honest = "The colour of the square is red. Answer: red";
+    let ids = |t: &str| tok.encode(t, false);
+    let (a, b) = (ids(copied)?, ids(honest)?);
+    let rates = leakage_rates(
+        [
+            (&spans, a.as_slice(), copied),
+            (&spans, b.as_slice(), honest),
+        ]
+        .into_iter(),
+    );
+    assert_eq!(rates.span, 0.5, "{rates:?}");
+    Ok(())
+}

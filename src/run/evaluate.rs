@@ -510,6 +510,27 @@ pub fn validate(
     })
 }
 
+/// The `n`-grams of `ex`'s teacher message (`teacher`'s rendering) that its
+/// student prompt and its answer lines do not hold (`pipeline::leakage_probe`).
+pub fn privileged_spans(
+    tok: &crate::model::Tokenizer,
+    ex: &Example,
+    teacher: &crate::data::prompt::TeacherPrompt,
+    n: usize,
+) -> Result<crate::pipeline::leakage_probe::PrivilegedSpans> {
+    use crate::pipeline::leakage_probe::{answer_lines, PrivilegedSpans};
+    let excluded = answer_lines(&ex.answer)
+        .iter()
+        .map(|a| tok.encode(a, false))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PrivilegedSpans::new(
+        &tok.encode(&teacher.render(ex), false)?,
+        &tok.encode(&ex.prompt, false)?,
+        &excluded,
+        n,
+    ))
+}
+
 /// The leakage of validation responses (`pipeline::leakage_probe`): for each
 /// example, the `n`-grams of its teacher message (`teacher`, the privileged
 /// text in it) that are in neither its student message nor its answer line;
@@ -521,21 +542,11 @@ pub fn held_out_leakage(
     teacher: &crate::data::prompt::TeacherPrompt,
     n: usize,
 ) -> Result<crate::pipeline::leakage_probe::LeakageRates> {
-    use crate::pipeline::leakage_probe::{answer_lines, leakage_rates, PrivilegedSpans};
+    use crate::pipeline::leakage_probe::{leakage_rates, PrivilegedSpans};
     let tok = tokenizer_of(model)?;
     let mut spans = std::collections::HashMap::new();
     for ex in examples {
-        let excluded = answer_lines(&ex.answer)
-            .iter()
-            .map(|a| tok.encode(a, false))
-            .collect::<Result<Vec<_>>>()?;
-        let s = PrivilegedSpans::new(
-            &tok.encode(&teacher.render(ex), false)?,
-            &tok.encode(&ex.prompt, false)?,
-            &excluded,
-            n,
-        );
-        spans.insert(ex.id.clone(), s);
+        spans.insert(ex.id.clone(), privileged_spans(tok, ex, teacher, n)?);
     }
     let ids = records
         .iter()

@@ -171,8 +171,17 @@ pub fn train_vision_language(
         0 => Vec::new(),
         _ => super::evaluate::held_out_examples(cfg)?,
     };
-    let validate =
-        |policy: &VlPolicy, step| vl_validation_on(cfg, policy, &held_out, &*verifier, step);
+    let probe_template = TeacherPrompt::for_data(&cfg.data)?;
+    let validate = |policy: &VlPolicy, step| {
+        vl_validation_on(
+            cfg,
+            policy,
+            &held_out,
+            &*verifier,
+            Some(&probe_template),
+            step,
+        )
+    };
     // Validation before step 1 goes with step 1's stats.
     let mut pending = match first {
         1 => validate(&run.trainer.policy, 0)?,

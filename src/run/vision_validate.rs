@@ -3,15 +3,17 @@
 //! `validation.every` steps, one greedy response and `validation.samples`
 //! sampled ones per held-out prompt (its images encoded once per prompt),
 //! verified; pass@1 greedy and sampled, pass@K, maj@K and the mean reward.
-//! The leakage probes are not computed for VL runs (reported as 0), and
-//! `validation.presence_penalty` is not applied.
+//! The leakage probes are the text runs' (`pipeline::leakage_probe`, on the
+//! sampled responses, with the teacher template's text around the same
+//! `<image>` marks); `validation.presence_penalty` is not applied.
 
-use super::evaluate::{majority_correct, pass_at_k, validates_at};
+use super::evaluate::{majority_correct, pass_at_k, privileged_spans, validates_at};
 use crate::config::RunConfig;
-use crate::data::Example;
+use crate::data::{Example, TeacherPrompt};
 use crate::error::Result;
 use crate::model::sampling::SamplingParams;
 use crate::model::vision::{VisionInput, VlPolicy};
+use crate::pipeline::leakage_probe::{leakage_rates, LeakageRates, PrivilegedSpans};
 use crate::pipeline::plan::step_seed;
 use crate::pipeline::verify_one;
 use crate::pipeline::vision::student_prompt;
@@ -21,12 +23,15 @@ use std::time::Instant;
 
 /// The validation of `policy` after `step` (0 = before step 1) on
 /// `held_out`; empty when the run does not validate then or has no
-/// held-out prompts.
+/// held-out prompts. With `teacher` (the run's teacher template) and
+/// `validation.leakage_ngram > 0` the sampled responses are probed for
+/// leakage; otherwise the leakage rates are 0.
 pub fn vl_validation_on(
     cfg: &RunConfig,
     policy: &VlPolicy,
     held_out: &[Example],
     verifier: &dyn Verifier,
+    teacher: Option<&TeacherPrompt>,
     step: u64,
 ) -> Result<Vec<ValidationStats>> {
     if !validates_at(&cfg.validation, step) || held_out.is_empty() {
@@ -65,8 +70,15 @@ pub fn vl_validation_on(
         usize::try_from(model.model.config.text.max_position_embeddings).unwrap_or(usize::MAX);
     let (mut greedy_correct, mut sampled_correct, mut reward) = (0usize, 0usize, 0f64);
     let (mut pass_k, mut maj) = (0f64, 0usize);
+    let probe = teacher.filter(|_| v.leakage_ngram > 0);
+    // Each sampled response with its example's privileged spans.
+    let mut probed: Vec<(PrivilegedSpans, Vec<i64>, String)> = Vec::new();
     for (i, ex) in held_out.iter().enumerate() {
         let prompt = student_prompt(model, ex)?;
+        let spans = match probe {
+            Some(t) => Some(privileged_spans(tok, ex, t, v.leakage_ngram)?),
+            None => None,
+        };
         let vision = if prompt.images.is_empty() {
             None
         } else {
@@ -98,12 +110,23 @@ pub fn vl_validation_on(
             reward += f64::from(verdict.reward);
             let answer = extract_strict_answer(&text).or_else(|| extract_final_answer(&text));
             votes.push((answer, verdict.correct));
+            if let Some(spans) = &spans {
+                probed.push((spans.clone(), tok.encode(&text, false)?, text));
+            }
         }
         let c = votes.iter().filter(|v| v.1).count();
         sampled_correct += c;
         pass_k += pass_at_k(k, c, k);
         maj += usize::from(majority_correct(&votes));
     }
+    let leak = match probe {
+        Some(_) => leakage_rates(
+            probed
+                .iter()
+                .map(|(s, ids, t)| (s, ids.as_slice(), t.as_str())),
+        ),
+        None => LeakageRates::default(),
+    };
     let n = held_out.len() as f64;
     Ok(vec![ValidationStats {
         after_step: step,
@@ -115,7 +138,7 @@ pub fn vl_validation_on(
         maj_at_k: maj as f64 / n,
         reward_mean: reward / (n * k as f64),
         wall_s: started.elapsed().as_secs_f64(),
-        leakage_span: 0.0,
-        leakage_cue: 0.0,
+        leakage_span: leak.span,
+        leakage_cue: leak.cue,
     }])
 }
