@@ -215,6 +215,29 @@ fn negative_only_and_thought_only_in_the_train_step() {
     assert!(err.to_string().contains("rlsd_thought_only"), "{err}");
 }
 
+/// The paper preset's OPSD term of `batch` at student log-probs all -1
+/// (`[2, 5]`, the first 7 positions trained): its value, its gradient on
+/// those log-probs, and the log-probs.
+fn opsd_loss_and_grad(batch: &TrainBatch) -> (f64, Vec<f64>, Tensor) {
+    let cfg = paper().algo;
+    let logp = Tensor::full([2, 5], -1.0, (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
+    let mask = Tensor::from_slice(&[1.0f64, 1., 1., 1., 1., 1., 1., 0., 0., 0.]).view([2, 5]);
+    let loss = distill_loss(
+        &cfg,
+        Algo::Opsd,
+        batch,
+        0..2,
+        &logp,
+        None,
+        &mask,
+        batch.loss_norm(),
+    )
+    .unwrap()
+    .unwrap();
+    loss.backward();
+    (loss.double_value(&[]), vals(&logp.grad()), logp)
+}
+
 /// OPSD as the paper preset runs it, the reference's default
 /// (`dp_opsd_actor.py` 986-1001, `core_algos.py` 566: `kl = logp_T - logp_S`
 /// on the sampled token, teacher detached, `average_loss` token-mean, alpha
@@ -225,23 +248,8 @@ fn negative_only_and_thought_only_in_the_train_step() {
 fn opsd_token_kl_through_the_train_step() {
     let cfg = paper().algo;
     let batch = two_responses();
-    let logp = Tensor::full([2, 5], -1.0, (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
-    let mask = Tensor::from_slice(&[1.0f64, 1., 1., 1., 1., 1., 1., 0., 0., 0.]).view([2, 5]);
-    let loss = distill_loss(
-        &cfg,
-        Algo::Opsd,
-        &batch,
-        0..2,
-        &logp,
-        None,
-        &mask,
-        batch.loss_norm(),
-    )
-    .unwrap()
-    .unwrap();
-    assert!((loss.double_value(&[]) - 0.5 / 7.0).abs() < 1e-12, "{loss}");
-    loss.backward();
-    let g = vals(&logp.grad());
+    let (loss, g, logp) = opsd_loss_and_grad(&batch);
+    assert!((loss - 0.5 / 7.0).abs() < 1e-12, "{loss}");
     let n = -1.0 / 7.0;
     close(&g, &[n, n, n, n, n, n, n, 0., 0., 0.], 1e-12);
     let ent = logp.detach().zeros_like();
@@ -265,29 +273,13 @@ fn opsd_token_kl_through_the_train_step() {
 /// their runs on one seed are identical step for step.
 #[test]
 fn opsd_token_kl_gradient_does_not_depend_on_the_teacher() {
-    let cfg = paper().algo;
     let grad = |teacher: Option<Vec<Vec<f32>>>| {
         let mut batch = two_responses();
         if teacher.is_some() {
             batch.teacher_logprobs = teacher;
         }
-        let logp =
-            Tensor::full([2, 5], -1.0, (Kind::Double, tch::Device::Cpu)).set_requires_grad(true);
-        let mask = Tensor::from_slice(&[1.0f64, 1., 1., 1., 1., 1., 1., 0., 0., 0.]).view([2, 5]);
-        let loss = distill_loss(
-            &cfg,
-            Algo::Opsd,
-            &batch,
-            0..2,
-            &logp,
-            None,
-            &mask,
-            batch.loss_norm(),
-        )
-        .unwrap()
-        .unwrap();
-        loss.backward();
-        (loss.double_value(&[]), vals(&logp.grad()))
+        let (loss, g, _) = opsd_loss_and_grad(&batch);
+        (loss, g)
     };
     let (loss_a, grad_a) = grad(None);
     let other = vec![vec![-9.0f32, -0.1, -3.0, -0.2, -5.0], vec![-0.01, -7.0]];

@@ -71,14 +71,15 @@ pub fn vl_validation_on(
     let (mut greedy_correct, mut sampled_correct, mut reward) = (0usize, 0usize, 0f64);
     let (mut pass_k, mut maj) = (0f64, 0usize);
     let probe = teacher.filter(|_| v.leakage_ngram > 0);
-    // Each sampled response with its example's privileged spans.
-    let mut probed: Vec<(PrivilegedSpans, Vec<i64>, String)> = Vec::new();
+    // Each example's privileged spans, and each sampled response (ids and
+    // text) with its example's index.
+    let mut spans_of: Vec<PrivilegedSpans> = Vec::new();
+    let mut probed: Vec<(usize, Vec<i64>, String)> = Vec::new();
     for (i, ex) in held_out.iter().enumerate() {
         let prompt = student_prompt(model, ex)?;
-        let spans = match probe {
-            Some(t) => Some(privileged_spans(tok, ex, t, v.leakage_ngram)?),
-            None => None,
-        };
+        if let Some(t) = probe {
+            spans_of.push(privileged_spans(tok, ex, t, v.leakage_ngram)?);
+        }
         let vision = if prompt.images.is_empty() {
             None
         } else {
@@ -110,8 +111,8 @@ pub fn vl_validation_on(
             reward += f64::from(verdict.reward);
             let answer = extract_strict_answer(&text).or_else(|| extract_final_answer(&text));
             votes.push((answer, verdict.correct));
-            if let Some(spans) = &spans {
-                probed.push((spans.clone(), tok.encode(&text, false)?, text));
+            if probe.is_some() {
+                probed.push((spans_of.len() - 1, tok.encode(&text, false)?, text));
             }
         }
         let c = votes.iter().filter(|v| v.1).count();
@@ -123,7 +124,7 @@ pub fn vl_validation_on(
         Some(_) => leakage_rates(
             probed
                 .iter()
-                .map(|(s, ids, t)| (s, ids.as_slice(), t.as_str())),
+                .map(|(e, ids, t)| (&spans_of[*e], ids.as_slice(), t.as_str())),
         ),
         None => LeakageRates::default(),
     };
